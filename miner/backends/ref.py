@@ -1,0 +1,46 @@
+"""The hashlib reference search: slow, obviously right, the yardstick for every fast backend."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+from ..work import KernelWork, check_range
+from .base import Backend
+
+_pack = struct.Struct("<I").pack
+
+
+def reference_hits(work: KernelWork, nonce_start: int, count: int) -> list[int]:
+    """Every nonce in [nonce_start, nonce_start+count) whose sha256d meets the work's target.
+
+    Reuses hashlib's state after the first 64 header bytes (the midstate) so only the second
+    block and the second hash are computed per nonce, as the kernels do.
+    """
+    check_range(nonce_start, count)
+    first = hashlib.sha256(work.header_prefix[:64])
+    tail = work.header_prefix[64:]
+    target = work.target
+    sha256 = hashlib.sha256
+    hits = []
+    for nonce in range(nonce_start, nonce_start + count):
+        h = first.copy()
+        h.update(tail + _pack(nonce))
+        if int.from_bytes(sha256(h.digest()).digest(), "little") <= target:
+            hits.append(nonce)
+    return hits
+
+
+class ReferenceBackend(Backend):
+    kind = "ref"
+
+    def __init__(self, max_hits: int = 64):
+        super().__init__("ref", "hashlib (1 thread)", max_hits)
+
+    @property
+    def initial_batch(self) -> int:
+        return 1 << 14
+
+    def _search(self, work: KernelWork, nonce_start: int, count: int) -> tuple[list[int], int]:
+        hits = reference_hits(work, nonce_start, count)
+        return hits[:self.max_hits], len(hits)

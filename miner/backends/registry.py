@@ -1,0 +1,85 @@
+"""Backend names on the command line -> backend objects.
+
+Spec grammar: comma-separated items, each `auto`, `ref`, `cpu`, `cuda` (every GPU) or `cuda:N`.
+`auto` picks the best present: every CUDA device if CuPy sees one, else the numba CPU backend,
+else the hashlib reference.
+"""
+
+from __future__ import annotations
+
+from ..errors import UsageError
+from .base import Backend
+
+
+def cuda_device_count() -> tuple[int, str]:
+    """(number of CUDA devices CuPy sees, reason when zero)."""
+    try:
+        from . import cuda
+    except ImportError as exc:  # pragma: no cover - depends on the machine
+        return 0, f"CUDA backend unavailable: {exc}"
+    return cuda.device_count()
+
+
+def cpu_available() -> tuple[bool, str]:
+    try:
+        from . import cpu  # noqa: F401
+    except ImportError as exc:
+        return False, f"numba CPU backend unavailable: {exc}"
+    return True, ""
+
+
+def _make_cpu(threads: int | None) -> Backend:
+    ok, why = cpu_available()
+    if not ok:
+        raise UsageError(f"backend 'cpu' is not available here: {why}")
+    from .cpu import CpuBackend
+    return CpuBackend(threads=threads)
+
+
+def _make_cuda(index: int | None) -> list[Backend]:
+    count, why = cuda_device_count()
+    if count == 0:
+        raise UsageError(f"backend 'cuda' is not available here: {why}")
+    from .cuda import CudaBackend
+    if index is None:
+        return [CudaBackend(i) for i in range(count)]
+    if not 0 <= index < count:
+        raise UsageError(f"no CUDA device {index}: this machine has {count} "
+                         f"(cuda:0..cuda:{count - 1})")
+    return [CudaBackend(index)]
+
+
+def make_backends(spec: str, threads: int | None = None) -> list[Backend]:
+    """Build the backends named by `spec`; unknown names and missing devices are usage errors."""
+    items = [s.strip().lower() for s in spec.split(",") if s.strip()]
+    if not items:
+        raise UsageError("no backend named (use auto, ref, cpu, cuda or cuda:N)")
+    out: list[Backend] = []
+    for item in items:
+        if item == "auto":
+            if cuda_device_count()[0] > 0:
+                out += _make_cuda(None)
+            elif cpu_available()[0]:
+                out.append(_make_cpu(threads))
+            else:
+                from .ref import ReferenceBackend
+                out.append(ReferenceBackend())
+        elif item == "ref":
+            from .ref import ReferenceBackend
+            out.append(ReferenceBackend())
+        elif item == "cpu":
+            out.append(_make_cpu(threads))
+        elif item == "cuda":
+            out += _make_cuda(None)
+        elif item.startswith("cuda:"):
+            index = item[5:]
+            if not index.isdigit():
+                raise UsageError(f"bad device in backend {item!r}: expected cuda:N with N >= 0")
+            out += _make_cuda(int(index))
+        else:
+            raise UsageError(f"unknown backend {item!r} (use auto, ref, cpu, cuda or cuda:N)")
+    names = [b.name for b in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise UsageError(f"backend named twice: {', '.join(dupes)}")
+    return out

@@ -1,0 +1,320 @@
+"""The `miner` command line.
+
+Every failure the user can fix prints one line, `miner: error: ...`, and exits non-zero (2 for
+usage errors); tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Sequence
+
+from . import __version__
+from .errors import InvalidBlock, MinerError, UsageError
+from .header import BlockHeader, bits_to_target, decode_compact, difficulty, display_hex, hash_to_int
+
+DEFAULT_CHAIN = "miner-chain.sqlite"
+MAX_BLOCKS = 1_000_000
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def _positive_int(limit: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not 1 <= value <= limit:
+            raise argparse.ArgumentTypeError(f"must be between 1 and {limit:,}, got {value}")
+        return value
+    return parse
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="miner", description="Bitcoin-exact SHA-256d proof-of-work miner.")
+    p.add_argument("--version", action="version", version=f"miner {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    m = sub.add_parser("mine", help="mine blocks on the local chain")
+    m.add_argument("--blocks", type=_positive_int(MAX_BLOCKS), default=5,
+                   help="blocks to mine (default 5)")
+    m.add_argument("--backend", default="auto",
+                   help="auto, ref, cpu, cuda, cuda:N, or a comma-separated list (default auto)")
+    m.add_argument("--threads", type=_positive_int(1024), default=None,
+                   help="CPU backend threads (default: all cores)")
+    m.add_argument("--chain", default=os.environ.get("MINER_CHAIN", DEFAULT_CHAIN),
+                   help=f"chain file (default {DEFAULT_CHAIN}; created if missing)")
+    m.add_argument("--preset", default="local",
+                   help="preset for a new chain: local, local-windowed, regtest, mainnet")
+    m.add_argument("--unit-seconds", type=float, default=0.25,
+                   help="target duration of one work unit (default 0.25)")
+    out = m.add_mutually_exclusive_group()
+    out.add_argument("--quiet", action="store_true", help="only a summary at the end")
+    out.add_argument("--json", action="store_true", help="one JSON object per event")
+
+    c = sub.add_parser("chain", help="inspect the stored chain")
+    csub = c.add_subparsers(dest="chain_command", metavar="ACTION", parser_class=_Parser)
+    csub.required = True
+    for name, text in (("info", "summary of the chain"), ("verify", "re-validate every block")):
+        a = csub.add_parser(name, help=text)
+        a.add_argument("--chain", default=os.environ.get("MINER_CHAIN", DEFAULT_CHAIN))
+        a.add_argument("--json", action="store_true")
+    s = csub.add_parser("show", help="one block")
+    s.add_argument("height", type=_non_negative_int)
+    s.add_argument("--chain", default=os.environ.get("MINER_CHAIN", DEFAULT_CHAIN))
+    s.add_argument("--json", action="store_true")
+    pl = csub.add_parser("plot", help="PNG of block spacing and difficulty")
+    pl.add_argument("out", help="PNG file to write")
+    pl.add_argument("--chain", default=os.environ.get("MINER_CHAIN", DEFAULT_CHAIN))
+    pl.add_argument("--simulate", action="store_true",
+                    help="instead of the stored chain, simulate both retarget rules through a "
+                         "10x hash-rate jump")
+    pl.add_argument("--blocks", type=_positive_int(100_000), default=300)
+
+    h = sub.add_parser("header", help="decode an 80-byte block header")
+    h.add_argument("hex", help="160 hex digits")
+    h.add_argument("--json", action="store_true")
+    return p
+
+
+# --------------------------------------------------------------------------- header
+
+def header_report(header: BlockHeader) -> dict:
+    value, negative, overflow = decode_compact(header.bits)
+    block_hash = header.hash()
+    report = {
+        "hash": display_hex(block_hash),
+        "version": header.version,
+        "prev_hash": display_hex(header.prev_hash),
+        "merkle_root": display_hex(header.merkle_root),
+        "time": header.time,
+        "time_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(header.time)),
+        "bits": f"{header.bits:08x}",
+        "nonce": header.nonce,
+    }
+    try:
+        target = bits_to_target(header.bits)
+    except MinerError as exc:
+        report.update(target=None, difficulty=None, meets_target=False, bits_error=str(exc))
+    else:
+        report.update(target=f"{target:064x}", difficulty=difficulty(target),
+                      meets_target=hash_to_int(block_hash) <= target)
+    return report
+
+
+def cmd_header(args: argparse.Namespace) -> int:
+    report = header_report(BlockHeader.from_hex(args.hex))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    width = max(len(k) for k in report)
+    for key, value in report.items():
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+# --------------------------------------------------------------------------- chain
+
+def _open_chain(path: str):
+    from .chain import Chain
+    return Chain.open(path)
+
+
+def chain_summary(chain) -> dict:
+    tip = chain.tip()
+    target = bits_to_target(tip.bits)
+    recent = chain.times[-11:]
+    spacing = (recent[-1] - recent[0]) / (len(recent) - 1) if len(recent) > 1 else None
+    p = chain.params
+    return {
+        "path": str(chain.path), "preset": p.name, "rule": p.rule, "spacing": p.spacing,
+        "height": chain.height, "tip": tip.hash_hex(), "tip_time": tip.time,
+        "bits": f"{tip.bits:08x}", "difficulty": difficulty(target),
+        "next_bits": f"{chain.next_bits():08x}", "recent_mean_spacing": spacing,
+    }
+
+
+def cmd_chain(args: argparse.Namespace) -> int:
+    if args.chain_command == "plot" and args.simulate:
+        return _plot_simulation(args)
+    with _open_chain(args.chain) as chain:
+        if args.chain_command == "info":
+            info = chain_summary(chain)
+            if args.json:
+                print(json.dumps(info, indent=2))
+            else:
+                for key, value in info.items():
+                    print(f"{key:<20} {value}")
+        elif args.chain_command == "verify":
+            t0 = time.perf_counter()
+            try:
+                height = chain.verify()
+            except InvalidBlock as exc:
+                if args.json:
+                    print(json.dumps({"ok": False, "bad_height": exc.height, "error": str(exc)}))
+                else:
+                    print(f"miner: chain INVALID: {exc}", file=sys.stderr)
+                return 1
+            dt = time.perf_counter() - t0
+            if args.json:
+                print(json.dumps({"ok": True, "height": height, "seconds": dt}))
+            else:
+                print(f"chain OK: {height + 1} blocks verified in {dt:.2f} s "
+                      f"({(height + 1) / dt:,.0f} blocks/s)")
+        elif args.chain_command == "show":
+            block = chain.block(args.height)
+            report = header_report(block.header)
+            report["height"] = block.height
+            report["transactions"] = [display_hex(_txid(t)) for t in block.txs]
+            if args.json:
+                print(json.dumps(report, indent=2))
+            else:
+                for key, value in report.items():
+                    print(f"{key:<14} {value}")
+        elif args.chain_command == "plot":
+            from .plot import plot_chains
+            path = plot_chains(args.out, {chain.params.name: (chain.times, chain.bits)},
+                               chain.params.spacing, f"{chain.path.name}: {chain.params.rule} rule")
+            print(f"wrote {path}")
+    return 0
+
+
+def _txid(tx: bytes) -> bytes:
+    from .tx import txid
+    return txid(tx)
+
+
+def _plot_simulation(args: argparse.Namespace) -> int:
+    from .params import preset
+    from .plot import plot_chains
+    from .simulate import simulate
+    jump = args.blocks // 3
+    series = {}
+    spacing = 0
+    for name in ("local", "local-windowed"):
+        params = preset(name, 1_700_000_000)
+        start_rate = 2**26 / params.spacing  # on schedule at the start
+        sim = simulate(params, args.blocks, start_rate, jump_at=jump, jump_factor=10.0)
+        series[f"{params.rule} ({name})"] = (sim.times, sim.bits)
+        spacing = params.spacing
+    path = plot_chains(args.out, series, spacing,
+                       f"simulated 10x hash-rate jump at height {jump}", marker=jump)
+    print(f"wrote {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- mine
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    from .backends.registry import make_backends
+    from .chain import Chain
+    from .coordinator import Coordinator
+    from .mining import BlockFound, mine_blocks
+    from .params import preset
+    from .sources.local import LocalChainSource
+
+    if not args.unit_seconds > 0:
+        raise UsageError("--unit-seconds must be positive")
+    backends = make_backends(args.backend, threads=args.threads)
+    chain = Chain.open_or_create(args.chain, preset(args.preset, int(time.time())))
+    emit_json = args.json
+
+    def report(ev: BlockFound) -> None:
+        if emit_json:
+            print(json.dumps({"event": "block", **ev.__dict__, "rate": ev.rate}), flush=True)
+        elif not args.quiet:
+            print(f"block {ev.height:>6}  {ev.hash_hex}  nonce {ev.nonce:>10}  bits {ev.bits:08x}  "
+                  f"diff {ev.difficulty:12.6g}  {ev.seconds:7.2f} s  {_rate(ev.rate)}", flush=True)
+
+    if not emit_json and not args.quiet:
+        names = ", ".join(f"{b.name} ({b.device})" for b in backends)
+        print(f"mining {args.blocks} block(s) on {chain.path} (tip {chain.height}, "
+              f"{chain.params.rule} rule, {chain.params.spacing} s spacing) with {names}",
+              flush=True)
+    for b in backends:
+        b.warm_up()
+    coordinator = Coordinator(backends, unit_seconds=args.unit_seconds).start()
+    found: list[BlockFound] = []
+    t0 = time.perf_counter()
+    interrupted = False
+    try:
+        mine_blocks(coordinator, LocalChainSource(chain), args.blocks,
+                    lambda ev: (found.append(ev), report(ev)))
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        coordinator.stop()
+        chain.close()
+    elapsed = time.perf_counter() - t0
+    hashes = sum(s.hashes for s in coordinator.stats.values())
+    summary = {"event": "summary", "blocks": len(found), "seconds": elapsed, "hashes": hashes,
+               "rate": hashes / elapsed if elapsed else 0.0, "interrupted": interrupted}
+    if emit_json:
+        print(json.dumps(summary), flush=True)
+    else:
+        print(f"{'interrupted: ' if interrupted else ''}{len(found)} block(s) in {elapsed:.1f} s, "
+              f"{hashes:,} hashes, {_rate(summary['rate'])}", flush=True)
+    return 130 if interrupted else 0
+
+
+def _rate(hps: float) -> str:
+    for unit, scale in (("GH/s", 1e9), ("MH/s", 1e6), ("kH/s", 1e3)):
+        if hps >= scale:
+            return f"{hps / scale:7.2f} {unit}"
+    return f"{hps:7.0f} H/s"
+
+
+# --------------------------------------------------------------------------- entry point
+
+COMMANDS = {"mine": cmd_mine, "chain": cmd_chain, "header": cmd_header}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
+                            format="%(levelname)s %(name)s: %(message)s")
+        return COMMANDS[args.command](args)
+    except MinerError as exc:
+        print(f"miner: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # Output piped into `head` and closed early: not an error worth a traceback.
+        sys.stderr.close()
+        return 0
+
+
+def entry() -> None:
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

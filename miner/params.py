@@ -1,0 +1,96 @@
+"""Chain parameters and the presets `miner` ships with.
+
+Parameters are fixed when a chain is created and stored in it as JSON, so a chain file always
+validates under the rules it was mined with.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+from .errors import UsageError
+from .header import BlockHeader, bits_to_target, target_to_bits
+from .retarget import AsertRule, RetargetRule, WindowedRule
+from .tx import coinbase_template, merkle_root, txid
+
+RULES = ("asert", "windowed")
+
+
+@dataclass(frozen=True)
+class ChainParams:
+    name: str
+    spacing: int  # target seconds between blocks
+    rule: str  # "asert" or "windowed"
+    genesis_bits: int
+    pow_limit_bits: int
+    genesis_time: int
+    window: int = 2016  # windowed rule: blocks per retarget
+    off_by_one: bool = True  # windowed rule: Bitcoin's window of window-1 intervals
+    halflife: int = 172_800  # asert rule: seconds ahead of schedule that double the difficulty
+    max_future: int = 2 * 60 * 60  # how far ahead of the clock a block time may be
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise UsageError(f"unknown retarget rule {self.rule!r} (choose from {', '.join(RULES)})")
+        if self.spacing <= 0 or self.window <= 1 or self.halflife <= 0:
+            raise UsageError("spacing and halflife must be positive and window at least 2")
+        limit = bits_to_target(self.pow_limit_bits)
+        bits_to_target(self.genesis_bits, limit)
+
+    @property
+    def pow_limit(self) -> int:
+        return bits_to_target(self.pow_limit_bits)
+
+    def retarget_rule(self) -> RetargetRule:
+        if self.rule == "windowed":
+            return WindowedRule(self.window, self.spacing, self.pow_limit, self.off_by_one)
+        return AsertRule(self.spacing, self.halflife, self.pow_limit, self.genesis_bits,
+                         self.genesis_time - self.spacing)
+
+    def genesis_txs(self) -> list[bytes]:
+        text = (self.message or f"{self.name} genesis").encode()
+        return [coinbase_template(0, text).build(0)]
+
+    def genesis_header(self) -> BlockHeader:
+        """Genesis is fixed by the parameters (like Bitcoin's, valid by definition, nonce 0)."""
+        root = merkle_root([txid(t) for t in self.genesis_txs()])
+        return BlockHeader(1, b"\x00" * 32, root, self.genesis_time, self.genesis_bits, 0)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ChainParams":
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# Start around 2^26 expected hashes (about a second on one modern CPU core with the numba
+# backend), then let ASERT pull the spacing to a few seconds; a halflife of four spacings makes
+# the adjustment visible within a minute of mining.
+LOCAL_START_BITS = target_to_bits(1 << 230)
+# Regtest's limit: the easiest target Bitcoin Core accepts anywhere.
+REGTEST_BITS = 0x207FFFFF
+
+
+def preset(name: str, genesis_time: int) -> ChainParams:
+    """The named preset with the given genesis time."""
+    presets = {
+        "local": dict(spacing=3, rule="asert", halflife=12, genesis_bits=LOCAL_START_BITS,
+                      pow_limit_bits=REGTEST_BITS),
+        "local-windowed": dict(spacing=3, rule="windowed", window=10, off_by_one=False,
+                               genesis_bits=LOCAL_START_BITS, pow_limit_bits=REGTEST_BITS),
+        "regtest": dict(spacing=1, rule="asert", halflife=3600, genesis_bits=REGTEST_BITS,
+                        pow_limit_bits=REGTEST_BITS),
+        "mainnet": dict(spacing=600, rule="windowed", window=2016, off_by_one=True,
+                        genesis_bits=0x1D00FFFF, pow_limit_bits=0x1D00FFFF),
+    }
+    if name not in presets:
+        raise UsageError(f"unknown chain preset {name!r} (choose from {', '.join(presets)})")
+    return ChainParams(name=name, genesis_time=genesis_time, **presets[name])
+
+
+PRESETS = ("local", "local-windowed", "regtest", "mainnet")

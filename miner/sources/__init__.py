@@ -1,0 +1,1 @@
+"""Work sources: where jobs come from and where solutions go."""
