@@ -175,13 +175,22 @@ class Chain:
         self.close()
 
     def _load_index(self) -> None:
-        """Times and bits of every block, kept in memory for the retarget and MTP rules."""
+        """Times and bits of every block, kept in memory for the retarget and MTP rules.
+
+        A gap or a header of the wrong size stops the index there and marks the chain damaged:
+        it still opens (so `verify` can name the block) but refuses appends.
+        """
         times, bits = [], []
         last_hash = b""
+        self.damage = None
         for height, block_hash, header in self._conn.execute(
                 "SELECT height, hash, header FROM blocks ORDER BY height"):
-            if height != len(times) or len(header) != HEADER_SIZE:
-                raise ChainError(f"{self.path}: block {height} is damaged; run 'miner chain verify'")
+            if height != len(times):
+                self.damage = f"block {len(times)} is missing"
+                break
+            if len(header) != HEADER_SIZE:
+                self.damage = f"block {height} has a damaged header"
+                break
             t, b = struct.unpack_from("<II", header, 68)
             times.append(t)
             bits.append(b)
@@ -224,6 +233,8 @@ class Chain:
 
     def append(self, header: BlockHeader, txs: Sequence[bytes], now: int | None = None) -> int:
         """Validate and store the next block in its own transaction; returns its height."""
+        if self.damage:
+            raise ChainError(f"{self.path}: {self.damage}; run 'miner chain verify'")
         height = self.height + 1
         clock = int(_time.time()) if now is None else now
         block_hash = check_block(self.params, self.rule, height, header, txs, self.tip_hash,

@@ -1,0 +1,160 @@
+"""The `miner` command as a user runs it: real subprocesses, real files, real signals."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import GENESIS_TIME, mine_easy_chain
+from miner.chain import Chain
+from vectors import GENESIS_HASH, GENESIS_HEX, REAL_HEADERS
+
+
+def run(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "miner", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def assert_one_line_error(proc, code, fragment):
+    assert proc.returncode == code, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("miner: error:") and fragment in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_header_json_for_genesis():
+    proc = run("header", GENESIS_HEX, "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["hash"] == GENESIS_HASH and data["meets_target"] is True
+    assert data["bits"] == "1d00ffff" and data["difficulty"] == 1.0
+
+
+def test_header_json_reports_missed_target():
+    hexstr = REAL_HEADERS[2][1]
+    tampered = hexstr[:-8] + "00000000"  # nonce zeroed
+    data = json.loads(run("header", tampered, "--json").stdout)
+    assert data["meets_target"] is False
+
+
+def test_header_text_output():
+    proc = run("header", GENESIS_HEX)
+    assert proc.returncode == 0 and GENESIS_HASH in proc.stdout and "meets_target" in proc.stdout
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["header", "xyz"], "not valid hex"),
+    (["header", "00" * 79], "80 bytes"),
+    (["mine", "--blocks", "-3"], "--blocks"),
+    (["mine", "--blocks", "10000000000"], "--blocks"),
+    (["mine", "--blocks", "many"], "--blocks"),
+    (["mine", "--backend", "quantum"], "unknown backend"),
+    (["mine", "--preset", "nope", "--backend", "ref"], "unknown chain preset"),
+    (["mine", "--backend", "ref", "--chain", "/nonexistent-dir/x.sqlite"], "no such directory"),
+    (["chain", "show", "-1"], "must not be negative"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_usage_errors_are_one_line_exit_2(args, fragment):
+    assert_one_line_error(run(*args), 2, fragment)
+
+
+def test_invalid_bits_in_header_is_reported_not_crashed():
+    raw = bytearray(bytes.fromhex(GENESIS_HEX))
+    raw[72:76] = (0x04923456).to_bytes(4, "little")  # a negative compact target
+    data = json.loads(run("header", raw.hex(), "--json").stdout)
+    assert data["meets_target"] is False and "negative" in data["bits_error"]
+
+
+def test_chain_commands_on_foreign_and_damaged_files(tmp_path):
+    foreign = tmp_path / "foreign.sqlite"
+    foreign.write_bytes(b"SQLite format 3\x00" + os.urandom(4000))
+    before = hashlib.sha256(foreign.read_bytes()).digest()
+    for action in ("info", "verify"):
+        proc = run("chain", action, "--chain", str(foreign))
+        assert_one_line_error(proc, 1, "not a miner chain file")
+    assert hashlib.sha256(foreign.read_bytes()).digest() == before
+    proc = run("mine", "--blocks", "1", "--backend", "ref", "--chain", str(foreign))
+    assert_one_line_error(proc, 1, "not a miner chain file")
+    assert hashlib.sha256(foreign.read_bytes()).digest() == before
+
+
+def test_chain_info_verify_show(tmp_path):
+    path = tmp_path / "c.sqlite"
+    mine_easy_chain(path, 5).close()
+    info = json.loads(run("chain", "info", "--chain", str(path), "--json").stdout)
+    assert info["height"] == 5 and info["preset"] == "regtest"
+    proc = run("chain", "verify", "--chain", str(path))
+    assert proc.returncode == 0 and "6 blocks verified" in proc.stdout
+    shown = json.loads(run("chain", "show", "3", "--chain", str(path), "--json").stdout)
+    with Chain.open(path) as chain:
+        assert shown["hash"] == chain.header(3).hash_hex()
+    assert_one_line_error(run("chain", "show", "9", "--chain", str(path)), 2, "no block at height 9")
+
+
+def test_verify_reports_bad_block_exit_1(tmp_path):
+    import sqlite3
+    path = tmp_path / "c.sqlite"
+    mine_easy_chain(path, 5).close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE blocks SET body = X'0100' WHERE height = 3")
+    conn.commit()
+    conn.close()
+    proc = run("chain", "verify", "--chain", str(path), "--json")
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["bad_height"] == 3
+
+
+def test_mine_ref_backend_appends_verified_blocks(tmp_path):
+    path = tmp_path / "m.sqlite"
+    proc = run("mine", "--blocks", "3", "--backend", "ref", "--preset", "regtest", "--chain", str(path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    blocks = [e for e in events if e["event"] == "block"]
+    assert [b["height"] for b in blocks] == [1, 2, 3]
+    assert events[-1]["event"] == "summary" and events[-1]["blocks"] == 3
+    with Chain.open(path) as chain:
+        assert chain.verify() == 3
+        assert [chain.header(h).hash_hex() for h in (1, 2, 3)] == [b["hash_hex"] for b in blocks]
+
+
+def test_plot_simulation_and_chain_plot(tmp_path):
+    out = tmp_path / "sim.png"
+    proc = run("chain", "plot", str(out), "--simulate", "--blocks", "240")
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    path = tmp_path / "c.sqlite"
+    mine_easy_chain(path, 5).close()
+    out2 = tmp_path / "chain.png"
+    assert run("chain", "plot", str(out2), "--chain", str(path)).returncode == 0
+    assert out2.stat().st_size > 1000
+
+
+def test_sigkill_mid_run_leaves_a_valid_chain(tmp_path):
+    """Kill `miner mine` with SIGKILL while it appends; every block it reported must be there."""
+    path = tmp_path / "k.sqlite"
+    proc = subprocess.Popen([sys.executable, "-m", "miner", "mine", "--blocks", "100000", "--backend", "ref",
+                             "--preset", "regtest", "--chain", str(path), "--json", "--unit-seconds", "0.01"],
+                            stdout=subprocess.PIPE, text=True)
+    reported = []
+    deadline = time.time() + 60
+    while len(reported) < 25 and time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        event = json.loads(line)
+        if event["event"] == "block":
+            reported.append(event)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    proc.stdout.close()
+    assert len(reported) >= 25, "the miner did not report blocks quickly enough"
+    with Chain.open(path) as chain:
+        assert chain.verify() >= reported[-1]["height"]
+        for event in reported:
+            assert chain.header(event["height"]).hash_hex() == event["hash_hex"]

@@ -1,0 +1,160 @@
+"""Merkle roots, coinbase building, and both retarget rules."""
+
+import pytest
+from hypothesis import given, strategies as st
+
+from miner.header import DIFF1_TARGET, bits_to_target, display_hex, parse_display_hex, sha256d, target_to_bits
+from miner.params import preset
+from miner.retarget import AsertRule, WindowedRule
+from miner.simulate import simulate
+from miner.tx import (
+    coinbase_template, merkle_branch, merkle_root, parse_body, root_from_branch, serialize_body, txid,
+)
+from vectors import BLOCK_100000_MERKLE, BLOCK_100000_TXIDS, RETARGETS
+
+MAINNET_LIMIT = DIFF1_TARGET
+
+
+def test_block_100000_merkle_root():
+    ids = [parse_display_hex(t) for t in BLOCK_100000_TXIDS]
+    assert display_hex(merkle_root(ids)) == BLOCK_100000_MERKLE
+    # Dropping the last id changes the root: the odd level duplicates, which is not the same tree.
+    assert display_hex(merkle_root(ids[:3])) != BLOCK_100000_MERKLE
+
+
+def test_odd_level_duplicates_last_hash():
+    a, b, c = (bytes([i]) * 32 for i in (1, 2, 3))
+    assert merkle_root([a, b, c]) == sha256d(sha256d(a + b) + sha256d(c + c))
+    assert merkle_root([a]) == a
+
+
+@given(st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=40))
+def test_branch_rebuilds_root(hashes):
+    assert root_from_branch(hashes[0], merkle_branch(hashes)) == merkle_root(hashes)
+
+
+@given(st.integers(0, 10**7), st.integers(0, (1 << 64) - 1), st.binary(max_size=40))
+def test_coinbase_template_splits_around_extranonce(height, extranonce, message):
+    tpl = coinbase_template(height, message)
+    tx = tpl.build(extranonce)
+    assert tx.startswith(tpl.coinb1) and tx.endswith(tpl.coinb2)
+    assert tx[len(tpl.coinb1):len(tpl.coinb1) + 8] == extranonce.to_bytes(8, "little")
+    # scriptSig length byte matches what follows (a well-formed legacy transaction input).
+    script_len = tx[41]
+    assert tx[42 + script_len:46 + script_len] == b"\xff\xff\xff\xff"
+
+
+@given(st.lists(st.binary(max_size=300), min_size=1, max_size=10))
+def test_body_round_trips(txs):
+    assert parse_body(serialize_body(txs)) == txs
+
+
+@pytest.mark.parametrize("bad", [b"", b"\x00", b"\x01\x05ab", b"\x01\x01ab", b"\xfd\x01"])
+def test_bad_body_rejected(bad):
+    with pytest.raises(ValueError):
+        parse_body(bad)
+
+
+# ---------------------------------------------------------------- windowed rule
+
+@pytest.mark.parametrize("first_time,last_height,last_time,last_bits,expected", RETARGETS)
+def test_mainnet_retarget_boundaries(first_time, last_height, last_time, last_bits, expected):
+    rule = preset("mainnet", 1231006505).retarget_rule()
+    assert isinstance(rule, WindowedRule) and rule.off_by_one
+    times = {last_height - 2015: first_time, last_height: last_time}
+    bits = {last_height: last_bits}
+    assert rule.next_bits(last_height + 1, times, bits) == expected
+
+
+def test_windowed_keeps_bits_between_boundaries():
+    rule = WindowedRule(10, 60, MAINNET_LIMIT, off_by_one=False)
+    times = [i * 30 for i in range(10)]  # twice too fast
+    bits = [0x1C00FFFF] * 10
+    for height in range(1, 10):
+        assert rule.next_bits(height, times, bits) == 0x1C00FFFF
+    assert rule.next_bits(10, times, bits) != 0x1C00FFFF
+
+
+def test_windowed_off_by_one_measures_one_interval_less():
+    spacing, window = 60, 10
+    times = [i * spacing for i in range(window)]
+    bits = [0x1C00FFFF] * window
+    fixed = WindowedRule(window, spacing, MAINNET_LIMIT, off_by_one=False)
+    bitcoin = WindowedRule(window, spacing, MAINNET_LIMIT, off_by_one=True)
+    # Bitcoin's rule measures 9 intervals (540 s) against 600 s: it makes the target harder.
+    assert bits_to_target(bitcoin.next_bits(window, times, bits)) < bits_to_target(0x1C00FFFF)
+    # Without the off-by-one, the second boundary measures a full window of 10 intervals.
+    times = [i * spacing for i in range(2 * window)]
+    bits = [0x1C00FFFF] * (2 * window)
+    assert fixed.next_bits(2 * window, times, bits) == 0x1C00FFFF
+    assert bitcoin.next_bits(2 * window, times, bits) != 0x1C00FFFF
+
+
+# ---------------------------------------------------------------- ASERT
+
+def asert(bits=0x1C00FFFF, spacing=600, halflife=172800):
+    return AsertRule(spacing, halflife, MAINNET_LIMIT, bits, 1_000_000 - spacing)
+
+
+def test_asert_on_schedule_keeps_anchor_bits():
+    rule = asert()
+    for h in range(0, 500, 37):
+        assert rule.bits_after(h, 1_000_000 + 600 * h) == 0x1C00FFFF
+
+
+def test_asert_halflife_doubles_and_halves_target():
+    rule = asert()
+    anchor = bits_to_target(0x1C00FFFF)
+    late = bits_to_target(rule.bits_after(100, 1_000_000 + 600 * 100 + 172800))
+    early = bits_to_target(rule.bits_after(100, 1_000_000 + 600 * 100 - 172800))
+    assert abs(late / (2 * anchor) - 1) < 1e-4
+    assert abs(early / (anchor / 2) - 1) < 1e-4
+
+
+def test_asert_factor_is_monotonic_and_integer_exact():
+    rule = asert()
+    prev = 0
+    for dt in range(-200_000, 200_000, 997):
+        t = bits_to_target(rule.bits_after(10, 1_000_000 + 6000 + dt))
+        assert t >= prev
+        prev = t
+
+
+def test_asert_truncates_exponent_toward_zero():
+    # One second behind schedule with a halflife of 3 s: exponent = 65536/3 truncated to 21845.
+    rule = AsertRule(1, 3, MAINNET_LIMIT, 0x1C00FFFF, -1)
+    factor_target = bits_to_target(rule.bits_after(0, 1))
+    frac = 21845
+    factor = ((195766423245049 * frac + 971821376 * frac**2 + 5127 * frac**3 + 2**47) >> 48) + 65536
+    assert factor_target == bits_to_target(target_to_bits((bits_to_target(0x1C00FFFF) * factor) >> 16))
+    # One second ahead: exponent = -21845 (toward zero), i.e. floor shift -1 and fraction 43691.
+    ahead = bits_to_target(rule.bits_after(0, -1))
+    frac = 65536 - 21845
+    factor = ((195766423245049 * frac + 971821376 * frac**2 + 5127 * frac**3 + 2**47) >> 48) + 65536
+    assert ahead == bits_to_target(target_to_bits((bits_to_target(0x1C00FFFF) * factor >> 1) >> 16))
+
+
+def test_asert_caps_at_pow_limit_and_floors_at_one():
+    rule = asert(bits=0x1D00FFFF)
+    assert rule.bits_after(0, 10**9) == target_to_bits(MAINNET_LIMIT)
+    assert rule.bits_after(10**6, 0) == target_to_bits(1)
+
+
+# ---------------------------------------------------------------- convergence under a 10x jump
+
+@pytest.mark.parametrize("name", ["local", "local-windowed"])
+def test_rules_recover_spacing_after_hashrate_jump(name):
+    params = preset(name, 1_700_000_000)
+    start_rate = 2**26 / params.spacing  # on schedule before the jump
+    blocks, jump = 300, 100
+    sim = simulate(params, blocks, start_rate, jump_at=jump, jump_factor=10.0, seed=7)
+    gaps = sim.spacings()  # gaps[i] is the time to mine block i+1
+    before = sum(gaps[60:jump - 1]) / len(gaps[60:jump - 1])
+    right_after = sum(gaps[jump - 1:jump + 4]) / 5
+    settled = sum(gaps[220:]) / len(gaps[220:])
+    assert 0.5 * params.spacing < before < 2 * params.spacing
+    assert right_after < 0.5 * params.spacing  # the jump really did shorten blocks
+    assert 0.6 * params.spacing < settled < 1.6 * params.spacing  # and the rule brought them back
+    # Difficulty rose by about the jump factor.
+    d_before = bits_to_target(sim.bits[jump - 1]) / bits_to_target(sim.bits[-1])
+    assert 4 < d_before < 25
