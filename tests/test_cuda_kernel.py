@@ -1,0 +1,189 @@
+"""The CUDA kernel without a GPU: its own source run on the CPU, compiled for real GPU targets,
+and statically analysed; plus the real launch path, where CuPy sees a device."""
+
+import ctypes
+import random
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from bench import sass
+from kernels.cuda_job import HOST_LAUNCH, SOURCE, job_words
+from miner.backends.ref import reference_hits
+from miner.backends.registry import cuda_device_count
+from miner.header import BlockHeader
+from miner.work import KernelWork
+from vectors import REAL_HEADERS
+
+ARCHES = ["sm_70", "sm_75", "sm_80", "sm_86", "sm_89", "sm_90"]
+MAX_HITS = 64
+
+
+@pytest.fixture(scope="module")
+def host_kernel(tmp_path_factory):
+    """sha256d.cu built as C++ with the host shim, loaded through ctypes."""
+    gxx = shutil.which("g++") or shutil.which("c++")
+    if gxx is None:
+        pytest.skip("no C++ compiler to build the host shim")
+    lib_path = tmp_path_factory.mktemp("hostkernel") / "sha256d_host.so"
+    subprocess.run([gxx, "-O2", "-shared", "-fPIC", "-I", str(SOURCE.parent), str(HOST_LAUNCH), "-o", str(lib_path)],
+                   check=True)
+    lib = ctypes.CDLL(str(lib_path))
+    u32p = ctypes.POINTER(ctypes.c_uint32)
+    lib.host_launch.argtypes = [ctypes.c_uint32, ctypes.c_uint32, u32p, ctypes.c_uint32, ctypes.c_uint32,
+                                ctypes.c_uint32, u32p, ctypes.c_uint32]
+
+    def run(work, start, count, grid=3, block=32, max_hits=MAX_HITS):
+        threads = grid * block
+        job = job_words(work)
+        hits = np.zeros(1 + max_hits + 8, dtype=np.uint32)  # 8 guard words past the buffer
+        hits[1 + max_hits:] = 0xDEADBEEF
+        lib.host_launch(grid, block, job.ctypes.data_as(u32p), start, count, -(-count // threads),
+                        hits.ctypes.data_as(u32p), max_hits)
+        assert (hits[1 + max_hits:] == 0xDEADBEEF).all(), "kernel wrote past the hit buffer"
+        total = int(hits[0])
+        return sorted(int(x) for x in hits[1:1 + min(total, max_hits)]), total
+
+    return run
+
+
+def check_against_reference(run, work, start, count, **kw):
+    nonces, total = run(work, start, count, **kw)
+    expected = reference_hits(work, start, count)
+    assert total == len(expected)
+    if total <= MAX_HITS:
+        assert nonces == expected
+    else:  # only the first MAX_HITS reported are kept, in launch order: all must be real hits
+        assert len(nonces) == MAX_HITS and set(nonces) <= set(expected)
+
+
+@pytest.mark.parametrize("height,hexstr,expected", REAL_HEADERS)
+def test_host_build_finds_real_nonces(host_kernel, height, hexstr, expected):
+    header = BlockHeader.from_hex(hexstr)
+    work = KernelWork(header.serialize()[:76], header.target())
+    start = max(0, header.nonce - 3000)
+    assert host_kernel(work, start, 6000) == ([header.nonce], 1)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_host_build_random_headers_and_targets(host_kernel, seed):
+    rng = random.Random(1000 + seed)
+    target = rng.choice([(1 << 256) - 1, rng.getrandbits(255) | 1 << 254, rng.getrandbits(249), rng.getrandbits(244)])
+    work = KernelWork(rng.randbytes(76), target)
+    start = rng.choice([0, rng.randrange(2**32 - 20_000), 2**32 - 20_000])
+    count = rng.randrange(1, 20_000)
+    check_against_reference(host_kernel, work, start, min(count, 2**32 - start), grid=rng.choice([1, 2, 5]),
+                            block=rng.choice([1, 32, 64]))
+
+
+def test_host_build_full_comparison_decides(host_kernel):
+    """Target = the smallest hash in the range: a hit; one less: none. Only the low limbs differ."""
+    work = KernelWork(bytes(range(76)), 1)
+    best = min(range(700, 800), key=work.hash_int)
+    h = work.hash_int(best)
+    assert host_kernel(KernelWork(work.header_prefix, h), 700, 100) == ([best], 1)
+    assert host_kernel(KernelWork(work.header_prefix, h - 1), 700, 100) == ([], 0)
+
+
+def test_host_build_easy_target_counts_all_and_stays_in_bounds(host_kernel):
+    work = KernelWork(bytes(76), (1 << 256) - 1)
+    nonces, total = host_kernel(work, 2**32 - 5000, 5000)
+    assert total == 5000 and len(nonces) == MAX_HITS
+
+
+def test_host_build_count_up_to_the_last_nonce(host_kernel):
+    """A range ending at 2^32-1 with more threads than nonces: no wrap, nothing hashed twice."""
+    work = KernelWork(bytes(range(1, 77)), 1 << 254)
+    check_against_reference(host_kernel, work, 2**32 - 100, 100, grid=4, block=64)
+
+
+def test_planted_schedule_bug_is_caught(host_kernel, tmp_path):
+    """The comparison can fail: an off-by-one in one schedule word changes the hits."""
+    broken = tmp_path / "sha256d.cu"
+    broken.write_text(SOURCE.read_text().replace("w[17] = job[JOB_W17];", "w[17] = job[JOB_W17] + 1;"))
+    (tmp_path / "cuda_host_shim.h").write_text((SOURCE.parent / "cuda_host_shim.h").read_text())
+    launch = tmp_path / "launch.cpp"
+    launch.write_text(HOST_LAUNCH.read_text())
+    lib_path = tmp_path / "broken.so"
+    subprocess.run(["g++", "-O1", "-shared", "-fPIC", "-I", str(tmp_path), str(launch), "-o", str(lib_path)], check=True)
+    lib = ctypes.CDLL(str(lib_path))
+    u32p = ctypes.POINTER(ctypes.c_uint32)
+    work = KernelWork(bytes(76), 1 << 252)
+    hits = np.zeros(1 + MAX_HITS, dtype=np.uint32)
+    lib.host_launch(ctypes.c_uint32(1), ctypes.c_uint32(32), job_words(work).ctypes.data_as(u32p), ctypes.c_uint32(0),
+                    ctypes.c_uint32(8192), ctypes.c_uint32(256), hits.ctypes.data_as(u32p), ctypes.c_uint32(MAX_HITS))
+    assert sorted(hits[1:1 + min(hits[0], MAX_HITS)].tolist()) != reference_hits(work, 0, 8192)[:MAX_HITS]
+
+
+# ---------------------------------------------------------------- real GPU targets, no GPU needed
+
+NVCC = shutil.which("nvcc")
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
+@pytest.mark.parametrize("arch", ARCHES)
+def test_compiles_for_gpu_target_without_spills(arch, tmp_path):
+    try:
+        _, report = sass.compile_cubin(arch, tmp_path)
+    except RuntimeError as exc:
+        if "Unsupported gpu architecture" in str(exc):
+            pytest.skip(f"this nvcc no longer targets {arch} (CUDA 13 dropped Volta): {exc}")
+        raise
+    usage = sass.ptxas_usage(report)
+    print(f"{arch}: {usage}")
+    assert usage["stack_bytes"] == 0 and usage["spill_bytes"] == 0
+    assert usage["registers"] <= 64
+
+
+def _sass_tools():
+    try:
+        sass.find_tool("cuobjdump"), sass.find_tool("nvdisasm")
+    except FileNotFoundError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.skipif(NVCC is None or _sass_tools() is not None,
+                    reason=f"needs nvcc, cuobjdump and nvdisasm: {_sass_tools()}")
+def test_sass_instruction_budget_sm90():
+    report = sass.analyse("sm_90")
+    print(f"sm_90: {report.per_nonce} instructions per nonce, {report.by_pipe}")
+    assert report.stack_bytes == 0 and report.spill_bytes == 0
+    assert report.per_nonce <= 2480
+    assert report.by_pipe["alu"] + report.by_pipe["fma"] + report.by_pipe.get("control", 0) == report.per_nonce
+    h100 = report.predictions()[0]
+    assert h100["device"] == "H100 SXM" and h100["predicted_ghs"] <= h100["issue_bound_ghs"]
+
+
+# ---------------------------------------------------------------- the real launch path
+
+_CUDA_COUNT, _CUDA_WHY = cuda_device_count()
+gpu = pytest.mark.skipif(_CUDA_COUNT == 0, reason=f"no GPU: {_CUDA_WHY}")
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_matches_reference_on_random_work():
+    from miner.backends.cuda import CudaBackend
+    backend = CudaBackend(0)
+    rng = random.Random(5)
+    for _ in range(6):
+        work = KernelWork(rng.randbytes(76), rng.choice([rng.getrandbits(250), rng.getrandbits(255) | 1 << 254]))
+        start = rng.choice([0, 2**32 - 50_000])
+        result = backend.search(work, start, 50_000)
+        expected = reference_hits(work, start, 50_000)
+        assert result.total == len(expected) and result.rejected == 0
+        assert set(result.nonces) <= set(expected) and len(result.nonces) == min(64, len(expected))
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_finds_real_block_nonce():
+    from miner.backends.cuda import CudaBackend
+    backend = CudaBackend(0)
+    header = BlockHeader.from_hex(REAL_HEADERS[2][1])
+    work = KernelWork(header.serialize()[:76], header.target())
+    result = backend.search(work, header.nonce - 10_000_000, 20_000_000)
+    assert result.nonces == [header.nonce]
