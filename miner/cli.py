@@ -95,6 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
                          "10x hash-rate jump")
     pl.add_argument("--blocks", type=_positive_int(100_000), default=300)
 
+    b = sub.add_parser("bench", help="hash rate per backend: median/min/max of timed runs")
+    b.add_argument("--backend", default="ref,cpu",
+                   help="backends to measure (default ref,cpu; cuda where present)")
+    b.add_argument("--threads", default=None,
+                   help="CPU thread counts to scale over, e.g. 1,2 (default: 1 and all cores)")
+    b.add_argument("--duration", type=float, default=2.0, help="seconds per timed run (default 2)")
+    b.add_argument("--runs", type=_positive_int(100), default=5, help="timed runs (default 5)")
+    b.add_argument("--static", action="store_true",
+                   help="print the static SASS report of the CUDA kernel instead (needs nvcc)")
+    b.add_argument("--json", action="store_true")
+
     h = sub.add_parser("header", help="decode an 80-byte block header")
     h.add_argument("hex", help="160 hex digits")
     h.add_argument("--json", action="store_true")
@@ -288,9 +299,66 @@ def _rate(hps: float) -> str:
     return f"{hps:7.0f} H/s"
 
 
+# --------------------------------------------------------------------------- bench
+
+def _thread_counts(text: str | None) -> list[int]:
+    from .backends.cpu import default_threads
+    if text is None:
+        return sorted({1, default_threads()})
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--threads must be comma-separated whole numbers, got {text!r}") from None
+    if not counts or min(counts) < 1 or max(counts) > 1024:
+        raise UsageError(f"--threads values must be between 1 and 1024, got {text!r}")
+    return counts
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.static:
+        from bench.sass import main as sass_main
+        return sass_main(["--json"] if args.json else [])
+    if not 0 < args.duration <= 600:
+        raise UsageError(f"--duration must be between 0 and 600 seconds, got {args.duration}")
+    from bench.engine import bench_backend, format_rate, machine_description
+    from .backends.registry import make_backends
+    items = [x.strip().lower() for x in args.backend.split(",") if x.strip()]
+    plan = []  # (backend, setting)
+    for item in items:
+        if item == "cpu":
+            for n in _thread_counts(args.threads):
+                plan.append((make_backends("cpu", threads=n)[0], f"threads={n}"))
+        else:
+            plan += [(bk, "") for bk in make_backends(item)]
+    results = []
+    for backend, setting in plan:
+        if not args.json:
+            print(f"measuring {backend.name} {setting} ...", file=sys.stderr, flush=True)
+        results.append(bench_backend(backend, args.duration, args.runs, setting))
+        backend.close()
+    machine = machine_description()
+    ref = next((r.median for r in results if r.backend == "ref"), None)
+    if args.json:
+        print(json.dumps({"machine": machine, "date": time.strftime("%Y-%m-%d"), "runs": args.runs,
+                          "duration": args.duration,
+                          "results": [r.as_dict() for r in results]}, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title=f"miner bench: {machine}, median of {args.runs} x {args.duration:g} s")
+    for col in ("backend", "device", "setting", "median", "min", "max", "x hashlib", "compile s"):
+        table.add_column(col, justify="right" if col not in ("backend", "device", "setting") else "left")
+    for r in results:
+        table.add_row(r.backend, r.device, r.setting, format_rate(r.median), format_rate(min(r.runs)),
+                      format_rate(max(r.runs)), f"{r.median / ref:.1f}" if ref else "-",
+                      f"{r.compile_seconds:.1f}" if r.compile_seconds is not None else "-")
+    Console().print(table)
+    return 0
+
+
 # --------------------------------------------------------------------------- entry point
 
-COMMANDS = {"mine": cmd_mine, "chain": cmd_chain, "header": cmd_header}
+COMMANDS = {"mine": cmd_mine, "chain": cmd_chain, "header": cmd_header, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
