@@ -44,8 +44,10 @@ class WorkUnit:
 class NonceAllocator:
     """Hands out disjoint nonce ranges of one job, rolling the extranonce when 2^32 is used up."""
 
-    def __init__(self, job: Job, generation: int, first_extranonce: int = 0):
+    def __init__(self, job: Job, generation: int, first_extranonce: int = 0,
+                 nonce_space: int = NONCE_SPACE):
         self.job = job
+        self.nonce_space = nonce_space
         self.generation = generation
         self.extranonce = first_extranonce
         self.next_nonce = 0
@@ -57,14 +59,14 @@ class NonceAllocator:
         with self._lock:
             if self.exhausted:
                 return None
-            if self.next_nonce >= NONCE_SPACE:
+            if self.next_nonce >= self.nonce_space:
                 if self.extranonce >= self.job.max_extranonce:
                     self.exhausted = True
                     return None
                 self.extranonce += 1
                 self.next_nonce = 0
                 self._work = self.job.work(self.extranonce)
-            count = min(count, NONCE_SPACE - self.next_nonce)
+            count = min(count, self.nonce_space - self.next_nonce)
             unit = WorkUnit(self.job, self._work, self.generation, self.next_nonce, count)
             self.next_nonce += count
             return unit
@@ -96,7 +98,8 @@ class Coordinator:
 
     def __init__(self, backends: Sequence[Backend], unit_seconds: float = 0.25,
                  on_event: Callable[[CoordinatorEvent], None] | None = None,
-                 max_unit: int = MAX_UNIT):
+                 max_unit: int = MAX_UNIT, nonce_space: int = NONCE_SPACE):
+        """`nonce_space` below 2^32 rolls the extranonce sooner (for tests and small ranges)."""
         if not backends:
             raise ValueError("the coordinator needs at least one backend")
         names = [b.name for b in backends]
@@ -105,6 +108,7 @@ class Coordinator:
         self.backends = list(backends)
         self.unit_seconds = unit_seconds
         self.max_unit = max_unit
+        self.nonce_space = nonce_space
         self.on_event = on_event
         self.stats = {b.name: BackendStats() for b in backends}
         self.solutions: "queue.Queue[Solution]" = queue.Queue()
@@ -145,7 +149,8 @@ class Coordinator:
         """Replace the current job (None pauses); work of older jobs becomes stale at once."""
         with self._cond:
             self._generation += 1
-            self._alloc = NonceAllocator(job, self._generation, first_extranonce) if job else None
+            self._alloc = (NonceAllocator(job, self._generation, first_extranonce, self.nonce_space)
+                           if job else None)
             self._job_set_at = time.perf_counter()
             for s in self.stats.values():
                 s.last_job_start = 0.0

@@ -31,11 +31,11 @@ def default_threads() -> int:
 class CpuBackend(Backend):
     kind = "cpu"
 
-    def __init__(self, threads: int | None = None, max_hits: int = 64):
+    def __init__(self, threads: int | None = None, max_hits: int = 64, name: str = "cpu"):
         threads = default_threads() if threads is None else threads
         if threads < 1:
             raise UsageError(f"threads must be at least 1, got {threads}")
-        super().__init__("cpu", f"numba SHA-256d, {threads} thread(s)", max_hits)
+        super().__init__(name, f"numba SHA-256d, {threads} thread(s)", max_hits)
         self.threads = threads
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="cpu-kernel") if threads > 1 else None
         self.compile_seconds: float | None = None
