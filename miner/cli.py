@@ -106,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the static SASS report of the CUDA kernel instead (needs nvcc)")
     b.add_argument("--json", action="store_true")
 
+    cp = sub.add_parser("compare", help="every backend on the same job and range, hits cross-checked")
+    cp.add_argument("--backend", default=None, help="backends (default: ref, cpu and every GPU present)")
+    cp.add_argument("--count", type=_positive_int(2**32 - 1), default=1 << 21,
+                    help="nonces to search (default 2^21)")
+    cp.add_argument("--plot", default=None, help="write a bar chart PNG here")
+    cp.add_argument("--json", action="store_true")
+
     h = sub.add_parser("header", help="decode an 80-byte block header")
     h.add_argument("hex", help="160 hex digits")
     h.add_argument("--json", action="store_true")
@@ -356,9 +363,49 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bench.compare import compare, mismatches, plot
+    from bench.engine import format_rate
+    from .backends.registry import cuda_device_count, make_backends
+    from .work import KernelWork
+    spec = args.backend
+    if spec is None:
+        count, why = cuda_device_count()
+        spec = "ref,cpu" + (",cuda" if count else "")
+        if not count and not args.json:
+            print(f"no GPU here ({why}); comparing the CPU backends", file=sys.stderr)
+    backends = make_backends(spec)
+    if backends[0].kind != "ref":
+        backends = make_backends("ref") + backends
+    # A target with a few dozen hits in the range: enough to prove the backends agree.
+    target = ((1 << 256) // max(args.count, 1)) * 32
+    work = KernelWork(bytes(range(76)), min(target, (1 << 256) - 1))
+    for b in backends:
+        b.max_hits = 1 << 12
+    rows = compare(backends, work, 0, args.count)
+    bad = mismatches(rows)
+    ref_rate = rows[0].rate
+    cpu_rate = next((r.rate for r in rows if r.backend.startswith("cpu")), None)
+    if args.json:
+        print(json.dumps({"count": args.count, "agree": not bad, "mismatches": bad,
+                          "rows": [{**r.__dict__, "hits": len(r.hits), "x_ref": r.rate / ref_rate,
+                                    "x_cpu": r.rate / cpu_rate if cpu_rate else None} for r in rows]},
+                         indent=2))
+    else:
+        for r in rows:
+            x_cpu = f"{r.rate / cpu_rate:8.1f}x cpu" if cpu_rate else ""
+            print(f"{r.backend:<8} {r.device:<34} {format_rate(r.rate):>12} {r.rate / ref_rate:8.1f}x ref "
+                  f"{x_cpu}  hits {r.total}")
+        print("all backends found the same hits" if not bad else f"MISMATCH: {', '.join(bad)}")
+    if args.plot:
+        plot(rows, args.plot)
+    return 1 if bad else 0
+
+
 # --------------------------------------------------------------------------- entry point
 
-COMMANDS = {"mine": cmd_mine, "chain": cmd_chain, "header": cmd_header, "bench": cmd_bench}
+COMMANDS = {"mine": cmd_mine, "chain": cmd_chain, "header": cmd_header, "bench": cmd_bench,
+            "compare": cmd_compare}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

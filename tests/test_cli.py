@@ -158,3 +158,31 @@ def test_sigkill_mid_run_leaves_a_valid_chain(tmp_path):
         assert chain.verify() >= reported[-1]["height"]
         for event in reported:
             assert chain.header(event["height"]).hash_hex() == event["hash_hex"]
+
+
+def test_compare_backends_agree_and_plot(tmp_path):
+    out = tmp_path / "cmp.png"
+    proc = run("compare", "--count", "65536", "--json", "--plot", str(out))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["agree"] is True and [r["backend"] for r in data["rows"]][:2] == ["ref", "cpu"]
+    assert data["rows"][0]["total"] == data["rows"][1]["total"] > 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_json_reports_median_of_runs():
+    proc = run("bench", "--backend", "ref", "--runs", "3", "--duration", "0.2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(proc.stdout)["results"]
+    assert len(row["runs"]) == 3 and row["min"] <= row["median"] <= row["max"] and row["median"] > 1e4
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["bench", "--duration", "0"], "--duration"),
+    (["bench", "--backend", "cuda:7"], "cuda"),
+    (["bench", "--backend", "cpu", "--threads", "0"], "--threads"),
+    (["compare", "--backend", "nope"], "unknown backend"),
+    (["mine", "--backend", "cuda:x"], "cuda:N"),
+])
+def test_bench_and_compare_usage_errors(args, fragment):
+    assert_one_line_error(run(*args), 2, fragment)
