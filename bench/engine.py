@@ -82,10 +82,3 @@ def bench_backend(backend: Backend, duration: float, runs: int, setting: str = "
         result.runs.append(count / (time.perf_counter() - t))
         start += count
     return result
-
-
-def format_rate(hps: float) -> str:
-    for unit, scale in (("GH/s", 1e9), ("MH/s", 1e6), ("kH/s", 1e3)):
-        if hps >= scale:
-            return f"{hps / scale:.2f} {unit}"
-    return f"{hps:.0f} H/s"

@@ -18,6 +18,7 @@ from typing import Sequence
 from . import __version__
 from .errors import InvalidBlock, MinerError, UsageError
 from .header import BlockHeader, bits_to_target, decode_compact, difficulty, display_hex, hash_to_int
+from .units import format_rate
 
 DEFAULT_CHAIN = "miner-chain.sqlite"
 MAX_BLOCKS = 1_000_000
@@ -266,7 +267,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
             print(json.dumps({"event": "block", **ev.__dict__, "rate": ev.rate}), flush=True)
         elif not args.quiet:
             print(f"block {ev.height:>6}  {ev.hash_hex}  nonce {ev.nonce:>10}  bits {ev.bits:08x}  "
-                  f"diff {ev.difficulty:12.6g}  {ev.seconds:7.2f} s  {_rate(ev.rate)}", flush=True)
+                  f"diff {ev.difficulty:12.6g}  {ev.seconds:7.2f} s  {format_rate(ev.rate)}", flush=True)
 
     if not emit_json and not args.quiet:
         names = ", ".join(f"{b.name} ({b.device})" for b in backends)
@@ -295,15 +296,8 @@ def cmd_mine(args: argparse.Namespace) -> int:
         print(json.dumps(summary), flush=True)
     else:
         print(f"{'interrupted: ' if interrupted else ''}{len(found)} block(s) in {elapsed:.1f} s, "
-              f"{hashes:,} hashes, {_rate(summary['rate'])}", flush=True)
+              f"{hashes:,} hashes, {format_rate(summary['rate'])}", flush=True)
     return 130 if interrupted else 0
-
-
-def _rate(hps: float) -> str:
-    for unit, scale in (("GH/s", 1e9), ("MH/s", 1e6), ("kH/s", 1e3)):
-        if hps >= scale:
-            return f"{hps / scale:7.2f} {unit}"
-    return f"{hps:7.0f} H/s"
 
 
 # --------------------------------------------------------------------------- bench
@@ -327,7 +321,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return sass_main(["--json"] if args.json else [])
     if not 0 < args.duration <= 600:
         raise UsageError(f"--duration must be between 0 and 600 seconds, got {args.duration}")
-    from bench.engine import bench_backend, format_rate, machine_description
+    from bench.engine import bench_backend, machine_description
     from .backends.registry import make_backends
     items = [x.strip().lower() for x in args.backend.split(",") if x.strip()]
     plan = []  # (backend, setting)
@@ -365,7 +359,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from bench.compare import compare, mismatches, plot
-    from bench.engine import format_rate
     from .backends.registry import cuda_device_count, make_backends
     from .work import KernelWork
     spec = args.backend
