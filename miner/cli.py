@@ -18,6 +18,7 @@ from typing import Sequence
 from . import __version__
 from .errors import InvalidBlock, MinerError, UsageError
 from .header import BlockHeader, bits_to_target, decode_compact, difficulty, display_hex, hash_to_int
+from .tx import txid
 from .units import format_rate
 
 DEFAULT_CHAIN = "miner-chain.sqlite"
@@ -208,7 +209,7 @@ def cmd_chain(args: argparse.Namespace) -> int:
             block = chain.block(args.height)
             report = header_report(block.header)
             report["height"] = block.height
-            report["transactions"] = [display_hex(_txid(t)) for t in block.txs]
+            report["transactions"] = [display_hex(txid(t)) for t in block.txs]
             if args.json:
                 print(json.dumps(report, indent=2))
             else:
@@ -220,11 +221,6 @@ def cmd_chain(args: argparse.Namespace) -> int:
                                chain.params.spacing, f"{chain.path.name}: {chain.params.rule} rule")
             print(f"wrote {path}")
     return 0
-
-
-def _txid(tx: bytes) -> bytes:
-    from .tx import txid
-    return txid(tx)
 
 
 def _plot_simulation(args: argparse.Namespace) -> int:
