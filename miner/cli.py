@@ -7,6 +7,7 @@ usage errors); tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import json
 import logging
 import os
@@ -255,7 +256,13 @@ def cmd_mine(args: argparse.Namespace) -> int:
     if not args.unit_seconds > 0:
         raise UsageError("--unit-seconds must be positive")
     backends = make_backends(args.backend, threads=args.threads)
-    chain = Chain.open_or_create(args.chain, preset(args.preset, int(time.time())))
+    params = preset(args.preset, int(time.time()))  # an unknown preset fails before any compile
+    # Compile before the chain is created: a new chain's genesis time is "now", and a minute of
+    # first-run compilation would otherwise count as blocks behind schedule and ASERT would
+    # start the chain at a far lower difficulty than the preset intends.
+    for b in backends:
+        b.warm_up()
+    chain = Chain.open_or_create(args.chain, replace(params, genesis_time=int(time.time())))
     emit_json = args.json
 
     def report(ev: BlockFound) -> None:
@@ -270,8 +277,6 @@ def cmd_mine(args: argparse.Namespace) -> int:
         print(f"mining {args.blocks} block(s) on {chain.path} (tip {chain.height}, "
               f"{chain.params.rule} rule, {chain.params.spacing} s spacing) with {names}",
               flush=True)
-    for b in backends:
-        b.warm_up()
     coordinator = Coordinator(backends, unit_seconds=args.unit_seconds).start()
     found: list[BlockFound] = []
     t0 = time.perf_counter()
