@@ -251,54 +251,78 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from .coordinator import Coordinator
     from .mining import BlockFound, mine_blocks
     from .params import preset
+    from .reporting import make_reporter
     from .sources.local import LocalChainSource
 
     if not args.unit_seconds > 0:
         raise UsageError("--unit-seconds must be positive")
     backends = make_backends(args.backend, threads=args.threads)
     params = preset(args.preset, int(time.time()))  # an unknown preset fails before any compile
+    reporter = make_reporter(args.json, args.quiet)
     # Compile before the chain is created: a new chain's genesis time is "now", and a minute of
     # first-run compilation would otherwise count as blocks behind schedule and ASERT would
     # start the chain at a far lower difficulty than the preset intends.
-    for b in backends:
-        b.warm_up()
+    _warm_up(backends, announce=not (args.json or args.quiet))
     chain = Chain.open_or_create(args.chain, replace(params, genesis_time=int(time.time())))
-    emit_json = args.json
-
-    def report(ev: BlockFound) -> None:
-        if emit_json:
-            print(json.dumps({"event": "block", **ev.__dict__, "rate": ev.rate}), flush=True)
-        elif not args.quiet:
-            print(f"block {ev.height:>6}  {ev.hash_hex}  nonce {ev.nonce:>10}  bits {ev.bits:08x}  "
-                  f"diff {ev.difficulty:12.6g}  {ev.seconds:7.2f} s  {format_rate(ev.rate)}", flush=True)
-
-    if not emit_json and not args.quiet:
-        names = ", ".join(f"{b.name} ({b.device})" for b in backends)
-        print(f"mining {args.blocks} block(s) on {chain.path} (tip {chain.height}, "
-              f"{chain.params.rule} rule, {chain.params.spacing} s spacing) with {names}",
-              flush=True)
-    coordinator = Coordinator(backends, unit_seconds=args.unit_seconds).start()
+    coordinator = Coordinator(backends, unit_seconds=args.unit_seconds,
+                              on_event=reporter.coordinator_event)
     found: list[BlockFound] = []
-    t0 = time.perf_counter()
     interrupted = False
+    t0 = time.perf_counter()
     try:
+        reporter.start({"path": str(chain.path), "height": chain.height, "preset": chain.params.name,
+                        "rule": chain.params.rule, "spacing": chain.params.spacing},
+                       backends, args.blocks, coordinator)
+        coordinator.start()
         mine_blocks(coordinator, LocalChainSource(chain), args.blocks,
-                    lambda ev: (found.append(ev), report(ev)))
+                    lambda ev: (found.append(ev), reporter.block(ev)), on_job=reporter.job)
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        # Units in flight finish (each is short by design); an append is one SQLite transaction,
+        # so whatever happens here no block is left half-written.
         coordinator.stop()
+        reporter.stop()
         chain.close()
     elapsed = time.perf_counter() - t0
-    hashes = sum(s.hashes for s in coordinator.stats.values())
-    summary = {"event": "summary", "blocks": len(found), "seconds": elapsed, "hashes": hashes,
-               "rate": hashes / elapsed if elapsed else 0.0, "interrupted": interrupted}
-    if emit_json:
-        print(json.dumps(summary), flush=True)
-    else:
-        print(f"{'interrupted: ' if interrupted else ''}{len(found)} block(s) in {elapsed:.1f} s, "
-              f"{hashes:,} hashes, {format_rate(summary['rate'])}", flush=True)
+    reporter.finish(mine_summary(coordinator, found, elapsed, interrupted))
     return 130 if interrupted else 0
+
+
+def _warm_up(backends, announce: bool) -> None:
+    """Compile or load every backend's kernel. A cached kernel loads in about a second; when a
+    warm-up runs longer than that it is a first-run compile, and a silent minute looks hung, so
+    say what is happening."""
+    import threading
+    for b in backends:
+        t0 = time.perf_counter()
+        notice = threading.Timer(2.0, lambda name=b.name: print(
+            f"{name}: compiling the kernel (first run only; later runs load it from the cache) ...",
+            file=sys.stderr, flush=True))
+        if announce:
+            notice.start()
+        try:
+            b.warm_up()
+        finally:
+            notice.cancel()
+        took = time.perf_counter() - t0
+        if announce and took > 2:
+            print(f"{b.name}: ready after {took:.0f} s", file=sys.stderr, flush=True)
+
+
+def mine_summary(coordinator, found, elapsed: float, interrupted: bool) -> dict:
+    """The end-of-run figures, per backend and in total (also the `--json` summary event)."""
+    stats = coordinator.stats
+    hashes = sum(s.hashes for s in stats.values())
+    per_backend = [{"name": b.name, "device": b.device, "hashes": stats[b.name].hashes,
+                    "rate": stats[b.name].hashes / stats[b.name].seconds if stats[b.name].seconds else 0.0,
+                    "share": stats[b.name].hashes / hashes if hashes else 0.0,
+                    "hits": stats[b.name].hits, "stale": stats[b.name].stale,
+                    "rejected": stats[b.name].rejected}
+                   for b in coordinator.backends]
+    return {"event": "summary", "blocks": len(found), "seconds": elapsed, "hashes": hashes,
+            "rate": hashes / elapsed if elapsed else 0.0, "interrupted": interrupted,
+            "backends": per_backend}
 
 
 # --------------------------------------------------------------------------- bench
@@ -402,11 +426,30 @@ COMMANDS = {"mine": cmd_mine, "chain": cmd_chain, "header": cmd_header, "bench":
             "compare": cmd_compare}
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at the time, so log lines go through the live view's
+    redirect (printed above the panel) instead of tearing through it."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _configure_logging(verbose: int) -> None:
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2), handlers=[handler],
+                        force=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
-                            format="%(levelname)s %(name)s: %(message)s")
+        _configure_logging(args.verbose)
         return COMMANDS[args.command](args)
     except MinerError as exc:
         print(f"miner: error: {exc}", file=sys.stderr)

@@ -11,6 +11,7 @@ from .coordinator import Coordinator
 from .errors import InvalidBlock
 from .header import bits_to_target, difficulty
 from .sources.local import LocalChainSource
+from .work import Job
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,14 @@ class BlockFound:
 
 def mine_blocks(coordinator: Coordinator, source: LocalChainSource, blocks: int,
                 on_block: Callable[[BlockFound], None],
-                poll: float = 0.25) -> list[BlockFound]:
+                poll: float = 0.25,
+                on_job: Callable[[Job], None] | None = None) -> list[BlockFound]:
     """Mine `blocks` blocks on the local chain. The coordinator must be started."""
     found: list[BlockFound] = []
     while len(found) < blocks:
         job = source.job()
+        if on_job is not None:
+            on_job(job)
         hashes_before = sum(s.hashes for s in coordinator.stats.values())
         t0 = time.perf_counter()
         coordinator.set_job(job)

@@ -34,8 +34,8 @@ def reference_hits(work: KernelWork, nonce_start: int, count: int) -> list[int]:
 class ReferenceBackend(Backend):
     kind = "ref"
 
-    def __init__(self, max_hits: int = 64):
-        super().__init__("ref", "hashlib (1 thread)", max_hits)
+    def __init__(self, max_hits: int = 64, name: str = "ref"):
+        super().__init__(name, "hashlib (1 thread)", max_hits)
 
     @property
     def initial_batch(self) -> int:

@@ -1,0 +1,195 @@
+"""What `miner mine` shows: the live view's figures and layout, and each output mode as a user gets it
+(a real terminal through a pty, a pipe, JSON, Ctrl-C)."""
+
+import fcntl
+import io
+import json
+import os
+import pty
+import re
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+
+import pytest
+from rich.console import Console
+
+from miner.backends.ref import ReferenceBackend
+from miner.chain import Chain
+from miner.coordinator import Coordinator
+from miner.header import difficulty
+from miner.live import MiningView, expected_hashes, render, snapshot
+from miner.mining import mine_blocks
+from miner.params import preset
+from miner.sources.local import LocalChainSource
+
+from conftest import GENESIS_TIME
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def test_expected_hashes_matches_the_hit_probability():
+    assert expected_hashes((1 << 256) - 1) == 1.0  # every hash is a hit
+    assert expected_hashes((1 << 255) - 1) == 2.0
+    assert expected_hashes((1 << 224) - 1) == float(1 << 32)
+
+
+def test_snapshot_after_real_mining(tmp_path):
+    """Shares add up, the expected time is expected hashes over the summed rate, tip and counts
+    follow the chain."""
+    chain = Chain.create(tmp_path / "c.sqlite", preset("regtest", GENESIS_TIME))
+    backends = [ReferenceBackend(name="ref-a"), ReferenceBackend(name="ref-b")]
+    jobs = []
+    with Coordinator(backends, unit_seconds=0.02) as coordinator:
+        mine_blocks(coordinator, LocalChainSource(chain), 3, lambda ev: None, on_job=jobs.append)
+    assert [j.height for j in jobs] == [1, 2, 3]
+    job = jobs[-1]
+    t0 = time.perf_counter()
+    snap = snapshot(coordinator, backends, job, t0 - 1.5, 3, 5, t0 - 10, now=t0)
+    assert [d.name for d in snap.devices] == ["ref-a", "ref-b"]
+    assert sum(d.hashes for d in snap.devices) == sum(s.hashes for s in coordinator.stats.values()) > 0
+    assert sum(d.share for d in snap.devices) == pytest.approx(1.0)
+    assert snap.total_rate == pytest.approx(sum(s.rate for s in coordinator.stats.values()))
+    assert snap.total_rate > 0
+    assert snap.expected_seconds == pytest.approx(expected_hashes(job.target) / snap.total_rate)
+    assert snap.tip_height == 2 and snap.bits == job.bits
+    assert snap.difficulty == pytest.approx(difficulty(job.target))
+    assert snap.block_seconds == pytest.approx(1.5) and snap.elapsed == pytest.approx(10)
+    assert (snap.blocks_found, snap.blocks_wanted) == (3, 5)
+    chain.close()
+
+
+def test_snapshot_before_any_job_or_hash():
+    backends = [ReferenceBackend()]
+    snap = snapshot(Coordinator(backends), backends, None, 0.0, 0, 4, 0.0, now=2.0)
+    assert snap.tip_height is None and snap.expected_seconds is None
+    assert snap.devices[0].share == 0.0 and snap.total_rate == 0.0
+    text = _render_text(MiningView(Coordinator(backends), backends, 4), 80)
+    assert "waiting for work" in text and "0/4" in text
+
+
+def _render_text(renderable, width: int) -> str:
+    console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
+    console.print(renderable)
+    return console.file.getvalue()
+
+
+@pytest.mark.parametrize("width", [80, 160])
+def test_view_fits_the_terminal_and_keeps_numbers_whole(tmp_path, width):
+    """At 80 columns a long device name gives way; rates, counts and shares are never cut."""
+    chain = Chain.create(tmp_path / "c.sqlite", preset("regtest", GENESIS_TIME))
+    backends = [ReferenceBackend(name="ref"), ReferenceBackend(name="ref-2")]
+    backends[1].device = "an unusually long device name that cannot fit in a narrow terminal"
+    view = MiningView(None, backends, 2)
+    with Coordinator(backends, unit_seconds=0.02) as coordinator:
+        view.coordinator = coordinator
+        mine_blocks(coordinator, LocalChainSource(chain), 2, lambda ev: view.block_found(),
+                    on_job=view.set_job)
+    snap = view.snapshot()
+    text = _render_text(view, width)
+    lines = text.splitlines()
+    assert all(len(line) <= width for line in lines), text
+    rows = {line.split()[0]: line for line in lines if line.split() and line.split()[0] in ("ref", "ref-2")}
+    assert set(rows) == {"ref", "ref-2"}, text
+    for d in snap.devices:
+        assert f"{d.hashes:,}" in rows[d.name] and f"{100 * d.share:.1f}%" in rows[d.name]
+    assert "tip 1" in text and "blocks 2/2" in text and f"{snap.bits:08x}" in text
+    if width == 80:
+        assert "…" in rows["ref-2"]
+    chain.close()
+    render(snap)  # the default width renders too
+
+
+# ----------------------------------------------------------------- the command, as a user runs it
+
+def _mine_cmd(path, *extra):
+    return [sys.executable, "-m", "miner", "mine", "--backend", "ref", "--chain", str(path), *extra]
+
+
+def test_live_view_on_a_real_terminal(tmp_path):
+    """Under a pty `miner mine` draws the live panel (tip, difficulty, expected time, per-backend
+    rate and share), prints each block above it, and leaves a chain that verifies."""
+    path = tmp_path / "t.sqlite"
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "100"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen(_mine_cmd(path, "--blocks", "3", "--preset", "regtest"),
+                            stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(30) == 0
+    raw = b"".join(chunks).decode(errors="replace")
+    assert "\x1b[" in raw, "no terminal control sequences: the live view did not run"
+    text = ANSI.sub("", raw)
+    for fragment in ("next block expected in", "difficulty", "blocks 3/3", "share", "hashlib",
+                     "block      3", "3 block(s) in"):
+        assert fragment in text, fragment
+    with Chain.open(path) as chain:
+        assert chain.verify() == 3
+
+
+def test_piped_output_is_plain_lines(tmp_path):
+    path = tmp_path / "p.sqlite"
+    proc = subprocess.run(_mine_cmd(path, "--blocks", "2", "--preset", "regtest"), capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b" not in proc.stdout
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("mining 2 block(s)")
+    assert [line.split()[1] for line in lines if line.startswith("block ")] == ["1", "2"]
+    assert lines[-2].startswith("2 block(s) in") and lines[-1].split()[0] == "ref"
+
+
+def test_quiet_prints_only_the_summary(tmp_path):
+    proc = subprocess.run(_mine_cmd(tmp_path / "q.sqlite", "--blocks", "2", "--preset", "regtest",
+                                    "--quiet"), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0].startswith("2 block(s) in")
+
+
+def test_json_is_one_object_per_event(tmp_path):
+    proc = subprocess.run(_mine_cmd(tmp_path / "j.sqlite", "--blocks", "3", "--preset", "regtest",
+                                    "--json"), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    kinds = [e["event"] for e in events if e["event"] != "stale"]
+    assert kinds == ["start"] + ["job", "block"] * 3 + ["summary"]
+    assert events[0]["backends"] == [{"name": "ref", "kind": "ref", "device": "hashlib (1 thread)"}]
+    jobs = [e for e in events if e["event"] == "job"]
+    blocks = [e for e in events if e["event"] == "block"]
+    assert [j["height"] for j in jobs] == [b["height"] for b in blocks] == [1, 2, 3]
+    summary = events[-1]
+    assert summary["blocks"] == 3 and not summary["interrupted"]
+    (ref,) = summary["backends"]
+    assert ref["share"] == 1.0 and ref["hashes"] == summary["hashes"] > 0 and ref["rejected"] == 0
+
+
+def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path):
+    """SIGINT mid-block: exit 130, an 'interrupted' summary, and a chain that still verifies."""
+    path = tmp_path / "i.sqlite"
+    # The local preset wants ~2^26 hashes a block: the hashlib backend is surely mid-block.
+    proc = subprocess.Popen(_mine_cmd(path, "--blocks", "5"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()
+    assert first.startswith("mining 5 block(s)"), first + proc.stderr.read()
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert out.splitlines()[0].startswith("interrupted: 0 block(s)"), out
+    assert "Traceback" not in err
+    with Chain.open(path) as chain:
+        assert chain.verify() == 0
