@@ -5,31 +5,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import pytest  # noqa: E402
 
-from miner.backends.ref import reference_hits  # noqa: E402
-from miner.chain import Chain  # noqa: E402
-from miner.params import preset  # noqa: E402
-from miner.sources.local import LocalChainSource  # noqa: E402
-from miner.work import Solution  # noqa: E402
 
-GENESIS_TIME = 1_700_000_000
-
-
-def mine_easy_chain(path, blocks, preset_name="regtest", spacing=1):
-    """A real chain mined with the hashlib reference at an easy target, on a simulated clock."""
-    chain = Chain.create(path, preset(preset_name, GENESIS_TIME))
-    clock = [GENESIS_TIME]
-    source = LocalChainSource(chain, clock=lambda: clock[0])
-    for _ in range(blocks):
-        clock[0] += spacing
-        job = source.job()
-        start = 0
-        while True:
-            hits = reference_hits(job.work(0), start, 256)
-            if hits:
-                break
-            start += 256
-        source.submit(Solution(job, 0, hits[0]))
-    return chain
+# One builder for tests and benchmarks: real blocks, mined with hashlib, appended through Chain.
+from bench.chain_verify import GENESIS_TIME, build_easy_chain as mine_easy_chain  # noqa: E402,F401
 
 
 @pytest.fixture
