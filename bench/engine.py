@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import platform
+import random
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
 
 from miner.backends.base import Backend
-from miner.work import NONCE_SPACE, KernelWork
+from miner.coordinator import Coordinator
+from miner.tx import coinbase_template
+from miner.work import NONCE_SPACE, Job, KernelWork
 
 
 @dataclass
@@ -22,8 +25,9 @@ class BenchResult:
     device: str
     setting: str  # e.g. "threads=2" or "block=256 npt=64"
     runs: list[float] = field(default_factory=list)  # hashes/s of each timed run
-    compile_seconds: float | None = None
-    first_call_seconds: float | None = None
+    compile_seconds: float | None = None  # compile or load from cache, before the first call
+    first_call_seconds: float | None = None  # one 1-nonce search after warm-up: launch overhead
+    predicted: float | None = None  # hashes/s from the static SASS count (CUDA), if available
 
     @property
     def median(self) -> float:
@@ -54,15 +58,20 @@ def machine_description() -> str:
 
 
 def bench_backend(backend: Backend, duration: float, runs: int, setting: str = "") -> BenchResult:
-    """Warm up (timing compile and first call), then `runs` timed runs of about `duration` s."""
+    """Warm up (timing the compile), time a first 1-nonce call (launch overhead), then `runs`
+    timed runs of about `duration` s each."""
     work = KernelWork(bytes(range(76)), 1)  # target 1: no hit, ever; the fast path only
     result = BenchResult(backend.name, backend.device, setting)
     t0 = time.perf_counter()
     backend.warm_up()
+    warm = time.perf_counter() - t0
+    # Backends that compile say how long it took; for the rest warm-up is the whole cost.
     result.compile_seconds = getattr(backend, "compile_seconds", None)
+    if result.compile_seconds is None and warm > 0.01:
+        result.compile_seconds = warm
     t1 = time.perf_counter()
     backend.search(work, 0, 1)
-    result.first_call_seconds = time.perf_counter() - t1 + (t1 - t0 if result.compile_seconds is None else 0)
+    result.first_call_seconds = time.perf_counter() - t1
     # Size a run from a short probe so each run lasts about `duration`.
     count = backend.initial_batch
     while True:
@@ -72,7 +81,7 @@ def bench_backend(backend: Backend, duration: float, runs: int, setting: str = "
         if dt > 0.2 or count >= NONCE_SPACE // 4:
             break
         count *= 4
-    count = int(min(max(count * duration / dt, 1), NONCE_SPACE // 2))
+    count = int(min(max(count * duration / dt, 1), NONCE_SPACE - 1))
     start = 0
     for _ in range(runs):
         if start + count > NONCE_SPACE:
@@ -82,3 +91,73 @@ def bench_backend(backend: Backend, duration: float, runs: int, setting: str = "
         result.runs.append(count / (time.perf_counter() - t))
         start += count
     return result
+
+
+@dataclass
+class JobSwitchResult:
+    """Seconds from `Coordinator.set_job` until every backend was working on the new job."""
+
+    backends: list[str]
+    unit_seconds: float
+    samples: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.update(median=self.median, max=max(self.samples))
+        return d
+
+
+def _hard_job(job_id: str) -> Job:
+    """A job no nonce solves (target 1), so every backend stays busy until the next switch."""
+    return Job(job_id=job_id, height=1, version=0x20000000, prev_hash=job_id.encode().ljust(32, b"\0"),
+               coinbase=coinbase_template(1, b"bench"), branch=(), time=1_700_000_000,
+               bits=0x207FFFFF, target=1)
+
+
+def measure_job_switch(backends: list[Backend], switches: int, unit_seconds: float = 0.25,
+                       settle: float = 1.0, seed: int = 1) -> JobSwitchResult:
+    """Run `backends` together under a coordinator and switch jobs `switches` times at random
+    points within units; each sample is the time until the last backend started the new job.
+
+    A backend finishes the unit in flight before it takes new work, so the latency is bounded by
+    the unit size (`unit_seconds` of work at its measured rate) plus the launch overhead.
+    """
+    rng = random.Random(seed)
+    result = JobSwitchResult([b.name for b in backends], unit_seconds)
+    with Coordinator(backends, unit_seconds=unit_seconds) as coordinator:
+        coordinator.set_job(_hard_job("bench-0"))
+        time.sleep(settle)  # let unit sizes follow the measured rates
+        for i in range(1, switches + 1):
+            time.sleep(rng.uniform(0.3, 1.0) * unit_seconds)
+            coordinator.set_job(_hard_job(f"bench-{i}"))
+            deadline = time.perf_counter() + 60
+            while coordinator.job_latency() is None:
+                if time.perf_counter() > deadline:
+                    raise RuntimeError("a backend did not pick up the new job within 60 s")
+                time.sleep(0.0005)
+            result.samples.append(coordinator.job_latency())
+        coordinator.set_job(None)
+    return result
+
+
+_STATIC_REPORTS: dict = {}
+
+
+def static_prediction(backend: Backend) -> float | None:
+    """Predicted hashes/s for a CUDA backend's own device from the static SASS count of the kernel
+    for its architecture, or None when that cannot be had (no nvcc or cuobjdump, unknown clock)."""
+    arch, sms, ghz = (getattr(backend, a, None) for a in ("arch", "sms", "clock_ghz"))
+    if backend.kind != "cuda" or not (arch and sms and ghz):
+        return None
+    if arch not in _STATIC_REPORTS:
+        from bench.sass import analyse
+        try:
+            _STATIC_REPORTS[arch] = analyse(arch)
+        except (FileNotFoundError, RuntimeError, ValueError, OSError):
+            _STATIC_REPORTS[arch] = None
+    report = _STATIC_REPORTS[arch]
+    return None if report is None else report.predict(sms, ghz)["predicted_ghs"] * 1e9

@@ -64,21 +64,22 @@ class LoopReport:
     by_opcode: dict = field(default_factory=dict)
     by_pipe: dict = field(default_factory=dict)
 
-    def predictions(self) -> list[dict]:
+    def predict(self, sms: int, ghz: float) -> dict:
+        """Hash rate bounds for a device with `sms` SMs at `ghz`: whichever of the integer ALU
+        pipe and instruction issue saturates first sets the prediction."""
         alu = self.by_pipe.get("alu", 0)
-        total = self.per_nonce
-        out = []
-        for name, sms, ghz in DEVICES:
-            alu_clk = alu / ALU_WARP_INSTR_PER_CLK
-            issue_clk = total / ISSUE_WARP_INSTR_PER_CLK
-            per_sm = 32 * ghz * 1e9
-            out.append({
-                "device": name, "sms": sms, "ghz": ghz,
-                "predicted_ghs": sms * per_sm / max(alu_clk, issue_clk) / 1e9,
-                "issue_bound_ghs": sms * per_sm / issue_clk / 1e9,
-                "alu_bound_ghs": sms * per_sm / alu_clk / 1e9 if alu else float("inf"),
-            })
-        return out
+        alu_clk = alu / ALU_WARP_INSTR_PER_CLK
+        issue_clk = self.per_nonce / ISSUE_WARP_INSTR_PER_CLK
+        per_sm = 32 * ghz * 1e9
+        return {
+            "sms": sms, "ghz": ghz,
+            "predicted_ghs": sms * per_sm / max(alu_clk, issue_clk) / 1e9,
+            "issue_bound_ghs": sms * per_sm / issue_clk / 1e9,
+            "alu_bound_ghs": sms * per_sm / alu_clk / 1e9 if alu else float("inf"),
+        }
+
+    def predictions(self) -> list[dict]:
+        return [{"device": name, **self.predict(sms, ghz)} for name, sms, ghz in DEVICES]
 
 
 def find_tool(name: str) -> str:

@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU thread counts to scale over, e.g. 1,2 (default: 1 and all cores)")
     b.add_argument("--duration", type=float, default=2.0, help="seconds per timed run (default 2)")
     b.add_argument("--runs", type=_positive_int(100), default=5, help="timed runs (default 5)")
+    b.add_argument("--launch", default="256x16,256x64,256x256",
+                   help="CUDA launch shapes BLOCKxNONCES_PER_THREAD, 'all' or 'tuned' "
+                        "(default 256x16,256x64,256x256)")
+    b.add_argument("--switches", type=_non_negative_int, default=5,
+                   help="job switches timed across all the backends together (default 5, 0 skips)")
+    b.add_argument("--unit-seconds", type=float, default=0.25,
+                   help="work unit length for the job-switch test, as in mine (default 0.25)")
     b.add_argument("--static", action="store_true",
                    help="print the static SASS report of the CUDA kernel instead (needs nvcc)")
     b.add_argument("--json", action="store_true")
@@ -340,45 +347,109 @@ def _thread_counts(text: str | None) -> list[int]:
     return counts
 
 
+def parse_launch_shapes(text: str) -> list[tuple[int, int]] | None:
+    """`--launch`: "all" (the autotune grid), "tuned" (None: the backend's own shape), or a
+    comma-separated list of BLOCKxNONCES_PER_THREAD such as "256x16,256x64"."""
+    text = text.strip().lower()
+    if text == "tuned":
+        return None
+    if text == "all":
+        from .backends.cuda import BLOCK_CHOICES, NONCES_PER_THREAD_CHOICES
+        return [(b, n) for b in BLOCK_CHOICES for n in NONCES_PER_THREAD_CHOICES]
+    shapes = []
+    for item in text.split(","):
+        block, sep, npt = item.strip().partition("x")
+        if not (sep and block.isdigit() and npt.isdigit()):
+            raise UsageError(f"--launch wants BLOCKxNONCES like 256x64 (or all, tuned), got {item!r}")
+        b, n = int(block), int(npt)
+        if not (32 <= b <= 1024 and b % 32 == 0) or not 1 <= n <= 1 << 16:
+            raise UsageError(f"--launch {item}: block must be a multiple of 32 up to 1024 and "
+                             f"nonces per thread 1..65536")
+        shapes.append((b, n))
+    return shapes
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.static:
         from bench.sass import main as sass_main
         return sass_main(["--json"] if args.json else [])
     if not 0 < args.duration <= 600:
         raise UsageError(f"--duration must be between 0 and 600 seconds, got {args.duration}")
-    from bench.engine import bench_backend, machine_description
+    if not 0 < args.unit_seconds <= 10:
+        raise UsageError(f"--unit-seconds must be between 0 and 10, got {args.unit_seconds}")
+    shapes = parse_launch_shapes(args.launch)
+    from bench.engine import bench_backend, machine_description, measure_job_switch, static_prediction
     from .backends.registry import make_backends
     items = [x.strip().lower() for x in args.backend.split(",") if x.strip()]
-    plan = []  # (backend, setting)
+    plan = []  # (backend, setting, prepare): one timed row each
+    switch_set = {}  # one backend per name for the job-switch test: the last (largest) setting
     for item in items:
         if item == "cpu":
             for n in _thread_counts(args.threads):
-                plan.append((make_backends("cpu", threads=n)[0], f"threads={n}"))
-        else:
-            plan += [(bk, "") for bk in make_backends(item)]
+                backend = make_backends("cpu", threads=n)[0]
+                plan.append((backend, f"threads={n}", None))
+                switch_set[backend.name] = backend
+            continue
+        for backend in make_backends(item):
+            switch_set[backend.name] = backend
+            if backend.kind != "cuda":
+                plan.append((backend, "", None))
+                continue
+            for block, npt in shapes or [(backend.block, backend.nonces_per_thread)]:
+                plan.append((backend, f"block={block} npt={npt}",
+                             lambda b=backend, s=(block, npt): b.set_launch(*s)))
     results = []
-    for backend, setting in plan:
-        if not args.json:
-            print(f"measuring {backend.name} {setting} ...", file=sys.stderr, flush=True)
-        results.append(bench_backend(backend, args.duration, args.runs, setting))
-        backend.close()
+    try:
+        for backend, setting, prepare in plan:
+            if not args.json:
+                print(f"measuring {backend.name} {setting} ...", file=sys.stderr, flush=True)
+            if prepare:
+                prepare()
+            result = bench_backend(backend, args.duration, args.runs, setting)
+            result.predicted = static_prediction(backend)
+            results.append(result)
+        switch = None
+        if args.switches:
+            if not args.json:
+                print(f"measuring job switches across {', '.join(switch_set)} ...", file=sys.stderr,
+                      flush=True)
+            switch = measure_job_switch(list(switch_set.values()), args.switches, args.unit_seconds)
+    finally:
+        for backend in {id(b): b for b, _, _ in plan}.values():
+            backend.close()
     machine = machine_description()
     ref = next((r.median for r in results if r.backend == "ref"), None)
     if args.json:
         print(json.dumps({"machine": machine, "date": time.strftime("%Y-%m-%d"), "runs": args.runs,
                           "duration": args.duration,
-                          "results": [r.as_dict() for r in results]}, indent=2))
+                          "results": [r.as_dict() for r in results],
+                          "job_switch": switch.as_dict() if switch else None}, indent=2))
         return 0
     from rich.console import Console
     from rich.table import Table
     table = Table(title=f"miner bench: {machine}, median of {args.runs} x {args.duration:g} s")
-    for col in ("backend", "device", "setting", "median", "min", "max", "x hashlib", "compile s"):
-        table.add_column(col, justify="right" if col not in ("backend", "device", "setting") else "left")
+    for col in ("backend", "device", "setting", "median", "min", "max", "x hashlib", "predicted",
+                "compile s", "first call"):
+        if col == "device":  # the one column that gives way on a narrow terminal
+            table.add_column(col, overflow="ellipsis", no_wrap=True, max_width=32)
+        else:
+            table.add_column(col, justify="left" if col in ("backend", "setting") else "right",
+                             no_wrap=True)
     for r in results:
         table.add_row(r.backend, r.device, r.setting, format_rate(r.median), format_rate(min(r.runs)),
                       format_rate(max(r.runs)), f"{r.median / ref:.1f}" if ref else "-",
-                      f"{r.compile_seconds:.1f}" if r.compile_seconds is not None else "-")
-    Console().print(table)
+                      format_rate(r.predicted) if r.predicted else "-",
+                      f"{r.compile_seconds:.2f}" if r.compile_seconds is not None else "-",
+                      f"{r.first_call_seconds * 1e3:.2f} ms" if r.first_call_seconds is not None else "-")
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # a file or pipe: do not squeeze the table into 80 columns
+    console.print(table)
+    if switch:
+        console.print(f"job switch ({', '.join(switch.backends)}, units of {switch.unit_seconds:g} s): "
+                      f"new job on every backend after {switch.median * 1e3:.1f} ms median, "
+                      f"{max(switch.samples) * 1e3:.1f} ms max over {len(switch.samples)} switches",
+                      highlight=False)
     return 0
 
 

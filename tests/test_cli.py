@@ -170,19 +170,45 @@ def test_compare_backends_agree_and_plot(tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_bench_json_reports_median_of_runs():
-    proc = run("bench", "--backend", "ref", "--runs", "3", "--duration", "0.2", "--json")
+def test_bench_json_reports_median_of_runs_and_job_switch_latency():
+    proc = run("bench", "--backend", "ref", "--runs", "3", "--duration", "0.2", "--switches", "3",
+               "--unit-seconds", "0.05", "--json")
     assert proc.returncode == 0, proc.stderr
-    (row,) = json.loads(proc.stdout)["results"]
+    data = json.loads(proc.stdout)
+    (row,) = data["results"]
     assert len(row["runs"]) == 3 and row["min"] <= row["median"] <= row["max"] and row["median"] > 1e4
+    assert 0 < row["first_call_seconds"] < 1 and row["predicted"] is None  # no static model for hashlib
+    switch = data["job_switch"]
+    assert switch["backends"] == ["ref"] and switch["unit_seconds"] == 0.05
+    assert len(switch["samples"]) == 3 and all(0 < s < 1.0 for s in switch["samples"])
+
+
+def test_bench_text_table_and_no_switches():
+    proc = run("bench", "--backend", "ref", "--runs", "2", "--duration", "0.1", "--switches", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert "x hashlib" in proc.stdout and "first call" in proc.stdout
+    assert "job switch" not in proc.stdout
 
 
 @pytest.mark.parametrize("args,fragment", [
     (["bench", "--duration", "0"], "--duration"),
     (["bench", "--backend", "cuda:7"], "cuda"),
     (["bench", "--backend", "cpu", "--threads", "0"], "--threads"),
+    (["bench", "--launch", "100x64"], "--launch"),
+    (["bench", "--launch", "big"], "--launch"),
+    (["bench", "--launch", "256x0"], "--launch"),
+    (["bench", "--switches", "-1"], "--switches"),
+    (["bench", "--unit-seconds", "0"], "--unit-seconds"),
     (["compare", "--backend", "nope"], "unknown backend"),
     (["mine", "--backend", "cuda:x"], "cuda:N"),
 ])
 def test_bench_and_compare_usage_errors(args, fragment):
     assert_one_line_error(run(*args), 2, fragment)
+
+
+def test_launch_shapes_parse():
+    from miner.cli import parse_launch_shapes
+    assert parse_launch_shapes("tuned") is None
+    assert parse_launch_shapes("256x16, 512x64") == [(256, 16), (512, 64)]
+    grid = parse_launch_shapes("all")
+    assert len(grid) == len(set(grid)) == 9 and (256, 64) in grid

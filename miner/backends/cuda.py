@@ -30,6 +30,7 @@ else:
 TUNING_FILE = Path(os.environ.get("MINER_CACHE", Path.home() / ".cache" / "pow-miner")) / "cuda-launch.json"
 BLOCK_CHOICES = (128, 256, 512)
 NONCES_PER_THREAD_CHOICES = (16, 64, 256)
+CUDA_DEV_ATTR_CLOCK_RATE = 13  # cudaDevAttrClockRate, in kHz
 
 
 def device_count() -> tuple[int, str]:
@@ -41,6 +42,18 @@ def device_count() -> tuple[int, str]:
     except Exception as exc:  # no driver, no device, broken install
         return 0, f"CuPy sees no CUDA device ({type(exc).__name__}: {exc})"
     return (n, "") if n > 0 else (0, "CuPy sees no CUDA device")
+
+
+def _clock_ghz(props: dict, index: int) -> float | None:
+    """Boost clock in GHz: from the properties where present (CUDA 13 dropped `clockRate` from
+    them), else from the device attribute; None if neither answers."""
+    khz = props.get("clockRate")
+    if not khz:
+        try:
+            khz = cupy.cuda.runtime.deviceGetAttribute(CUDA_DEV_ATTR_CLOCK_RATE, index)
+        except Exception:
+            return None
+    return khz / 1e6 if khz else None
 
 
 class CudaBackend(Backend):
@@ -59,6 +72,7 @@ class CudaBackend(Backend):
             self.sms = int(props["multiProcessorCount"])
             self.arch = f"sm_{props['major']}{props['minor']}"
             self.driver = cupy.cuda.runtime.driverGetVersion()
+            self.clock_ghz = _clock_ghz(props, index)
             self._hits = cupy.zeros(1 + max_hits, dtype=cupy.uint32)
         super().__init__(f"cuda:{index}", name, max_hits)
         self._module = None
@@ -120,6 +134,13 @@ class CudaBackend(Backend):
         except (OSError, ValueError):
             pass  # tuning is an optimisation; a read-only home must not stop mining
         return {f"{b}x{n}": r for (b, n), r in results.items()}
+
+    def set_launch(self, block: int, nonces_per_thread: int) -> None:
+        """Use this launch shape from now on (bench scaling; autotune picks one for mining)."""
+        if not (32 <= block <= 1024 and block % 32 == 0) or not 1 <= nonces_per_thread <= 1 << 16:
+            raise UsageError(f"bad launch shape {block}x{nonces_per_thread}: block must be a "
+                             f"multiple of 32 up to 1024, nonces per thread 1..65536")
+        self.block, self.nonces_per_thread = block, nonces_per_thread
 
     # ------------------------------------------------------------------ search
 
