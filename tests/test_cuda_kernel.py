@@ -187,3 +187,34 @@ def test_gpu_finds_real_block_nonce():
     work = KernelWork(header.serialize()[:76], header.target())
     result = backend.search(work, header.nonce - 10_000_000, 20_000_000)
     assert result.nonces == [header.nonce]
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_bench_scales_launch_shapes_and_reports_switch_latency():
+    """`miner bench` on a GPU: one row per launch shape, each the same kernel giving a positive
+    rate, a prediction beside it where nvcc is present, and the job-switch latency measured."""
+    import json
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "miner", "bench", "--backend", "cuda:0", "--launch",
+                           "256x16,256x64", "--runs", "2", "--duration", "0.2", "--switches", "3",
+                           "--json"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert [r["setting"] for r in data["results"]] == ["block=256 npt=16", "block=256 npt=64"]
+    assert all(r["median"] > 1e8 for r in data["results"])
+    assert len(data["job_switch"]["samples"]) == 3
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_set_launch_rejects_bad_shapes():
+    from miner.backends.cuda import CudaBackend
+    from miner.errors import UsageError
+    backend = CudaBackend(0)
+    with pytest.raises(UsageError):
+        backend.set_launch(100, 64)
+    backend.set_launch(128, 16)
+    work = KernelWork(bytes(76), (1 << 256) - 1)  # every nonce a hit: coverage is countable
+    assert backend.search(work, 5, 10_000).total == 10_000
