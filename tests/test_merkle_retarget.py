@@ -1,5 +1,7 @@
 """Merkle roots, coinbase building, and both retarget rules."""
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, strategies as st
 
@@ -158,3 +160,29 @@ def test_rules_recover_spacing_after_hashrate_jump(name):
     # Difficulty rose by about the jump factor.
     d_before = bits_to_target(sim.bits[jump - 1]) / bits_to_target(sim.bits[-1])
     assert 4 < d_before < 25
+
+
+# ---------------------------------------------------------------- `miner mine --blocks 30`, simulated
+
+def _last10_within_2x(params, speed: float, seed: int) -> bool:
+    sim = simulate(params, 30, speed * 2**26 / params.spacing, seed=seed)
+    last10 = sim.spacings()[-10:]
+    return 0.5 * params.spacing <= sum(last10) / 10 <= 2 * params.spacing
+
+
+@pytest.mark.parametrize("speed", [1 / 3, 1, 3, 10])
+def test_thirty_blocks_on_a_fresh_chain_converge(speed):
+    """What `miner mine --blocks 30` does on a fresh chain of the default `local` preset, on a
+    simulated clock: whether the machine is a third of or ten times the speed the preset starts
+    for, the last 10 blocks' mean spacing is within 2x of the target. Block times are random, so
+    20 seeded runs are made and 18 must pass (the mean of 10 exponential gaps alone falls below
+    half its mean about 3% of the time). The windowed preset is left to the jump test above: its
+    10-block window adds its own noise, and on schedule it passes 17 of these 20."""
+    params = preset("local", 1_700_000_000)
+    assert sum(_last10_within_2x(params, speed, seed) for seed in range(20)) >= 18
+
+
+def test_thirty_blocks_without_retarget_do_not_converge():
+    """The same check fails when difficulty cannot move (a halflife of decades), so it can fail."""
+    params = replace(preset("local", 1_700_000_000), halflife=10**9)
+    assert sum(_last10_within_2x(params, 10, seed) for seed in range(20)) == 0
