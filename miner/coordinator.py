@@ -4,10 +4,13 @@ One worker thread per backend pulls units from a shared `NonceAllocator`, so wit
 nonce is searched twice and none is skipped; when a job's 2^32 nonces are used up the allocator
 moves to the next extranonce (a new coinbase, merkle root and midstate) and the backends never
 notice. Unit sizes follow each backend's measured rate so one unit takes about `unit_seconds`,
-which bounds how long a stale unit can run after a new job arrives.
+which keeps per-unit overhead small; cancellation (below) keeps new jobs from waiting on it.
 
 A new job bumps a generation counter: hits from units of an older generation are dropped, never
-submitted. The first verified hit of a job ends the search for that job.
+submitted. The first verified hit of a job ends the search for that job. Either way the old job's
+cancel event is set, and every backend in the middle of one of its units stops at its next check
+(about every 50 ms of work) instead of finishing the unit. A backend also stops its unit at the
+first piece with a verified hit, so a solution reaches the chain without waiting for the unit.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class WorkUnit:
     generation: int
     nonce_start: int
     count: int
+    cancel: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
     @property
     def extranonce(self) -> int:
@@ -47,6 +51,8 @@ class NonceAllocator:
     def __init__(self, job: Job, generation: int, first_extranonce: int = 0,
                  nonce_space: int = NONCE_SPACE):
         self.job = job
+        # Set when the job is replaced or solved: units of it in flight stop at their next check.
+        self.cancel = threading.Event()
         self.nonce_space = nonce_space
         self.generation = generation
         self.extranonce = first_extranonce
@@ -67,7 +73,7 @@ class NonceAllocator:
                 self.next_nonce = 0
                 self._work = self.job.work(self.extranonce)
             count = min(count, self.nonce_space - self.next_nonce)
-            unit = WorkUnit(self.job, self._work, self.generation, self.next_nonce, count)
+            unit = WorkUnit(self.job, self._work, self.generation, self.next_nonce, count, self.cancel)
             self.next_nonce += count
             return unit
 
@@ -133,6 +139,8 @@ class Coordinator:
         """Stop taking units; waits for units in flight (each is short by design)."""
         with self._cond:
             self._stopping = True
+            if self._alloc is not None:
+                self._alloc.cancel.set()
             self._alloc = None
             self._cond.notify_all()
         for t in self._threads:
@@ -148,6 +156,8 @@ class Coordinator:
     def set_job(self, job: Job | None, first_extranonce: int = 0) -> int:
         """Replace the current job (None pauses); work of older jobs becomes stale at once."""
         with self._cond:
+            if self._alloc is not None:
+                self._alloc.cancel.set()
             self._generation += 1
             self._alloc = (NonceAllocator(job, self._generation, first_extranonce, self.nonce_space)
                            if job else None)
@@ -209,18 +219,19 @@ class Coordinator:
                 return
             t0 = time.perf_counter()
             try:
-                result = backend.search(unit.work, unit.nonce_start, unit.count)
+                result = backend.search(unit.work, unit.nonce_start, unit.count, unit.cancel,
+                                        stop_on_hit=True)
             except Exception:  # a broken device must not take the others down
                 log.exception("backend %s failed; it stops mining", backend.name)
                 return
             dt = time.perf_counter() - t0
             result.seconds = dt
-            stats.hashes += unit.count
+            stats.hashes += result.count  # less than the unit's count if it was cancelled
             stats.seconds += dt
             stats.units += 1
             stats.hits += result.total
             stats.rejected += result.rejected
-            if dt > 0:
+            if dt > 0 and result.count == unit.count:  # a cut-short unit's rate is not representative
                 inst = unit.count / dt
                 stats.rate = inst if stats.rate == 0 else 0.7 * stats.rate + 0.3 * inst
                 backend.measured_rate = stats.rate
@@ -235,7 +246,9 @@ class Coordinator:
         with self._cond:
             current = self._alloc is not None and self._generation == unit.generation
             if current:
-                # First valid solution wins; the job is done, so nobody takes more of its units.
+                # First valid solution wins; the job is done, so nobody takes more of its units
+                # and the units of it in flight stop at their next check.
+                self._alloc.cancel.set()
                 self._alloc = None
                 self.solutions.put(Solution(unit.job, unit.extranonce, result.nonces[0], backend.name))
         if current:

@@ -6,7 +6,7 @@ import time
 import numpy as np
 
 from miner.backends.cpu import CpuBackend
-from miner.backends.ref import ReferenceBackend
+from miner.backends.ref import ReferenceBackend, reference_hits
 from miner.coordinator import Coordinator, NonceAllocator
 from miner.tx import coinbase_template
 from miner.work import Job
@@ -29,9 +29,10 @@ def test_every_nonce_hashed_exactly_once_across_extranonce_roll():
 
     def on_event(ev):
         if ev.kind == "unit":
-            with lock:
-                counts[ev.unit.extranonce][ev.unit.nonce_start:ev.unit.nonce_start + ev.unit.count] += 1
-                per_backend[ev.backend] = per_backend.get(ev.backend, 0) + ev.unit.count
+            with lock:  # what was really searched: a cancelled unit reports a shorter count
+                start, n = ev.unit.nonce_start, ev.result.count
+                counts[ev.unit.extranonce][start:start + n] += 1
+                per_backend[ev.backend] = per_backend.get(ev.backend, 0) + n
 
     backends = [CpuBackend(threads=1, name="cpu-a"), CpuBackend(threads=1, name="cpu-b"), ReferenceBackend()]
     for b in backends:
@@ -91,3 +92,56 @@ def test_new_job_drops_stale_hits():
     assert stale and all(e.unit.job is easy_old for e in stale)
     assert coord.stats["ref"].stale > 0
     assert latency is not None and latency < 1.0
+
+
+def test_cancelled_search_stops_early_and_reports_what_it_searched():
+    """A set cancel event stops a long search at the next piece; the result covers exactly the
+    prefix it reports, hit for hit."""
+    backend = ReferenceBackend(max_hits=1 << 20)
+    backend.measured_rate = 1e6  # pieces of max(2^16, 50 ms of work) = 2^16 nonces
+    work = make_job(target=1 << 252).work(0)  # about one hit in 16
+    cancel = threading.Event()
+    threading.Timer(0.2, cancel.set).start()
+    t0 = time.perf_counter()
+    result = backend.search(work, 1000, 1 << 24, cancel)  # some 16 s of hashlib if not cancelled
+    elapsed = time.perf_counter() - t0
+    assert 0 < result.count < 1 << 24 and result.count % (1 << 16) == 0
+    assert elapsed < 2.0
+    expected = reference_hits(work, 1000, result.count)
+    assert result.nonces == expected and result.total == len(expected) and result.rejected == 0
+    assert backend.search(work, 0, 1 << 16, cancel).count == 0  # already cancelled: nothing searched
+
+
+def test_new_job_interrupts_long_units_on_every_backend():
+    """Units of several seconds each: a new job still reaches both backends within a fraction of
+    a unit, because the old job's units stop at their next cancellation check."""
+    backends = [CpuBackend(threads=1, name="cpu"), ReferenceBackend()]
+    for b in backends:
+        b.warm_up()
+    events = []
+    coord = Coordinator(backends, unit_seconds=5.0, on_event=events.append)
+    with coord:
+        coord.set_job(make_job(target=1, job_id="a"))
+        time.sleep(1.5)  # first units measure the rates; the next ones are sized to ~5 s
+        coord.set_job(make_job(target=1, job_id="b", prev=b"\x02" * 32))
+        deadline = time.time() + 30
+        while coord.job_latency() is None and time.time() < deadline:
+            time.sleep(0.001)
+        latency = coord.job_latency()
+        coord.set_job(None)
+    assert latency is not None and latency < 1.0, latency
+    cut = [e for e in events if e.kind == "unit" and e.unit.job.job_id == "a" and e.result.count < e.unit.count]
+    assert {e.backend for e in cut} == {"cpu", "ref"}
+
+
+def test_stop_on_hit_ends_the_search_after_the_piece_with_the_first_hit():
+    backend = ReferenceBackend()
+    backend.measured_rate = 1e6  # pieces of 2^16 nonces
+    work = make_job(target=1 << 240).work(0)  # about one hit in 65,536
+    every = reference_hits(work, 0, 1 << 19)
+    assert every, "the chosen target has hits in the first 2^19 nonces"
+    first_piece_end = (every[0] // (1 << 16) + 1) * (1 << 16)
+    result = backend.search(work, 0, 1 << 19, stop_on_hit=True)
+    assert result.count == first_piece_end
+    assert result.nonces == [n for n in every if n < first_piece_end]
+    assert backend.search(work, 0, 1 << 19).count == 1 << 19  # without it the whole range runs

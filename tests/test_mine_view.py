@@ -105,6 +105,13 @@ def test_view_fits_the_terminal_and_keeps_numbers_whole(tmp_path, width):
 
 # ----------------------------------------------------------------- the command, as a user runs it
 
+def _plain_env(**extra):
+    """The environment without the variables that make rich pretend about the terminal."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS")}
+    return {**env, **extra}
+
+
 def _mine_cmd(path, *extra):
     return [sys.executable, "-m", "miner", "mine", "--backend", "ref", "--chain", str(path), *extra]
 
@@ -115,8 +122,7 @@ def test_live_view_on_a_real_terminal(tmp_path):
     path = tmp_path / "t.sqlite"
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
-    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "100"}
-    env.pop("NO_COLOR", None)
+    env = _plain_env(TERM="xterm-256color")
     proc = subprocess.Popen(_mine_cmd(path, "--blocks", "3", "--preset", "regtest"),
                             stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
     os.close(slave)
@@ -144,7 +150,7 @@ def test_live_view_on_a_real_terminal(tmp_path):
 def test_piped_output_is_plain_lines(tmp_path):
     path = tmp_path / "p.sqlite"
     proc = subprocess.run(_mine_cmd(path, "--blocks", "2", "--preset", "regtest"), capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, env=_plain_env())
     assert proc.returncode == 0, proc.stderr
     assert "\x1b" not in proc.stdout
     lines = proc.stdout.splitlines()
