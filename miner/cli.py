@@ -395,7 +395,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             if backend.kind != "cuda":
                 plan.append((backend, "", None))
                 continue
-            for block, npt in shapes or [(backend.block, backend.nonces_per_thread)]:
+            if shapes is None:  # the autotuned shape (tuned on first use, then cached)
+                plan.append((backend, "tuned", None))
+            for block, npt in shapes or []:
                 plan.append((backend, f"block={block} npt={npt}",
                              lambda b=backend, s=(block, npt): b.set_launch(*s)))
     results = []
@@ -406,6 +408,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             if prepare:
                 prepare()
             result = bench_backend(backend, args.duration, args.runs, setting)
+            if setting == "tuned":
+                result.setting = f"block={backend.block} npt={backend.nonces_per_thread} (tuned)"
             result.predicted = static_prediction(backend)
             results.append(result)
         switch = None

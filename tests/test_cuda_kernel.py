@@ -218,3 +218,18 @@ def test_gpu_set_launch_rejects_bad_shapes():
     backend.set_launch(128, 16)
     work = KernelWork(bytes(76), (1 << 256) - 1)  # every nonce a hit: coverage is countable
     assert backend.search(work, 5, 10_000).total == 10_000
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_autotunes_once_and_caches(tmp_path, monkeypatch):
+    """First use on a device autotunes and writes the cache; a new backend starts from it."""
+    from miner.backends import cuda
+    monkeypatch.setattr(cuda, "TUNING_FILE", tmp_path / "cuda-launch.json")
+    first = cuda.CudaBackend(0)
+    assert first.shape_source == "default"
+    first.warm_up()
+    assert first.shape_source == "cache" and (tmp_path / "cuda-launch.json").exists()
+    second = cuda.CudaBackend(0)
+    assert second.shape_source == "cache"
+    assert (second.block, second.nonces_per_thread) == (first.block, first.nonces_per_thread)

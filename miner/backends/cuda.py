@@ -79,7 +79,11 @@ class CudaBackend(Backend):
         self._kernel = None
         self._job_symbol = None
         self.compile_seconds: float | None = None
-        self.block, self.nonces_per_thread = self._load_tuning() or (256, 64)
+        cached = self._load_tuning()
+        self.block, self.nonces_per_thread = cached or (256, 64)
+        # Where the launch shape came from: "cache" (an earlier autotune on this device and
+        # driver), "manual" (set_launch, as bench does) or "default" (warm_up will autotune).
+        self.shape_source = "cache" if cached else "default"
 
     @property
     def initial_batch(self) -> int:
@@ -98,6 +102,8 @@ class CudaBackend(Backend):
             self._job_symbol = self._module.get_global("c_job")
             cupy.cuda.Device(self.index).synchronize()
         self.compile_seconds = time.perf_counter() - t0
+        if self.shape_source == "default":
+            self.autotune()  # first use on this device and driver: about 2 s, then cached
 
     def _tuning_key(self) -> str:
         return f"{self.device}|{self.arch}|driver {self.driver}"
@@ -125,6 +131,7 @@ class CudaBackend(Backend):
                     n += count
                 results[(block, npt)] = n / (time.perf_counter() - t0)
         (self.block, self.nonces_per_thread), best = max(results.items(), key=lambda kv: kv[1])
+        self.shape_source = "cache"
         try:
             TUNING_FILE.parent.mkdir(parents=True, exist_ok=True)
             data = json.loads(TUNING_FILE.read_text()) if TUNING_FILE.exists() else {}
@@ -141,6 +148,7 @@ class CudaBackend(Backend):
             raise UsageError(f"bad launch shape {block}x{nonces_per_thread}: block must be a "
                              f"multiple of 32 up to 1024, nonces per thread 1..65536")
         self.block, self.nonces_per_thread = block, nonces_per_thread
+        self.shape_source = "manual"
 
     # ------------------------------------------------------------------ search
 
