@@ -286,8 +286,8 @@ def cmd_mine(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        # Units in flight finish (each is short by design); an append is one SQLite transaction,
-        # so whatever happens here no block is left half-written.
+        # Units in flight stop at their next cancellation check; an append is one SQLite
+        # transaction, so whatever happens here no block is left half-written.
         coordinator.stop()
         reporter.stop()
         chain.close()
@@ -350,22 +350,22 @@ def _thread_counts(text: str | None) -> list[int]:
 def parse_launch_shapes(text: str) -> list[tuple[int, int]] | None:
     """`--launch`: "all" (the autotune grid), "tuned" (None: the backend's own shape), or a
     comma-separated list of BLOCKxNONCES_PER_THREAD such as "256x16,256x64"."""
+    from .backends.cuda import BLOCK_CHOICES, NONCES_PER_THREAD_CHOICES, check_launch_shape
     text = text.strip().lower()
     if text == "tuned":
         return None
     if text == "all":
-        from .backends.cuda import BLOCK_CHOICES, NONCES_PER_THREAD_CHOICES
         return [(b, n) for b in BLOCK_CHOICES for n in NONCES_PER_THREAD_CHOICES]
     shapes = []
     for item in text.split(","):
         block, sep, npt = item.strip().partition("x")
         if not (sep and block.isdigit() and npt.isdigit()):
             raise UsageError(f"--launch wants BLOCKxNONCES like 256x64 (or all, tuned), got {item!r}")
-        b, n = int(block), int(npt)
-        if not (32 <= b <= 1024 and b % 32 == 0) or not 1 <= n <= 1 << 16:
-            raise UsageError(f"--launch {item}: block must be a multiple of 32 up to 1024 and "
-                             f"nonces per thread 1..65536")
-        shapes.append((b, n))
+        try:
+            check_launch_shape(int(block), int(npt))
+        except UsageError as exc:
+            raise UsageError(f"--launch: {exc}") from None
+        shapes.append((int(block), int(npt)))
     return shapes
 
 

@@ -38,7 +38,7 @@ class WorkUnit:
     generation: int
     nonce_start: int
     count: int
-    cancel: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
+    cancel: threading.Event = field(compare=False, repr=False)  # the job's; set when it ends
 
     @property
     def extranonce(self) -> int:
@@ -136,7 +136,7 @@ class Coordinator:
         return self
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop taking units; waits for units in flight (each is short by design)."""
+        """Stop taking units; cancels the units in flight and waits for them to return."""
         with self._cond:
             self._stopping = True
             if self._alloc is not None:

@@ -44,6 +44,14 @@ def device_count() -> tuple[int, str]:
     return (n, "") if n > 0 else (0, "CuPy sees no CUDA device")
 
 
+def check_launch_shape(block: int, nonces_per_thread: int) -> None:
+    """A launch shape the kernel can run: whole warps, at most 1024 threads a block, and a
+    per-thread nonce count the 32-bit trip counter handles."""
+    if not (32 <= block <= 1024 and block % 32 == 0) or not 1 <= nonces_per_thread <= 1 << 16:
+        raise UsageError(f"bad launch shape {block}x{nonces_per_thread}: block must be a "
+                         f"multiple of 32 up to 1024, nonces per thread 1..65536")
+
+
 def _clock_ghz(props: dict, index: int) -> float | None:
     """Boost clock in GHz: from the properties where present (CUDA 13 dropped `clockRate` from
     them), else from the device attribute; None if neither answers."""
@@ -144,9 +152,7 @@ class CudaBackend(Backend):
 
     def set_launch(self, block: int, nonces_per_thread: int) -> None:
         """Use this launch shape from now on (bench scaling; autotune picks one for mining)."""
-        if not (32 <= block <= 1024 and block % 32 == 0) or not 1 <= nonces_per_thread <= 1 << 16:
-            raise UsageError(f"bad launch shape {block}x{nonces_per_thread}: block must be a "
-                             f"multiple of 32 up to 1024, nonces per thread 1..65536")
+        check_launch_shape(block, nonces_per_thread)
         self.block, self.nonces_per_thread = block, nonces_per_thread
         self.shape_source = "manual"
 
