@@ -1,6 +1,6 @@
 """Chain verification speed: `miner chain verify` on a long chain, timed end to end.
 
-    python -m bench.chain_verify [--blocks 100000] [--runs 3] [--chain PATH] [--json]
+    python -m miner.bench.chain_verify [--blocks 100000] [--runs 3] [--chain PATH] [--json]
 
 The chain is real: every block is mined with hashlib at the regtest target (about two hashes a
 block) and stored through `Chain.append`, so it holds exactly what `miner mine` would write, with
@@ -65,7 +65,7 @@ def time_cli_verify(path: Path, runs: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.chain_verify", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m miner.bench.chain_verify", description=__doc__.split("\n")[0])
     p.add_argument("--blocks", type=int, default=100_000)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--chain", default=None, help="chain file to build (if absent) and verify")

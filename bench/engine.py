@@ -155,7 +155,7 @@ def static_prediction(backend: Backend) -> float | None:
     if backend.kind != "cuda" or not (arch and sms and ghz):
         return None
     if arch not in _STATIC_REPORTS:
-        from bench.sass import analyse
+        from miner.bench.sass import analyse
         try:
             _STATIC_REPORTS[arch] = analyse(arch)
         except (FileNotFoundError, RuntimeError, ValueError, OSError):

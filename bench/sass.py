@@ -1,6 +1,6 @@
 """Static performance report for the CUDA kernel: SASS instructions per nonce, by pipe.
 
-    python -m bench.sass [--arch sm_90] [--json]
+    python -m miner.bench.sass [--arch sm_90] [--json]
 
 Compiles kernels/sha256d.cu with nvcc, disassembles it with cuobjdump (the nvidia-cuda-cuobjdump
 and nvidia-cuda-nvdisasm wheels, `pip install -e '.[sass]'`), finds the hot loop (the largest
@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kernels.cuda_job import SOURCE
+from miner.kernels.cuda_job import SOURCE
 
 # (name, SMs, boost clock in GHz): public spec-sheet figures.
 DEVICES = [
@@ -195,7 +195,7 @@ def analyse(arch: str = "sm_90", source: Path = SOURCE) -> LoopReport:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.sass", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m miner.bench.sass", description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="sm_90")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)

@@ -18,6 +18,8 @@ SHIM = Path(__file__).with_name("cuda_host_shim.h")
 HOST_LAUNCH = Path(__file__).with_name("cuda_host_launch.cpp")
 KERNEL_NAME = "sha256d_search"
 JOB_WORDS = 29
+# What CudaBackend hands CuPy's RawModule; the NVRTC test compiles with exactly these.
+NVRTC_OPTIONS = ("-std=c++17",)
 PRECOMPUTED_ROUNDS = 3  # rounds 0-2 of the second block read only W0..W2
 
 

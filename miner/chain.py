@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .errors import ChainError, InvalidBits, InvalidBlock, UsageError
-from .header import HEADER_SIZE, BlockHeader, bits_to_target, display_hex, hash_to_int, sha256d
+from .errors import ChainError, InvalidBlock, UsageError
+from .header import HEADER_SIZE, BlockHeader, proof_of_work_error, sha256d
 from .params import ChainParams
 from .retarget import RetargetRule
 from .tx import merkle_root, parse_body, serialize_body, txid
@@ -67,14 +67,10 @@ def check_block(params: ChainParams, rule: RetargetRule, height: int, header: Bl
     if header.bits != expected_bits:
         raise InvalidBlock(f"block {height}: bits 0x{header.bits:08x} but the {rule.name} rule "
                            f"demands 0x{expected_bits:08x}", height)
-    try:
-        target = bits_to_target(header.bits, params.pow_limit)
-    except InvalidBits as exc:
-        raise InvalidBlock(f"block {height}: {exc}", height) from None
     block_hash = header.hash()
-    if hash_to_int(block_hash) > target:
-        raise InvalidBlock(f"block {height}: hash {display_hex(block_hash)} does not meet its "
-                           f"target", height)
+    pow_error = proof_of_work_error(block_hash, header.bits, params.pow_limit)
+    if pow_error:
+        raise InvalidBlock(f"block {height}: proof of work fails: {pow_error}", height)
     mtp = median_time_past(times, height)
     if header.time <= mtp:
         raise InvalidBlock(f"block {height}: time {header.time} is not after the median time "

@@ -18,6 +18,9 @@ HEADER_SIZE = 80
 MAX_TARGET = (1 << 256) - 1
 DIFF1_BITS = 0x1D00FFFF
 DIFF1_TARGET = 0xFFFF << 208  # the target of difficulty 1 (bits 0x1d00ffff)
+# Bitcoin Core's consensus.powLimit for mainnet (00000000ffff...ff) and regtest (7fffff00...00).
+MAINNET_POW_LIMIT = (1 << 224) - 1
+REGTEST_POW_LIMIT = 0x7FFFFF << 232
 _HEADER = struct.Struct("<I32s32sIII")
 
 
@@ -60,7 +63,10 @@ def decode_compact(bits: int) -> tuple[int, bool, bool]:
     size = bits >> 24
     word = bits & 0x007FFFFF
     if size <= 3:
-        value = word >> (8 * (3 - size))
+        # Core shifts the mantissa word itself here, before the flags below read it: a sign bit
+        # over a mantissa shifted down to zero (0x01803456) is not negative, just zero.
+        word >>= 8 * (3 - size)
+        value = word
     else:
         value = word << (8 * (size - 3))
     negative = word != 0 and (bits & 0x00800000) != 0
@@ -82,6 +88,26 @@ def bits_to_target(bits: int, pow_limit: int = MAX_TARGET) -> int:
     if value > pow_limit:
         raise InvalidBits(f"bits 0x{bits:08x} encode a target above the proof-of-work limit")
     return value
+
+
+def proof_of_work_error(block_hash: bytes, bits: int, pow_limit: int) -> str | None:
+    """Why Bitcoin Core's `CheckProofOfWork(hash, bits, params)` would be false, or None if true.
+
+    False for bits that encode a negative, zero or overflowing target or one above the chain's
+    proof-of-work limit; otherwise the hash, as a little-endian number, must be <= the target.
+    """
+    try:
+        target = bits_to_target(bits, pow_limit)
+    except InvalidBits as exc:
+        return str(exc)
+    if hash_to_int(block_hash) > target:
+        return f"hash {display_hex(block_hash)} is above the target of bits 0x{bits:08x}"
+    return None
+
+
+def check_proof_of_work(block_hash: bytes, bits: int, pow_limit: int) -> bool:
+    """Bitcoin Core's `CheckProofOfWork`: the one judgement of a header's proof of work."""
+    return proof_of_work_error(block_hash, bits, pow_limit) is None
 
 
 def target_to_bits(target: int) -> int:
@@ -180,9 +206,14 @@ class BlockHeader:
     def target(self) -> int:
         return bits_to_target(self.bits)
 
-    def meets_target(self, target: int | None = None) -> bool:
-        """Full 256-bit proof-of-work check against `target` (default: the header's own bits)."""
-        return hash_to_int(self.hash()) <= (self.target() if target is None else target)
+    def meets_target(self, target: int) -> bool:
+        """Full 256-bit comparison with a given target (a share or job target): hash <= target."""
+        return hash_to_int(self.hash()) <= target
+
+    def check_pow(self, pow_limit: int = MAINNET_POW_LIMIT) -> bool:
+        """The header's proof of work under its own bits, as Core's CheckProofOfWork judges it
+        (by default against Bitcoin mainnet's limit)."""
+        return check_proof_of_work(self.hash(), self.bits, pow_limit)
 
     def with_nonce(self, nonce: int) -> "BlockHeader":
         return replace(self, nonce=nonce)

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import GENESIS_TIME, mine_easy_chain
-from miner.backends.ref import reference_hits
 from miner.chain import Chain, median_time_past
 from miner.errors import ChainError, InvalidBlock, UsageError
 from miner.header import BlockHeader
@@ -53,7 +52,7 @@ def test_append_accepts_valid_block(easy_chain):
 @pytest.mark.parametrize("damage,match", [
     ("prev", "previous hash"),
     ("bits", "demands"),
-    ("pow", "does not meet"),
+    ("pow", "proof of work fails"),
     ("time_mtp", "median time past"),
     ("time_future", "future"),
     ("merkle", "merkle root"),

@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from conftest import GENESIS_TIME, mine_easy_chain
+from conftest import mine_easy_chain
 from miner.chain import Chain
+from miner.header import BlockHeader
 from vectors import GENESIS_HASH, GENESIS_HEX, REAL_HEADERS
 
 
@@ -49,7 +50,11 @@ def test_header_text_output():
 
 
 @pytest.mark.parametrize("args,fragment", [
-    (["header", "xyz"], "not valid hex"),
+    (["header", "xyz"], "neither hex digits nor a readable file"),
+    (["header", "0"], "not valid hex"),
+    (["header", GENESIS_HEX, "--pow-limit", "0"], "zero target"),
+    (["header", GENESIS_HEX, "--preset", "nope"], "unknown chain preset"),
+    (["header", GENESIS_HEX, "--preset", "regtest", "--pow-limit", "1d00ffff"], "not allowed with"),
     (["header", "00" * 79], "80 bytes"),
     (["mine", "--blocks", "-3"], "--blocks"),
     (["mine", "--blocks", "10000000000"], "--blocks"),
@@ -68,7 +73,7 @@ def test_invalid_bits_in_header_is_reported_not_crashed():
     raw = bytearray(bytes.fromhex(GENESIS_HEX))
     raw[72:76] = (0x04923456).to_bytes(4, "little")  # a negative compact target
     data = json.loads(run("header", raw.hex(), "--json").stdout)
-    assert data["meets_target"] is False and "negative" in data["bits_error"]
+    assert data["meets_target"] is False and "negative" in data["pow_error"]
 
 
 def test_chain_commands_on_foreign_and_damaged_files(tmp_path):
@@ -207,8 +212,43 @@ def test_bench_and_compare_usage_errors(args, fragment):
 
 
 def test_launch_shapes_parse():
-    from miner.cli import parse_launch_shapes
+    from miner.bench.commands import parse_launch_shapes
     assert parse_launch_shapes("tuned") is None
     assert parse_launch_shapes("256x16, 512x64") == [(256, 16), (512, 64)]
     grid = parse_launch_shapes("all")
     assert len(grid) == len(set(grid)) == 9 and (256, 64) in grid
+
+
+def test_header_from_stdin_file_and_raw_bytes(tmp_path):
+    via_stdin = subprocess.run([sys.executable, "-m", "miner", "header", "-", "--json"], input=GENESIS_HEX + "\n",
+                               capture_output=True, text=True, timeout=60)
+    assert via_stdin.returncode == 0 and json.loads(via_stdin.stdout)["hash"] == GENESIS_HASH
+    text_file, raw_file = tmp_path / "genesis.hex", tmp_path / "genesis.bin"
+    text_file.write_text(GENESIS_HEX[:80] + "\n" + GENESIS_HEX[80:] + "\n")
+    raw_file.write_bytes(bytes.fromhex(GENESIS_HEX))
+    for path in (text_file, raw_file):
+        data = json.loads(run("header", str(path), "--json").stdout)
+        assert data["hash"] == GENESIS_HASH and data["meets_target"] is True
+    (tmp_path / "big").write_bytes(b"0" * 200_000)
+    assert_one_line_error(run("header", str(tmp_path / "big")), 2, "more than")
+
+
+def test_header_judged_against_mainnet_limit_unless_told():
+    """Genesis meets mainnet's limit; a regtest-easy header (bits 207fffff) only regtest's."""
+    raw = bytearray(bytes.fromhex(GENESIS_HEX))
+    raw[72:76] = (0x207FFFFF).to_bytes(4, "little")
+    header = BlockHeader.deserialize(bytes(raw))
+    easy = next(header.with_nonce(n) for n in range(100) if header.with_nonce(n).meets_target(0x7FFFFF << 232))
+    mainnet = json.loads(run("header", easy.hex(), "--json").stdout)
+    assert mainnet["meets_target"] is False and "limit" in mainnet["pow_error"]
+    for flags in (["--preset", "regtest"], ["--pow-limit", "207fffff"], ["--pow-limit", "7fffff" + "0" * 58]):
+        data = json.loads(run("header", easy.hex(), "--json", *flags).stdout)
+        assert data["meets_target"] is True and data["pow_limit"] == "7fffff" + "0" * 58, flags
+
+
+def test_huge_argument_gives_a_short_error_line():
+    proc = run("header", "g" * 100_000)
+    assert_one_line_error(proc, 2, "neither hex")
+    proc = run("chain", "show", "x" * 100_000)
+    assert_one_line_error(proc, 2, "characters")
+    assert len(proc.stderr) < 1000

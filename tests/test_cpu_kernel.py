@@ -10,8 +10,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from kernels import cpu as kernel
-from kernels.gen_cpu_kernel import OUT, generate
+from miner.kernels import cpu as kernel
+from miner.kernels.gen_cpu_kernel import OUT, generate
 from miner.backends.cpu import CpuBackend
 from miner.backends.ref import reference_hits
 from miner.errors import UsageError
@@ -29,7 +29,7 @@ def backend():
 
 
 def test_generated_kernel_is_current():
-    assert OUT.read_text() == generate(), "run: python -m kernels.gen_cpu_kernel"
+    assert OUT.read_text() == generate(), "run: python -m miner.kernels.gen_cpu_kernel"
 
 
 @pytest.mark.parametrize("height,hexstr,expected", REAL_HEADERS)
@@ -134,7 +134,7 @@ def test_runs_on_a_cpu_without_avx512(tmp_path):
     """numba compiles for the host CPU; a baseline x86-64-v2 build must still be bit-exact."""
     code = textwrap.dedent("""
         import numpy as np
-        from kernels import cpu
+        from miner.kernels import cpu
         from miner.backends.ref import reference_hits
         from miner.work import KernelWork
         w = KernelWork(bytes(range(76)), 1 << 250)

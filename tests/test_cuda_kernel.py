@@ -9,8 +9,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from bench import sass
-from kernels.cuda_job import HOST_LAUNCH, SOURCE, job_words
+from miner.bench import sass
+from miner.kernels.cuda_job import HOST_LAUNCH, KERNEL_NAME, NVRTC_OPTIONS, SOURCE, job_words
 from miner.backends.ref import reference_hits
 from miner.backends.registry import cuda_device_count
 from miner.header import BlockHeader
@@ -135,6 +135,58 @@ def test_compiles_for_gpu_target_without_spills(arch, tmp_path):
     print(f"{arch}: {usage}")
     assert usage["stack_bytes"] == 0 and usage["spill_bytes"] == 0
     assert usage["registers"] <= 64
+
+
+def _nvrtc():
+    """CuPy's NVRTC binding and the reason when it cannot be used (it needs no GPU)."""
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+        nvrtc.getVersion()
+    except Exception as exc:  # not installed, or no NVRTC library found
+        return None, f"NVRTC through CuPy unavailable ({type(exc).__name__}: {exc}); pip install -e '.[test]'"
+    return nvrtc, ""
+
+
+# What CuPy's RawModule appends to the caller's options before NVRTC sees them (cupy/cuda/
+# compiler.py: '-ftz=true' in _compile_with_cache_cuda; '-arch=sm_XX' and
+# '--device-as-default-execution-space' in _compile_using_nvrtc when jitify is off).
+CUPY_ADDED_OPTIONS = ("-ftz=true", "--device-as-default-execution-space")
+
+
+@pytest.mark.parametrize("arch", ["sm_75", "sm_80", "sm_90"])
+def test_nvrtc_compiles_the_kernel_with_the_backend_options(arch):
+    """The product compiles sha256d.cu with NVRTC at run time: a source NVRTC rejects must fail
+    here, on a machine with no GPU, not on the user's."""
+    nvrtc, why = _nvrtc()
+    if nvrtc is None:
+        pytest.skip(why)
+    options = list(NVRTC_OPTIONS) + list(CUPY_ADDED_OPTIONS) + [f"-arch={arch}"]
+    prog = nvrtc.createProgram(SOURCE.read_text(), "sha256d.cu", [], [])
+    try:
+        try:
+            nvrtc.compileProgram(prog, options)
+        except Exception as exc:
+            pytest.fail(f"NVRTC rejected the kernel for {arch}: {exc}\n{nvrtc.getProgramLog(prog)}")
+        cubin = nvrtc.getCUBIN(prog)
+    finally:
+        nvrtc.destroyProgram(prog)
+    assert cubin[:4] == b"\x7fELF"  # real SASS for that target, not PTX
+    assert KERNEL_NAME.encode() in cubin and b"c_job" in cubin
+
+
+def test_nvrtc_rejects_a_broken_kernel():
+    """The NVRTC test can fail: a source with an undeclared name does not compile."""
+    nvrtc, why = _nvrtc()
+    if nvrtc is None:
+        pytest.skip(why)
+    prog = nvrtc.createProgram(SOURCE.read_text().replace("w[17] = job[JOB_W17];", "w[17] = job[JOB_W99];"),
+                               "sha256d.cu", [], [])
+    try:
+        with pytest.raises(Exception):
+            nvrtc.compileProgram(prog, list(NVRTC_OPTIONS) + ["-arch=sm_90"])
+        assert "JOB_W99" in nvrtc.getProgramLog(prog)
+    finally:
+        nvrtc.destroyProgram(prog)
 
 
 def _sass_tools():

@@ -8,7 +8,8 @@ from hypothesis import given, settings, strategies as st
 
 from miner.errors import InvalidBits, InvalidHeader
 from miner.header import (
-    DIFF1_TARGET, BlockHeader, bits_to_target, decode_compact, difficulty, display_hex,
+    DIFF1_TARGET, MAINNET_POW_LIMIT, MAX_TARGET, REGTEST_POW_LIMIT, BlockHeader, bits_to_target,
+    check_proof_of_work, decode_compact, difficulty, display_hex, proof_of_work_error,
     midstate, nonce_word, parse_bits, parse_display_hex, target_to_bits, tail_words, target_words,
 )
 from miner.sha256 import IV, compress
@@ -22,7 +23,7 @@ headers = st.builds(BlockHeader, st.integers(-(1 << 31), (1 << 31) - 1), st.bina
 def test_genesis_hashes_and_meets_its_bits():
     h = BlockHeader.from_hex(GENESIS_HEX)
     assert h.hash_hex() == GENESIS_HASH
-    assert h.meets_target()
+    assert h.check_pow()
     assert h.bits == 0x1D00FFFF and h.nonce == 2083236893 and h.time == 1231006505
     assert difficulty(h.target()) == 1.0
 
@@ -31,10 +32,10 @@ def test_genesis_hashes_and_meets_its_bits():
 def test_real_headers(height, hexstr, expected):
     h = BlockHeader.from_hex(hexstr)
     assert h.hash_hex() == expected
-    assert h.meets_target()
+    assert h.check_pow()
     assert h.hex() == hexstr
     # One nonce off no longer meets the target (a real check, not a tautology).
-    assert not h.with_nonce(h.nonce ^ 1).meets_target()
+    assert not h.with_nonce(h.nonce ^ 1).check_pow()
 
 
 def test_block_100000_links_to_its_parent_field():
@@ -66,10 +67,12 @@ def test_bad_header_input(bad, why):
 # ---------------------------------------------------------------- compact nBits
 
 def model_decode(bits):
-    """Straightforward model: mantissa * 256^(exponent-3), sign bit separate."""
+    """Straightforward model: mantissa * 256^(exponent-3), sign bit separate. As in Core's
+    SetCompact, the sign counts only if the mantissa is non-zero *after* an exponent below 3
+    has shifted it down."""
     exponent, mantissa = bits >> 24, bits & 0x7FFFFF
     value = mantissa * 256 ** (exponent - 3) if exponent >= 3 else mantissa // 256 ** (3 - exponent)
-    return value, bool(bits & 0x800000) and mantissa != 0
+    return value, bool(bits & 0x800000) and value != 0
 
 
 def model_encode(target):
@@ -117,6 +120,23 @@ def test_known_compact_values(bits, target):
 def test_invalid_bits_rejected(bits, msg):
     with pytest.raises(InvalidBits, match=msg):
         bits_to_target(bits)
+
+
+# Where shift-then-flag (Core) and flag-then-shift disagree: exponent below 3, sign bit set, and
+# every mantissa bit shifted out. Core's SetCompact: nSize <= 3 so nWord >>= 8 * (3 - nSize),
+# then fNegative = nWord != 0 && (nCompact & 0x00800000) != 0. With nWord now zero: value 0, not
+# negative, not overflow; CheckProofOfWork then fails it for the zero target, not for the sign.
+@pytest.mark.parametrize("bits", [0x01803456, 0x0180FFFF, 0x02800001, 0x028000FF, 0x00800001, 0x00FFFFFF])
+def test_sign_of_a_mantissa_shifted_to_zero_is_not_negative(bits):
+    assert decode_compact(bits) == (0, False, False)
+    with pytest.raises(InvalidBits, match="zero"):
+        bits_to_target(bits)
+
+
+# The same exponents with a mantissa bit that survives the shift: negative in both orders.
+@pytest.mark.parametrize("bits,value", [(0x01FEDCBA, 0x7E), (0x01810000, 0x01), (0x02800100, 0x01)])
+def test_sign_of_a_surviving_mantissa_is_negative(bits, value):
+    assert decode_compact(bits) == (value, True, False)
 
 
 def test_bits_above_pow_limit_rejected():
@@ -172,3 +192,42 @@ def test_parse_display_hex_errors():
         parse_display_hex("00" * 31)
     with pytest.raises(InvalidHeader):
         parse_display_hex("g" * 64)
+
+
+# ---------------------------------------------------------------- CheckProofOfWork, one function
+
+def _hash_of(value: int) -> bytes:
+    """A 32-byte hash in internal order that reads as `value`."""
+    return value.to_bytes(32, "little")
+
+
+@pytest.mark.parametrize("bits,limit,ok_hash,why", [
+    (0x1D00FFFF, MAINNET_POW_LIMIT, DIFF1_TARGET, None),
+    (0x207FFFFF, REGTEST_POW_LIMIT, REGTEST_POW_LIMIT, None),
+    (0x207FFFFF, MAINNET_POW_LIMIT, 0, "limit"),  # a regtest header is not valid on mainnet
+    (0x1D010000, MAINNET_POW_LIMIT, 0, "limit"),  # 2^224: one above mainnet's limit
+    (0x04923456, REGTEST_POW_LIMIT, 0, "negative"),
+    (0x01803456, REGTEST_POW_LIMIT, 0, "zero"),  # shifted to zero: zero, not negative
+    (0x00000000, REGTEST_POW_LIMIT, 0, "zero"),
+    (0x23000100, MAX_TARGET, 0, "overflow"),
+    (0xFF123456, MAX_TARGET, 0, "overflow"),
+])
+def test_check_proof_of_work_has_cores_semantics(bits, limit, ok_hash, why):
+    if why is None:
+        target = bits_to_target(bits, limit)
+        assert check_proof_of_work(_hash_of(target), bits, limit)  # hash equal to the target
+        assert check_proof_of_work(_hash_of(0), bits, limit)
+        assert not check_proof_of_work(_hash_of(target + 1), bits, limit)  # one above
+        assert "above the target" in proof_of_work_error(_hash_of(target + 1), bits, limit)
+    else:
+        # Bad bits fail whatever the hash, even the zero hash.
+        assert not check_proof_of_work(_hash_of(ok_hash), bits, limit)
+        assert why in proof_of_work_error(_hash_of(ok_hash), bits, limit)
+
+
+@pytest.mark.parametrize("height,hexstr,expected", REAL_HEADERS)
+def test_real_headers_pass_under_mainnet_limit_only_with_their_nonce(height, hexstr, expected):
+    h = BlockHeader.from_hex(hexstr)
+    assert h.check_pow() and h.check_pow(MAINNET_POW_LIMIT)
+    assert not h.check_pow(bits_to_target(h.bits) - 1)  # a limit below its own target: too easy
+    assert not h.with_nonce(h.nonce ^ 1).check_pow()

@@ -10,7 +10,7 @@ from miner.params import preset
 from miner.retarget import AsertRule, WindowedRule
 from miner.simulate import simulate
 from miner.tx import (
-    coinbase_template, merkle_branch, merkle_root, parse_body, root_from_branch, serialize_body, txid,
+    coinbase_template, merkle_branch, merkle_root, parse_body, root_from_branch, serialize_body,
 )
 from vectors import BLOCK_100000_MERKLE, BLOCK_100000_TXIDS, RETARGETS
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from kernels import cpu as kernel
+from miner.kernels import cpu as kernel
 
 from ..errors import UsageError
 from ..work import KernelWork

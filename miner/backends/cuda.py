@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kernels.cuda_job import JOB_WORDS, KERNEL_NAME, job_words, source_text
+from miner.kernels.cuda_job import JOB_WORDS, KERNEL_NAME, NVRTC_OPTIONS, job_words, source_text
 
 from ..errors import MinerError, UsageError
 from ..work import KernelWork
@@ -104,7 +104,7 @@ class CudaBackend(Backend):
             return
         t0 = time.perf_counter()
         with cupy.cuda.Device(self.index):
-            self._module = cupy.RawModule(code=source_text(), options=("-std=c++17",),
+            self._module = cupy.RawModule(code=source_text(), options=NVRTC_OPTIONS,
                                           name_expressions=None)
             self._kernel = self._module.get_function(KERNEL_NAME)
             self._job_symbol = self._module.get_global("c_job")

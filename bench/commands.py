@@ -1,0 +1,175 @@
+"""The `miner bench` and `miner compare` commands: what they measure and how they print it.
+
+They live beside the engine they drive (`engine.py`, `compare.py`, `sass.py`) rather than in
+`miner/cli.py`, which only parses arguments and dispatches; installed, this folder is `miner.bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from miner.errors import UsageError
+from miner.units import format_rate
+
+def _thread_counts(text: str | None) -> list[int]:
+    from miner.backends.cpu import default_threads
+    if text is None:
+        return sorted({1, default_threads()})
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--threads must be comma-separated whole numbers, got {text!r}") from None
+    if not counts or min(counts) < 1 or max(counts) > 1024:
+        raise UsageError(f"--threads values must be between 1 and 1024, got {text!r}")
+    return counts
+
+
+def parse_launch_shapes(text: str) -> list[tuple[int, int]] | None:
+    """`--launch`: "all" (the autotune grid), "tuned" (None: the backend's own shape), or a
+    comma-separated list of BLOCKxNONCES_PER_THREAD such as "256x16,256x64"."""
+    from miner.backends.cuda import BLOCK_CHOICES, NONCES_PER_THREAD_CHOICES, check_launch_shape
+    text = text.strip().lower()
+    if text == "tuned":
+        return None
+    if text == "all":
+        return [(b, n) for b in BLOCK_CHOICES for n in NONCES_PER_THREAD_CHOICES]
+    shapes = []
+    for item in text.split(","):
+        block, sep, npt = item.strip().partition("x")
+        if not (sep and block.isdigit() and npt.isdigit()):
+            raise UsageError(f"--launch wants BLOCKxNONCES like 256x64 (or all, tuned), got {item!r}")
+        try:
+            check_launch_shape(int(block), int(npt))
+        except UsageError as exc:
+            raise UsageError(f"--launch: {exc}") from None
+        shapes.append((int(block), int(npt)))
+    return shapes
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.static:
+        from miner.bench.sass import main as sass_main
+        return sass_main(["--json"] if args.json else [])
+    if not 0 < args.duration <= 600:
+        raise UsageError(f"--duration must be between 0 and 600 seconds, got {args.duration}")
+    if not 0 < args.unit_seconds <= 10:
+        raise UsageError(f"--unit-seconds must be between 0 and 10, got {args.unit_seconds}")
+    shapes = parse_launch_shapes(args.launch)
+    from miner.bench.engine import bench_backend, machine_description, measure_job_switch, static_prediction
+    from miner.backends.registry import make_backends
+    items = [x.strip().lower() for x in args.backend.split(",") if x.strip()]
+    plan = []  # (backend, setting, prepare): one timed row each
+    switch_set = {}  # one backend per name for the job-switch test: the last (largest) setting
+    for item in items:
+        if item == "cpu":
+            for n in _thread_counts(args.threads):
+                backend = make_backends("cpu", threads=n)[0]
+                plan.append((backend, f"threads={n}", None))
+                switch_set[backend.name] = backend
+            continue
+        for backend in make_backends(item):
+            switch_set[backend.name] = backend
+            if backend.kind != "cuda":
+                plan.append((backend, "", None))
+                continue
+            if shapes is None:  # the autotuned shape (tuned on first use, then cached)
+                plan.append((backend, "tuned", None))
+            for block, npt in shapes or []:
+                plan.append((backend, f"block={block} npt={npt}",
+                             lambda b=backend, s=(block, npt): b.set_launch(*s)))
+    results = []
+    try:
+        for backend, setting, prepare in plan:
+            if not args.json:
+                print(f"measuring {backend.name} {setting} ...", file=sys.stderr, flush=True)
+            if prepare:
+                prepare()
+            result = bench_backend(backend, args.duration, args.runs, setting)
+            if setting == "tuned":
+                result.setting = f"block={backend.block} npt={backend.nonces_per_thread} (tuned)"
+            result.predicted = static_prediction(backend)
+            results.append(result)
+        switch = None
+        if args.switches:
+            if not args.json:
+                print(f"measuring job switches across {', '.join(switch_set)} ...", file=sys.stderr,
+                      flush=True)
+            switch = measure_job_switch(list(switch_set.values()), args.switches, args.unit_seconds)
+    finally:
+        for backend in {id(b): b for b, _, _ in plan}.values():
+            backend.close()
+    machine = machine_description()
+    ref = next((r.median for r in results if r.backend == "ref"), None)
+    if args.json:
+        print(json.dumps({"machine": machine, "date": time.strftime("%Y-%m-%d"), "runs": args.runs,
+                          "duration": args.duration,
+                          "results": [r.as_dict() for r in results],
+                          "job_switch": switch.as_dict() if switch else None}, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title=f"miner bench: {machine}, median of {args.runs} x {args.duration:g} s")
+    for col in ("backend", "device", "setting", "median", "min", "max", "x hashlib", "predicted",
+                "compile s", "first call"):
+        if col == "device":  # the one column that gives way on a narrow terminal
+            table.add_column(col, overflow="ellipsis", no_wrap=True, max_width=32)
+        else:
+            table.add_column(col, justify="left" if col in ("backend", "setting") else "right",
+                             no_wrap=True)
+    for r in results:
+        table.add_row(r.backend, r.device, r.setting, format_rate(r.median), format_rate(min(r.runs)),
+                      format_rate(max(r.runs)), f"{r.median / ref:.1f}" if ref else "-",
+                      format_rate(r.predicted) if r.predicted else "-",
+                      f"{r.compile_seconds:.2f}" if r.compile_seconds is not None else "-",
+                      f"{r.first_call_seconds * 1e3:.2f} ms" if r.first_call_seconds is not None else "-")
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # a file or pipe: do not squeeze the table into 80 columns
+    console.print(table)
+    if switch:
+        console.print(f"job switch ({', '.join(switch.backends)}, units of {switch.unit_seconds:g} s): "
+                      f"new job on every backend after {switch.median * 1e3:.1f} ms median, "
+                      f"{max(switch.samples) * 1e3:.1f} ms max over {len(switch.samples)} switches",
+                      highlight=False)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from miner.bench.compare import compare, mismatches, plot
+    from miner.backends.registry import cuda_device_count, make_backends
+    from miner.work import KernelWork
+    spec = args.backend
+    if spec is None:
+        count, why = cuda_device_count()
+        spec = "ref,cpu" + (",cuda" if count else "")
+        if not count and not args.json:
+            print(f"no GPU here ({why}); comparing the CPU backends", file=sys.stderr)
+    backends = make_backends(spec)
+    if backends[0].kind != "ref":
+        backends = make_backends("ref") + backends
+    # A target with a few dozen hits in the range: enough to prove the backends agree.
+    target = ((1 << 256) // max(args.count, 1)) * 32
+    work = KernelWork(bytes(range(76)), min(target, (1 << 256) - 1))
+    for b in backends:
+        b.max_hits = 1 << 12
+    rows = compare(backends, work, 0, args.count)
+    bad = mismatches(rows)
+    ref_rate = rows[0].rate
+    cpu_rate = next((r.rate for r in rows if r.backend.startswith("cpu")), None)
+    if args.json:
+        print(json.dumps({"count": args.count, "agree": not bad, "mismatches": bad,
+                          "rows": [{**r.__dict__, "hits": len(r.hits), "x_ref": r.rate / ref_rate,
+                                    "x_cpu": r.rate / cpu_rate if cpu_rate else None} for r in rows]},
+                         indent=2))
+    else:
+        for r in rows:
+            x_cpu = f"{r.rate / cpu_rate:8.1f}x cpu" if cpu_rate else ""
+            print(f"{r.backend:<8} {r.device:<34} {format_rate(r.rate):>12} {r.rate / ref_rate:8.1f}x ref "
+                  f"{x_cpu}  hits {r.total}")
+        print("all backends found the same hits" if not bad else f"MISMATCH: {', '.join(bad)}")
+    if args.plot:
+        plot(rows, args.plot)
+    return 1 if bad else 0

@@ -1,0 +1,61 @@
+"""The installable package: one top-level import name, with the kernels' sources inside it.
+
+`kernels` and `bench` are names other distributions on the package index install too, so the
+wheel must put nothing at the top level but `miner` (the repository's kernels/ and bench/ folders
+install as `miner.kernels` and `miner.bench`).
+"""
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    # Built from a copy, so setuptools' build/ folder never lands in the checkout; no build
+    # isolation, since the test extra brings a setuptools that builds wheels without a download.
+    src = out / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "*.egg-info", "__pycache__", ".hypothesis", ".benchmarks", "*.sqlite*"))
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                           "-q", "-w", str(out), str(src)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (path,) = out.glob("pow_miner-*.whl")
+    return path
+
+
+def test_wheel_installs_only_the_miner_package(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names if ".dist-info/" not in n}
+    assert top == {"miner"}
+    for needed in ("miner/kernels/sha256d.cu", "miner/kernels/cuda_host_shim.h",
+                   "miner/kernels/cuda_host_launch.cpp", "miner/kernels/cpu_sha256d.py",
+                   "miner/bench/engine.py", "miner/bench/commands.py", "miner/backends/cuda.py"):
+        assert needed in names, needed
+
+
+def test_installed_wheel_imports_from_outside_the_checkout(wheel, tmp_path):
+    """Unpacked on its own (no checkout on the path), the package finds its kernel sources and
+    its bench engine under `miner`, and puts no `kernels` or `bench` module on the path."""
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
+                    str(wheel)], check=True, capture_output=True, timeout=300)
+    code = ("import importlib.util, sys\n"
+            f"sys.path = [{str(target)!r}] + [p for p in sys.path if p not in ('', {str(ROOT)!r})]\n"
+            "import miner.kernels.cuda_job as job, miner.bench.commands, miner.cli\n"
+            f"assert job.SOURCE.is_file() and job.SOURCE.is_relative_to({str(target)!r}), job.SOURCE\n"
+            "assert job.HOST_LAUNCH.is_file() and job.SHIM.is_file()\n"
+            f"for name in ('kernels', 'bench'):\n"
+            f"    spec = importlib.util.find_spec(name)\n"
+            f"    assert spec is None or not spec.origin.startswith({str(target)!r}), spec\n"
+            "print('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
