@@ -5,6 +5,10 @@ top 32-bit limb at or below the target's. Only a chunk with a non-zero count is 
 with the exact path (`hash_words`, all eight words, full 256-bit comparison). At difficulty 1 and
 above a chunk of 4096 nonces has a candidate with probability below 1e-6, so the exact pass costs
 nothing; at regtest-easy targets it runs on every chunk, which is correct and merely slower.
+
+Installed as `miner.kernels.cpu`. numba's on-disk cache is keyed by this file's path and stamp,
+not by the module name it was compiled under, so a change of module name must come with a change
+to this file (as this paragraph did) or a cache pickled under the old name would still load.
 """
 
 from __future__ import annotations

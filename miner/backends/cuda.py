@@ -31,6 +31,11 @@ TUNING_FILE = Path(os.environ.get("MINER_CACHE", Path.home() / ".cache" / "pow-m
 BLOCK_CHOICES = (128, 256, 512)
 NONCES_PER_THREAD_CHOICES = (16, 64, 256)
 CUDA_DEV_ATTR_CLOCK_RATE = 13  # cudaDevAttrClockRate, in kHz
+# Nonces per kernel launch. The kernel takes its count and computes its thread count
+# (gridDim.x * blockDim.x) in 32 bits: a count of 2^32 does not fit the argument, and a grid of
+# 2^32 threads makes the thread count 0, a divisor. Launches of at most 2^31 nonces keep both far
+# inside 32 bits whatever the launch shape (about a quarter of a second on today's largest GPUs).
+MAX_LAUNCH_NONCES = 1 << 31
 
 
 def device_count() -> tuple[int, str]:
@@ -81,8 +86,8 @@ class CudaBackend(Backend):
             self.arch = f"sm_{props['major']}{props['minor']}"
             self.driver = cupy.cuda.runtime.driverGetVersion()
             self.clock_ghz = _clock_ghz(props, index)
-            self._hits = cupy.zeros(1 + max_hits, dtype=cupy.uint32)
         super().__init__(f"cuda:{index}", name, max_hits)
+        self._hits = None  # sized to max_hits at each search: callers may change max_hits
         self._module = None
         self._kernel = None
         self._job_symbol = None
@@ -100,6 +105,11 @@ class CudaBackend(Backend):
     # ------------------------------------------------------------------ compile and tune
 
     def warm_up(self) -> None:
+        self._compile()
+        if self.shape_source == "default":
+            self.autotune()  # first use on this device and driver: about 2 s, then cached
+
+    def _compile(self) -> None:
         if self._kernel is not None:
             return
         t0 = time.perf_counter()
@@ -110,22 +120,28 @@ class CudaBackend(Backend):
             self._job_symbol = self._module.get_global("c_job")
             cupy.cuda.Device(self.index).synchronize()
         self.compile_seconds = time.perf_counter() - t0
-        if self.shape_source == "default":
-            self.autotune()  # first use on this device and driver: about 2 s, then cached
 
     def _tuning_key(self) -> str:
         return f"{self.device}|{self.arch}|driver {self.driver}"
 
     def _load_tuning(self) -> tuple[int, int] | None:
-        try:
-            entry = json.loads(TUNING_FILE.read_text()).get(self._tuning_key())
-            return (int(entry["block"]), int(entry["nonces_per_thread"])) if entry else None
-        except (OSError, ValueError, KeyError, TypeError):
+        """The cached shape for this device and driver, if the cache holds a usable one. The file
+        is the user's to edit or damage: anything but a valid shape is ignored, never trusted."""
+        entry = _read_tuning_file().get(self._tuning_key())
+        if not isinstance(entry, dict):
             return None
+        block, npt = entry.get("block"), entry.get("nonces_per_thread")
+        if type(block) is not int or type(npt) is not int:
+            return None
+        try:
+            check_launch_shape(block, npt)
+        except UsageError:
+            return None
+        return block, npt
 
     def autotune(self, seconds_per_shape: float = 0.2) -> dict:
         """Time every launch shape on a hard target; keep and cache the fastest."""
-        self.warm_up()
+        self._compile()
         work = KernelWork(bytes(76), 1)
         results = {}
         for block in BLOCK_CHOICES:
@@ -140,13 +156,15 @@ class CudaBackend(Backend):
                 results[(block, npt)] = n / (time.perf_counter() - t0)
         (self.block, self.nonces_per_thread), best = max(results.items(), key=lambda kv: kv[1])
         self.shape_source = "cache"
+        data = _read_tuning_file()
+        data[self._tuning_key()] = {"block": self.block, "nonces_per_thread": self.nonces_per_thread,
+                                    "rate": best}
         try:
             TUNING_FILE.parent.mkdir(parents=True, exist_ok=True)
-            data = json.loads(TUNING_FILE.read_text()) if TUNING_FILE.exists() else {}
-            data[self._tuning_key()] = {"block": self.block, "nonces_per_thread": self.nonces_per_thread,
-                                        "rate": best}
-            TUNING_FILE.write_text(json.dumps(data, indent=2))
-        except (OSError, ValueError):
+            tmp = TUNING_FILE.with_name(f"{TUNING_FILE.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data, indent=2))
+            os.replace(tmp, TUNING_FILE)  # never a half-written cache
+        except OSError:
             pass  # tuning is an optimisation; a read-only home must not stop mining
         return {f"{b}x{n}": r for (b, n), r in results.items()}
 
@@ -158,20 +176,54 @@ class CudaBackend(Backend):
 
     # ------------------------------------------------------------------ search
 
+    def _hit_buffer(self):
+        """hits[0] counts, hits[1..] keep up to max_hits nonces. Sized from max_hits at each
+        search, and the kernel is told the buffer's own capacity, so a caller that raises
+        max_hits after construction (as `miner compare` does) can never make it write past."""
+        if self._hits is None or len(self._hits) != 1 + self.max_hits:
+            self._hits = cupy.zeros(1 + self.max_hits, dtype=cupy.uint32)
+        return self._hits
+
+    def launch_plan(self, nonce_start: int, count: int) -> list[tuple[int, int, int, int]]:
+        """(nonce_start, count, grid, nonces per thread) of each launch covering the range."""
+        plan = []
+        done = 0
+        while done < count:
+            n = min(count - done, MAX_LAUNCH_NONCES)
+            threads_needed = -(-n // self.nonces_per_thread)
+            grid = -(-threads_needed // self.block)
+            # grid * block < 2^31 + 1024: the kernel's 32-bit thread count never wraps, and
+            # threads * per_thread >= n, so every nonce of the launch is covered.
+            plan.append((nonce_start + done, n, grid, -(-n // (grid * self.block))))
+            done += n
+        return plan
+
     def _search(self, work: KernelWork, nonce_start: int, count: int) -> tuple[list[int], int]:
-        self.warm_up()
+        self._compile()
         job = job_words(work)
         if job.shape != (JOB_WORDS,):
             raise MinerError("internal error: job has the wrong size")
+        found: list[int] = []
+        total = 0
         with cupy.cuda.Device(self.index):
+            hits = self._hit_buffer()
+            capacity = len(hits) - 1
             self._job_symbol.copy_from_host(job.ctypes.data, job.nbytes)
-            self._hits.fill(0)
-            threads_needed = -(-count // self.nonces_per_thread)
-            grid = max(1, min(-(-threads_needed // self.block), 2**31 - 1))
-            self._kernel((grid,), (self.block,),
-                         (np.uint32(nonce_start), np.uint32(count),
-                          np.uint32(-(-count // (grid * self.block))), self._hits,
-                          np.uint32(self.max_hits)))
-            hits = self._hits.get()
-        total = int(hits[0])
-        return [int(x) for x in hits[1:1 + min(total, self.max_hits)]], total
+            for start, n, grid, per_thread in self.launch_plan(nonce_start, count):
+                hits.fill(0)
+                self._kernel((grid,), (self.block,),
+                             (np.uint32(start), np.uint32(n), np.uint32(per_thread), hits,
+                              np.uint32(capacity)))
+                out = hits.get()
+                total += int(out[0])
+                found += [int(x) for x in out[1:1 + min(int(out[0]), capacity)]]
+        return found[:self.max_hits], total
+
+
+def _read_tuning_file() -> dict:
+    """The tuning cache as a dict of entries; empty when missing, unreadable or not a JSON object."""
+    try:
+        data = json.loads(TUNING_FILE.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
