@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from miner.chain import Chain
+from miner.chain import CHECK_BLOCKS, Chain
 from miner.params import preset
 from miner.sources.local import LocalChainSource
 from miner.work import Solution
@@ -64,6 +64,16 @@ def time_cli_verify(path: Path, runs: int) -> list[float]:
     return seconds
 
 
+def time_writer_open(path: Path, runs: int) -> list[float]:
+    """Seconds to open the chain as `miner mine` does, start-up check included."""
+    seconds = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        Chain.open(path).close()
+        seconds.append(time.perf_counter() - t0)
+    return seconds
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m miner.bench.chain_verify", description=__doc__.split("\n")[0])
     p.add_argument("--blocks", type=int, default=100_000)
@@ -80,19 +90,23 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             build_easy_chain(path, args.blocks).close()
             build_seconds = time.perf_counter() - t0
-        with Chain.open(path) as chain:
+        with Chain.open(path, readonly=True) as chain:
             height = chain.height
         seconds = time_cli_verify(path, args.runs)
+        opens = time_writer_open(path, args.runs)
     median = statistics.median(seconds)
     report = {"blocks": height, "runs": seconds, "median": median, "min": min(seconds),
               "max": max(seconds), "blocks_per_second": height / median,
-              "build_seconds": build_seconds}
+              "build_seconds": build_seconds, "writer_open_runs": opens,
+              "writer_open_median": statistics.median(opens)}
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         built = f" (built in {build_seconds:.1f} s)" if build_seconds is not None else ""
         print(f"miner chain verify, {height:,} blocks{built}: median {median:.2f} s of {args.runs} "
               f"(min {min(seconds):.2f}, max {max(seconds):.2f}), {height / median:,.0f} blocks/s")
+        print(f"opening it to mine (index, links, genesis, last {CHECK_BLOCKS:,} blocks in full): median "
+              f"{statistics.median(opens):.3f} s of {args.runs} (min {min(opens):.3f}, max {max(opens):.3f})")
     return 0
 
 

@@ -141,6 +141,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from miner.bench.compare import compare, mismatches, plot
     from miner.backends.registry import cuda_device_count, make_backends
     from miner.work import KernelWork
+    if args.plot:
+        from miner.plot import check_output_path
+        check_output_path(args.plot)  # before the measurement, not after it
     spec = args.backend
     if spec is None:
         count, why = cuda_device_count()

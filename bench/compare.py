@@ -38,12 +38,11 @@ def mismatches(rows: list[CompareRow]) -> list[str]:
 
 
 def plot(rows: list[CompareRow], out: str) -> None:
-    from miner.plot import _pyplot
+    from miner.plot import _pyplot, save_png
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.barh([f"{r.backend}\n{r.device}" for r in rows], [r.rate / 1e6 for r in rows])
     ax.set_xlabel("MH/s (same job, same nonce range)")
     ax.set_xscale("log")
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_png(fig, out)

@@ -7,7 +7,6 @@ usage errors); tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 import json
 import logging
 import os
@@ -146,7 +145,7 @@ def cmd_header(args: argparse.Namespace) -> int:
 
 def _open_chain(path: str):
     from .chain import Chain
-    return Chain.open(path)
+    return Chain.open(path, readonly=True)  # reading needs no write access, and changes nothing
 
 
 def chain_summary(chain) -> dict:
@@ -166,14 +165,23 @@ def chain_summary(chain) -> dict:
 def cmd_chain(args: argparse.Namespace) -> int:
     if args.chain_command == "plot" and args.simulate:
         return _plot_simulation(args)
+    if args.chain_command == "plot":
+        from .plot import check_output_path
+        check_output_path(args.out)
     with _open_chain(args.chain) as chain:
         if args.chain_command == "info":
             info = chain_summary(chain)
+            if chain.damage:
+                info["damage"] = chain.damage
             if args.json:
                 print(json.dumps(info, indent=2))
             else:
                 for key, value in info.items():
                     print(f"{key:<20} {value}")
+            if chain.damage:
+                print(f"miner: warning: the chain is damaged ({chain.damage}); the height shown "
+                      f"is where the damage starts; run 'miner chain verify'", file=sys.stderr)
+                return 1
         elif args.chain_command == "verify":
             t0 = time.perf_counter()
             try:
@@ -231,86 +239,9 @@ def _plot_simulation(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- mine
 
 def cmd_mine(args: argparse.Namespace) -> int:
-    from .backends.registry import make_backends
-    from .chain import Chain
-    from .coordinator import Coordinator
-    from .mining import BlockFound, mine_blocks
-    from .params import preset
-    from .reporting import make_reporter
-    from .sources.local import LocalChainSource
+    from .mine_command import cmd_mine as run
+    return run(args)
 
-    if not args.unit_seconds > 0:
-        raise UsageError("--unit-seconds must be positive")
-    backends = make_backends(args.backend, threads=args.threads)
-    params = preset(args.preset, int(time.time()))  # an unknown preset fails before any compile
-    reporter = make_reporter(args.json, args.quiet)
-    # Compile before the chain is created: a new chain's genesis time is "now", and a minute of
-    # first-run compilation would otherwise count as blocks behind schedule and ASERT would
-    # start the chain at a far lower difficulty than the preset intends.
-    _warm_up(backends, announce=not (args.json or args.quiet))
-    chain = Chain.open_or_create(args.chain, replace(params, genesis_time=int(time.time())))
-    coordinator = Coordinator(backends, unit_seconds=args.unit_seconds,
-                              on_event=reporter.coordinator_event)
-    found: list[BlockFound] = []
-    interrupted = False
-    t0 = time.perf_counter()
-    try:
-        reporter.start({"path": str(chain.path), "height": chain.height, "preset": chain.params.name,
-                        "rule": chain.params.rule, "spacing": chain.params.spacing},
-                       backends, args.blocks, coordinator)
-        coordinator.start()
-        mine_blocks(coordinator, LocalChainSource(chain), args.blocks,
-                    lambda ev: (found.append(ev), reporter.block(ev)), on_job=reporter.job)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        # Units in flight stop at their next cancellation check; an append is one SQLite
-        # transaction, so whatever happens here no block is left half-written.
-        coordinator.stop()
-        reporter.stop()
-        chain.close()
-    elapsed = time.perf_counter() - t0
-    reporter.finish(mine_summary(coordinator, found, elapsed, interrupted))
-    return 130 if interrupted else 0
-
-
-def _warm_up(backends, announce: bool) -> None:
-    """Compile or load every backend's kernel. A cached kernel loads in about a second; when a
-    warm-up runs longer than that it is a first-run compile, and a silent minute looks hung, so
-    say what is happening."""
-    import threading
-    for b in backends:
-        t0 = time.perf_counter()
-        notice = threading.Timer(2.0, lambda name=b.name: print(
-            f"{name}: compiling the kernel (first run only; later runs load it from the cache) ...",
-            file=sys.stderr, flush=True))
-        if announce:
-            notice.start()
-        try:
-            b.warm_up()
-        finally:
-            notice.cancel()
-        took = time.perf_counter() - t0
-        if announce and took > 2:
-            print(f"{b.name}: ready after {took:.0f} s", file=sys.stderr, flush=True)
-
-
-def mine_summary(coordinator, found, elapsed: float, interrupted: bool) -> dict:
-    """The end-of-run figures, per backend and in total (also the `--json` summary event)."""
-    stats = coordinator.stats
-    hashes = sum(s.hashes for s in stats.values())
-    per_backend = [{"name": b.name, "device": b.device, "hashes": stats[b.name].hashes,
-                    "rate": stats[b.name].hashes / stats[b.name].seconds if stats[b.name].seconds else 0.0,
-                    "share": stats[b.name].hashes / hashes if hashes else 0.0,
-                    "hits": stats[b.name].hits, "stale": stats[b.name].stale,
-                    "rejected": stats[b.name].rejected}
-                   for b in coordinator.backends]
-    return {"event": "summary", "blocks": len(found), "seconds": elapsed, "hashes": hashes,
-            "rate": hashes / elapsed if elapsed else 0.0, "interrupted": interrupted,
-            "backends": per_backend}
-
-
-# --------------------------------------------------------------------------- entry point
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from miner.bench.commands import cmd_bench as run

@@ -6,15 +6,16 @@ validates under the rules it was mined with.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 
 from .errors import UsageError
 from .header import BlockHeader, bits_to_target, target_to_bits
-from .retarget import AsertRule, RetargetRule, WindowedRule
+from .retarget import AsertRule, CappedAsertRule, RetargetRule, WindowedRule
 from .tx import coinbase_template, merkle_root, txid
 
-RULES = ("asert", "windowed")
+RULES = ("asert", "asert-capped", "windowed")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,13 @@ class ChainParams:
     message: str = ""
 
     def __post_init__(self) -> None:
+        # Stored parameters come back from a file a user can edit: every field must have its
+        # exact type (no float spacing, no list name), or later arithmetic fails far from here.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            want = {"int": int, "bool": bool, "str": str}[f.type]
+            if type(value) is not want:
+                raise UsageError(f"parameter {f.name} must be {f.type}, got {value!r:.40}")
         if self.rule not in RULES:
             raise UsageError(f"unknown retarget rule {self.rule!r} (choose from {', '.join(RULES)})")
         if self.spacing <= 0 or self.window <= 1 or self.halflife <= 0:
@@ -46,16 +54,27 @@ class ChainParams:
     def retarget_rule(self) -> RetargetRule:
         if self.rule == "windowed":
             return WindowedRule(self.window, self.spacing, self.pow_limit, self.off_by_one)
+        if self.rule == "asert-capped":
+            return CappedAsertRule(self.spacing, self.halflife, self.pow_limit,
+                                   self.genesis_time - self.spacing)
         return AsertRule(self.spacing, self.halflife, self.pow_limit, self.genesis_bits,
                          self.genesis_time - self.spacing)
 
-    def genesis_txs(self) -> list[bytes]:
+    def digest(self) -> bytes:
+        """SHA-256 of the canonical JSON of every parameter."""
+        return hashlib.sha256(self.to_json().encode()).digest()
+
+    def genesis_txs(self, committed: bool = True) -> list[bytes]:
+        """The genesis coinbase. `committed` (chain format 2 on): its script ends with the
+        parameters' digest, so editing any stored parameter no longer matches genesis."""
         text = (self.message or f"{self.name} genesis").encode()
+        if committed:
+            text += b" params:" + self.digest()
         return [coinbase_template(0, text).build(0)]
 
-    def genesis_header(self) -> BlockHeader:
+    def genesis_header(self, committed: bool = True) -> BlockHeader:
         """Genesis is fixed by the parameters (like Bitcoin's, valid by definition, nonce 0)."""
-        root = merkle_root([txid(t) for t in self.genesis_txs()])
+        root = merkle_root([txid(t) for t in self.genesis_txs(committed)])
         return BlockHeader(1, b"\x00" * 32, root, self.genesis_time, self.genesis_bits, 0)
 
     def to_json(self) -> str:
@@ -64,13 +83,17 @@ class ChainParams:
     @classmethod
     def from_json(cls, text: str) -> "ChainParams":
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise UsageError(f"parameters must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
 # Start around 2^26 expected hashes (about a second on one modern CPU core with the numba
 # backend), then let ASERT pull the spacing to a few seconds; a halflife of four spacings makes
-# the adjustment visible within a minute of mining.
+# the adjustment visible within a minute of mining. The local presets use the capped ASERT: a
+# local chain is mined on and off, and anchored ASERT would count every pause as blocks behind
+# schedule and make the next hundreds of blocks trivial.
 LOCAL_START_BITS = target_to_bits(1 << 230)
 # Regtest's limit: the easiest target Bitcoin Core accepts anywhere.
 REGTEST_BITS = 0x207FFFFF
@@ -79,7 +102,7 @@ REGTEST_BITS = 0x207FFFFF
 def preset(name: str, genesis_time: int) -> ChainParams:
     """The named preset with the given genesis time."""
     presets = {
-        "local": dict(spacing=3, rule="asert", halflife=12, genesis_bits=LOCAL_START_BITS,
+        "local": dict(spacing=3, rule="asert-capped", halflife=12, genesis_bits=LOCAL_START_BITS,
                       pow_limit_bits=REGTEST_BITS),
         "local-windowed": dict(spacing=3, rule="windowed", window=10, off_by_one=False,
                                genesis_bits=LOCAL_START_BITS, pow_limit_bits=REGTEST_BITS),

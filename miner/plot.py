@@ -53,9 +53,26 @@ def plot_chains(out: str | Path, series: dict[str, tuple[Sequence[int], Sequence
     ax1.legend(loc="upper right")
     ax1.set_title(title)
     fig.tight_layout()
+    return save_png(fig, out)
+
+
+def check_output_path(out: str | Path) -> Path:
+    """A path a plot can be written to: its folder must exist (checked before any work)."""
     path = Path(out)
+    if path.is_dir():
+        raise UsageError(f"{path}: is a folder; give a file name for the PNG")
+    if not path.parent.is_dir():
+        raise UsageError(f"{path.parent}: no such directory")
+    return path
+
+
+def save_png(fig, out: str | Path) -> Path:
+    """Write `fig` as PNG to exactly `out`, whatever its suffix (matplotlib would otherwise pick
+    the format from the suffix, or append .png), and close it."""
+    plt = _pyplot()
+    path = check_output_path(out)
     try:
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=110, format="png")
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:

@@ -93,15 +93,55 @@ class AsertRule:
         height_delta = parent_height - self.anchor_height
         exponent = _div_trunc((time_delta - self.spacing * (height_delta + 1)) * ASERT_RADIX,
                               self.halflife)
-        shifts = exponent >> 16  # arithmetic shift: floor(exponent / 2^16)
-        frac = exponent - shifts * ASERT_RADIX  # 0 <= frac < 2^16
-        factor = ((_ASERT_C1 * frac + _ASERT_C2 * frac * frac + _ASERT_C3 * frac ** 3 + (1 << 47))
-                  >> 48) + ASERT_RADIX
-        target = anchor_target * factor
-        target = target >> -shifts if shifts < 0 else target << shifts
-        target >>= 16
-        if target == 0:
-            return target_to_bits(1)
-        if target > self.pow_limit:
-            return target_to_bits(self.pow_limit)
-        return target_to_bits(target)
+        return _clamped_bits(scale_target(anchor_target, exponent), self.pow_limit)
+
+
+def scale_target(target: int, exponent: int) -> int:
+    """target * 2^(exponent / 2^16), with aserti3-2d's integer cubic for the fractional part."""
+    shifts = exponent >> 16  # arithmetic shift: floor(exponent / 2^16)
+    frac = exponent - shifts * ASERT_RADIX  # 0 <= frac < 2^16
+    factor = ((_ASERT_C1 * frac + _ASERT_C2 * frac * frac + _ASERT_C3 * frac ** 3 + (1 << 47))
+              >> 48) + ASERT_RADIX
+    target = target * factor
+    target = target >> -shifts if shifts < 0 else target << shifts
+    return target >> 16
+
+
+def _clamped_bits(target: int, pow_limit: int) -> int:
+    if target == 0:
+        return target_to_bits(1)
+    if target > pow_limit:
+        return target_to_bits(pow_limit)
+    return target_to_bits(target)
+
+
+@dataclass(frozen=True)
+class CappedAsertRule:
+    """ASERT applied block by block, with each solve time capped: the parent's target scaled by
+    2^((solvetime - spacing) / halflife), the solve time (parent's time minus grandparent's)
+    clamped to [0, spacing + halflife].
+
+    Without the cap this equals anchored ASERT up to rounding (the factors multiply into the
+    same exponent). The cap is for chains mined on and off: after a pause of any length the
+    next target is at most twice as easy, where anchored ASERT would count the whole pause as
+    blocks behind schedule (25 minutes at a 12 s halflife: 2^155, the easiest target there is).
+    A pure function of the headers, like every rule here, so `verify` checks it.
+    """
+
+    spacing: int
+    halflife: int
+    pow_limit: int
+    genesis_parent_time: int  # genesis's solve time counts as one spacing: no change at height 1
+    name: str = "asert-capped"
+
+    @property
+    def max_solvetime(self) -> int:
+        return self.spacing + self.halflife
+
+    def next_bits(self, height: int, times: Sequence[int], bits: Sequence[int]) -> int:
+        parent = height - 1
+        grandparent_time = times[parent - 1] if parent >= 1 else self.genesis_parent_time
+        solvetime = min(max(times[parent] - grandparent_time, 0), self.max_solvetime)
+        exponent = _div_trunc((solvetime - self.spacing) * ASERT_RADIX, self.halflife)
+        # The parent's bits were accepted already: decode without the validity checks, as Core.
+        return _clamped_bits(scale_target(decode_compact(bits[parent])[0], exponent), self.pow_limit)

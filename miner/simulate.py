@@ -25,8 +25,10 @@ class SimulatedChain:
 
 
 def simulate(params: ChainParams, blocks: int, hashrate: float, jump_at: int | None = None,
-             jump_factor: float = 10.0, seed: int = 1) -> SimulatedChain:
-    """Mine `blocks` blocks after genesis; hash rate multiplies by `jump_factor` at `jump_at`.
+             jump_factor: float = 10.0, seed: int = 1,
+             pauses: dict[int, float] | None = None) -> SimulatedChain:
+    """Mine `blocks` blocks after genesis; hash rate multiplies by `jump_factor` at `jump_at`;
+    `pauses` maps a height to seconds of no mining just before that block is started.
 
     Block times are whole seconds (headers carry seconds) and obey the median-time-past rule the
     chain enforces, so the rule sees exactly what a real chain would store.
@@ -40,6 +42,7 @@ def simulate(params: ChainParams, blocks: int, hashrate: float, jump_at: int | N
     for height in range(1, blocks + 1):
         rate = hashrate * (jump_factor if jump_at is not None and height >= jump_at else 1.0)
         b = rule.next_bits(height, times, bits)
+        clock += (pauses or {}).get(height, 0.0)
         clock += rng.expovariate(rate / work(bits_to_target(b)))
         mtp = sorted(times[-11:])[len(times[-11:]) // 2]
         times.append(max(int(clock), mtp + 1))

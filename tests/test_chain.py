@@ -146,7 +146,7 @@ def test_flipping_any_byte_names_that_block(pristine, tmp_path, height, column, 
     conn.execute(f"UPDATE blocks SET {column}=? WHERE height=?", (bytes(blob), height))
     conn.commit()
     conn.close()
-    with Chain.open(path) as chain:
+    with Chain.open(path, readonly=True) as chain:
         with pytest.raises(InvalidBlock) as info:
             chain.verify(now=GENESIS_TIME + 100)
     assert info.value.height == height
@@ -160,7 +160,9 @@ def test_missing_block_is_named(pristine, tmp_path):
     conn.execute("DELETE FROM blocks WHERE height=4")
     conn.commit()
     conn.close()
-    with Chain.open(path) as chain:
+    with pytest.raises(ChainError, match="block 4 is missing"):
+        Chain.open(path)  # a writer refuses it outright
+    with Chain.open(path, readonly=True) as chain:
         with pytest.raises(InvalidBlock, match="block 4: missing") as info:
             chain.verify(now=GENESIS_TIME + 100)
         assert info.value.height == 4

@@ -186,3 +186,52 @@ def test_thirty_blocks_without_retarget_do_not_converge():
     """The same check fails when difficulty cannot move (a halflife of decades), so it can fail."""
     params = replace(preset("local", 1_700_000_000), halflife=10**9)
     assert sum(_last10_within_2x(params, 10, seed) for seed in range(20)) == 0
+
+
+# ---------------------------------------------------------------- pauses on a local chain
+
+PAUSES = [60, 25 * 60, 3600, 86_400, 7 * 86_400]
+
+
+def _after_pause(rule_name, pause, seed):
+    """Mean spacing of the 10 blocks after the first block mined after a pause, at a constant
+    hash rate on schedule for the preset (a local chain mined, left, and mined again)."""
+    params = replace(preset("local", 1_700_000_000), rule=rule_name)
+    sim = simulate(params, 60, 2**26 / params.spacing, seed=seed, pauses={31: pause})
+    gaps = sim.spacings()
+    return sum(gaps[31:41]) / 10, sim
+
+
+@pytest.mark.parametrize("pause", PAUSES)
+def test_capped_asert_recovers_spacing_after_any_pause(pause):
+    """After a pause of a minute to a week, the local preset's blocks come near the spacing at
+    once: at most one retarget step (2x) of easing, never a run of trivial blocks."""
+    means = sorted(_after_pause("asert-capped", pause, seed)[0] for seed in range(9))
+    median = means[len(means) // 2]
+    assert 3 / 2.5 <= median <= 3 * 2.5, means
+    _, sim = _after_pause("asert-capped", pause, 0)
+    assert bits_to_target(sim.bits[32]) <= 2 * bits_to_target(sim.bits[31]) + (1 << 220)
+
+
+@pytest.mark.parametrize("pause", PAUSES[1:])
+def test_anchored_asert_collapses_after_a_long_pause(pause):
+    """Before: the same chain under anchored ASERT counts the pause as blocks behind schedule,
+    and the blocks after it come far too fast at a collapsed difficulty."""
+    mean, sim = _after_pause("asert", pause, 0)
+    assert mean < 0.5
+    assert bits_to_target(sim.bits[32]) > 2**10 * bits_to_target(sim.bits[30])
+
+
+def test_capped_asert_equals_anchored_asert_without_the_cap():
+    """On schedule, with solve times inside the cap, the relative rule keeps the anchor's bits
+    exactly as anchored ASERT does, and both move the same way off schedule."""
+    params = preset("local", 1_700_000_000)
+    capped = params.retarget_rule()
+    anchored = replace(params, rule="asert").retarget_rule()
+    times, bits = [params.genesis_time], [params.genesis_bits]
+    for h in range(1, 40):
+        times.append(times[-1] + params.spacing)
+        assert capped.next_bits(h, times, bits) == anchored.next_bits(h, times, bits) == params.genesis_bits
+        bits.append(params.genesis_bits)
+    slow = times + [times[-1] + 6]
+    assert capped.next_bits(41, slow, bits + [bits[-1]]) == anchored.next_bits(41, slow, bits + [bits[-1]])

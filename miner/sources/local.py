@@ -23,7 +23,9 @@ class LocalChainSource:
     def job(self) -> Job:
         height = self.chain.height + 1
         bits = self.chain.next_bits()
-        block_time = max(int(self.clock()), self.chain.min_next_time())
+        now = int(self.clock())
+        self.chain.check_clock(now)  # no valid block can exist yet: say so, never spin
+        block_time = max(now, self.chain.min_next_time())
         return Job(
             job_id=f"{height}-{self.chain.tip_hash[::-1].hex()[:16]}",
             height=height,

@@ -1,0 +1,151 @@
+"""`miner mine`: check the chain and arguments, compile, mine, and always end with a summary.
+
+Everything that can be wrong with the arguments or the chain file is found before the first-run
+compile (about a minute): a damaged chain, a folder that cannot take a new file, a clock the
+chain is ahead of. Ctrl-C, SIGTERM and SIGHUP end the run the same way, with the summary; a
+second signal during shutdown is ignored so the summary is still printed. A block that cannot be
+stored (a full disk) ends the run with the summary and one error line, and the chain unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from .errors import MinerError, UsageError
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    from .backends.registry import make_backends
+    from .chain import Chain, check_creatable
+    from .coordinator import Coordinator
+    from .mining import BlockFound, mine_blocks
+    from .params import preset
+    from .reporting import make_reporter
+    from .sources.local import LocalChainSource
+
+    if not args.unit_seconds > 0:
+        raise UsageError("--unit-seconds must be positive")
+    params = preset(args.preset, int(time.time()))  # an unknown preset fails before any compile
+    path = Path(args.chain)
+    chain = None
+    if path.exists() and (not path.is_file() or path.stat().st_size > 0):
+        chain = Chain.open(path)  # refuses a damaged or read-only chain before the compile
+        chain.check_clock(int(time.time()))
+    else:
+        check_creatable(path)
+    try:
+        backends = make_backends(args.backend, threads=args.threads)
+        reporter = make_reporter(args.json, args.quiet)
+        # Compile before the chain is created: a new chain's genesis time is "now", and a minute
+        # of first-run compilation would otherwise count as blocks behind schedule and ASERT
+        # would start the chain at a far lower difficulty than the preset intends.
+        _warm_up(backends, announce=not (args.json or args.quiet))
+        if chain is None:
+            chain = Chain.open_or_create(path, replace(params, genesis_time=int(time.time())))
+    except BaseException:
+        if chain is not None:
+            chain.close()
+        raise
+    coordinator = Coordinator(backends, unit_seconds=args.unit_seconds,
+                              on_event=reporter.coordinator_event)
+    found: list[BlockFound] = []
+    interrupted = False
+    failure: MinerError | None = None
+    t0 = time.perf_counter()
+    previous = _stop_on_signals()
+    try:
+        reporter.start({"path": str(chain.path), "height": chain.height, "preset": chain.params.name,
+                        "rule": chain.params.rule, "spacing": chain.params.spacing},
+                       backends, args.blocks, coordinator)
+        coordinator.start()
+        mine_blocks(coordinator, LocalChainSource(chain), args.blocks,
+                    lambda ev: (found.append(ev), reporter.block(ev)), on_job=reporter.job)
+    except KeyboardInterrupt:
+        interrupted = True
+    except MinerError as exc:  # a block that cannot be stored, a clock the chain is ahead of
+        failure = exc
+    finally:
+        # A second Ctrl-C or SIGTERM while shutting down must not cost the summary.
+        _ignore_signals()
+        # Units in flight stop at their next cancellation check; an append is one SQLite
+        # transaction, so whatever happens here no block is left half-written.
+        coordinator.stop()
+        reporter.stop()
+        chain.close()
+    elapsed = time.perf_counter() - t0
+    reporter.finish(mine_summary(coordinator, found, elapsed, interrupted))
+    _restore_signals(previous)
+    if failure is not None:
+        raise failure
+    return 130 if interrupted else 0
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_signals() -> dict:
+    """SIGTERM and SIGHUP end a run as Ctrl-C does: in the main thread, with the summary."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _raise_interrupt) for sig in STOP_SIGNALS}
+
+
+def _ignore_signals() -> None:
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, *STOP_SIGNALS):
+            signal.signal(sig, signal.SIG_IGN)
+
+
+def _restore_signals(previous: dict) -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _warm_up(backends, announce: bool) -> None:
+    """Compile or load every backend's kernel. A cached kernel loads in about a second; when a
+    warm-up runs longer than that it is a first-run compile, and a silent minute looks hung, so
+    say what is happening."""
+    for b in backends:
+        t0 = time.perf_counter()
+        notice = threading.Timer(2.0, lambda name=b.name: print(
+            f"{name}: compiling the kernel (first run only; later runs load it from the cache) ...",
+            file=sys.stderr, flush=True))
+        if announce:
+            notice.start()
+        try:
+            b.warm_up()
+        finally:
+            notice.cancel()
+        took = time.perf_counter() - t0
+        if announce and took > 2:
+            print(f"{b.name}: ready after {took:.0f} s", file=sys.stderr, flush=True)
+
+
+def mine_summary(coordinator, found, elapsed: float, interrupted: bool) -> dict:
+    """The end-of-run figures, per backend and in total (also the `--json` summary event)."""
+    stats = coordinator.stats
+    hashes = sum(s.hashes for s in stats.values())
+    per_backend = [{"name": b.name, "device": b.device, "hashes": stats[b.name].hashes,
+                    "rate": stats[b.name].hashes / stats[b.name].seconds if stats[b.name].seconds else 0.0,
+                    "share": stats[b.name].hashes / hashes if hashes else 0.0,
+                    "hits": stats[b.name].hits, "stale": stats[b.name].stale,
+                    "rejected": stats[b.name].rejected}
+                   for b in coordinator.backends]
+    return {"event": "summary", "blocks": len(found), "seconds": elapsed, "hashes": hashes,
+            "rate": hashes / elapsed if elapsed else 0.0, "interrupted": interrupted,
+            "backends": per_backend}
+
+
+# --------------------------------------------------------------------------- entry point
+

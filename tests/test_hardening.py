@@ -1,0 +1,374 @@
+"""The chain and the CLI under what users meet: SIGKILL at any moment, tampered files, a wrong
+clock, full and read-only disks, other users' files and hostile arguments. Every failure is one
+line with a consistent exit code (2: the command line is wrong; 1: the chain file or the machine
+is), and nothing stored is changed or lost."""
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from conftest import GENESIS_TIME, mine_easy_chain
+from miner.chain import Chain
+from miner.params import ChainParams, preset
+
+HERE = Path(__file__).resolve().parent
+FIXTURES = HERE / "fixtures"
+
+
+def miner(*args, timeout=120, **kw):
+    return subprocess.run([sys.executable, "-m", "miner", *args], capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def one_line_error(proc, code, fragment):
+    assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
+    lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("miner: error:")]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    assert fragment in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pristine") / "chain.sqlite"
+    mine_easy_chain(path, 12).close()
+    return path
+
+
+def copy_of(pristine, tmp_path, name="chain.sqlite") -> Path:
+    path = tmp_path / name
+    shutil.copy(pristine, path)
+    return path
+
+
+def edit(path: Path, sql: str, *args) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute(sql, args)
+    conn.commit()
+    conn.close()
+
+
+def flip(path: Path, height: int, column: str, pos: int) -> None:
+    conn = sqlite3.connect(path)
+    blob = bytearray(conn.execute(f"SELECT {column} FROM blocks WHERE height=?", (height,)).fetchone()[0])
+    blob[pos] ^= 0x01
+    conn.execute(f"UPDATE blocks SET {column}=? WHERE height=?", (bytes(blob), height))
+    conn.commit()
+    conn.close()
+
+
+def set_param(path: Path, key: str, value) -> None:
+    conn = sqlite3.connect(path)
+    params = json.loads(conn.execute("SELECT value FROM meta WHERE key='params'").fetchone()[0])
+    params[key] = value
+    conn.execute("UPDATE meta SET value=? WHERE key='params'", (json.dumps(params),))
+    conn.commit()
+    conn.close()
+
+
+# ---------------------------------------------------------------- 1. never build on a damaged chain
+
+TAMPERS = {
+    "tip header byte (time)": lambda p: flip(p, 12, "header", 70),
+    "tip header byte (merkle root)": lambda p: flip(p, 12, "header", 40),
+    "tip body byte": lambda p: flip(p, 12, "body", 20),
+    "older block header byte": lambda p: flip(p, 6, "header", 77),
+    "tip hash": lambda p: flip(p, 12, "hash", 0),
+    "genesis header byte": lambda p: flip(p, 0, "header", 10),
+    "genesis body byte": lambda p: flip(p, 0, "body", 30),
+    **{f"parameter {k}": (lambda p, k=k, v=v: set_param(p, k, v)) for k, v in {
+        "name": "other", "spacing": 2, "halflife": 3601, "rule": "windowed", "window": 2015,
+        "off_by_one": False, "genesis_bits": 0x207FFFFE, "pow_limit_bits": 0x1D00FFFF,
+        "genesis_time": GENESIS_TIME + 1, "max_future": 99_999, "message": "edited"}.items()},
+    "parameter spacing fractional": lambda p: set_param(p, "spacing", 2.5),
+    "parameters not an object": lambda p: edit(p, "UPDATE meta SET value='[]' WHERE key='params'"),
+    "body replaced by text": lambda p: edit(p, "UPDATE blocks SET body='not a body' WHERE height=12"),
+    "format version": lambda p: edit(p, "UPDATE meta SET value='1' WHERE key='version'"),
+}
+
+
+@pytest.mark.parametrize("what", list(TAMPERS))
+def test_mine_refuses_a_tampered_chain_and_changes_nothing(pristine, tmp_path, what):
+    path = copy_of(pristine, tmp_path)
+    TAMPERS[what](path)
+    before = digest(path)
+    proc = miner("mine", "--backend", "ref", "--blocks", "1", "--chain", str(path))
+    line = one_line_error(proc, 1, str(path))
+    assert any(word in line for word in ("block ", "parameters", "genesis")), line
+    assert digest(path) == before
+    verify = miner("chain", "verify", "--chain", str(path))
+    assert verify.returncode == 1 and "Traceback" not in verify.stderr
+
+
+def test_startup_check_cost_is_small(tmp_path):
+    """What a writer re-validates on open: links of every header, genesis against the
+    parameters, the last CHECK_BLOCKS blocks in full (the README gives the measured cost)."""
+    path = tmp_path / "c.sqlite"
+    chain = mine_easy_chain(path, 40)
+    chain.close()
+    t0 = time.perf_counter()
+    with Chain.open(path) as chain:
+        assert chain.height == 40
+    assert time.perf_counter() - t0 < 5  # correctness bound, not a benchmark
+
+
+def test_files_made_before_the_change_still_validate_and_extend(tmp_path):
+    """tests/fixtures/format1-regtest.sqlite was made by the previous release (format 1: genesis
+    does not commit to the parameters; rule 'asert'). It opens, verifies and takes a block."""
+    path = copy_of(FIXTURES / "format1-regtest.sqlite", tmp_path)
+    with Chain.open(path, readonly=True) as chain:
+        assert chain.format_version == 1 and chain.params.rule == "asert"
+        height = chain.verify()
+    proc = miner("mine", "--backend", "ref", "--blocks", "1", "--chain", str(path), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    with Chain.open(path, readonly=True) as chain:
+        assert chain.verify() == height + 1
+
+
+# ---------------------------------------------------------------- 2. creation is atomic
+
+def _file_appears_after(tmp_path) -> float:
+    path = tmp_path / "probe.sqlite"
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(_mine_cmd(path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not path.exists() and time.perf_counter() - t0 < 30:
+            time.sleep(0.001)
+        return time.perf_counter() - t0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _mine_cmd(path):
+    return [sys.executable, "-m", "miner", "mine", "--backend", "ref", "--preset", "regtest", "--blocks",
+            "1000000", "--chain", str(path), "--quiet"]
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_never_leaves_a_broken_file(tmp_path):
+    """200 runs of `miner mine` killed 0 to 200 ms into its chain work (start-up to the file's
+    first appearance is measured once and added, so the kills land around creation on any
+    machine). Each time the file is absent, or opens as a writer, verifies, and mining goes on
+    (the next run continues the same file half of the time)."""
+    offset = max(0.0, _file_appears_after(tmp_path) - 0.1)
+    rng = random.Random(2026)
+    path, outcomes = None, {"absent": 0, "present": 0}
+    deadline = time.monotonic() + 600
+    for i in range(200):
+        assert time.monotonic() < deadline, "crash test ran past its time bound"
+        if path is None or rng.random() < 0.5:
+            path = tmp_path / f"crash-{i}.sqlite"
+        proc = subprocess.Popen(_mine_cmd(path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(offset + rng.uniform(0, 0.2))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if not path.exists():
+            outcomes["absent"] += 1
+            continue
+        outcomes["present"] += 1
+        with Chain.open(path) as chain:  # a writer: the start-up check passes too
+            assert chain.verify() == chain.height
+    print(f"offset {offset * 1e3:.0f} ms, outcomes {outcomes}")
+    assert outcomes["present"] > 0
+    leftovers = [p.name for p in tmp_path.iterdir() if ".creating-" in p.name]
+    assert len(leftovers) <= 4 * outcomes["absent"]  # only from runs killed mid-creation
+
+
+def test_two_miners_creating_the_same_file_at_once(tmp_path):
+    path = tmp_path / "shared.sqlite"
+    cmd = [sys.executable, "-m", "miner", "mine", "--backend", "ref", "--preset", "regtest", "--blocks", "3",
+           "--chain", str(path), "--quiet"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0 and "Traceback" not in err, err
+    with Chain.open(path, readonly=True) as chain:
+        assert chain.verify() >= 3
+
+
+# ---------------------------------------------------------------- 3. a clock behind the chain
+
+def test_mine_on_a_chain_ahead_of_the_clock_fails_at_once(tmp_path):
+    """Blocks three hours ahead of the clock: no valid next block exists yet. One clear line,
+    no spinning (the subprocess must end well inside its timeout)."""
+    path = tmp_path / "future.sqlite"
+    Chain.create(path, preset("regtest", int(time.time()) + 3 * 3600)).close()
+    t0 = time.monotonic()
+    proc = miner("mine", "--backend", "ref", "--blocks", "1", "--chain", str(path), timeout=60)
+    one_line_error(proc, 1, "ahead of this computer's clock")
+    assert time.monotonic() - t0 < 30
+
+
+# ---------------------------------------------------------------- 5. one line, never a traceback
+
+def test_height_too_large_for_sqlite(pristine):
+    one_line_error(miner("chain", "show", "9223372036854775808", "--chain", str(pristine)), 2, "no block at height")
+
+
+def test_dev_null_is_not_a_chain():
+    journal = Path("/dev/null-journal")
+    existed = journal.exists()
+    for args in (["mine", "--backend", "ref"], ["chain", "info"], ["chain", "verify"]):
+        one_line_error(miner(*args, "--chain", "/dev/null"), 2, "not a regular file")
+    assert journal.exists() == existed
+
+
+def test_missing_chain_is_a_usage_error_and_damaged_is_exit_1(pristine, tmp_path):
+    one_line_error(miner("chain", "info", "--chain", str(tmp_path / "none.sqlite")), 2, "no such chain file")
+    bad = copy_of(pristine, tmp_path)
+    edit(bad, "UPDATE meta SET value='[]' WHERE key='params'")
+    for args in (["chain", "info"], ["chain", "verify"], ["chain", "show", "1"], ["mine", "--backend", "ref"]):
+        one_line_error(miner(*args, "--chain", str(bad)), 1, "parameters are damaged")
+
+
+def test_body_as_text_is_named_by_every_command(pristine, tmp_path):
+    path = copy_of(pristine, tmp_path)
+    edit(path, "UPDATE blocks SET body='not a body' WHERE height=5")
+    verify = miner("chain", "verify", "--chain", str(path), "--json")
+    assert verify.returncode == 1 and json.loads(verify.stdout)["bad_height"] == 5
+    one_line_error(miner("chain", "show", "5", "--chain", str(path)), 1, "block 5")
+    assert miner("chain", "info", "--chain", str(path)).returncode == 0  # headers are intact
+
+
+def test_plot_writes_exactly_the_path_given(pristine, tmp_path):
+    out = tmp_path / "out.txt"
+    proc = miner("chain", "plot", str(out), "--chain", str(pristine))
+    assert proc.returncode == 0 and proc.stdout.strip() == f"wrote {out}", proc.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not Path(f"{out}.png").exists()
+    one_line_error(miner("chain", "plot", "/dev/full", "--chain", str(pristine)), 2, "cannot write /dev/full")
+    one_line_error(miner("chain", "plot", str(tmp_path / "nodir" / "x.png"), "--chain", str(pristine)), 2,
+                   "no such directory")
+    one_line_error(miner("compare", "--backend", "ref", "--count", "1000", "--plot",
+                         str(tmp_path / "nodir" / "c.png")), 2, "no such directory")
+
+
+def test_info_warns_of_damage_and_names_a_stray_row(pristine, tmp_path):
+    gap = copy_of(pristine, tmp_path, "gap.sqlite")
+    edit(gap, "DELETE FROM blocks WHERE height=7")
+    proc = miner("chain", "info", "--chain", str(gap), "--json")
+    assert proc.returncode == 1 and json.loads(proc.stdout)["damage"] == "block 7 is missing"
+    assert "warning" in proc.stderr and "Traceback" not in proc.stderr
+    stray = copy_of(pristine, tmp_path, "stray.sqlite")
+    edit(stray, "INSERT INTO blocks VALUES (-1, x'00', x'00', x'00')")
+    proc = miner("chain", "info", "--chain", str(stray), "--json")
+    assert proc.returncode == 1 and "stray block row at height -1" in proc.stdout
+    verify = miner("chain", "verify", "--chain", str(stray), "--json")
+    assert json.loads(verify.stdout)["bad_height"] == -1
+
+
+def test_bad_chain_path_is_reported_before_the_compile(tmp_path):
+    """With an empty numba cache a compile takes about a minute: the error must come first."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    t0 = time.monotonic()
+    proc = miner("mine", "--backend", "cpu", "--chain", str(tmp_path / "nodir" / "c.sqlite"), env=env)
+    one_line_error(proc, 2, "no such directory")
+    assert time.monotonic() - t0 < 20
+
+
+# ---------------------------------------------------------------- other users, full and read-only disks
+
+@contextmanager
+def tmpfs(where: Path, size: str):
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root and mount for a small filesystem")
+    where.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_read_only_filesystem_reads_and_refuses_writes_up_front(pristine, tmp_path):
+    """A valid chain on read-only media can be read and verified. Mining on it, or creating a
+    new chain there, fails before any mining (it used to mine a whole block first) with one
+    line, and the file is unchanged. (A read-only mount is what a file or folder without write
+    permission is to a non-root user; tests run as root, who ignores permission bits.)"""
+    with tmpfs(tmp_path / "ro", "4m") as mnt:
+        path = copy_of(pristine, mnt)
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        before = digest(path)
+        assert miner("chain", "info", "--chain", str(path)).returncode == 0
+        verify = miner("chain", "verify", "--chain", str(path), "--json")
+        assert verify.returncode == 0 and json.loads(verify.stdout)["height"] == 12
+        proc = miner("mine", "--backend", "ref", "--chain", str(path), "--json")
+        one_line_error(proc, 1, "cannot")
+        assert '"event": "block"' not in proc.stdout
+        one_line_error(miner("mine", "--backend", "ref", "--chain", str(mnt / "new.sqlite")), 1,
+                       "cannot create the chain file")
+        assert digest(path) == before
+
+
+def test_disk_full_while_mining_ends_with_a_summary_and_loses_nothing(tmp_path):
+    with tmpfs(tmp_path / "small", "768k") as mnt:
+        path = mnt / "chain.sqlite"
+        proc = miner("mine", "--backend", "ref", "--preset", "regtest", "--blocks", "5000", "--chain", str(path),
+                     "--json", timeout=300)
+        one_line_error(proc, 1, "could not be stored")
+        events = [json.loads(line) for line in proc.stdout.splitlines()]
+        summary = events[-1]
+        assert summary["event"] == "summary" and summary["blocks"] > 0
+        accepted = [e["height"] for e in events if e["event"] == "block"]
+        with Chain.open(path, readonly=True) as chain:
+            assert chain.verify() == chain.height == accepted[-1]  # every block reported is there
+        again = miner("mine", "--backend", "ref", "--blocks", "1", "--chain", str(path), timeout=120)
+        assert again.returncode == 1 and "Traceback" not in again.stderr, again.stderr
+        filler = [p for p in mnt.iterdir() if p.name != path.name and not p.name.startswith(path.name)]
+        assert not filler
+        with Chain.open(path, readonly=True) as chain:
+            assert chain.verify() == accepted[-1]
+
+
+# ---------------------------------------------------------------- 7. signals end a run with the summary
+
+def _start_mining(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "miner", "mine", "--backend", "ref", "--blocks", "50",
+                             "--chain", str(tmp_path / "sig.sqlite"), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()  # the start event: the coordinator is running
+    assert json.loads(first)["event"] == "start"
+    time.sleep(0.3)
+    return proc
+
+
+@pytest.mark.parametrize("signals", [[signal.SIGTERM], [signal.SIGHUP], [signal.SIGINT, signal.SIGINT]])
+def test_signals_end_mining_with_a_summary(tmp_path, signals):
+    proc = _start_mining(tmp_path)
+    try:
+        for sig in signals:
+            proc.send_signal(sig)
+            time.sleep(0.05)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["event"] == "summary" and summary["interrupted"] is True
+    assert "Traceback" not in err
+    with Chain.open(tmp_path / "sig.sqlite", readonly=True) as chain:
+        chain.verify()
+
+
+def test_params_with_a_list_name_are_refused_not_crashed():
+    with pytest.raises(Exception) as info:
+        ChainParams.from_json(json.dumps({**json.loads(preset("local", 1).to_json()), "name": ["x"]}))
+    assert "name must be str" in str(info.value)
