@@ -291,8 +291,8 @@ def test_planted_faults_are_caught(sim, monkeypatch, old, new, fails_with):
 
 # ---------------------------------------------------------------- the commands on simulated GPUs
 
-def sim_miner(*args, devices=1, timeout=300):
-    env = dict(os.environ, SIM_DEVICES=str(devices), SIM_SMS="2")
+def sim_miner(*args, devices=1, timeout=300, **env_extra):
+    env = dict(os.environ, SIM_DEVICES=str(devices), SIM_SMS="2", **env_extra)
     return subprocess.run([sys.executable, str(HERE / "sim_miner.py"), *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
 
@@ -300,14 +300,8 @@ def sim_miner(*args, devices=1, timeout=300):
 @pytest.mark.parametrize("backend,devices", [("cuda", 2), ("cuda,cpu", 1)])
 def test_mine_on_simulated_gpus(tmp_path, backend, devices):
     chain = tmp_path / "chain.sqlite"
-    env_cache = {"MINER_CACHE": str(tmp_path / "cache")}
-    os.environ.update(env_cache)
-    try:
-        proc = sim_miner("mine", "--backend", backend, "--preset", "regtest", "--blocks", "4", "--chain",
-                         str(chain), "--json", devices=devices)
-    finally:
-        for k in env_cache:
-            os.environ.pop(k)
+    proc = sim_miner("mine", "--backend", backend, "--preset", "regtest", "--blocks", "4", "--chain",
+                     str(chain), "--json", devices=devices, MINER_CACHE=str(tmp_path / "cache"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     summary = events[-1]
