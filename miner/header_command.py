@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import InvalidHeader, MinerError, UsageError
 from .header import (
-    HEADER_SIZE, MAINNET_POW_LIMIT, MAX_TARGET, BlockHeader, bits_to_target, decode_compact,
+    HEADER_SIZE, MAINNET_POW_LIMIT, BlockHeader, bits_to_target, decode_compact,
     difficulty, display_hex, parse_bits, proof_of_work_error,
 )
 
@@ -72,6 +72,7 @@ def parse_pow_limit(text: str) -> int:
 
 def header_report(header: BlockHeader, pow_limit: int = MAINNET_POW_LIMIT) -> dict:
     value, negative, overflow = decode_compact(header.bits)
+    decodable = value != 0 and not (negative or overflow)  # a target to show, valid or not
     block_hash = header.hash()
     report = {
         "hash": display_hex(block_hash),
@@ -82,8 +83,8 @@ def header_report(header: BlockHeader, pow_limit: int = MAINNET_POW_LIMIT) -> di
         "time_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(header.time)),
         "bits": f"{header.bits:08x}",
         "nonce": header.nonce,
-        "target": f"{value:064x}" if not (negative or overflow) and value else None,
-        "difficulty": difficulty(value) if not (negative or overflow) and value else None,
+        "target": f"{value:064x}" if decodable else None,
+        "difficulty": difficulty(value) if decodable else None,
         "pow_limit": f"{pow_limit:064x}",
     }
     error = proof_of_work_error(block_hash, header.bits, pow_limit)
@@ -101,7 +102,7 @@ def cmd_header(args: argparse.Namespace) -> int:
         limit = parse_pow_limit(args.pow_limit)
     else:
         limit = MAINNET_POW_LIMIT
-    report = header_report(read_header(args.hex), min(limit, MAX_TARGET))
+    report = header_report(read_header(args.hex), limit)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
