@@ -196,7 +196,12 @@ def test_two_miners_creating_the_same_file_at_once(tmp_path):
     cmd = [sys.executable, "-m", "miner", "mine", "--backend", "ref", "--preset", "regtest", "--blocks", "3",
            "--chain", str(path), "--quiet"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = [p.communicate(timeout=120) for p in procs]
+    try:
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:  # stopped here even if the test fails or times out
+            p.kill()
+            p.wait()
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0 and "Traceback" not in err, err
     with Chain.open(path, readonly=True) as chain:
@@ -344,8 +349,13 @@ def _start_mining(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "miner", "mine", "--backend", "ref", "--blocks", "50",
                              "--chain", str(tmp_path / "sig.sqlite"), "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = proc.stdout.readline()  # the start event: the coordinator is running
-    assert json.loads(first)["event"] == "start"
+    try:
+        first = proc.stdout.readline()  # the start event: the coordinator is running
+        assert json.loads(first)["event"] == "start"
+    except BaseException:
+        proc.kill()  # never left running when the start fails
+        proc.wait()
+        raise
     time.sleep(0.3)
     return proc
 

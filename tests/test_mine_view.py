@@ -189,11 +189,15 @@ def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path):
     # The local preset wants ~2^26 hashes a block: the hashlib backend is surely mid-block.
     proc = subprocess.Popen(_mine_cmd(path, "--blocks", "5"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    first = proc.stdout.readline()
-    assert first.startswith("mining 5 block(s)"), first + proc.stderr.read()
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("mining 5 block(s)"), first + proc.stderr.read()
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()  # a no-op once it has exited; stops it if the test failed first
+        proc.wait()
     assert proc.returncode == 130, err
     assert out.splitlines()[0].startswith("interrupted: 0 block(s)"), out
     assert "Traceback" not in err
