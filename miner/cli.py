@@ -17,6 +17,7 @@ from typing import Sequence
 
 from . import __version__
 from .errors import InvalidBlock, MinerError, UsageError
+from .interrupts import ignore_stop_signals, install_process_policy
 from .header import bits_to_target, difficulty, display_hex
 from .tx import txid
 
@@ -306,9 +307,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
+    install_process_policy()
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    sys.exit(main())
+    try:
+        code = main()
+    finally:
+        # Interpreter shutdown puts SIG_DFL back for every signal with a Python handler, so a
+        # second Ctrl-C arriving after the summary would kill the process by SIGINT; ignored
+        # signals stay ignored.
+        ignore_stop_signals()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -2,15 +2,15 @@
 
 Everything that can be wrong with the arguments or the chain file is found before the first-run
 compile (about a minute): a damaged chain, a folder that cannot take a new file, a clock the
-chain is ahead of. Ctrl-C, SIGTERM and SIGHUP end the run the same way, with the summary; a
-second signal during shutdown is ignored so the summary is still printed. A block that cannot be
+chain is ahead of. Ctrl-C, SIGTERM and SIGHUP end the run the same way, with the summary (the
+process's policy, `interrupts`); a second signal during shutdown is ignored so the summary is
+still printed. A block that cannot be
 stored (a full disk) ends the run with the summary and one error line, and the chain unchanged.
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 import time
@@ -18,8 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .errors import MinerError, UsageError
-
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+from .interrupts import ignore_stop_signals, restore_handlers
 
 
 def cmd_mine(args: argparse.Namespace) -> int:
@@ -60,7 +59,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     interrupted = False
     failure: MinerError | None = None
     t0 = time.perf_counter()
-    previous = _stop_on_signals()
+    previous: dict = {}
     try:
         reporter.start({"path": str(chain.path), "height": chain.height, "preset": chain.params.name,
                         "rule": chain.params.rule, "spacing": chain.params.spacing},
@@ -74,7 +73,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
         failure = exc
     finally:
         # A second Ctrl-C or SIGTERM while shutting down must not cost the summary.
-        _ignore_signals()
+        previous = ignore_stop_signals()
         # Units in flight stop at their next cancellation check; an append is one SQLite
         # transaction, so whatever happens here no block is left half-written.
         coordinator.stop()
@@ -82,34 +81,10 @@ def cmd_mine(args: argparse.Namespace) -> int:
         chain.close()
     elapsed = time.perf_counter() - t0
     reporter.finish(mine_summary(coordinator, found, elapsed, interrupted))
-    _restore_signals(previous)
+    restore_handlers(previous)
     if failure is not None:
         raise failure
     return 130 if interrupted else 0
-
-
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
-def _stop_on_signals() -> dict:
-    """SIGTERM and SIGHUP end a run as Ctrl-C does: in the main thread, with the summary."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {sig: signal.signal(sig, _raise_interrupt) for sig in STOP_SIGNALS}
-
-
-def _ignore_signals() -> None:
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, *STOP_SIGNALS):
-            signal.signal(sig, signal.SIG_IGN)
-
-
-def _restore_signals(previous: dict) -> None:
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _warm_up(backends, announce: bool) -> None:

@@ -378,6 +378,24 @@ def test_signals_end_mining_with_a_summary(tmp_path, signals):
         chain.verify()
 
 
+@pytest.mark.parametrize("late", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_after_the_summary_is_ignored(tmp_path, late):
+    """The user presses Ctrl-C again as the summary appears: between the command's return and the
+    interpreter's exit (which puts SIG_DFL back) that used to kill the process by SIGINT."""
+    proc = _start_mining(tmp_path)
+    try:
+        proc.send_signal(signal.SIGINT)
+        for line in proc.stdout:
+            if json.loads(line)["event"] == "summary":
+                proc.send_signal(late)  # as soon as the summary is out, before the process ends
+                break
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Exception ignored" not in err
+
+
 def test_params_with_a_list_name_are_refused_not_crashed():
     with pytest.raises(Exception) as info:
         ChainParams.from_json(json.dumps({**json.loads(preset("local", 1).to_json()), "name": ["x"]}))

@@ -199,7 +199,10 @@ def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path):
         proc.kill()  # a no-op once it has exited; stops it if the test failed first
         proc.wait()
     assert proc.returncode == 130, err
-    assert out.splitlines()[0].startswith("interrupted: 0 block(s)"), out
+    summary = re.match(r"interrupted: (\d+) block\(s\)", out.splitlines()[0])
+    assert summary, out
     assert "Traceback" not in err
+    # Mid-block is only likely (a block in that second has odds of about 1 in 70): whatever
+    # was found is exactly what the chain holds, and nothing half-written is there.
     with Chain.open(path) as chain:
-        assert chain.verify() == 0
+        assert chain.verify() == int(summary.group(1))
