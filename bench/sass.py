@@ -6,8 +6,10 @@ Compiles kernels/sha256d.cu with nvcc, disassembles it with cuobjdump (the nvidi
 and nvidia-cuda-nvdisasm wheels, `pip install -e '.[sass]'`), finds the hot loop (the largest
 backward branch), leaves out the hit path (the region a forward branch inside the loop skips),
 and counts what remains per pipe. The prediction uses a simple throughput model: an SM retires
-64 integer-ALU lanes per clock (two warp instructions) and issues one warp instruction per clock
-per quarter (four per clock); a nonce costs whichever bound is tighter.
+64 integer-ALU lanes per clock (two warp instructions), 64 integer multiply-add lanes on the FMA
+pipe (two warp instructions; IMAD.HI and IMAD.WIDE counted twice, taken to be half rate as
+64-bit-product forms, not yet measured here), and issues one warp instruction per clock per
+quarter (four per clock); a nonce costs whichever bound is tightest.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ DEVICES = [
     ("RTX 4090", 128, 2.52),
 ]
 ALU_WARP_INSTR_PER_CLK = 2  # 64 integer lanes per SM per clock / 32 threads per warp
+FMA_WARP_INSTR_PER_CLK = 2  # 64 IMAD lanes per SM per clock
 ISSUE_WARP_INSTR_PER_CLK = 4  # one warp instruction per clock in each of four SM quarters
+DOUBLE_SLOT_FMA = ("IMAD.HI", "IMAD.WIDE")  # taken to take two FMA-pipe slots each
 
 # Opcodes that run on the FMA pipe (IMAD and its IADD/MOV/SHL forms, VIADD); control-flow ones
 # are counted apart; everything else integer runs on the ALU pipe.
@@ -64,18 +68,28 @@ class LoopReport:
     by_opcode: dict = field(default_factory=dict)
     by_pipe: dict = field(default_factory=dict)
 
+    @property
+    def fma_slots(self) -> int:
+        return sum(n * (2 if op.startswith(DOUBLE_SLOT_FMA) else 1)
+                   for op, n in self.by_opcode.items() if pipe_of(op) == "fma")
+
     def predict(self, sms: int, ghz: float) -> dict:
         """Hash rate bounds for a device with `sms` SMs at `ghz`: whichever of the integer ALU
-        pipe and instruction issue saturates first sets the prediction."""
-        alu = self.by_pipe.get("alu", 0)
-        alu_clk = alu / ALU_WARP_INSTR_PER_CLK
-        issue_clk = self.per_nonce / ISSUE_WARP_INSTR_PER_CLK
+        pipe, the FMA pipe and instruction issue saturates first sets the prediction."""
         per_sm = 32 * ghz * 1e9
+
+        def bound(clocks: float) -> float:
+            return sms * per_sm / clocks / 1e9 if clocks else float("inf")
+
+        alu_clk = self.by_pipe.get("alu", 0) / ALU_WARP_INSTR_PER_CLK
+        fma_clk = self.fma_slots / FMA_WARP_INSTR_PER_CLK
+        issue_clk = self.per_nonce / ISSUE_WARP_INSTR_PER_CLK
         return {
             "sms": sms, "ghz": ghz,
-            "predicted_ghs": sms * per_sm / max(alu_clk, issue_clk) / 1e9,
-            "issue_bound_ghs": sms * per_sm / issue_clk / 1e9,
-            "alu_bound_ghs": sms * per_sm / alu_clk / 1e9 if alu else float("inf"),
+            "predicted_ghs": bound(max(alu_clk, fma_clk, issue_clk)),
+            "issue_bound_ghs": bound(issue_clk),
+            "alu_bound_ghs": bound(alu_clk),
+            "fma_bound_ghs": bound(fma_clk),
         }
 
     def predictions(self) -> list[dict]:
@@ -213,10 +227,12 @@ def main(argv: list[str] | None = None) -> int:
           f"(hit path of {report.hit_path_instructions} excluded); by pipe: "
           + ", ".join(f"{k} {v}" for k, v in sorted(report.by_pipe.items())))
     print("top opcodes: " + ", ".join(f"{k} {v}" for k, v in list(report.by_opcode.items())[:10]))
-    print(f"{'device':<10} {'SMs':>4} {'GHz':>6} {'predicted':>10} {'ALU bound':>10} {'issue bound':>12}")
+    print(f"{'device':<10} {'SMs':>4} {'GHz':>6} {'predicted':>10} {'ALU bound':>10} {'FMA bound':>10}"
+          f" {'issue bound':>12}")
     for row in report.predictions():
         print(f"{row['device']:<10} {row['sms']:>4} {row['ghz']:>6.3f} {row['predicted_ghs']:>8.2f} GH/s"
-              f" {row['alu_bound_ghs']:>8.2f} GH/s {row['issue_bound_ghs']:>10.2f} GH/s")
+              f" {row['alu_bound_ghs']:>8.2f} GH/s {row['fma_bound_ghs']:>8.2f} GH/s"
+              f" {row['issue_bound_ghs']:>10.2f} GH/s")
     return 0
 
 

@@ -19,6 +19,10 @@ struct shim_dim3 {
 // The launch loop sets these before each simulated thread runs.
 extern shim_dim3 blockIdx, threadIdx, blockDim, gridDim;
 
+static inline uint32_t __umulhi(uint32_t a, uint32_t b) {
+    return (uint32_t)(((uint64_t)a * b) >> 32);
+}
+
 static inline uint32_t atomicAdd(uint32_t* address, uint32_t value) {
     uint32_t old = *address;
     *address = old + value;

@@ -204,9 +204,13 @@ def test_sass_instruction_budget_sm90():
     print(f"sm_90: {report.per_nonce} instructions per nonce, {report.by_pipe}")
     assert report.stack_bytes == 0 and report.spill_bytes == 0
     assert report.per_nonce <= 2480
+    # The schedule's right shifts run on the FMA pipe (IMAD.HI); before that the ALU pipe carried
+    # 2,231 per nonce. A change that lets ptxas fold them back into shifts fails here.
+    assert report.by_pipe["alu"] <= 2080 and report.by_opcode.get("IMAD.HI.U32", 0) >= 150
     assert report.by_pipe["alu"] + report.by_pipe["fma"] + report.by_pipe.get("control", 0) == report.per_nonce
     h100 = report.predictions()[0]
-    assert h100["device"] == "H100 SXM" and h100["predicted_ghs"] <= h100["issue_bound_ghs"]
+    assert h100["device"] == "H100 SXM"
+    assert h100["predicted_ghs"] == min(h100["issue_bound_ghs"], h100["alu_bound_ghs"], h100["fma_bound_ghs"])
 
 
 # ---------------------------------------------------------------- the real launch path
