@@ -1,15 +1,22 @@
-"""The embedded chain: blocks in a SQLite file, validated on append and on demand.
+"""The embedded chain: a tree of blocks in a SQLite file, the most-work valid branch active.
 
 A block is an 80-byte header plus a body of raw transactions whose merkle root is in the header.
-Each append is one SQLite transaction in WAL mode with `synchronous=FULL`, so a process killed at
-any point leaves every block it reported as appended on disk and nothing half-written.
+Every block with a known parent is kept: valid ones on any branch, and invalid ones whose proof of
+work meets the bits their own branch demands (so each stored invalid block cost real work),
+marked with the reason. The active chain is the valid tip with the most cumulative work, the
+first seen among equals (`blocktree`). A block whose parent is unknown is refused with a clear
+reason, not held: the caller (a node asking a peer) fetches the parent and delivers both in order.
 
-The same `check_block` serves `append` (against the stored tip) and `verify` (a fresh pass from
-genesis over what is stored), so the two can never disagree about what a valid block is.
+Each change (a block stored, and the active chain switched with it) is one SQLite transaction in
+WAL mode with `synchronous=FULL`: a process killed at any instant leaves the old state or the
+new one, never a mix. `check_block` serves adding (against the block's own ancestors) and
+`verify` (a fresh pass over everything stored), so the two never disagree.
 
 A file is created aside and linked into place complete, so it either does not exist or is a
 valid chain. A writer (`miner mine`) checks what it builds on before it starts (`startup_check`);
-readers open the file read-only and work on read-only media.
+readers open the file read-only and work on read-only media. Files of formats 1 and 2 (one block
+per height) are read as they are, and upgraded in place, in one transaction, when a writer opens
+them.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ import struct
 import time as _time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
+from .blocktree import GENESIS_PARENT, BlockTree, ChainTip, Node, TipChange
 from .errors import ChainError, InvalidBlock, UsageError
 from .header import HEADER_SIZE, BlockHeader, proof_of_work_error, sha256d
 from .params import ChainParams
@@ -31,24 +39,60 @@ from .tx import merkle_root, parse_body, serialize_body, txid
 
 FORMAT_NAME = "pow-miner-chain"
 # Format 2: genesis commits to the chain parameters (ChainParams.genesis_txs), so an edited
-# parameter no longer matches the stored genesis. Format 1 files keep opening and validating.
-FORMAT_VERSION = 2
-SUPPORTED_VERSIONS = ("1", "2")
+# parameter no longer matches the stored genesis. Format 3: a block tree (every branch kept, an
+# `active` table indexing the active chain by height). Formats 1 and 2 keep opening.
+FORMAT_VERSION = 3
+SUPPORTED_VERSIONS = ("1", "2", "3")
 MTP_SPAN = 11  # blocks in Bitcoin's median-time-past
 # Blocks a writer re-validates in full when it opens a chain (like Bitcoin Core's -checkblocks);
-# every header's link to its parent is checked too. The whole open takes 0.20 s on a
-# 100,000-block chain (python -m miner.bench.chain_verify).
+# every active header's link to its parent is checked too.
 CHECK_BLOCKS = 1000
 
-_SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+# Every block (seq: arrival order, status: '' or why it is invalid) and the active chain by height.
+_TREE_TABLES = """
 CREATE TABLE blocks (
-    height INTEGER PRIMARY KEY,
-    hash   BLOB NOT NULL,
+    seq    INTEGER PRIMARY KEY,
+    hash   BLOB NOT NULL UNIQUE,
+    height INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT '',
     header BLOB NOT NULL,
     body   BLOB NOT NULL
 );
+CREATE TABLE active (height INTEGER PRIMARY KEY, hash BLOB NOT NULL);
 """
+_SCHEMA = "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);" + _TREE_TABLES
+
+# Formats 1 and 2 stored one block per height: `blocks(height PRIMARY KEY, hash, header, body)`.
+_UPGRADE_FROM_LIST = "ALTER TABLE blocks RENAME TO blocks_by_height;" + _TREE_TABLES + """
+INSERT INTO blocks SELECT height, hash, height, '', header, body FROM blocks_by_height ORDER BY height;
+INSERT INTO active SELECT height, hash FROM blocks_by_height ORDER BY height;
+DROP TABLE blocks_by_height;
+"""
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The queries that read one storage layout."""
+
+    index: str  # seq, hash, status, header: every block, parents first
+    active: str  # height, hash of the active chain, by height
+    active_rows: str  # height, hash, header, body of the active chain from a height
+    all_rows: str  # seq, hash, height, status, header, body, parents first
+
+
+_TREE = _Layout(
+    index="SELECT seq, hash, status, header FROM blocks ORDER BY seq",
+    active="SELECT height, hash FROM active ORDER BY height",
+    active_rows="SELECT a.height, b.hash, b.header, b.body FROM active a JOIN blocks b ON b.hash = a.hash "
+                "WHERE a.height >= ? ORDER BY a.height",
+    all_rows="SELECT seq, hash, height, status, header, body FROM blocks ORDER BY seq",
+)
+_LIST = _Layout(
+    index="SELECT height, hash, '', header FROM blocks WHERE height >= 0 ORDER BY height",
+    active="SELECT height, hash FROM blocks WHERE height >= 0 ORDER BY height",
+    active_rows="SELECT height, hash, header, body FROM blocks WHERE height >= ? ORDER BY height",
+    all_rows="SELECT height, hash, height, '', header, body FROM blocks WHERE height >= 0 ORDER BY height",
+)
 
 
 def median_time_past(times: Sequence[int], height: int) -> int:
@@ -68,10 +112,29 @@ class Block:
         return self.header.hash()
 
 
+@dataclass(frozen=True)
+class AddResult:
+    """What storing a block did: `change` is set when the active tip moved."""
+
+    hash: bytes
+    height: int
+    active: bool
+    change: TipChange | None
+
+
+class UnknownParent(InvalidBlock):
+    """The block's parent is not stored: deliver the parent first."""
+
+
+class StaleBlock(InvalidBlock):
+    """The block was stored, but on a side branch: another block at its height came first."""
+
+
 def check_block(params: ChainParams, rule: RetargetRule, height: int, header: BlockHeader,
                 txs: Sequence[bytes], parent_hash: bytes, times: Sequence[int],
                 bits: Sequence[int], now: int | None) -> bytes:
-    """Validate a non-genesis block against its ancestors; returns its hash or raises."""
+    """Validate a non-genesis block against its ancestors (their times and bits by height,
+    ending at the parent); returns its hash or raises."""
     if header.prev_hash != parent_hash:
         raise InvalidBlock(f"block {height}: previous hash does not link to block {height - 1}",
                            height)
@@ -97,21 +160,38 @@ def check_block(params: ChainParams, rule: RetargetRule, height: int, header: Bl
     return block_hash
 
 
+def short(block_hash: bytes) -> str:
+    """A block hash as users see it (display order), cut to 16 digits for messages."""
+    return block_hash[::-1].hex()[:16]
+
+
 class Chain:
     """A chain stored in one SQLite file. Not thread-safe: one `Chain` per thread."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection, params: ChainParams,
-                 format_version: int = FORMAT_VERSION, readonly: bool = False):
+                 format_version: int = FORMAT_VERSION, readonly: bool = False,
+                 genesis_committed: bool = True, tree: BlockTree | None = None):
         self.path = path
         self._conn = conn
         self.params = params
         self.format_version = format_version
         self.readonly = readonly
+        self.genesis_committed = genesis_committed
         self.rule = params.retarget_rule()
-        self.times: list[int] = []
-        self.bits: list[int] = []
-        self.tip_hash = b""
-        self._load_index()
+        self.tree = BlockTree()
+        # Called after each committed switch of the active tip (a miner drops stale work).
+        self.listeners: list[Callable[[TipChange], None]] = []
+        self._pending_change: TipChange | None = None
+        self._pending_error: InvalidBlock | None = None
+        self.damage: str | None = None
+        if tree is None:
+            self._load_index()
+        else:
+            self.tree = tree  # loaded and checked by the read-only probe that opened the file
+
+    @property
+    def _layout(self) -> _Layout:
+        return _TREE if self.format_version >= 3 else _LIST
 
     # ------------------------------------------------------------------ opening
 
@@ -152,15 +232,14 @@ class Chain:
             try:
                 genesis = params.genesis_header(committed=True)
                 with _transaction(conn):
-                    for stmt in _SCHEMA.strip().split(";"):
-                        if stmt.strip():
-                            conn.execute(stmt)
+                    _execute_script(conn, _SCHEMA)
                     conn.executemany("INSERT INTO meta VALUES (?, ?)", [
                         ("format", FORMAT_NAME), ("version", str(FORMAT_VERSION)),
-                        ("params", params.to_json())])
-                    conn.execute("INSERT INTO blocks VALUES (0, ?, ?, ?)",
+                        ("genesis", "committed"), ("params", params.to_json())])
+                    conn.execute("INSERT INTO blocks VALUES (0, ?, 0, '', ?, ?)",
                                  (genesis.hash(), genesis.serialize(),
                                   serialize_body(params.genesis_txs(committed=True))))
+                    conn.execute("INSERT INTO active VALUES (0, ?)", (genesis.hash(),))
             finally:
                 conn.close()  # the last connection checkpoints the WAL into the file
             try:
@@ -184,7 +263,8 @@ class Chain:
     @classmethod
     def open(cls, path: str | os.PathLike, readonly: bool = False) -> "Chain":
         """Open a chain file. A writer first passes `startup_check` on a read-only connection,
-        so a damaged file is refused without a single byte of it changed."""
+        so a damaged file is refused without a single byte of it changed; a file of an older
+        format is then upgraded in one transaction."""
         p = Path(path)
         check_chain_path(p, must_exist=True)
         try:
@@ -195,8 +275,8 @@ class Chain:
         except sqlite3.DatabaseError as exc:
             raise ChainError(f"{p}: not a miner chain file ({exc})") from None
         try:
-            params, version = cls._read_meta(p, probe)
-            chain = cls(p, probe, params, version, readonly=True)
+            params, version, committed = cls._read_meta(p, probe)
+            chain = cls(p, probe, params, version, readonly=True, genesis_committed=committed)
             if readonly:
                 return chain
             chain.startup_check()
@@ -206,14 +286,32 @@ class Chain:
         probe.close()
         try:
             conn = cls._connect(p)
-            writable = cls(p, conn, params, version)
+            if version < 3:
+                cls._upgrade(conn, committed)
+                writable = cls(p, conn, params, 3, genesis_committed=committed)
+            else:
+                # The probe's index, so a 100,000-block chain is read once, not twice; blocks
+                # another writer adds meanwhile are picked up before the first block is stored.
+                writable = cls(p, conn, params, version, genesis_committed=committed, tree=chain.tree)
         except sqlite3.Error as exc:
             raise ChainError(f"{p}: chain file cannot be opened for writing ({exc})") from None
         writable.check_writable()
         return writable
 
     @staticmethod
-    def _read_meta(p: Path, conn: sqlite3.Connection) -> tuple[ChainParams, int]:
+    def _upgrade(conn: sqlite3.Connection, committed: bool) -> None:
+        """Formats 1 and 2 to the block tree, in one transaction: a kill leaves the old file."""
+        with _transaction(conn):
+            version = conn.execute("SELECT value FROM meta WHERE key='version'").fetchone()[0]
+            if version == str(FORMAT_VERSION):
+                return  # another writer upgraded it between our check and our lock
+            _execute_script(conn, _UPGRADE_FROM_LIST)
+            conn.execute("UPDATE meta SET value=? WHERE key='version'", (str(FORMAT_VERSION),))
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('genesis', ?)",
+                         ("committed" if committed else "plain",))
+
+    @staticmethod
+    def _read_meta(p: Path, conn: sqlite3.Connection) -> tuple[ChainParams, int, bool]:
         try:
             rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
@@ -226,7 +324,10 @@ class Chain:
             params = ChainParams.from_json(rows["params"])
         except (KeyError, ValueError, TypeError, AttributeError, UsageError) as exc:
             raise ChainError(f"{p}: chain parameters are damaged ({exc})") from None
-        return params, int(rows["version"])
+        version = int(rows["version"])
+        # Genesis commits to the parameters from format 2 on; an upgraded format 1 file says so.
+        committed = version == 2 or (version >= 3 and rows.get("genesis") != "plain")
+        return params, version, committed
 
     @classmethod
     def open_or_create(cls, path: str | os.PathLike, params: ChainParams) -> "Chain":
@@ -245,62 +346,94 @@ class Chain:
         self.close()
 
     def _load_index(self) -> None:
-        """Times and bits of every block, kept in memory for the retarget and MTP rules.
+        """Every block's index entry, and the active chain's hashes, times and bits by height.
 
-        A gap, a stray row, a header of the wrong size or a header that does not link to the
-        stored hash of its parent stops the index there and marks the chain damaged: it still
-        opens read-only (so `verify` and `info` can name the block) but refuses appends.
+        A gap in the active chain, a header of the wrong size, an active block that does not
+        link to its parent's stored hash or a side block whose parent is not stored marks the
+        chain damaged: it still opens read-only (so `verify` and `info` can name the block) but
+        refuses new blocks. The whole index is two table scans: about 0.1 s for 100,000 blocks.
         """
-        times, bits = [], []
-        last_hash = b""
+        tree = BlockTree()
         self.damage = None
+        unpack = struct.Struct("<II").unpack_from
+        conn, layout = self._conn, self._layout
         try:
-            stray = self._conn.execute("SELECT min(height) FROM blocks WHERE height < 0").fetchone()[0]
+            stray = conn.execute("SELECT min(height) FROM blocks WHERE height < 0").fetchone()[0]
             if stray is not None:
                 self.damage = f"stray block row at height {stray}"
-            for height, block_hash, header in self._conn.execute(
-                    "SELECT height, hash, header FROM blocks WHERE height >= 0 ORDER BY height"):
-                if height != len(times):
-                    self.damage = f"block {len(times)} is missing"
+            hashes: list[bytes] = []
+            for height, block_hash in conn.execute(layout.active):
+                if height != len(hashes):
+                    self.damage = self.damage or f"block {len(hashes)} is missing"
                     break
+                hashes.append(block_hash)
+            height_of = {h: i for i, h in enumerate(hashes)}
+            n = len(hashes)
+            times, bits, seqs = [0] * n, [0] * n, [-1] * n
+            unlinked = n  # the first active block that does not link to its parent
+            side_rows = []
+            for seq, block_hash, status, header in conn.execute(layout.index):
+                i = height_of.get(block_hash)
                 if not isinstance(header, bytes) or len(header) != HEADER_SIZE:
-                    self.damage = f"block {height} has a damaged header"
-                    break
-                if height > 0 and header[4:36] != last_hash:
-                    self.damage = f"block {height} does not link to the stored hash of block {height - 1}"
-                    break
-                t, b = struct.unpack_from("<II", header, 68)
-                times.append(t)
-                bits.append(b)
-                last_hash = block_hash
+                    self.damage = self.damage or f"block {i if i is not None else '?'} has a damaged header"
+                    continue
+                if i is None or status:
+                    side_rows.append((seq, block_hash, status, header))
+                    continue
+                if i and header[4:36] != hashes[i - 1]:
+                    unlinked = min(unlinked, i)
+                times[i], bits[i] = unpack(header, 68)
+                seqs[i] = seq
         except sqlite3.DatabaseError as exc:
             raise ChainError(f"{self.path}: chain file is damaged ({exc})") from None
-        if not times:
+        # Active rows must all be stored, valid and linked; the chain stops at the first that is not.
+        good = min(next((i for i, s in enumerate(seqs) if s < 0), n), unlinked)
+        if good < n and not self.damage:
+            marked = {h for _, h, status, _ in side_rows if status}
+            self.damage = (f"block {good} does not link to the stored hash of block {good - 1}"
+                           if good == unlinked else f"block {good} is active but marked invalid"
+                           if hashes[good] in marked else f"block {good} is missing")
+        tree.load_active(hashes[:good], times[:good], bits[:good], seqs[:good])
+        for seq, block_hash, status, header in side_rows:
+            if block_hash in tree.nodes:
+                continue  # an active block also listed as invalid: damage named below
+            up = tree.nodes.get(header[4:36])
+            if up is None:
+                self.damage = self.damage or (f"side block {short(block_hash)} does not link to a "
+                                              f"stored parent")
+                continue
+            t, b = unpack(header, 68)
+            tree.add(tree.make_node(block_hash, up.hash, t, b, status or "", seq=seq))
+        if not tree.active:
             raise ChainError(f"{self.path}: chain has no genesis block"
                              + (f" ({self.damage})" if self.damage else ""))
-        self.times, self.bits, self.tip_hash = times, bits, last_hash
+        self.tree = tree
 
     def startup_check(self, blocks: int = CHECK_BLOCKS) -> None:
         """What a writer checks before it builds on the chain, refusing with the first problem:
-        the index (every header links to its parent's stored hash), genesis against the stored
-        parameters (which genesis commits to, from format 2), and the last `blocks` blocks in
-        full, stored hashes included, so the tip that new blocks would extend is the real one.
-        The whole chain is re-validated by `verify`."""
+        the index (every active header links to its parent's stored hash), genesis against the
+        stored parameters (which genesis commits to, from format 2), the active chain being the
+        most-work one, and its last `blocks` blocks in full, stored hashes included, so the tip
+        that new blocks would extend is the real one. Everything is re-validated by `verify`."""
         if self.damage:
             raise ChainError(f"{self.path}: {self.damage}; run 'miner chain verify'")
-        row = self._conn.execute("SELECT header, body FROM blocks WHERE height = 0").fetchone()
+        row = self._conn.execute(
+            "SELECT header, body FROM blocks WHERE hash = ?", (self.tree.active[0],)).fetchone()
         if row is None or tuple(row) != self._expected_genesis():
             raise ChainError(f"{self.path}: block 0: genesis does not match the chain parameters "
                              f"(the parameters or genesis were edited); the chain is refused")
+        best = self.tree.best_tip()
+        if best.hash != self.tip_hash:
+            raise ChainError(f"{self.path}: the active chain ends at block {self.height} but block "
+                             f"{best.height} ({short(best.hash)}) has more work; run 'miner chain verify'")
         try:
-            self.verify(from_height=max(1, self.height - blocks + 1))
+            self._verify_active(max(1, self.height - blocks + 1), int(_time.time()))
         except InvalidBlock as exc:
             raise ChainError(f"{self.path}: {exc}; the chain is refused") from None
 
     def _expected_genesis(self) -> tuple[bytes, bytes]:
-        """Genesis header and body as the stored parameters make them (committing to the
-        parameters from format 2 on)."""
-        committed = self.format_version >= 2
+        """Genesis header and body as the stored parameters make them."""
+        committed = self.genesis_committed
         return (self.params.genesis_header(committed).serialize(),
                 serialize_body(self.params.genesis_txs(committed)))
 
@@ -316,34 +449,70 @@ class Chain:
     # ------------------------------------------------------------------ reading
 
     @property
-    def height(self) -> int:
-        return len(self.times) - 1
+    def times(self) -> list[int]:
+        """Times of the active chain by height."""
+        return self.tree.times
 
-    def _row(self, columns: str, height: int):
+    @property
+    def bits(self) -> list[int]:
+        """Bits of the active chain by height."""
+        return self.tree.bits
+
+    @property
+    def tip_hash(self) -> bytes:
+        return self.tree.active[-1]
+
+    @property
+    def height(self) -> int:
+        return len(self.tree.active) - 1
+
+    @property
+    def chainwork(self) -> int:
+        return self.tree.tip.chainwork
+
+    def _hash_at(self, height: int) -> bytes:
         if not 0 <= height <= self.height:
             raise UsageError(f"no block at height {height} (tip is {self.height})")
-        return self._conn.execute(f"SELECT {columns} FROM blocks WHERE height=?", (height,)).fetchone()
+        return self.tree.active[height]
+
+    def _stored(self, block_hash: bytes, what: str) -> tuple:
+        row = self._conn.execute("SELECT header, body FROM blocks WHERE hash=?", (block_hash,)).fetchone()
+        if row is None:
+            raise ChainError(f"{what} is in the index but not stored; run 'miner chain verify'")
+        return row
 
     def header(self, height: int) -> BlockHeader:
-        row = self._row("header", height)
-        if row is None:
-            raise UsageError(f"no block at height {height} (tip is {self.height})")
-        return BlockHeader.deserialize(row[0])
+        return BlockHeader.deserialize(self._stored(self._hash_at(height), f"block {height}")[0])
 
     def block(self, height: int) -> Block:
-        row = self._row("header, body", height)
-        if row is None:
-            raise UsageError(f"no block at height {height} (tip is {self.height})")
+        return self.block_by_hash(self._hash_at(height))
+
+    def block_by_hash(self, block_hash: bytes) -> Block:
+        node = self.tree.nodes.get(block_hash)
+        if node is None:
+            raise UsageError(f"no block with hash {block_hash[::-1].hex()}")
+        header, body = self._stored(block_hash, f"block {node.height} ({short(block_hash)})")
         try:
-            return Block(height, BlockHeader.deserialize(row[0]), parse_body(row[1]))
+            return Block(node.height, BlockHeader.deserialize(header), parse_body(body))
         except (ValueError, TypeError, struct.error, UsageError) as exc:
-            raise ChainError(f"block {height} cannot be decoded ({exc}); run 'miner chain verify'") from None
+            raise ChainError(f"block {node.height} cannot be decoded ({exc}); "
+                             f"run 'miner chain verify'") from None
+
+    def node(self, block_hash: bytes) -> Node | None:
+        return self.tree.nodes.get(block_hash)
+
+    def is_active(self, block_hash: bytes) -> bool:
+        node = self.tree.nodes.get(block_hash)
+        return node is not None and self.tree.is_active(node)
+
+    def tips(self) -> list[ChainTip]:
+        return self.tree.tips()
 
     def tip(self) -> BlockHeader:
         return self.header(self.height)
 
     def next_bits(self) -> int:
-        """Bits the next block must carry."""
+        """Bits the next block on the active tip must carry."""
         return self.rule.next_bits(self.height + 1, self.times, self.bits)
 
     def min_next_time(self) -> int:
@@ -365,88 +534,237 @@ class Chain:
     # ------------------------------------------------------------------ writing
 
     def append(self, header: BlockHeader, txs: Sequence[bytes], now: int | None = None) -> int:
-        """Validate and store the next block in its own transaction; returns its height."""
+        """Store a block meant to extend the active tip (a miner's); returns its height. Raises
+        `StaleBlock` when it was stored but another block at its height came first."""
+        result = self.add_block(header, txs, now)
+        if not result.active:
+            raise StaleBlock(f"block {result.height}: another block at this height was stored "
+                             f"first; the chain stays on it", result.height)
+        return result.height
+
+    def add_block(self, header: BlockHeader, txs: Sequence[bytes], now: int | None = None) -> AddResult:
+        """Validate a block against its own ancestors and store it on whichever branch it
+        extends, switching the active chain to it when it has the most work. Blocks stored by
+        other processes are picked up first. Raises `UnknownParent`, or `InvalidBlock` with the
+        reason (the block is kept, marked invalid, when its proof of work was real)."""
         if self.damage:
             raise ChainError(f"{self.path}: {self.damage}; run 'miner chain verify'")
         if self.readonly:
             raise ChainError(f"{self.path}: opened read-only")
-        height = self.height + 1
         clock = int(_time.time()) if now is None else now
-        block_hash = check_block(self.params, self.rule, height, header, txs, self.tip_hash,
-                                 self.times, self.bits, clock)
+        block_hash = header.hash()
+        self._pending_change = self._pending_error = None
         try:
             with _transaction(self._conn):
-                self._conn.execute("INSERT INTO blocks VALUES (?, ?, ?, ?)",
-                                   (height, block_hash, header.serialize(), serialize_body(txs)))
-        except sqlite3.IntegrityError:
-            # Another process appended at this height first: our block is stale, not invalid.
-            self._load_index()
-            raise InvalidBlock(f"block {height}: another block was appended at this height first",
-                               height) from None
+                self._catch_up()
+                result = self._add_locked(header, txs, block_hash, clock)
         except sqlite3.OperationalError as exc:
-            # Disk full, read-only, I/O error: the transaction was rolled back, nothing stored.
-            raise ChainError(f"{self.path}: block {height} could not be stored ({exc}); the chain "
-                             f"is unchanged") from None
-        self.times.append(header.time)
-        self.bits.append(header.bits)
-        self.tip_hash = block_hash
-        return height
+            # Disk full, read-only, I/O error: the transaction was rolled back, nothing stored;
+            # the index is read back from the file in case memory ran ahead of it.
+            self._pending_change = self._pending_error = None
+            self._load_index()
+            raise ChainError(f"{self.path}: block {short(block_hash)} could not be stored ({exc}); "
+                             f"the chain is unchanged") from None
+        self._notify()
+        return result
+
+    def _catch_up(self) -> None:
+        """Inside the write lock: reload the index if another process stored blocks."""
+        last = self._conn.execute("SELECT max(seq) FROM blocks").fetchone()[0]
+        if last != self.tree.next_seq - 1:
+            self._load_index()
+            if self.damage:
+                raise ChainError(f"{self.path}: {self.damage}; run 'miner chain verify'")
+
+    def _add_locked(self, header: BlockHeader, txs: Sequence[bytes], block_hash: bytes,
+                    now: int) -> AddResult:
+        tree = self.tree
+        known = tree.nodes.get(block_hash)
+        if known is not None:
+            if not known.valid:
+                raise InvalidBlock(f"block {known.height} ({short(block_hash)}) is already stored as "
+                                   f"invalid: {known.status}", known.height)
+            return AddResult(block_hash, known.height, tree.is_active(known), None)
+        parent = tree.nodes.get(header.prev_hash)
+        if parent is None:
+            raise UnknownParent(f"block {short(block_hash)}: its parent {short(header.prev_hash)} is "
+                                f"not known; deliver the parent first")
+        height = parent.height + 1
+        bad = tree.invalid_ancestor(parent)
+        if bad is not None:
+            raise InvalidBlock(f"block {height} ({short(block_hash)}) descends from invalid block "
+                               f"{bad.height} ({short(bad.hash)}): {bad.status}", height)
+        times, bits = tree.history(parent)
+        status = ""
+        try:
+            check_block(self.params, self.rule, height, header, txs, parent.hash, times, bits, now)
+        except InvalidBlock as exc:
+            if not self._worth_keeping(header, block_hash, height, times, bits, now):
+                raise
+            status = str(exc)
+        node = tree.make_node(block_hash, parent.hash, header.time, header.bits, status)
+        tree.add(node)
+        try:
+            self._conn.execute("INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?)",
+                               (node.seq, block_hash, height, status, header.serialize(),
+                                serialize_body(txs)))
+            switch = tree.better_than_tip(node)
+            if switch:
+                side = tree.branch(node)
+                fork = height - len(side)
+                self._conn.execute("DELETE FROM active WHERE height > ?", (fork,))
+                self._conn.executemany("INSERT INTO active VALUES (?, ?)",
+                                       [(n.height, n.hash) for n in side])
+        except BaseException:
+            tree.discard(node)
+            raise
+        if status:
+            # Committed as invalid by the caller's transaction; the caller hears why.
+            self._pending_error = InvalidBlock(status, height)
+            return AddResult(block_hash, height, False, None)
+        change = tree.reorg_to(node) if switch else None
+        self._pending_change = change
+        return AddResult(block_hash, height, switch, change)
+
+    def _worth_keeping(self, header: BlockHeader, block_hash: bytes, height: int,
+                       times: Sequence[int], bits: Sequence[int], now: int) -> bool:
+        """An invalid block is stored (marked, so its descendants are refused at once) only if
+        it could not be made cheaply: its hash meets the bits its branch demands. A block too
+        far in the future is refused but not marked: it may become valid later."""
+        if header.time > now + self.params.max_future:
+            return False
+        demanded = self.rule.next_bits(height, times, bits)
+        return proof_of_work_error(block_hash, demanded, self.params.pow_limit) is None
+
+    def _notify(self) -> None:
+        change, error = self._pending_change, self._pending_error
+        self._pending_change = self._pending_error = None
+        if change is not None:
+            for listener in list(self.listeners):
+                listener(change)
+        if error is not None:
+            raise error
 
     def refresh(self) -> None:
-        """Pick up blocks appended by other processes."""
+        """Pick up blocks stored by other processes."""
         self._load_index()
 
     # ------------------------------------------------------------------ verification
 
     def iter_raw(self, from_height: int = 0) -> Iterator[tuple[int, bytes, bytes, bytes]]:
-        yield from self._conn.execute(
-            "SELECT height, hash, header, body FROM blocks WHERE height >= ? ORDER BY height", (from_height,))
+        """(height, hash, header, body) of the active chain from `from_height`."""
+        yield from self._conn.execute(self._layout.active_rows, (from_height,))
 
     def verify(self, now: int | None = None, from_height: int = 0) -> int:
-        """Re-validate every stored block from genesis (or from `from_height`, against the index
-        below it); returns the height verified to.
+        """Re-validate every stored block on every branch (or, from `from_height`, the active
+        chain only, against the index below it); returns the active chain's height.
 
-        Raises `InvalidBlock` naming the first bad block. Blocks are judged against the times and
-        bits of the blocks before them as stored, so one damaged block is named, not its children.
+        Raises `InvalidBlock` naming the first bad block by height and hash. Blocks are judged
+        against their own ancestors as stored, so one damaged block is named, not its children;
+        the active chain must then be the most-work valid one.
         """
         clock = int(_time.time()) if now is None else now
         stray = self._conn.execute("SELECT min(height) FROM blocks WHERE height < 0").fetchone()[0]
         if stray is not None:
             raise InvalidBlock(f"block {stray}: a stray row below genesis", stray)
+        if from_height > 0:
+            return self._verify_active(from_height, clock)
+        seen = BlockTree()
+        stored_active = dict(self._conn.execute(self._layout.active))  # height -> hash
+        genesis, genesis_body = self._expected_genesis()
+        for seq, stored_hash, height, status, raw_header, raw_body in self._conn.execute(self._layout.all_rows):
+            where = f"block {height} ({short(stored_hash) if isinstance(stored_hash, bytes) else '?'})"
+            if not seen.active:
+                if height != 0 or raw_header != genesis or raw_body != genesis_body:
+                    raise InvalidBlock("block 0: genesis does not match the chain parameters", 0)
+                if stored_hash != sha256d(raw_header):
+                    raise InvalidBlock("block 0: stored hash does not match its header", 0)
+                t, b = struct.unpack_from("<II", raw_header, 68)
+                seen.add(seen.make_node(stored_hash, GENESIS_PARENT, t, b, seq=seq))
+                continue
+            try:
+                header = BlockHeader.deserialize(raw_header)
+                txs = parse_body(raw_body)
+            except (ValueError, TypeError, struct.error, ChainError, UsageError) as exc:
+                raise InvalidBlock(f"{where}: cannot be decoded ({exc})", height) from None
+            parent = seen.nodes.get(header.prev_hash)
+            if parent is None:
+                if stored_active.get(height - 1, header.prev_hash) == header.prev_hash:
+                    raise InvalidBlock(f"block {height - 1}: missing from the chain file ({where} "
+                                       f"names it as its parent)", height - 1)
+                raise InvalidBlock(f"{where}: previous hash does not link to a stored block", height)
+            if parent.height != height - 1:
+                raise InvalidBlock(f"{where}: stored at the wrong height (its parent is block "
+                                   f"{parent.height})", height)
+            bad = seen.invalid_ancestor(parent)
+            if bad is not None:
+                raise InvalidBlock(f"{where}: descends from invalid block {bad.height} "
+                                   f"({short(bad.hash)})", height)
+            block_hash = header.hash()
+            if not status:
+                times, bits = seen.history(parent)
+                try:
+                    check_block(self.params, self.rule, height, header, txs, parent.hash, times, bits, clock)
+                except InvalidBlock as exc:
+                    raise InvalidBlock(f"{exc} (hash {short(block_hash)})", height) from None
+            if stored_hash != block_hash:
+                raise InvalidBlock(f"{where}: stored hash does not match its header", height)
+            node = seen.make_node(block_hash, parent.hash, header.time, header.bits, status, seq=seq)
+            if not status and stored_active.get(height) == block_hash and parent.hash == seen.active[-1]:
+                seen.connect(node)  # the stored active chain, followed as far as it is valid
+            else:
+                seen.add(node)
+        if not seen.active:
+            raise InvalidBlock("block 0: chain has no genesis block", 0)
+        return self._check_active_is_best(seen, stored_active)
+
+    def _check_active_is_best(self, seen: BlockTree, stored: dict[int, bytes]) -> int:
+        """The stored active chain must be the path to the most-work valid tip."""
+        best = seen.best_tip()
+        side = seen.branch(best)
+        path = seen.active[:best.height - len(side) + 1] + [n.hash for n in side]
+        for height, want in enumerate(path):
+            have = stored.get(height)
+            if have != want:
+                raise InvalidBlock(
+                    f"block {height}: the active chain holds "
+                    f"{short(have) if have else 'nothing'} but the most-work chain has {short(want)}", height)
+        if len(stored) > len(path):
+            raise InvalidBlock(f"block {len(path)}: the active chain goes past the most-work tip "
+                               f"{short(best.hash)}", len(path))
+        return len(path) - 1
+
+    def _verify_active(self, from_height: int, clock: int) -> int:
+        """The active chain from `from_height`, judged against the index below it."""
         times: list[int] = self.times[:from_height]  # slices: copies the pass appends to
         bits: list[int] = self.bits[:from_height]
-        parent_hash = b""
-        if from_height > 0:
-            row = self._conn.execute("SELECT hash FROM blocks WHERE height=?", (from_height - 1,)).fetchone()
-            parent_hash = row[0] if row else b""
-        genesis, genesis_body = self._expected_genesis()
+        parent_hash = self.tree.active[from_height - 1]
         expected_height = from_height
         for height, stored_hash, raw_header, raw_body in self.iter_raw(from_height):
             if height != expected_height:
                 raise InvalidBlock(f"block {expected_height}: missing from the chain file",
                                    expected_height)
             expected_height += 1
-            if height == 0:
-                if raw_header != genesis or raw_body != genesis_body:
-                    raise InvalidBlock("block 0: genesis does not match the chain parameters", 0)
-                block_hash = sha256d(raw_header)
-            else:
-                try:
-                    header = BlockHeader.deserialize(raw_header)
-                    txs = parse_body(raw_body)
-                except (ValueError, TypeError, struct.error, ChainError, UsageError) as exc:
-                    raise InvalidBlock(f"block {height}: cannot be decoded ({exc})", height) from None
-                block_hash = check_block(self.params, self.rule, height, header, txs, parent_hash,
-                                         times, bits, clock)
+            try:
+                header = BlockHeader.deserialize(raw_header)
+                txs = parse_body(raw_body)
+            except (ValueError, TypeError, struct.error, ChainError, UsageError) as exc:
+                raise InvalidBlock(f"block {height}: cannot be decoded ({exc})", height) from None
+            block_hash = check_block(self.params, self.rule, height, header, txs, parent_hash,
+                                     times, bits, clock)
             if stored_hash != block_hash:
                 raise InvalidBlock(f"block {height}: stored hash does not match its header", height)
-            t, b = struct.unpack_from("<II", raw_header, 68)
-            times.append(t)
-            bits.append(b)
+            times.append(header.time)
+            bits.append(header.bits)
             parent_hash = block_hash
-        if expected_height == 0:
-            raise InvalidBlock("block 0: chain has no genesis block", 0)
         return expected_height - 1
+
+
+def _execute_script(conn: sqlite3.Connection, script: str) -> None:
+    """Statements one by one: `executescript` would commit the open transaction first."""
+    for stmt in script.strip().split(";"):
+        if stmt.strip():
+            conn.execute(stmt)
 
 
 def check_chain_path(p: Path, must_exist: bool) -> None:

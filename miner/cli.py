@@ -7,19 +7,15 @@ usage errors); tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
 import sys
-import time
 from typing import Sequence
 
 from . import __version__
-from .errors import InvalidBlock, MinerError, UsageError
+from .errors import MinerError, UsageError
 from .interrupts import ignore_stop_signals, install_process_policy
-from .header import bits_to_target, difficulty, display_hex
-from .tx import txid
 
 DEFAULT_CHAIN = "miner-chain.sqlite"
 MAX_BLOCKS = 1_000_000
@@ -81,12 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("chain", help="inspect the stored chain")
     csub = c.add_subparsers(dest="chain_command", metavar="ACTION", parser_class=_Parser)
     csub.required = True
-    for name, text in (("info", "summary of the chain"), ("verify", "re-validate every block")):
+    for name, text in (("info", "summary of the chain"),
+                       ("verify", "re-validate every stored block on every branch"),
+                       ("tips", "every branch's tip, like Bitcoin Core's getchaintips")):
         a = csub.add_parser(name, help=text)
         a.add_argument("--chain", default=os.environ.get("MINER_CHAIN", DEFAULT_CHAIN))
         a.add_argument("--json", action="store_true")
-    s = csub.add_parser("show", help="one block")
-    s.add_argument("height", type=_non_negative_int)
+    s = csub.add_parser("show", help="one block, by height on the active chain or by hash")
+    s.add_argument("block", metavar="HEIGHT|HASH", help="a height, or a block hash (64 hex digits)")
     s.add_argument("--chain", default=os.environ.get("MINER_CHAIN", DEFAULT_CHAIN))
     s.add_argument("--json", action="store_true")
     pl = csub.add_parser("plot", help="PNG of block spacing and difficulty")
@@ -144,97 +142,9 @@ def cmd_header(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- chain
 
-def _open_chain(path: str):
-    from .chain import Chain
-    return Chain.open(path, readonly=True)  # reading needs no write access, and changes nothing
-
-
-def chain_summary(chain) -> dict:
-    tip = chain.tip()
-    target = bits_to_target(tip.bits)
-    recent = chain.times[-11:]
-    spacing = (recent[-1] - recent[0]) / (len(recent) - 1) if len(recent) > 1 else None
-    p = chain.params
-    return {
-        "path": str(chain.path), "preset": p.name, "rule": p.rule, "spacing": p.spacing,
-        "height": chain.height, "tip": tip.hash_hex(), "tip_time": tip.time,
-        "bits": f"{tip.bits:08x}", "difficulty": difficulty(target),
-        "next_bits": f"{chain.next_bits():08x}", "recent_mean_spacing": spacing,
-    }
-
-
 def cmd_chain(args: argparse.Namespace) -> int:
-    if args.chain_command == "plot" and args.simulate:
-        return _plot_simulation(args)
-    if args.chain_command == "plot":
-        from .plot import check_output_path
-        check_output_path(args.out)
-    with _open_chain(args.chain) as chain:
-        if args.chain_command == "info":
-            info = chain_summary(chain)
-            if chain.damage:
-                info["damage"] = chain.damage
-            if args.json:
-                print(json.dumps(info, indent=2))
-            else:
-                for key, value in info.items():
-                    print(f"{key:<20} {value}")
-            if chain.damage:
-                print(f"miner: warning: the chain is damaged ({chain.damage}); the height shown "
-                      f"is where the damage starts; run 'miner chain verify'", file=sys.stderr)
-                return 1
-        elif args.chain_command == "verify":
-            t0 = time.perf_counter()
-            try:
-                height = chain.verify()
-            except InvalidBlock as exc:
-                if args.json:
-                    print(json.dumps({"ok": False, "bad_height": exc.height, "error": str(exc)}))
-                else:
-                    print(f"miner: chain INVALID: {exc}", file=sys.stderr)
-                return 1
-            dt = time.perf_counter() - t0
-            if args.json:
-                print(json.dumps({"ok": True, "height": height, "seconds": dt}))
-            else:
-                print(f"chain OK: {height + 1} blocks verified in {dt:.2f} s "
-                      f"({(height + 1) / dt:,.0f} blocks/s)")
-        elif args.chain_command == "show":
-            from .header_command import header_report
-            block = chain.block(args.height)
-            report = header_report(block.header, chain.params.pow_limit)
-            report["height"] = block.height
-            report["transactions"] = [display_hex(txid(t)) for t in block.txs]
-            if args.json:
-                print(json.dumps(report, indent=2))
-            else:
-                for key, value in report.items():
-                    print(f"{key:<14} {value}")
-        elif args.chain_command == "plot":
-            from .plot import plot_chains
-            path = plot_chains(args.out, {chain.params.name: (chain.times, chain.bits)},
-                               chain.params.spacing, f"{chain.path.name}: {chain.params.rule} rule")
-            print(f"wrote {path}")
-    return 0
-
-
-def _plot_simulation(args: argparse.Namespace) -> int:
-    from .params import preset
-    from .plot import plot_chains
-    from .simulate import simulate
-    jump = args.blocks // 3
-    series = {}
-    spacing = 0
-    for name in ("local", "local-windowed"):
-        params = preset(name, 1_700_000_000)
-        start_rate = 2**26 / params.spacing  # on schedule at the start
-        sim = simulate(params, args.blocks, start_rate, jump_at=jump, jump_factor=10.0)
-        series[f"{params.rule} ({name})"] = (sim.times, sim.bits)
-        spacing = params.spacing
-    path = plot_chains(args.out, series, spacing,
-                       f"simulated 10x hash-rate jump at height {jump}", marker=jump)
-    print(f"wrote {path}")
-    return 0
+    from .chain_command import cmd_chain as run
+    return run(args)
 
 
 # --------------------------------------------------------------------------- mine

@@ -128,17 +128,24 @@ def test_startup_check_cost_is_small(tmp_path):
     assert time.perf_counter() - t0 < 5  # correctness bound, not a benchmark
 
 
-def test_files_made_before_the_change_still_validate_and_extend(tmp_path):
-    """tests/fixtures/format1-regtest.sqlite was made by the previous release (format 1: genesis
-    does not commit to the parameters; rule 'asert'). It opens, verifies and takes a block."""
-    path = copy_of(FIXTURES / "format1-regtest.sqlite", tmp_path)
+@pytest.mark.parametrize("fixture,version,committed", [("format1-regtest.sqlite", 1, False),
+                                                        ("format2-regtest.sqlite", 2, True)])
+def test_files_made_before_the_change_still_validate_and_extend(tmp_path, fixture, version, committed):
+    """tests/fixtures/format1-regtest.sqlite and format2-regtest.sqlite were made by earlier
+    releases (format 1: genesis does not commit to the parameters; format 2: it does; both one
+    block per height). They are read as they are, and a writer upgrades them to the block tree
+    in one transaction, every block kept."""
+    path = copy_of(FIXTURES / fixture, tmp_path)
     with Chain.open(path, readonly=True) as chain:
-        assert chain.format_version == 1 and chain.params.rule == "asert"
+        assert chain.format_version == version and chain.params.rule == "asert"
         height = chain.verify()
+        before = [chain.block(h).hash for h in range(height + 1)]
     proc = miner("mine", "--backend", "ref", "--blocks", "1", "--chain", str(path), "--quiet")
     assert proc.returncode == 0, proc.stderr
     with Chain.open(path, readonly=True) as chain:
+        assert chain.format_version == 3 and chain.genesis_committed is committed
         assert chain.verify() == height + 1
+        assert [chain.block(h).hash for h in range(height + 1)] == before
 
 
 # ---------------------------------------------------------------- 2. creation is atomic
@@ -271,7 +278,7 @@ def test_info_warns_of_damage_and_names_a_stray_row(pristine, tmp_path):
     assert proc.returncode == 1 and json.loads(proc.stdout)["damage"] == "block 7 is missing"
     assert "warning" in proc.stderr and "Traceback" not in proc.stderr
     stray = copy_of(pristine, tmp_path, "stray.sqlite")
-    edit(stray, "INSERT INTO blocks VALUES (-1, x'00', x'00', x'00')")
+    edit(stray, "INSERT INTO blocks (seq, hash, height, header, body) VALUES (-1, x'00', -1, x'00', x'00')")
     proc = miner("chain", "info", "--chain", str(stray), "--json")
     assert proc.returncode == 1 and "stray block row at height -1" in proc.stdout
     verify = miner("chain", "verify", "--chain", str(stray), "--json")
