@@ -218,12 +218,6 @@ class BlockTree:
     def is_active(self, node: Node) -> bool:
         return node.height < len(self.active) and self.active[node.height] == node.hash
 
-    def fork_point(self, node: Node) -> Node:
-        """The last block `node`'s branch shares with the active chain."""
-        while not self.is_active(node):
-            node = self.nodes[node.parent]
-        return node
-
     def branch(self, node: Node) -> list[Node]:
         """Blocks from just after the fork point up to `node` (empty if `node` is active)."""
         out: list[Node] = []
@@ -257,15 +251,12 @@ class BlockTree:
         chain's best block is its tip, so only the tip and the side blocks compete."""
         best = self.tip
         for n in self.nodes.side.values():
-            if n.valid and (n.chainwork > best.chainwork
-                            or (n.chainwork == best.chainwork and n.seq < best.seq)):
+            if _beats(n, best):
                 best = n
         return best
 
     def better_than_tip(self, node: Node) -> bool:
-        tip = self.tip
-        return node.valid and (node.chainwork > tip.chainwork
-                               or (node.chainwork == tip.chainwork and node.seq < tip.seq))
+        return _beats(node, self.tip)
 
     def reorg_to(self, node: Node) -> TipChange:
         """Make `node` the active tip in memory; returns what changed."""
@@ -290,3 +281,9 @@ class BlockTree:
         rows[1:] = sorted(rows[1:], key=lambda r: (-r.height, r.hash))
         return rows
 
+
+def _beats(node: Node, other: Node) -> bool:
+    """Whether valid `node` should be active rather than `other`: more work, or as much and seen
+    first (Core's rule)."""
+    return node.valid and (node.chainwork > other.chainwork
+                           or (node.chainwork == other.chainwork and node.seq < other.seq))

@@ -120,6 +120,7 @@ class AddResult:
     height: int
     active: bool
     change: TipChange | None
+    invalid: str = ""  # why the block, stored and marked, is invalid
 
 
 class UnknownParent(InvalidBlock):
@@ -178,14 +179,11 @@ class Chain:
         self.readonly = readonly
         self.genesis_committed = genesis_committed
         self.rule = params.retarget_rule()
-        self.tree = BlockTree()
         # Called after each committed switch of the active tip (a miner drops stale work).
         self.listeners: list[Callable[[TipChange], None]] = []
-        self._pending_change: TipChange | None = None
-        self._pending_error: InvalidBlock | None = None
         self.damage: str | None = None
         if tree is None:
-            self._load_index()
+            self._load_index()  # sets self.tree
         else:
             self.tree = tree  # loaded and checked by the read-only probe that opened the file
 
@@ -396,7 +394,7 @@ class Chain:
         tree.load_active(hashes[:good], times[:good], bits[:good], seqs[:good])
         for seq, block_hash, status, header in side_rows:
             if block_hash in tree.nodes:
-                continue  # an active block also listed as invalid: damage named below
+                continue  # an active block also listed as invalid: damage named above
             up = tree.nodes.get(header[4:36])
             if up is None:
                 self.damage = self.damage or (f"side block {short(block_hash)} does not link to a "
@@ -553,7 +551,6 @@ class Chain:
             raise ChainError(f"{self.path}: opened read-only")
         clock = int(_time.time()) if now is None else now
         block_hash = header.hash()
-        self._pending_change = self._pending_error = None
         try:
             with _transaction(self._conn):
                 self._catch_up()
@@ -561,11 +558,15 @@ class Chain:
         except sqlite3.OperationalError as exc:
             # Disk full, read-only, I/O error: the transaction was rolled back, nothing stored;
             # the index is read back from the file in case memory ran ahead of it.
-            self._pending_change = self._pending_error = None
             self._load_index()
             raise ChainError(f"{self.path}: block {short(block_hash)} could not be stored ({exc}); "
                              f"the chain is unchanged") from None
-        self._notify()
+        # Only once committed: listeners hear of the switch, the caller of the invalid block.
+        if result.change is not None:
+            for listener in list(self.listeners):
+                listener(result.change)
+        if result.invalid:
+            raise InvalidBlock(result.invalid, result.height)
         return result
 
     def _catch_up(self) -> None:
@@ -619,12 +620,8 @@ class Chain:
             tree.discard(node)
             raise
         if status:
-            # Committed as invalid by the caller's transaction; the caller hears why.
-            self._pending_error = InvalidBlock(status, height)
-            return AddResult(block_hash, height, False, None)
-        change = tree.reorg_to(node) if switch else None
-        self._pending_change = change
-        return AddResult(block_hash, height, switch, change)
+            return AddResult(block_hash, height, False, None, status)
+        return AddResult(block_hash, height, switch, tree.reorg_to(node) if switch else None)
 
     def _worth_keeping(self, header: BlockHeader, block_hash: bytes, height: int,
                        times: Sequence[int], bits: Sequence[int], now: int) -> bool:
@@ -635,15 +632,6 @@ class Chain:
             return False
         demanded = self.rule.next_bits(height, times, bits)
         return proof_of_work_error(block_hash, demanded, self.params.pow_limit) is None
-
-    def _notify(self) -> None:
-        change, error = self._pending_change, self._pending_error
-        self._pending_change = self._pending_error = None
-        if change is not None:
-            for listener in list(self.listeners):
-                listener(change)
-        if error is not None:
-            raise error
 
     def refresh(self) -> None:
         """Pick up blocks stored by other processes."""
@@ -682,11 +670,7 @@ class Chain:
                 t, b = struct.unpack_from("<II", raw_header, 68)
                 seen.add(seen.make_node(stored_hash, GENESIS_PARENT, t, b, seq=seq))
                 continue
-            try:
-                header = BlockHeader.deserialize(raw_header)
-                txs = parse_body(raw_body)
-            except (ValueError, TypeError, struct.error, ChainError, UsageError) as exc:
-                raise InvalidBlock(f"{where}: cannot be decoded ({exc})", height) from None
+            header, txs = _decode(where, height, raw_header, raw_body)
             parent = seen.nodes.get(header.prev_hash)
             if parent is None:
                 if stored_active.get(height - 1, header.prev_hash) == header.prev_hash:
@@ -745,11 +729,7 @@ class Chain:
                 raise InvalidBlock(f"block {expected_height}: missing from the chain file",
                                    expected_height)
             expected_height += 1
-            try:
-                header = BlockHeader.deserialize(raw_header)
-                txs = parse_body(raw_body)
-            except (ValueError, TypeError, struct.error, ChainError, UsageError) as exc:
-                raise InvalidBlock(f"block {height}: cannot be decoded ({exc})", height) from None
+            header, txs = _decode(f"block {height}", height, raw_header, raw_body)
             block_hash = check_block(self.params, self.rule, height, header, txs, parent_hash,
                                      times, bits, clock)
             if stored_hash != block_hash:
@@ -758,6 +738,14 @@ class Chain:
             bits.append(header.bits)
             parent_hash = block_hash
         return expected_height - 1
+
+
+def _decode(where: str, height: int, raw_header: bytes, raw_body: bytes) -> tuple[BlockHeader, list[bytes]]:
+    """A stored block's header and transactions, or `InvalidBlock` naming it (`where`)."""
+    try:
+        return BlockHeader.deserialize(raw_header), parse_body(raw_body)
+    except (ValueError, TypeError, struct.error, ChainError, UsageError) as exc:
+        raise InvalidBlock(f"{where}: cannot be decoded ({exc})", height) from None
 
 
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:

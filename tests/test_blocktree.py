@@ -69,8 +69,7 @@ def test_every_delivery_order_ends_on_the_most_work_tip(forked, tmp_path):
             start = list(chain.tree.active)
             for i, block in enumerate(order):
                 chain.add_block(block.header, block.txs, now=NOW)
-                delivered = [m for m in order[:i + 1]]
-                want = expected_tip(start[-1], bits, delivered)
+                want = expected_tip(start[-1], bits, order[:i + 1])
                 # expected_tip counts from the fork; the base below it is shared by all.
                 assert chain.tip_hash == want, f"order {n}, after {i + 1} blocks"
             ends.add(chain.tip_hash)
