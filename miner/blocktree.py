@@ -191,12 +191,21 @@ class BlockTree:
     def connect(self, node: Node) -> None:
         """Append `node` (a child of the active tip) to the active chain."""
         self.nodes.side.pop(node.hash, None)
-        self.nodes.height_of[node.hash] = len(self.active)
-        self.active.append(node.hash)
-        self.times.append(node.time)
-        self.bits.append(node.bits)
-        self.works.append(node.chainwork)
-        self.seqs.append(node.seq)
+        self._append(node.hash, node.time, node.bits, node.chainwork, node.seq)
+
+    def extend(self, block_hash: bytes, time: int, bits: int, seq: int) -> None:
+        """Append a new valid child of the active tip without building its Node (a pass over
+        a whole chain, as `verify` makes, does this once a block)."""
+        self._append(block_hash, time, bits, self.works[-1] + block_work(bits), seq)
+        self.next_seq = max(self.next_seq, seq + 1)
+
+    def _append(self, block_hash: bytes, time: int, bits: int, chainwork: int, seq: int) -> None:
+        self.nodes.height_of[block_hash] = len(self.active)
+        self.active.append(block_hash)
+        self.times.append(time)
+        self.bits.append(bits)
+        self.works.append(chainwork)
+        self.seqs.append(seq)
 
     def _disconnect_above(self, fork: int) -> tuple[bytes, ...]:
         gone = []

@@ -671,33 +671,44 @@ class Chain:
                 seen.add(seen.make_node(stored_hash, GENESIS_PARENT, t, b, seq=seq))
                 continue
             header, txs = _decode(where, height, raw_header, raw_body)
-            parent = seen.nodes.get(header.prev_hash)
-            if parent is None:
-                if stored_active.get(height - 1, header.prev_hash) == header.prev_hash:
-                    raise InvalidBlock(f"block {height - 1}: missing from the chain file ({where} "
-                                       f"names it as its parent)", height - 1)
-                raise InvalidBlock(f"{where}: previous hash does not link to a stored block", height)
-            if parent.height != height - 1:
-                raise InvalidBlock(f"{where}: stored at the wrong height (its parent is block "
-                                   f"{parent.height})", height)
-            bad = seen.invalid_ancestor(parent)
-            if bad is not None:
-                raise InvalidBlock(f"{where}: descends from invalid block {bad.height} "
-                                   f"({short(bad.hash)})", height)
-            block_hash = header.hash()
-            if not status:
+            # Most blocks extend the verified active chain: judged against its lists directly,
+            # without building a Node for the block or its parent.
+            on_tip = header.prev_hash == seen.active[-1]
+            if on_tip:
+                if height != len(seen.active):
+                    raise InvalidBlock(f"{where}: stored at the wrong height (its parent is block "
+                                       f"{len(seen.active) - 1})", height)
+                times, bits = seen.times, seen.bits
+            else:
+                parent = seen.nodes.get(header.prev_hash)
+                if parent is None:
+                    if stored_active.get(height - 1, header.prev_hash) == header.prev_hash:
+                        raise InvalidBlock(f"block {height - 1}: missing from the chain file ({where} "
+                                           f"names it as its parent)", height - 1)
+                    raise InvalidBlock(f"{where}: previous hash does not link to a stored block", height)
+                if parent.height != height - 1:
+                    raise InvalidBlock(f"{where}: stored at the wrong height (its parent is block "
+                                       f"{parent.height})", height)
+                bad = seen.invalid_ancestor(parent)
+                if bad is not None:
+                    raise InvalidBlock(f"{where}: descends from invalid block {bad.height} "
+                                       f"({short(bad.hash)})", height)
                 times, bits = seen.history(parent)
+            if status:
+                block_hash = header.hash()  # stored as invalid: its reason is not re-derived
+            else:
                 try:
-                    check_block(self.params, self.rule, height, header, txs, parent.hash, times, bits, clock)
+                    block_hash = check_block(self.params, self.rule, height, header, txs,
+                                             header.prev_hash, times, bits, clock)
                 except InvalidBlock as exc:
-                    raise InvalidBlock(f"{exc} (hash {short(block_hash)})", height) from None
+                    raise InvalidBlock(f"{exc} (hash {short(header.hash())})", height) from None
             if stored_hash != block_hash:
                 raise InvalidBlock(f"{where}: stored hash does not match its header", height)
-            node = seen.make_node(block_hash, parent.hash, header.time, header.bits, status, seq=seq)
-            if not status and stored_active.get(height) == block_hash and parent.hash == seen.active[-1]:
-                seen.connect(node)  # the stored active chain, followed as far as it is valid
+            if on_tip and not status and stored_active.get(height) == block_hash:
+                seen.extend(block_hash, header.time, header.bits, seq)  # the stored active chain
             else:
-                seen.add(node)
+                seen.add(seen.make_node(block_hash, header.prev_hash, header.time, header.bits,
+                                        status, seq=seq))
         if not seen.active:
             raise InvalidBlock("block 0: chain has no genesis block", 0)
         return self._check_active_is_best(seen, stored_active)
