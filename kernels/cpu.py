@@ -52,25 +52,39 @@ def _exact(job, target, base, lo, hi, out, total):
     return total
 
 
-@njit(nogil=True, cache=True, boundscheck=False)
-def search(job, target, nonce_start, count, out):
-    """Search [nonce_start, nonce_start+count); store up to len(out) hits; return the total.
+def make_search(count_candidates):
+    """The chunked search over one kernel's `count_candidates(job, nonce0, pairs, t7)`.
 
-    `job` holds the midstate (8 words) and the three tail words; `target` eight limbs.
+    Every kernel (the generated SIMD one, the SHA-extensions one) shares this contract and the
+    exact pass; each gets its own compiled search, so a CPU that lacks one kernel's instructions
+    never compiles it. numba caches each search under its kernel (the closure's content is part
+    of the cache key).
     """
-    total = 0
-    t7 = np.uint32(target[7])
-    pos = 0
-    while pos < count:
-        n = min(CHUNK, count - pos)
-        base = nonce_start + pos
-        pairs = n // 2  # the vectorized pass hashes nonces in pairs
-        if pairs and count_candidates(job, np.uint32(base), pairs, t7) != 0:
-            total = _exact(job, target, base, 0, 2 * pairs, out, total)
-        if n % 2:
-            total = _exact(job, target, base, n - 1, n, out, total)
-        pos += n
-    return total
+
+    @njit(nogil=True, cache=True, boundscheck=False)
+    def search(job, target, nonce_start, count, out):
+        """Search [nonce_start, nonce_start+count); store up to len(out) hits; return the total.
+
+        `job` holds the midstate (8 words) and the three tail words; `target` eight limbs.
+        """
+        total = 0
+        t7 = np.uint32(target[7])
+        pos = 0
+        while pos < count:
+            n = min(CHUNK, count - pos)
+            base = nonce_start + pos
+            pairs = n // 2  # the kernels count nonces in pairs
+            if pairs and count_candidates(job, np.uint32(base), pairs, t7) != 0:
+                total = _exact(job, target, base, 0, 2 * pairs, out, total)
+            if n % 2:
+                total = _exact(job, target, base, n - 1, n, out, total)
+            pos += n
+        return total
+
+    return search
+
+
+search = make_search(count_candidates)  # the SIMD kernel's search
 
 
 def job_array(midstate, tail) -> np.ndarray:

@@ -6,6 +6,8 @@ The SHA-256d nonce-search rounds for the numba CPU backend (see `miner.kernels.c
 import numpy as np
 from numba import njit
 
+from .cpu_width import full_width
+
 u32 = np.uint32
 
 
@@ -14,8 +16,10 @@ def count_candidates(job, nonce0, n, t7):
     """Count nonces in [nonce0, nonce0+2n) whose hash has top limb <= t7 (vectorized loop).
 
     Iteration i hashes nonces nonce0+i and nonce0+n+i. Only 32-bit values are carried
-    across iterations, so LLVM can give each of them a full zmm register of 16 lanes.
+    across iterations, so LLVM can give each of them a full zmm register of 16 lanes;
+    `full_width()` makes it do so even where the CPU's tuning prefers 256-bit vectors.
     """
+    full_width()
     m0 = job[0]
     m1 = job[1]
     m2 = job[2]

@@ -1,0 +1,206 @@
+"""Which CPU kernel to run: what the CPU offers, and which of those is fastest on it.
+
+Two kernels share one search (`miner.kernels.cpu.make_search`):
+
+* `simd`: the generated kernel, one nonce per vector lane: 16 lanes with AVX-512F, 8 with AVX2,
+  4 with SSE (see `cpu_width` for why the width is forced rather than left to LLVM's tuning);
+* `sha`: the SHA-extensions kernel (`cpu_shani`), four nonces in flight per thread.
+
+Which is faster depends on the core, not on a rule: Zen 4 runs both at about the same speed,
+Intel's AVX-512 cores favour 16 lanes, most desktop CPUs (SHA, no AVX-512) favour `sha`. So `auto`
+measures both once, briefly, and keeps the answer in a small JSON file keyed by the CPU name,
+its feature string and the kernels' source, so a new CPU or a changed kernel measures again.
+
+Everything here reads the CPU as numba will compile for it (honouring NUMBA_CPU_NAME and
+NUMBA_CPU_FEATURES), because that is what decides which instructions the kernels may use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+KERNELS = ("simd", "sha")
+CHOICES = ("auto",) + KERNELS
+CHOICE_FILE_NAME = "cpu-kernel.json"
+_SOURCES = ("cpu.py", "cpu_sha256d.py", "cpu_shani.py", "cpu_width.py")
+
+
+def target_cpu() -> tuple[str, str]:
+    """(CPU name, feature string) that numba compiles for in this process."""
+    from numba.core import codegen, config
+    import llvmlite.binding as llvm
+    name = config.CPU_NAME or llvm.get_host_cpu_name()
+    features = config.CPU_FEATURES if config.CPU_FEATURES is not None else codegen.get_host_cpu_features()
+    return name, features
+
+
+def enabled_features(features: str | None = None) -> set[str]:
+    """The '+' entries of an LLVM feature string such as '+avx2,-avx512f'."""
+    if features is None:
+        features = target_cpu()[1]
+    return {f[1:] for f in features.split(",") if f.startswith("+")}
+
+
+def without_avx512(features: str) -> str:
+    """The same feature string with every AVX-512, AVX10 and AMX feature turned off: how a
+    test or a benchmark makes this CPU look like a desktop part without AVX-512."""
+    out = []
+    for f in features.split(","):
+        name = f[1:]
+        if name.startswith(("avx512", "avx10", "amx", "evex512")):
+            out.append("-" + name)
+        else:
+            out.append(f)
+    if "-avx512f" not in out:
+        out.append("-avx512f")
+    return ",".join(x for x in out if x)
+
+
+def simd_lanes(features: set[str] | None = None) -> int:
+    """Nonces per vector instruction of the SIMD kernel on this CPU."""
+    features = enabled_features() if features is None else features
+    if "avx512f" in features:
+        return 16
+    if "avx2" in features:
+        return 8
+    return 4
+
+
+def unavailable_reason(kernel: str, features: set[str] | None = None) -> str | None:
+    """Why `kernel` cannot run here, or None when it can."""
+    features = enabled_features() if features is None else features
+    if kernel == "sha" and "sha" not in features:
+        return "this CPU has no SHA extensions (sha256rnds2)"
+    if kernel not in KERNELS:
+        return f"unknown CPU kernel {kernel!r} (use {', '.join(CHOICES)})"
+    return None
+
+
+def available() -> list[str]:
+    features = enabled_features()
+    return [k for k in KERNELS if unavailable_reason(k, features) is None]
+
+
+def describe(kernel: str) -> str:
+    if kernel == "sha":
+        from .cpu_shani import LANES
+        return f"SHA extensions, {LANES} nonces in flight"
+    lanes = simd_lanes()
+    isa = {16: "AVX-512", 8: "AVX2", 4: "SSE"}[lanes]
+    return f"SIMD {lanes} lanes ({isa})"
+
+
+def search_function(kernel: str):
+    """The compiled (or cached) search of one kernel. Import only what that kernel needs: the
+    SHA kernel's module must never be compiled on a CPU without SHA extensions."""
+    from . import cpu
+    if kernel == "simd":
+        return cpu.search
+    reason = unavailable_reason(kernel)
+    if reason:
+        raise RuntimeError(reason)
+    global _sha_search
+    if _sha_search is None:
+        from .cpu_shani import count_candidates
+        _sha_search = cpu.make_search(count_candidates)
+    return _sha_search
+
+
+_sha_search = None
+
+
+# ---------------------------------------------------------------------------- the choice
+
+
+def _choice_file() -> Path:
+    root = os.environ.get("MINER_CACHE", str(Path.home() / ".cache" / "pow-miner"))
+    return Path(root) / CHOICE_FILE_NAME
+
+
+def choice_key() -> str:
+    """CPU name, a digest of its features and of the kernels' source: what a measurement holds for."""
+    name, features = target_cpu()
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256(features.encode())
+    for src in _SOURCES:
+        digest.update((here / src).read_bytes())
+    return f"{name}:{digest.hexdigest()[:20]}"
+
+
+def _load() -> dict:
+    try:
+        data = json.loads(_choice_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def measure(kernels: list[str], seconds: float = 0.25, rounds: int = 3) -> dict[str, float]:
+    """Single-thread hash rate of each kernel: `rounds` alternating runs of about `seconds`
+    each, median. Hard target, so only the counting loop is timed."""
+    from . import cpu
+    job = np.arange(11, dtype=np.uint32)
+    target = np.zeros(8, dtype=np.uint32)
+    out = np.zeros(1, dtype=np.int64)
+    searches = {k: search_function(k) for k in kernels}
+    counts = {}
+    for k, fn in searches.items():  # compile or load, then size a run to about `seconds`
+        fn(job, target, 0, 2 * cpu.CHUNK, out)
+        n = 1 << 16
+        while True:
+            t0 = time.perf_counter()
+            fn(job, target, 0, n, out)
+            dt = time.perf_counter() - t0
+            if dt >= seconds / 4 or n >= 1 << 30:
+                break
+            n *= 2
+        counts[k] = max(cpu.CHUNK, int(n * seconds / max(dt, 1e-6)) // cpu.CHUNK * cpu.CHUNK)
+    rates: dict[str, list[float]] = {k: [] for k in kernels}
+    for r in range(rounds):
+        for k, fn in searches.items():
+            t0 = time.perf_counter()
+            fn(job, target, r * counts[k], counts[k], out)
+            rates[k].append(counts[k] / (time.perf_counter() - t0))
+    return {k: statistics.median(v) for k, v in rates.items()}
+
+
+def choose(preference: str = "auto") -> tuple[str, str]:
+    """(kernel, why): the kernel named, or for `auto` the fastest measured here (measured once
+    per CPU and kernel source, then read from the choice file)."""
+    preference = preference.strip().lower()
+    if preference not in CHOICES:
+        from miner.errors import UsageError
+        raise UsageError(f"unknown CPU kernel {preference!r} (use {', '.join(CHOICES)})")
+    if preference != "auto":
+        reason = unavailable_reason(preference)
+        if reason:
+            from miner.errors import UsageError
+            raise UsageError(f"CPU kernel {preference!r} is not available here: {reason}")
+        return preference, "chosen"
+    kernels = available()
+    if len(kernels) == 1:
+        return kernels[0], "the only kernel this CPU runs"
+    key = choice_key()
+    data = _load()
+    entry = data.get(key)
+    if isinstance(entry, dict) and entry.get("kernel") in kernels:
+        return entry["kernel"], "measured earlier on this CPU"
+    rates = measure(kernels)
+    best = max(rates, key=rates.get)
+    data[key] = {"kernel": best, "rates": rates, "date": time.strftime("%Y-%m-%d")}
+    path = _choice_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home: measure again next time, nothing else is lost
+    return best, "measured now: " + ", ".join(f"{k} {v / 1e6:.1f} MH/s" for k, v in rates.items())
