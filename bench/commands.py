@@ -27,6 +27,16 @@ def _thread_counts(text: str | None) -> list[int]:
     return counts
 
 
+def _cpu_kernels(choice: str | None) -> list[str]:
+    """`--cpu-kernel` for bench: every kernel this CPU runs (all, the default), or one."""
+    from miner.kernels import cpu_select
+    if choice in (None, "all"):
+        return cpu_select.available()
+    if choice != "auto" and (why := cpu_select.unavailable_reason(choice)):
+        raise UsageError(f"CPU kernel {choice!r} is not available here: {why}")
+    return [choice]
+
+
 def parse_launch_shapes(text: str) -> list[tuple[int, int]] | None:
     """`--launch`: "all" (the autotune grid), "tuned" (None: the backend's own shape), or a
     comma-separated list of BLOCKxNONCES_PER_THREAD such as "256x16,256x64"."""
@@ -65,10 +75,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     switch_set = {}  # one backend per name for the job-switch test: the last (largest) setting
     for item in items:
         if item == "cpu":
-            for n in _thread_counts(args.threads):
-                backend = make_backends("cpu", threads=n)[0]
-                plan.append((backend, f"threads={n}", None))
-                switch_set[backend.name] = backend
+            for kernel in _cpu_kernels(args.cpu_kernel):
+                for n in _thread_counts(args.threads):
+                    backend = make_backends("cpu", threads=n, cpu_kernel=kernel)[0]
+                    plan.append((backend, f"kernel={kernel} threads={n}", None))
+                    switch_set[backend.name] = backend
             continue
         for backend in make_backends(item):
             switch_set[backend.name] = backend
@@ -88,6 +99,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             if prepare:
                 prepare()
             result = bench_backend(backend, args.duration, args.runs, setting)
+            if backend.kind == "cpu" and backend.kernel_preference == "auto":
+                result.setting = f"kernel={backend.kernel} (auto) threads={backend.threads}"
             if setting == "tuned":
                 result.setting = f"block={backend.block} npt={backend.nonces_per_thread} (tuned)"
             result.predicted = static_prediction(backend)
@@ -144,13 +157,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.plot:
         from miner.plot import check_output_path
         check_output_path(args.plot)  # before the measurement, not after it
+    if not 0 < args.seconds <= 60:
+        raise UsageError(f"--seconds must be between 0 and 60, got {args.seconds}")
     spec = args.backend
     if spec is None:
         count, why = cuda_device_count()
         spec = "ref,cpu" + (",cuda" if count else "")
         if not count and not args.json:
             print(f"no GPU here ({why}); comparing the CPU backends", file=sys.stderr)
-    backends = make_backends(spec)
+    backends = make_backends(spec, cpu_kernel=args.cpu_kernel)
     if backends[0].kind != "ref":
         backends = make_backends("ref") + backends
     # A target with a few dozen hits in the range: enough to prove the backends agree.
@@ -158,19 +173,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
     work = KernelWork(bytes(range(76)), min(target, (1 << 256) - 1))
     for b in backends:
         b.max_hits = 1 << 12
-    rows = compare(backends, work, 0, args.count)
+    try:
+        rows = compare(backends, work, 0, args.count, seconds=args.seconds, runs=args.runs)
+    finally:
+        for b in backends:
+            b.close()
     bad = mismatches(rows)
     ref_rate = rows[0].rate
     cpu_rate = next((r.rate for r in rows if r.backend.startswith("cpu")), None)
     if args.json:
         print(json.dumps({"count": args.count, "agree": not bad, "mismatches": bad,
+                          "speed": {"target": "hard (no hits)", "seconds_per_run": args.seconds,
+                                    "runs": args.runs},
                           "rows": [{**r.__dict__, "hits": len(r.hits), "x_ref": r.rate / ref_rate,
                                     "x_cpu": r.rate / cpu_rate if cpu_rate else None} for r in rows]},
                          indent=2))
     else:
+        print(f"hits: {args.count:,} nonces of an easy-target job on every backend; speed: median "
+              f"of {args.runs} x {args.seconds:g} s on a hard target (kernel fast path only)")
         for r in rows:
             x_cpu = f"{r.rate / cpu_rate:8.1f}x cpu" if cpu_rate else ""
-            print(f"{r.backend:<8} {r.device:<34} {format_rate(r.rate):>12} {r.rate / ref_rate:8.1f}x ref "
+            print(f"{r.backend:<8} {r.device:<52} {format_rate(r.rate):>12} {r.rate / ref_rate:8.1f}x ref "
                   f"{x_cpu}  hits {r.total}")
         print("all backends found the same hits" if not bad else f"MISMATCH: {', '.join(bad)}")
     if args.plot:

@@ -13,9 +13,13 @@ to this file (as this paragraph did) or a cache pickled under the old name would
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 from numba import njit
 
+from . import cpu_shani  # importing compiles nothing; only the SHA search compiles its kernel
 from .cpu_sha256d import count_candidates, hash_words
 
 CHUNK = 4096  # nonces per vectorized pass
@@ -52,14 +56,31 @@ def _exact(job, target, base, lo, hi, out, total):
     return total
 
 
-def make_search(count_candidates):
+SIMD, SHA = 0, 1  # the kernels a search can run (see `cpu_select`)
+_KERNEL_SOURCES = ("cpu.py", "cpu_sha256d.py", "cpu_shani.py", "cpu_width.py")
+
+
+def kernel_source_digest() -> str:
+    """A digest of every file a compiled search is built from (see `make_search`)."""
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for name in _KERNEL_SOURCES:
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()
+
+
+def make_search(kernel: int):
     """The chunked search over one kernel's `count_candidates(job, nonce0, pairs, t7)`.
 
-    Every kernel (the generated SIMD one, the SHA-extensions one) shares this contract and the
-    exact pass; each gets its own compiled search, so a CPU that lacks one kernel's instructions
-    never compiles it. numba caches each search under its kernel (the closure's content is part
-    of the cache key).
+    Both kernels share this contract and the exact pass. `kernel` is a constant of the closure,
+    so numba prunes the other kernel's branch before typing it: the SIMD search never compiles
+    the SHA kernel, whose instructions a CPU without SHA extensions cannot even assemble.
+
+    numba's cache key holds the closure's values, and its staleness check looks only at this
+    file, so `sources` (a digest of the kernels' files) is in the closure too: a regenerated
+    kernel then misses the cache instead of loading the search linked with the old one.
     """
+    sources = kernel_source_digest()
 
     @njit(nogil=True, cache=True, boundscheck=False)
     def search(job, target, nonce_start, count, out):
@@ -67,6 +88,7 @@ def make_search(count_candidates):
 
         `job` holds the midstate (8 words) and the three tail words; `target` eight limbs.
         """
+        built_from = sources  # noqa: F841 - part of the cache key, see above
         total = 0
         t7 = np.uint32(target[7])
         pos = 0
@@ -74,8 +96,13 @@ def make_search(count_candidates):
             n = min(CHUNK, count - pos)
             base = nonce_start + pos
             pairs = n // 2  # the kernels count nonces in pairs
-            if pairs and count_candidates(job, np.uint32(base), pairs, t7) != 0:
-                total = _exact(job, target, base, 0, 2 * pairs, out, total)
+            if pairs:
+                if kernel == SHA:
+                    hits = cpu_shani.count_candidates(job, np.uint32(base), pairs, t7)
+                else:
+                    hits = count_candidates(job, np.uint32(base), pairs, t7)
+                if hits != 0:
+                    total = _exact(job, target, base, 0, 2 * pairs, out, total)
             if n % 2:
                 total = _exact(job, target, base, n - 1, n, out, total)
             pos += n
@@ -84,7 +111,7 @@ def make_search(count_candidates):
     return search
 
 
-search = make_search(count_candidates)  # the SIMD kernel's search
+search = make_search(SIMD)  # the SIMD kernel's search; `cpu_select.search_function` gives either
 
 
 def job_array(midstate, tail) -> np.ndarray:

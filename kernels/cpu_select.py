@@ -29,7 +29,6 @@ import numpy as np
 KERNELS = ("simd", "sha")
 CHOICES = ("auto",) + KERNELS
 CHOICE_FILE_NAME = "cpu-kernel.json"
-_SOURCES = ("cpu.py", "cpu_sha256d.py", "cpu_shani.py", "cpu_width.py")
 
 
 def target_cpu() -> tuple[str, str]:
@@ -42,10 +41,16 @@ def target_cpu() -> tuple[str, str]:
 
 
 def enabled_features(features: str | None = None) -> set[str]:
-    """The '+' entries of an LLVM feature string such as '+avx2,-avx512f'."""
+    """The features an LLVM feature string such as '+avx2,-avx512f' turns on; as in LLVM, a
+    later entry overrides an earlier one for the same feature."""
     if features is None:
         features = target_cpu()[1]
-    return {f[1:] for f in features.split(",") if f.startswith("+")}
+    state: dict[str, bool] = {}
+    for f in features.split(","):
+        f = f.strip()
+        if f[:1] in "+-" and len(f) > 1:
+            state[f[1:]] = f[0] == "+"
+    return {name for name, on in state.items() if on}
 
 
 def without_avx512(features: str) -> str:
@@ -108,8 +113,7 @@ def search_function(kernel: str):
         raise RuntimeError(reason)
     global _sha_search
     if _sha_search is None:
-        from .cpu_shani import count_candidates
-        _sha_search = cpu.make_search(count_candidates)
+        _sha_search = cpu.make_search(cpu.SHA)
     return _sha_search
 
 
@@ -126,11 +130,9 @@ def _choice_file() -> Path:
 
 def choice_key() -> str:
     """CPU name, a digest of its features and of the kernels' source: what a measurement holds for."""
+    from .cpu import kernel_source_digest
     name, features = target_cpu()
-    here = Path(__file__).resolve().parent
-    digest = hashlib.sha256(features.encode())
-    for src in _SOURCES:
-        digest.update((here / src).read_bytes())
+    digest = hashlib.sha256(features.encode() + kernel_source_digest().encode())
     return f"{name}:{digest.hexdigest()[:20]}"
 
 

@@ -26,7 +26,7 @@ from miner.sha256 import IV, K
 
 u32 = np.uint32
 
-LANES = 8
+LANES = 4  # nonces hashed side by side per loop iteration
 
 _I32 = ir.IntType(32)
 _V4 = ir.VectorType(_I32, 4)

@@ -50,6 +50,12 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _cpu_kernel_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cpu-kernel", default="auto", type=str.lower, choices=("auto", "simd", "sha"),
+                        help="CPU backend kernel: simd (AVX-512/AVX2 lanes), sha (SHA extensions), or "
+                             "auto, the faster here, measured once per CPU (default auto)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="miner", description="Bitcoin-exact SHA-256d proof-of-work miner.")
     p.add_argument("--version", action="version", version=f"miner {__version__}")
@@ -64,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto, ref, cpu, cuda, cuda:N, or a comma-separated list (default auto)")
     m.add_argument("--threads", type=_positive_int(1024), default=None,
                    help="CPU backend threads (default: all cores)")
+    _cpu_kernel_option(m)
     m.add_argument("--chain", default=os.environ.get("MINER_CHAIN", DEFAULT_CHAIN),
                    help=f"chain file (default {DEFAULT_CHAIN}; created if missing)")
     m.add_argument("--preset", default="local",
@@ -100,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backends to measure (default ref,cpu; cuda where present)")
     b.add_argument("--threads", default=None,
                    help="CPU thread counts to scale over, e.g. 1,2 (default: 1 and all cores)")
+    b.add_argument("--cpu-kernel", default=None, type=str.lower,
+                   choices=("auto", "simd", "sha", "all"),
+                   help="CPU kernels to measure: every one this CPU runs (all, the default), "
+                        "the one auto picks, or one by name")
     b.add_argument("--duration", type=float, default=2.0, help="seconds per timed run (default 2)")
     b.add_argument("--runs", type=_positive_int(100), default=5, help="timed runs (default 5)")
     b.add_argument("--launch", default="256x16,256x64,256x256",
@@ -116,8 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     cp = sub.add_parser("compare", help="every backend on the same job and range, hits cross-checked")
     cp.add_argument("--backend", default=None, help="backends (default: ref, cpu and every GPU present)")
     cp.add_argument("--count", type=_positive_int(2**32 - 1), default=1 << 21,
-                    help="nonces to search (default 2^21)")
+                    help="nonces of the easy-target job every backend searches for the hit check "
+                         "(default 2^21)")
+    cp.add_argument("--seconds", type=float, default=0.5,
+                    help="length of each timed speed run, on a hard target (default 0.5)")
+    cp.add_argument("--runs", type=_positive_int(50), default=3,
+                    help="timed speed runs per backend; the median is reported (default 3)")
     cp.add_argument("--plot", default=None, help="write a bar chart PNG here")
+    _cpu_kernel_option(cp)
     cp.add_argument("--json", action="store_true")
 
     h = sub.add_parser("header", help="decode an 80-byte block header")

@@ -41,7 +41,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     else:
         check_creatable(path)
     try:
-        backends = make_backends(args.backend, threads=args.threads)
+        backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel)
         reporter = make_reporter(args.json, args.quiet)
         # Compile before the chain is created: a new chain's genesis time is "now", and a minute
         # of first-run compilation would otherwise count as blocks behind schedule and ASERT
@@ -94,7 +94,8 @@ def _warm_up(backends, announce: bool) -> None:
     for b in backends:
         t0 = time.perf_counter()
         notice = threading.Timer(2.0, lambda name=b.name: print(
-            f"{name}: compiling the kernel (first run only; later runs load it from the cache) ...",
+            f"{name}: compiling the kernel (first run only; later runs load it from the cache; "
+            f"the CPU backend also times its kernels once to pick the faster) ...",
             file=sys.stderr, flush=True))
         if announce:
             notice.start()
@@ -104,7 +105,7 @@ def _warm_up(backends, announce: bool) -> None:
             notice.cancel()
         took = time.perf_counter() - t0
         if announce and took > 2:
-            print(f"{b.name}: ready after {took:.0f} s", file=sys.stderr, flush=True)
+            print(f"{b.name}: {b.device}, ready after {took:.0f} s", file=sys.stderr, flush=True)
 
 
 def mine_summary(coordinator, found, elapsed: float, interrupted: bool) -> dict:

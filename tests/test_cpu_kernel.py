@@ -1,5 +1,7 @@
-"""The numba CPU kernel: bit-exact against hashlib, vectorized, and portable."""
+"""The numba CPU kernels (SIMD and SHA extensions): bit-exact against hashlib, at full vector
+width, portable to CPUs without AVX-512 or SHA, and chosen by measurement."""
 
+import json
 import os
 import random
 import re
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 
 from miner.kernels import cpu as kernel
+from miner.kernels import cpu_select
 from miner.kernels.gen_cpu_kernel import OUT, generate
 from miner.backends.cpu import CpuBackend
 from miner.backends.ref import reference_hits
@@ -20,10 +23,19 @@ from miner.work import KernelWork
 from vectors import REAL_HEADERS
 
 
-@pytest.fixture(scope="module")
-def backend():
-    b = CpuBackend(threads=2)
+def _skip_unless_available(name):
+    why = cpu_select.unavailable_reason(name)
+    if why:
+        pytest.skip(f"CPU kernel {name!r} not tested here: {why}")
+
+
+@pytest.fixture(scope="module", params=["simd", "sha"])
+def backend(request):
+    """The CPU backend with each kernel in turn; every test that takes it runs for both."""
+    _skip_unless_available(request.param)
+    b = CpuBackend(threads=2, kernel=request.param)
     b.warm_up()
+    assert b.kernel == request.param
     yield b
     b.close()
 
@@ -79,17 +91,23 @@ def test_range_ending_at_last_nonce(backend):
     assert result.total == len(reference_hits(work, 2**32 - 4099, 4099))
 
 
-def test_full_256_bit_comparison_decides():
+@pytest.mark.parametrize("name", ["simd", "sha"])
+def test_full_256_bit_comparison_decides(name):
     """A target equal to one hash in its top 224 bits: only the low limbs separate hit from miss."""
+    _skip_unless_available(name)
+    search = cpu_select.search_function(name)
     rng = random.Random(42)
     work0 = KernelWork(rng.randbytes(76), 1)
     h = work0.hash_int(1234)
     exact = KernelWork(work0.header_prefix, h)        # hash == target: a hit (<=)
     below = KernelWork(work0.header_prefix, h - 1)    # one less: a miss, same top limbs
     job = kernel.job_array(exact.midstate, exact.tail)
-    out = np.zeros(4, dtype=np.int64)
-    assert kernel.search(job, kernel.target_array(exact.target_words), 1234, 1, out) == 1
-    assert kernel.search(job, kernel.target_array(below.target_words), 1234, 1, out) == 0
+    out = np.zeros(4099, dtype=np.int64)
+    for n in (1, 2, 4099):  # the odd nonce on the exact path, a pair, and the counting loop
+        hit = search(job, kernel.target_array(exact.target_words), 1234, n, out)
+        assert list(out[:hit]) == reference_hits(exact, 1234, n) and out[0] == 1234
+        miss = search(job, kernel.target_array(below.target_words), 1234, n, out)
+        assert list(out[:miss]) == reference_hits(below, 1234, n) and miss == hit - 1
     assert target_words(h)[7] == target_words(h - 1)[7]
 
 
@@ -112,39 +130,175 @@ def test_bad_work_rejected():
         KernelWork(bytes(76), 0)
 
 
-def _host_has_avx512():
-    import llvmlite.binding as llvm
-    return "+avx512f" in llvm.get_host_cpu_features().flatten()
+def _zmm_and_ymm_rotates(asm):
+    return (len(re.findall(r"vprold\s+[^\n]*zmm", asm)), len(re.findall(r"vprold\s+[^\n]*ymm", asm)))
 
 
 def test_hot_loop_is_vectorized():
-    """Recompile the hot loop without the cache and read its assembly: it must stay SIMD."""
+    """Recompile the hot loop without the cache and read its assembly: it must stay SIMD, 16
+    lanes wherever the CPU numba compiles for has AVX-512F."""
     from numba import njit
     fn = njit(nogil=True, boundscheck=False)(kernel.count_candidates.py_func)
     fn(np.zeros(11, np.uint32), np.uint32(0), 8, np.uint32(0))
     asm = next(iter(fn.inspect_asm().values()))
-    if _host_has_avx512():
-        assert len(re.findall(r"vprold\s+[^\n]*zmm", asm)) > 1000, "rotates are not 16-lane zmm rotates"
+    if "avx512f" in cpu_select.enabled_features():
+        assert cpu_select.simd_lanes() == 16
+        assert _zmm_and_ymm_rotates(asm)[0] > 1000, "rotates are not 16-lane zmm rotates"
         assert len(re.findall(r"vpternlogd\s+[^\n]*zmm", asm)) > 500, "3-input logic not fused"
     else:
         assert len(re.findall(r"\b(vpaddd|paddd)\b", asm)) > 500, "hot loop is not vectorized"
 
 
-def test_runs_on_a_cpu_without_avx512(tmp_path):
-    """numba compiles for the host CPU; a baseline x86-64-v2 build must still be bit-exact."""
-    code = textwrap.dedent("""
-        import numpy as np
-        from miner.kernels import cpu
-        from miner.backends.ref import reference_hits
-        from miner.work import KernelWork
-        w = KernelWork(bytes(range(76)), 1 << 250)
-        out = np.zeros(64, np.int64)
-        n = cpu.search(cpu.job_array(w.midstate, w.tail), cpu.target_array(w.target_words), 0, 9001, out)
-        ref = reference_hits(w, 0, 9001)
-        assert n == len(ref) and list(out) == ref[:64], (n, ref)
-        print("ok", n)
-    """)
-    env = dict(os.environ, NUMBA_CPU_NAME="x86-64-v2", NUMBA_CACHE_DIR=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
+_COMPILE_ONLY = textwrap.dedent("""
+    import re, sys
+    from numba import njit, types
+    from miner.kernels import cpu_sha256d
+    fn = njit(nogil=True, boundscheck=False)(cpu_sha256d.count_candidates.py_func)
+    fn.compile((types.Array(types.uint32, 1, "C"), types.uint32, types.int64, types.uint32))
+    asm = next(iter(fn.inspect_asm().values()))
+    print(len(re.findall(r"vprold\\s+[^\\n]*zmm", asm)), len(re.findall(r"vprold\\s+[^\\n]*ymm", asm)))
+""")
+
+
+def test_sixteen_lanes_even_where_the_tuning_prefers_256_bits(tmp_path):
+    """Intel's AVX-512 cores carry LLVM's `prefer-256-bit` tuning, under which the loop
+    vectorizer picks 8 lanes; the kernel must still get 16. Compiled (never run) for
+    `icelake-server`, whose default features include AVX-512F and that tuning flag, so this
+    holds on any x86 host. numba's own functions keep their width: only the kernel is marked."""
+    env = dict(os.environ, NUMBA_CPU_NAME="icelake-server", NUMBA_CPU_FEATURES="",
+               NUMBA_CACHE_DIR=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", _COMPILE_ONLY], env=env, capture_output=True,
+                          text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.startswith("ok")
+    zmm, ymm = map(int, proc.stdout.split())
+    assert zmm > 1000 and ymm == 0, (zmm, ymm)
+
+
+def test_width_attribute_stays_on_the_function_that_asks():
+    """`full_width()` marks the jitted function it is called in and no other: a user's own numba
+    code in the same process keeps the host's defaults."""
+    from numba import njit
+    from miner.kernels.cpu_width import full_width
+
+    @njit
+    def plain(a):
+        s = 0
+        for x in a:
+            s += x
+        return s
+
+    @njit
+    def marked(a):
+        full_width()
+        return plain(a)
+
+    assert marked(np.arange(10)) == plain(np.arange(10)) == 45
+    marked_ir = next(iter(marked.inspect_llvm().values()))
+    plain_ir = next(iter(plain.inspect_llvm().values()))
+    assert '"prefer-vector-width"="512"' in marked_ir and "noinline" in marked_ir
+    assert '"prefer-vector-width"' not in plain_ir
+
+
+_MASKED_RUN = textwrap.dedent("""
+    import json, re, sys
+    import numpy as np
+    from miner.kernels import cpu, cpu_select
+    from miner.backends.cpu import CpuBackend
+    from miner.backends.ref import reference_hits
+    from miner.work import KernelWork
+    report = {"available": cpu_select.available(), "lanes": cpu_select.simd_lanes()}
+    for name in sys.argv[1].split(","):
+        b = CpuBackend(threads=2, kernel=name)
+        b.warm_up()
+        for start, count, target in ((0, 9001, 1 << 250), (2**32 - 5000, 5000, 1 << 252)):
+            w = KernelWork(bytes(range(76)), target)
+            r = b.search(w, start, count)
+            ref = reference_hits(w, start, count)
+            assert r.total == len(ref) and r.nonces == ref[:64], (name, r, ref)
+        b.close()
+    if "simd" in sys.argv[1]:
+        report["search_cache_hits"] = sum(cpu.search.stats.cache_hits.values())
+        report["search_cache_misses"] = sum(cpu.search.stats.cache_misses.values())
+    if len(sys.argv) > 2:
+        report["auto"] = cpu_select.choose("auto")
+    print(json.dumps(report))
+""")
+
+
+def _masked_run(kernels, features, tmp_path, *extra):
+    """Run `_MASKED_RUN` in a process that compiles for `features`, with its own numba cache."""
+    env = dict(os.environ, NUMBA_CPU_FEATURES=features, MINER_CACHE=str(tmp_path / "choice"),
+               NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    proc = subprocess.run([sys.executable, "-c", _MASKED_RUN, kernels, *extra], env=env,
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def test_without_avx512_or_sha_the_simd_path_is_chosen_and_exact(tmp_path):
+    """AVX-512 and SHA masked off: 8 (or 4) lanes, bit-exact, and `auto` takes the one kernel
+    left without compiling the SHA kernel (which would abort the process on such a CPU). Its
+    numba cache already holds a build for this host's full features, which must not load: the
+    cache is keyed by the features compiled for. A second run with the host's features shows
+    that the same cache does load when they match."""
+    host = cpu_select.target_cpu()[1]
+    if not host:
+        pytest.skip("numba reports no CPU features here")
+    assert _masked_run("simd", host, tmp_path)["search_cache_misses"] == 1  # a fresh cache
+    assert _masked_run("simd", host, tmp_path)["search_cache_hits"] == 1
+    masked = cpu_select.without_avx512(host) + ",-sha"
+    report = _masked_run("simd", masked, tmp_path, "auto")
+    assert report["search_cache_hits"] == 0 and report["search_cache_misses"] == 1
+    assert report["available"] == ["simd"]
+    assert report["lanes"] == (8 if "avx2" in cpu_select.enabled_features() else 4)
+    assert report["auto"] == ["simd", "the only kernel this CPU runs"]
+
+
+def test_sha_kernel_without_avx512(tmp_path):
+    """The desktop case: SHA extensions, no AVX-512. The SHA kernel is bit-exact there."""
+    _skip_unless_available("sha")
+    masked = cpu_select.without_avx512(cpu_select.target_cpu()[1])
+    report = _masked_run("sha", masked, tmp_path)
+    assert report["available"] == ["simd", "sha"]
+
+
+def test_auto_measures_once_then_reads_the_choice(tmp_path, monkeypatch):
+    """`auto` times the kernels on first use and keeps the answer per CPU; a damaged or foreign
+    entry is measured again, never trusted."""
+    if len(cpu_select.available()) < 2:
+        pytest.skip("only one CPU kernel runs here: auto has nothing to measure")
+    monkeypatch.setenv("MINER_CACHE", str(tmp_path))
+    kernel_name, why = cpu_select.choose("auto")
+    assert kernel_name in ("simd", "sha") and why.startswith("measured now")
+    data = json.loads((tmp_path / cpu_select.CHOICE_FILE_NAME).read_text())
+    entry = data[cpu_select.choice_key()]
+    assert entry["kernel"] == kernel_name
+    assert entry["rates"][kernel_name] == max(entry["rates"].values()) and min(entry["rates"].values()) > 0
+    assert cpu_select.choose("auto") == (kernel_name, "measured earlier on this CPU")
+    other = "sha" if kernel_name == "simd" else "simd"
+    data[cpu_select.choice_key()]["kernel"] = other  # a choice stored earlier is taken as it is
+    (tmp_path / cpu_select.CHOICE_FILE_NAME).write_text(json.dumps(data))
+    assert cpu_select.choose("auto") == (other, "measured earlier on this CPU")
+    data[cpu_select.choice_key()]["kernel"] = "avx9000"
+    (tmp_path / cpu_select.CHOICE_FILE_NAME).write_text(json.dumps(data))
+    assert cpu_select.choose("auto")[1].startswith("measured now")
+    (tmp_path / cpu_select.CHOICE_FILE_NAME).write_text("{not json")
+    assert cpu_select.choose("auto")[1].startswith("measured now")
+    assert cpu_select.choose("simd") == ("simd", "chosen")
+
+
+def test_unknown_or_missing_kernel_is_a_usage_error():
+    with pytest.raises(UsageError, match="unknown CPU kernel"):
+        CpuBackend(threads=1, kernel="avx9000")
+    if cpu_select.unavailable_reason("sha"):
+        with pytest.raises(UsageError, match="SHA extensions"):
+            CpuBackend(threads=1, kernel="sha")
+
+
+def test_without_avx512_drops_every_wide_feature():
+    features = "+avx2,+avx512f,+avx512vl,+amx-tile,+avx10.1,+sha,-avx512fp16"
+    masked = cpu_select.without_avx512(features)
+    assert cpu_select.enabled_features(masked) == {"avx2", "sha"}
+    assert cpu_select.enabled_features(masked + ",-sha") == {"avx2"}  # the last entry wins
+    assert cpu_select.simd_lanes(cpu_select.enabled_features(masked)) == 8
+    assert cpu_select.simd_lanes(cpu_select.enabled_features(features)) == 16

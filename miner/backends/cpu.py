@@ -1,9 +1,10 @@
-"""The numba CPU backend: the generated SIMD kernel on every core, one Python thread per core.
+"""The numba CPU backend: the SIMD or the SHA-extensions kernel on every core, one thread per core.
 
 The kernel is compiled with `nogil=True`, so plain threads run it in parallel; each unit is split
 into one contiguous slice per thread. numba caches the compiled machine code on disk keyed by the
 CPU model and features, so a second run starts fast and a different CPU recompiles for itself
-rather than loading code it cannot run.
+rather than loading code it cannot run. Which kernel runs is `cpu_select.choose`'s answer:
+named by `--cpu-kernel`, or for `auto` the faster one as measured once on this CPU.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from miner.kernels import cpu as kernel
+from miner.kernels import cpu_select
 
 from ..errors import UsageError
 from ..work import KernelWork
@@ -31,12 +33,21 @@ def default_threads() -> int:
 class CpuBackend(Backend):
     kind = "cpu"
 
-    def __init__(self, threads: int | None = None, max_hits: int = 64, name: str = "cpu"):
+    def __init__(self, threads: int | None = None, max_hits: int = 64, name: str = "cpu",
+                 kernel: str = "auto"):
         threads = default_threads() if threads is None else threads
         if threads < 1:
             raise UsageError(f"threads must be at least 1, got {threads}")
+        if kernel not in cpu_select.CHOICES:
+            raise UsageError(f"unknown CPU kernel {kernel!r} (use {', '.join(cpu_select.CHOICES)})")
+        if kernel != "auto" and (why := cpu_select.unavailable_reason(kernel)):
+            raise UsageError(f"CPU kernel {kernel!r} is not available here: {why}")
         super().__init__(name, f"numba SHA-256d, {threads} thread(s)", max_hits)
         self.threads = threads
+        self.kernel_preference = kernel
+        self.kernel: str | None = None  # resolved at warm-up: `auto` may measure first
+        self.kernel_reason = ""
+        self._search_fn = None
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="cpu-kernel") if threads > 1 else None
         self.compile_seconds: float | None = None
 
@@ -44,17 +55,27 @@ class CpuBackend(Backend):
     def initial_batch(self) -> int:
         return 1 << 18
 
+    def resolve_kernel(self) -> str:
+        """Settle which kernel runs (for `auto` this may measure both, once per CPU)."""
+        if self.kernel is None:
+            self.kernel, self.kernel_reason = cpu_select.choose(self.kernel_preference)
+            self._search_fn = cpu_select.search_function(self.kernel)
+            self.device = f"numba SHA-256d, {cpu_select.describe(self.kernel)}, {self.threads} thread(s)"
+        return self.kernel
+
     def warm_up(self) -> None:
         """Compile (or load from numba's cache) before timing anything; records how long it took."""
         if self.compile_seconds is None:
             t0 = time.perf_counter()
+            self.resolve_kernel()
             job = np.zeros(11, dtype=np.uint32)
             target = np.full(8, 0xFFFFFFFF, dtype=np.uint32)
-            kernel.search(job, target, 0, 2 * kernel.CHUNK + 1, np.zeros(1, dtype=np.int64))
+            self._search_fn(job, target, 0, 2 * kernel.CHUNK + 1, np.zeros(1, dtype=np.int64))
             self.compile_seconds = time.perf_counter() - t0
 
     def _search(self, work: KernelWork, nonce_start: int, count: int) -> tuple[list[int], int]:
         self.warm_up()
+        search = self._search_fn
         job = kernel.job_array(work.midstate, work.tail)
         target = kernel.target_array(work.target_words)
         slices = self._slices(nonce_start, count)
@@ -62,7 +83,7 @@ class CpuBackend(Backend):
 
         def run(i: int) -> int:
             start, n = slices[i]
-            return int(kernel.search(job, target, start, n, outs[i]))
+            return int(search(job, target, start, n, outs[i]))
 
         totals = list(self._pool.map(run, range(len(slices)))) if self._pool and len(slices) > 1 \
             else [run(0)]

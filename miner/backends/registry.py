@@ -28,12 +28,12 @@ def cpu_available() -> tuple[bool, str]:
     return True, ""
 
 
-def _make_cpu(threads: int | None) -> Backend:
+def _make_cpu(threads: int | None, kernel: str) -> Backend:
     ok, why = cpu_available()
     if not ok:
         raise UsageError(f"backend 'cpu' is not available here: {why}")
     from .cpu import CpuBackend
-    return CpuBackend(threads=threads)
+    return CpuBackend(threads=threads, kernel=kernel)
 
 
 def _make_cuda(index: int | None) -> list[Backend]:
@@ -49,8 +49,9 @@ def _make_cuda(index: int | None) -> list[Backend]:
     return [CudaBackend(index)]
 
 
-def make_backends(spec: str, threads: int | None = None) -> list[Backend]:
-    """Build the backends named by `spec`; unknown names and missing devices are usage errors."""
+def make_backends(spec: str, threads: int | None = None, cpu_kernel: str = "auto") -> list[Backend]:
+    """Build the backends named by `spec`; unknown names and missing devices are usage errors.
+    `threads` and `cpu_kernel` (auto, simd, sha) configure the CPU backend."""
     items = [s.strip().lower() for s in spec.split(",") if s.strip()]
     if not items:
         raise UsageError("no backend named (use auto, ref, cpu, cuda or cuda:N)")
@@ -60,7 +61,7 @@ def make_backends(spec: str, threads: int | None = None) -> list[Backend]:
             if cuda_device_count()[0] > 0:
                 out += _make_cuda(None)
             elif cpu_available()[0]:
-                out.append(_make_cpu(threads))
+                out.append(_make_cpu(threads, cpu_kernel))
             else:
                 from .ref import ReferenceBackend
                 out.append(ReferenceBackend())
@@ -68,7 +69,7 @@ def make_backends(spec: str, threads: int | None = None) -> list[Backend]:
             from .ref import ReferenceBackend
             out.append(ReferenceBackend())
         elif item == "cpu":
-            out.append(_make_cpu(threads))
+            out.append(_make_cpu(threads, cpu_kernel))
         elif item == "cuda":
             out += _make_cuda(None)
         elif item.startswith("cuda:"):
