@@ -52,21 +52,24 @@ def mismatches(rows: list[CompareRow]) -> list[str]:
     return [r.backend for r in rows[1:] if (r.total, sorted(r.hits)) != (base.total, sorted(base.hits))]
 
 
-def plot(rows: list[CompareRow], out: str) -> None:
+def plot(rows: list[CompareRow], out: str) -> list[str]:
     """Horizontal bars on a log axis, each labelled with its rate and its speed-up over the first
-    row; the axis itself gets labels only at powers of ten, so none run together."""
+    row; the axis itself gets labels only at powers of ten, so none run together. Returns the
+    bar labels."""
     from matplotlib.ticker import LogLocator, NullFormatter
     from miner.plot import _pyplot, save_png
     from miner.units import format_rate
     plt = _pyplot()
+    texts = []
     fig, ax = plt.subplots(figsize=(8, 0.9 + 0.75 * len(rows)))
     labels = [f"{r.backend}\n{r.device}" for r in rows]
     rates = [r.rate / 1e6 for r in rows]
     bars = ax.barh(labels, rates, color="tab:blue")
     base = rows[0].rate
     for bar, r in zip(bars, rows):
-        ax.annotate(f" {format_rate(r.rate)}  ({r.rate / base:,.1f}x {rows[0].backend})",
-                    (bar.get_width(), bar.get_y() + bar.get_height() / 2), va="center", fontsize=9)
+        texts.append(f"{format_rate(r.rate)}  ({r.rate / base:,.1f}x {rows[0].backend})")
+        ax.annotate(" " + texts[-1], (bar.get_width(), bar.get_y() + bar.get_height() / 2),
+                    va="center", fontsize=9)
     ax.set_xscale("log")
     ax.set_xlim(min(rates) / 2, max(rates) * 30)  # room for the labels right of the longest bar
     ax.xaxis.set_major_locator(LogLocator(base=10))
@@ -75,4 +78,8 @@ def plot(rows: list[CompareRow], out: str) -> None:
     ax.set_xlabel("MH/s on a hard target (median of timed runs; log scale)")
     ax.tick_params(axis="y", labelsize=8)
     fig.tight_layout()
+    fig.canvas.draw()
+    # What the old chart got wrong: every minor tick of the log axis had a label, and they overlapped.
+    assert not [t.get_text() for t in ax.get_xticklabels(minor=True) if t.get_text()]
     save_png(fig, out)
+    return texts

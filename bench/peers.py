@@ -1,0 +1,130 @@
+"""Side by side with a peer CPU miner: `python -m miner.bench.peers --cpuminer PATH`.
+
+The peer is cpuminer-opt (JayDDee), built by the user from its public source; this project
+neither ships nor downloads it. Its `--benchmark -a sha256d -t N` mode hashes a fixed dummy job
+and prints `Total: X MH/s` every few seconds. The two miners run one after the other, never at
+once, alternating for several rounds at each thread count, so slow drifts of a shared machine
+(other tenants, clocks) fall on both alike. Each figure is a median: of the peer's reports after
+its first (which includes start-up), and of our timed runs on a hard target.
+
+`--without-avx512` re-runs this command with numba compiling for the CPU minus AVX-512
+(NUMBA_CPU_FEATURES), which is how to measure a desktop-class path on a server CPU; point
+`--cpuminer` at a peer built without AVX-512 too (`-march=native -mno-avx512f`) to compare like
+with like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+_RATE = re.compile(r"Total:\s*([0-9.]+)\s*([kMGT]?)H/s")
+_SCALE = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+
+
+def parse_peer_rates(text: str) -> list[float]:
+    """Every `Total: X MH/s` report in cpuminer-opt's output, in hashes/s."""
+    return [float(v) * _SCALE[u] for v, u in _RATE.findall(text)]
+
+
+def run_peer(path: str, threads: int, seconds: float) -> list[float]:
+    """cpuminer-opt's benchmark for about `seconds`; its reports after the first."""
+    cmd = [path, "--benchmark", "-a", "sha256d", "-t", str(threads), "--no-color"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds)
+        out = proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired as exc:  # the normal end: the benchmark runs until killed
+        out = (exc.stdout or b"").decode(errors="replace") + (exc.stderr or b"").decode(errors="replace")
+    rates = parse_peer_rates(out)
+    if len(rates) < 2:
+        raise RuntimeError(f"{path} printed {len(rates)} rate report(s) in {seconds:g} s; "
+                           f"give it longer (--seconds) or check that it runs: {out[-300:]!r}")
+    return rates[1:]
+
+
+def run_ours(threads: int, kernel: str, seconds: float) -> list[float]:
+    from miner.backends.cpu import CpuBackend
+    from miner.bench.engine import bench_backend
+    backend = CpuBackend(threads=threads, kernel=kernel)
+    try:
+        return bench_backend(backend, duration=1.0, runs=max(2, int(seconds))).runs
+    finally:
+        backend.close()
+
+
+def compare(path: str, thread_counts: list[int], kernels: list[str], rounds: int,
+            seconds: float) -> list[dict]:
+    rows = []
+    for threads in thread_counts:
+        peer: list[float] = []
+        ours: dict[str, list[float]] = {k: [] for k in kernels}
+        for r in range(rounds):
+            print(f"threads={threads} round {r + 1}/{rounds}: cpuminer-opt ...", file=sys.stderr, flush=True)
+            peer.append(statistics.median(run_peer(path, threads, seconds)))
+            for k in kernels:
+                print(f"threads={threads} round {r + 1}/{rounds}: ours ({k}) ...", file=sys.stderr, flush=True)
+                ours[k].append(statistics.median(run_ours(threads, k, seconds)))
+        p = statistics.median(peer)
+        for k in kernels:
+            o = statistics.median(ours[k])
+            rows.append({"threads": threads, "kernel": k, "peer": p, "ours": o, "ratio": o / p,
+                         "peer_rounds": peer, "our_rounds": ours[k]})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m miner.bench.peers", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cpuminer", required=True, help="path of a cpuminer-opt binary you built")
+    ap.add_argument("--threads", default=None, help="thread counts, e.g. 1,2 (default: 1 and all cores)")
+    ap.add_argument("--cpu-kernel", default="all", choices=("all", "auto", "simd", "sha"),
+                    help="our kernels to run (default: every one this CPU runs)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    ap.add_argument("--seconds", type=float, default=15.0, help="length of each run (default 15)")
+    ap.add_argument("--without-avx512", action="store_true",
+                    help="our side compiled for this CPU without AVX-512 (via NUMBA_CPU_FEATURES)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    if args.without_avx512 and "NUMBA_CPU_FEATURES" not in os.environ:
+        from miner.kernels.cpu_select import target_cpu, without_avx512
+        env = dict(os.environ, NUMBA_CPU_FEATURES=without_avx512(target_cpu()[1]))
+        return subprocess.call([sys.executable, "-m", "miner.bench.peers", *(argv or sys.argv[1:])], env=env)
+    if not (os.path.isfile(args.cpuminer) and os.access(args.cpuminer, os.X_OK)):
+        print(f"error: --cpuminer {args.cpuminer!r} is not an executable file", file=sys.stderr)
+        return 2
+    if not (1 <= args.rounds <= 50 and 5 <= args.seconds <= 600):
+        print("error: --rounds must be 1-50 and --seconds 5-600", file=sys.stderr)
+        return 2
+    from miner.bench.commands import _cpu_kernels, _thread_counts
+    from miner.bench.engine import machine_description
+    from miner.errors import UsageError
+    try:
+        threads = _thread_counts(args.threads)
+        kernels = _cpu_kernels(args.cpu_kernel)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rows = compare(args.cpuminer, threads, kernels, args.rounds, args.seconds)
+    machine = machine_description()
+    masked = "NUMBA_CPU_FEATURES" in os.environ
+    if args.json:
+        print(json.dumps({"machine": machine, "date": time.strftime("%Y-%m-%d"),
+                          "numba_features_masked": masked, "rounds": args.rounds,
+                          "seconds": args.seconds, "rows": rows}, indent=2))
+        return 0
+    print(f"{machine}, {time.strftime('%Y-%m-%d')}; medians of {args.rounds} alternating rounds of "
+          f"{args.seconds:g} s" + ("; ours compiled without AVX-512" if masked else ""))
+    print(f"{'threads':>7} {'kernel':<6} {'cpuminer-opt':>14} {'ours':>14} {'ratio':>7}")
+    for r in rows:
+        print(f"{r['threads']:>7} {r['kernel']:<6} {r['peer'] / 1e6:>10.2f} MH/s {r['ours'] / 1e6:>10.2f} MH/s "
+              f"{r['ratio']:>6.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

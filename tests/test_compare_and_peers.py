@@ -1,0 +1,72 @@
+"""`miner compare`'s speed figures and chart, and the peer benchmark's parsing of cpuminer-opt."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+from miner.bench.compare import CompareRow, plot
+from miner.bench.peers import parse_peer_rates
+
+
+def _row(name, rate):
+    return CompareRow(name, f"{name} device", rate, [rate] * 3, [1, 2], 2, 0.1)
+
+
+def test_chart_labels_each_bar_with_rate_and_speedup(tmp_path):
+    out = tmp_path / "c.png"
+    texts = plot([_row("ref", 1.2e6), _row("cpu", 60e6), _row("cuda:0", 8e9)], str(out))
+    assert texts == ["1.20 MH/s  (1.0x ref)", "60.00 MH/s  (50.0x ref)", "8.00 GH/s  (6,666.7x ref)"]
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_times_a_hard_target_not_the_hit_check():
+    """The speed is the median of timed runs on a hard target, separate from the hit check."""
+    env = dict(os.environ)
+    proc = subprocess.run([sys.executable, "-m", "miner", "compare", "--backend", "ref,cpu", "--count", "30000",
+                           "--seconds", "0.2", "--runs", "3", "--cpu-kernel", "simd", "--json"],
+                          capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(proc.stdout)
+    assert data["agree"] and data["speed"]["target"].startswith("hard")
+    ref, cpu = data["rows"]
+    assert len(cpu["runs"]) == 3 and cpu["rate"] == sorted(cpu["runs"])[1]
+    assert ref["total"] == cpu["total"] > 0
+    # The hit check rescans candidate chunks on the exact path: a far lower "rate" than the kernel's.
+    assert 30000 / cpu["check_seconds"] < cpu["rate"]
+    assert "SIMD" in cpu["device"]
+
+
+# What cpuminer-opt 26.1 prints in `--benchmark -a sha256d` mode (lines of its log, our machine).
+PEER_LOG = """\
+[2026-11-22 05:57:50] 1 of 2 miner threads started using 'sha256d' algorithm
+[2026-11-22 05:57:55] Total: 23.41 MH/s, Temp: 0C, Freq: 0.000/0.000 GHz
+[2026-11-22 05:57:59] Total: 25.63 MH/s, Temp: 0C, Freq: 0.000/0.000 GHz
+[2026-11-22 05:58:05] Total: 980.5 kH/s, Temp: 0C
+[2026-11-22 05:58:09] Total: 1.25 GH/s
+"""
+
+
+def test_peer_rates_are_parsed_in_hashes_per_second():
+    assert parse_peer_rates(PEER_LOG) == [23.41e6, 25.63e6, 980.5e3, 1.25e9]
+
+
+def test_peer_benchmark_against_a_stand_in_binary(tmp_path):
+    """The whole `python -m miner.bench.peers` run, with a script standing in for cpuminer-opt
+    (the project never ships or downloads the peer): alternation, medians and the ratio."""
+    fake = tmp_path / "cpuminer"
+    fake.write_text("#!/bin/sh\necho 'Total: 1.00 MH/s'\necho 'Total: 2.00 MH/s'\necho 'Total: 4.00 MH/s'\n"
+                    "echo \"$@\" > " + str(tmp_path / "args") + "\nsleep 30\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    proc = subprocess.run([sys.executable, "-m", "miner.bench.peers", "--cpuminer", str(fake), "--threads", "1",
+                           "--rounds", "2", "--seconds", "5", "--cpu-kernel", "simd", "--json"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (row,) = json.loads(proc.stdout)["rows"]
+    assert row["peer_rounds"] == [3e6, 3e6]  # the first report is start-up; median of 2 and 4
+    assert row["ours"] > 1e6 and abs(row["ratio"] - row["ours"] / 3e6) < 1e-9
+    assert (tmp_path / "args").read_text().split() == ["--benchmark", "-a", "sha256d", "-t", "1", "--no-color"]
+    bad = subprocess.run([sys.executable, "-m", "miner.bench.peers", "--cpuminer", str(tmp_path / "nope")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "not an executable file" in bad.stderr
