@@ -26,9 +26,10 @@ from miner.sha256 import IV, K
 
 u32 = np.uint32
 
-# Nonces hashed side by side per loop iteration. On Zen 4 (2 cores, noisy, best of 15 runs):
-# 1 lane 17, 2 lanes 26.6, 4 lanes 30.8, 5 lanes 31.5, 6 lanes 27.5 MH/s. Beyond four the
-# 16 xmm registers the legacy-encoded SHA instructions can use run out and LLVM spills.
+# Nonces hashed side by side per loop iteration. One core of a Zen 4 EPYC, 15 interleaved runs,
+# median (best) MH/s: 2 lanes 24.7 (27.1), 3 lanes 26.8 (33.9), 4 lanes 29.1 (34.4), 5 lanes
+# 22.9 (33.2), 6 lanes 22.6 (31.8). Past four, the 16 xmm registers that the legacy-encoded SHA
+# instructions can name run out and LLVM spills the states to the stack.
 LANES = 4
 
 _I32 = ir.IntType(32)
