@@ -32,9 +32,7 @@ def _cpu_kernels(choice: str | None) -> list[str]:
     from miner.kernels import cpu_select
     if choice in (None, "all"):
         return cpu_select.available()
-    if choice != "auto" and (why := cpu_select.unavailable_reason(choice)):
-        raise UsageError(f"CPU kernel {choice!r} is not available here: {why}")
-    return [choice]
+    return [cpu_select.check_choice(choice)]
 
 
 def parse_launch_shapes(text: str) -> list[tuple[int, int]] | None:

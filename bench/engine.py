@@ -65,6 +65,7 @@ def bench_backend(backend: Backend, duration: float, runs: int, setting: str = "
     t0 = time.perf_counter()
     backend.warm_up()
     warm = time.perf_counter() - t0
+    result.device = backend.device  # warm-up may settle it (the CPU backend names its kernel then)
     # Backends that compile say how long it took; for the rest warm-up is the whole cost.
     result.compile_seconds = getattr(backend, "compile_seconds", None)
     if result.compile_seconds is None and warm > 0.01:

@@ -181,18 +181,22 @@ def measure(kernels: list[str], seconds: float = 0.25, rounds: int = 3,
     return {k: statistics.median(v) for k, v in rates.items()}
 
 
+def check_choice(choice: str) -> str:
+    """`choice` (auto, simd or sha) normalised, or a usage error naming what is wrong with it."""
+    from miner.errors import UsageError
+    choice = choice.strip().lower()
+    if choice not in CHOICES:
+        raise UsageError(f"unknown CPU kernel {choice!r} (use {', '.join(CHOICES)})")
+    if choice != "auto" and (reason := unavailable_reason(choice)):
+        raise UsageError(f"CPU kernel {choice!r} is not available here: {reason}")
+    return choice
+
+
 def choose(preference: str = "auto") -> tuple[str, str]:
     """(kernel, why): the kernel named, or for `auto` the fastest measured here (measured once
     per CPU and kernel source, then read from the choice file)."""
-    preference = preference.strip().lower()
-    if preference not in CHOICES:
-        from miner.errors import UsageError
-        raise UsageError(f"unknown CPU kernel {preference!r} (use {', '.join(CHOICES)})")
+    preference = check_choice(preference)
     if preference != "auto":
-        reason = unavailable_reason(preference)
-        if reason:
-            from miner.errors import UsageError
-            raise UsageError(f"CPU kernel {preference!r} is not available here: {reason}")
         return preference, "chosen"
     kernels = available()
     if len(kernels) == 1:

@@ -70,3 +70,16 @@ def test_peer_benchmark_against_a_stand_in_binary(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "miner.bench.peers", "--cpuminer", str(tmp_path / "nope")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "not an executable file" in bad.stderr
+
+
+def test_bench_reports_each_cpu_kernel_by_name():
+    from miner.kernels import cpu_select
+    proc = subprocess.run([sys.executable, "-m", "miner", "bench", "--backend", "cpu", "--threads", "1",
+                           "--runs", "2", "--duration", "0.2", "--switches", "0", "--json"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(proc.stdout)["results"]
+    assert [r["setting"] for r in rows] == [f"kernel={k} threads=1" for k in cpu_select.available()]
+    assert "SIMD" in rows[0]["device"] and all(r["median"] > 1e6 for r in rows)
+    if len(rows) > 1:
+        assert "SHA extensions" in rows[1]["device"]

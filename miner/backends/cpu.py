@@ -38,10 +38,7 @@ class CpuBackend(Backend):
         threads = default_threads() if threads is None else threads
         if threads < 1:
             raise UsageError(f"threads must be at least 1, got {threads}")
-        if kernel not in cpu_select.CHOICES:
-            raise UsageError(f"unknown CPU kernel {kernel!r} (use {', '.join(cpu_select.CHOICES)})")
-        if kernel != "auto" and (why := cpu_select.unavailable_reason(kernel)):
-            raise UsageError(f"CPU kernel {kernel!r} is not available here: {why}")
+        kernel = cpu_select.check_choice(kernel)
         super().__init__(name, f"numba SHA-256d, {threads} thread(s)", max_hits)
         self.threads = threads
         self.kernel_preference = kernel
