@@ -31,9 +31,15 @@ def _interleavings(a: list, b: list):
         yield order
 
 
+def _copy_of(base: Path, path: Path) -> Path:
+    """A private copy of the fixture's base chain file, for one test to change."""
+    shutil.copy(base, path)
+    return path
+
+
 def _delivered(base: Path, path: Path, blocks) -> Path:
     """A copy of `base` at `path` with `blocks` delivered in order."""
-    shutil.copy(base, path)
+    _copy_of(base, path)
     with Chain.open(path) as chain:
         for block in blocks:
             chain.add_block(block.header, block.txs, now=NOW)
@@ -63,8 +69,7 @@ def test_every_delivery_order_ends_on_the_most_work_tip(forked, tmp_path):
     bits = params("flat").genesis_bits
     ends = set()
     for n, order in enumerate(_interleavings(a, b)):
-        path = tmp_path / f"order{n}.sqlite"
-        shutil.copy(base, path)
+        path = _copy_of(base, tmp_path / f"order{n}.sqlite")
         with Chain.open(path) as chain:
             start = list(chain.tree.active)
             for i, block in enumerate(order):
@@ -81,8 +86,7 @@ def test_every_delivery_order_ends_on_the_most_work_tip(forked, tmp_path):
 def test_equal_work_keeps_the_first_seen(forked, tmp_path):
     base, _, a, _, c = forked
     for first, second in ((a, c), (c, a)):
-        path = tmp_path / f"tie-{first[0].hash.hex()[:8]}.sqlite"
-        shutil.copy(base, path)
+        path = _copy_of(base, tmp_path / f"tie-{first[0].hash.hex()[:8]}.sqlite")
         with Chain.open(path) as chain:
             for block in first + second:
                 chain.add_block(block.header, block.txs, now=NOW)
@@ -94,8 +98,7 @@ def test_equal_work_keeps_the_first_seen(forked, tmp_path):
 
 def test_a_child_before_its_parent_is_refused_then_accepted(forked, tmp_path):
     base, _, a, _, _ = forked
-    path = tmp_path / "orphan.sqlite"
-    shutil.copy(base, path)
+    path = _copy_of(base, tmp_path / "orphan.sqlite")
     with Chain.open(path) as chain:
         with pytest.raises(UnknownParent, match="not known; deliver the parent first"):
             chain.add_block(a[1].header, a[1].txs, now=NOW)
@@ -107,8 +110,7 @@ def test_a_child_before_its_parent_is_refused_then_accepted(forked, tmp_path):
 
 def test_a_reorg_is_reported_to_listeners(forked, tmp_path):
     base, _, a, b, _ = forked
-    path = tmp_path / "listen.sqlite"
-    shutil.copy(base, path)
+    path = _copy_of(base, tmp_path / "listen.sqlite")
     with Chain.open(path) as chain:
         changes = []
         chain.listeners.append(changes.append)
@@ -124,8 +126,7 @@ def test_a_reorg_is_reported_to_listeners(forked, tmp_path):
 
 def test_a_miner_block_that_lost_the_race_is_kept_as_a_side_block(forked, tmp_path):
     base, _, a, b, _ = forked
-    path = tmp_path / "race.sqlite"
-    shutil.copy(base, path)
+    path = _copy_of(base, tmp_path / "race.sqlite")
     with Chain.open(path) as chain:
         chain.append(a[0].header, a[0].txs, now=NOW)
         with pytest.raises(StaleBlock, match="another block at this height"):
@@ -160,8 +161,7 @@ def test_reorg_across_a_retarget_boundary_checks_each_branch_against_its_own_anc
 
 def test_an_invalid_side_block_is_kept_marked_and_its_children_refused(forked, tmp_path):
     base, _, a, b, _ = forked
-    path = tmp_path / "invalid.sqlite"
-    shutil.copy(base, path)
+    path = _copy_of(base, tmp_path / "invalid.sqlite")
     with Chain.open(path) as chain:
         for block in a:
             chain.add_block(block.header, block.txs, now=NOW)
