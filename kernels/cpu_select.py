@@ -19,13 +19,13 @@ NUMBA_CPU_FEATURES), because that is what decides which instructions the kernels
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
+
+from miner.tuning_cache import cache_dir, read_entries, write_entries
 
 KERNELS = ("simd", "sha")
 CHOICES = ("auto",) + KERNELS
@@ -125,8 +125,8 @@ _sha_search = None
 
 
 def _choice_file() -> Path:
-    root = os.environ.get("MINER_CACHE", str(Path.home() / ".cache" / "pow-miner"))
-    return Path(root) / CHOICE_FILE_NAME
+    """Read at each use, not import, so MINER_CACHE set later (tests, a wrapper) is honoured."""
+    return cache_dir() / CHOICE_FILE_NAME
 
 
 def choice_key() -> str:
@@ -137,14 +137,6 @@ def choice_key() -> str:
     return f"{name}:{digest.hexdigest()[:20]}"
 
 
-def _load() -> dict:
-    try:
-        data = json.loads(_choice_file().read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def measure(kernels: list[str], seconds: float = 0.25, rounds: int = 3,
             threads: int | None = None) -> dict[str, float]:
     """Hash rate of each kernel on every core at once (as mining runs them: the SHA units or
@@ -153,7 +145,8 @@ def measure(kernels: list[str], seconds: float = 0.25, rounds: int = 3,
     from concurrent.futures import ThreadPoolExecutor
     from . import cpu
     if threads is None:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        from miner.backends.cpu import default_threads
+        threads = default_threads()
     job = np.arange(11, dtype=np.uint32)
     target = np.zeros(8, dtype=np.uint32)
     outs = [np.zeros(1, dtype=np.int64) for _ in range(threads)]
@@ -202,19 +195,12 @@ def choose(preference: str = "auto") -> tuple[str, str]:
     if len(kernels) == 1:
         return kernels[0], "the only kernel this CPU runs"
     key = choice_key()
-    data = _load()
+    data = read_entries(_choice_file())
     entry = data.get(key)
     if isinstance(entry, dict) and entry.get("kernel") in kernels:
         return entry["kernel"], "measured earlier on this CPU"
     rates = measure(kernels)
     best = max(rates, key=rates.get)
     data[key] = {"kernel": best, "rates": rates, "date": time.strftime("%Y-%m-%d")}
-    path = _choice_file()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only home: measure again next time, nothing else is lost
+    write_entries(_choice_file(), data)  # unwritable: measured again next time, nothing lost
     return best, "measured now: " + ", ".join(f"{k} {v / 1e6:.1f} MH/s" for k, v in rates.items())

@@ -6,16 +6,14 @@ device and driver and cached in a small JSON file, so later runs start at the tu
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 
 from miner.kernels.cuda_job import JOB_WORDS, KERNEL_NAME, NVRTC_OPTIONS, job_words, source_text
 
 from ..errors import MinerError, UsageError
+from ..tuning_cache import cache_dir, read_entries, write_entries
 from ..work import KernelWork
 from .base import Backend
 
@@ -27,7 +25,7 @@ except ImportError as exc:  # the CUDA extra is optional
 else:
     _IMPORT_ERROR = ""
 
-TUNING_FILE = Path(os.environ.get("MINER_CACHE", Path.home() / ".cache" / "pow-miner")) / "cuda-launch.json"
+TUNING_FILE = cache_dir() / "cuda-launch.json"
 BLOCK_CHOICES = (128, 256, 512)
 NONCES_PER_THREAD_CHOICES = (16, 64, 256)
 CUDA_DEV_ATTR_CLOCK_RATE = 13  # cudaDevAttrClockRate, in kHz
@@ -159,13 +157,7 @@ class CudaBackend(Backend):
         data = _read_tuning_file()
         data[self._tuning_key()] = {"block": self.block, "nonces_per_thread": self.nonces_per_thread,
                                     "rate": best}
-        try:
-            TUNING_FILE.parent.mkdir(parents=True, exist_ok=True)
-            tmp = TUNING_FILE.with_name(f"{TUNING_FILE.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(data, indent=2))
-            os.replace(tmp, TUNING_FILE)  # never a half-written cache
-        except OSError:
-            pass  # tuning is an optimisation; a read-only home must not stop mining
+        write_entries(TUNING_FILE, data)
         return {f"{b}x{n}": r for (b, n), r in results.items()}
 
     def set_launch(self, block: int, nonces_per_thread: int) -> None:
@@ -221,9 +213,5 @@ class CudaBackend(Backend):
 
 
 def _read_tuning_file() -> dict:
-    """The tuning cache as a dict of entries; empty when missing, unreadable or not a JSON object."""
-    try:
-        data = json.loads(TUNING_FILE.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    """The tuning cache as a dict of entries (see `miner.tuning_cache`)."""
+    return read_entries(TUNING_FILE)
