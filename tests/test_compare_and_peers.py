@@ -57,7 +57,7 @@ def test_peer_benchmark_against_a_stand_in_binary(tmp_path):
     (the project never ships or downloads the peer): alternation, medians and the ratio."""
     fake = tmp_path / "cpuminer"
     fake.write_text("#!/bin/sh\necho 'Total: 1.00 MH/s'\necho 'Total: 2.00 MH/s'\necho 'Total: 4.00 MH/s'\n"
-                    "echo \"$@\" > " + str(tmp_path / "args") + "\nsleep 30\n")
+                    "echo \"$@\" > " + str(tmp_path / "args") + "\nexec sleep 30\n")  # exec: the kill reaches it
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     proc = subprocess.run([sys.executable, "-m", "miner.bench.peers", "--cpuminer", str(fake), "--threads", "1",
                            "--rounds", "2", "--seconds", "5", "--cpu-kernel", "simd", "--json"],
