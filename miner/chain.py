@@ -121,6 +121,7 @@ class AddResult:
     active: bool
     change: TipChange | None
     invalid: str = ""  # why the block, stored and marked, is invalid
+    reason: str = ""  # and Core's reject reason for it
 
 
 class UnknownParent(InvalidBlock):
@@ -131,33 +132,47 @@ class StaleBlock(InvalidBlock):
     """The block was stored, but on a side branch: another block at its height came first."""
 
 
+# Reject reasons of blocks that may be a valid block mutated in transit (Core's BLOCK_MUTATED):
+# the header can be genuine, so the block is refused without being marked invalid, and the real
+# block with the same header is still accepted when it arrives.
+MUTATED = frozenset({"bad-txnmrklroot", "bad-txns-duplicate", "bad-witness-merkle-match",
+                     "bad-witness-nonce-size", "unexpected-witness"})
+
+
 def check_block(params: ChainParams, rule: RetargetRule, height: int, header: BlockHeader,
                 txs: Sequence[bytes], parent_hash: bytes, times: Sequence[int],
                 bits: Sequence[int], now: int | None) -> bytes:
     """Validate a non-genesis block against its ancestors (their times and bits by height,
-    ending at the parent); returns its hash or raises."""
+    ending at the parent); returns its hash or raises. The rules are checked in Bitcoin Core's
+    order (the header's own proof of work, then its bits, times, then the body), so a block
+    breaking several is refused with the reason Core would give."""
     if header.prev_hash != parent_hash:
         raise InvalidBlock(f"block {height}: previous hash does not link to block {height - 1}",
-                           height)
-    expected_bits = rule.next_bits(height, times, bits)
-    if header.bits != expected_bits:
-        raise InvalidBlock(f"block {height}: bits 0x{header.bits:08x} but the {rule.name} rule "
-                           f"demands 0x{expected_bits:08x}", height)
+                           height, "bad-prevblk")
     block_hash = header.hash()
     pow_error = proof_of_work_error(block_hash, header.bits, params.pow_limit)
     if pow_error:
-        raise InvalidBlock(f"block {height}: proof of work fails: {pow_error}", height)
+        raise InvalidBlock(f"block {height}: proof of work fails: {pow_error}", height, "high-hash")
+    expected_bits = rule.next_bits(height, times, bits)
+    if header.bits != expected_bits:
+        raise InvalidBlock(f"block {height}: bits 0x{header.bits:08x} but the {rule.name} rule "
+                           f"demands 0x{expected_bits:08x}", height, "bad-diffbits")
     mtp = median_time_past(times, height)
     if header.time <= mtp:
         raise InvalidBlock(f"block {height}: time {header.time} is not after the median time "
-                           f"past {mtp}", height)
+                           f"past {mtp}", height, "time-too-old")
     if now is not None and header.time > now + params.max_future:
         raise InvalidBlock(f"block {height}: time {header.time} is more than "
-                           f"{params.max_future} s in the future", height)
+                           f"{params.max_future} s in the future", height, "time-too-new")
     if not txs:
-        raise InvalidBlock(f"block {height}: no transactions", height)
-    if merkle_root([txid(t) for t in txs]) != header.merkle_root:
-        raise InvalidBlock(f"block {height}: merkle root does not match its transactions", height)
+        raise InvalidBlock(f"block {height}: no transactions", height, "bad-blk-length")
+    ids = [txid(t) for t in txs]
+    if merkle_root(ids) != header.merkle_root:
+        raise InvalidBlock(f"block {height}: merkle root does not match its transactions", height,
+                           "bad-txnmrklroot")
+    if len(set(ids)) != len(ids):
+        # CVE-2012-2459: a repeated transaction can leave the merkle root unchanged.
+        raise InvalidBlock(f"block {height}: a transaction appears twice", height, "bad-txns-duplicate")
     return block_hash
 
 
@@ -540,11 +555,16 @@ class Chain:
                              f"first; the chain stays on it", result.height)
         return result.height
 
-    def add_block(self, header: BlockHeader, txs: Sequence[bytes], now: int | None = None) -> AddResult:
+    def add_block(self, header: BlockHeader, txs: Sequence[bytes], now: int | None = None,
+                  body_check: Callable[[int], None] | None = None) -> AddResult:
         """Validate a block against its own ancestors and store it on whichever branch it
         extends, switching the active chain to it when it has the most work. Blocks stored by
         other processes are picked up first. Raises `UnknownParent`, or `InvalidBlock` with the
-        reason (the block is kept, marked invalid, when its proof of work was real)."""
+        reason (the block is kept, marked invalid, when its proof of work was real and it cannot
+        be a mutated copy of a valid block).
+
+        `body_check(height)` adds rules of the caller's (the node's checks of a wire-format
+        block) after the chain's own and before anything is stored; it raises `InvalidBlock`."""
         if self.damage:
             raise ChainError(f"{self.path}: {self.damage}; run 'miner chain verify'")
         if self.readonly:
@@ -554,7 +574,7 @@ class Chain:
         try:
             with _transaction(self._conn):
                 self._catch_up()
-                result = self._add_locked(header, txs, block_hash, clock)
+                result = self._add_locked(header, txs, block_hash, clock, body_check)
         except sqlite3.OperationalError as exc:
             # Disk full, read-only, I/O error: the transaction was rolled back, nothing stored;
             # the index is read back from the file in case memory ran ahead of it.
@@ -566,7 +586,7 @@ class Chain:
             for listener in list(self.listeners):
                 listener(result.change)
         if result.invalid:
-            raise InvalidBlock(result.invalid, result.height)
+            raise InvalidBlock(result.invalid, result.height, result.reason)
         return result
 
     def _catch_up(self) -> None:
@@ -578,31 +598,34 @@ class Chain:
                 raise ChainError(f"{self.path}: {self.damage}; run 'miner chain verify'")
 
     def _add_locked(self, header: BlockHeader, txs: Sequence[bytes], block_hash: bytes,
-                    now: int) -> AddResult:
+                    now: int, body_check: Callable[[int], None] | None = None) -> AddResult:
         tree = self.tree
         known = tree.nodes.get(block_hash)
         if known is not None:
             if not known.valid:
                 raise InvalidBlock(f"block {known.height} ({short(block_hash)}) is already stored as "
-                                   f"invalid: {known.status}", known.height)
+                                   f"invalid: {known.status}", known.height, "duplicate-invalid")
             return AddResult(block_hash, known.height, tree.is_active(known), None)
         parent = tree.nodes.get(header.prev_hash)
         if parent is None:
             raise UnknownParent(f"block {short(block_hash)}: its parent {short(header.prev_hash)} is "
-                                f"not known; deliver the parent first")
+                                f"not known; deliver the parent first", reason="prev-blk-not-found")
         height = parent.height + 1
         bad = tree.invalid_ancestor(parent)
         if bad is not None:
             raise InvalidBlock(f"block {height} ({short(block_hash)}) descends from invalid block "
-                               f"{bad.height} ({short(bad.hash)}): {bad.status}", height)
+                               f"{bad.height} ({short(bad.hash)}): {bad.status}", height, "bad-prevblk")
         times, bits = tree.history(parent)
-        status = ""
+        status = reason = ""
         try:
             check_block(self.params, self.rule, height, header, txs, parent.hash, times, bits, now)
+            if body_check is not None:
+                body_check(height)
         except InvalidBlock as exc:
-            if not self._worth_keeping(header, block_hash, height, times, bits, now):
+            if exc.reason in MUTATED or not self._worth_keeping(header, block_hash, height, times,
+                                                                bits, now):
                 raise
-            status = str(exc)
+            status, reason = str(exc), exc.reason
         node = tree.make_node(block_hash, parent.hash, header.time, header.bits, status)
         tree.add(node)
         try:
@@ -620,7 +643,7 @@ class Chain:
             tree.discard(node)
             raise
         if status:
-            return AddResult(block_hash, height, False, None, status)
+            return AddResult(block_hash, height, False, None, status, reason)
         return AddResult(block_hash, height, switch, tree.reorg_to(node) if switch else None)
 
     def _worth_keeping(self, header: BlockHeader, block_hash: bytes, height: int,

@@ -32,8 +32,11 @@ class ChainError(MinerError):
 
 
 class InvalidBlock(ChainError):
-    """A block fails validation; `height` names it when known."""
+    """A block fails validation; `height` names it when known, `reason` is Bitcoin Core's reject
+    reason for the rule it breaks ("high-hash", "bad-txnmrklroot", ...), which `submitblock`
+    answers with (BIP 22)."""
 
-    def __init__(self, message: str, height: int | None = None):
+    def __init__(self, message: str, height: int | None = None, reason: str = "invalid"):
         super().__init__(message)
         self.height = height
+        self.reason = reason

@@ -51,9 +51,12 @@ def script_push(data: bytes) -> bytes:
 
 
 def script_number(n: int) -> bytes:
-    """A non-negative integer as Bitcoin's minimal script number push (BIP34 height)."""
+    """A non-negative integer as Core's `CScript() << n` writes it, which is what BIP 34 compares a
+    coinbase's height with: OP_0 for 0, OP_1..OP_16 for 1 to 16, else a minimal number push."""
     if n == 0:
         return b"\x00"
+    if 1 <= n <= 16:
+        return bytes([0x50 + n])
     out = n.to_bytes((n.bit_length() + 7) // 8, "little")
     if out[-1] & 0x80:
         out += b"\x00"
@@ -61,7 +64,15 @@ def script_number(n: int) -> bytes:
 
 
 def txid(tx: bytes) -> bytes:
-    """Transaction id in internal byte order."""
+    """Transaction id in internal byte order: sha256d of the serialization without witnesses.
+    Bytes that carry the segwit marker but do not parse keep their plain hash (the chain treats
+    transactions as opaque; the node refuses unparsable ones before they get here)."""
+    if len(tx) > 6 and tx[4] == 0 and tx[5] == 1:
+        from .wire import DecodeError, strip_witness
+        try:
+            return sha256d(strip_witness(tx))
+        except DecodeError:
+            pass
     return sha256d(tx)
 
 

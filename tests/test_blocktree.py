@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from blockmaker import NOW, expected_tip, grow, make_block, params
+from blockmaker import NOW, expected_tip, grow, make_block, params, solve
 from miner.chain import Chain, StaleBlock, UnknownParent
 from miner.errors import InvalidBlock
+from miner.header import BlockHeader
+from miner.tx import coinbase_template, merkle_root, txid
 
 HERE = Path(__file__).parent
 
@@ -166,10 +168,15 @@ def test_an_invalid_side_block_is_kept_marked_and_its_children_refused(forked, t
         for block in a:
             chain.add_block(block.header, block.txs, now=NOW)
         active = list(chain.tree.active)
-        bad = make_block(chain, b[0].parent, 11, b"bad", bad_merkle=True)
-        with pytest.raises(InvalidBlock, match="merkle root"):
+        # Real work, but its time is not after the median time past: kept, marked invalid.
+        bad = make_block(chain, b[0].parent, -10**5, b"bad")
+        with pytest.raises(InvalidBlock, match="median time past") as info:
             chain.add_block(bad.header, bad.txs, now=NOW)
-        assert "merkle root" in chain.node(bad.hash).status
+        assert info.value.reason == "time-too-old"
+        assert "median time past" in chain.node(bad.hash).status
+        with pytest.raises(InvalidBlock, match="already stored as invalid") as info:
+            chain.add_block(bad.header, bad.txs, now=NOW)
+        assert info.value.reason == "duplicate-invalid"
         # A child of the invalid block is refused and names it; nothing of it is stored.
         child = make_block(chain, bad.hash, 11, b"child")
         with pytest.raises(InvalidBlock, match=r"descends from invalid block 3"):
@@ -301,3 +308,39 @@ def test_sigkill_while_reorganising_leaves_one_of_the_two_valid_states(tmp_path)
             heights.append(chain.height)
     assert kills >= 20
     assert heights[-1] > heights[0]  # the worker did reorganise between kills
+
+
+def test_a_block_with_a_mutated_body_is_refused_unmarked_and_the_real_one_then_accepted(forked, tmp_path):
+    """Core's BLOCK_MUTATED: a genuine header with the wrong transactions (a wrong merkle root, a
+    transaction repeated) may be a valid block damaged in transit, so it is never marked invalid."""
+    base, _, a, _, _ = forked
+    path = _copy_of(base, tmp_path / "mutated.sqlite")
+    with Chain.open(path) as chain:
+        real = make_block(chain, chain.tip_hash, 11, b"real")
+        for txs, reason in (([coinbase_template(99, b"other").build(0)], "bad-txnmrklroot"),):
+            with pytest.raises(InvalidBlock, match="merkle root") as info:
+                chain.add_block(real.header, txs, now=NOW)
+            assert info.value.reason == reason
+            assert chain.node(real.hash) is None
+        chain.add_block(real.header, real.txs, now=NOW)
+        assert chain.tip_hash == real.hash
+
+
+def test_a_repeated_transaction_is_refused_as_a_mutation(forked, tmp_path):
+    """CVE-2012-2459: [cb, a, b, b] has the merkle root of [cb, a, b]; the copy is refused,
+    unmarked, and the real block is accepted after it."""
+    base, _, _, _, _ = forked
+    path = _copy_of(base, tmp_path / "dup.sqlite")
+    with Chain.open(path) as chain:
+        node = chain.node(chain.tip_hash)
+        cb = coinbase_template(node.height + 1, b"dup").build(0)
+        t1, t2 = (coinbase_template(700 + i, b"tx").build(0) for i in range(2))
+        root = merkle_root([txid(cb), txid(t1), txid(t2)])
+        assert root == merkle_root([txid(cb), txid(t1), txid(t2), txid(t2)])
+        header = solve(BlockHeader(0x20000000, node.hash, root, node.time + 11,
+                                   chain.next_bits(), 0))
+        with pytest.raises(InvalidBlock, match="appears twice") as info:
+            chain.add_block(header, [cb, t1, t2, t2], now=NOW)
+        assert info.value.reason == "bad-txns-duplicate" and chain.node(header.hash()) is None
+        chain.add_block(header, [cb, t1, t2], now=NOW)  # the real block
+        assert chain.tip_hash == header.hash()

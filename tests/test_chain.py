@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from conftest import GENESIS_TIME, mine_easy_chain
 from miner.chain import Chain, median_time_past
 from miner.errors import ChainError, InvalidBlock, UsageError
-from miner.header import BlockHeader
+from miner.header import BlockHeader, bits_to_target
 from miner.params import preset
 from miner.sources.local import LocalChainSource
 from miner.tx import coinbase_template
@@ -76,8 +76,10 @@ def test_append_rejects_each_rule(easy_chain, damage, match):
     elif damage == "merkle":
         txs = [coinbase_template(99, b"other").build(0)]
     if damage in ("prev", "bits", "time_mtp", "time_future"):
-        # Re-solve the changed header so only the rule under test is broken.
-        header = next(header.with_nonce(n) for n in range(10_000) if header.with_nonce(n).meets_target(2**255))
+        # Re-solve the changed header so only the rule under test is broken: its hash meets its
+        # own bits (Core checks that first and would answer high-hash).
+        target = min(2**255, bits_to_target(header.bits))
+        header = next(header.with_nonce(n) for n in range(100_000) if header.with_nonce(n).meets_target(target))
     before = easy_chain.height
     with pytest.raises(InvalidBlock, match=match) as info:
         easy_chain.append(header, txs, now=now)
