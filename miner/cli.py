@@ -77,9 +77,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preset for a new chain: local, local-windowed, regtest, mainnet")
     m.add_argument("--unit-seconds", type=float, default=0.25,
                    help="target duration of one work unit (default 0.25)")
+    m.add_argument("--url", default=None,
+                   help="mine a node instead of a chain file: http://user:password@host:port of a "
+                        "'miner node' or Bitcoin Core (getblocktemplate, submitblock)")
+    m.add_argument("--rpc-cookie-file", default=None,
+                   help="with --url: read the credentials from the node's cookie file")
+    m.add_argument("--payout-address", default=None,
+                   help="with --url: address the coinbase pays (any network)")
+    m.add_argument("--payout-script", default=None,
+                   help="with --url: output script (hex) the coinbase pays (default OP_TRUE)")
     out = m.add_mutually_exclusive_group()
     out.add_argument("--quiet", action="store_true", help="only a summary at the end")
     out.add_argument("--json", action="store_true", help="one JSON object per event")
+
+    n = sub.add_parser("node", help="serve the chain over Bitcoin Core's JSON-RPC (getblocktemplate, "
+                                    "submitblock, ...) until stopped")
+    n.add_argument("--chain", default=os.environ.get("MINER_CHAIN", DEFAULT_CHAIN),
+                   help=f"chain file to own (default {DEFAULT_CHAIN}; created if missing)")
+    n.add_argument("--preset", default="local", help="preset for a new chain (as for mine)")
+    n.add_argument("--rpc-bind", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; any other needs --rpc-user)")
+    n.add_argument("--rpc-port", type=int, default=18443, help="port (default 18443; 0 picks a free one)")
+    n.add_argument("--rpc-user", default=None, help="user name (instead of the cookie file)")
+    n.add_argument("--rpc-password", default=None, help="password for --rpc-user")
+    n.add_argument("--rpc-cookie-file", default=None,
+                   help="where to write the cookie (default .cookie beside the chain file)")
+    n.add_argument("--backend", default="auto", help="backends generatetoaddress mines with (default auto)")
+    n.add_argument("--threads", type=_positive_int(1024), default=None, help="CPU backend threads")
+    _cpu_kernel_option(n)
+    n.add_argument("--json", action="store_true", help="one JSON object per event")
 
     c = sub.add_parser("chain", help="inspect the stored chain")
     csub = c.add_subparsers(dest="chain_command", metavar="ACTION", parser_class=_Parser)
@@ -171,6 +197,11 @@ def cmd_mine(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_node(args: argparse.Namespace) -> int:
+    from .node.server import cmd_node as run
+    return run(args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from miner.bench.commands import cmd_bench as run
     return run(args)
@@ -181,7 +212,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return run(args)
 
 
-COMMANDS = {"mine": cmd_mine, "chain": cmd_chain, "header": cmd_header, "bench": cmd_bench,
+COMMANDS = {"mine": cmd_mine, "node": cmd_node, "chain": cmd_chain, "header": cmd_header, "bench": cmd_bench,
             "compare": cmd_compare}
 
 

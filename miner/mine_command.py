@@ -17,6 +17,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from .chain_lock import ChainLock
 from .errors import MinerError, UsageError
 from .interrupts import ignore_stop_signals, restore_handlers
 
@@ -32,14 +33,23 @@ def cmd_mine(args: argparse.Namespace) -> int:
 
     if not args.unit_seconds > 0:
         raise UsageError("--unit-seconds must be positive")
+    if args.url:
+        return _mine_node(args)
     params = preset(args.preset, int(time.time()))  # an unknown preset fails before any compile
     path = Path(args.chain)
     chain = None
+    lock = ChainLock(path, exclusive=False)
     if path.exists() and (not path.is_file() or path.stat().st_size > 0):
-        chain = Chain.open(path)  # refuses a damaged or read-only chain before the compile
-        chain.check_clock(int(time.time()))
+        lock.acquire()  # a chain a node owns is mined through the node (--url)
+        try:
+            chain = Chain.open(path)  # refuses a damaged or read-only chain before the compile
+            chain.check_clock(int(time.time()))
+        except BaseException:
+            lock.release()
+            raise
     else:
         check_creatable(path)
+        lock.acquire()
     try:
         backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel)
         reporter = make_reporter(args.json, args.quiet)
@@ -52,6 +62,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     except BaseException:
         if chain is not None:
             chain.close()
+        lock.release()
         raise
     coordinator = Coordinator(backends, unit_seconds=args.unit_seconds,
                               on_event=reporter.coordinator_event)
@@ -79,8 +90,66 @@ def cmd_mine(args: argparse.Namespace) -> int:
         coordinator.stop()
         reporter.stop()
         chain.close()
+        lock.release()
     elapsed = time.perf_counter() - t0
     reporter.finish(mine_summary(coordinator, found, elapsed, interrupted))
+    restore_handlers(previous)
+    if failure is not None:
+        raise failure
+    return 130 if interrupted else 0
+
+
+def _payout_script(args: argparse.Namespace) -> bytes:
+    from .address import parse_script_hex, script_for_address
+    if args.payout_script and args.payout_address:
+        raise UsageError("give --payout-script or --payout-address, not both")
+    if args.payout_script:
+        return parse_script_hex(args.payout_script)
+    if args.payout_address:
+        return script_for_address(args.payout_address)
+    return b"\x51"  # OP_TRUE: anyone can spend it, as on the local chain
+
+
+def _mine_node(args: argparse.Namespace) -> int:
+    """`miner mine --url`: getblocktemplate work from a node, solved blocks to its submitblock."""
+    from .backends.registry import make_backends
+    from .coordinator import Coordinator
+    from .mining import BlockFound, mine_from_node
+    from .reporting import make_reporter
+    from .rpc_client import RpcClient
+    from .sources.gbt import TemplateSource
+
+    client = RpcClient(args.url, cookie_file=args.rpc_cookie_file)
+    source = TemplateSource(client, _payout_script(args))
+    first = source.fetch()  # an unreachable node or a bad template fails before the compile
+    backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel)
+    reporter = make_reporter(args.json, args.quiet)
+    _warm_up(backends, announce=not (args.json or args.quiet))
+    coordinator = Coordinator(backends, unit_seconds=args.unit_seconds,
+                              on_event=reporter.coordinator_event)
+    found: list[BlockFound] = []
+    interrupted = False
+    failure: MinerError | None = None
+    t0 = time.perf_counter()
+    previous: dict = {}
+    try:
+        reporter.start({"path": client.display_url, "height": first.height - 1, "preset": "node",
+                        "rule": "node", "spacing": 0,
+                        "detail": f"node at {client.display_url}, tip {first.height - 1}"},
+                       backends, args.blocks, coordinator)
+        coordinator.start()
+        mine_from_node(coordinator, source, args.blocks,
+                       lambda ev: (ev.verdict == "accepted" and found.append(ev), reporter.block(ev)),
+                       on_job=reporter.job)
+    except KeyboardInterrupt:
+        interrupted = True
+    except MinerError as exc:  # the node went away, or answered what no miner can use
+        failure = exc
+    finally:
+        previous = ignore_stop_signals()
+        coordinator.stop()
+        reporter.stop()
+    reporter.finish(mine_summary(coordinator, found, time.perf_counter() - t0, interrupted))
     restore_handlers(previous)
     if failure is not None:
         raise failure

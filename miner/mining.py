@@ -11,7 +11,7 @@ from .coordinator import Coordinator
 from .errors import InvalidBlock
 from .header import bits_to_target, difficulty
 from .sources.local import LocalChainSource
-from .work import Job
+from .work import Job, Solution
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ class BlockFound:
     seconds: float
     hashes: int
     backend: str
+    verdict: str = ""  # mining a node: its submitblock answer ("accepted", or Core's reason)
 
     @property
     def rate(self) -> float:
@@ -67,3 +68,49 @@ def mine_blocks(coordinator: Coordinator, source: LocalChainSource, blocks: int,
     coordinator.set_job(None)
     return found
 
+
+
+def _found(solution: Solution, height: int, seconds: float, hashes: int, verdict: str = "") -> BlockFound:
+    header = solution.header
+    return BlockFound(height, header.hash_hex(), solution.nonce, solution.extranonce, header.bits,
+                      difficulty(bits_to_target(header.bits)), seconds, hashes, solution.backend,
+                      verdict)
+
+
+def mine_from_node(coordinator: Coordinator, source, blocks: int,
+                   on_block: Callable[[BlockFound], None],
+                   on_job: Callable[[Job], None] | None = None,
+                   poll: float = 0.25) -> list[BlockFound]:
+    """Mine until the node has accepted `blocks` of our blocks. `source` is a TemplateSource:
+    its long poll replaces the job the moment the node has new work; every solution is submitted
+    and the node's verdict reported, accepted or not. The coordinator must be started."""
+    accepted: list[BlockFound] = []
+    marks = {"t0": time.perf_counter(), "hashes": 0}
+
+    def new_job(job: Job) -> None:
+        coordinator.set_job(job)
+        if on_job is not None:
+            on_job(job)
+
+    source.offer(source.fetch(), new_job)
+    source.start_long_poll(new_job)
+    try:
+        while len(accepted) < blocks:
+            solution = coordinator.wait_solution(timeout=poll)
+            if solution is None:
+                continue
+            hashes = sum(s.hashes for s in coordinator.stats.values())
+            seconds = time.perf_counter() - marks["t0"]
+            verdict = source.submit(solution)
+            event = _found(solution, solution.job.height, seconds, hashes - marks["hashes"],
+                           "accepted" if verdict is None else str(verdict))
+            on_block(event)
+            if verdict is None:
+                accepted.append(event)
+            marks.update(t0=time.perf_counter(), hashes=hashes)
+            # The solved job is finished whatever the verdict: fresh work now, not at the next poll.
+            source.offer(source.fetch(), new_job, force=True)
+    finally:
+        source.stop()
+        coordinator.set_job(None)
+    return accepted

@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import threading
+import time
 from typing import IO, Any
 
 from rich.console import Console
@@ -28,7 +29,8 @@ log = logging.getLogger(__name__)
 
 def block_line(ev: BlockFound) -> str:
     return (f"block {ev.height:>6}  {ev.hash_hex}  nonce {ev.nonce:>10}  bits {ev.bits:08x}  "
-            f"diff {ev.difficulty:12.6g}  {ev.seconds:7.2f} s  {format_rate(ev.rate)}  {ev.backend}")
+            f"diff {ev.difficulty:12.6g}  {ev.seconds:7.2f} s  {format_rate(ev.rate)}  {ev.backend}"
+            + (f"  node: {ev.verdict}" if ev.verdict else ""))
 
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:
@@ -79,8 +81,9 @@ class PlainReporter(Reporter):
 
     def start(self, chain_desc, backends, blocks, coordinator) -> None:
         names = ", ".join(f"{b.name} ({b.device})" for b in backends)
-        self._write(f"mining {blocks} block(s) on {chain_desc['path']} (tip {chain_desc['height']}, "
-                    f"{chain_desc['rule']} rule, {chain_desc['spacing']} s spacing) with {names}")
+        detail = chain_desc.get("detail") or (f"tip {chain_desc['height']}, {chain_desc['rule']} rule, "
+                                              f"{chain_desc['spacing']} s spacing")
+        self._write(f"mining {blocks} block(s) on {chain_desc['path']} ({detail}) with {names}")
 
     def block(self, ev: BlockFound) -> None:
         self._write(block_line(ev))
@@ -103,8 +106,10 @@ class JsonReporter(Reporter):
                                  for b in backends]})
 
     def job(self, job: Job) -> None:
+        # `prev` and `at` (wall clock) let a test measure how soon a new tip reached the miner.
         self._emit({"event": "job", "job_id": job.job_id, "height": job.height,
-                    "bits": f"{job.bits:08x}", "time": job.time})
+                    "bits": f"{job.bits:08x}", "time": job.time, "prev": job.prev_hash[::-1].hex(),
+                    "at": time.time()})
 
     def block(self, ev: BlockFound) -> None:
         self._emit({"event": "block", **ev.__dict__, "rate": ev.rate})
@@ -130,8 +135,8 @@ class LiveReporter(Reporter):
 
     def start(self, chain_desc, backends, blocks, coordinator) -> None:
         names = ", ".join(f"{b.name} ({b.device})" for b in backends)
-        self.console.print(f"mining {blocks} block(s) on [bold]{chain_desc['path']}[/] "
-                           f"({chain_desc['rule']} rule, {chain_desc['spacing']} s spacing) with {names}",
+        detail = chain_desc.get("detail") or f"{chain_desc['rule']} rule, {chain_desc['spacing']} s spacing"
+        self.console.print(f"mining {blocks} block(s) on [bold]{chain_desc['path']}[/] ({detail}) with {names}",
                            highlight=False)
         self.view = MiningView(coordinator, backends, blocks)
         self.live = Live(get_renderable=self.view, console=self.console, refresh_per_second=4,

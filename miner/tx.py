@@ -121,17 +121,22 @@ class CoinbaseTemplate:
 
 
 def coinbase_template(height: int, message: bytes = b"", value: int = 50 * 10**8,
-                      extranonce_size: int = EXTRANONCE_SIZE) -> CoinbaseTemplate:
-    """A legacy-format coinbase paying `value` to OP_TRUE, scriptSig = height, extranonce, message."""
+                      extranonce_size: int = EXTRANONCE_SIZE, script_pubkey: bytes = b"\x51",
+                      extra_outputs: Sequence[tuple[int, bytes]] = ()) -> CoinbaseTemplate:
+    """A legacy-format coinbase, scriptSig = height (BIP 34), extranonce, message, paying
+    `value` to `script_pubkey` (OP_TRUE unless given), then `extra_outputs` (value, script) such
+    as a witness commitment."""
     head = script_number(height)
     tail = script_push(message[:75]) if message else b""
     script_len = len(head) + 1 + extranonce_size + len(tail)
     if script_len > 100:
         raise ValueError("coinbase scriptSig longer than Bitcoin's 100-byte limit")
+    outputs = [(value, script_pubkey), *extra_outputs]
     coinb1 = (struct.pack("<I", 1) + b"\x01" + b"\x00" * 32 + b"\xff\xff\xff\xff"
               + varint(script_len) + head + bytes([extranonce_size]))
-    coinb2 = (tail + b"\xff\xff\xff\xff" + b"\x01" + struct.pack("<q", value)
-              + varint(1) + b"\x51" + struct.pack("<I", 0))
+    coinb2 = (tail + b"\xff\xff\xff\xff" + varint(len(outputs))
+              + b"".join(struct.pack("<q", v) + varint(len(s)) + s for v, s in outputs)
+              + struct.pack("<I", 0))
     return CoinbaseTemplate(coinb1, coinb2, extranonce_size)
 
 

@@ -1,0 +1,1 @@
+"""`miner node`: the chain served over JSON-RPC."""

@@ -1,0 +1,190 @@
+"""The node's state behind the RPC methods: the chain (one writer), the mempool, templates and
+long polls.
+
+The chain file is touched by one thread only, the chain thread: every read and every block goes
+through it in turn (SQLite connections are not shared across threads, and one writer means the
+node's view of the tip is never behind the file). The event loop awaits it, so a block being
+validated and stored never stalls other requests that need no chain access; templates are built
+once per tip and mempool change and served from memory, and long polls wait on a condition that
+each change notifies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from ..blocktree import TipChange
+from ..chain import Chain, UnknownParent, median_time_past
+from ..errors import InvalidBlock
+from ..header import bits_to_target
+from ..params import ChainParams
+from ..tx import txid
+from ..wire import MAX_BLOCK_WEIGHT, Block, DecodeError, Transaction
+from .mempool import Mempool
+from .template import (COINBASE_RESERVED_WEIGHT, TipInfo, block_template, check_submitted,
+                       halving_interval, longpoll_id)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A block the chain stored and made its tip, for the node's log and listeners."""
+
+    hash: bytes
+    height: int
+    at: float  # wall clock when it was committed
+
+
+def read_tip(chain: Chain) -> TipInfo:
+    """The tip as templates need it (chain thread)."""
+    tip = chain.tree.tip
+    next_bits = chain.next_bits()
+    return TipInfo(height=chain.height, hash=chain.tip_hash, time=tip.time, bits=tip.bits,
+                   chainwork=tip.chainwork, median_time=median_time_past(chain.times, chain.height + 1),
+                   next_bits=next_bits, next_target=bits_to_target(next_bits, chain.params.pow_limit),
+                   next_min_time=chain.min_next_time(), chain_name=chain.params.name,
+                   halving_interval=halving_interval(chain.params.name))
+
+
+class NodeService:
+    def __init__(self, chain_path: Path):
+        self.chain_path = chain_path
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="chain")
+        self.chain: Chain | None = None
+        self.mempool = Mempool()
+        self.tip: TipInfo | None = None
+        self._changed: asyncio.Condition | None = None
+        self._template: tuple[str, dict] | None = None  # (longpollid, template)
+        self.closing = False
+        self.listeners: list[Callable[[Accepted], None]] = []
+        self.started = time.time()
+
+    # ------------------------------------------------------------------ the chain thread
+
+    async def on_chain(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(chain, *args)` on the chain thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, partial(fn, self.chain, *args))
+
+    async def open(self, params: ChainParams) -> None:
+        """Open the chain (created with `params` if there is none) on the chain thread, where
+        its connection is used from then on."""
+        loop = asyncio.get_running_loop()
+        self._changed = asyncio.Condition()
+        self.chain = await loop.run_in_executor(self._executor, Chain.open_or_create, self.chain_path, params)
+        self.tip = await self.on_chain(read_tip)
+
+    async def close_waiters(self) -> None:
+        """Shutting down: long polls return now, so the server can finish its requests."""
+        self.closing = True
+        if self._changed is not None:
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def close(self) -> None:
+        await self.close_waiters()
+        if self.chain is not None:
+            await self.on_chain(Chain.close)
+        self._executor.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ templates and long polls
+
+    @property
+    def longpollid(self) -> str:
+        assert self.tip is not None
+        return longpoll_id(self.tip.hash, self.mempool.sequence)
+
+    def template(self) -> dict:
+        """The current template, built once per tip and mempool change."""
+        lpid = self.longpollid
+        if self._template is None or self._template[0] != lpid:
+            txs = self.mempool.for_block(MAX_BLOCK_WEIGHT - COINBASE_RESERVED_WEIGHT)
+            self._template = (lpid, block_template(self.tip, txs, int(time.time()), lpid))
+        cached = self._template[1]
+        now = int(time.time())
+        if cached["curtime"] < now:  # time moves on between changes: a fresh curtime, same work
+            cached = dict(cached, curtime=now)
+        return cached
+
+    async def wait_for_change(self, longpollid: str) -> None:
+        """Return when the longpollid differs from `longpollid`: a new tip or new transactions."""
+        assert self._changed is not None
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.closing or self.longpollid != longpollid)
+
+    async def _notify(self) -> None:
+        assert self._changed is not None
+        async with self._changed:
+            self._changed.notify_all()
+
+    # ------------------------------------------------------------------ blocks
+
+    async def submit_block(self, block: Block) -> str | None:
+        """Store a block; None if it became the tip, else Core's BIP 22 answer."""
+        verdict, change, tip, mined, returned = await self.on_chain(_store_block, block)
+        if change is not None:
+            self.tip = tip
+            self.mempool.remove(mined)
+            for tx in returned:  # transactions of blocks a reorg took off go back to the pool
+                try:
+                    self.mempool.add(tx, tip.height)
+                except Exception:
+                    pass
+            accepted = Accepted(change.tip, change.height, time.time())
+            for listener in list(self.listeners):
+                listener(accepted)
+            await self._notify()
+        return verdict
+
+    async def add_transaction(self, tx: Transaction) -> bool:
+        added = self.mempool.add(tx, self.tip.height if self.tip else 0)
+        if added:
+            await self._notify()
+        return added
+
+
+def _store_block(chain: Chain, block: Block):
+    """(verdict, tip change, new tip, txids now mined, transactions to return to the pool);
+    runs on the chain thread."""
+    block_hash = block.header.hash()
+    known = chain.node(block_hash)
+    if known is not None and known.valid:
+        return "duplicate", None, None, [], []
+    try:
+        result = chain.add_block(block.header, block.raw_txs,
+                                 body_check=lambda height: check_submitted(block, height))
+    except UnknownParent:
+        return "prev-blk-not-found", None, None, [], []
+    except InvalidBlock as exc:
+        log.info("submitblock refused: %s", exc)
+        return exc.reason, None, None, [], []
+    if result.change is None:
+        return "inconclusive", None, None, [], []  # stored on a side branch, as Core answers it
+    mined, returned = _mempool_delta(chain, result.change)
+    return None, result.change, read_tip(chain), mined, returned
+
+
+def _mempool_delta(chain: Chain, change: TipChange) -> tuple[list[bytes], list[Transaction]]:
+    mined: list[bytes] = []
+    returned: list[Transaction] = []
+    for h in change.connected:
+        mined += [txid(t) for t in chain.block_by_hash(h).txs[1:]]
+    for h in change.disconnected:
+        for raw in chain.block_by_hash(h).txs[1:]:
+            try:
+                returned.append(Transaction.parse(raw))
+            except DecodeError:
+                pass
+    gone = set(mined)
+    return mined, [t for t in returned if t.txid not in gone]
+
+
