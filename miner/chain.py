@@ -137,6 +137,8 @@ class StaleBlock(InvalidBlock):
 # block with the same header is still accepted when it arrives.
 MUTATED = frozenset({"bad-txnmrklroot", "bad-txns-duplicate", "bad-witness-merkle-match",
                      "bad-witness-nonce-size", "unexpected-witness"})
+# A header that fails its own checks never enters Core's block index: it is refused, not stored.
+HEADER_RULES = frozenset({"high-hash", "bad-diffbits", "time-too-old", "time-too-new", "bad-prevblk"})
 
 
 def check_block(params: ChainParams, rule: RetargetRule, height: int, header: BlockHeader,
@@ -622,7 +624,7 @@ class Chain:
             if body_check is not None:
                 body_check(height)
         except InvalidBlock as exc:
-            if exc.reason in MUTATED or not self._worth_keeping(header, block_hash, height, times,
+            if exc.reason in MUTATED or exc.reason in HEADER_RULES or not self._worth_keeping(header, block_hash, height, times,
                                                                 bits, now):
                 raise
             status, reason = str(exc), exc.reason

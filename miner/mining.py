@@ -109,7 +109,7 @@ def mine_from_node(coordinator: Coordinator, source, blocks: int,
                 accepted.append(event)
             marks.update(t0=time.perf_counter(), hashes=hashes)
             # The solved job is finished whatever the verdict: fresh work now, not at the next poll.
-            source.offer(source.fetch(), new_job, force=True)
+            source.offer(source.fetch(), new_job, solved=solution.job)
     finally:
         source.stop()
         coordinator.set_job(None)

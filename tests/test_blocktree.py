@@ -168,12 +168,23 @@ def test_an_invalid_side_block_is_kept_marked_and_its_children_refused(forked, t
         for block in a:
             chain.add_block(block.header, block.txs, now=NOW)
         active = list(chain.tree.active)
-        # Real work, but its time is not after the median time past: kept, marked invalid.
-        bad = make_block(chain, b[0].parent, -10**5, b"bad")
+        # A header that breaks a header rule never enters the index (as in Core): not stored.
+        old = make_block(chain, b[0].parent, -10**5, b"old")
         with pytest.raises(InvalidBlock, match="median time past") as info:
-            chain.add_block(bad.header, bad.txs, now=NOW)
-        assert info.value.reason == "time-too-old"
-        assert "median time past" in chain.node(bad.hash).status
+            chain.add_block(old.header, old.txs, now=NOW)
+        assert info.value.reason == "time-too-old" and chain.node(old.hash) is None
+
+        # A valid header with real work whose body breaks a rule (here the node's, through the
+        # body_check hook): kept, marked invalid, and answered as such when it comes again.
+        def bad_body(height):
+            raise InvalidBlock(f"block {height}: coinbase does not start with the block height",
+                               height, "bad-cb-height")
+
+        bad = make_block(chain, b[0].parent, 11, b"bad")
+        with pytest.raises(InvalidBlock, match="block height") as info:
+            chain.add_block(bad.header, bad.txs, now=NOW, body_check=bad_body)
+        assert info.value.reason == "bad-cb-height"
+        assert "block height" in chain.node(bad.hash).status
         with pytest.raises(InvalidBlock, match="already stored as invalid") as info:
             chain.add_block(bad.header, bad.txs, now=NOW)
         assert info.value.reason == "duplicate-invalid"

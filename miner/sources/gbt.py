@@ -130,11 +130,13 @@ class TemplateSource:
                 and a.source_data.get("longpollid") == b.source_data.get("longpollid")
                 and a.extra_txs == b.extra_txs)
 
-    def offer(self, job: Job, on_new: Callable[[Job], None], force: bool = False) -> bool:
-        """Make `job` current unless it is the same work (or `force`: the current job was
-        solved, so even the same template needs a fresh start); True if it replaced it."""
+    def offer(self, job: Job, on_new: Callable[[Job], None], solved: Job | None = None) -> bool:
+        """Make `job` current unless it is the same work as the current job; True if it replaced
+        it. `solved`: that job was just solved, so if it is still current even the same template
+        needs a fresh start (the long poll may already have replaced it: then nothing to do)."""
         with self._lock:
-            if not force and self.same_work(self.current, job):
+            restart = solved is not None and self.current is solved
+            if not restart and self.same_work(self.current, job):
                 return False
             self.current = job
             on_new(job)

@@ -1,0 +1,363 @@
+"""`miner node` as a real process on 127.0.0.1: JSON-RPC as Core speaks it, blocks in and out
+in Bitcoin's wire format, bad requests answered without harm, ownership of the chain file."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from miner.errors import UsageError
+from miner.header import BlockHeader
+from miner.sources.gbt import block_hex, job_from_template
+from miner.work import Solution
+from nodeproc import ROOT, NodeProcess, make_chain, stored_blocks
+
+OP_TRUE = b"\x51"
+
+
+def solve(template: dict, payout: bytes = OP_TRUE, tag: bytes = b"test", valid: bool = True) -> Solution:
+    """A solution of the template found with hashlib (valid, or with a hash above the target)."""
+    job = job_from_template(template, payout, tag)
+    work = job.work(0)
+    nonce = next(n for n in range(1 << 20) if work.check(n) == valid)
+    return Solution(job, 0, nonce)
+
+
+def template(node: NodeProcess) -> dict:
+    return node.call("getblocktemplate", {"rules": ["segwit"]})
+
+
+@pytest.fixture
+def node(tmp_path):
+    with NodeProcess(make_chain(tmp_path / "chain.sqlite")) as n:
+        yield n
+
+
+# --------------------------------------------------------------------------- protocol
+
+def test_json_rpc_1_and_2_batches_and_notifications_as_core_answers_them(node):
+    status, body, _ = node.post('{"method": "getblockcount", "params": [], "id": 7}')
+    assert (status, json.loads(body)) == (200, {"result": 0, "error": None, "id": 7})
+    status, body, _ = node.post('{"jsonrpc": "2.0", "method": "getblockcount", "id": "a"}')
+    assert (status, json.loads(body)) == (200, {"jsonrpc": "2.0", "result": 0, "id": "a"})
+    # A 2.0 error is status 200 with no result key; a 1.0 error sets the HTTP status as Core does.
+    status, body, _ = node.post('{"jsonrpc": "2.0", "method": "nope", "id": 1}')
+    assert status == 200 and json.loads(body) == {
+        "jsonrpc": "2.0", "error": {"code": -32601, "message": "Method not found"}, "id": 1}
+    status, body, _ = node.post('{"method": "nope", "id": 1}')
+    assert status == 404 and json.loads(body)["error"]["code"] == -32601
+    status, body, _ = node.post('{"jsonrpc": "2.0", "method": "getblockcount"}')  # notification
+    assert (status, body) == (204, b"")
+    status, body, _ = node.post('[{"method": "getblockcount", "id": 1}, '
+                                '{"jsonrpc": "2.0", "method": "getblockcount"}, 5, '
+                                '{"method": "getblockhash", "params": [0], "id": 2}]')
+    replies = json.loads(body)
+    assert status == 200 and [r["id"] for r in replies] == [1, None, 2]
+    assert replies[1]["error"] == {"code": -32600, "message": "Invalid Request object"}
+    assert replies[2]["result"] == node.call("getbestblockhash")
+    status, body, _ = node.post("[" + ",".join(['{"method": "getblockcount", "id": 1}'] * 1001) + "]")
+    assert status == 400 and json.loads(body)["error"]["code"] == -32600
+
+
+def test_authentication_cookie_and_401(node, tmp_path):
+    cookie = node.cookie.read_text()
+    user, password = cookie.split(":")
+    assert user == "__cookie__" and len(password) == 64 and int(password, 16) >= 0
+    assert stat.S_IMODE(node.cookie.stat().st_mode) == 0o600
+    t0 = time.perf_counter()
+    status, body, headers = node.post('{"method": "getblockcount"}', auth="Basic X19jb29raWVfXzp4")
+    assert status == 401 and time.perf_counter() - t0 >= 0.2
+    assert headers.get("WWW-Authenticate") == 'Basic realm="jsonrpc"'
+    status, _, _ = node.post("", method="GET")
+    assert status == 405
+    assert node.stop() == 0
+    assert not node.cookie.exists()  # removed on a clean exit, as Core removes .cookie
+    assert node.events[-1]["event"] == "stopped"
+
+
+def test_user_and_password_instead_of_the_cookie(tmp_path):
+    path = make_chain(tmp_path / "c.sqlite")
+    with NodeProcess(path, "--rpc-user", "alice", "--rpc-password", "s3cret") as node:
+        assert not node.cookie.exists()
+        import base64
+        good = "Basic " + base64.b64encode(b"alice:s3cret").decode()
+        assert json.loads(node.post('{"method":"getblockcount","id":1}', auth=good)[1])["result"] == 0
+        assert node.post('{"method":"getblockcount","id":1}',
+                         auth="Basic " + base64.b64encode(b"alice:wrong").decode())[0] == 401
+
+
+def test_a_non_loopback_bind_without_credentials_is_refused(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "miner", "node", "--chain", str(tmp_path / "c.sqlite"),
+                          "--rpc-bind", "0.0.0.0", "--rpc-port", "0"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2 and "not a loopback address" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "c.sqlite").exists()
+
+
+def test_the_node_owns_its_chain_file(node):
+    out = subprocess.run([sys.executable, "-m", "miner", "mine", "--chain", str(node.chain), "--blocks", "1",
+                          "--backend", "ref"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and f"--url {node.url}" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "miner", "node", "--chain", str(node.chain), "--rpc-port", "0"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "in use by another process" in out.stderr
+
+
+# --------------------------------------------------------------------------- methods
+
+def test_getblocktemplate_submitblock_and_the_info_methods(node):
+    t = template(node)
+    for key in ("version", "previousblockhash", "transactions", "coinbasevalue", "coinbaseaux", "target",
+                "mintime", "mutable", "noncerange", "curtime", "bits", "height", "longpollid",
+                "default_witness_commitment", "weightlimit", "sigoplimit", "rules", "capabilities"):
+        assert key in t, key
+    assert t["height"] == 1 and t["coinbasevalue"] == 50 * 10**8 and t["curtime"] >= t["mintime"]
+    # Core's answer for an empty template: the commitment to a coinbase-only witness tree.
+    assert t["default_witness_commitment"] == (
+        "6a24aa21a9ede2f61c3f71d1defd3fa999dfa36953755c690689799962b48bebd836974e8cf9")
+    assert node.call("getblocktemplate")["error"]["code"] == -8  # no segwit rule: Core refuses
+    solution = solve(t)
+    raw = block_hex(solution)
+    assert node.call("submitblock", raw) is None
+    assert node.call("submitblock", raw) == "duplicate"
+    h = solution.header.hash_hex()
+    assert node.call("getblockcount") == 1 and node.call("getbestblockhash") == h
+    assert node.call("getblockhash", 1) == h
+    header = node.call("getblockheader", h)
+    assert header["height"] == 1 and header["confirmations"] == 1 and header["nTx"] == 1
+    assert header["previousblockhash"] == t["previousblockhash"] and header["bits"] == t["bits"]
+    assert node.call("getblockheader", h, False) == solution.header.hex()
+    assert node.call("getblock", h, 0) == raw
+    block = node.call("getblock", h)
+    assert block["tx"] == [header["merkleroot"]] and block["size"] == len(raw) // 2
+    assert node.call("getblock", "00" * 32)["error"] == {"code": -5, "message": "Block not found"}
+    assert node.call("getblockhash", 2)["error"] == {"code": -8, "message": "Block height out of range"}
+    info = node.call("getblockchaininfo")
+    assert info["blocks"] == 1 and info["bestblockhash"] == h and info["chain"] == "test-node"
+    mining = node.call("getmininginfo")
+    assert mining["blocks"] == 1 and mining["pooledtx"] == 0 and mining["networkhashps"] >= 0
+    assert node.call("getdifficulty") == header["difficulty"]
+    assert [e["hash"] for e in node.events if e["event"] == "block"] == [h]
+
+
+def test_generatetoaddress_mines_with_the_nodes_backend(node):
+    hashes = node.call("generatetoaddress", 3, "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080")
+    assert len(hashes) == 3 and node.call("getbestblockhash") == hashes[-1]
+    coinbase = bytes.fromhex(node.call("getblock", hashes[0], 0))[81:]
+    assert bytes.fromhex("0014751e76e8199196d454941c45d1b3a323f1433bd6") in coinbase  # pays the address
+    assert node.call("generatetoaddress", 1, "not-an-address")["error"] == {
+        "code": -5, "message": "Error: Invalid address"}
+
+
+def test_a_long_poll_returns_when_the_tip_changes(node):
+    t = template(node)
+    got: dict = {}
+
+    def poll():
+        got["template"] = node.call("getblocktemplate", {"rules": ["segwit"], "longpollid": t["longpollid"]},
+                                    timeout=60)
+        got["at"] = time.perf_counter()
+
+    waiter = threading.Thread(target=poll)
+    waiter.start()
+    time.sleep(0.5)
+    assert "template" not in got  # still waiting: nothing changed
+    t0 = time.perf_counter()
+    assert node.call("submitblock", block_hex(solve(t))) is None
+    waiter.join(10)
+    assert got["template"]["height"] == 2 and got["at"] - t0 < 2
+
+
+# --------------------------------------------------------------------------- bad requests
+
+def test_bad_requests_get_cores_answers_and_change_nothing(node):
+    good = solve(template(node))
+    assert node.call("submitblock", block_hex(good)) is None
+    before = stored_blocks(node.chain)
+    t = template(node)
+
+    def block_with(**change) -> str:
+        s = solve(t)
+        h = s.header
+        fields = dict(version=h.version, prev_hash=h.prev_hash, merkle_root=h.merkle_root, time=h.time,
+                      bits=h.bits, nonce=h.nonce)
+        fields.update(change)
+        header = BlockHeader(**fields)
+        if "nonce" not in change:  # re-solve so only the changed rule is broken
+            from miner.header import bits_to_target
+            target = bits_to_target(header.bits)
+            header = next(header.with_nonce(n) for n in range(1 << 22) if header.with_nonce(n).meets_target(target))
+        return header.hex() + block_hex(s)[160:]
+
+    cases = {
+        "bad merkle root": (block_with(merkle_root=bytes(32)), "bad-txnmrklroot"),
+        "wrong bits": (block_with(bits=0x1F7FFFFF), "bad-diffbits"),
+        "unknown parent": (block_with(prev_hash=b"\x11" * 32), "prev-blk-not-found"),
+        "above the target": (block_hex(solve(t, valid=False)), "high-hash"),
+        "duplicate": (block_hex(good), "duplicate"),
+        "time too old": (block_with(time=t["mintime"] - 1), "time-too-old"),
+    }
+    for name, (raw, verdict) in cases.items():
+        assert node.call("submitblock", raw) == verdict, name
+    errors = {
+        ("submitblock", "xyz"): (-22, "Block decode failed"),
+        ("submitblock", "00" * 81): (-22, "Block does not start with a coinbase"),  # no transactions
+        ("submitblock", "00" * 83): (-22, "Block decode failed"),  # bytes after the last one
+        ("sendrawtransaction", "0100"): (-22, "TX decode failed. Make sure the tx has at least one input."),
+        ("sendrawtransaction", "zz"): (-22, "TX decode failed. Make sure the tx has at least one input."),
+        ("getblockhash", "1"): (-3, None),
+        ("getblockhash",): (-1, None),
+        ("getblockcount", 1, 2): (-1, None),
+        ("getblockheader", "abc"): (-8, "hash must be of length 64 (not 3, for 'abc')"),
+    }
+    for (method, *params), (code, message) in errors.items():
+        reply = node.call(method, *params)
+        assert reply["error"]["code"] == code, (method, params, reply)
+        if message:
+            assert reply["error"]["message"] == message
+    status, body, _ = node.post("{not json")
+    assert status == 500 and json.loads(body) == {
+        "result": None, "error": {"code": -32700, "message": "Parse error"}, "id": None}
+    status, body, _ = node.post('"a string"')
+    assert status == 400
+    status, _, _ = node.post(b"[" + b" " * (100 * 1024 * 1024) + b"]")
+    assert status == 413
+    assert node.call("getblockcount") == 1  # still serving
+    assert stored_blocks(node.chain) == before
+
+
+def test_a_transaction_goes_through_the_mempool_into_a_block(node):
+    from bitcoin.core import COutPoint, CMutableTransaction, CTxIn, CTxOut, CTxInWitness, CTxWitness, lx
+    from bitcoin.core.script import CScript, CScriptWitness
+    tx = CMutableTransaction([CTxIn(COutPoint(lx("11" * 32), 0), nSequence=0xFFFFFFFD)],
+                             [CTxOut(12345, CScript(bytes.fromhex("0014" + "22" * 20)))],
+                             witness=CTxWitness([CTxInWitness(CScriptWitness([b"\x30" * 71, b"\x02" * 33]))]))
+    raw = tx.serialize()
+    assert raw[4:6] == b"\x00\x01"  # segwit serialization
+    txid = node.call("sendrawtransaction", raw.hex())
+    assert txid == tx.GetTxid()[::-1].hex()
+    assert node.call("getrawmempool") == [txid]
+    t = template(node)
+    assert [e["txid"] for e in t["transactions"]] == [txid]
+    assert t["transactions"][0]["hash"] == tx.GetHash()[::-1].hex()  # wtxid
+    hashes = node.call("generatetoaddress", 1, "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080")
+    assert node.call("getblock", hashes[0])["tx"][1] == txid
+    assert node.call("getrawmempool") == []
+    assert node.call("sendrawtransaction", raw[:-1].hex())["error"]["code"] == -22
+
+
+# --------------------------------------------------------------------------- an independent library
+
+def test_python_bitcoinlib_reads_our_blocks_and_we_accept_its_blocks(tmp_path):
+    import bitcoin
+    import bitcoin.rpc
+    from bitcoin.core import (CBlock, CBlockHeader, CheckBlock, COutPoint, CMutableTransaction, CTxIn,
+                              CTxOut, b2lx, lx)
+    from bitcoin.core.script import CScript
+    bitcoin.SelectParams("regtest")
+    (tmp_path / "regtest").mkdir()
+    path = make_chain(tmp_path / "chain.sqlite")
+    with NodeProcess(path, "--rpc-cookie-file", str(tmp_path / "regtest" / ".cookie")) as node:
+        node.cookie = tmp_path / "regtest" / ".cookie"
+        conf = tmp_path / "bitcoin.conf"
+        conf.write_text(f"rpcport={node.port}\nrpcconnect=127.0.0.1\ndatadir={tmp_path}\n")
+        proxy = bitcoin.rpc.Proxy(btc_conf_file=str(conf))  # reads regtest/.cookie, as for Core
+        node.call("generatetoaddress", 2, "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080")
+        assert proxy.getblockcount() == 2
+        for height in (1, 2):
+            block_hash = proxy.getblockhash(height)
+            block = proxy.getblock(block_hash)
+            assert block.GetHash() == block_hash
+            assert block.calc_merkle_root() == block.hashMerkleRoot
+            CheckBlock(block, cur_time=int(time.time()))
+        # A block bitcoinlib builds and serializes on our tip.
+        t = template(node)
+        coinbase = CMutableTransaction(
+            [CTxIn(COutPoint(), CScript([t["height"], b"bitcoinlib"]))],
+            [CTxOut(t["coinbasevalue"], CScript([1]))])
+        header = CBlockHeader(nVersion=t["version"], hashPrevBlock=lx(t["previousblockhash"]),
+                              nTime=t["curtime"], nBits=int(t["bits"], 16))
+        block = CBlock(header.nVersion, header.hashPrevBlock, b"\x00" * 32, header.nTime, header.nBits, 0,
+                       vtx=[coinbase])
+        root = block.calc_merkle_root()
+        target = int(t["target"], 16)
+        nonce = 0
+        while True:
+            block = CBlock(header.nVersion, header.hashPrevBlock, root, header.nTime, header.nBits, nonce,
+                           vtx=[coinbase])
+            if int.from_bytes(block.GetHash(), "little") <= target:
+                break
+            nonce += 1
+        proxy.submitblock(block)  # raises unless the answer is null (accepted)
+        assert proxy.getbestblockhash() == block.GetHash()
+        assert node.call("getbestblockhash") == b2lx(block.GetHash())
+
+
+# --------------------------------------------------------------------------- durability
+
+def test_sigkill_during_a_submitblock_storm_loses_no_accepted_block(tmp_path):
+    """Blocks built ahead (a chain of 400), submitted in order by four clients at once; the node
+    is killed mid-storm. Every block it answered null for must be stored and active."""
+    from miner.chain import Chain
+    path = make_chain(tmp_path / "chain.sqlite")
+    shadow = tmp_path / "shadow.sqlite"
+    import shutil
+    shutil.copy(path, shadow)
+    blocks = []
+    with Chain.open(shadow) as chain:
+        from miner.sources.local import LocalChainSource
+        source = LocalChainSource(chain, clock=lambda: chain.params.genesis_time + chain.height + 1)
+        for _ in range(400):
+            job = source.job()
+            work = job.work(0)
+            nonce = next(n for n in range(1 << 20) if work.check(n))
+            chain.append(job.header(0, nonce), job.txs(0), now=int(time.time()))
+            blocks.append((job.header(0, nonce).hash_hex(),
+                           (job.header(0, nonce).serialize() + b"\x01" + job.txs(0)[0]).hex()))
+    node = NodeProcess(path)
+    accepted: list[str] = []
+    lock = threading.Lock()
+    nxt = [0]
+
+    def client():
+        while True:
+            with lock:
+                i = nxt[0]
+                nxt[0] += 1
+            if i >= len(blocks):
+                return
+            try:
+                verdict = "prev-blk-not-found"
+                while verdict == "prev-blk-not-found":  # its parent is still on its way
+                    verdict = node.call("submitblock", blocks[i][1], timeout=10)
+                if verdict is None:
+                    with lock:
+                        accepted.append(blocks[i][0])
+            except OSError:
+                return  # the node is gone
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for c in clients:
+        c.start()
+    while len(accepted) < 50:
+        time.sleep(0.01)
+    node.stop(signal_kill())
+    for c in clients:
+        c.join(30)
+    assert 50 <= len(accepted) < len(blocks)
+    with Chain.open(path) as chain:
+        active = {chain.tree.active[h][::-1].hex() for h in range(chain.height + 1)}
+        assert set(accepted) <= active
+        assert chain.verify() == chain.height
+
+
+def signal_kill() -> int:
+    import signal
+    return signal.SIGKILL
