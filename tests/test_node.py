@@ -452,3 +452,12 @@ def _apply(data: bytes, edits) -> bytearray:
     for pos, value in edits:
         out[pos] = value
     return out
+
+
+def test_the_load_benchmark_runs_and_every_request_succeeds():
+    """bench/rpc_load.py, small and short: the figures in the README come from this code."""
+    from miner.bench.rpc_load import run
+    result = run(clients=5, seconds=0.3, runs=1, blocks_per_client=20)
+    for method in ("getblocktemplate", "submitblock"):
+        r = result["methods"][method]
+        assert r["requests"] > 0 and r["errors"] == 0 and r["p99_ms"] >= r["p50_ms"] > 0
