@@ -25,8 +25,7 @@ from .interrupts import ignore_stop_signals, restore_handlers
 def cmd_mine(args: argparse.Namespace) -> int:
     from .backends.registry import make_backends
     from .chain import Chain, check_creatable
-    from .coordinator import Coordinator
-    from .mining import BlockFound, mine_blocks
+    from .mining import mine_blocks
     from .params import preset
     from .reporting import make_reporter
     from .sources.local import LocalChainSource
@@ -64,23 +63,44 @@ def cmd_mine(args: argparse.Namespace) -> int:
             chain.close()
         lock.release()
         raise
+    desc = {"path": str(chain.path), "height": chain.height, "preset": chain.params.name,
+            "rule": chain.params.rule, "spacing": chain.params.spacing}
+
+    def close() -> None:
+        chain.close()
+        lock.release()
+
+    return _mine_and_report(args, backends, reporter, desc, close, lambda coordinator, on_block: mine_blocks(
+        coordinator, LocalChainSource(chain), args.blocks, on_block, on_job=reporter.job))
+
+
+def _mine_and_report(args: argparse.Namespace, backends, reporter, desc: dict, close, mine) -> int:
+    """Run `mine(coordinator, on_block)` with the summary always printed: on success, on Ctrl-C
+    (exit 130) and on a MinerError (a block that cannot be stored, a node gone), which is
+    raised after the summary. `close` releases what the run holds, whatever happened."""
+    from .coordinator import Coordinator
+    from .mining import BlockFound
+
     coordinator = Coordinator(backends, unit_seconds=args.unit_seconds,
                               on_event=reporter.coordinator_event)
     found: list[BlockFound] = []
+
+    def on_block(ev: BlockFound) -> None:
+        if ev.verdict in ("", "accepted"):  # a node's refusal is reported, not counted
+            found.append(ev)
+        reporter.block(ev)
+
     interrupted = False
     failure: MinerError | None = None
     t0 = time.perf_counter()
     previous: dict = {}
     try:
-        reporter.start({"path": str(chain.path), "height": chain.height, "preset": chain.params.name,
-                        "rule": chain.params.rule, "spacing": chain.params.spacing},
-                       backends, args.blocks, coordinator)
+        reporter.start(desc, backends, args.blocks, coordinator)
         coordinator.start()
-        mine_blocks(coordinator, LocalChainSource(chain), args.blocks,
-                    lambda ev: (found.append(ev), reporter.block(ev)), on_job=reporter.job)
+        mine(coordinator, on_block)
     except KeyboardInterrupt:
         interrupted = True
-    except MinerError as exc:  # a block that cannot be stored, a clock the chain is ahead of
+    except MinerError as exc:
         failure = exc
     finally:
         # A second Ctrl-C or SIGTERM while shutting down must not cost the summary.
@@ -89,8 +109,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
         # transaction, so whatever happens here no block is left half-written.
         coordinator.stop()
         reporter.stop()
-        chain.close()
-        lock.release()
+        close()
     elapsed = time.perf_counter() - t0
     reporter.finish(mine_summary(coordinator, found, elapsed, interrupted))
     restore_handlers(previous)
@@ -113,8 +132,7 @@ def _payout_script(args: argparse.Namespace) -> bytes:
 def _mine_node(args: argparse.Namespace) -> int:
     """`miner mine --url`: getblocktemplate work from a node, solved blocks to its submitblock."""
     from .backends.registry import make_backends
-    from .coordinator import Coordinator
-    from .mining import BlockFound, mine_from_node
+    from .mining import mine_from_node
     from .reporting import make_reporter
     from .rpc_client import RpcClient
     from .sources.gbt import TemplateSource
@@ -125,35 +143,10 @@ def _mine_node(args: argparse.Namespace) -> int:
     backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel)
     reporter = make_reporter(args.json, args.quiet)
     _warm_up(backends, announce=not (args.json or args.quiet))
-    coordinator = Coordinator(backends, unit_seconds=args.unit_seconds,
-                              on_event=reporter.coordinator_event)
-    found: list[BlockFound] = []
-    interrupted = False
-    failure: MinerError | None = None
-    t0 = time.perf_counter()
-    previous: dict = {}
-    try:
-        reporter.start({"path": client.display_url, "height": first.height - 1, "preset": "node",
-                        "rule": "node", "spacing": 0,
-                        "detail": f"node at {client.display_url}, tip {first.height - 1}"},
-                       backends, args.blocks, coordinator)
-        coordinator.start()
-        mine_from_node(coordinator, source, args.blocks,
-                       lambda ev: (ev.verdict == "accepted" and found.append(ev), reporter.block(ev)),
-                       on_job=reporter.job)
-    except KeyboardInterrupt:
-        interrupted = True
-    except MinerError as exc:  # the node went away, or answered what no miner can use
-        failure = exc
-    finally:
-        previous = ignore_stop_signals()
-        coordinator.stop()
-        reporter.stop()
-    reporter.finish(mine_summary(coordinator, found, time.perf_counter() - t0, interrupted))
-    restore_handlers(previous)
-    if failure is not None:
-        raise failure
-    return 130 if interrupted else 0
+    desc = {"path": client.display_url, "height": first.height - 1, "preset": "node", "rule": "node",
+            "spacing": 0, "detail": f"node at {client.display_url}, tip {first.height - 1}"}
+    return _mine_and_report(args, backends, reporter, desc, lambda: None, lambda coordinator, on_block:
+                            mine_from_node(coordinator, source, args.blocks, on_block, on_job=reporter.job))
 
 
 def _warm_up(backends, announce: bool) -> None:

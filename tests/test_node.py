@@ -4,7 +4,6 @@ in Bitcoin's wire format, bad requests answered without harm, ownership of the c
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import sys
@@ -13,7 +12,6 @@ import time
 
 import pytest
 
-from miner.errors import UsageError
 from miner.header import BlockHeader
 from miner.sources.gbt import block_hex, job_from_template
 from miner.work import Solution

@@ -11,9 +11,9 @@ from miner.tx import txid, varint
 from miner.wire import Block, DecodeError, Transaction, strip_witness
 
 pytest.importorskip("bitcoin")
-from bitcoin.core import (CheckTransaction, CheckTransactionError, COutPoint, CMutableTransaction,  # noqa: E402
+from bitcoin.core import (CheckTransaction, CheckTransactionError, COutPoint, CMutableTransaction,
                           CTransaction, CTxIn, CTxInWitness, CTxOut, CTxWitness)
-from bitcoin.core.script import CScript, CScriptWitness  # noqa: E402
+from bitcoin.core.script import CScript, CScriptWitness
 
 scripts = st.binary(max_size=80)
 inputs = st.lists(st.tuples(st.binary(min_size=32, max_size=32) | st.just(bytes(32)),

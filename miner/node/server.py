@@ -27,7 +27,7 @@ from ..wire import Block
 from .auth import COOKIE_NAME, Credentials, remove_cookie, write_cookie
 from .methods import Context, dispatch
 from .rpc import handle_body
-from .service import Accepted, NodeService
+from .service import NodeService
 
 log = logging.getLogger(__name__)
 
