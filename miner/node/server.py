@@ -153,7 +153,7 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
             await site.start()
         except OSError as exc:
             raise MinerError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-        bound = site._server.sockets[0].getsockname()[1]  # the real port when --rpc-port 0
+        bound = runner.addresses[0][1]  # the real port when --rpc-port 0
         url = f"http://{host}:{bound}"
         lock.publish(url)
         service.listeners.append(lambda a: _say(
