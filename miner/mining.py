@@ -59,15 +59,11 @@ def mine_blocks(coordinator: Coordinator, source: LocalChainSource, blocks: int,
             source.chain.refresh()
             continue
         hashes = sum(s.hashes for s in coordinator.stats.values()) - hashes_before
-        header = solution.header
-        event = BlockFound(height, header.hash_hex(), solution.nonce, solution.extranonce,
-                           header.bits, difficulty(bits_to_target(header.bits)), seconds, hashes,
-                           solution.backend)
+        event = _found(solution, height, seconds, hashes)
         found.append(event)
         on_block(event)
     coordinator.set_job(None)
     return found
-
 
 
 def _found(solution: Solution, height: int, seconds: float, hashes: int, verdict: str = "") -> BlockFound:

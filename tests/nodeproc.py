@@ -45,10 +45,15 @@ class NodeProcess:
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.events: list[dict] = []
-        first = self.proc.stdout.readline()
-        if not first:
-            raise RuntimeError(f"node did not start: {self.proc.stderr.read()}")
-        self.ready = json.loads(first)
+        try:
+            first = self.proc.stdout.readline()
+            if not first:
+                raise RuntimeError(f"node did not start: {self.proc.stderr.read()}")
+            self.ready = json.loads(first)
+        except BaseException:
+            self.proc.kill()  # a node that did not come up is not left behind
+            self.proc.wait()
+            raise
         self.port = self.ready["port"]
         self.url = self.ready["url"]
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -342,13 +342,16 @@ def test_sigkill_during_a_submitblock_storm_loses_no_accepted_block(tmp_path):
                 return  # the node is gone
 
     clients = [threading.Thread(target=client) for _ in range(4)]
-    for c in clients:
-        c.start()
-    while len(accepted) < 50:
-        time.sleep(0.01)
-    node.stop(signal_kill())
-    for c in clients:
-        c.join(30)
+    try:
+        for c in clients:
+            c.start()
+        deadline = time.monotonic() + 120
+        while len(accepted) < 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        node.stop(signal_kill())  # stopped here whatever happened above
+        for c in clients:
+            c.join(30)
     assert 50 <= len(accepted) < len(blocks)
     with Chain.open(path) as chain:
         active = {chain.tree.active[h][::-1].hex() for h in range(chain.height + 1)}
@@ -375,7 +378,13 @@ def test_two_miners_mine_one_node_and_never_stay_on_a_stale_tip(tmp_path):
             [sys.executable, "-m", "miner", "mine", "--url", node.url, "--rpc-cookie-file", str(node.cookie),
              "--backend", "ref", "--blocks", "5", "--json", "--unit-seconds", "0.05"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-        outputs = [m.communicate(timeout=300) for m in miners]
+        try:
+            outputs = [m.communicate(timeout=300) for m in miners]
+        finally:
+            for m in miners:  # a hung or failed miner is not left behind
+                if m.poll() is None:
+                    m.kill()
+                    m.wait()
         assert [m.returncode for m in miners] == [0, 0], [o[1][-2000:] for o in outputs]
         events = [[json.loads(line) for line in out.splitlines()] for out, _ in outputs]
         node_blocks = [e for e in node.events if e["event"] == "block"]

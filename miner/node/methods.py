@@ -16,13 +16,14 @@ from typing import Any, Awaitable, Callable
 from ..chain import Chain, median_time_past
 from ..errors import ChainError, MinerError, UsageError
 from ..header import bits_to_target, difficulty, display_hex
-from ..tx import txid
-from ..wire import Block, DecodeError, Transaction
+from ..tx import txid, varint
+from ..wire import Block, DecodeError, Transaction, serialize_block
 from .mempool import MempoolRejected
 from .rpc import (RPC_DESERIALIZATION_ERROR, RPC_INVALID_ADDRESS_OR_KEY, RPC_INVALID_PARAMETER,
                   RPC_METHOD_NOT_FOUND, RPC_MISC_ERROR, RPC_VERIFY_REJECTED, Param, RpcError,
                   as_int, bind)
 from .service import NodeService
+from .template import tip_difficulty
 
 Handler = Callable[..., Awaitable[Any]]
 
@@ -123,7 +124,7 @@ def _header_json(chain: Chain, block_hash: bytes) -> dict:
 def _block_json(chain: Chain, block_hash: bytes, verbosity: int) -> Any:
     out = _header_json(chain, block_hash)
     block = chain.block_by_hash(block_hash)
-    raw = block.header.serialize() + _count(len(block.txs)) + b"".join(block.txs)
+    raw = serialize_block(block.header, block.txs)
     if verbosity == 0:
         return raw.hex()
     parsed = []
@@ -132,7 +133,7 @@ def _block_json(chain: Chain, block_hash: bytes, verbosity: int) -> Any:
             parsed.append(Transaction.parse(t))
         except DecodeError:
             parsed.append(None)  # a local chain's body is opaque bytes: serve its txid anyway
-    stripped = 80 + len(_count(len(block.txs))) + sum(p.base_size if p else len(t)
+    stripped = 80 + len(varint(len(block.txs))) + sum(p.base_size if p else len(t)
                                                       for p, t in zip(parsed, block.txs))
     out.update(strippedsize=stripped, size=len(raw), weight=stripped * 3 + len(raw))
     if verbosity == 1:
@@ -149,11 +150,6 @@ def _tx_json(raw: bytes, tx: Transaction | None) -> dict:
     return {"txid": display_hex(tx.txid), "hash": display_hex(tx.wtxid), "version": tx.version,
             "size": len(raw), "vsize": (tx.weight + 3) // 4, "weight": tx.weight,
             "locktime": tx.locktime, "hex": raw.hex()}
-
-
-def _count(n: int) -> bytes:
-    from ..tx import varint
-    return varint(n)
 
 
 def _network_hashps(chain: Chain, lookup: int, height: int) -> float:
@@ -219,7 +215,7 @@ async def getblock(ctx: Context, blockhash: str, verbosity: Any) -> Any:
 
 @rpc("getdifficulty")
 async def getdifficulty(ctx: Context) -> float:
-    return difficulty(bits_to_target(ctx.service.tip.bits))
+    return tip_difficulty(ctx.service.tip)
 
 
 @rpc("getchaintips")
@@ -240,7 +236,7 @@ async def getblockchaininfo(ctx: Context) -> dict:
     return {"chain": tip.chain_name, "blocks": tip.height, "headers": tip.height,
             "bestblockhash": display_hex(tip.hash), "bits": f"{tip.bits:08x}",
             "target": f"{bits_to_target(tip.bits):064x}",
-            "difficulty": difficulty(bits_to_target(tip.bits)), "time": tip.time,
+            "difficulty": tip_difficulty(tip), "time": tip.time,
             "mediantime": tip.median_time, "verificationprogress": 1.0,
             "initialblockdownload": False, "chainwork": f"{tip.chainwork:064x}",
             "size_on_disk": await ctx.service.on_chain(size), "pruned": False, "warnings": []}
@@ -255,7 +251,7 @@ async def getnetworkhashps(ctx: Context, nblocks: Any, height: Any) -> float:
 async def getmininginfo(ctx: Context) -> dict:
     tip = ctx.service.tip
     return {"blocks": tip.height, "bits": f"{tip.next_bits:08x}",
-            "difficulty": difficulty(bits_to_target(tip.bits)),
+            "difficulty": tip_difficulty(tip),
             "target": f"{tip.next_target:064x}",
             "networkhashps": await ctx.service.on_chain(_network_hashps, 120, -1),
             "pooledtx": len(ctx.service.mempool), "chain": tip.chain_name, "warnings": []}

@@ -27,7 +27,7 @@ from ..header import bits_to_target
 from ..params import ChainParams
 from ..tx import txid
 from ..wire import MAX_BLOCK_WEIGHT, Block, DecodeError, Transaction
-from .mempool import Mempool
+from .mempool import Mempool, MempoolRejected
 from .template import (COINBASE_RESERVED_WEIGHT, TipInfo, block_template, check_submitted,
                        halving_interval, longpoll_id)
 
@@ -137,8 +137,8 @@ class NodeService:
             for tx in returned:  # transactions of blocks a reorg took off go back to the pool
                 try:
                     self.mempool.add(tx, tip.height)
-                except Exception:
-                    pass
+                except MempoolRejected:
+                    pass  # a full pool: the transaction is dropped, as Core may drop it too
             accepted = Accepted(change.tip, change.height, time.time())
             for listener in list(self.listeners):
                 listener(accepted)

@@ -113,8 +113,6 @@ class TemplateSource:
         self._lock = threading.Lock()
         self.current: Job | None = None
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.poll_error: MinerError | None = None
 
     def fetch(self, longpollid: str | None = None) -> Job:
         request = dict(TEMPLATE_REQUEST)
@@ -152,7 +150,6 @@ class TemplateSource:
                 except MinerError as exc:
                     if self._stop.is_set():
                         return
-                    self.poll_error = exc
                     log.warning("long poll: %s; retrying", exc)
                     self._stop.wait(1.0)
                     continue
@@ -160,8 +157,7 @@ class TemplateSource:
                     self.offer(job, on_new)
                 if not lpid:
                     self._stop.wait(1.0)  # a node without long polling: poll once a second
-        self._thread = threading.Thread(target=run, name="longpoll", daemon=True)
-        self._thread.start()
+        threading.Thread(target=run, name="longpoll", daemon=True).start()
 
     def stop(self) -> None:
         # The thread may sit in a long poll that only a new template ends; it is a daemon.
