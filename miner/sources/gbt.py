@@ -28,7 +28,8 @@ from ..work import Job, Solution
 
 log = logging.getLogger(__name__)
 
-TEMPLATE_REQUEST = {"rules": ["segwit"], "capabilities": ["coinbasetxn", "workid", "coinbase/append"]}
+# Only what this client does: it builds its own coinbase (coinbasevalue) and long-polls.
+TEMPLATE_REQUEST = {"rules": ["segwit"], "capabilities": ["coinbasevalue", "longpoll"]}
 
 
 class TemplateError(MinerError):
