@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 import pytest
-from bitcoin.core import CBlock, CTransaction, CheckBlock, b2lx, b2x
+from bitcoin.core import CBlock, CheckBlock, CTransaction, b2lx, b2x
 
 from miner.header import bits_to_target
 from miner.sources.gbt import block_hex, job_from_template
@@ -36,7 +36,7 @@ PAYOUT = bytes.fromhex("0014") + bytes(range(20))  # a P2WPKH script for the min
 
 
 def weight(tx: CTransaction) -> int:
-    return 3 * len(tx.serialize(dict(include_witness=False))) + len(tx.serialize())
+    return 3 * len(tx.serialize({"include_witness": False})) + len(tx.serialize())
 
 
 def core_template(block: CBlock, height: int) -> dict:
@@ -58,7 +58,7 @@ def core_template(block: CBlock, height: int) -> dict:
         "coinbaseaux": {},
         "coinbasevalue": sum(o.nValue for o in coinbase.vout),
         "longpollid": b2lx(block.hashPrevBlock) + "1",
-        "target": "%064x" % bits_to_target(block.nBits),
+        "target": f"{bits_to_target(block.nBits):064x}",
         "mintime": block.nTime - 600,
         "mutable": ["time", "transactions", "prevblock"],
         "noncerange": "00000000ffffffff",
@@ -66,7 +66,7 @@ def core_template(block: CBlock, height: int) -> dict:
         "sizelimit": 4000000,
         "weightlimit": 4000000,
         "curtime": block.nTime,
-        "bits": "%08x" % block.nBits,
+        "bits": f"{block.nBits:08x}",
         "height": height,
         "default_witness_commitment": b2x(commitment),
     }
@@ -75,7 +75,7 @@ def core_template(block: CBlock, height: int) -> dict:
 def pool_coinbase(block: CBlock, at: int, size: int) -> tuple[CoinbaseTemplate, int]:
     """The block's coinbase without its witness, split around the pool's extranonce, which sits
     `at` bytes into the scriptSig; and that extranonce as the number the job rolls."""
-    legacy = block.vtx[0].serialize(dict(include_witness=False))
+    legacy = block.vtx[0].serialize({"include_witness": False})
     script_start = 4 + 1 + 36 + 1  # version, input count, outpoint, scriptSig length (< 253)
     start = script_start + at
     extranonce = legacy[start:start + size]
@@ -120,7 +120,7 @@ def test_the_template_rebuilds_the_published_block_bit_for_bit(published):
 
 
 def test_the_miners_own_coinbase_makes_a_block_bitcoinlib_accepts(published):
-    entry, raw, block = published
+    entry, _raw, block = published
     template = core_template(block, entry["height"])
     job = job_from_template(template, PAYOUT)
     extranonce = 0x0102030405060708
@@ -146,7 +146,7 @@ def test_the_miners_own_coinbase_makes_a_block_bitcoinlib_accepts(published):
 def test_our_witness_commitment_agrees_with_the_published_one(published):
     """The node side: the commitment `miner node` puts in its templates, computed from the
     published block's transactions, is the one the pool committed to."""
-    entry, raw, block = published
+    _entry, raw, block = published
     parsed = Block.parse(raw)
     assert witness_commitment(witness_root(parsed.txs)) == find_commitment(parsed.txs[0])
     assert [txid(t.raw) for t in parsed.txs] == [t.GetTxid() for t in block.vtx]
