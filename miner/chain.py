@@ -143,16 +143,17 @@ HEADER_RULES = frozenset({"high-hash", "bad-diffbits", "time-too-old", "time-too
 
 def check_block(params: ChainParams, rule: RetargetRule, height: int, header: BlockHeader,
                 txs: Sequence[bytes], parent_hash: bytes, times: Sequence[int],
-                bits: Sequence[int], now: int | None) -> bytes:
+                bits: Sequence[int], now: int | None, check_pow: bool = True) -> bytes:
     """Validate a non-genesis block against its ancestors (their times and bits by height,
     ending at the parent); returns its hash or raises. The rules are checked in Bitcoin Core's
     order (the header's own proof of work, then its bits, times, then the body), so a block
-    breaking several is refused with the reason Core would give."""
+    breaking several is refused with the reason Core would give. `check_pow` False: every rule
+    but the proof of work, for a block proposal (BIP 23) that is not mined yet."""
     if header.prev_hash != parent_hash:
         raise InvalidBlock(f"block {height}: previous hash does not link to block {height - 1}",
                            height, "bad-prevblk")
     block_hash = header.hash()
-    pow_error = proof_of_work_error(block_hash, header.bits, params.pow_limit)
+    pow_error = proof_of_work_error(block_hash, header.bits, params.pow_limit) if check_pow else None
     if pow_error:
         raise InvalidBlock(f"block {height}: proof of work fails: {pow_error}", height, "high-hash")
     expected_bits = rule.next_bits(height, times, bits)
@@ -590,6 +591,31 @@ class Chain:
         if result.invalid:
             raise InvalidBlock(result.invalid, result.height, result.reason)
         return result
+
+    def test_block(self, header: BlockHeader, txs: Sequence[bytes], now: int | None = None,
+                   body_check: Callable[[int], None] | None = None) -> str | None:
+        """A block proposal's verdict (BIP 23), as Bitcoin Core's TestBlockValidity gives it:
+        None when the block would be valid on the active tip but for its proof of work, else
+        the reject reason. Nothing is stored; a block not built on the tip is not judged."""
+        if self.damage:
+            raise ChainError(f"{self.path}: {self.damage}; run 'miner chain verify'")
+        self._catch_up()
+        tree = self.tree
+        known = tree.nodes.get(header.hash())
+        if known is not None:
+            return "duplicate" if known.valid else "duplicate-invalid"
+        if header.prev_hash != tree.tip.hash:
+            return "inconclusive-not-best-prevblk"
+        times, bits = tree.history(tree.tip)
+        height = tree.tip.height + 1
+        try:
+            check_block(self.params, self.rule, height, header, txs, tree.tip.hash, times, bits,
+                        int(_time.time()) if now is None else now, check_pow=False)
+            if body_check is not None:
+                body_check(height)
+        except InvalidBlock as exc:
+            return exc.reason
+        return None
 
     def _catch_up(self) -> None:
         """Inside the write lock: reload the index if another process stored blocks."""

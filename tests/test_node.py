@@ -145,6 +145,39 @@ def test_getblocktemplate_submitblock_and_the_info_methods(node):
     assert [e["hash"] for e in node.events if e["event"] == "block"] == [h]
 
 
+def test_block_proposals_are_judged_without_their_proof_of_work_and_never_stored(node):
+    """BIP 23 proposals, as Core's getblocktemplate answers them: every rule but proof of work
+    on the active tip, Core's reasons, and nothing stored."""
+    def propose(data):
+        return node.call("getblocktemplate", {"mode": "proposal", "data": data})
+
+    first = template(node)
+    assert first["capabilities"] == ["proposal"]
+    unmined = block_hex(solve(first, valid=False))
+    before = stored_blocks(node.chain)
+    assert propose(unmined) is None
+    assert node.call("submitblock", unmined) == "high-hash"  # the same block, judged with its work
+
+    raw = bytearray.fromhex(unmined)
+    raw[36] ^= 1  # one bit of the merkle root
+    assert propose(raw.hex()) == "bad-txnmrklroot"
+    raw = bytearray.fromhex(unmined)
+    raw[72] ^= 1  # one bit of nBits
+    assert propose(raw.hex()) == "bad-diffbits"
+    assert propose("zz")["error"] == {"code": -22, "message": "Block decode failed"}
+    assert node.call("getblocktemplate", {"mode": "proposal"})["error"] == {
+        "code": -3, "message": "Missing data String key for proposal"}
+    assert node.call("getblocktemplate", {"mode": "mine"})["error"] == {"code": -8, "message": "Invalid mode"}
+    assert stored_blocks(node.chain) == before
+
+    mined = block_hex(solve(first))
+    assert node.call("submitblock", mined) is None
+    assert propose(mined) == "duplicate"
+    assert propose(unmined) == "inconclusive-not-best-prevblk"  # its parent is no longer the tip
+    assert propose(block_hex(solve(template(node), valid=False))) is None
+    assert node.call("getblockcount") == 1
+
+
 def test_generatetoaddress_mines_with_the_nodes_backend(node):
     hashes = node.call("generatetoaddress", 3, "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080")
     assert len(hashes) == 3 and node.call("getbestblockhash") == hashes[-1]

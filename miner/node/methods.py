@@ -20,7 +20,7 @@ from ..tx import txid, varint
 from ..wire import Block, DecodeError, Transaction, serialize_block
 from .mempool import MempoolRejected
 from .rpc import (RPC_DESERIALIZATION_ERROR, RPC_INVALID_ADDRESS_OR_KEY, RPC_INVALID_PARAMETER,
-                  RPC_METHOD_NOT_FOUND, RPC_MISC_ERROR, RPC_VERIFY_REJECTED, Param, RpcError,
+                  RPC_METHOD_NOT_FOUND, RPC_MISC_ERROR, RPC_TYPE_ERROR, RPC_VERIFY_REJECTED, Param, RpcError,
                   as_int, bind)
 from .service import NodeService
 from .template import tip_difficulty
@@ -260,9 +260,14 @@ async def getmininginfo(ctx: Context) -> dict:
 # --------------------------------------------------------------------------- mining
 
 @rpc("getblocktemplate", Param("template_request", "object", default=None))
-async def getblocktemplate(ctx: Context, request: dict | None) -> dict:
+async def getblocktemplate(ctx: Context, request: dict | None) -> dict | str | None:
     request = request or {}
     mode = request.get("mode", "template")
+    if mode == "proposal":
+        data = request.get("data")
+        if not isinstance(data, str):
+            raise RpcError(RPC_TYPE_ERROR, "Missing data String key for proposal")
+        return await ctx.service.propose_block(_decode_block(data))
     if mode != "template":
         raise RpcError(RPC_INVALID_PARAMETER, "Invalid mode")
     rules = request.get("rules")
@@ -279,8 +284,8 @@ async def getblocktemplate(ctx: Context, request: dict | None) -> dict:
     return ctx.service.template()
 
 
-@rpc("submitblock", Param("hexdata", "string", True), Param("dummy", "any"))
-async def submitblock(ctx: Context, hexdata: str, dummy: Any) -> str | None:
+def _decode_block(hexdata: str) -> Block:
+    """A block from submitblock's or a proposal's hex, with Core's error for what does not decode."""
     raw = _hex_bytes(hexdata)
     if raw is None:
         raise RpcError(RPC_DESERIALIZATION_ERROR, "Block decode failed")
@@ -290,7 +295,12 @@ async def submitblock(ctx: Context, hexdata: str, dummy: Any) -> str | None:
         raise RpcError(RPC_DESERIALIZATION_ERROR, "Block decode failed") from None
     if not block.txs or not block.txs[0].is_coinbase:
         raise RpcError(RPC_DESERIALIZATION_ERROR, "Block does not start with a coinbase")
-    return await ctx.service.submit_block(block)
+    return block
+
+
+@rpc("submitblock", Param("hexdata", "string", True), Param("dummy", "any"))
+async def submitblock(ctx: Context, hexdata: str, dummy: Any) -> str | None:
+    return await ctx.service.submit_block(_decode_block(hexdata))
 
 
 @rpc("generatetoaddress", Param("nblocks", "number", True), Param("address", "string", True),

@@ -145,6 +145,11 @@ class NodeService:
             await self._notify()
         return verdict
 
+    async def propose_block(self, block: Block) -> str | None:
+        """A block proposal's verdict (BIP 23): None if it would be valid but for its proof
+        of work, else Core's reason. Nothing is stored."""
+        return await self.on_chain(_test_block, block)
+
     async def add_transaction(self, tx: Transaction) -> bool:
         added = self.mempool.add(tx, self.tip.height if self.tip else 0)
         if added:
@@ -171,6 +176,11 @@ def _store_block(chain: Chain, block: Block):
         return "inconclusive", None, None, [], []  # stored on a side branch, as Core answers it
     mined, returned = _mempool_delta(chain, result.change)
     return None, result.change, read_tip(chain), mined, returned
+
+
+def _test_block(chain: Chain, block: Block) -> str | None:
+    return chain.test_block(block.header, block.raw_txs,
+                            body_check=lambda height: check_submitted(block, height))
 
 
 def _mempool_delta(chain: Chain, change: TipChange) -> tuple[list[bytes], list[Transaction]]:

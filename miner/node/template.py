@@ -67,7 +67,7 @@ def block_template(tip: TipInfo, txs: Sequence[Transaction], now: int, longpolli
                         "depends": depends, "fee": 0, "sigops": 0, "weight": t.weight})
     wroot = merkle_root([bytes(32)] + [t.wtxid for t in txs])
     return {
-        "capabilities": [],
+        "capabilities": ["proposal"],
         "version": 0x20000000,
         "rules": ["!segwit"],
         "vbavailable": {},
