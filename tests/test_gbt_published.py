@@ -13,6 +13,12 @@ way a pool splits it for Stratum, and the miner's job rolls that extranonce.
 
 The coinbase the miner builds itself from the same template is then checked by python-bitcoinlib's
 CheckBlock, which recomputes the merkle root and the witness commitment.
+
+Last, a getblocktemplate result recorded from Bitcoin Core 27.1 on regtest (a segwit transaction
+in it, with its fee, and Core's witness commitment) and the block this miner built from it, which
+Core's submitblock accepted: the miner must still build exactly that block. Re-record it with
+`RECORD_CORE_TEMPLATE=... pytest tests/test_bitcoind.py` (needs a bitcoind) if the coinbase's
+layout changes on purpose.
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ from miner.tx import CoinbaseTemplate, script_number, txid
 from miner.wire import Block, find_commitment, witness_commitment, witness_root
 from miner.work import Solution
 
-FIXTURE = Path(__file__).parent / "fixtures" / "bip158-testnet3-segwit-blocks.json"
+FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURE = FIXTURES / "bip158-testnet3-segwit-blocks.json"
+CORE_RECORDING = FIXTURES / "core-27.1-regtest-template.json"
 BLOCKS = json.loads(FIXTURE.read_text())["blocks"]
 PAYOUT = bytes.fromhex("0014") + bytes(range(20))  # a P2WPKH script for the miner's own coinbase
 
@@ -151,3 +159,19 @@ def test_our_witness_commitment_agrees_with_the_published_one(published):
     assert witness_commitment(witness_root(parsed.txs)) == find_commitment(parsed.txs[0])
     assert [txid(t.raw) for t in parsed.txs] == [t.GetTxid() for t in block.vtx]
     assert parsed.serialize() == raw
+
+
+def test_a_template_recorded_from_bitcoin_core_still_gives_the_block_core_accepted():
+    recorded = json.loads(CORE_RECORDING.read_text())
+    template = recorded["template"]
+    job = job_from_template(template, bytes.fromhex(recorded["payout_script"]), recorded["message"].encode())
+    solution = Solution(job, recorded["extranonce"], recorded["nonce"])
+    assert block_hex(solution) == recorded["block"]
+    assert job.work(recorded["extranonce"]).check(recorded["nonce"])
+
+    block = CBlock.deserialize(bytes.fromhex(recorded["block"]))
+    CheckBlock(block, fCheckPoW=False, cur_time=block.nTime)  # regtest's limit is not bitcoinlib's
+    assert [b2lx(t.GetTxid()) for t in block.vtx[1:]] == [t["txid"] for t in template["transactions"]]
+    assert [b2lx(t.GetHash()) for t in block.vtx[1:]] == [t["hash"] for t in template["transactions"]]
+    assert sum(o.nValue for o in block.vtx[0].vout) == template["coinbasevalue"]
+    assert b2x(block.vtx[0].vout[-1].scriptPubKey) == template["default_witness_commitment"]
