@@ -650,8 +650,9 @@ class Chain:
             if body_check is not None:
                 body_check(height)
         except InvalidBlock as exc:
-            if exc.reason in MUTATED or exc.reason in HEADER_RULES or not self._worth_keeping(header, block_hash, height, times,
-                                                                bits, now):
+            refused_unstored = (exc.reason in MUTATED or exc.reason in HEADER_RULES
+                                or not self._worth_keeping(header, block_hash, height, times, bits, now))
+            if refused_unstored:
                 raise
             status, reason = str(exc), exc.reason
         node = tree.make_node(block_hash, parent.hash, header.time, header.bits, status)

@@ -81,7 +81,7 @@ def mine_from_node(coordinator: Coordinator, source, blocks: int,
     its long poll replaces the job the moment the node has new work; every solution is submitted
     and the node's verdict reported, accepted or not. The coordinator must be started."""
     accepted: list[BlockFound] = []
-    marks = {"t0": time.perf_counter(), "hashes": 0}
+    since, hashes_before = time.perf_counter(), 0  # the last submission: rate per block from here
 
     def new_job(job: Job) -> None:
         coordinator.set_job(job)
@@ -96,14 +96,14 @@ def mine_from_node(coordinator: Coordinator, source, blocks: int,
             if solution is None:
                 continue
             hashes = sum(s.hashes for s in coordinator.stats.values())
-            seconds = time.perf_counter() - marks["t0"]
+            seconds = time.perf_counter() - since
             verdict = source.submit(solution)
-            event = _found(solution, solution.job.height, seconds, hashes - marks["hashes"],
+            event = _found(solution, solution.job.height, seconds, hashes - hashes_before,
                            "accepted" if verdict is None else str(verdict))
             on_block(event)
             if verdict is None:
                 accepted.append(event)
-            marks.update(t0=time.perf_counter(), hashes=hashes)
+            since, hashes_before = time.perf_counter(), hashes
             # The solved job is finished whatever the verdict: fresh work now, not at the next poll.
             source.offer(source.fetch(), new_job, solved=solution.job)
     finally:
