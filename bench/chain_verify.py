@@ -21,10 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from miner.chain import CHECK_BLOCKS, Chain
-from miner.params import preset
-from miner.sources.local import LocalChainSource
-from miner.work import Solution
+from miner.chain.chain import Chain
+from miner.chain.verify import CHECK_BLOCKS
+from miner.consensus.params import preset
+from miner.mining.sources.local import LocalChainSource
+from miner.mining.work import Solution
 
 GENESIS_TIME = 1_700_000_000
 
@@ -47,7 +48,7 @@ def build_easy_chain(path: str | os.PathLike, blocks: int, preset_name: str = "r
         nonce = 0
         while not work.check(nonce):
             nonce += 1
-        source.submit(Solution(job, 0, nonce))
+        source.append(Solution(job, 0, nonce))
     return chain
 
 

@@ -11,8 +11,8 @@ import json
 import sys
 import time
 
-from miner.errors import UsageError
-from miner.units import format_rate
+from miner.errors import InvalidInput, UsageError
+from miner.ui.units import format_rate
 
 def _thread_counts(text: str | None) -> list[int]:
     from miner.backends.cpu import default_threads
@@ -38,7 +38,7 @@ def _cpu_kernels(choice: str | None) -> list[str]:
 def parse_launch_shapes(text: str) -> list[tuple[int, int]] | None:
     """`--launch`: "all" (the autotune grid), "tuned" (None: the backend's own shape), or a
     comma-separated list of BLOCKxNONCES_PER_THREAD such as "256x16,256x64"."""
-    from miner.backends.cuda import BLOCK_CHOICES, NONCES_PER_THREAD_CHOICES, check_launch_shape
+    from miner.backends.cuda import BLOCK_CHOICES, check_launch_shape, NONCES_PER_THREAD_CHOICES
     text = text.strip().lower()
     if text == "tuned":
         return None
@@ -51,7 +51,7 @@ def parse_launch_shapes(text: str) -> list[tuple[int, int]] | None:
             raise UsageError(f"--launch wants BLOCKxNONCES like 256x64 (or all, tuned), got {item!r}")
         try:
             check_launch_shape(int(block), int(npt))
-        except UsageError as exc:
+        except InvalidInput as exc:
             raise UsageError(f"--launch: {exc}") from None
         shapes.append((int(block), int(npt)))
     return shapes
@@ -151,9 +151,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from miner.bench.compare import compare, mismatches, plot
     from miner.backends.registry import cuda_device_count, make_backends
-    from miner.work import KernelWork
+    from miner.backends.work import KernelWork
     if args.plot:
-        from miner.plot import check_output_path
+        from miner.ui.plot import check_output_path
         check_output_path(args.plot)  # before the measurement, not after it
     if not 0 < args.seconds <= 60:
         raise UsageError(f"--seconds must be between 0 and 60, got {args.seconds}")

@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass
 
 from miner.backends.base import Backend
-from miner.work import KernelWork
+from miner.backends.work import KernelWork
 
-from .engine import bench_backend
+from miner.bench.engine import bench_backend
 
 
 @dataclass
@@ -57,8 +57,8 @@ def plot(rows: list[CompareRow], out: str) -> list[str]:
     row; the axis itself gets labels only at powers of ten, so none run together. Returns the
     bar labels."""
     from matplotlib.ticker import LogLocator, NullFormatter
-    from miner.plot import _pyplot, save_png
-    from miner.units import format_rate
+    from miner.ui.plot import _pyplot, save_png
+    from miner.ui.units import format_rate
     plt = _pyplot()
     texts = []
     fig, ax = plt.subplots(figsize=(8, 0.9 + 0.75 * len(rows)))

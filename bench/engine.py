@@ -14,9 +14,10 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from miner.backends.base import Backend
-from miner.coordinator import Coordinator
-from miner.tx import coinbase_template
-from miner.work import NONCE_SPACE, Job, KernelWork
+from miner.mining.coordinator import Coordinator
+from miner.primitives.coinbase import coinbase_template
+from miner.backends.work import KernelWork, NONCE_SPACE
+from miner.mining.work import Job
 
 
 @dataclass

@@ -102,11 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from miner.bench.commands import _cpu_kernels, _thread_counts
     from miner.bench.engine import machine_description
-    from miner.errors import UsageError
+    from miner.errors import InvalidInput
     try:
         threads = _thread_counts(args.threads)
         kernels = _cpu_kernels(args.cpu_kernel)
-    except UsageError as exc:
+    except InvalidInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     rows = compare(args.cpuminer, threads, kernels, args.rounds, args.seconds)

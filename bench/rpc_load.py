@@ -64,8 +64,8 @@ async def _load(url: str, auth: str, clients: int, seconds: float, make_body) ->
 
 def _sibling_blocks(template: dict, count: int) -> list[str]:
     """`count` distinct solved blocks on the template's tip (hashlib; the chain is easy)."""
-    from miner.sources.gbt import block_hex, job_from_template
-    from miner.work import Solution
+    from miner.mining.template import block_hex, job_from_template
+    from miner.mining.work import Solution
     out = []
     for i in range(count):
         job = job_from_template(template, b"\x51", b"load %d" % i)
@@ -76,8 +76,8 @@ def _sibling_blocks(template: dict, count: int) -> list[str]:
 
 
 def run(clients: int, seconds: float, runs: int, blocks_per_client: int = 400) -> dict:
-    from miner.chain import Chain
-    from miner.params import preset
+    from miner.chain.chain import Chain
+    from miner.consensus.params import preset
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "load.sqlite"
         Chain.create(path, preset("regtest", int(time.time()) - 60)).close()

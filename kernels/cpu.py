@@ -14,13 +14,14 @@ to this file (as this paragraph did) or a cache pickled under the old name would
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
 from numba import njit
 
-from . import cpu_shani  # importing compiles nothing; only the SHA search compiles its kernel
-from .cpu_sha256d import count_candidates, hash_words
+from miner.kernels import cpu_shani  # importing compiles nothing; only the SHA search compiles its kernel
+from miner.kernels.cpu_sha256d import count_candidates, hash_words
 
 CHUNK = 4096  # nonces per vectorized pass
 
@@ -58,6 +59,14 @@ def _exact(job, target, base, lo, hi, out, total):
 
 SIMD, SHA = 0, 1  # the kernels a search can run (see `cpu_select`)
 _KERNEL_SOURCES = ("cpu.py", "cpu_sha256d.py", "cpu_shani.py", "cpu_width.py")
+
+
+def default_threads() -> int:
+    """Threads a CPU search runs on by default: every core this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def kernel_source_digest() -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from miner.tuning_cache import cache_dir, read_entries, write_entries
+from miner.kernels.tuning_cache import cache_dir, read_entries, write_entries
 
 KERNELS = ("simd", "sha")
 CHOICES = ("auto",) + KERNELS
@@ -96,7 +96,7 @@ def available() -> list[str]:
 
 def describe(kernel: str) -> str:
     if kernel == "sha":
-        from .cpu_shani import LANES
+        from miner.kernels.cpu_shani import LANES
         return f"SHA extensions, {LANES} nonces in flight"
     lanes = simd_lanes()
     isa = {16: "AVX-512", 8: "AVX2", 4: "SSE"}[lanes]
@@ -106,7 +106,7 @@ def describe(kernel: str) -> str:
 def search_function(kernel: str):
     """The compiled (or cached) search of one kernel. Import only what that kernel needs: the
     SHA kernel's module must never be compiled on a CPU without SHA extensions."""
-    from . import cpu
+    from miner.kernels import cpu
     if kernel == "simd":
         return cpu.search
     reason = unavailable_reason(kernel)
@@ -131,7 +131,7 @@ def _choice_file() -> Path:
 
 def choice_key() -> str:
     """CPU name, a digest of its features and of the kernels' source: what a measurement holds for."""
-    from .cpu import kernel_source_digest
+    from miner.kernels.cpu import kernel_source_digest
     name, features = target_cpu()
     digest = hashlib.sha256(features.encode() + kernel_source_digest().encode())
     return f"{name}:{digest.hexdigest()[:20]}"
@@ -143,10 +143,9 @@ def measure(kernels: list[str], seconds: float = 0.25, rounds: int = 3,
     the vector units may be shared between a core's threads): `rounds` alternating runs of
     about `seconds` each, median. Hard target, so only the counting loop is timed."""
     from concurrent.futures import ThreadPoolExecutor
-    from . import cpu
+    from miner.kernels import cpu
     if threads is None:
-        from miner.backends.cpu import default_threads
-        threads = default_threads()
+        threads = cpu.default_threads()
     job = np.arange(11, dtype=np.uint32)
     target = np.zeros(8, dtype=np.uint32)
     outs = [np.zeros(1, dtype=np.int64) for _ in range(threads)]
@@ -176,12 +175,12 @@ def measure(kernels: list[str], seconds: float = 0.25, rounds: int = 3,
 
 def check_choice(choice: str) -> str:
     """`choice` (auto, simd or sha) normalised, or a usage error naming what is wrong with it."""
-    from miner.errors import UsageError
+    from miner.errors import InvalidInput
     choice = choice.strip().lower()
     if choice not in CHOICES:
-        raise UsageError(f"unknown CPU kernel {choice!r} (use {', '.join(CHOICES)})")
+        raise InvalidInput(f"unknown CPU kernel {choice!r} (use {', '.join(CHOICES)})")
     if choice != "auto" and (reason := unavailable_reason(choice)):
-        raise UsageError(f"CPU kernel {choice!r} is not available here: {reason}")
+        raise InvalidInput(f"CPU kernel {choice!r} is not available here: {reason}")
     return choice
 
 

@@ -22,7 +22,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from miner.sha256 import IV, K
+from miner.primitives.sha256 import IV, K
 
 u32 = np.uint32
 

@@ -7,11 +7,11 @@ same bytes. See the layout comment at the top of sha256d.cu.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol, Sequence
 
 import numpy as np
 
-from miner.sha256 import MASK32, expand, rounds
-from miner.work import KernelWork
+from miner.primitives.sha256 import MASK32, expand, rounds
 
 SOURCE = Path(__file__).with_name("sha256d.cu")
 SHIM = Path(__file__).with_name("cuda_host_shim.h")
@@ -27,7 +27,15 @@ def _ror(x: int, n: int) -> int:
     return ((x >> n) | (x << (32 - n))) & MASK32
 
 
-def job_words(work: KernelWork) -> np.ndarray:
+class KernelInputs(Protocol):
+    """What the kernel reads of a unit of work: plain words, computed once on the host."""
+
+    midstate: Sequence[int]  # SHA-256 state after the header's first 64 bytes
+    tail: Sequence[int]  # merkle-root tail, time, bits (big-endian message words)
+    target_words: Sequence[int]  # eight limbs, least significant first
+
+
+def job_words(work: KernelInputs) -> np.ndarray:
     """The kernel's job array for one header prefix and target."""
     mid = list(work.midstate)
     w0, w1, w2 = work.tail

@@ -26,7 +26,7 @@ from pathlib import Path
 import sys
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from miner.sha256 import IV, K  # noqa: E402
+from miner.primitives.sha256 import IV, K  # noqa: E402
 
 MASK = 0xFFFFFFFF
 OUT = Path(__file__).with_name("cpu_sha256d.py")

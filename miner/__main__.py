@@ -1,3 +1,3 @@
-from .cli import entry
+from miner.cli.main import entry
 
 entry()

@@ -1,7 +1,8 @@
-"""Error types that reach the user as one clear line.
+"""The exceptions every layer raises, one class per kind of failure.
 
-Everything the CLI can blame on its input raises a subclass of `MinerError`; the CLI prints
-`miner: error: <message>` and exits with the class's `exit_code` instead of showing a traceback.
+Domain code raises what went wrong (`InvalidInput`, `InvalidBlock`, `ChainError`, ...) and knows
+nothing of exit codes; only the command line (`miner.cli.main.exit_code`) turns an exception into
+`miner: error: <message>` and an exit status, and the node turns it into Core's RPC error.
 """
 
 from __future__ import annotations
@@ -10,20 +11,21 @@ from __future__ import annotations
 class MinerError(Exception):
     """A failure the user can act on; its message is shown verbatim."""
 
-    exit_code = 1
+
+class InvalidInput(MinerError):
+    """A value handed in is malformed or out of range: hex, a header, bits, a nonce range, a
+    chain parameter, a path, a height past the tip."""
 
 
-class UsageError(MinerError):
-    """Bad input from the command line, a config or a request (exit code 2)."""
-
-    exit_code = 2
+class UsageError(InvalidInput):
+    """The command line itself is wrong: an unknown option, a bad combination of options."""
 
 
-class InvalidHeader(UsageError):
+class InvalidHeader(InvalidInput):
     """Bytes or hex that are not an 80-byte Bitcoin header."""
 
 
-class InvalidBits(UsageError):
+class InvalidBits(InvalidInput):
     """A compact `nBits` value that Bitcoin Core would reject."""
 
 

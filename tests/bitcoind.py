@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from miner.errors import MinerError
-from miner.rpc_client import RpcCallError, RpcClient
+from miner.mining.rpc_client import RpcCallError, RpcClient
 
 
 def bitcoind_path() -> str | None:

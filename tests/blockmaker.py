@@ -4,12 +4,20 @@ accepted."""
 
 from __future__ import annotations
 
+import hashlib
+import struct
 from dataclasses import dataclass
 
-from miner.chain import Chain
-from miner.header import BlockHeader, bits_to_target, work
-from miner.params import REGTEST_BITS, ChainParams
-from miner.tx import coinbase_template, merkle_root, txid
+from miner.chain.chain import Chain
+from miner.primitives.block import Block
+from miner.primitives.serialize import varint
+from miner.primitives.transaction import Transaction
+from miner.primitives.compact import bits_to_target, work
+from miner.primitives.header import BlockHeader
+from miner.consensus.params import ChainParams, REGTEST_BITS
+from miner.primitives.coinbase import coinbase_template
+from miner.primitives.merkle import merkle_root
+from miner.primitives.transaction import txid
 
 GENESIS_TIME = 1_700_000_000
 NOW = GENESIS_TIME + 10**6  # a clock far past every block the tests make
@@ -28,17 +36,20 @@ def params(rule: str, window: int = 4, halflife: int = 40) -> ChainParams:
 
 
 @dataclass(frozen=True)
-class Made:
-    header: BlockHeader
-    txs: list[bytes]
-
-    @property
-    def hash(self) -> bytes:
-        return self.header.hash()
+class Made(Block):
+    """A block a test made, not yet delivered."""
 
     @property
     def parent(self) -> bytes:
         return self.header.prev_hash
+
+
+def spend(tag: bytes) -> bytes:
+    """A well-formed non-coinbase transaction (one input from a made-up outpoint, one OP_TRUE
+    output): the chain keeps no coin set, so it is judged by its structure alone."""
+    return (struct.pack("<i", 1) + varint(1) + hashlib.sha256(tag).digest() + struct.pack("<I", 0) + varint(0)
+            + struct.pack("<I", 0xFFFFFFFF) + varint(1) + struct.pack("<q", 1000) + varint(1) + b"\x51"
+            + struct.pack("<I", 0))
 
 
 def solve(header: BlockHeader) -> BlockHeader:
@@ -50,20 +61,21 @@ def solve(header: BlockHeader) -> BlockHeader:
 
 
 def make_block(chain: Chain, parent: bytes, dt: int, tag: bytes = b"", bits: int | None = None,
-               bad_merkle: bool = False) -> Made:
+               bad_merkle: bool = False, coinbase_height: int | None = None) -> Made:
     """A block on `parent` (stored in `chain`), `dt` seconds after it, with the bits the parent's
-    own branch demands (or `bits`). Not stored: the caller delivers it."""
+    own branch demands (or `bits`), its coinbase naming its height (or `coinbase_height`, to
+    break BIP 34). Not stored: the caller delivers it."""
     node = chain.node(parent)
     times, chain_bits = chain.tree.history(node)
     height = node.height + 1
     if bits is None:
         bits = chain.rule.next_bits(height, times, chain_bits)
-    txs = [coinbase_template(height, b"tree " + tag).build(0)]
+    txs = [coinbase_template(height if coinbase_height is None else coinbase_height, b"tree " + tag).build(0)]
     root = merkle_root([txid(t) for t in txs])
     if bad_merkle:
         root = bytes(32)
     header = solve(BlockHeader(0x20000000, parent, root, node.time + dt, bits, 0))
-    return Made(header, txs)
+    return Made(header, tuple(Transaction.parse(t) for t in txs))
 
 
 def grow(chain: Chain, parent: bytes, n: int, dt: int, tag: bytes) -> list[Made]:
@@ -71,7 +83,7 @@ def grow(chain: Chain, parent: bytes, n: int, dt: int, tag: bytes) -> list[Made]
     made = []
     for i in range(n):
         block = make_block(chain, parent, dt, tag + b"%d" % i)
-        chain.add_block(block.header, block.txs, now=NOW)
+        chain.add_block(block, now=NOW)
         made.append(block)
         parent = block.hash
     return made

@@ -14,9 +14,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from miner.chain import Chain
-from miner.params import ChainParams, REGTEST_BITS
-from miner.header import bits_to_target, target_to_bits
+from miner.chain.chain import Chain
+from miner.consensus.params import ChainParams, REGTEST_BITS
+from miner.primitives.compact import bits_to_target, target_to_bits
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,5 +111,5 @@ class NodeProcess:
 def stored_blocks(path: Path) -> list[tuple[str, str]]:
     """(hash, status) of every stored block: what 'the chain file is unchanged' compares."""
     with Chain.open(path, readonly=True) as chain:
-        rows = chain._conn.execute("SELECT hash, status FROM blocks ORDER BY seq").fetchall()
+        rows = chain.conn.execute("SELECT hash, status FROM blocks ORDER BY seq").fetchall()
     return [(h.hex(), s) for h, s in rows]

@@ -4,7 +4,7 @@ so every few blocks the chain reorganises. Prints 'ready' once the chain is open
 import sys
 
 from blockmaker import NOW, make_block
-from miner.chain import Chain
+from miner.chain.chain import Chain
 
 
 def main(path: str, salt: str) -> None:
@@ -14,7 +14,7 @@ def main(path: str, salt: str) -> None:
         while True:
             side = next(t for t in chain.tips() if t.status == "valid-fork")
             block = make_block(chain, side.hash, 10, f"{salt}-{n}".encode())
-            chain.add_block(block.header, block.txs, now=NOW)
+            chain.add_block(block, now=NOW)
             n += 1
 
 

@@ -46,8 +46,9 @@ from bitcoin.core.serialize import Hash160
 from bitcoin.wallet import CKey, P2WPKHBitcoinAddress
 from bitcoind import Bitcoind, bitcoind_path
 
-from miner.sources.gbt import TEMPLATE_REQUEST, block_hex, job_from_template
-from miner.work import Solution
+from miner.mining.sources.gbt import TEMPLATE_REQUEST
+from miner.mining.template import block_hex, job_from_template
+from miner.mining.work import Solution
 
 pytestmark = pytest.mark.skipif(
     bitcoind_path() is None,

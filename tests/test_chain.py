@@ -8,13 +8,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import GENESIS_TIME, mine_easy_chain
-from miner.chain import Chain, median_time_past
-from miner.errors import ChainError, InvalidBlock, UsageError
-from miner.header import BlockHeader, bits_to_target
-from miner.params import preset
-from miner.sources.local import LocalChainSource
-from miner.tx import coinbase_template
-from miner.work import Solution
+from miner.chain.chain import Chain
+from miner.consensus.checks import median_time_past
+from miner.errors import ChainError, InvalidBlock, InvalidInput
+from miner.primitives.compact import bits_to_target
+from miner.primitives.block import Block
+from miner.primitives.header import BlockHeader
+from miner.consensus.params import preset
+from miner.mining.sources.local import LocalChainSource
+from miner.primitives.coinbase import coinbase_template
+from miner.mining.work import Solution
 
 
 def test_easy_chain_verifies_and_reopens(easy_chain, tmp_path):
@@ -45,7 +48,7 @@ def _solve(job, extranonce=0, want_valid=True):
 
 def test_append_accepts_valid_block(easy_chain):
     source, job = _next(easy_chain, GENESIS_TIME + 50)
-    height = source.submit(Solution(job, 0, _solve(job)))
+    height = source.append(Solution(job, 0, _solve(job)))
     assert height == 13 == easy_chain.height
 
 
@@ -60,7 +63,7 @@ def test_append_accepts_valid_block(easy_chain):
 def test_append_rejects_each_rule(easy_chain, damage, match):
     now = GENESIS_TIME + 50
     _, job = _next(easy_chain, now)
-    txs = job.txs(0)
+    txs = job.block(0, 0).raw_txs
     header = job.header(0, _solve(job))
     if damage == "prev":
         header = BlockHeader(header.version, b"\x11" * 32, header.merkle_root, header.time, header.bits, 0)
@@ -82,14 +85,14 @@ def test_append_rejects_each_rule(easy_chain, damage, match):
         header = next(header.with_nonce(n) for n in range(100_000) if header.with_nonce(n).meets_target(target))
     before = easy_chain.height
     with pytest.raises(InvalidBlock, match=match) as info:
-        easy_chain.append(header, txs, now=now)
+        easy_chain.append(Block.from_raw(header, txs), now=now)
     assert info.value.height == (None if damage == "prev" else before + 1)  # no parent: no height
     assert easy_chain.height == before
     assert easy_chain.verify(now=now) == before
 
 
 def test_create_refuses_existing_file(easy_chain):
-    with pytest.raises(UsageError, match="already exists"):
+    with pytest.raises(InvalidInput, match="already exists"):
         Chain.create(easy_chain.path, preset("regtest", GENESIS_TIME))
 
 
@@ -110,7 +113,7 @@ def test_foreign_files_are_refused_untouched(tmp_path):
         with pytest.raises(ChainError, match="not a miner chain file"):
             Chain.open(path)
         assert _file_digest(path) == before
-    with pytest.raises(UsageError, match="no such chain file"):
+    with pytest.raises(InvalidInput, match="no such chain file"):
         Chain.open(tmp_path / "missing.sqlite")
 
 

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from conftest import mine_easy_chain
-from miner.chain import Chain
-from miner.header import BlockHeader
+from miner.chain.chain import Chain
+from miner.primitives.header import BlockHeader
 from vectors import GENESIS_HASH, GENESIS_HEX, REAL_HEADERS
 
 

@@ -14,12 +14,12 @@ import pytest
 
 from miner.kernels import cpu as kernel
 from miner.kernels import cpu_select
-from miner.kernels.gen_cpu_kernel import OUT, generate
+from miner.kernels.gen_cpu_kernel import generate, OUT
 from miner.backends.cpu import CpuBackend
 from miner.backends.ref import reference_hits
-from miner.errors import UsageError
-from miner.header import BlockHeader, target_words
-from miner.work import KernelWork
+from miner.errors import InvalidInput
+from miner.primitives.header import BlockHeader, target_words
+from miner.backends.work import KernelWork
 from vectors import REAL_HEADERS
 
 
@@ -119,14 +119,14 @@ def test_hits_are_capped_but_counted(backend):
 
 @pytest.mark.parametrize("start,count", [(0, 0), (5, -1), (2**32 - 1, 2), (-1, 10)])
 def test_bad_ranges_rejected(backend, start, count):
-    with pytest.raises(UsageError):
+    with pytest.raises(InvalidInput):
         backend.search(KernelWork(bytes(76), 1 << 255), start, count)
 
 
 def test_bad_work_rejected():
-    with pytest.raises(UsageError, match="76 bytes"):
+    with pytest.raises(InvalidInput, match="76 bytes"):
         KernelWork(bytes(75), 1 << 255)
-    with pytest.raises(UsageError, match="target"):
+    with pytest.raises(InvalidInput, match="target"):
         KernelWork(bytes(76), 0)
 
 
@@ -205,7 +205,7 @@ _MASKED_RUN = textwrap.dedent("""
     from miner.kernels import cpu, cpu_select
     from miner.backends.cpu import CpuBackend
     from miner.backends.ref import reference_hits
-    from miner.work import KernelWork
+    from miner.backends.work import KernelWork
     report = {"available": cpu_select.available(), "lanes": cpu_select.simd_lanes()}
     for name in sys.argv[1].split(","):
         b = CpuBackend(threads=2, kernel=name)
@@ -288,10 +288,10 @@ def test_auto_measures_once_then_reads_the_choice(tmp_path, monkeypatch):
 
 
 def test_unknown_or_missing_kernel_is_a_usage_error():
-    with pytest.raises(UsageError, match="unknown CPU kernel"):
+    with pytest.raises(InvalidInput, match="unknown CPU kernel"):
         CpuBackend(threads=1, kernel="avx9000")
     if cpu_select.unavailable_reason("sha"):
-        with pytest.raises(UsageError, match="SHA extensions"):
+        with pytest.raises(InvalidInput, match="SHA extensions"):
             CpuBackend(threads=1, kernel="sha")
 
 

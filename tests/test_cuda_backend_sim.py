@@ -23,8 +23,8 @@ import cupy_sim
 from cupy_sim import CUDADriverError, SimulatedFault, Simulator
 from miner.backends import cuda
 from miner.backends.ref import reference_hits
-from miner.kernels.cuda_job import KERNEL_NAME, job_words, source_text
-from miner.work import KernelWork
+from miner.kernels.cuda_job import job_words, KERNEL_NAME, source_text
+from miner.backends.work import KernelWork
 
 HERE = Path(__file__).resolve().parent
 EASY = (1 << 256) - 1  # every nonce a hit

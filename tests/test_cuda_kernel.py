@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from miner.bench import sass
-from miner.kernels.cuda_job import HOST_LAUNCH, KERNEL_NAME, NVRTC_OPTIONS, SOURCE, job_words
+from miner.kernels.cuda_job import HOST_LAUNCH, job_words, KERNEL_NAME, NVRTC_OPTIONS, SOURCE
 from miner.backends.ref import reference_hits
 from miner.backends.registry import cuda_device_count
-from miner.header import BlockHeader
-from miner.work import KernelWork
+from miner.primitives.header import BlockHeader
+from miner.backends.work import KernelWork
 from vectors import REAL_HEADERS
 
 ARCHES = ["sm_70", "sm_75", "sm_80", "sm_86", "sm_89", "sm_90"]
@@ -267,9 +267,9 @@ def test_gpu_bench_scales_launch_shapes_and_reports_switch_latency():
 @gpu
 def test_gpu_set_launch_rejects_bad_shapes():
     from miner.backends.cuda import CudaBackend
-    from miner.errors import UsageError
+    from miner.errors import InvalidInput
     backend = CudaBackend(0)
-    with pytest.raises(UsageError):
+    with pytest.raises(InvalidInput):
         backend.set_launch(100, 64)
     backend.set_launch(128, 16)
     work = KernelWork(bytes(76), (1 << 256) - 1)  # every nonce a hit: coverage is countable

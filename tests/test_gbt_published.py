@@ -30,11 +30,13 @@ from pathlib import Path
 import pytest
 from bitcoin.core import CBlock, CheckBlock, CTransaction, b2lx, b2x
 
-from miner.header import bits_to_target
-from miner.sources.gbt import block_hex, job_from_template
-from miner.tx import CoinbaseTemplate, script_number, txid
-from miner.wire import Block, find_commitment, witness_commitment, witness_root
-from miner.work import Solution
+from miner.primitives.compact import bits_to_target
+from miner.mining.template import block_hex, job_from_template
+from miner.primitives.coinbase import CoinbaseTemplate, script_number
+from miner.primitives.transaction import txid
+from miner.primitives.block import Block
+from miner.primitives.witness import find_commitment, witness_commitment, witness_root
+from miner.mining.work import Solution
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FIXTURE = FIXTURES / "bip158-testnet3-segwit-blocks.json"
@@ -106,9 +108,9 @@ def test_the_template_rebuilds_the_published_block_bit_for_bit(published):
     job = job_from_template(template, PAYOUT)
 
     assert job.height == entry["height"]
-    assert job.extra_txs == tuple(bytes.fromhex(t["data"]) for t in template["transactions"])
+    assert tuple(t.raw for t in job.extra_txs) == tuple(bytes.fromhex(t["data"]) for t in template["transactions"])
     assert job.bits == block.nBits and job.target == bits_to_target(block.nBits)
-    assert job.source_data["witness"] is True
+    assert job.witness is True
 
     coinbase, extranonce = pool_coinbase(block, entry["extranonce_at"], entry["extranonce_size"])
     pool_job = dataclasses.replace(job, coinbase=coinbase)

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from conftest import GENESIS_TIME, mine_easy_chain
-from miner.chain import Chain
-from miner.params import ChainParams, preset
+from miner.chain.chain import Chain
+from miner.consensus.params import ChainParams, preset
 
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE / "fixtures"

@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from miner.errors import InvalidBits, InvalidHeader
-from miner.header import (
-    DIFF1_TARGET, MAINNET_POW_LIMIT, MAX_TARGET, REGTEST_POW_LIMIT, BlockHeader, bits_to_target,
-    check_proof_of_work, decode_compact, difficulty, display_hex, proof_of_work_error,
-    midstate, nonce_word, parse_bits, parse_display_hex, target_to_bits, tail_words, target_words,
-)
-from miner.sha256 import IV, compress
+from miner.consensus.pow import check_proof_of_work, proof_of_work_error
+from miner.primitives.compact import bits_to_target, decode_compact, DIFF1_TARGET, difficulty, MAINNET_POW_LIMIT, MAX_TARGET, parse_bits, REGTEST_POW_LIMIT, target_to_bits
+from miner.primitives.hashes import display_hex, parse_display_hex
+from miner.consensus.pow import header_meets_pow
+from miner.primitives.header import BlockHeader, midstate, nonce_word, tail_words, target_words
+from miner.primitives.sha256 import compress, IV
 from vectors import GENESIS_HASH, GENESIS_HEX, REAL_HEADERS
 
 u32 = st.integers(0, 0xFFFFFFFF)
@@ -23,7 +23,7 @@ headers = st.builds(BlockHeader, st.integers(-(1 << 31), (1 << 31) - 1), st.bina
 def test_genesis_hashes_and_meets_its_bits():
     h = BlockHeader.from_hex(GENESIS_HEX)
     assert h.hash_hex() == GENESIS_HASH
-    assert h.check_pow()
+    assert header_meets_pow(h.serialize())
     assert h.bits == 0x1D00FFFF and h.nonce == 2083236893 and h.time == 1231006505
     assert difficulty(h.target()) == 1.0
 
@@ -32,10 +32,10 @@ def test_genesis_hashes_and_meets_its_bits():
 def test_real_headers(height, hexstr, expected):
     h = BlockHeader.from_hex(hexstr)
     assert h.hash_hex() == expected
-    assert h.check_pow()
+    assert header_meets_pow(h.serialize())
     assert h.hex() == hexstr
     # One nonce off no longer meets the target (a real check, not a tautology).
-    assert not h.with_nonce(h.nonce ^ 1).check_pow()
+    assert not header_meets_pow(h.with_nonce(h.nonce ^ 1).serialize())
 
 
 def test_block_100000_links_to_its_parent_field():
@@ -228,6 +228,6 @@ def test_check_proof_of_work_has_cores_semantics(bits, limit, ok_hash, why):
 @pytest.mark.parametrize("height,hexstr,expected", REAL_HEADERS)
 def test_real_headers_pass_under_mainnet_limit_only_with_their_nonce(height, hexstr, expected):
     h = BlockHeader.from_hex(hexstr)
-    assert h.check_pow() and h.check_pow(MAINNET_POW_LIMIT)
-    assert not h.check_pow(bits_to_target(h.bits) - 1)  # a limit below its own target: too easy
-    assert not h.with_nonce(h.nonce ^ 1).check_pow()
+    assert header_meets_pow(h.serialize()) and header_meets_pow(h.serialize(), MAINNET_POW_LIMIT)
+    assert not header_meets_pow(h.serialize(), bits_to_target(h.bits) - 1)  # a limit below its own target: too easy
+    assert not header_meets_pow(h.with_nonce(h.nonce ^ 1).serialize())

@@ -18,13 +18,13 @@ import pytest
 from rich.console import Console
 
 from miner.backends.ref import ReferenceBackend
-from miner.chain import Chain
-from miner.coordinator import Coordinator
-from miner.header import difficulty
-from miner.live import MiningView, expected_hashes, render, snapshot
-from miner.mining import mine_blocks
-from miner.params import preset
-from miner.sources.local import LocalChainSource
+from miner.chain.chain import Chain
+from miner.mining.coordinator import Coordinator
+from miner.primitives.compact import difficulty
+from miner.ui.live import expected_hashes, MiningView, render, snapshot
+from miner.mining.loop import mine
+from miner.consensus.params import preset
+from miner.mining.sources.local import LocalChainSource
 
 from conftest import GENESIS_TIME
 
@@ -44,7 +44,7 @@ def test_snapshot_after_real_mining(tmp_path):
     backends = [ReferenceBackend(name="ref-a"), ReferenceBackend(name="ref-b")]
     jobs = []
     with Coordinator(backends, unit_seconds=0.02) as coordinator:
-        mine_blocks(coordinator, LocalChainSource(chain), 3, lambda ev: None, on_job=jobs.append)
+        mine(coordinator, LocalChainSource(chain), 3, lambda ev: None, on_job=jobs.append)
     assert [j.height for j in jobs] == [1, 2, 3]
     job = jobs[-1]
     t0 = time.perf_counter()
@@ -86,7 +86,7 @@ def test_view_fits_the_terminal_and_keeps_numbers_whole(tmp_path, width):
     view = MiningView(None, backends, 2)
     with Coordinator(backends, unit_seconds=0.02) as coordinator:
         view.coordinator = coordinator
-        mine_blocks(coordinator, LocalChainSource(chain), 2, lambda ev: view.block_found(),
+        mine(coordinator, LocalChainSource(chain), 2, lambda ev: view.block_found(),
                     on_job=view.set_job)
     snap = view.snapshot()
     text = _render_text(view, width)

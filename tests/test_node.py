@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from miner.header import BlockHeader
-from miner.sources.gbt import block_hex, job_from_template
-from miner.work import Solution
+from miner.primitives.header import BlockHeader
+from miner.mining.template import block_hex, job_from_template
+from miner.mining.work import Solution
 from nodeproc import ROOT, NodeProcess, make_chain, stored_blocks
 
 OP_TRUE = b"\x51"
@@ -225,7 +225,7 @@ def test_bad_requests_get_cores_answers_and_change_nothing(node):
         fields.update(change)
         header = BlockHeader(**fields)
         if "nonce" not in change:  # re-solve so only the changed rule is broken
-            from miner.header import bits_to_target
+            from miner.primitives.compact import bits_to_target
             target = bits_to_target(header.bits)
             header = next(header.with_nonce(n) for n in range(1 << 22) if header.with_nonce(n).meets_target(target))
         return header.hex() + block_hex(s)[160:]
@@ -341,22 +341,22 @@ def test_python_bitcoinlib_reads_our_blocks_and_we_accept_its_blocks(tmp_path):
 def test_sigkill_during_a_submitblock_storm_loses_no_accepted_block(tmp_path):
     """Blocks built ahead (a chain of 400), submitted in order by four clients at once; the node
     is killed mid-storm. Every block it answered null for must be stored and active."""
-    from miner.chain import Chain
+    from miner.chain.chain import Chain
     path = make_chain(tmp_path / "chain.sqlite")
     shadow = tmp_path / "shadow.sqlite"
     import shutil
     shutil.copy(path, shadow)
     blocks = []
     with Chain.open(shadow) as chain:
-        from miner.sources.local import LocalChainSource
+        from miner.mining.sources.local import LocalChainSource
         source = LocalChainSource(chain, clock=lambda: chain.params.genesis_time + chain.height + 1)
         for _ in range(400):
             job = source.job()
             work = job.work(0)
             nonce = next(n for n in range(1 << 20) if work.check(n))
-            chain.append(job.header(0, nonce), job.txs(0), now=int(time.time()))
-            blocks.append((job.header(0, nonce).hash_hex(),
-                           (job.header(0, nonce).serialize() + b"\x01" + job.txs(0)[0]).hex()))
+            block = job.block(0, nonce)
+            chain.append(block, now=int(time.time()))
+            blocks.append((block.header.hash_hex(), block.serialize().hex()))
     node = NodeProcess(path)
     accepted: list[str] = []
     lock = threading.Lock()
@@ -409,7 +409,7 @@ def test_two_miners_mine_one_node_and_never_stay_on_a_stale_tip(tmp_path):
     chain verifies and its active chain is exactly the blocks they report as accepted; every
     time the tip moves, each miner running has the new tip's work within the long poll's round
     trip (measured: the node's commit time to the miner's job event)."""
-    from miner.chain import Chain
+    from miner.chain.chain import Chain
     path = make_chain(tmp_path / "chain.sqlite", hashes_per_block=1 << 17)  # ~0.2 s a block here
     with NodeProcess(path) as node:
         miners = [subprocess.Popen(

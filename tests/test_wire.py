@@ -7,8 +7,12 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from miner.tx import txid, varint
-from miner.wire import Block, DecodeError, Transaction, strip_witness
+from miner.primitives.serialize import varint
+from miner.primitives.transaction import txid
+from miner.primitives.block import Block
+from miner.primitives.serialize import DecodeError
+from miner.consensus.checks import check_transaction
+from miner.primitives.transaction import strip_witness, Transaction
 
 pytest.importorskip("bitcoin")
 from bitcoin.core import (CheckTransaction, CheckTransactionError, COutPoint, CMutableTransaction,
@@ -44,7 +48,7 @@ def test_transactions_agree_with_python_bitcoinlib(ins, outs, segwit, data, lock
         theirs = None
     except CheckTransactionError as exc:
         theirs = str(exc)
-    assert (ours.check_structure() is None) == (theirs is None), (ours.check_structure(), theirs)
+    assert (check_transaction(ours) is None) == (theirs is None), (check_transaction(ours), theirs)
 
 
 def test_hostile_counts_fail_cleanly():

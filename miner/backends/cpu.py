@@ -9,25 +9,18 @@ named by `--cpu-kernel`, or for `auto` the faster one as measured once on this C
 
 from __future__ import annotations
 
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from miner.kernels import cpu as kernel
+from miner.kernels.cpu import default_threads
 from miner.kernels import cpu_select
 
-from ..errors import UsageError
-from ..work import KernelWork
-from .base import Backend
-
-
-def default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+from miner.errors import InvalidInput
+from miner.backends.work import KernelWork
+from miner.backends.base import Backend
 
 
 class CpuBackend(Backend):
@@ -37,7 +30,7 @@ class CpuBackend(Backend):
                  kernel: str = "auto"):
         threads = default_threads() if threads is None else threads
         if threads < 1:
-            raise UsageError(f"threads must be at least 1, got {threads}")
+            raise InvalidInput(f"threads must be at least 1, got {threads}")
         kernel = cpu_select.check_choice(kernel)
         super().__init__(name, f"numba SHA-256d, {threads} thread(s)", max_hits)
         self.threads = threads

@@ -10,12 +10,12 @@ import time
 
 import numpy as np
 
-from miner.kernels.cuda_job import JOB_WORDS, KERNEL_NAME, NVRTC_OPTIONS, job_words, source_text
+from miner.kernels.cuda_job import JOB_WORDS, job_words, KERNEL_NAME, NVRTC_OPTIONS, source_text
 
-from ..errors import MinerError, UsageError
-from ..tuning_cache import cache_dir, read_entries, write_entries
-from ..work import KernelWork
-from .base import Backend
+from miner.errors import MinerError, InvalidInput
+from miner.kernels.tuning_cache import cache_dir, read_entries, write_entries
+from miner.backends.work import KernelWork
+from miner.backends.base import Backend
 
 try:
     import cupy  # type: ignore[import-not-found]
@@ -51,7 +51,7 @@ def check_launch_shape(block: int, nonces_per_thread: int) -> None:
     """A launch shape the kernel can run: whole warps, at most 1024 threads a block, and a
     per-thread nonce count the 32-bit trip counter handles."""
     if not (32 <= block <= 1024 and block % 32 == 0) or not 1 <= nonces_per_thread <= 1 << 16:
-        raise UsageError(f"bad launch shape {block}x{nonces_per_thread}: block must be a "
+        raise InvalidInput(f"bad launch shape {block}x{nonces_per_thread}: block must be a "
                          f"multiple of 32 up to 1024, nonces per thread 1..65536")
 
 
@@ -73,9 +73,9 @@ class CudaBackend(Backend):
     def __init__(self, index: int = 0, max_hits: int = 64):
         count, why = device_count()
         if count == 0:
-            raise UsageError(f"backend 'cuda' is not available here: {why}")
+            raise InvalidInput(f"backend 'cuda' is not available here: {why}")
         if not 0 <= index < count:
-            raise UsageError(f"no CUDA device {index}: this machine has {count}")
+            raise InvalidInput(f"no CUDA device {index}: this machine has {count}")
         self.index = index
         with cupy.cuda.Device(index):
             props = cupy.cuda.runtime.getDeviceProperties(index)
@@ -133,7 +133,7 @@ class CudaBackend(Backend):
             return None
         try:
             check_launch_shape(block, npt)
-        except UsageError:
+        except InvalidInput:
             return None
         return block, npt
 

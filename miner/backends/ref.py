@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import struct
 
-from ..work import KernelWork, check_range
-from .base import Backend
+from miner.backends.work import check_range, KernelWork
+from miner.backends.base import Backend
 
 _pack = struct.Struct("<I").pack
 

@@ -7,14 +7,14 @@ else the hashlib reference.
 
 from __future__ import annotations
 
-from ..errors import UsageError
-from .base import Backend
+from miner.errors import InvalidInput
+from miner.backends.base import Backend
 
 
 def cuda_device_count() -> tuple[int, str]:
     """(number of CUDA devices CuPy sees, reason when zero)."""
     try:
-        from . import cuda
+        from miner.backends import cuda
     except ImportError as exc:  # pragma: no cover - depends on the machine
         return 0, f"CUDA backend unavailable: {exc}"
     return cuda.device_count()
@@ -22,7 +22,7 @@ def cuda_device_count() -> tuple[int, str]:
 
 def cpu_available() -> tuple[bool, str]:
     try:
-        from . import cpu  # noqa: F401
+        from miner.backends import cpu  # noqa: F401
     except ImportError as exc:
         return False, f"numba CPU backend unavailable: {exc}"
     return True, ""
@@ -31,20 +31,20 @@ def cpu_available() -> tuple[bool, str]:
 def _make_cpu(threads: int | None, kernel: str) -> Backend:
     ok, why = cpu_available()
     if not ok:
-        raise UsageError(f"backend 'cpu' is not available here: {why}")
-    from .cpu import CpuBackend
+        raise InvalidInput(f"backend 'cpu' is not available here: {why}")
+    from miner.backends.cpu import CpuBackend
     return CpuBackend(threads=threads, kernel=kernel)
 
 
 def _make_cuda(index: int | None) -> list[Backend]:
     count, why = cuda_device_count()
     if count == 0:
-        raise UsageError(f"backend 'cuda' is not available here: {why}")
-    from .cuda import CudaBackend
+        raise InvalidInput(f"backend 'cuda' is not available here: {why}")
+    from miner.backends.cuda import CudaBackend
     if index is None:
         return [CudaBackend(i) for i in range(count)]
     if not 0 <= index < count:
-        raise UsageError(f"no CUDA device {index}: this machine has {count} "
+        raise InvalidInput(f"no CUDA device {index}: this machine has {count} "
                          f"(cuda:0..cuda:{count - 1})")
     return [CudaBackend(index)]
 
@@ -54,7 +54,7 @@ def make_backends(spec: str, threads: int | None = None, cpu_kernel: str = "auto
     `threads` and `cpu_kernel` (auto, simd, sha) configure the CPU backend."""
     items = [s.strip().lower() for s in spec.split(",") if s.strip()]
     if not items:
-        raise UsageError("no backend named (use auto, ref, cpu, cuda or cuda:N)")
+        raise InvalidInput("no backend named (use auto, ref, cpu, cuda or cuda:N)")
     out: list[Backend] = []
     for item in items:
         if item == "auto":
@@ -63,10 +63,10 @@ def make_backends(spec: str, threads: int | None = None, cpu_kernel: str = "auto
             elif cpu_available()[0]:
                 out.append(_make_cpu(threads, cpu_kernel))
             else:
-                from .ref import ReferenceBackend
+                from miner.backends.ref import ReferenceBackend
                 out.append(ReferenceBackend())
         elif item == "ref":
-            from .ref import ReferenceBackend
+            from miner.backends.ref import ReferenceBackend
             out.append(ReferenceBackend())
         elif item == "cpu":
             out.append(_make_cpu(threads, cpu_kernel))
@@ -75,12 +75,12 @@ def make_backends(spec: str, threads: int | None = None, cpu_kernel: str = "auto
         elif item.startswith("cuda:"):
             index = item[5:]
             if not index.isdigit():
-                raise UsageError(f"bad device in backend {item!r}: expected cuda:N with N >= 0")
+                raise InvalidInput(f"bad device in backend {item!r}: expected cuda:N with N >= 0")
             out += _make_cuda(int(index))
         else:
-            raise UsageError(f"unknown backend {item!r} (use auto, ref, cpu, cuda or cuda:N)")
+            raise InvalidInput(f"unknown backend {item!r} (use auto, ref, cpu, cuda or cuda:N)")
     names = [b.name for b in out]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise UsageError(f"backend named twice: {', '.join(dupes)}")
+        raise InvalidInput(f"backend named twice: {', '.join(dupes)}")
     return out

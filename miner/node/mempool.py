@@ -12,7 +12,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from ..wire import Transaction
+from miner.consensus.checks import check_transaction
+from miner.primitives.transaction import Transaction
 
 MAX_TXS = 5_000
 MAX_BYTES = 16 * 1024 * 1024
@@ -51,7 +52,7 @@ class Mempool:
             return False
         if tx.is_coinbase:
             raise MempoolRejected("coinbase")
-        reason = tx.check_structure()
+        reason = check_transaction(tx)
         if reason:
             raise MempoolRejected(reason)
         if len(self.entries) >= self.max_txs or self.bytes + len(tx.raw) > self.max_bytes:

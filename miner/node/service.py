@@ -20,16 +20,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from ..blocktree import TipChange
-from ..chain import Chain, UnknownParent, median_time_past
-from ..errors import InvalidBlock
-from ..header import bits_to_target
-from ..params import ChainParams
-from ..tx import txid
-from ..wire import MAX_BLOCK_WEIGHT, Block, DecodeError, Transaction
-from .mempool import Mempool, MempoolRejected
-from .template import (COINBASE_RESERVED_WEIGHT, TipInfo, block_template, check_submitted,
-                       halving_interval, longpoll_id)
+from miner.chain.chain import Chain, UnknownParent
+from miner.chain.index import TipChange
+from miner.consensus.checks import MAX_BLOCK_WEIGHT, halving_interval, median_time_past
+from miner.consensus.params import ChainParams
+from miner.errors import InvalidBlock
+from miner.node.mempool import Mempool, MempoolRejected
+from miner.node.template import COINBASE_RESERVED_WEIGHT, TipInfo, block_template, longpoll_id
+from miner.primitives.block import Block
+from miner.primitives.compact import bits_to_target
+from miner.primitives.transaction import Transaction
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -159,42 +159,34 @@ class NodeService:
 
 def _store_block(chain: Chain, block: Block):
     """(verdict, tip change, new tip, txids now mined, transactions to return to the pool);
-    runs on the chain thread."""
-    block_hash = block.header.hash()
-    known = chain.node(block_hash)
-    if known is not None and known.valid:
-        return "duplicate", None, None, [], []
+    runs on the chain thread. The block is the one parsed from the request: nothing of it is
+    read back from the file after the commit."""
     try:
-        result = chain.add_block(block.header, block.raw_txs,
-                                 body_check=lambda height: check_submitted(block, height))
+        result = chain.add_block(block)
     except UnknownParent:
         return "prev-blk-not-found", None, None, [], []
     except InvalidBlock as exc:
         log.info("submitblock refused: %s", exc)
         return exc.reason, None, None, [], []
+    if result.duplicate:
+        return "duplicate", None, None, [], []
     if result.change is None:
         return "inconclusive", None, None, [], []  # stored on a side branch, as Core answers it
-    mined, returned = _mempool_delta(chain, result.change)
+    mined, returned = _mempool_delta(chain, block, result.change)
     return None, result.change, read_tip(chain), mined, returned
 
 
 def _test_block(chain: Chain, block: Block) -> str | None:
-    return chain.test_block(block.header, block.raw_txs,
-                            body_check=lambda height: check_submitted(block, height))
+    return chain.test_block(block)
 
 
-def _mempool_delta(chain: Chain, change: TipChange) -> tuple[list[bytes], list[Transaction]]:
-    mined: list[bytes] = []
-    returned: list[Transaction] = []
-    for h in change.connected:
-        mined += [txid(t) for t in chain.block_by_hash(h).txs[1:]]
-    for h in change.disconnected:
-        for raw in chain.block_by_hash(h).txs[1:]:
-            try:
-                returned.append(Transaction.parse(raw))
-            except DecodeError:
-                pass
+def _mempool_delta(chain: Chain, block: Block, change: TipChange) -> tuple[list[bytes], list[Transaction]]:
+    """Transactions a tip change mined, and those of blocks it took off that go back to the
+    pool. The new tip is `block` itself; only the other blocks of a reorganisation are read."""
+    def stored(h: bytes) -> Block:
+        return block if h == block.hash else chain.block_by_hash(h)
+
+    mined = [t.txid for h in change.connected for t in stored(h).txs[1:]]
     gone = set(mined)
-    return mined, [t for t in returned if t.txid not in gone]
-
-
+    returned = [t for h in change.disconnected for t in chain.block_by_hash(h).txs[1:] if t.txid not in gone]
+    return mined, returned

@@ -1,0 +1,76 @@
+"""Who writes a chain file: any number of `miner mine` processes, or one `miner node`.
+
+Miners mining a file directly share it (each block is one SQLite transaction); a node owns it:
+everything else must go through the node's RPC, so its view of the chain and its long polls
+never miss a block stored behind its back. The rule is an advisory lock on `<chain>.lock` beside
+the file: miners take it shared, the node exclusive, both without waiting, and the node writes
+its RPC address into the file so a refused miner can say where to point `--url`. The kernel
+drops the lock when a process dies, SIGKILL included, so a stale lock never blocks anyone.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from miner.errors import InvalidInput
+
+
+def lock_path(chain: Path) -> Path:
+    return chain.with_name(chain.name + ".lock")
+
+
+class ChainLock:
+    def __init__(self, chain: Path, exclusive: bool):
+        self.chain = chain
+        self.path = lock_path(chain)
+        self.exclusive = exclusive
+        self._fd: int | None = None
+
+    def acquire(self) -> "ChainLock":
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            if self.exclusive:
+                raise InvalidInput(f"{self.chain}: cannot create the lock file {self.path}") from None
+            return self  # a read-only folder: no node can own a file there either
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = _read(fd)
+            os.close(fd)
+            if self.exclusive:
+                raise InvalidInput(f"{self.chain}: in use by another process ("
+                                 + (f"a miner node at {owner}" if owner else "a 'miner mine' or 'miner node'")
+                                 + "); stop it first") from None
+            raise InvalidInput(f"{self.chain}: served by a miner node at {owner or 'another process'}; "
+                             f"mine it through the node with --url {owner or 'URL'}") from None
+        self._fd = fd
+        return self
+
+    def publish(self, url: str) -> None:
+        """The node's address, for the message a refused miner prints."""
+        if self._fd is not None and self.exclusive:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, url.encode(), 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            if self.exclusive:
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "ChainLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _read(fd: int) -> str:
+    try:
+        return os.pread(fd, 512, 0).decode(errors="replace").strip()
+    except OSError:
+        return ""

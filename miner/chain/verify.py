@@ -1,0 +1,183 @@
+"""Re-validating what is stored: the full `verify` pass over every branch, and the start-up check
+a writer makes before it builds on a file.
+
+Blocks are judged by the same `miner.consensus.checks` rules that admitted them (the header
+against its ancestors, the body against the header), read straight from the stored bytes. The
+structure rules of `check_body` are judged once, when a block arrives: files of earlier
+releases hold blocks from before some of them existed.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from typing import TYPE_CHECKING, Sequence
+
+from miner.chain.index import BlockTree, GENESIS_PARENT
+from miner.chain.store import parse_body, serialize_body, short
+from miner.consensus.checks import check_commitments, check_header
+from miner.errors import ChainError, InvalidBlock, InvalidInput
+from miner.primitives.hashes import sha256d
+from miner.primitives.header import BlockHeader
+from miner.primitives.transaction import txid
+
+if TYPE_CHECKING:
+    from miner.chain.chain import Chain
+
+# Blocks a writer re-validates in full when it opens a chain (like Bitcoin Core's -checkblocks);
+# every active header's link to its parent is checked too.
+CHECK_BLOCKS = 1000
+
+
+def _decode(where: str, height: int, raw_header: bytes, raw_body: bytes) -> tuple[BlockHeader, list[bytes]]:
+    """A stored block's header and transactions, or `InvalidBlock` naming it (`where`)."""
+    try:
+        return BlockHeader.deserialize(raw_header), parse_body(raw_body)
+    except (ValueError, TypeError, struct.error, ChainError, InvalidInput) as exc:
+        raise InvalidBlock(f"{where}: cannot be decoded ({exc})", height) from None
+
+
+def _check_stored(chain: "Chain", height: int, header: BlockHeader, txs: list[bytes], parent_hash: bytes,
+                  times: Sequence[int], bits: Sequence[int], now: int) -> bytes:
+    """A stored block by the rules it was admitted by; returns its hash."""
+    block_hash = header.hash()
+    check_header(chain.params, chain.rule, height, header, block_hash, parent_hash, times, bits, now)
+    check_commitments(height, header.merkle_root, [txid(t) for t in txs])
+    return block_hash
+
+
+def expected_genesis(chain: "Chain") -> tuple[bytes, bytes]:
+    """Genesis header and body as the stored parameters make them."""
+    committed = chain.genesis_committed
+    return (chain.params.genesis_header(committed).serialize(),
+            serialize_body(chain.params.genesis_txs(committed)))
+
+
+def startup_check(chain: "Chain", blocks: int = CHECK_BLOCKS) -> None:
+    """What a writer checks before it builds on the chain, refusing with the first problem: the
+    index (every active header links to its parent's stored hash), genesis against the stored
+    parameters (which genesis commits to, from format 2), the active chain being the most-work
+    one, and its last `blocks` blocks in full, stored hashes included, so the tip that new blocks
+    would extend is the real one. Everything is re-validated by `verify_chain`."""
+    if chain.damage:
+        raise ChainError(f"{chain.path}: {chain.damage}; run 'miner chain verify'")
+    row = chain.conn.execute("SELECT header, body FROM blocks WHERE hash = ?", (chain.tree.active[0],)).fetchone()
+    if row is None or tuple(row) != expected_genesis(chain):
+        raise ChainError(f"{chain.path}: block 0: genesis does not match the chain parameters "
+                         f"(the parameters or genesis were edited); the chain is refused")
+    best = chain.tree.best_tip()
+    if best.hash != chain.tip_hash:
+        raise ChainError(f"{chain.path}: the active chain ends at block {chain.height} but block "
+                         f"{best.height} ({short(best.hash)}) has more work; run 'miner chain verify'")
+    try:
+        _verify_active(chain, max(1, chain.height - blocks + 1), int(time.time()))
+    except InvalidBlock as exc:
+        raise ChainError(f"{chain.path}: {exc}; the chain is refused") from None
+
+
+def verify_chain(chain: "Chain", now: int | None = None, from_height: int = 0) -> int:
+    """Re-validate every stored block on every branch (or, from `from_height`, the active chain
+    only, against the index below it); returns the active chain's height.
+
+    Raises `InvalidBlock` naming the first bad block by height and hash. Blocks are judged
+    against their own ancestors as stored, so one damaged block is named, not its children; the
+    active chain must then be the most-work valid one.
+    """
+    clock = int(time.time()) if now is None else now
+    conn, rows = chain.conn, chain.rows
+    stray = conn.execute("SELECT min(height) FROM blocks WHERE height < 0").fetchone()[0]
+    if stray is not None:
+        raise InvalidBlock(f"block {stray}: a stray row below genesis", stray)
+    if from_height > 0:
+        return _verify_active(chain, from_height, clock)
+    seen = BlockTree()
+    stored_active = dict(conn.execute(rows.active))  # height -> hash
+    genesis, genesis_body = expected_genesis(chain)
+    for seq, stored_hash, height, status, raw_header, raw_body in conn.execute(rows.all_rows):
+        where = f"block {height} ({short(stored_hash) if isinstance(stored_hash, bytes) else '?'})"
+        if not seen.active:
+            if height != 0 or raw_header != genesis or raw_body != genesis_body:
+                raise InvalidBlock("block 0: genesis does not match the chain parameters", 0)
+            if stored_hash != sha256d(raw_header):
+                raise InvalidBlock("block 0: stored hash does not match its header", 0)
+            t, b = struct.unpack_from("<II", raw_header, 68)
+            seen.add(seen.make_node(stored_hash, GENESIS_PARENT, t, b, seq=seq))
+            continue
+        header, txs = _decode(where, height, raw_header, raw_body)
+        # Most blocks extend the verified active chain: judged against its lists directly,
+        # without building a Node for the block or its parent.
+        on_tip = header.prev_hash == seen.active[-1]
+        if on_tip:
+            if height != len(seen.active):
+                raise InvalidBlock(f"{where}: stored at the wrong height (its parent is block "
+                                   f"{len(seen.active) - 1})", height)
+            times, bits = seen.times, seen.bits
+        else:
+            parent = seen.nodes.get(header.prev_hash)
+            if parent is None:
+                if stored_active.get(height - 1, header.prev_hash) == header.prev_hash:
+                    raise InvalidBlock(f"block {height - 1}: missing from the chain file ({where} "
+                                       f"names it as its parent)", height - 1)
+                raise InvalidBlock(f"{where}: previous hash does not link to a stored block", height)
+            if parent.height != height - 1:
+                raise InvalidBlock(f"{where}: stored at the wrong height (its parent is block "
+                                   f"{parent.height})", height)
+            bad = seen.invalid_ancestor(parent)
+            if bad is not None:
+                raise InvalidBlock(f"{where}: descends from invalid block {bad.height} "
+                                   f"({short(bad.hash)})", height)
+            times, bits = seen.history(parent)
+        if status:
+            block_hash = header.hash()  # stored as invalid: its reason is not re-derived
+        else:
+            try:
+                block_hash = _check_stored(chain, height, header, txs, header.prev_hash, times, bits, clock)
+            except InvalidBlock as exc:
+                raise InvalidBlock(f"{exc} (hash {short(header.hash())})", height) from None
+        if stored_hash != block_hash:
+            raise InvalidBlock(f"{where}: stored hash does not match its header", height)
+        if on_tip and not status and stored_active.get(height) == block_hash:
+            seen.extend(block_hash, header.time, header.bits, seq)  # the stored active chain
+        else:
+            seen.add(seen.make_node(block_hash, header.prev_hash, header.time, header.bits,
+                                    status, seq=seq))
+    if not seen.active:
+        raise InvalidBlock("block 0: chain has no genesis block", 0)
+    return _check_active_is_best(seen, stored_active)
+
+
+def _check_active_is_best(seen: BlockTree, stored: dict[int, bytes]) -> int:
+    """The stored active chain must be the path to the most-work valid tip."""
+    best = seen.best_tip()
+    side = seen.branch(best)
+    path = seen.active[:best.height - len(side) + 1] + [n.hash for n in side]
+    for height, want in enumerate(path):
+        have = stored.get(height)
+        if have != want:
+            raise InvalidBlock(
+                f"block {height}: the active chain holds "
+                f"{short(have) if have else 'nothing'} but the most-work chain has {short(want)}", height)
+    if len(stored) > len(path):
+        raise InvalidBlock(f"block {len(path)}: the active chain goes past the most-work tip "
+                           f"{short(best.hash)}", len(path))
+    return len(path) - 1
+
+
+def _verify_active(chain: "Chain", from_height: int, clock: int) -> int:
+    """The active chain from `from_height`, judged against the index below it."""
+    times: list[int] = chain.times[:from_height]  # slices: copies the pass appends to
+    bits: list[int] = chain.bits[:from_height]
+    parent_hash = chain.tree.active[from_height - 1]
+    expected_height = from_height
+    for height, stored_hash, raw_header, raw_body in chain.conn.execute(chain.rows.active_rows, (from_height,)):
+        if height != expected_height:
+            raise InvalidBlock(f"block {expected_height}: missing from the chain file", expected_height)
+        expected_height += 1
+        header, txs = _decode(f"block {height}", height, raw_header, raw_body)
+        block_hash = _check_stored(chain, height, header, txs, parent_hash, times, bits, clock)
+        if stored_hash != block_hash:
+            raise InvalidBlock(f"block {height}: stored hash does not match its header", height)
+        times.append(header.time)
+        bits.append(header.bits)
+        parent_hash = block_hash
+    return expected_height - 1

@@ -1,0 +1,288 @@
+"""The `miner` command line.
+
+Every failure the user can fix prints one line, `miner: error: ...`, and exits non-zero (2 for
+usage errors); tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from typing import Sequence
+
+from miner import __version__
+from miner.errors import InvalidInput, MinerError, UsageError
+from miner.cli.interrupts import ignore_stop_signals, install_process_policy
+
+DEFAULT_CHAIN = "miner-chain.sqlite"
+MAX_BLOCKS = 1_000_000
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def _positive_int(limit: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not 1 <= value <= limit:
+            raise argparse.ArgumentTypeError(f"must be between 1 and {limit:,}, got {value}")
+        return value
+    return parse
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _cpu_kernel_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cpu-kernel", default="auto", type=str.lower, choices=("auto", "simd", "sha"),
+                        help="CPU backend kernel: simd (AVX-512/AVX2 lanes), sha (SHA extensions), or "
+                             "auto, the faster here, measured once per CPU (default auto)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="miner", description="Bitcoin-exact SHA-256d proof-of-work miner.")
+    p.add_argument("--version", action="version", version=f"miner {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    m = sub.add_parser("mine", help="mine blocks on the local chain")
+    m.add_argument("--blocks", type=_positive_int(MAX_BLOCKS), default=5,
+                   help="blocks to mine (default 5)")
+    m.add_argument("--backend", default="auto",
+                   help="auto, ref, cpu, cuda, cuda:N, or a comma-separated list (default auto)")
+    m.add_argument("--threads", type=_positive_int(1024), default=None,
+                   help="CPU backend threads (default: all cores)")
+    _cpu_kernel_option(m)
+    m.add_argument("--chain", default=os.environ.get("MINER_CHAIN", DEFAULT_CHAIN),
+                   help=f"chain file (default {DEFAULT_CHAIN}; created if missing)")
+    m.add_argument("--preset", default="local",
+                   help="preset for a new chain: local, local-windowed, regtest, mainnet")
+    m.add_argument("--unit-seconds", type=float, default=0.25,
+                   help="target duration of one work unit (default 0.25)")
+    m.add_argument("--url", default=None,
+                   help="mine a node instead of a chain file: http://user:password@host:port of a "
+                        "'miner node' or Bitcoin Core (getblocktemplate, submitblock)")
+    m.add_argument("--rpc-cookie-file", default=None,
+                   help="with --url: read the credentials from the node's cookie file")
+    m.add_argument("--payout-address", default=None,
+                   help="with --url: address the coinbase pays (any network)")
+    m.add_argument("--payout-script", default=None,
+                   help="with --url: output script (hex) the coinbase pays (default OP_TRUE)")
+    out = m.add_mutually_exclusive_group()
+    out.add_argument("--quiet", action="store_true", help="only a summary at the end")
+    out.add_argument("--json", action="store_true", help="one JSON object per event")
+
+    n = sub.add_parser("node", help="serve the chain over Bitcoin Core's JSON-RPC (getblocktemplate, "
+                                    "submitblock, ...) until stopped")
+    n.add_argument("--chain", default=os.environ.get("MINER_CHAIN", DEFAULT_CHAIN),
+                   help=f"chain file to own (default {DEFAULT_CHAIN}; created if missing)")
+    n.add_argument("--preset", default="local", help="preset for a new chain (as for mine)")
+    n.add_argument("--rpc-bind", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; any other needs --rpc-user)")
+    n.add_argument("--rpc-port", type=int, default=18443, help="port (default 18443; 0 picks a free one)")
+    n.add_argument("--rpc-user", default=None, help="user name (instead of the cookie file)")
+    n.add_argument("--rpc-password", default=None, help="password for --rpc-user")
+    n.add_argument("--rpc-cookie-file", default=None,
+                   help="where to write the cookie (default .cookie beside the chain file)")
+    n.add_argument("--backend", default="auto", help="backends generatetoaddress mines with (default auto)")
+    n.add_argument("--threads", type=_positive_int(1024), default=None, help="CPU backend threads")
+    _cpu_kernel_option(n)
+    n.add_argument("--json", action="store_true", help="one JSON object per event")
+
+    c = sub.add_parser("chain", help="inspect the stored chain")
+    csub = c.add_subparsers(dest="chain_command", metavar="ACTION", parser_class=_Parser)
+    csub.required = True
+    for name, text in (("info", "summary of the chain"),
+                       ("verify", "re-validate every stored block on every branch"),
+                       ("tips", "every branch's tip, like Bitcoin Core's getchaintips")):
+        a = csub.add_parser(name, help=text)
+        a.add_argument("--chain", default=os.environ.get("MINER_CHAIN", DEFAULT_CHAIN))
+        a.add_argument("--json", action="store_true")
+    s = csub.add_parser("show", help="one block, by height on the active chain or by hash")
+    s.add_argument("block", metavar="HEIGHT|HASH", help="a height, or a block hash (64 hex digits)")
+    s.add_argument("--chain", default=os.environ.get("MINER_CHAIN", DEFAULT_CHAIN))
+    s.add_argument("--json", action="store_true")
+    pl = csub.add_parser("plot", help="PNG of block spacing and difficulty")
+    pl.add_argument("out", help="PNG file to write")
+    pl.add_argument("--chain", default=os.environ.get("MINER_CHAIN", DEFAULT_CHAIN))
+    pl.add_argument("--simulate", action="store_true",
+                    help="instead of the stored chain, simulate both retarget rules through a "
+                         "10x hash-rate jump")
+    pl.add_argument("--blocks", type=_positive_int(100_000), default=300)
+
+    b = sub.add_parser("bench", help="hash rate per backend: median/min/max of timed runs")
+    b.add_argument("--backend", default="ref,cpu",
+                   help="backends to measure (default ref,cpu; cuda where present)")
+    b.add_argument("--threads", default=None,
+                   help="CPU thread counts to scale over, e.g. 1,2 (default: 1 and all cores)")
+    b.add_argument("--cpu-kernel", default=None, type=str.lower,
+                   choices=("auto", "simd", "sha", "all"),
+                   help="CPU kernels to measure: every one this CPU runs (all, the default), "
+                        "the one auto picks, or one by name")
+    b.add_argument("--duration", type=float, default=2.0, help="seconds per timed run (default 2)")
+    b.add_argument("--runs", type=_positive_int(100), default=5, help="timed runs (default 5)")
+    b.add_argument("--launch", default="256x16,256x64,256x256",
+                   help="CUDA launch shapes BLOCKxNONCES_PER_THREAD, 'all' or 'tuned' "
+                        "(default 256x16,256x64,256x256)")
+    b.add_argument("--switches", type=_non_negative_int, default=5,
+                   help="job switches timed across all the backends together (default 5, 0 skips)")
+    b.add_argument("--unit-seconds", type=float, default=0.25,
+                   help="work unit length for the job-switch test, as in mine (default 0.25)")
+    b.add_argument("--static", action="store_true",
+                   help="print the static SASS report of the CUDA kernel instead (needs nvcc)")
+    b.add_argument("--json", action="store_true")
+
+    cp = sub.add_parser("compare", help="every backend on the same job and range, hits cross-checked")
+    cp.add_argument("--backend", default=None, help="backends (default: ref, cpu and every GPU present)")
+    cp.add_argument("--count", type=_positive_int(2**32 - 1), default=1 << 21,
+                    help="nonces of the easy-target job every backend searches for the hit check "
+                         "(default 2^21)")
+    cp.add_argument("--seconds", type=float, default=0.5,
+                    help="length of each timed speed run, on a hard target (default 0.5)")
+    cp.add_argument("--runs", type=_positive_int(50), default=3,
+                    help="timed speed runs per backend; the median is reported (default 3)")
+    cp.add_argument("--plot", default=None, help="write a bar chart PNG here")
+    _cpu_kernel_option(cp)
+    cp.add_argument("--json", action="store_true")
+
+    h = sub.add_parser("header", help="decode an 80-byte block header")
+    h.add_argument("hex", help="160 hex digits, a file holding them (or the 80 raw bytes), or - for "
+                               "standard input")
+    limit = h.add_mutually_exclusive_group()
+    limit.add_argument("--preset", default=None,
+                       help="judge proof of work against this chain preset's limit "
+                            "(default: Bitcoin mainnet's)")
+    limit.add_argument("--pow-limit", default=None,
+                       help="judge proof of work against this limit: compact bits or a 64-digit target")
+    h.add_argument("--json", action="store_true")
+    return p
+
+
+# --------------------------------------------------------------------------- header
+
+def cmd_header(args: argparse.Namespace) -> int:
+    from miner.cli.header import cmd_header as run
+    return run(args)
+
+
+# --------------------------------------------------------------------------- chain
+
+def cmd_chain(args: argparse.Namespace) -> int:
+    from miner.cli.chain import cmd_chain as run
+    return run(args)
+
+
+# --------------------------------------------------------------------------- mine
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    from miner.cli.mine import cmd_mine as run
+    return run(args)
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from miner.cli.node import cmd_node as run
+    return run(args)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from miner.bench.commands import cmd_bench as run
+    return run(args)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from miner.bench.commands import cmd_compare as run
+    return run(args)
+
+
+COMMANDS = {"mine": cmd_mine, "node": cmd_node, "chain": cmd_chain, "header": cmd_header, "bench": cmd_bench,
+            "compare": cmd_compare}
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at the time, so log lines go through the live view's
+    redirect (printed above the panel) instead of tearing through it."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _configure_logging(verbose: int) -> None:
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2), handlers=[handler],
+                        force=True)
+
+
+MAX_ERROR_CHARS = 300
+
+
+def exit_code(exc: MinerError) -> int:
+    """2 when the input is wrong (the command line, a value, a path), 1 when the chain file, a
+    node or the machine is: the one place an exception becomes an exit status."""
+    return 2 if isinstance(exc, InvalidInput) else 1
+
+
+def one_line(message: str) -> str:
+    """An error as one short line: a message that echoes a huge or multi-line argument back is
+    cut, so a pasted megabyte never becomes a megabyte of error output."""
+    flat = " ".join(message.split())
+    if len(flat) <= MAX_ERROR_CHARS:
+        return flat
+    return f"{flat[:MAX_ERROR_CHARS - 60]}... ({len(flat):,} characters in all)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        _configure_logging(args.verbose)
+        return COMMANDS[args.command](args)
+    except MinerError as exc:
+        print(f"miner: error: {one_line(str(exc))}", file=sys.stderr)
+        return exit_code(exc)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # Output piped into `head` and closed early: not an error worth a traceback.
+        sys.stderr.close()
+        return 0
+
+
+def entry() -> None:
+    install_process_policy()
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        code = main()
+    finally:
+        # Interpreter shutdown puts SIG_DFL back for every signal with a Python handler, so a
+        # second Ctrl-C arriving after the summary would kill the process by SIGINT; ignored
+        # signals stay ignored.
+        ignore_stop_signals()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,190 @@
+"""`miner mine`: check the chain and arguments, compile, mine, and always end with a summary.
+
+Everything that can be wrong with the arguments or the chain file is found before the first-run
+compile (about a minute): a damaged chain, a folder that cannot take a new file, a clock the
+chain is ahead of. Ctrl-C, SIGTERM and SIGHUP end the run the same way, with the summary (the
+process's policy, `interrupts`); a second signal during shutdown is ignored so the summary is
+still printed. A block that cannot be
+stored (a full disk) ends the run with the summary and one error line, and the chain unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from miner.chain.lock import ChainLock
+from miner.errors import MinerError, UsageError
+from miner.cli.interrupts import ignore_stop_signals, restore_handlers
+
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    from miner.backends.registry import make_backends
+    from miner.chain.chain import Chain
+    from miner.chain.store import check_creatable
+    from miner.mining.loop import mine
+    from miner.consensus.params import preset
+    from miner.ui.reporting import make_reporter
+    from miner.mining.sources.local import LocalChainSource
+
+    if not args.unit_seconds > 0:
+        raise UsageError("--unit-seconds must be positive")
+    if args.url:
+        return _mine_node(args)
+    params = preset(args.preset, int(time.time()))  # an unknown preset fails before any compile
+    path = Path(args.chain)
+    chain = None
+    lock = ChainLock(path, exclusive=False)
+    if path.exists() and (not path.is_file() or path.stat().st_size > 0):
+        lock.acquire()  # a chain a node owns is mined through the node (--url)
+        try:
+            chain = Chain.open(path)  # refuses a damaged or read-only chain before the compile
+            chain.check_clock(int(time.time()))
+        except BaseException:
+            lock.release()
+            raise
+    else:
+        check_creatable(path)
+        lock.acquire()
+    try:
+        backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel)
+        reporter = make_reporter(args.json, args.quiet)
+        # Compile before the chain is created: a new chain's genesis time is "now", and a minute
+        # of first-run compilation would otherwise count as blocks behind schedule and ASERT
+        # would start the chain at a far lower difficulty than the preset intends.
+        _warm_up(backends, announce=not (args.json or args.quiet))
+        if chain is None:
+            chain = Chain.open_or_create(path, replace(params, genesis_time=int(time.time())))
+    except BaseException:
+        if chain is not None:
+            chain.close()
+        lock.release()
+        raise
+    desc = {"path": str(chain.path), "height": chain.height, "preset": chain.params.name,
+            "rule": chain.params.rule, "spacing": chain.params.spacing}
+
+    def close() -> None:
+        chain.close()
+        lock.release()
+
+    return _mine_and_report(args, backends, reporter, desc, close, lambda coordinator, on_block: mine(
+        coordinator, LocalChainSource(chain), args.blocks, on_block, on_job=reporter.job))
+
+
+def _mine_and_report(args: argparse.Namespace, backends, reporter, desc: dict, close, mine) -> int:
+    """Run `mine(coordinator, on_block)` with the summary always printed: on success, on Ctrl-C
+    (exit 130) and on a MinerError (a block that cannot be stored, a node gone), which is
+    raised after the summary. `close` releases what the run holds, whatever happened."""
+    from miner.mining.coordinator import Coordinator
+    from miner.mining.loop import BlockFound
+
+    coordinator = Coordinator(backends, unit_seconds=args.unit_seconds,
+                              on_event=reporter.coordinator_event)
+    found: list[BlockFound] = []
+
+    def on_block(ev: BlockFound) -> None:
+        if ev.verdict in ("", "accepted"):  # a node's refusal is reported, not counted
+            found.append(ev)
+        reporter.block(ev)
+
+    interrupted = False
+    failure: MinerError | None = None
+    t0 = time.perf_counter()
+    previous: dict = {}
+    try:
+        reporter.start(desc, backends, args.blocks, coordinator)
+        coordinator.start()
+        mine(coordinator, on_block)
+    except KeyboardInterrupt:
+        interrupted = True
+    except MinerError as exc:
+        failure = exc
+    finally:
+        # A second Ctrl-C or SIGTERM while shutting down must not cost the summary.
+        previous = ignore_stop_signals()
+        # Units in flight stop at their next cancellation check; an append is one SQLite
+        # transaction, so whatever happens here no block is left half-written.
+        coordinator.stop()
+        reporter.stop()
+        close()
+    elapsed = time.perf_counter() - t0
+    reporter.finish(mine_summary(coordinator, found, elapsed, interrupted))
+    restore_handlers(previous)
+    if failure is not None:
+        raise failure
+    return 130 if interrupted else 0
+
+
+def _payout_script(args: argparse.Namespace) -> bytes:
+    from miner.primitives.address import parse_script_hex, script_for_address
+    if args.payout_script and args.payout_address:
+        raise UsageError("give --payout-script or --payout-address, not both")
+    if args.payout_script:
+        return parse_script_hex(args.payout_script)
+    if args.payout_address:
+        return script_for_address(args.payout_address)
+    return b"\x51"  # OP_TRUE: anyone can spend it, as on the local chain
+
+
+def _mine_node(args: argparse.Namespace) -> int:
+    """`miner mine --url`: getblocktemplate work from a node, solved blocks to its submitblock."""
+    from miner.backends.registry import make_backends
+    from miner.mining.loop import mine
+    from miner.ui.reporting import make_reporter
+    from miner.mining.rpc_client import RpcClient
+    from miner.mining.sources.gbt import TemplateSource
+
+    client = RpcClient(args.url, cookie_file=args.rpc_cookie_file)
+    source = TemplateSource(client, _payout_script(args))
+    first = source.fetch()  # an unreachable node or a bad template fails before the compile
+    backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel)
+    reporter = make_reporter(args.json, args.quiet)
+    _warm_up(backends, announce=not (args.json or args.quiet))
+    desc = {"path": client.display_url, "height": first.height - 1, "preset": "node", "rule": "node",
+            "spacing": 0, "detail": f"node at {client.display_url}, tip {first.height - 1}"}
+    return _mine_and_report(args, backends, reporter, desc, lambda: None, lambda coordinator, on_block:
+                            mine(coordinator, source, args.blocks, on_block, on_job=reporter.job))
+
+
+def _warm_up(backends, announce: bool) -> None:
+    """Compile or load every backend's kernel. A cached kernel loads in about a second; when a
+    warm-up runs longer than that it is a first-run compile, and a silent minute looks hung, so
+    say what is happening."""
+    for b in backends:
+        t0 = time.perf_counter()
+        notice = threading.Timer(2.0, lambda name=b.name: print(
+            f"{name}: compiling the kernel (first run only; later runs load it from the cache; "
+            f"the CPU backend also times its kernels once to pick the faster) ...",
+            file=sys.stderr, flush=True))
+        if announce:
+            notice.start()
+        try:
+            b.warm_up()
+        finally:
+            notice.cancel()
+        took = time.perf_counter() - t0
+        if announce and took > 2:
+            print(f"{b.name}: {b.device}, ready after {took:.0f} s", file=sys.stderr, flush=True)
+
+
+def mine_summary(coordinator, found, elapsed: float, interrupted: bool) -> dict:
+    """The end-of-run figures, per backend and in total (also the `--json` summary event)."""
+    stats = coordinator.stats
+    hashes = sum(s.hashes for s in stats.values())
+    per_backend = [{"name": b.name, "device": b.device, "hashes": stats[b.name].hashes,
+                    "rate": stats[b.name].hashes / stats[b.name].seconds if stats[b.name].seconds else 0.0,
+                    "share": stats[b.name].hashes / hashes if hashes else 0.0,
+                    "hits": stats[b.name].hits, "stale": stats[b.name].stale,
+                    "rejected": stats[b.name].rejected}
+                   for b in coordinator.backends]
+    return {"event": "summary", "blocks": len(found), "seconds": elapsed, "hashes": hashes,
+            "rate": hashes / elapsed if elapsed else 0.0, "interrupted": interrupted,
+            "backends": per_backend}
+
+
+# --------------------------------------------------------------------------- entry point
+

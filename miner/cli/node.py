@@ -1,0 +1,42 @@
+"""`miner node`: check the options, then run the node (`miner.node.run`) until it stops."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from miner.chain.store import check_chain_path
+from miner.consensus.params import preset
+from miner.errors import UsageError
+from miner.node.rpc.auth import COOKIE_NAME
+from miner.node.rpc.server import is_loopback
+from miner.node.run import serve
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    host = args.rpc_bind
+    if (args.rpc_user is None) != (args.rpc_password is None):
+        raise UsageError("give --rpc-user and --rpc-password together")
+    if args.rpc_password is not None and not args.rpc_password:
+        raise UsageError("--rpc-password must not be empty")
+    if not is_loopback(host) and args.rpc_user is None:
+        raise UsageError(f"--rpc-bind {host} is not a loopback address: refusing to serve it without "
+                         f"--rpc-user and --rpc-password")
+    if not 0 <= args.rpc_port <= 65535:
+        raise UsageError(f"--rpc-port must be 0 to 65535, got {args.rpc_port}")
+    chain_path = Path(args.chain)
+    check_chain_path(chain_path, must_exist=False)
+    params = preset(args.preset, int(time.time()))
+    cookie = None
+    if args.rpc_user is None:
+        cookie = Path(args.rpc_cookie_file) if args.rpc_cookie_file else chain_path.resolve().parent / COOKIE_NAME
+    try:
+        asyncio.run(serve(chain_path, params, host, args.rpc_port, args.rpc_user, args.rpc_password,
+                          cookie, (args.backend, args.threads, args.cpu_kernel), args.json))
+    except KeyboardInterrupt:
+        pass
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,73 @@
+"""Proof of work: Bitcoin Core's `CheckProofOfWork`, and the algorithm a chain hashes with.
+
+A block's id is always sha256d of its header; its proof-of-work hash is the chain's algorithm
+applied to the same 80 bytes. For SHA-256d chains (all of them today) the two are one hash, so
+the check reuses the id instead of hashing twice; a chain of another algorithm (scrypt, as
+Litecoin keeps sha256d ids) plugs in here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from miner.errors import InvalidBits, InvalidInput
+from miner.primitives.compact import bits_to_target, MAINNET_POW_LIMIT
+from miner.primitives.hashes import display_hex, hash_to_int, sha256d
+
+
+@dataclass(frozen=True)
+class PowAlgorithm:
+    """A proof-of-work hash over the 80-byte header. `is_block_id`: the hash is the block id
+    itself, so a caller that has the id need not hash again."""
+
+    name: str
+    hash: Callable[[bytes], bytes]
+    is_block_id: bool
+
+    def pow_hash(self, header_bytes: bytes, block_id: bytes | None = None) -> bytes:
+        if self.is_block_id and block_id is not None:
+            return block_id
+        return self.hash(header_bytes)
+
+
+SHA256D = PowAlgorithm("sha256d", sha256d, is_block_id=True)
+ALGORITHMS = {SHA256D.name: SHA256D}
+
+
+def algorithm(name: str) -> PowAlgorithm:
+    try:
+        return ALGORITHMS[name]
+    except KeyError:
+        raise InvalidInput(f"unknown proof-of-work algorithm {name!r} "
+                           f"(choose from {', '.join(ALGORITHMS)})") from None
+
+
+def proof_of_work_error(block_hash: bytes, bits: int, pow_limit: int) -> str | None:
+    """Why Bitcoin Core's `CheckProofOfWork(hash, bits, params)` would be false, or None if true.
+
+    False for bits that encode a negative, zero or overflowing target or one above the chain's
+    proof-of-work limit; otherwise the hash, as a little-endian number, must be <= the target.
+    """
+    try:
+        target = bits_to_target(bits, pow_limit)
+    except InvalidBits as exc:
+        return str(exc)
+    if hash_to_int(block_hash) > target:
+        return f"hash {display_hex(block_hash)} is above the target of bits 0x{bits:08x}"
+    return None
+
+
+def check_proof_of_work(block_hash: bytes, bits: int, pow_limit: int) -> bool:
+    """Bitcoin Core's `CheckProofOfWork`: the one judgement of a header's proof of work."""
+    return proof_of_work_error(block_hash, bits, pow_limit) is None
+
+
+
+
+def header_meets_pow(header_bytes: bytes, pow_limit: int = MAINNET_POW_LIMIT,
+                     algo: PowAlgorithm = SHA256D) -> bool:
+    """An 80-byte header's proof of work under its own bits, as Core judges it (by default
+    against Bitcoin mainnet's limit)."""
+    bits = int.from_bytes(header_bytes[72:76], "little")
+    return check_proof_of_work(algo.pow_hash(header_bytes), bits, pow_limit)

@@ -1,0 +1,266 @@
+"""The coordinator: runs every backend at once on the current job, in disjoint work units.
+
+One worker thread per backend pulls units from a shared `NonceAllocator`, so within a job no
+nonce is searched twice and none is skipped; when a job's 2^32 nonces are used up the allocator
+moves to the next extranonce (a new coinbase, merkle root and midstate) and the backends never
+notice. Unit sizes follow each backend's measured rate so one unit takes about `unit_seconds`,
+which keeps per-unit overhead small; cancellation (below) keeps new jobs from waiting on it.
+
+A new job bumps a generation counter: hits from units of an older generation are dropped, never
+submitted. The first verified hit of a job ends the search for that job. Either way the old job's
+cancel event is set, and every backend in the middle of one of its units stops at its next check
+(about every 50 ms of work) instead of finishing the unit. A backend also stops its unit at the
+first piece with a verified hit, so a solution reaches the chain without waiting for the unit.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from miner.backends.base import Backend, SearchResult
+from miner.backends.work import KernelWork, NONCE_SPACE
+from miner.mining.work import Job, Solution
+
+log = logging.getLogger(__name__)
+
+MIN_UNIT = 1 << 12
+MAX_UNIT = NONCE_SPACE
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    job: Job
+    work: KernelWork
+    generation: int
+    nonce_start: int
+    count: int
+    cancel: threading.Event = field(compare=False, repr=False)  # the job's; set when it ends
+
+    @property
+    def extranonce(self) -> int:
+        return self.work.extranonce
+
+
+class NonceAllocator:
+    """Hands out disjoint nonce ranges of one job, rolling the extranonce when 2^32 is used up."""
+
+    def __init__(self, job: Job, generation: int, first_extranonce: int = 0,
+                 nonce_space: int = NONCE_SPACE):
+        self.job = job
+        # Set when the job is replaced or solved: units of it in flight stop at their next check.
+        self.cancel = threading.Event()
+        self.nonce_space = nonce_space
+        self.generation = generation
+        self.extranonce = first_extranonce
+        self.next_nonce = 0
+        self._work = job.work(first_extranonce)
+        self.exhausted = False
+        self._lock = threading.Lock()
+
+    def take(self, count: int) -> WorkUnit | None:
+        with self._lock:
+            if self.exhausted:
+                return None
+            if self.next_nonce >= self.nonce_space:
+                if self.extranonce >= self.job.max_extranonce:
+                    self.exhausted = True
+                    return None
+                self.extranonce += 1
+                self.next_nonce = 0
+                self._work = self.job.work(self.extranonce)
+            count = min(count, self.nonce_space - self.next_nonce)
+            unit = WorkUnit(self.job, self._work, self.generation, self.next_nonce, count, self.cancel)
+            self.next_nonce += count
+            return unit
+
+
+@dataclass
+class BackendStats:
+    hashes: int = 0
+    seconds: float = 0.0
+    hits: int = 0
+    rejected: int = 0
+    stale: int = 0
+    units: int = 0
+    rate: float = 0.0  # hashes/s, exponentially weighted over recent units
+    last_job_start: float = 0.0  # when this backend began its first unit of the current job
+
+
+@dataclass
+class CoordinatorEvent:
+    kind: str  # "unit", "solution", "stale"
+    backend: str
+    unit: WorkUnit
+    result: SearchResult | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class Coordinator:
+    """Runs `backends` in parallel on the job given to `set_job` until stopped."""
+
+    def __init__(self, backends: Sequence[Backend], unit_seconds: float = 0.25,
+                 on_event: Callable[[CoordinatorEvent], None] | None = None,
+                 max_unit: int = MAX_UNIT, nonce_space: int = NONCE_SPACE):
+        """`nonce_space` below 2^32 rolls the extranonce sooner (for tests and small ranges)."""
+        if not backends:
+            raise ValueError("the coordinator needs at least one backend")
+        names = [b.name for b in backends]
+        if len(set(names)) != len(names):
+            raise ValueError(f"backend names must be unique: {names}")
+        self.backends = list(backends)
+        self.unit_seconds = unit_seconds
+        self.max_unit = max_unit
+        self.nonce_space = nonce_space
+        self.on_event = on_event
+        self.stats = {b.name: BackendStats() for b in backends}
+        self.solutions: "queue.Queue[Solution]" = queue.Queue()
+        self._cond = threading.Condition()
+        self._alloc: NonceAllocator | None = None
+        self._generation = 0
+        self._job_set_at = 0.0
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------ control
+
+    def start(self) -> "Coordinator":
+        for backend in self.backends:
+            t = threading.Thread(target=self._worker, args=(backend,), name=f"miner-{backend.name}",
+                                 daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop taking units; cancels the units in flight and waits for them to return."""
+        with self._cond:
+            self._stopping = True
+            if self._alloc is not None:
+                self._alloc.cancel.set()
+            self._alloc = None
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join(timeout)
+        self._threads.clear()
+
+    def __enter__(self) -> "Coordinator":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def set_job(self, job: Job | None, first_extranonce: int = 0) -> int:
+        """Replace the current job (None pauses); work of older jobs becomes stale at once."""
+        with self._cond:
+            if self._alloc is not None:
+                self._alloc.cancel.set()
+            self._generation += 1
+            self._alloc = (NonceAllocator(job, self._generation, first_extranonce, self.nonce_space)
+                           if job else None)
+            self._job_set_at = time.perf_counter()
+            for s in self.stats.values():
+                s.last_job_start = 0.0
+            self._cond.notify_all()
+            return self._generation
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def wait_solution(self, timeout: float | None = None) -> Solution | None:
+        try:
+            return self.solutions.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def total_rate(self) -> float:
+        return sum(s.rate for s in self.stats.values())
+
+    def job_latency(self) -> float | None:
+        """Seconds from the last `set_job` until every backend had started a unit of it."""
+        starts = [s.last_job_start for s in self.stats.values()]
+        if not all(starts):
+            return None
+        return max(starts) - self._job_set_at
+
+    # ------------------------------------------------------------------ workers
+
+    def _unit_size(self, backend: Backend) -> int:
+        rate = self.stats[backend.name].rate
+        if rate <= 0:
+            return min(backend.initial_batch, self.max_unit)
+        return int(min(max(rate * self.unit_seconds, MIN_UNIT), self.max_unit))
+
+    def _next_unit(self, backend: Backend) -> WorkUnit | None:
+        with self._cond:
+            while not self._stopping:
+                alloc = self._alloc
+                if alloc is not None:
+                    unit = alloc.take(self._unit_size(backend))
+                    if unit is not None:
+                        stats = self.stats[backend.name]
+                        if not stats.last_job_start:
+                            stats.last_job_start = time.perf_counter()
+                        return unit
+                    log.warning("job %s: extranonce space exhausted", alloc.job.job_id)
+                    self._alloc = None
+                self._cond.wait()
+            return None
+
+    def _worker(self, backend: Backend) -> None:
+        stats = self.stats[backend.name]
+        while True:
+            unit = self._next_unit(backend)
+            if unit is None:
+                return
+            t0 = time.perf_counter()
+            try:
+                result = backend.search(unit.work, unit.nonce_start, unit.count, unit.cancel,
+                                        stop_on_hit=True)
+            except Exception:  # a broken device must not take the others down
+                log.exception("backend %s failed; it stops mining", backend.name)
+                return
+            dt = time.perf_counter() - t0
+            result.seconds = dt
+            stats.hashes += result.count  # less than the unit's count if it was cancelled
+            stats.seconds += dt
+            stats.units += 1
+            stats.hits += result.total
+            stats.rejected += result.rejected
+            if dt > 0 and result.count == unit.count:  # a cut-short unit's rate is not representative
+                inst = unit.count / dt
+                stats.rate = inst if stats.rate == 0 else 0.7 * stats.rate + 0.3 * inst
+                backend.measured_rate = stats.rate
+            if result.rejected:
+                log.error("backend %s: %d candidates failed the host re-check", backend.name,
+                          result.rejected)
+            self._emit(CoordinatorEvent("unit", backend.name, unit, result))
+            if result.nonces:
+                self._report(backend, unit, result)
+
+    def _report(self, backend: Backend, unit: WorkUnit, result: SearchResult) -> None:
+        with self._cond:
+            current = self._alloc is not None and self._generation == unit.generation
+            if current:
+                # First valid solution wins; the job is done, so nobody takes more of its units
+                # and the units of it in flight stop at their next check.
+                self._alloc.cancel.set()
+                self._alloc = None
+                self.solutions.put(Solution(unit.job, unit.extranonce, result.nonces[0], backend.name))
+        if current:
+            self._emit(CoordinatorEvent("solution", backend.name, unit, result))
+        else:
+            self.stats[backend.name].stale += len(result.nonces)
+            self._emit(CoordinatorEvent("stale", backend.name, unit, result))
+
+    def _emit(self, event: CoordinatorEvent) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:
+                log.exception("event handler failed")

@@ -1,0 +1,37 @@
+"""The one interface the mining loop drives, whatever the work comes from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from miner.mining.work import Job, Solution
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What became of a solution: the height it was for, whether it was accepted, and the
+    verdict to show ("" for the local chain, "accepted" or the node's reason for a node)."""
+
+    height: int
+    accepted: bool
+    verdict: str = ""
+
+
+class WorkSource(Protocol):
+    """Where jobs come from and where solutions go: the local chain file, or a node through
+    getblocktemplate (a Stratum pool next). The coordinator does not know which."""
+
+    def start(self, on_job: Callable[[Job], None]) -> None:
+        """Announce the first job now, and every job that replaces it (a new tip, new
+        transactions) as it comes."""
+
+    def submit(self, solution: Solution) -> Submitted | None:
+        """Hand a solution in; None when it was dropped unjudged (another block at its height
+        came first), which the loop does not report."""
+
+    def solved(self, job: Job) -> None:
+        """`job` was just solved, whatever the verdict: announce fresh work now."""
+
+    def stop(self) -> None:
+        """Stop announcing work."""

@@ -1,0 +1,114 @@
+"""Mining over RPC: getblocktemplate (BIP 22/23, long poll, proposals), submitblock (BIP 22
+answers), generatetoaddress, and the mining figures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from miner.chain.chain import Chain
+from miner.errors import InvalidInput, MinerError
+from miner.node.rpc.protocol import (RPC_DESERIALIZATION_ERROR, RPC_INVALID_ADDRESS_OR_KEY, RPC_INVALID_PARAMETER,
+                                     RPC_METHOD_NOT_FOUND, RPC_MISC_ERROR, RPC_TYPE_ERROR, Param, RpcError, as_int)
+from miner.node.rpc.registry import Context, hex_bytes, rpc
+from miner.node.template import tip_difficulty
+from miner.primitives.address import script_for_address
+from miner.primitives.block import Block
+from miner.primitives.serialize import DecodeError
+
+
+def _network_hashps(chain: Chain, lookup: int, height: int) -> float:
+    """Core's GetNetworkHashPS: work over time of the last `lookup` blocks up to `height`."""
+    if height < 0 or height > chain.height:
+        height = chain.height
+    if lookup <= 0:
+        lookup = height % 2016 + 1  # since the last difficulty change, as Core does
+    lookup = min(lookup, height)
+    if height == 0 or lookup == 0:
+        return 0
+    times = chain.times[height - lookup:height + 1]
+    spread = max(times) - min(times)
+    if spread == 0:
+        return 0
+    work = chain.tree.works[height] - chain.tree.works[height - lookup]
+    return work / spread
+
+
+
+
+@rpc("getnetworkhashps", Param("nblocks", "number", default=120), Param("height", "number", default=-1))
+async def getnetworkhashps(ctx: Context, nblocks: Any, height: Any) -> float:
+    return await ctx.service.on_chain(_network_hashps, as_int(nblocks, "nblocks"), as_int(height, "height"))
+
+
+@rpc("getmininginfo")
+async def getmininginfo(ctx: Context) -> dict:
+    tip = ctx.service.tip
+    return {"blocks": tip.height, "bits": f"{tip.next_bits:08x}",
+            "difficulty": tip_difficulty(tip),
+            "target": f"{tip.next_target:064x}",
+            "networkhashps": await ctx.service.on_chain(_network_hashps, 120, -1),
+            "pooledtx": len(ctx.service.mempool), "chain": tip.chain_name, "warnings": []}
+
+
+@rpc("getblocktemplate", Param("template_request", "object", default=None))
+async def getblocktemplate(ctx: Context, request: dict | None) -> dict | str | None:
+    request = request or {}
+    mode = request.get("mode", "template")
+    if mode == "proposal":
+        data = request.get("data")
+        if not isinstance(data, str):
+            raise RpcError(RPC_TYPE_ERROR, "Missing data String key for proposal")
+        return await ctx.service.propose_block(_decode_block(data))
+    if mode != "template":
+        raise RpcError(RPC_INVALID_PARAMETER, "Invalid mode")
+    rules = request.get("rules")
+    if not isinstance(rules, list) or "segwit" not in rules:
+        raise RpcError(RPC_INVALID_PARAMETER, 'getblocktemplate must be called with the segwit rule set '
+                                              '(call with {"rules": ["segwit"]})')
+    lpid = request.get("longpollid")
+    if lpid is not None:
+        if not isinstance(lpid, str):
+            raise RpcError(RPC_INVALID_PARAMETER, "Invalid longpollid")  # Core: a type error; the code is what clients read
+        await ctx.service.wait_for_change(lpid)
+        if ctx.service.closing:
+            raise RpcError(RPC_MISC_ERROR, "Shutting down")
+    return ctx.service.template()
+
+
+def _decode_block(hexdata: str) -> Block:
+    """A block from submitblock's or a proposal's hex, with Core's error for what does not decode."""
+    raw = hex_bytes(hexdata)
+    if raw is None:
+        raise RpcError(RPC_DESERIALIZATION_ERROR, "Block decode failed")
+    try:
+        block = Block.parse(raw)
+    except (DecodeError, InvalidInput):
+        raise RpcError(RPC_DESERIALIZATION_ERROR, "Block decode failed") from None
+    if not block.txs or not block.txs[0].is_coinbase:
+        raise RpcError(RPC_DESERIALIZATION_ERROR, "Block does not start with a coinbase")
+    return block
+
+
+@rpc("submitblock", Param("hexdata", "string", True), Param("dummy", "any"))
+async def submitblock(ctx: Context, hexdata: str, dummy: Any) -> str | None:
+    return await ctx.service.submit_block(_decode_block(hexdata))
+
+
+@rpc("generatetoaddress", Param("nblocks", "number", True), Param("address", "string", True),
+     Param("maxtries", "number", default=1_000_000))
+async def generatetoaddress(ctx: Context, nblocks: Any, address: str, maxtries: Any) -> list[str]:
+    nblocks, maxtries = as_int(nblocks, "nblocks"), as_int(maxtries, "maxtries")
+    if nblocks < 0 or maxtries < 0:
+        raise RpcError(RPC_INVALID_PARAMETER, "nblocks and maxtries must not be negative")
+    try:
+        script = script_for_address(address)
+    except InvalidInput:
+        raise RpcError(RPC_INVALID_ADDRESS_OR_KEY, "Error: Invalid address") from None
+    if ctx.generate is None:
+        raise RpcError(RPC_METHOD_NOT_FOUND, "Method not found")
+    try:
+        return await ctx.generate(nblocks, script, maxtries)
+    except MinerError as exc:
+        raise RpcError(RPC_MISC_ERROR, str(exc)) from None
+
+

@@ -1,0 +1,74 @@
+"""The RPC method registry: each method declares its parameters (positional or named, as Core's
+`RPCHelpMan` does) and `dispatch` binds a call's parameters and runs it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from miner.errors import ChainError
+from miner.node.rpc.protocol import (RPC_INVALID_PARAMETER, RPC_METHOD_NOT_FOUND, RPC_MISC_ERROR, Param,
+                                     RpcError, bind)
+from miner.node.service import NodeService
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    params: tuple[Param, ...]
+    handler: Handler
+    usage: str
+
+
+METHODS: dict[str, Method] = {}
+
+
+def rpc(name: str, *params: Param):
+    def register(fn: Handler) -> Handler:
+        usage = " ".join([name] + [p.name if p.required else f"( {p.name} )" for p in params])
+        METHODS[name] = Method(name, params, fn, usage)
+        return fn
+    return register
+
+
+class Context:
+    """What a method call can reach: the service, the miner for generate, the stop switch."""
+
+    def __init__(self, service: NodeService, generate=None, stop: Callable[[], None] | None = None):
+        self.service = service
+        self.generate = generate
+        self.stop = stop or (lambda: None)
+
+
+async def dispatch(ctx: Context, method: str, params: list | dict) -> Any:
+    m = METHODS.get(method)
+    if m is None:
+        raise RpcError(RPC_METHOD_NOT_FOUND, "Method not found")
+    values = bind(method, m.params, params, m.usage)
+    try:
+        return await m.handler(ctx, *values)
+    except RpcError:
+        raise
+    except ChainError as exc:  # the chain file failed under us (disk full): say so, keep serving
+        raise RpcError(RPC_MISC_ERROR, str(exc)) from None
+
+
+# --------------------------------------------------------------------------- argument helpers
+
+def parse_hash(value: str, name: str) -> bytes:
+    """Core's ParseHashV: 64 hex digits, shown order."""
+    if len(value) != 64:
+        raise RpcError(RPC_INVALID_PARAMETER, f"{name} must be of length 64 (not {len(value)}, for '{value[:100]}')")
+    try:
+        return bytes.fromhex(value)[::-1]
+    except ValueError:
+        raise RpcError(RPC_INVALID_PARAMETER, f"{name} must be hexadecimal string (not '{value[:100]}')") from None
+
+
+def hex_bytes(value: str) -> bytes | None:
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        return None

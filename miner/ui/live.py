@@ -1,0 +1,150 @@
+"""What `miner mine` shows while it works: a snapshot of the coordinator and chain, and its rich view.
+
+`snapshot` is plain arithmetic over the coordinator's counters and the current job, so it is
+tested directly; `MiningView` only lays a snapshot out, once per refresh of a `rich.live.Live`.
+The expected time to the next block is the expected number of hashes for the job's target,
+2^256 / (target + 1), over the summed measured rate of every backend.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from miner.backends.base import Backend
+from miner.mining.coordinator import Coordinator
+from miner.primitives.compact import difficulty
+from miner.ui.units import format_rate
+from miner.mining.work import Job
+
+
+@dataclass(frozen=True)
+class DeviceLine:
+    name: str
+    device: str
+    rate: float  # hashes/s, recent
+    hashes: int
+    hits: int  # verified hits counted by the kernel (all units of all jobs)
+    stale: int  # hits dropped because a newer job had arrived
+    rejected: int  # candidates that failed the host re-check (should stay 0)
+    share: float  # this backend's fraction of all hashes done
+
+
+@dataclass(frozen=True)
+class MiningSnapshot:
+    devices: tuple[DeviceLine, ...]
+    total_rate: float
+    tip_height: int | None  # height of the block being built on, None before the first job
+    bits: int | None
+    difficulty: float | None
+    expected_seconds: float | None  # to find the current block at the measured total rate
+    block_seconds: float  # time spent on the current block so far
+    blocks_found: int
+    blocks_wanted: int
+    elapsed: float  # since mining started
+
+
+def expected_hashes(target: int) -> float:
+    """Mean number of hashes until one is at or below `target`."""
+    return (1 << 256) / (target + 1)
+
+
+def snapshot(coordinator: Coordinator, backends: list[Backend], job: Job | None,
+             job_started: float, blocks_found: int, blocks_wanted: int, started: float,
+             now: float | None = None) -> MiningSnapshot:
+    now = time.perf_counter() if now is None else now
+    stats = [coordinator.stats[b.name] for b in backends]
+    total_hashes = sum(s.hashes for s in stats)
+    devices = tuple(
+        DeviceLine(b.name, b.device, s.rate, s.hashes, s.hits, s.stale, s.rejected,
+                   s.hashes / total_hashes if total_hashes else 0.0)
+        for b, s in zip(backends, stats))
+    total_rate = sum(d.rate for d in devices)
+    if job is None:
+        return MiningSnapshot(devices, total_rate, None, None, None, None, 0.0, blocks_found,
+                              blocks_wanted, now - started)
+    return MiningSnapshot(
+        devices, total_rate, job.height - 1, job.bits, difficulty(job.target),
+        expected_hashes(job.target) / total_rate if total_rate > 0 else None,
+        now - job_started, blocks_found, blocks_wanted, now - started)
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.3g} days"
+
+
+def render(snap: MiningSnapshot, width: int = 120) -> RenderableType:
+    """The live panel for a terminal `width` wide: one status line, then one line per backend."""
+    # Numbers never wrap; on a narrow terminal the device name gives way (ellipsis) instead.
+    device_width = max(8, min(40, width - 76))
+    if snap.tip_height is None:
+        status = Text(f"waiting for work  blocks {snap.blocks_found}/{snap.blocks_wanted}")
+    else:
+        status = Text.assemble(
+            ("tip ", "dim"), (f"{snap.tip_height}", "bold"),
+            ("  bits ", "dim"), f"{snap.bits:08x}",
+            ("  difficulty ", "dim"), f"{snap.difficulty:.6g}",
+            ("  total ", "dim"), (format_rate(snap.total_rate), "bold cyan"),
+            ("  next block expected in ", "dim"), format_duration(snap.expected_seconds),
+            (" (this one ", "dim"), format_duration(snap.block_seconds), (")", "dim"),
+            ("  blocks ", "dim"), (f"{snap.blocks_found}/{snap.blocks_wanted}", "bold green"),
+            ("  up ", "dim"), format_duration(snap.elapsed))
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="dim")
+    table.add_column("backend", no_wrap=True)
+    table.add_column("device", no_wrap=True, overflow="ellipsis", max_width=device_width)
+    for name in ("rate", "hashes", "hits", "stale", "share"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("", width=12, no_wrap=True)
+    for d in snap.devices:
+        hits = f"{d.hits}" + (f" ({d.rejected} bad)" if d.rejected else "")
+        table.add_row(d.name, d.device, format_rate(d.rate), f"{d.hashes:,}", hits, f"{d.stale}",
+                      f"{100 * d.share:.1f}%", ProgressBar(total=1.0, completed=d.share, width=12))
+    return Group(status, table)
+
+
+class MiningView:
+    """Keeps the state the live panel needs; `rich.live.Live(get_renderable=view)` draws it."""
+
+    def __init__(self, coordinator: Coordinator, backends: list[Backend], blocks_wanted: int):
+        self.coordinator = coordinator
+        self.backends = backends
+        self.blocks_wanted = blocks_wanted
+        self.blocks_found = 0
+        self.started = time.perf_counter()
+        self._job: Job | None = None
+        self._job_started = self.started
+        self._lock = threading.Lock()
+
+    def set_job(self, job: Job | None) -> None:
+        with self._lock:
+            self._job = job
+            self._job_started = time.perf_counter()
+
+    def block_found(self) -> None:
+        with self._lock:
+            self.blocks_found += 1
+
+    def snapshot(self) -> MiningSnapshot:
+        with self._lock:
+            return snapshot(self.coordinator, self.backends, self._job, self._job_started,
+                            self.blocks_found, self.blocks_wanted, self.started)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield render(self.snapshot(), options.max_width)
+
+    def __call__(self) -> "MiningView":
+        return self  # rich.live.Live(get_renderable=view): rendered afresh at each refresh
