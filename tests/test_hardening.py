@@ -129,23 +129,29 @@ def test_startup_check_cost_is_small(tmp_path):
 
 
 @pytest.mark.parametrize("fixture,version,committed", [("format1-regtest.sqlite", 1, False),
-                                                        ("format2-regtest.sqlite", 2, True)])
+                                                        ("format2-regtest.sqlite", 2, True),
+                                                        ("format3-regtest.sqlite", 3, True)])
 def test_files_made_before_the_change_still_validate_and_extend(tmp_path, fixture, version, committed):
     """tests/fixtures/format1-regtest.sqlite and format2-regtest.sqlite were made by earlier
     releases (format 1: genesis does not commit to the parameters; format 2: it does; both one
     block per height). They are read as they are, and a writer upgrades them to the block tree
-    in one transaction, every block kept."""
+    in one transaction, every block kept. format3-regtest.sqlite is the block tree as the release
+    before the package's restructuring wrote it (20 blocks and a 3-block side branch): it opens,
+    verifies and grows as it is, its side branch kept."""
     path = copy_of(FIXTURES / fixture, tmp_path)
     with Chain.open(path, readonly=True) as chain:
         assert chain.format_version == version and chain.params.rule == "asert"
         height = chain.verify()
         before = [chain.block(h).hash for h in range(height + 1)]
+        tips = {(t.height, t.hash, t.status) for t in chain.tips()}
     proc = miner("mine", "--backend", "ref", "--blocks", "1", "--chain", str(path), "--quiet")
     assert proc.returncode == 0, proc.stderr
     with Chain.open(path, readonly=True) as chain:
         assert chain.format_version == 3 and chain.genesis_committed is committed
         assert chain.verify() == height + 1
         assert [chain.block(h).hash for h in range(height + 1)] == before
+        assert {(t.height, t.hash, t.status) for t in chain.tips() if t.status != "active"} == \
+            {t for t in tips if t[2] != "active"}
 
 
 # ---------------------------------------------------------------- 2. creation is atomic

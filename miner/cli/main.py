@@ -7,6 +7,7 @@ usage errors); tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import signal
@@ -176,44 +177,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# --------------------------------------------------------------------------- header
-
-def cmd_header(args: argparse.Namespace) -> int:
-    from miner.cli.header import cmd_header as run
-    return run(args)
-
-
-# --------------------------------------------------------------------------- chain
-
-def cmd_chain(args: argparse.Namespace) -> int:
-    from miner.cli.chain import cmd_chain as run
-    return run(args)
+# Each command's body lives beside what it drives, imported only when that command runs, so
+# `miner header` never loads numba or aiohttp.
+COMMANDS = {
+    "mine": "miner.cli.mine:cmd_mine",
+    "node": "miner.cli.node:cmd_node",
+    "chain": "miner.cli.chain:cmd_chain",
+    "header": "miner.cli.header:cmd_header",
+    "bench": "miner.bench.commands:cmd_bench",
+    "compare": "miner.bench.commands:cmd_compare",
+}
 
 
-# --------------------------------------------------------------------------- mine
-
-def cmd_mine(args: argparse.Namespace) -> int:
-    from miner.cli.mine import cmd_mine as run
-    return run(args)
-
-
-def cmd_node(args: argparse.Namespace) -> int:
-    from miner.cli.node import cmd_node as run
-    return run(args)
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from miner.bench.commands import cmd_bench as run
-    return run(args)
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from miner.bench.commands import cmd_compare as run
-    return run(args)
-
-
-COMMANDS = {"mine": cmd_mine, "node": cmd_node, "chain": cmd_chain, "header": cmd_header, "bench": cmd_bench,
-            "compare": cmd_compare}
+def run_command(args: argparse.Namespace) -> int:
+    module, _, name = COMMANDS[args.command].partition(":")
+    return getattr(importlib.import_module(module), name)(args)
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -258,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         _configure_logging(args.verbose)
-        return COMMANDS[args.command](args)
+        return run_command(args)
     except MinerError as exc:
         print(f"miner: error: {one_line(str(exc))}", file=sys.stderr)
         return exit_code(exc)
