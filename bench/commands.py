@@ -14,6 +14,7 @@ import time
 from miner.errors import InvalidInput, UsageError
 from miner.ui.units import format_rate
 
+
 def _thread_counts(text: str | None) -> list[int]:
     from miner.backends.cpu import default_threads
     if text is None:
@@ -38,7 +39,11 @@ def _cpu_kernels(choice: str | None) -> list[str]:
 def parse_launch_shapes(text: str) -> list[tuple[int, int]] | None:
     """`--launch`: "all" (the autotune grid), "tuned" (None: the backend's own shape), or a
     comma-separated list of BLOCKxNONCES_PER_THREAD such as "256x16,256x64"."""
-    from miner.backends.cuda import BLOCK_CHOICES, check_launch_shape, NONCES_PER_THREAD_CHOICES
+    from miner.backends.cuda import (
+        BLOCK_CHOICES,
+        NONCES_PER_THREAD_CHOICES,
+        check_launch_shape,
+    )
     text = text.strip().lower()
     if text == "tuned":
         return None
@@ -66,7 +71,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not 0 < args.unit_seconds <= 10:
         raise UsageError(f"--unit-seconds must be between 0 and 10, got {args.unit_seconds}")
     shapes = parse_launch_shapes(args.launch)
-    from miner.bench.engine import bench_backend, machine_description, measure_job_switch, static_prediction
+    from miner.bench.engine import (
+        bench_backend,
+        machine_description,
+        measure_job_switch,
+        static_prediction,
+    )
+
     from miner.backends.registry import make_backends
     items = [x.strip().lower() for x in args.backend.split(",") if x.strip()]
     plan = []  # (backend, setting, prepare): one timed row each
@@ -150,6 +161,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from miner.bench.compare import compare, mismatches, plot
+
     from miner.backends.registry import cuda_device_count, make_backends
     from miner.backends.work import KernelWork
     if args.plot:

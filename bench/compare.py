@@ -16,10 +16,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from miner.bench.engine import bench_backend
+
 from miner.backends.base import Backend
 from miner.backends.work import KernelWork
-
-from miner.bench.engine import bench_backend
 
 
 @dataclass
@@ -57,6 +57,7 @@ def plot(rows: list[CompareRow], out: str) -> list[str]:
     row; the axis itself gets labels only at powers of ten, so none run together. Returns the
     bar labels."""
     from matplotlib.ticker import LogLocator, NullFormatter
+
     from miner.ui.plot import _pyplot, save_png
     from miner.ui.units import format_rate
     plt = _pyplot()

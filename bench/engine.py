@@ -14,10 +14,10 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from miner.backends.base import Backend
+from miner.backends.work import NONCE_SPACE, KernelWork
 from miner.mining.coordinator import Coordinator
-from miner.primitives.coinbase import coinbase_template
-from miner.backends.work import KernelWork, NONCE_SPACE
 from miner.mining.work import Job
+from miner.primitives.coinbase import coinbase_template
 
 
 @dataclass
@@ -53,7 +53,7 @@ def machine_description() -> str:
     try:
         import llvmlite.binding as llvm
         cpu += f" ({llvm.get_host_cpu_name()})"
-    except Exception:
+    except (ImportError, RuntimeError, OSError):  # the LLVM name is a detail the row can do without
         pass
     return f"{cpu}, {os.cpu_count()} cores"
 

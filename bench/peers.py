@@ -37,7 +37,7 @@ def run_peer(path: str, threads: int, seconds: float) -> list[float]:
     """cpuminer-opt's benchmark for about `seconds`; its reports after the first."""
     cmd = [path, "--benchmark", "-a", "sha256d", "-t", str(threads), "--no-color"]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds)
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=seconds)
         out = proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as exc:  # the normal end: the benchmark runs until killed
         out = (exc.stdout or b"").decode(errors="replace") + (exc.stderr or b"").decode(errors="replace")
@@ -49,8 +49,9 @@ def run_peer(path: str, threads: int, seconds: float) -> list[float]:
 
 
 def run_ours(threads: int, kernel: str, seconds: float) -> list[float]:
-    from miner.backends.cpu import CpuBackend
     from miner.bench.engine import bench_backend
+
+    from miner.backends.cpu import CpuBackend
     backend = CpuBackend(threads=threads, kernel=kernel)
     try:
         return bench_backend(backend, duration=1.0, runs=max(2, int(seconds))).runs
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from miner.bench.commands import _cpu_kernels, _thread_counts
     from miner.bench.engine import machine_description
+
     from miner.errors import InvalidInput
     try:
         threads = _thread_counts(args.threads)

@@ -95,7 +95,7 @@ def run(clients: int, seconds: float, runs: int, blocks_per_client: int = 400) -
                     _load(url, auth, clients, seconds, lambda k, i: gbt)))
                 blocks = _sibling_blocks(template, clients * blocks_per_client)
 
-                def submit(k: int, i: int) -> str | None:
+                def submit(k: int, i: int, blocks: list[str] = blocks) -> str | None:
                     j = k * blocks_per_client + i
                     if i >= blocks_per_client:
                         return None
@@ -114,9 +114,9 @@ def run(clients: int, seconds: float, runs: int, blocks_per_client: int = 400) -
 
 
 async def _one(url: str, auth: str, body: str) -> dict:
-    async with aiohttp.ClientSession(headers={"Authorization": auth}) as session:
-        async with session.post(url, data=body) as resp:
-            return (await resp.json(content_type=None))["result"]
+    async with aiohttp.ClientSession(headers={"Authorization": auth}) as session, \
+            session.post(url, data=body) as resp:
+        return (await resp.json(content_type=None))["result"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,14 +9,14 @@ import subprocess
 import sys
 
 import pytest
+from miner.bench.chain_verify import GENESIS_TIME, build_easy_chain
+from vectors import REAL_HEADERS
 
-from miner.bench.chain_verify import build_easy_chain, GENESIS_TIME
 from miner.backends.ref import ReferenceBackend
 from miner.backends.registry import cuda_device_count
+from miner.backends.work import KernelWork
 from miner.consensus.pow import header_meets_pow
 from miner.primitives.header import BlockHeader
-from miner.backends.work import KernelWork
-from vectors import REAL_HEADERS
 
 WORK = KernelWork(bytes(range(76)), 1)  # no hits: the fast path only
 
@@ -70,7 +70,7 @@ def test_cli_chain_verify_100k_blocks(benchmark, chain_100k):
     100,000 blocks from genesis (the issue asks for under 10 s on the 2-core development machine)."""
     proc = benchmark.pedantic(
         subprocess.run, args=([sys.executable, "-m", "miner", "chain", "verify", "--json", "--chain",
-                               str(chain_100k)],), kwargs=dict(capture_output=True, text=True),
+                               str(chain_100k)],), kwargs={"capture_output": True, "text": True},
         rounds=3, warmup_rounds=1)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["height"] == 100_000

@@ -18,10 +18,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-from numba import njit
-
-from miner.kernels import cpu_shani  # importing compiles nothing; only the SHA search compiles its kernel
+from miner.kernels import (
+    cpu_shani,  # importing compiles nothing; only the SHA search compiles its kernel
+)
 from miner.kernels.cpu_sha256d import count_candidates, hash_words
+from numba import njit
 
 CHUNK = 4096  # nonces per vectorized pass
 

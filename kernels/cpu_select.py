@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from miner.kernels.tuning_cache import cache_dir, read_entries, write_entries
 
 KERNELS = ("simd", "sha")
@@ -34,8 +33,8 @@ CHOICE_FILE_NAME = "cpu-kernel.json"
 
 def target_cpu() -> tuple[str, str]:
     """(CPU name, feature string) that numba compiles for in this process."""
-    from numba.core import codegen, config
     import llvmlite.binding as llvm
+    from numba.core import codegen, config
     name = config.CPU_NAME or llvm.get_host_cpu_name()
     features = config.CPU_FEATURES if config.CPU_FEATURES is not None else codegen.get_host_cpu_features()
     return name, features
@@ -143,6 +142,7 @@ def measure(kernels: list[str], seconds: float = 0.25, rounds: int = 3,
     the vector units may be shared between a core's threads): `rounds` alternating runs of
     about `seconds` each, median. Hard target, so only the counting loop is timed."""
     from concurrent.futures import ThreadPoolExecutor
+
     from miner.kernels import cpu
     if threads is None:
         threads = cpu.default_threads()
@@ -168,7 +168,8 @@ def measure(kernels: list[str], seconds: float = 0.25, rounds: int = 3,
             for k, fn in searches.items():
                 n = counts[k]
                 t0 = time.perf_counter()
-                list(pool.map(lambda i: fn(job, target, (r * threads + i) * n, n, outs[i]), range(threads)))
+                starts = [(r * threads + i) * n for i in range(threads)]
+                list(pool.map(fn, [job] * threads, [target] * threads, starts, [n] * threads, outs))
                 rates[k].append(threads * n / (time.perf_counter() - t0))
     return {k: statistics.median(v) for k, v in rates.items()}
 

@@ -6,8 +6,9 @@ same bytes. See the layout comment at the top of sha256d.cu.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 

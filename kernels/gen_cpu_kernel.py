@@ -20,13 +20,12 @@ Run `python -m miner.kernels.gen_cpu_kernel` after editing; a test checks the ch
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import sys
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from miner.primitives.sha256 import IV, K  # noqa: E402
+from miner.primitives.sha256 import IV, K
 
 MASK = 0xFFFFFFFF
 OUT = Path(__file__).with_name("cpu_sha256d.py")

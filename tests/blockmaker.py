@@ -9,15 +9,14 @@ import struct
 from dataclasses import dataclass
 
 from miner.chain.chain import Chain
+from miner.consensus.params import REGTEST_BITS, ChainParams
 from miner.primitives.block import Block
-from miner.primitives.serialize import varint
-from miner.primitives.transaction import Transaction
+from miner.primitives.coinbase import coinbase_template
 from miner.primitives.compact import bits_to_target, work
 from miner.primitives.header import BlockHeader
-from miner.consensus.params import ChainParams, REGTEST_BITS
-from miner.primitives.coinbase import coinbase_template
 from miner.primitives.merkle import merkle_root
-from miner.primitives.transaction import txid
+from miner.primitives.serialize import varint
+from miner.primitives.transaction import Transaction, txid
 
 GENESIS_TIME = 1_700_000_000
 NOW = GENESIS_TIME + 10**6  # a clock far past every block the tests make

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
 from miner.kernels.cuda_job import HOST_LAUNCH, SHIM
 
 GUARD_BYTES = 1 << 20  # after every allocation: any write there is a fault
@@ -209,7 +208,7 @@ class SimArray:
 # --------------------------------------------------------------------------- modules and kernels
 
 class RawKernel:
-    def __init__(self, sim: "Simulator", module: "RawModule", name: str):
+    def __init__(self, sim: Simulator, module: RawModule, name: str):
         self.sim, self.module, self.name = sim, module, name
         self.params = kernel_params(module.code, name)
         entry = HOST_ENTRY_POINTS.get(name)
@@ -274,7 +273,7 @@ class RawKernel:
 
 
 class RawModule:
-    def __init__(self, sim: "Simulator", code: str | None = None, path: str | None = None,
+    def __init__(self, sim: Simulator, code: str | None = None, path: str | None = None,
                  options: tuple = (), backend: str = "nvrtc", translate_cucomplex: bool = False,
                  enable_cooperative_groups: bool = False, name_expressions=None, jitify: bool = False):
         if code is None:
@@ -286,12 +285,12 @@ class RawModule:
         self.lock = threading.Lock()
         # The constant symbols live once in the host library but once per device on a GPU: each
         # device's copy is kept here and put in place before a launch on that device.
-        self._symbols: dict[tuple[str, int], "SymbolPointer"] = {}
+        self._symbols: dict[tuple[str, int], SymbolPointer] = {}
 
     def get_function(self, name: str) -> RawKernel:
         return RawKernel(self.sim, self, name)
 
-    def get_global(self, name: str) -> "SymbolPointer":
+    def get_global(self, name: str) -> SymbolPointer:
         if not re.search(r"__constant__[^;]*\b" + re.escape(name) + r"\s*\[", self.code):
             raise CUDADriverError(f"CUDA_ERROR_NOT_FOUND: named symbol not found: {name}")
         size = ctypes.c_size_t()
@@ -330,7 +329,7 @@ def _dim3(value, what: str) -> tuple[int, int, int]:
 # --------------------------------------------------------------------------- devices and runtime
 
 class _Device:
-    def __init__(self, sim: "Simulator", device: int | None = None):
+    def __init__(self, sim: Simulator, device: int | None = None):
         self.sim = sim
         self.id = sim.current_device() if device is None else int(device)
         if not 0 <= self.id < len(sim.specs):
@@ -342,7 +341,7 @@ class _Device:
         major, minor = self.sim.specs[self.id].cc
         return f"{major}{minor}"
 
-    def __enter__(self) -> "_Device":
+    def __enter__(self) -> _Device:
         self._previous.append(self.sim.current_device())
         self.sim._local.device = self.id
         return self
@@ -360,7 +359,7 @@ class _Device:
 class _Runtime:
     CUDARuntimeError = CUDARuntimeError
 
-    def __init__(self, sim: "Simulator"):
+    def __init__(self, sim: Simulator):
         self.sim = sim
 
     def getDeviceCount(self) -> int:
@@ -368,7 +367,7 @@ class _Runtime:
             raise CUDARuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
         return len(self.sim.specs)
 
-    def _spec(self, index: int) -> "DeviceSpec":
+    def _spec(self, index: int) -> DeviceSpec:
         if not 0 <= index < len(self.sim.specs):
             raise CUDARuntimeError("cudaErrorInvalidDevice: invalid device ordinal")
         return self.sim.specs[index]
@@ -428,7 +427,7 @@ class Simulator:
     def zeros(self, shape, dtype=np.float64) -> SimArray:
         return SimArray(self.current_device(), shape, dtype)
 
-    def RawModule(self, **kwargs) -> RawModule:  # noqa: N802 - CuPy's name
+    def RawModule(self, **kwargs) -> RawModule:
         return RawModule(self, **kwargs)
 
 
@@ -437,7 +436,7 @@ class _CudaNamespace:
         self.runtime = _Runtime(sim)
         self._sim = sim
 
-    def Device(self, device: int | None = None) -> _Device:  # noqa: N802 - CuPy's name
+    def Device(self, device: int | None = None) -> _Device:
         return _Device(self._sim, device)
 
 

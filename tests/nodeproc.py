@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from miner.chain.chain import Chain
-from miner.consensus.params import ChainParams, REGTEST_BITS
+from miner.consensus.params import REGTEST_BITS, ChainParams
 from miner.primitives.compact import bits_to_target, target_to_bits
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,7 +101,7 @@ class NodeProcess:
             self.proc.kill()
             return self.proc.wait()
 
-    def __enter__(self) -> "NodeProcess":
+    def __enter__(self) -> NodeProcess:
         return self
 
     def __exit__(self, *exc) -> None:

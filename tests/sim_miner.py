@@ -8,11 +8,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import cupy_sim  # noqa: E402
+import cupy_sim
 
 cupy_sim.install(cupy_sim.Simulator(devices=int(os.environ.get("SIM_DEVICES", "1")),
                                     sms=int(os.environ.get("SIM_SMS", "2"))))
 
-from miner.cli.main import entry  # noqa: E402
+from miner.cli.main import entry
 
 entry()

@@ -12,14 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
 from blockmaker import NOW, expected_tip, grow, make_block, params, solve, spend
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from miner.chain.chain import Chain, StaleBlock, UnknownParent
 from miner.errors import InvalidBlock
 from miner.primitives.block import Block
-from miner.primitives.header import BlockHeader
 from miner.primitives.coinbase import coinbase_template
+from miner.primitives.header import BlockHeader
 from miner.primitives.merkle import merkle_root
 from miner.primitives.transaction import txid
 

@@ -5,19 +5,20 @@ import shutil
 import sqlite3
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
 from conftest import GENESIS_TIME, mine_easy_chain
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from miner.chain.chain import Chain
 from miner.consensus.checks import median_time_past
-from miner.errors import ChainError, InvalidBlock, InvalidInput
-from miner.primitives.compact import bits_to_target
-from miner.primitives.block import Block
-from miner.primitives.header import BlockHeader
 from miner.consensus.params import preset
+from miner.errors import ChainError, InvalidBlock, InvalidInput
 from miner.mining.sources.local import LocalChainSource
-from miner.primitives.coinbase import coinbase_template
 from miner.mining.work import Solution
+from miner.primitives.block import Block
+from miner.primitives.coinbase import coinbase_template
+from miner.primitives.compact import bits_to_target
+from miner.primitives.header import BlockHeader
 
 
 def test_easy_chain_verifies_and_reopens(easy_chain, tmp_path):
@@ -123,9 +124,8 @@ def test_truncated_file_is_refused(easy_chain, tmp_path):
     data = easy_chain.path.read_bytes()
     damaged.write_bytes(data[: len(data) // 3])
     before = _file_digest(damaged)
-    with pytest.raises(ChainError):
-        with Chain.open(damaged) as c:
-            c.verify()
+    with pytest.raises(ChainError), Chain.open(damaged) as c:
+        c.verify()
     assert _file_digest(damaged) == before
 
 

@@ -9,11 +9,11 @@ import sys
 import time
 
 import pytest
-
 from conftest import mine_easy_chain
+from vectors import GENESIS_HASH, GENESIS_HEX, REAL_HEADERS
+
 from miner.chain.chain import Chain
 from miner.primitives.header import BlockHeader
-from vectors import GENESIS_HASH, GENESIS_HEX, REAL_HEADERS
 
 
 def run(*args, timeout=120):

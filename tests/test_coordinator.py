@@ -6,10 +6,10 @@ import time
 import numpy as np
 
 from miner.backends.cpu import CpuBackend
-from miner.backends.ref import reference_hits, ReferenceBackend
+from miner.backends.ref import ReferenceBackend, reference_hits
 from miner.mining.coordinator import Coordinator, NonceAllocator
-from miner.primitives.coinbase import coinbase_template
 from miner.mining.work import Job
+from miner.primitives.coinbase import coinbase_template
 
 
 def make_job(target, extranonce_size=1, job_id="j", prev=b"\x01" * 32):

@@ -11,16 +11,16 @@ import textwrap
 
 import numpy as np
 import pytest
-
 from miner.kernels import cpu as kernel
 from miner.kernels import cpu_select
-from miner.kernels.gen_cpu_kernel import generate, OUT
+from miner.kernels.gen_cpu_kernel import OUT, generate
+from vectors import REAL_HEADERS
+
 from miner.backends.cpu import CpuBackend
 from miner.backends.ref import reference_hits
+from miner.backends.work import KernelWork
 from miner.errors import InvalidInput
 from miner.primitives.header import BlockHeader, target_words
-from miner.backends.work import KernelWork
-from vectors import REAL_HEADERS
 
 
 def _skip_unless_available(name):
@@ -177,8 +177,8 @@ def test_sixteen_lanes_even_where_the_tuning_prefers_256_bits(tmp_path):
 def test_width_attribute_stays_on_the_function_that_asks():
     """`full_width()` marks the jitted function it is called in and no other: a user's own numba
     code in the same process keeps the host's defaults."""
-    from numba import njit
     from miner.kernels.cpu_width import full_width
+    from numba import njit
 
     @njit
     def plain(a):

@@ -16,14 +16,14 @@ import sys
 import types
 from pathlib import Path
 
+import cupy_sim
 import numpy as np
 import pytest
-
-import cupy_sim
 from cupy_sim import CUDADriverError, SimulatedFault, Simulator
+from miner.kernels.cuda_job import KERNEL_NAME, job_words, source_text
+
 from miner.backends import cuda
 from miner.backends.ref import reference_hits
-from miner.kernels.cuda_job import job_words, KERNEL_NAME, source_text
 from miner.backends.work import KernelWork
 
 HERE = Path(__file__).resolve().parent

@@ -8,14 +8,20 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from miner.bench import sass
-from miner.kernels.cuda_job import HOST_LAUNCH, job_words, KERNEL_NAME, NVRTC_OPTIONS, SOURCE
+from miner.kernels.cuda_job import (
+    HOST_LAUNCH,
+    KERNEL_NAME,
+    NVRTC_OPTIONS,
+    SOURCE,
+    job_words,
+)
+from vectors import REAL_HEADERS
+
 from miner.backends.ref import reference_hits
 from miner.backends.registry import cuda_device_count
-from miner.primitives.header import BlockHeader
 from miner.backends.work import KernelWork
-from vectors import REAL_HEADERS
+from miner.primitives.header import BlockHeader
 
 ARCHES = ["sm_70", "sm_75", "sm_80", "sm_86", "sm_89", "sm_90"]
 MAX_HITS = 64

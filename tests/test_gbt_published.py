@@ -30,13 +30,13 @@ from pathlib import Path
 import pytest
 from bitcoin.core import CBlock, CheckBlock, CTransaction, b2lx, b2x
 
-from miner.primitives.compact import bits_to_target
 from miner.mining.template import block_hex, job_from_template
-from miner.primitives.coinbase import CoinbaseTemplate, script_number
-from miner.primitives.transaction import txid
-from miner.primitives.block import Block
-from miner.primitives.witness import find_commitment, witness_commitment, witness_root
 from miner.mining.work import Solution
+from miner.primitives.block import Block
+from miner.primitives.coinbase import CoinbaseTemplate, script_number
+from miner.primitives.compact import bits_to_target
+from miner.primitives.transaction import txid
+from miner.primitives.witness import find_commitment, witness_commitment, witness_root
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FIXTURE = FIXTURES / "bip158-testnet3-segwit-blocks.json"

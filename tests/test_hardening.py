@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
 from conftest import GENESIS_TIME, mine_easy_chain
+
 from miner.chain.chain import Chain
 from miner.consensus.params import ChainParams, preset
 

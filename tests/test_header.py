@@ -4,16 +4,36 @@ import hashlib
 import struct
 
 import pytest
-from hypothesis import given, settings, strategies as st
-
-from miner.errors import InvalidBits, InvalidHeader
-from miner.consensus.pow import check_proof_of_work, proof_of_work_error
-from miner.primitives.compact import bits_to_target, decode_compact, DIFF1_TARGET, difficulty, MAINNET_POW_LIMIT, MAX_TARGET, parse_bits, REGTEST_POW_LIMIT, target_to_bits
-from miner.primitives.hashes import display_hex, parse_display_hex
-from miner.consensus.pow import header_meets_pow
-from miner.primitives.header import BlockHeader, midstate, nonce_word, tail_words, target_words
-from miner.primitives.sha256 import compress, IV
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from vectors import GENESIS_HASH, GENESIS_HEX, REAL_HEADERS
+
+from miner.consensus.pow import (
+    check_proof_of_work,
+    header_meets_pow,
+    proof_of_work_error,
+)
+from miner.errors import InvalidBits, InvalidHeader
+from miner.primitives.compact import (
+    DIFF1_TARGET,
+    MAINNET_POW_LIMIT,
+    MAX_TARGET,
+    REGTEST_POW_LIMIT,
+    bits_to_target,
+    decode_compact,
+    difficulty,
+    parse_bits,
+    target_to_bits,
+)
+from miner.primitives.hashes import display_hex, parse_display_hex
+from miner.primitives.header import (
+    BlockHeader,
+    midstate,
+    nonce_word,
+    tail_words,
+    target_words,
+)
+from miner.primitives.sha256 import IV, compress
 
 u32 = st.integers(0, 0xFFFFFFFF)
 headers = st.builds(BlockHeader, st.integers(-(1 << 31), (1 << 31) - 1), st.binary(min_size=32, max_size=32),

@@ -3,17 +3,18 @@
 from dataclasses import replace
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
+from vectors import BLOCK_100000_MERKLE, BLOCK_100000_TXIDS, RETARGETS
 
-from miner.primitives.compact import bits_to_target, DIFF1_TARGET, target_to_bits
-from miner.primitives.hashes import display_hex, parse_display_hex, sha256d
+from miner.chain.store import parse_body, serialize_body
 from miner.consensus.params import preset
 from miner.consensus.retarget import AsertRule, WindowedRule
 from miner.consensus.simulate import simulate
-from miner.chain.store import parse_body, serialize_body
 from miner.primitives.coinbase import coinbase_template
+from miner.primitives.compact import DIFF1_TARGET, bits_to_target, target_to_bits
+from miner.primitives.hashes import display_hex, parse_display_hex, sha256d
 from miner.primitives.merkle import merkle_branch, merkle_root, root_from_branch
-from vectors import BLOCK_100000_MERKLE, BLOCK_100000_TXIDS, RETARGETS
 
 MAINNET_LIMIT = DIFF1_TARGET
 

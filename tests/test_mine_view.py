@@ -15,18 +15,17 @@ import termios
 import time
 
 import pytest
+from conftest import GENESIS_TIME
 from rich.console import Console
 
 from miner.backends.ref import ReferenceBackend
 from miner.chain.chain import Chain
-from miner.mining.coordinator import Coordinator
-from miner.primitives.compact import difficulty
-from miner.ui.live import expected_hashes, MiningView, render, snapshot
-from miner.mining.loop import mine
 from miner.consensus.params import preset
+from miner.mining.coordinator import Coordinator
+from miner.mining.loop import mine
 from miner.mining.sources.local import LocalChainSource
-
-from conftest import GENESIS_TIME
+from miner.primitives.compact import difficulty
+from miner.ui.live import MiningView, expected_hashes, render, snapshot
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

@@ -11,11 +11,11 @@ import threading
 import time
 
 import pytest
+from nodeproc import ROOT, NodeProcess, make_chain, stored_blocks
 
-from miner.primitives.header import BlockHeader
 from miner.mining.template import block_hex, job_from_template
 from miner.mining.work import Solution
-from nodeproc import ROOT, NodeProcess, make_chain, stored_blocks
+from miner.primitives.header import BlockHeader
 
 OP_TRUE = b"\x51"
 
@@ -268,7 +268,15 @@ def test_bad_requests_get_cores_answers_and_change_nothing(node):
 
 
 def test_a_transaction_goes_through_the_mempool_into_a_block(node):
-    from bitcoin.core import COutPoint, CMutableTransaction, CTxIn, CTxOut, CTxInWitness, CTxWitness, lx
+    from bitcoin.core import (
+        CMutableTransaction,
+        COutPoint,
+        CTxIn,
+        CTxInWitness,
+        CTxOut,
+        CTxWitness,
+        lx,
+    )
     from bitcoin.core.script import CScript, CScriptWitness
     tx = CMutableTransaction([CTxIn(COutPoint(lx("11" * 32), 0), nSequence=0xFFFFFFFD)],
                              [CTxOut(12345, CScript(bytes.fromhex("0014" + "22" * 20)))],
@@ -294,8 +302,17 @@ def test_a_transaction_goes_through_the_mempool_into_a_block(node):
 def test_python_bitcoinlib_reads_our_blocks_and_we_accept_its_blocks(tmp_path):
     import bitcoin
     import bitcoin.rpc
-    from bitcoin.core import (CBlock, CBlockHeader, CheckBlock, COutPoint, CMutableTransaction, CTxIn,
-                              CTxOut, b2lx, lx)
+    from bitcoin.core import (
+        CBlock,
+        CBlockHeader,
+        CheckBlock,
+        CMutableTransaction,
+        COutPoint,
+        CTxIn,
+        CTxOut,
+        b2lx,
+        lx,
+    )
     from bitcoin.core.script import CScript
     bitcoin.SelectParams("regtest")
     (tmp_path / "regtest").mkdir()
@@ -455,7 +472,8 @@ def test_random_bodies_and_block_bytes_never_hurt_a_live_node(tmp_path):
     mutations of a block are answered (never a 5xx other than Core's 500 with a JSON error, never
     a dropped server), and the chain stays as it was. The chain is hard enough (2^24 hashes a
     block) that no mutation can be a valid block by luck."""
-    from hypothesis import HealthCheck, given, settings, strategies as st
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
     path = make_chain(tmp_path / "chain.sqlite", hashes_per_block=1 << 24)
     with NodeProcess(path) as node:
         base = bytes.fromhex(block_hex(solve(template(node), valid=False)))

@@ -5,18 +5,26 @@ hostile counts fail cleanly without allocating."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from miner.primitives.serialize import varint
-from miner.primitives.transaction import txid
-from miner.primitives.block import Block
-from miner.primitives.serialize import DecodeError
 from miner.consensus.checks import check_transaction
-from miner.primitives.transaction import strip_witness, Transaction
+from miner.primitives.block import Block
+from miner.primitives.serialize import DecodeError, varint
+from miner.primitives.transaction import Transaction, strip_witness, txid
 
 pytest.importorskip("bitcoin")
-from bitcoin.core import (CheckTransaction, CheckTransactionError, COutPoint, CMutableTransaction,
-                          CTransaction, CTxIn, CTxInWitness, CTxOut, CTxWitness)
+from bitcoin.core import (
+    CheckTransaction,
+    CheckTransactionError,
+    CMutableTransaction,
+    COutPoint,
+    CTransaction,
+    CTxIn,
+    CTxInWitness,
+    CTxOut,
+    CTxWitness,
+)
 from bitcoin.core.script import CScript, CScriptWitness
 
 scripts = st.binary(max_size=80)

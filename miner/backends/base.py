@@ -11,7 +11,7 @@ import abc
 import threading
 from dataclasses import dataclass, field
 
-from miner.backends.work import check_range, KernelWork
+from miner.backends.work import KernelWork, check_range
 
 DEFAULT_MAX_HITS = 64
 # With a cancel event, a search runs in pieces of about this many seconds of work and checks the

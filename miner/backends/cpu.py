@@ -14,13 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from miner.kernels import cpu as kernel
-from miner.kernels.cpu import default_threads
-from miner.kernels import cpu_select
-
-from miner.errors import InvalidInput
-from miner.backends.work import KernelWork
 from miner.backends.base import Backend
+from miner.backends.work import KernelWork
+from miner.errors import InvalidInput
+from miner.kernels import cpu as kernel
+from miner.kernels import cpu_select
+from miner.kernels.cpu import default_threads
 
 
 class CpuBackend(Backend):

@@ -10,12 +10,17 @@ import time
 
 import numpy as np
 
-from miner.kernels.cuda_job import JOB_WORDS, job_words, KERNEL_NAME, NVRTC_OPTIONS, source_text
-
-from miner.errors import MinerError, InvalidInput
-from miner.kernels.tuning_cache import cache_dir, read_entries, write_entries
-from miner.backends.work import KernelWork
 from miner.backends.base import Backend
+from miner.backends.work import KernelWork
+from miner.errors import InvalidInput, MinerError
+from miner.kernels.cuda_job import (
+    JOB_WORDS,
+    KERNEL_NAME,
+    NVRTC_OPTIONS,
+    job_words,
+    source_text,
+)
+from miner.kernels.tuning_cache import cache_dir, read_entries, write_entries
 
 try:
     import cupy  # type: ignore[import-not-found]
@@ -42,7 +47,7 @@ def device_count() -> tuple[int, str]:
         return 0, _IMPORT_ERROR
     try:
         n = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # no driver, no device, broken install
+    except Exception as exc:  # noqa: BLE001  (no driver, no device, a broken install: each its own type)
         return 0, f"CuPy sees no CUDA device ({type(exc).__name__}: {exc})"
     return (n, "") if n > 0 else (0, "CuPy sees no CUDA device")
 
@@ -62,7 +67,7 @@ def _clock_ghz(props: dict, index: int) -> float | None:
     if not khz:
         try:
             khz = cupy.cuda.runtime.deviceGetAttribute(CUDA_DEV_ATTR_CLOCK_RATE, index)
-        except Exception:
+        except RuntimeError:  # CUDARuntimeError: the attribute is not reported
             return None
     return khz / 1e6 if khz else None
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import struct
 
-from miner.backends.work import check_range, KernelWork
 from miner.backends.base import Backend
+from miner.backends.work import KernelWork, check_range
 
 _pack = struct.Struct("<I").pack
 

@@ -7,8 +7,8 @@ else the hashlib reference.
 
 from __future__ import annotations
 
-from miner.errors import InvalidInput
 from miner.backends.base import Backend
+from miner.errors import InvalidInput
 
 
 def cuda_device_count() -> tuple[int, str]:

@@ -42,7 +42,7 @@ class KernelWork:
         return target_words(self.target)
 
     @cached_property
-    def _prefix_state(self) -> "hashlib._Hash":
+    def _prefix_state(self) -> hashlib._Hash:
         return hashlib.sha256(self.header_prefix[:64])
 
     def header_bytes(self, nonce: int) -> bytes:

@@ -17,21 +17,25 @@ from __future__ import annotations
 import sqlite3
 import struct
 import time as _time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from miner.chain import store
 from miner.chain.index import BlockTree, ChainTip, Node, TipChange
 from miner.chain.store import short
 from miner.chain.verify import startup_check, verify_chain
-from miner.consensus.checks import check_block, HEADER_RULES, median_time_past, MUTATED
+from miner.consensus.checks import HEADER_RULES, MUTATED, check_block, median_time_past
 from miner.consensus.params import ChainParams
 from miner.consensus.pow import proof_of_work_error
 from miner.errors import ChainError, InvalidBlock, InvalidInput
 from miner.primitives.block import Block
 from miner.primitives.hashes import display_hex
 from miner.primitives.header import BlockHeader
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # annotations only: never imported at run time
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,7 @@ class Chain:
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def create(cls, path: str | Path, params: ChainParams) -> "Chain":
+    def create(cls, path: str | Path, params: ChainParams) -> Chain:
         """A new chain file, created whole or not at all; of two processes creating the same
         file at once one creates it and the other opens the winner's file."""
         p = Path(path)
@@ -93,7 +97,7 @@ class Chain:
         return cls.open(p)
 
     @classmethod
-    def open(cls, path: str | Path, readonly: bool = False) -> "Chain":
+    def open(cls, path: str | Path, readonly: bool = False) -> Chain:
         """Open a chain file. A writer first passes `startup_check` on a read-only connection,
         so a damaged file is refused without a single byte of it changed; a file of an older
         format is then upgraded in one transaction."""
@@ -131,7 +135,7 @@ class Chain:
         return writable
 
     @classmethod
-    def open_or_create(cls, path: str | Path, params: ChainParams) -> "Chain":
+    def open_or_create(cls, path: str | Path, params: ChainParams) -> Chain:
         p = Path(path)
         if p.exists() and p.stat().st_size > 0:
             return cls.open(p)
@@ -140,7 +144,7 @@ class Chain:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> "Chain":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

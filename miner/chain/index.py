@@ -11,8 +11,9 @@ can never disagree with the headers it sums.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence, overload
+from typing import overload
 
 from miner.primitives.compact import decode_compact, work
 
@@ -100,7 +101,7 @@ class NodeIndex:
     height and become Node objects only when looked up, so a 100,000-block chain opens without
     building 100,000 objects; blocks off the active chain are kept as Nodes."""
 
-    def __init__(self, tree: "BlockTree"):
+    def __init__(self, tree: BlockTree):
         self._tree = tree
         self.side: dict[bytes, Node] = {}
         self.height_of: dict[bytes, int] = {}  # active blocks only

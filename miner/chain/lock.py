@@ -13,8 +13,12 @@ from __future__ import annotations
 import fcntl
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from miner.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # annotations only: never imported at run time
 
 
 def lock_path(chain: Path) -> Path:
@@ -28,7 +32,7 @@ class ChainLock:
         self.exclusive = exclusive
         self._fd: int | None = None
 
-    def acquire(self) -> "ChainLock":
+    def acquire(self) -> ChainLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:
@@ -62,7 +66,7 @@ class ChainLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "ChainLock":
+    def __enter__(self) -> Self:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

@@ -15,9 +15,9 @@ import os
 import sqlite3
 import struct
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 from urllib.parse import quote
 
 from miner.chain.index import BlockTree

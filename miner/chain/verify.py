@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import struct
 import time
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from miner.chain.index import BlockTree, GENESIS_PARENT
+from miner.chain.index import GENESIS_PARENT, BlockTree
 from miner.chain.store import parse_body, serialize_body, short
 from miner.consensus.checks import check_commitments, check_header
 from miner.errors import ChainError, InvalidBlock, InvalidInput
@@ -37,7 +38,7 @@ def _decode(where: str, height: int, raw_header: bytes, raw_body: bytes) -> tupl
         raise InvalidBlock(f"{where}: cannot be decoded ({exc})", height) from None
 
 
-def _check_stored(chain: "Chain", height: int, header: BlockHeader, txs: list[bytes], parent_hash: bytes,
+def _check_stored(chain: Chain, height: int, header: BlockHeader, txs: list[bytes], parent_hash: bytes,
                   times: Sequence[int], bits: Sequence[int], now: int) -> bytes:
     """A stored block by the rules it was admitted by; returns its hash."""
     block_hash = header.hash()
@@ -46,14 +47,14 @@ def _check_stored(chain: "Chain", height: int, header: BlockHeader, txs: list[by
     return block_hash
 
 
-def expected_genesis(chain: "Chain") -> tuple[bytes, bytes]:
+def expected_genesis(chain: Chain) -> tuple[bytes, bytes]:
     """Genesis header and body as the stored parameters make them."""
     committed = chain.genesis_committed
     return (chain.params.genesis_header(committed).serialize(),
             serialize_body(chain.params.genesis_txs(committed)))
 
 
-def startup_check(chain: "Chain", blocks: int = CHECK_BLOCKS) -> None:
+def startup_check(chain: Chain, blocks: int = CHECK_BLOCKS) -> None:
     """What a writer checks before it builds on the chain, refusing with the first problem: the
     index (every active header links to its parent's stored hash), genesis against the stored
     parameters (which genesis commits to, from format 2), the active chain being the most-work
@@ -75,7 +76,7 @@ def startup_check(chain: "Chain", blocks: int = CHECK_BLOCKS) -> None:
         raise ChainError(f"{chain.path}: {exc}; the chain is refused") from None
 
 
-def verify_chain(chain: "Chain", now: int | None = None, from_height: int = 0) -> int:
+def verify_chain(chain: Chain, now: int | None = None, from_height: int = 0) -> int:
     """Re-validate every stored block on every branch (or, from `from_height`, the active chain
     only, against the index below it); returns the active chain's height.
 
@@ -163,7 +164,7 @@ def _check_active_is_best(seen: BlockTree, stored: dict[int, bytes]) -> int:
     return len(path) - 1
 
 
-def _verify_active(chain: "Chain", from_height: int, clock: int) -> int:
+def _verify_active(chain: Chain, from_height: int, clock: int) -> int:
     """The active chain from `from_height`, judged against the index below it."""
     times: list[int] = chain.times[:from_height]  # slices: copies the pass appends to
     bits: list[int] = chain.bits[:from_height]

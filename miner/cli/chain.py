@@ -143,8 +143,8 @@ _ACTIONS = {"info": _info, "verify": _verify, "tips": _tips, "show": _show, "plo
 
 def _plot_simulation(args: argparse.Namespace) -> int:
     from miner.consensus.params import preset
-    from miner.ui.plot import plot_chains
     from miner.consensus.simulate import simulate
+    from miner.ui.plot import plot_chains
     jump = args.blocks // 3
     series = {}
     spacing = 0

@@ -15,11 +15,17 @@ import sys
 import time
 from pathlib import Path
 
-from miner.errors import InvalidHeader, MinerError, UsageError
 from miner.consensus.pow import proof_of_work_error
-from miner.primitives.compact import bits_to_target, decode_compact, difficulty, MAINNET_POW_LIMIT, parse_bits
+from miner.errors import InvalidHeader, MinerError, UsageError
+from miner.primitives.compact import (
+    MAINNET_POW_LIMIT,
+    bits_to_target,
+    decode_compact,
+    difficulty,
+    parse_bits,
+)
 from miner.primitives.hashes import display_hex
-from miner.primitives.header import BlockHeader, HEADER_SIZE
+from miner.primitives.header import HEADER_SIZE, BlockHeader
 
 MAX_INPUT = 1 << 16  # bytes read from a file or stdin: far more than any header, never a flood
 _HEX = set("0123456789abcdefABCDEF")

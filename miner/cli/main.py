@@ -12,11 +12,11 @@ import logging
 import os
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from miner import __version__
-from miner.errors import InvalidInput, MinerError, UsageError
 from miner.cli.interrupts import ignore_stop_signals, install_process_policy
+from miner.errors import InvalidInput, MinerError, UsageError
 
 DEFAULT_CHAIN = "miner-chain.sqlite"
 MAX_BLOCKS = 1_000_000

@@ -18,18 +18,18 @@ from dataclasses import replace
 from pathlib import Path
 
 from miner.chain.lock import ChainLock
-from miner.errors import MinerError, UsageError
 from miner.cli.interrupts import ignore_stop_signals, restore_handlers
+from miner.errors import MinerError, UsageError
 
 
 def cmd_mine(args: argparse.Namespace) -> int:
     from miner.backends.registry import make_backends
     from miner.chain.chain import Chain
     from miner.chain.store import check_creatable
-    from miner.mining.loop import mine
     from miner.consensus.params import preset
-    from miner.ui.reporting import make_reporter
+    from miner.mining.loop import mine
     from miner.mining.sources.local import LocalChainSource
+    from miner.ui.reporting import make_reporter
 
     if not args.unit_seconds > 0:
         raise UsageError("--unit-seconds must be positive")
@@ -134,9 +134,9 @@ def _mine_node(args: argparse.Namespace) -> int:
     """`miner mine --url`: getblocktemplate work from a node, solved blocks to its submitblock."""
     from miner.backends.registry import make_backends
     from miner.mining.loop import mine
-    from miner.ui.reporting import make_reporter
     from miner.mining.rpc_client import RpcClient
     from miner.mining.sources.gbt import TemplateSource
+    from miner.ui.reporting import make_reporter
 
     client = RpcClient(args.url, cookie_file=args.rpc_cookie_file)
     source = TemplateSource(client, _payout_script(args))

@@ -10,7 +10,7 @@ A failure raises `InvalidBlock` with Core's reject reason, which BIP 22 answers 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from miner.consensus.params import ChainParams
 from miner.consensus.pow import proof_of_work_error
@@ -21,7 +21,7 @@ from miner.primitives.coinbase import MAX_COINBASE_SCRIPT, script_number
 from miner.primitives.hashes import display_hex
 from miner.primitives.header import BlockHeader
 from miner.primitives.merkle import merkle_root
-from miner.primitives.transaction import NULL_PREVOUT, Transaction, WITNESS_SCALE
+from miner.primitives.transaction import NULL_PREVOUT, WITNESS_SCALE, Transaction
 from miner.primitives.witness import find_commitment, witness_commitment, witness_root
 
 MTP_SPAN = 11  # blocks in Bitcoin's median-time-past

@@ -10,8 +10,13 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 
-from miner.consensus.pow import PowAlgorithm, SHA256D
-from miner.consensus.retarget import AsertRule, CappedAsertRule, RetargetRule, WindowedRule
+from miner.consensus.pow import SHA256D, PowAlgorithm
+from miner.consensus.retarget import (
+    AsertRule,
+    CappedAsertRule,
+    RetargetRule,
+    WindowedRule,
+)
 from miner.errors import InvalidInput
 from miner.primitives.coinbase import coinbase_template
 from miner.primitives.compact import bits_to_target, target_to_bits
@@ -91,7 +96,7 @@ class ChainParams:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "ChainParams":
+    def from_json(cls, text: str) -> ChainParams:
         data = json.loads(text)
         if not isinstance(data, dict):
             raise InvalidInput(f"parameters must be a JSON object, got {type(data).__name__}")
@@ -110,14 +115,14 @@ REGTEST_BITS = 0x207FFFFF
 
 
 _PRESETS: dict[str, dict] = {
-    "local": dict(spacing=3, rule="asert-capped", halflife=12, genesis_bits=LOCAL_START_BITS,
-                  pow_limit_bits=REGTEST_BITS),
-    "local-windowed": dict(spacing=3, rule="windowed", window=10, off_by_one=False,
-                           genesis_bits=LOCAL_START_BITS, pow_limit_bits=REGTEST_BITS),
-    "regtest": dict(spacing=1, rule="asert", halflife=3600, genesis_bits=REGTEST_BITS,
-                    pow_limit_bits=REGTEST_BITS),
-    "mainnet": dict(spacing=600, rule="windowed", window=2016, off_by_one=True,
-                    genesis_bits=0x1D00FFFF, pow_limit_bits=0x1D00FFFF),
+    "local": {"spacing": 3, "rule": "asert-capped", "halflife": 12,
+              "genesis_bits": LOCAL_START_BITS, "pow_limit_bits": REGTEST_BITS},
+    "local-windowed": {"spacing": 3, "rule": "windowed", "window": 10, "off_by_one": False,
+                       "genesis_bits": LOCAL_START_BITS, "pow_limit_bits": REGTEST_BITS},
+    "regtest": {"spacing": 1, "rule": "asert", "halflife": 3600,
+                "genesis_bits": REGTEST_BITS, "pow_limit_bits": REGTEST_BITS},
+    "mainnet": {"spacing": 600, "rule": "windowed", "window": 2016, "off_by_one": True,
+                "genesis_bits": 0x1D00FFFF, "pow_limit_bits": 0x1D00FFFF},
 }
 PRESETS = tuple(_PRESETS)
 

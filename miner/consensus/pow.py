@@ -8,11 +8,11 @@ Litecoin keeps sha256d ids) plugs in here and nowhere else.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from miner.errors import InvalidBits, InvalidInput
-from miner.primitives.compact import bits_to_target, MAINNET_POW_LIMIT
+from miner.primitives.compact import MAINNET_POW_LIMIT, bits_to_target
 from miner.primitives.hashes import display_hex, hash_to_int, sha256d
 
 
@@ -61,8 +61,6 @@ def proof_of_work_error(block_hash: bytes, bits: int, pow_limit: int) -> str | N
 def check_proof_of_work(block_hash: bytes, bits: int, pow_limit: int) -> bool:
     """Bitcoin Core's `CheckProofOfWork`: the one judgement of a header's proof of work."""
     return proof_of_work_error(block_hash, bits, pow_limit) is None
-
-
 
 
 def header_meets_pow(header_bytes: bytes, pow_limit: int = MAINNET_POW_LIMIT,

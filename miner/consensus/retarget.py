@@ -8,8 +8,9 @@ pass and from a simulated clock alike.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from miner.primitives.compact import bits_to_target, decode_compact, target_to_bits
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from miner.primitives.compact import bits_to_target, work
 from miner.consensus.params import ChainParams
+from miner.primitives.compact import bits_to_target, work
 
 
 @dataclass

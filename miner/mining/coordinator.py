@@ -19,12 +19,16 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from miner.backends.base import Backend, SearchResult
-from miner.backends.work import KernelWork, NONCE_SPACE
+from miner.backends.work import NONCE_SPACE, KernelWork
 from miner.mining.work import Job, Solution
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # annotations only: never imported at run time
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +96,7 @@ class BackendStats:
 
 
 @dataclass
+
 class CoordinatorEvent:
     kind: str  # "unit", "solution", "stale"
     backend: str
@@ -118,7 +123,7 @@ class Coordinator:
         self.nonce_space = nonce_space
         self.on_event = on_event
         self.stats = {b.name: BackendStats() for b in backends}
-        self.solutions: "queue.Queue[Solution]" = queue.Queue()
+        self.solutions: queue.Queue[Solution] = queue.Queue()
         self._cond = threading.Condition()
         self._alloc: NonceAllocator | None = None
         self._generation = 0
@@ -128,7 +133,7 @@ class Coordinator:
 
     # ------------------------------------------------------------------ control
 
-    def start(self) -> "Coordinator":
+    def start(self) -> Coordinator:
         for backend in self.backends:
             t = threading.Thread(target=self._worker, args=(backend,), name=f"miner-{backend.name}",
                                  daemon=True)
@@ -148,7 +153,7 @@ class Coordinator:
             t.join(timeout)
         self._threads.clear()
 
-    def __enter__(self) -> "Coordinator":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

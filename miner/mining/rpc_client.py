@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from miner.errors import MinerError, InvalidInput
+from miner.errors import InvalidInput, MinerError
 
 
 class RpcCallError(MinerError):

@@ -15,7 +15,7 @@ from typing import Any
 
 from miner.errors import InvalidInput, MinerError
 from miner.mining.work import Job, Solution
-from miner.primitives.coinbase import coinbase_template, EXTRANONCE_SIZE
+from miner.primitives.coinbase import EXTRANONCE_SIZE, coinbase_template
 from miner.primitives.compact import bits_to_target
 from miner.primitives.hashes import display_hex, parse_display_hex
 from miner.primitives.merkle import merkle_branch

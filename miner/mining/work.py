@@ -17,6 +17,7 @@ from miner.primitives.merkle import root_from_branch
 from miner.primitives.transaction import Transaction, txid
 from miner.primitives.witness import with_reserved_value
 
+
 @dataclass(frozen=True)
 class Job:
     """A block template that the coordinator turns into work for any extranonce.

@@ -36,7 +36,7 @@ class Mempool:
     def __init__(self, max_txs: int = MAX_TXS, max_bytes: int = MAX_BYTES):
         self.max_txs = max_txs
         self.max_bytes = max_bytes
-        self.entries: "OrderedDict[bytes, Entry]" = OrderedDict()  # txid -> entry, arrival order
+        self.entries: OrderedDict[bytes, Entry] = OrderedDict()  # txid -> entry, arrival order
         self.bytes = 0
         self.sequence = 0
 

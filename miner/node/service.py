@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from miner.chain.chain import Chain, UnknownParent
 from miner.chain.index import TipChange
@@ -26,7 +27,12 @@ from miner.consensus.checks import MAX_BLOCK_WEIGHT, halving_interval, median_ti
 from miner.consensus.params import ChainParams
 from miner.errors import InvalidBlock
 from miner.node.mempool import Mempool, MempoolRejected
-from miner.node.template import COINBASE_RESERVED_WEIGHT, TipInfo, block_template, longpoll_id
+from miner.node.template import (
+    COINBASE_RESERVED_WEIGHT,
+    TipInfo,
+    block_template,
+    longpoll_id,
+)
 from miner.primitives.block import Block
 from miner.primitives.compact import bits_to_target
 from miner.primitives.transaction import Transaction

@@ -8,14 +8,18 @@ transaction's `fee` is 0 and `coinbasevalue` is the subsidy alone (the README sa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from miner.consensus.checks import MAX_BLOCK_WEIGHT, subsidy
 from miner.primitives.compact import bits_to_target, difficulty
 from miner.primitives.hashes import display_hex
 from miner.primitives.transaction import Transaction
-from miner.primitives.witness import commitment_script, witness_commitment, witness_root_of
+from miner.primitives.witness import (
+    commitment_script,
+    witness_commitment,
+    witness_root_of,
+)
 
 # Weight kept free for the coinbase the miner builds (Core's default -blockreservedweight).
 COINBASE_RESERVED_WEIGHT = 8_000

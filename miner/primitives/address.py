@@ -16,7 +16,7 @@ def script_for_address(address: str) -> bytes:
     text = address.strip()
     try:
         return address_to_scriptpubkey(text).data
-    except Exception:  # embit raises its own error types, and ValueError/KeyError for some inputs
+    except Exception:  # noqa: BLE001  (embit raises its own error types, and ValueError/KeyError for some)
         raise InvalidInput(f"not a Bitcoin address: {text[:100]!r}") from None
 
 

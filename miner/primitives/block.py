@@ -7,12 +7,12 @@ bytes and parsed again on its way from the wire to the store and the mempool.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
-from miner.primitives.header import BlockHeader, HEADER_SIZE
+from miner.primitives.header import HEADER_SIZE, BlockHeader
 from miner.primitives.serialize import Reader, varint
-from miner.primitives.transaction import Transaction, WITNESS_SCALE
+from miner.primitives.transaction import WITNESS_SCALE, Transaction
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class Block:
     txs: tuple[Transaction, ...]
 
     @classmethod
-    def parse(cls, raw: bytes) -> "Block":
+    def parse(cls, raw: bytes) -> Block:
         r = Reader(bytes(raw))
         header = BlockHeader.deserialize(r.take(HEADER_SIZE))
         txs = tuple(Transaction.read(r) for _ in range(r.count(60)))
@@ -29,7 +29,7 @@ class Block:
         return cls(header, txs)
 
     @classmethod
-    def from_raw(cls, header: BlockHeader, raw_txs: Sequence[bytes]) -> "Block":
+    def from_raw(cls, header: BlockHeader, raw_txs: Sequence[bytes]) -> Block:
         """A block of transactions given as bytes (each parsed; DecodeError if one is not)."""
         return cls(header, tuple(Transaction.parse(t) for t in raw_txs))
 

@@ -10,8 +10,8 @@ rolls), then coinb2.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from miner.primitives.serialize import varint
 

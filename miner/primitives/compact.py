@@ -74,7 +74,7 @@ def target_to_bits(target: int) -> int:
 def parse_bits(text: str) -> int:
     """Read `nBits` as written everywhere in Bitcoin: hex, with or without `0x` (`1d00ffff`)."""
     t = text.strip().lower()
-    t = t[2:] if t.startswith("0x") else t
+    t = t.removeprefix("0x")
     if not t or len(t) > 8 or any(c not in "0123456789abcdef" for c in t):
         raise InvalidBits(f"bits must be up to 8 hex digits, got {text!r}")
     return int(t, 16)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from miner.errors import InvalidHeader
 from miner.primitives.compact import bits_to_target
 from miner.primitives.hashes import display_hex, hash_to_int, sha256d
-from miner.primitives.sha256 import compress, IV
+from miner.primitives.sha256 import IV, compress
 
 HEADER_SIZE = 80
 _HEADER = struct.Struct("<I32s32sIII")
@@ -45,7 +45,7 @@ class BlockHeader:
                             self.time, self.bits, self.nonce)
 
     @classmethod
-    def deserialize(cls, raw: bytes) -> "BlockHeader":
+    def deserialize(cls, raw: bytes) -> BlockHeader:
         if len(raw) != HEADER_SIZE:
             raise InvalidHeader(f"a header is {HEADER_SIZE} bytes, got {len(raw)}")
         version, prev, merkle, time, bits, nonce = _HEADER.unpack(raw)
@@ -55,7 +55,7 @@ class BlockHeader:
         return cls(version, prev, merkle, time, bits, nonce)
 
     @classmethod
-    def from_hex(cls, text: str) -> "BlockHeader":
+    def from_hex(cls, text: str) -> BlockHeader:
         cleaned = "".join(text.split())
         try:
             raw = bytes.fromhex(cleaned)
@@ -80,7 +80,7 @@ class BlockHeader:
         """Full 256-bit comparison with a given target (a share or job target): hash <= target."""
         return hash_to_int(self.hash()) <= target
 
-    def with_nonce(self, nonce: int) -> "BlockHeader":
+    def with_nonce(self, nonce: int) -> BlockHeader:
         return replace(self, nonce=nonce)
 
 

@@ -3,7 +3,7 @@ that rolling the coinbase's extranonce costs two hashes a level."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from miner.errors import InvalidBlock
 from miner.primitives.hashes import sha256d

@@ -8,7 +8,7 @@ host, so clarity matters more than speed here. Tests check it against hashlib.
 from __future__ import annotations
 
 import struct
-from typing import Sequence
+from collections.abc import Sequence
 
 MASK32 = 0xFFFFFFFF
 

@@ -46,14 +46,14 @@ class Transaction:
     raw: bytes
 
     @classmethod
-    def parse(cls, raw: bytes) -> "Transaction":
+    def parse(cls, raw: bytes) -> Transaction:
         reader = Reader(bytes(raw))
         tx = cls.read(reader)
         reader.done("the transaction")
         return tx
 
     @classmethod
-    def read(cls, r: Reader) -> "Transaction":
+    def read(cls, r: Reader) -> Transaction:
         start = r.pos
         version = struct.unpack("<i", r.take(4))[0]
         segwit = False

@@ -3,7 +3,7 @@ witness reserved value a committing coinbase carries."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from miner.primitives.hashes import sha256d
 from miner.primitives.merkle import merkle_root

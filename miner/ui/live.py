@@ -19,9 +19,9 @@ from rich.text import Text
 
 from miner.backends.base import Backend
 from miner.mining.coordinator import Coordinator
+from miner.mining.work import Job
 from miner.primitives.compact import difficulty
 from miner.ui.units import format_rate
-from miner.mining.work import Job
 
 
 @dataclass(frozen=True)
@@ -146,5 +146,5 @@ class MiningView:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield render(self.snapshot(), options.max_width)
 
-    def __call__(self) -> "MiningView":
+    def __call__(self) -> MiningView:
         return self  # rich.live.Live(get_renderable=view): rendered afresh at each refresh

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from miner.errors import InvalidInput
 from miner.primitives.compact import bits_to_target, difficulty
@@ -38,7 +39,7 @@ def plot_chains(out: str | Path, series: dict[str, tuple[Sequence[int], Sequence
     plt = _pyplot()
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
     for label, (times, bits) in series.items():
-        gaps = [b - a for a, b in zip(times, times[1:])]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         heights = list(range(1, len(times)))
         ax1.plot(heights, rolling_mean(gaps, window), label=label)
         ax2.plot(range(len(bits)), [difficulty(bits_to_target(b)) for b in bits], label=label)

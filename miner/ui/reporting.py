@@ -19,10 +19,10 @@ from rich.live import Live
 
 from miner.backends.base import Backend
 from miner.mining.coordinator import Coordinator, CoordinatorEvent
-from miner.ui.live import MiningView
 from miner.mining.loop import BlockFound
-from miner.ui.units import format_rate
 from miner.mining.work import Job
+from miner.ui.live import MiningView
+from miner.ui.units import format_rate
 
 log = logging.getLogger(__name__)
 

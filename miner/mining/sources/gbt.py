@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from miner.errors import MinerError
 from miner.mining.rpc_client import RpcCallError, RpcClient

@@ -7,7 +7,13 @@ from typing import Any
 from miner.chain.chain import Chain
 from miner.chain.index import Node
 from miner.consensus.checks import median_time_past
-from miner.node.rpc.protocol import RPC_INVALID_ADDRESS_OR_KEY, RPC_INVALID_PARAMETER, Param, RpcError, as_int
+from miner.node.rpc.protocol import (
+    RPC_INVALID_ADDRESS_OR_KEY,
+    RPC_INVALID_PARAMETER,
+    Param,
+    RpcError,
+    as_int,
+)
 from miner.node.rpc.registry import Context, parse_hash, rpc
 from miner.node.template import tip_difficulty
 from miner.primitives.block import Block

@@ -7,8 +7,17 @@ from typing import Any
 
 from miner.chain.chain import Chain
 from miner.errors import InvalidInput, MinerError
-from miner.node.rpc.protocol import (RPC_DESERIALIZATION_ERROR, RPC_INVALID_ADDRESS_OR_KEY, RPC_INVALID_PARAMETER,
-                                     RPC_METHOD_NOT_FOUND, RPC_MISC_ERROR, RPC_TYPE_ERROR, Param, RpcError, as_int)
+from miner.node.rpc.protocol import (
+    RPC_DESERIALIZATION_ERROR,
+    RPC_INVALID_ADDRESS_OR_KEY,
+    RPC_INVALID_PARAMETER,
+    RPC_METHOD_NOT_FOUND,
+    RPC_MISC_ERROR,
+    RPC_TYPE_ERROR,
+    Param,
+    RpcError,
+    as_int,
+)
 from miner.node.rpc.registry import Context, hex_bytes, rpc
 from miner.node.template import tip_difficulty
 from miner.primitives.address import script_for_address
@@ -31,8 +40,6 @@ def _network_hashps(chain: Chain, lookup: int, height: int) -> float:
         return 0
     work = chain.tree.works[height] - chain.tree.works[height - lookup]
     return work / spread
-
-
 
 
 @rpc("getnetworkhashps", Param("nblocks", "number", default=120), Param("height", "number", default=-1))

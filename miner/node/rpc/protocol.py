@@ -13,8 +13,9 @@ Kept apart from HTTP and from the methods, so the protocol rules are in one plac
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 # Bitcoin Core's RPCErrorCode values (src/rpc/protocol.h).
 RPC_INVALID_REQUEST = -32600
@@ -172,9 +173,8 @@ def bind(method: str, specs: tuple[Param, ...], params: list | dict, usage: str)
               or (spec.kind == "number" and type(value) in (int, float))
               or (spec.kind != "number" and type_name(value) == spec.kind))
         if not ok:
-            raise RpcError(RPC_TYPE_ERROR, "Wrong type passed:\n{\n    \"Position %d (%s)\": "
-                           "\"JSON value of type %s is not of expected type %s\"\n}"
-                           % (position, spec.name, type_name(value), spec.kind))
+            raise RpcError(RPC_TYPE_ERROR, f"Wrong type passed:\n{{\n    \"Position {position} ({spec.name})\": "
+                           f"\"JSON value of type {type_name(value)} is not of expected type {spec.kind}\"\n}}")
         out.append(value)
     return out
 

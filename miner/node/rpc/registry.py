@@ -3,12 +3,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from miner.errors import ChainError
-from miner.node.rpc.protocol import (RPC_INVALID_PARAMETER, RPC_METHOD_NOT_FOUND, RPC_MISC_ERROR, Param,
-                                     RpcError, bind)
+from miner.node.rpc.protocol import (
+    RPC_INVALID_PARAMETER,
+    RPC_METHOD_NOT_FOUND,
+    RPC_MISC_ERROR,
+    Param,
+    RpcError,
+    bind,
+)
 from miner.node.service import NodeService
 
 Handler = Callable[..., Awaitable[Any]]

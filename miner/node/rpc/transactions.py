@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from miner.node.mempool import MempoolRejected
-from miner.node.rpc.protocol import RPC_DESERIALIZATION_ERROR, RPC_VERIFY_REJECTED, Param, RpcError
+from miner.node.rpc.protocol import (
+    RPC_DESERIALIZATION_ERROR,
+    RPC_VERIFY_REJECTED,
+    Param,
+    RpcError,
+)
 from miner.node.rpc.registry import Context, hex_bytes, rpc
 from miner.primitives.hashes import display_hex
 from miner.primitives.serialize import DecodeError
