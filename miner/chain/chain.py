@@ -169,7 +169,7 @@ class Chain:
             self.conn.close()
             raise ChainError(f"{self.path}: cannot write to the chain file ({exc})") from None
 
-    def _refuse_if_damaged(self) -> None:
+    def refuse_if_damaged(self) -> None:
         if self.damage:
             raise ChainError(f"{self.path}: {self.damage}; run 'miner chain verify'")
 
@@ -276,14 +276,14 @@ class Chain:
         as `duplicate`. Raises `UnknownParent`, or `InvalidBlock` with the reason (the block is
         kept, marked invalid, when its proof of work was real and it cannot be a mutated copy of
         a valid block)."""
-        self._refuse_if_damaged()
+        self.refuse_if_damaged()
         if self.readonly:
             raise ChainError(f"{self.path}: opened read-only")
         clock = int(_time.time()) if now is None else now
         block_hash = block.hash
         try:
             with store.transaction(self.conn):
-                self._catch_up()
+                self.catch_up()
                 result = self._add_locked(block, block_hash, clock)
         except sqlite3.OperationalError as exc:
             # Disk full, read-only, I/O error: the transaction was rolled back, nothing stored;
@@ -299,32 +299,12 @@ class Chain:
             raise InvalidBlock(result.invalid, result.height, result.reason)
         return result
 
-    def test_block(self, block: Block, now: int | None = None) -> str | None:
-        """A block proposal's verdict (BIP 23), as Bitcoin Core's TestBlockValidity gives it:
-        None when the block would be valid on the active tip but for its proof of work, else
-        the reject reason. Nothing is stored; a block not built on the tip is not judged."""
-        self._refuse_if_damaged()
-        self._catch_up()
-        tree = self.tree
-        known = tree.nodes.get(block.hash)
-        if known is not None:
-            return "duplicate" if known.valid else "duplicate-invalid"
-        if block.header.prev_hash != tree.tip.hash:
-            return "inconclusive-not-best-prevblk"
-        times, bits = tree.history(tree.tip)
-        try:
-            check_block(self.params, self.rule, tree.tip.height + 1, block, tree.tip.hash, times, bits,
-                        int(_time.time()) if now is None else now, check_pow=False)
-        except InvalidBlock as exc:
-            return exc.reason
-        return None
-
-    def _catch_up(self) -> None:
+    def catch_up(self) -> None:
         """Inside the write lock: reload the index if another process stored blocks."""
         last = self.conn.execute("SELECT max(seq) FROM blocks").fetchone()[0]
         if last != self.tree.next_seq - 1:
             self._load_index()
-            self._refuse_if_damaged()
+            self.refuse_if_damaged()
 
     def _add_locked(self, block: Block, block_hash: bytes, now: int) -> AddResult:
         tree = self.tree

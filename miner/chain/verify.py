@@ -1,5 +1,5 @@
-"""Re-validating what is stored: the full `verify` pass over every branch, and the start-up check
-a writer makes before it builds on a file.
+"""Judging without storing: the full `verify` pass over every branch, the start-up check a
+writer makes before it builds on a file, and a block proposal's verdict (BIP 23).
 
 Blocks are judged by the same `miner.consensus.checks` rules that admitted them (the header
 against its ancestors, the body against the header), read straight from the stored bytes. The
@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 from miner.chain.index import GENESIS_PARENT, BlockTree
 from miner.chain.store import parse_body, serialize_body, short
-from miner.consensus.checks import check_commitments, check_header
+from miner.consensus.checks import check_block, check_commitments, check_header
 from miner.errors import ChainError, InvalidBlock, InvalidInput
+from miner.primitives.block import Block
 from miner.primitives.hashes import sha256d
 from miner.primitives.header import BlockHeader
 from miner.primitives.transaction import txid
@@ -182,3 +183,24 @@ def _verify_active(chain: Chain, from_height: int, clock: int) -> int:
         bits.append(header.bits)
         parent_hash = block_hash
     return expected_height - 1
+
+
+def check_proposal(chain: Chain, block: Block, now: int | None = None) -> str | None:
+    """A block proposal's verdict (BIP 23), as Bitcoin Core's TestBlockValidity gives it:
+    None when the block would be valid on the active tip but for its proof of work, else
+    the reject reason. Nothing is stored; a block not built on the tip is not judged."""
+    chain.refuse_if_damaged()
+    chain.catch_up()
+    tree = chain.tree
+    known = tree.nodes.get(block.hash)
+    if known is not None:
+        return "duplicate" if known.valid else "duplicate-invalid"
+    if block.header.prev_hash != tree.tip.hash:
+        return "inconclusive-not-best-prevblk"
+    times, bits = tree.history(tree.tip)
+    try:
+        check_block(chain.params, chain.rule, tree.tip.height + 1, block, tree.tip.hash, times, bits,
+                    int(time.time()) if now is None else now, check_pow=False)
+    except InvalidBlock as exc:
+        return exc.reason
+    return None

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from miner.chain.chain import Chain, UnknownParent
 from miner.chain.index import TipChange
+from miner.chain.verify import check_proposal
 from miner.consensus.checks import MAX_BLOCK_WEIGHT, halving_interval, median_time_past
 from miner.consensus.params import ChainParams
 from miner.errors import InvalidBlock
@@ -183,7 +184,7 @@ def _store_block(chain: Chain, block: Block):
 
 
 def _test_block(chain: Chain, block: Block) -> str | None:
-    return chain.test_block(block)
+    return check_proposal(chain, block)
 
 
 def _mempool_delta(chain: Chain, block: Block, change: TipChange) -> tuple[list[bytes], list[Transaction]]:
