@@ -1,12 +1,17 @@
 """Chain verification speed: `miner chain verify` on a long chain, timed end to end.
 
     python -m miner.bench.chain_verify [--blocks 100000] [--runs 3] [--chain PATH] [--json]
+                                       [--baseline DIR]
 
 The chain is real: every block is mined with hashlib at the regtest target (about two hashes a
 block) and stored through `Chain.append`, so it holds exactly what `miner mine` would write, with
 the same validation on the way in. Each timed run is a fresh `miner chain verify` subprocess, so
 the figure includes interpreter start-up, opening the file and loading the index, as a user
 sees it. A chain path given with `--chain` is built once and reused by later runs.
+
+`--baseline DIR` times another version of the package too (a checkout of an earlier revision,
+such as `git worktree add DIR REV`, run with DIR first on PYTHONPATH), alternating with this one
+run by run on the same file, so a before/after comparison comes from one run on one machine.
 """
 
 from __future__ import annotations
@@ -52,27 +57,49 @@ def build_easy_chain(path: str | os.PathLike, blocks: int, preset_name: str = "r
     return chain
 
 
-def time_cli_verify(path: Path, runs: int) -> list[float]:
-    """Wall seconds of `runs` separate `miner chain verify` processes; each must exit 0."""
-    seconds = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "miner", "chain", "verify", "--chain", str(path)],
-                              check=False, capture_output=True, text=True)
-        seconds.append(time.perf_counter() - t0)
-        if proc.returncode != 0:
-            raise RuntimeError(f"miner chain verify failed: {proc.stderr.strip() or proc.stdout.strip()}")
-    return seconds
+# Opening as `miner mine` does, timed inside the process; the import works for the package as it
+# is and for releases from before the chain became a package (`miner.chain.Chain`).
+_OPEN = """
+import sys, time
+try:
+    from miner.chain.chain import Chain
+except ImportError:
+    from miner.chain import Chain
+t0 = time.perf_counter()
+Chain.open(sys.argv[1]).close()
+print(time.perf_counter() - t0)
+"""
 
 
-def time_writer_open(path: Path, runs: int) -> list[float]:
+def _env(source: Path | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
+    return env
+
+
+def _run(cmd: list[str], source: Path | None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=_env(source))
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[1:4])} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+def time_cli_verify(path: Path, source: Path | None = None) -> float:
+    """Wall seconds of one `miner chain verify` process (of the package at `source`, or this one);
+    it must exit 0."""
+    t0 = time.perf_counter()
+    _run([sys.executable, "-m", "miner", "chain", "verify", "--chain", str(path)], source)
+    return time.perf_counter() - t0
+
+
+def time_writer_open(path: Path, source: Path | None = None) -> float:
     """Seconds to open the chain as `miner mine` does, start-up check included."""
-    seconds = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        Chain.open(path).close()
-        seconds.append(time.perf_counter() - t0)
-    return seconds
+    return float(_run([sys.executable, "-c", _OPEN, str(path)], source).stdout)
+
+
+def _summary(seconds: list[float]) -> dict:
+    return {"runs": seconds, "median": statistics.median(seconds), "min": min(seconds), "max": max(seconds)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,10 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--blocks", type=int, default=100_000)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--chain", default=None, help="chain file to build (if absent) and verify")
+    p.add_argument("--baseline", default=None, help="another version's source folder, timed alternately")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.blocks < 1 or args.runs < 1:
         p.error("--blocks and --runs must be positive")
+    baseline = Path(args.baseline).resolve() if args.baseline else None
+    if baseline is not None and not (baseline / "miner" / "__init__.py").is_file():
+        p.error(f"--baseline {args.baseline}: no miner package there")
+    versions = {"this": None} if baseline is None else {"baseline": baseline, "this": None}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.chain) if args.chain else Path(tmp) / "verify-bench.sqlite"
         build_seconds = None
@@ -93,21 +125,31 @@ def main(argv: list[str] | None = None) -> int:
             build_seconds = time.perf_counter() - t0
         with Chain.open(path, readonly=True) as chain:
             height = chain.height
-        seconds = time_cli_verify(path, args.runs)
-        opens = time_writer_open(path, args.runs)
-    median = statistics.median(seconds)
-    report = {"blocks": height, "runs": seconds, "median": median, "min": min(seconds),
-              "max": max(seconds), "blocks_per_second": height / median,
-              "build_seconds": build_seconds, "writer_open_runs": opens,
-              "writer_open_median": statistics.median(opens)}
+        verify: dict[str, list[float]] = {name: [] for name in versions}
+        opens: dict[str, list[float]] = {name: [] for name in versions}
+        for _ in range(args.runs):  # alternating, so a change in the machine's load hits both
+            for name, source in versions.items():
+                verify[name].append(time_cli_verify(path, source))
+                opens[name].append(time_writer_open(path, source))
+    report = {"blocks": height, "build_seconds": build_seconds,
+              **{name: {"verify": _summary(verify[name]), "writer_open": _summary(opens[name])}
+                 for name in versions}}
     if args.json:
         print(json.dumps(report, indent=2))
-    else:
-        built = f" (built in {build_seconds:.1f} s)" if build_seconds is not None else ""
-        print(f"miner chain verify, {height:,} blocks{built}: median {median:.2f} s of {args.runs} "
-              f"(min {min(seconds):.2f}, max {max(seconds):.2f}), {height / median:,.0f} blocks/s")
-        print(f"opening it to mine (index, links, genesis, last {CHECK_BLOCKS:,} blocks in full): median "
-              f"{statistics.median(opens):.3f} s of {args.runs} (min {min(opens):.3f}, max {max(opens):.3f})")
+        return 0
+    built = f" (built in {build_seconds:.1f} s)" if build_seconds is not None else ""
+    print(f"{height:,} blocks{built}; medians of {args.runs} runs"
+          + (", alternating with the baseline" if baseline else ""))
+    for name, source in versions.items():
+        v, o = report[name]["verify"], report[name]["writer_open"]
+        label = f"{name} ({source})" if source else name
+        print(f"  {label}: miner chain verify {v['median']:.2f} s (min {v['min']:.2f}, max {v['max']:.2f}), "
+              f"{height / v['median']:,.0f} blocks/s; opening to mine (index, links, genesis, last "
+              f"{CHECK_BLOCKS:,} blocks in full) {o['median']:.3f} s (min {o['min']:.3f}, max {o['max']:.3f})")
+    if baseline is not None:
+        print(f"  verify {report['baseline']['verify']['median'] / report['this']['verify']['median']:.2f}x, "
+              f"opening {report['baseline']['writer_open']['median'] / report['this']['writer_open']['median']:.2f}x "
+              f"faster than the baseline")
     return 0
 
 

@@ -97,10 +97,11 @@ class Chain:
         return cls.open(p)
 
     @classmethod
-    def open(cls, path: str | Path, readonly: bool = False) -> Chain:
+    def open(cls, path: str | Path, readonly: bool = False, index: bool = True) -> Chain:
         """Open a chain file. A writer first passes `startup_check` on a read-only connection,
         so a damaged file is refused without a single byte of it changed; a file of an older
-        format is then upgraded in one transaction."""
+        format is then upgraded in one transaction. `index` False (read-only): the block index is
+        not read, for a caller that reads every block itself (`verify`)."""
         p = Path(path)
         store.check_chain_path(p, must_exist=True)
         try:
@@ -112,7 +113,8 @@ class Chain:
             raise ChainError(f"{p}: not a miner chain file ({exc})") from None
         try:
             params, version, committed = store.read_meta(p, probe)
-            chain = cls(p, probe, params, version, readonly=True, genesis_committed=committed)
+            chain = cls(p, probe, params, version, readonly=True, genesis_committed=committed,
+                        tree=None if index or not readonly else BlockTree())
             if readonly:
                 return chain
             startup_check(chain)
@@ -362,7 +364,7 @@ class Chain:
         if header.time > now + self.params.max_future:
             return False
         demanded = self.rule.next_bits(height, times, bits)
-        pow_hash = self.params.pow_algorithm.pow_hash(header.serialize(), block_hash)
+        pow_hash = self.params.pow_algorithm.pow_hash(header, block_hash)
         return proof_of_work_error(pow_hash, demanded, self.params.pow_limit) is None
 
     def refresh(self) -> None:
@@ -374,7 +376,14 @@ class Chain:
     def verify(self, now: int | None = None, from_height: int = 0) -> int:
         """Re-validate every stored block on every branch (`verify.verify_chain`); returns the
         active chain's height."""
-        return verify_chain(self, now, from_height)
+        try:
+            return verify_chain(self, now, from_height)
+        except sqlite3.DatabaseError as exc:
+            raise ChainError(f"{self.path}: chain file is damaged ({exc})") from None
+
+    def block_count(self) -> int:
+        """Blocks stored, on every branch, valid or marked invalid."""
+        return self.conn.execute("SELECT count(*) FROM blocks WHERE height >= 0").fetchone()[0]
 
 
 def _utc(t: int) -> str:

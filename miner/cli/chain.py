@@ -15,9 +15,10 @@ from miner.primitives.hashes import display_hex
 _HASH = re.compile(r"[0-9a-fA-F]{64}")
 
 
-def _open_chain(path: str):
+def _open_chain(path: str, index: bool = True):
     from miner.chain.chain import Chain
-    return Chain.open(path, readonly=True)  # reading needs no write access, and changes nothing
+    # Reading needs no write access, and changes nothing; `verify` reads every block itself.
+    return Chain.open(path, readonly=True, index=index)
 
 
 def chain_summary(chain) -> dict:
@@ -57,7 +58,7 @@ def cmd_chain(args: argparse.Namespace) -> int:
         from miner.ui.plot import check_output_path
         check_output_path(args.out)
     ref = parse_block_ref(args.block) if args.chain_command == "show" else None
-    with _open_chain(args.chain) as chain:
+    with _open_chain(args.chain, index=args.chain_command != "verify") as chain:
         return _ACTIONS[args.chain_command](chain, args, ref)
 
 
@@ -88,7 +89,7 @@ def _verify(chain, args: argparse.Namespace, _ref) -> int:
             print(f"miner: chain INVALID: {exc}", file=sys.stderr)
         return 1
     dt = time.perf_counter() - t0
-    stored = len(chain.tree.nodes)
+    stored = chain.block_count()
     if args.json:
         print(json.dumps({"ok": True, "height": height, "blocks": stored, "seconds": dt}))
     else:

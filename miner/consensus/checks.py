@@ -11,6 +11,7 @@ A failure raises `InvalidBlock` with Core's reject reason, which BIP 22 answers 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from miner.consensus.params import ChainParams
 from miner.consensus.pow import proof_of_work_error
@@ -19,7 +20,6 @@ from miner.errors import InvalidBlock
 from miner.primitives.block import Block
 from miner.primitives.coinbase import MAX_COINBASE_SCRIPT, script_number
 from miner.primitives.hashes import display_hex
-from miner.primitives.header import BlockHeader
 from miner.primitives.merkle import merkle_root
 from miner.primitives.transaction import NULL_PREVOUT, WITNESS_SCALE, Transaction
 from miner.primitives.witness import find_commitment, witness_commitment, witness_root
@@ -56,7 +56,19 @@ def subsidy(height: int, interval: int) -> int:
 
 # --------------------------------------------------------------------------- the header
 
-def check_header(params: ChainParams, rule: RetargetRule, height: int, header: BlockHeader,
+class HeaderFields(Protocol):
+    """What the header rules read: a `BlockHeader`, or a stored header read without building one."""
+
+    @property
+    def prev_hash(self) -> bytes: ...
+    @property
+    def time(self) -> int: ...
+    @property
+    def bits(self) -> int: ...
+    def serialize(self) -> bytes: ...
+
+
+def check_header(params: ChainParams, rule: RetargetRule, height: int, header: HeaderFields,
                  block_hash: bytes, parent_hash: bytes, times: Sequence[int], bits: Sequence[int],
                  now: int | None, check_pow: bool = True) -> None:
     """The header against its ancestors (their times and bits by height, ending at the parent):
@@ -67,7 +79,7 @@ def check_header(params: ChainParams, rule: RetargetRule, height: int, header: B
         raise InvalidBlock(f"block {height}: previous hash does not link to block {height - 1}",
                            height, "bad-prevblk")
     if check_pow:
-        pow_hash = params.pow_algorithm.pow_hash(header.serialize(), block_hash)
+        pow_hash = params.pow_algorithm.pow_hash(header, block_hash)
         pow_error = proof_of_work_error(pow_hash, header.bits, params.pow_limit)
         if pow_error:
             raise InvalidBlock(f"block {height}: proof of work fails: {pow_error}", height, "high-hash")

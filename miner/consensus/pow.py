@@ -10,10 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from miner.errors import InvalidBits, InvalidInput
 from miner.primitives.compact import MAINNET_POW_LIMIT, bits_to_target
 from miner.primitives.hashes import display_hex, hash_to_int, sha256d
+
+
+class SerializedHeader(Protocol):
+    def serialize(self) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -25,10 +30,10 @@ class PowAlgorithm:
     hash: Callable[[bytes], bytes]
     is_block_id: bool
 
-    def pow_hash(self, header_bytes: bytes, block_id: bytes | None = None) -> bytes:
-        if self.is_block_id and block_id is not None:
-            return block_id
-        return self.hash(header_bytes)
+    def pow_hash(self, header: SerializedHeader, block_id: bytes) -> bytes:
+        """The proof-of-work hash of a header whose block id is known: the id itself where
+        the two are one hash, so the header is not serialized and hashed again."""
+        return block_id if self.is_block_id else self.hash(header.serialize())
 
 
 SHA256D = PowAlgorithm("sha256d", sha256d, is_block_id=True)
@@ -68,4 +73,4 @@ def header_meets_pow(header_bytes: bytes, pow_limit: int = MAINNET_POW_LIMIT,
     """An 80-byte header's proof of work under its own bits, as Core judges it (by default
     against Bitcoin mainnet's limit)."""
     bits = int.from_bytes(header_bytes[72:76], "little")
-    return check_proof_of_work(algo.pow_hash(header_bytes), bits, pow_limit)
+    return check_proof_of_work(algo.hash(header_bytes), bits, pow_limit)

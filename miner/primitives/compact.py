@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from miner.errors import InvalidBits
 
 MAX_TARGET = (1 << 256) - 1
@@ -41,6 +43,7 @@ def decode_compact(bits: int) -> tuple[int, bool, bool]:
     return value & MAX_TARGET, negative, overflow
 
 
+@functools.lru_cache(maxsize=1024)  # a chain has few distinct bits; verify asks for each block's
 def bits_to_target(bits: int, pow_limit: int = MAX_TARGET) -> int:
     """The 256-bit target of `bits`, rejecting every encoding Core's CheckProofOfWork rejects."""
     value, negative, overflow = decode_compact(bits)
