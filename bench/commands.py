@@ -1,7 +1,7 @@
 """The `miner bench` and `miner compare` commands: what they measure and how they print it.
 
 They live beside the engine they drive (`engine.py`, `compare.py`, `sass.py`) rather than in
-`miner/cli.py`, which only parses arguments and dispatches; installed, this folder is `miner.bench`.
+`miner/cli/main.py`, which only parses arguments and dispatches; installed, this folder is `miner.bench`.
 """
 
 from __future__ import annotations

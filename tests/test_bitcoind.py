@@ -140,6 +140,6 @@ def test_a_block_built_from_cores_template_passes_its_proposal_check_and_submitb
         Path(record).write_text(json.dumps({
             "source": f"Bitcoin Core {core.call('getnetworkinfo')['subversion']} regtest, recorded by "
                       "tests/test_bitcoind.py: the getblocktemplate result, and the block built from it "
-                      "by miner.sources.gbt that Core's submitblock accepted (null).",
+                      "by miner.mining.template that Core's submitblock accepted (null).",
             "template": template, "payout_script": bytes(SCRIPT).hex(), "message": MESSAGE.decode(),
             "extranonce": extranonce, "nonce": nonce, "block": solved}, indent=1) + "\n")

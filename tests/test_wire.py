@@ -1,4 +1,4 @@
-"""Bitcoin's wire format (miner/wire.py) against python-bitcoinlib, an independent implementation:
+"""Bitcoin's wire format (miner/primitives: transaction, block) against python-bitcoinlib, an independent implementation:
 random transactions, legacy and segwit, serialize the same, hash to the same txid and wtxid, and
 hostile counts fail cleanly without allocating."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from miner.backends.work import KernelWork, check_range
 
@@ -31,14 +31,6 @@ class SearchResult:
     seconds: float = 0.0
 
 
-@dataclass
-class BackendInfo:
-    name: str  # e.g. "cpu", "cuda:0", "ref"
-    kind: str  # "cpu", "cuda" or "ref"
-    device: str  # human-readable device name
-    details: dict = field(default_factory=dict)
-
-
 class Backend(abc.ABC):
     """Searches nonce ranges of a `KernelWork` for hashes at or below its target."""
 
@@ -49,10 +41,6 @@ class Backend(abc.ABC):
         self.device = device
         self.max_hits = max_hits
         self.measured_rate = 0.0  # hashes per second, updated by whoever times the searches
-
-    @property
-    def info(self) -> BackendInfo:
-        return BackendInfo(self.name, self.kind, self.device)
 
     @property
     def initial_batch(self) -> int:

@@ -218,5 +218,5 @@ class CudaBackend(Backend):
 
 
 def _read_tuning_file() -> dict:
-    """The tuning cache as a dict of entries (see `miner.tuning_cache`)."""
+    """The tuning cache as a dict of entries (see `miner.kernels.tuning_cache`)."""
     return read_entries(TUNING_FILE)

@@ -52,7 +52,19 @@ class TemplateSource:
         return (a is not None and a.prev_hash == b.prev_hash and a.longpoll_id == b.longpoll_id
                 and a.extra_txs == b.extra_txs)
 
-    def offer(self, job: Job, on_new: Callable[[Job], None], solved: Job | None = None) -> bool:
+    def start(self, on_job: Callable[[Job], None]) -> None:
+        self._on_job = on_job
+        self._offer(self.fetch())
+        threading.Thread(target=self._long_poll, name="longpoll", daemon=True).start()
+
+    def solved(self, job: Job) -> None:
+        self._offer(self.fetch(), solved=job)
+
+    def stop(self) -> None:
+        # The thread may sit in a long poll that only a new template ends; it is a daemon.
+        self._stop.set()
+
+    def _offer(self, job: Job, solved: Job | None = None) -> bool:
         """Make `job` current unless it is the same work as the current job; True if it replaced
         it. `solved`: that job was just solved, so if it is still current even the same template
         needs a fresh start (the long poll may already have replaced it: then nothing to do)."""
@@ -61,39 +73,25 @@ class TemplateSource:
             if not restart and self.same_work(self.current, job):
                 return False
             self.current = job
-            on_new(job)
+            self._on_job(job)
             return True
 
-    def start_long_poll(self, on_new: Callable[[Job], None]) -> None:
-        def run() -> None:
-            while not self._stop.is_set():
-                current = self.current
-                lpid = current.longpoll_id if current else None
-                try:
-                    job = self.fetch(lpid) if lpid else self.fetch()
-                except MinerError as exc:
-                    if self._stop.is_set():
-                        return
-                    log.warning("long poll: %s; retrying", exc)
-                    self._stop.wait(1.0)
-                    continue
-                if not self._stop.is_set():
-                    self.offer(job, on_new)
-                if not lpid:
-                    self._stop.wait(1.0)  # a node without long polling: poll once a second
-        threading.Thread(target=run, name="longpoll", daemon=True).start()
-
-    def stop(self) -> None:
-        # The thread may sit in a long poll that only a new template ends; it is a daemon.
-        self._stop.set()
-
-    def start(self, on_job: Callable[[Job], None]) -> None:
-        self._on_job = on_job
-        self.offer(self.fetch(), on_job)
-        self.start_long_poll(on_job)
-
-    def solved(self, job: Job) -> None:
-        self.offer(self.fetch(), self._on_job, solved=job)
+    def _long_poll(self) -> None:
+        while not self._stop.is_set():
+            current = self.current
+            lpid = current.longpoll_id if current else None
+            try:
+                job = self.fetch(lpid) if lpid else self.fetch()
+            except MinerError as exc:
+                if self._stop.is_set():
+                    return
+                log.warning("long poll: %s; retrying", exc)
+                self._stop.wait(1.0)
+                continue
+            if not self._stop.is_set():
+                self._offer(job)
+            if not lpid:
+                self._stop.wait(1.0)  # a node without long polling: poll once a second
 
     def submit(self, solution: Solution) -> Submitted:
         """submitblock's verdict, every one reported: "accepted" (Core's null) or Core's BIP 22
