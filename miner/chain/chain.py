@@ -104,6 +104,8 @@ class Chain:
         not read, for a caller that reads every block itself (`verify`)."""
         p = Path(path)
         store.check_chain_path(p, must_exist=True)
+        if not readonly:
+            store.check_one_name(p)
         try:
             # Read-only probe first: a file that is not ours must not be turned into a WAL database.
             probe = store.connect_readonly(p)

@@ -6,12 +6,20 @@ never miss a block stored behind its back. The rule is an advisory lock on `<cha
 the file: miners take it shared, the node exclusive, both without waiting, and the node writes
 its RPC address into the file so a refused miner can say where to point `--url`. The kernel
 drops the lock when a process dies, SIGKILL included, so a stale lock never blocks anyone.
+
+One file has one lock whatever it is called: the lock sits beside the real file, symbolic links
+resolved (SQLite's journal does too, see `store.connect`), and a writer refuses a chain file with
+a second name (a hard link), through which a second writer would keep a journal of its own. The
+lock file is opened without following a link and must be a plain file with one name, so a user
+who can write to the chain's folder cannot make the process truncate some other file.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +30,9 @@ if TYPE_CHECKING:
 
 
 def lock_path(chain: Path) -> Path:
-    return chain.with_name(chain.name + ".lock")
+    """The lock beside the real file: every name of the chain (a symlink too) shares it."""
+    real = chain.resolve()
+    return real.with_name(real.name + ".lock")
 
 
 class ChainLock:
@@ -34,11 +44,19 @@ class ChainLock:
 
     def acquire(self) -> ChainLock:
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise InvalidInput(f"{self.chain}: the lock file {self.path} is a symbolic link; "
+                                   f"remove it") from None
             if self.exclusive:
                 raise InvalidInput(f"{self.chain}: cannot create the lock file {self.path}") from None
             return self  # a read-only folder: no node can own a file there either
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            os.close(fd)
+            raise InvalidInput(f"{self.chain}: the lock file {self.path} is not a plain file of its own "
+                               f"(it has {st.st_nlink} names); remove it")
         try:
             fcntl.flock(fd, (fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -121,7 +121,9 @@ def parse_body(data: bytes) -> list[bytes]:
 # --------------------------------------------------------------------------- connections
 
 def connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+    """A writing connection. SQLite keeps its journal (`-wal`, `-shm`) beside the name it is
+    given, so it is given the real file's name: every symlink to a chain shares one journal."""
+    conn = sqlite3.connect(str(path.resolve()), timeout=30, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     return conn
@@ -313,6 +315,25 @@ def check_chain_path(p: Path, must_exist: bool) -> None:
         raise InvalidInput(f"{p}: no such chain file")
     if not exists and not p.parent.is_dir():
         raise InvalidInput(f"{p.parent}: no such directory")
+
+
+def check_one_name(p: Path) -> None:
+    """A chain a writer opens must have one name: through a hard link SQLite would keep a second
+    journal of the same file, and what one writer committed could vanish under the other. A
+    link left by a creation that was killed (`.NAME.creating-*`, same file) is removed first."""
+    st = p.stat()
+    if st.st_nlink == 1:
+        return
+    for leftover in p.resolve().parent.glob(f".{p.resolve().name}.creating-*"):
+        try:
+            if os.path.samestat(leftover.stat(), st):
+                leftover.unlink()
+        except OSError:
+            pass  # its creator removed it first
+    links = p.stat().st_nlink
+    if links > 1:
+        raise ChainError(f"{p}: the chain file has {links} names (hard links); a chain written "
+                         f"through two names loses blocks, so keep one name and remove the others")
 
 
 def check_creatable(p: Path) -> None:

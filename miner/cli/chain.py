@@ -83,6 +83,7 @@ def _verify(chain, args: argparse.Namespace, _ref) -> int:
     try:
         height = chain.verify()
     except InvalidBlock as exc:
+        chain.refresh()  # opened without its index: a file that opening refuses is refused as before
         if args.json:
             print(json.dumps({"ok": False, "bad_height": exc.height, "error": str(exc)}))
         else:

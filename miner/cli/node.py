@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
 
+from miner.chain.lock import lock_path
 from miner.chain.store import check_chain_path
 from miner.consensus.params import preset
 from miner.errors import UsageError
 from miner.node.rpc.auth import COOKIE_NAME
 from miner.node.rpc.server import is_loopback
 from miner.node.run import serve
+
+
+def check_cookie_path(cookie: Path, chain: Path) -> None:
+    """The cookie is rewritten at every start: it must not be the chain file under any name, nor
+    its journal or lock, which writing it would destroy."""
+    real = chain.resolve()
+    kept = {real, *(real.with_name(real.name + suffix) for suffix in ("-wal", "-shm", "-journal")),
+            lock_path(chain)}
+    same = cookie.exists() and chain.exists() and os.path.samefile(cookie, chain)
+    if same or cookie.resolve() in kept:
+        raise UsageError(f"--rpc-cookie-file {cookie} is the chain file or one of its own files; "
+                         f"give another path")
 
 
 def cmd_node(args: argparse.Namespace) -> int:
@@ -33,6 +47,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     cookie = None
     if args.rpc_user is None:
         cookie = Path(args.rpc_cookie_file) if args.rpc_cookie_file else chain_path.resolve().parent / COOKIE_NAME
+        check_cookie_path(cookie, chain_path)
     try:
         asyncio.run(serve(chain_path, params, host, args.rpc_port, args.rpc_user, args.rpc_password,
                           cookie, (args.backend, args.threads, args.cpu_kernel), args.json))

@@ -8,6 +8,7 @@ pass and from a simulated clock alike.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -89,12 +90,19 @@ class AsertRule:
         return self.bits_after(parent, times[parent])
 
     def bits_after(self, parent_height: int, parent_time: int) -> int:
-        anchor_target = bits_to_target(self.anchor_bits)
         time_delta = parent_time - self.anchor_parent_time
         height_delta = parent_height - self.anchor_height
         exponent = _div_trunc((time_delta - self.spacing * (height_delta + 1)) * ASERT_RADIX,
                               self.halflife)
-        return _clamped_bits(scale_target(anchor_target, exponent), self.pow_limit)
+        return _asert_bits(self.anchor_bits, exponent, self.pow_limit)
+
+
+@functools.lru_cache(maxsize=4096)
+def _asert_bits(anchor_bits: int, exponent: int, pow_limit: int) -> int:
+    """The anchor's target scaled by 2^(exponent / 2^16), as bits: a pure function, kept for the
+    exponents seen last, since a chain near its schedule repeats few of them (a verify pass asks
+    once a block)."""
+    return _clamped_bits(scale_target(bits_to_target(anchor_bits), exponent), pow_limit)
 
 
 def scale_target(target: int, exponent: int) -> int:

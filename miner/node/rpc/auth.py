@@ -19,14 +19,28 @@ COOKIE_NAME = ".cookie"
 
 def write_cookie(path: Path) -> str:
     """Write a new cookie (mode 0600, replacing any left by an unclean stop); returns the
-    `user:password` pair it holds."""
+    `user:password` pair it holds.
+
+    The secret goes into a file this call creates itself (O_EXCL, O_NOFOLLOW): a file or a
+    symlink planted under the temporary name by whoever can write to the folder is removed, never
+    written through, and the new file is readable by its owner alone from its first byte. It is
+    then renamed over `path`, which replaces a link there rather than following it."""
     pair = f"{COOKIE_USER}:{secrets.token_hex(32)}"
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
+        fd = os.open(tmp, flags, 0o600)
+    except FileExistsError:
+        tmp.unlink()  # left by a killed node of the same pid, or planted: removed, not reused
+        fd = os.open(tmp, flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
         os.write(fd, pair.encode())
-    finally:
+    except BaseException:
         os.close(fd)
+        tmp.unlink()
+        raise
+    os.close(fd)
     os.replace(tmp, path)  # readers never see a half-written cookie
     return pair
 
