@@ -43,11 +43,12 @@ class Made(Block):
         return self.header.prev_hash
 
 
-def spend(tag: bytes) -> bytes:
-    """A well-formed non-coinbase transaction (one input from a made-up outpoint, one OP_TRUE
-    output): the chain keeps no coin set, so it is judged by its structure alone."""
+def spend(tag: bytes, script: bytes = b"\x51") -> bytes:
+    """A well-formed non-coinbase transaction (one input from a made-up outpoint, one output to
+    `script`, OP_TRUE unless given): the chain keeps no coin set, so it is judged by its
+    structure alone."""
     return (struct.pack("<i", 1) + varint(1) + hashlib.sha256(tag).digest() + struct.pack("<I", 0) + varint(0)
-            + struct.pack("<I", 0xFFFFFFFF) + varint(1) + struct.pack("<q", 1000) + varint(1) + b"\x51"
+            + struct.pack("<I", 0xFFFFFFFF) + varint(1) + struct.pack("<q", 1000) + varint(len(script)) + script
             + struct.pack("<I", 0))
 
 

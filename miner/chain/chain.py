@@ -26,7 +26,7 @@ from miner.chain import store
 from miner.chain.index import BlockTree, ChainTip, Node, TipChange
 from miner.chain.store import short
 from miner.chain.verify import startup_check, verify_chain
-from miner.consensus.checks import HEADER_RULES, MUTATED, check_block, median_time_past
+from miner.consensus.checks import check_block, median_time_past, never_stored
 from miner.consensus.params import ChainParams
 from miner.consensus.pow import proof_of_work_error
 from miner.errors import ChainError, InvalidBlock, InvalidInput
@@ -333,7 +333,7 @@ class Chain:
         try:
             check_block(self.params, self.rule, height, block, parent.hash, times, bits, now)
         except InvalidBlock as exc:
-            refused_unstored = (exc.reason in MUTATED or exc.reason in HEADER_RULES
+            refused_unstored = (never_stored(exc.reason)
                                 or not self._worth_keeping(header, block_hash, height, times, bits, now))
             if refused_unstored:
                 raise

@@ -23,7 +23,7 @@ from urllib.parse import quote
 from miner.chain.index import BlockTree
 from miner.consensus.params import ChainParams
 from miner.errors import ChainError, InvalidInput
-from miner.primitives.hashes import display_hex
+from miner.primitives.hashes import display_hex, sha256d
 from miner.primitives.header import HEADER_SIZE
 from miner.primitives.serialize import read_varint, varint
 
@@ -60,21 +60,21 @@ DROP TABLE blocks_by_height;
 class Layout:
     """The queries that read one storage layout."""
 
-    index: str  # seq, hash, status, header: every block, parents first
+    index: str  # seq, hash, height, status, header: every block, parents first
     active: str  # height, hash of the active chain, by height
     active_rows: str  # height, hash, header, body of the active chain from a height
     all_rows: str  # seq, hash, height, status, header, body, parents first
 
 
 TREE = Layout(
-    index="SELECT seq, hash, status, header FROM blocks ORDER BY seq",
+    index="SELECT seq, hash, height, status, header FROM blocks ORDER BY seq",
     active="SELECT height, hash FROM active ORDER BY height",
     active_rows="SELECT a.height, b.hash, b.header, b.body FROM active a JOIN blocks b ON b.hash = a.hash "
                 "WHERE a.height >= ? ORDER BY a.height",
     all_rows="SELECT seq, hash, height, status, header, body FROM blocks ORDER BY seq",
 )
 LIST = Layout(
-    index="SELECT height, hash, '', header FROM blocks WHERE height >= 0 ORDER BY height",
+    index="SELECT height, hash, height, '', header FROM blocks WHERE height >= 0 ORDER BY height",
     active="SELECT height, hash FROM blocks WHERE height >= 0 ORDER BY height",
     active_rows="SELECT height, hash, header, body FROM blocks WHERE height >= ? ORDER BY height",
     all_rows="SELECT height, hash, height, '', header, body FROM blocks WHERE height >= 0 ORDER BY height",
@@ -247,7 +247,9 @@ def read_index(conn: sqlite3.Connection, rows: Layout) -> tuple[BlockTree, str |
     the first damage found (None when there is none).
 
     A gap in the active chain, a header of the wrong size, an active block that does not link to
-    its parent's stored hash or a side block whose parent is not stored is damage: the chain
+    its parent's stored hash, a block stored at a height its place in the tree contradicts, a
+    side block whose parent is not stored or whose stored hash is not its header's is damage
+    (the active blocks' hashes are checked by their children's links): the chain
     still opens read-only (so `verify` and `info` can name the block) but refuses new blocks.
     The whole index is two table scans: about 0.1 s for 100,000 blocks.
     """
@@ -268,14 +270,16 @@ def read_index(conn: sqlite3.Connection, rows: Layout) -> tuple[BlockTree, str |
     times, bits, seqs = [0] * n, [0] * n, [-1] * n
     unlinked = n  # the first active block that does not link to its parent
     side_rows = []
-    for seq, block_hash, status, header in conn.execute(rows.index):
+    for seq, block_hash, stored_height, status, header in conn.execute(rows.index):
         i = height_of.get(block_hash)
         if not isinstance(header, bytes) or len(header) != HEADER_SIZE:
             damage = damage or f"block {i if i is not None else '?'} has a damaged header"
             continue
         if i is None or status:
-            side_rows.append((seq, block_hash, status, header))
+            side_rows.append((seq, block_hash, stored_height, status, header))
             continue
+        if stored_height != i:
+            damage = damage or f"block {i} is stored with height {stored_height!r:.20}"
         if i and header[4:36] != hashes[i - 1]:
             unlinked = min(unlinked, i)
         times[i], bits[i] = unpack(header, 68)
@@ -283,18 +287,24 @@ def read_index(conn: sqlite3.Connection, rows: Layout) -> tuple[BlockTree, str |
     # Active rows must all be stored, valid and linked; the chain stops at the first that is not.
     good = min(next((i for i, s in enumerate(seqs) if s < 0), n), unlinked)
     if good < n and not damage:
-        marked = {h for _, h, status, _ in side_rows if status}
+        marked = {h for _, h, _, status, _ in side_rows if status}
         damage = (f"block {good} does not link to the stored hash of block {good - 1}"
                   if good == unlinked else f"block {good} is active but marked invalid"
                   if hashes[good] in marked else f"block {good} is missing")
     tree.load_active(hashes[:good], times[:good], bits[:good], seqs[:good])
-    for seq, block_hash, status, header in side_rows:
+    for seq, block_hash, stored_height, status, header in side_rows:
         if block_hash in tree.nodes:
             continue  # an active block also listed as invalid: damage named above
         up = tree.nodes.get(header[4:36])
         if up is None:
             damage = damage or f"side block {short(block_hash)} does not link to a stored parent"
             continue
+        if sha256d(header) != block_hash:
+            damage = damage or f"side block {short(block_hash)}: stored hash does not match its header"
+            continue
+        if stored_height != up.height + 1:
+            damage = damage or (f"side block {short(block_hash)} is stored with height "
+                                f"{stored_height!r:.20}, its place in the tree is {up.height + 1}")
         t, b = unpack(header, 68)
         tree.add(tree.make_node(block_hash, up.hash, t, b, status or "", seq=seq))
     return tree, damage

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 CHECK_BLOCKS = 1000
 
 
-_FIELDS = struct.Struct("<4x32s32sII4x")  # prev_hash, merkle_root, time, bits of an 80-byte header
+_FIELDS = struct.Struct("<i32s32sII4x")  # version, prev_hash, merkle_root, time, bits of a header
 
 
 class StoredHeader(NamedTuple):
@@ -39,6 +39,7 @@ class StoredHeader(NamedTuple):
     100,000 blocks does not build (and validate the ranges of) 100,000 `BlockHeader`s whose
     fields came out of a fixed-size unpack."""
 
+    version: int
     prev_hash: bytes
     merkle_root: bytes
     time: int

@@ -25,6 +25,9 @@ from miner.primitives.transaction import NULL_PREVOUT, WITNESS_SCALE, Transactio
 from miner.primitives.witness import find_commitment, witness_commitment, witness_root
 
 MTP_SPAN = 11  # blocks in Bitcoin's median-time-past
+# BIP 34 (height in the coinbase), 66 (strict DER) and 65 (CHECKLOCKTIMEVERIFY) are active from
+# height 1 on every chain here, as on Core's regtest: a block must be version 4 or more.
+MIN_VERSION = 4
 MAX_BLOCK_WEIGHT = 4_000_000  # Core's consensus limit
 COIN = 10**8
 MAX_MONEY = 21_000_000 * COIN
@@ -36,6 +39,20 @@ MUTATED = frozenset({"bad-txnmrklroot", "bad-txns-duplicate", "bad-witness-merkl
                      "bad-witness-nonce-size", "unexpected-witness"})
 # A header that fails its own checks never enters Core's block index: it is refused, not stored.
 HEADER_RULES = frozenset({"high-hash", "bad-diffbits", "time-too-old", "time-too-new", "bad-prevblk"})
+# Core's CheckBlock: rules that need no other block. A block failing one of them is never stored
+# either, however much work its header carries: only what fails a rule of its place in the
+# chain (ContextualCheckBlock: the BIP 34 height, the weight) is kept, marked invalid.
+CONTEXT_FREE = frozenset({"bad-blk-length", "bad-cb-missing", "bad-cb-multiple", "bad-cb-length",
+                          "bad-txns-vin-empty", "bad-txns-vout-empty", "bad-txns-oversize",
+                          "bad-txns-vout-negative", "bad-txns-vout-toolarge", "bad-txns-txouttotal-toolarge",
+                          "bad-txns-inputs-duplicate", "bad-txns-prevout-null"})
+
+
+def never_stored(reason: str) -> bool:
+    """Whether a block refused for `reason` is refused without being stored: a header that
+    fails its own rules, a body that may be mutated, or a body that fails a context-free rule."""
+    return (reason in HEADER_RULES or reason in MUTATED or reason in CONTEXT_FREE
+            or reason.startswith("bad-version"))
 
 
 def median_time_past(times: Sequence[int], height: int) -> int:
@@ -59,6 +76,8 @@ def subsidy(height: int, interval: int) -> int:
 class HeaderFields(Protocol):
     """What the header rules read: a `BlockHeader`, or a stored header read without building one."""
 
+    @property
+    def version(self) -> int: ...
     @property
     def prev_hash(self) -> bytes: ...
     @property
@@ -94,6 +113,10 @@ def check_header(params: ChainParams, rule: RetargetRule, height: int, header: H
     if now is not None and header.time > now + params.max_future:
         raise InvalidBlock(f"block {height}: time {header.time} is more than "
                            f"{params.max_future} s in the future", height, "time-too-new")
+    if header.version < MIN_VERSION:
+        version = header.version & 0xFFFFFFFF
+        raise InvalidBlock(f"block {height}: version {header.version} is below {MIN_VERSION}, which BIP "
+                           f"34, 66 and 65 require", height, f"bad-version(0x{version:08x})")
 
 
 def check_commitments(height: int, merkle: bytes, txids: Sequence[bytes]) -> None:

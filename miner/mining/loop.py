@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from miner.mining.coordinator import Coordinator
 from miner.mining.sources.base import WorkSource
-from miner.mining.work import Job, Solution
+from miner.mining.work import Job, Solution, own_extranonce_start
 from miner.primitives.compact import bits_to_target, difficulty
 
 
@@ -43,7 +43,7 @@ def mine(coordinator: Coordinator, source: WorkSource, blocks: int,
         return sum(s.hashes for s in coordinator.stats.values())
 
     def new_job(job: Job) -> None:
-        coordinator.set_job(job)
+        coordinator.set_job(job, own_extranonce_start(job))
         if on_job is not None:
             on_job(job)
 

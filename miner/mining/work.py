@@ -7,6 +7,7 @@ nonce that meets the target comes back as a `Solution`, which builds the block t
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 from miner.backends.work import KernelWork
@@ -64,6 +65,14 @@ class Job:
     @property
     def max_extranonce(self) -> int:
         return (1 << (8 * self.coinbase.extranonce_size)) - 1
+
+
+def own_extranonce_start(job: Job) -> int:
+    """A random first extranonce in the lower half of the job's space, drawn for each job: two
+    processes mining the same tip (the same coinbase, the same time) would otherwise hash the
+    same headers and find the same block, and with 8 extranonce bytes two draws meet with odds
+    of 2^-63. The upper half leaves room to roll."""
+    return secrets.randbelow((job.max_extranonce + 1) // 2 or 1)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from miner.backends.base import Backend
 from miner.backends.registry import make_backends
 from miner.mining.coordinator import Coordinator
 from miner.mining.template import job_from_template
-from miner.mining.work import Job, Solution
+from miner.mining.work import Job, Solution, own_extranonce_start
 from miner.node.service import NodeService
 
 
@@ -36,7 +36,7 @@ class Generator:
         assert self._backends is not None
         coordinator = Coordinator(self._backends, unit_seconds=0.1).start()
         try:
-            coordinator.set_job(job)
+            coordinator.set_job(job, own_extranonce_start(job))
             while True:
                 solution = coordinator.wait_solution(timeout=0.02)
                 tried = sum(s.hashes for s in coordinator.stats.values())

@@ -16,6 +16,9 @@ from miner.consensus.checks import check_transaction
 from miner.primitives.transaction import Transaction
 
 MAX_TXS = 5_000
+# Core's policy: a transaction under 65 bytes without its witness could pass for a 64-byte inner
+# node of a merkle tree (CVE-2017-12842), so no node relays or mines one.
+MIN_STANDARD_TX_NONWITNESS_SIZE = 65
 MAX_BYTES = 16 * 1024 * 1024
 
 
@@ -55,6 +58,8 @@ class Mempool:
         reason = check_transaction(tx)
         if reason:
             raise MempoolRejected(reason)
+        if tx.base_size < MIN_STANDARD_TX_NONWITNESS_SIZE:
+            raise MempoolRejected("tx-size-small")
         if len(self.entries) >= self.max_txs or self.bytes + len(tx.raw) > self.max_bytes:
             raise MempoolRejected("mempool full")
         self.entries[tx.txid] = Entry(tx, int(time.time()), height)

@@ -63,10 +63,13 @@ class Reader:
     def count(self, min_item_size: int) -> int:
         """A CompactSize that counts items of at least `min_item_size` bytes: more items than the
         remaining bytes could hold is an error here, before anything is allocated."""
+        start = self.pos
         try:
             n, self.pos = read_varint(self.data, self.pos)
         except (ValueError, KeyError):
             raise DecodeError("unexpected end of data") from None
+        if self.pos - start != len(varint(n)):
+            raise DecodeError(f"non-canonical CompactSize for {n}")  # Core's ReadCompactSize refuses it
         if n * max(1, min_item_size) > len(self.data) - self.pos:
             raise DecodeError(f"count {n} is larger than the data left")
         return n

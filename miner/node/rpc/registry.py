@@ -68,14 +68,17 @@ def parse_hash(value: str, name: str) -> bytes:
     """Core's ParseHashV: 64 hex digits, shown order."""
     if len(value) != 64:
         raise RpcError(RPC_INVALID_PARAMETER, f"{name} must be of length 64 (not {len(value)}, for '{value[:100]}')")
-    try:
-        return bytes.fromhex(value)[::-1]
-    except ValueError:
-        raise RpcError(RPC_INVALID_PARAMETER, f"{name} must be hexadecimal string (not '{value[:100]}')") from None
+    raw = hex_bytes(value)
+    if raw is None:
+        raise RpcError(RPC_INVALID_PARAMETER, f"{name} must be hexadecimal string (not '{value[:100]}')")
+    return raw[::-1]
 
 
 def hex_bytes(value: str) -> bytes | None:
+    """Hex as Core's IsHex takes it: hex digits only, an even number of them (Python's own
+    `bytes.fromhex` would also skip whitespace); None for anything else."""
     try:
-        return bytes.fromhex(value)
+        raw = bytes.fromhex(value)
     except ValueError:
         return None
+    return raw if 2 * len(raw) == len(value) else None  # whitespace was skipped: refused
