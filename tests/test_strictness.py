@@ -5,10 +5,13 @@ items 5, 7 and 10). Each test failed before the change it guards."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 from blockmaker import NOW, grow, make_block, params, solve, spend
@@ -175,3 +178,31 @@ def test_two_miners_on_one_file_never_find_the_same_block(tmp_path):
         chain.verify()
         stored = {bytes(h)[::-1].hex() for (h,) in chain.conn.execute("SELECT hash FROM blocks")}
     assert found[0] | found[1] <= stored
+
+
+# --------------------------------------------------------------------------- a read-only file
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to take another user's identity for a moment")
+def test_a_chain_file_its_user_cannot_write_is_refused_before_mining_or_serving(tmp_path):
+    """A chain file without write permission in a folder that has it: SQLite opens such a file
+    read-only without a word, and the first block stored failed (a node answered every block
+    with -1). A writer now refuses it at once; readers still read it. Root ignores permission
+    bits, so the test takes the identity of `nobody` for the open."""
+    folder = Path(tempfile.mkdtemp(prefix="ro-chain-", dir="/tmp"))
+    try:
+        folder.chmod(0o777)
+        path = folder / "chain.sqlite"
+        mine_easy_chain(path, 2).close()
+        path.chmod(0o444)
+        before = path.read_bytes()
+        os.seteuid(65534)
+        try:
+            with pytest.raises(ChainError, match="no permission to write"):
+                Chain.open(path)
+            with Chain.open(path, readonly=True) as chain:
+                assert chain.verify(now=NOW) == 2
+        finally:
+            os.seteuid(0)
+        assert path.read_bytes() == before
+    finally:
+        shutil.rmtree(folder)

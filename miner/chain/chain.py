@@ -14,6 +14,7 @@ node) checks what it builds on before it starts (`verify.startup_check`).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import struct
 import time as _time
@@ -106,6 +107,10 @@ class Chain:
         store.check_chain_path(p, must_exist=True)
         if not readonly:
             store.check_one_name(p)
+            if not os.access(p, os.W_OK, effective_ids=os.access in os.supports_effective_ids):
+                # SQLite would open it read-only without a word, and the first block would fail.
+                raise ChainError(f"{p}: no permission to write the chain file; mine or serve a copy "
+                                 f"you may write, or read it with 'miner chain'")
         try:
             # Read-only probe first: a file that is not ours must not be turned into a WAL database.
             probe = store.connect_readonly(p)
