@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -197,7 +198,7 @@ def test_a_chain_file_its_user_cannot_write_is_refused_before_mining_or_serving(
         before = path.read_bytes()
         os.seteuid(65534)
         try:
-            with pytest.raises(ChainError, match="no permission to write"):
+            with pytest.raises(ChainError, match="cannot write to the chain file"):
                 Chain.open(path)
             with Chain.open(path, readonly=True) as chain:
                 assert chain.verify(now=NOW) == 2
@@ -206,3 +207,24 @@ def test_a_chain_file_its_user_cannot_write_is_refused_before_mining_or_serving(
         assert path.read_bytes() == before
     finally:
         shutil.rmtree(folder)
+
+
+# --------------------------------------------------------------------------- a clock behind the chain
+
+def test_a_clock_behind_the_chain_is_named_as_such_by_mine_and_verify(tmp_path):
+    """Blocks mined while the clock was three hours ahead, read after it was put right: the chain
+    is not invalid, this computer's clock is behind it, and every command says so and by how
+    much (before: 'the chain is refused' and 'chain INVALID')."""
+    path = tmp_path / "ahead.sqlite"
+    mine_easy_chain(path, 5, genesis_time=int(time.time()) + 3 * 3600).close()
+    for args in (["mine", "--backend", "ref", "--blocks", "1"], ["chain", "verify"]):
+        proc = subprocess.run([sys.executable, "-m", "miner", *args, "--chain", str(path)], capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert proc.returncode == 1, proc.stderr
+        line = proc.stderr.strip().splitlines()[-1]
+        assert "ahead of this computer's clock" in line and "s ahead" in line, line
+        assert "INVALID" not in line and "refused" not in line, line
+    proc = subprocess.run([sys.executable, "-m", "miner", "chain", "verify", "--json", "--chain", str(path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    report = json.loads(proc.stdout)
+    assert report["clock_behind"] is True and report["reason"] == "time-too-new"

@@ -109,8 +109,9 @@ class Chain:
             store.check_one_name(p)
             if not os.access(p, os.W_OK, effective_ids=os.access in os.supports_effective_ids):
                 # SQLite would open it read-only without a word, and the first block would fail.
-                raise ChainError(f"{p}: no permission to write the chain file; mine or serve a copy "
-                                 f"you may write, or read it with 'miner chain'")
+                raise ChainError(f"{p}: cannot write to the chain file (it is read-only to this user or "
+                                 f"on this medium); mine or serve a copy you may write, or read it with "
+                                 f"'miner chain'")
         try:
             # Read-only probe first: a file that is not ours must not be turned into a WAL database.
             probe = store.connect_readonly(p)

@@ -99,6 +99,9 @@ def startup_check(chain: Chain, blocks: int = CHECK_BLOCKS) -> None:
     try:
         _verify_active(chain, max(1, chain.height - blocks + 1), int(time.time()))
     except InvalidBlock as exc:
+        if exc.reason == "time-too-new":  # the clock is behind the chain, not the chain wrong
+            raise ChainError(f"{chain.path}: the chain is ahead of this computer's clock ({exc}); "
+                             f"fix the clock, or wait") from None
         raise ChainError(f"{chain.path}: {exc}; the chain is refused") from None
 
 
@@ -160,7 +163,7 @@ def verify_chain(chain: Chain, now: int | None = None, from_height: int = 0) -> 
             try:
                 block_hash = _check_stored(chain, height, header, txs, header.prev_hash, times, bits, clock)
             except InvalidBlock as exc:
-                raise InvalidBlock(f"{exc} (hash {short(sha256d(raw_header))})", height) from None
+                raise InvalidBlock(f"{exc} (hash {short(sha256d(raw_header))})", height, exc.reason) from None
         if stored_hash != block_hash:
             raise InvalidBlock(f"{_where(height, stored_hash)}: stored hash does not match its header", height)
         if on_tip and not status and stored_active.get(height) == block_hash:

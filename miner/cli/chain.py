@@ -84,8 +84,13 @@ def _verify(chain, args: argparse.Namespace, _ref) -> int:
         height = chain.verify()
     except InvalidBlock as exc:
         chain.refresh()  # opened without its index: a file that opening refuses is refused as before
+        clock = exc.reason == "time-too-new"  # this computer's clock is behind the chain
         if args.json:
-            print(json.dumps({"ok": False, "bad_height": exc.height, "error": str(exc)}))
+            print(json.dumps({"ok": False, "bad_height": exc.height, "error": str(exc), "reason": exc.reason,
+                              "clock_behind": clock}))
+        elif clock:
+            print(f"miner: the chain is ahead of this computer's clock: {exc}; the blocks below it "
+                  f"verified; fix the clock, or wait", file=sys.stderr)
         else:
             print(f"miner: chain INVALID: {exc}", file=sys.stderr)
         return 1

@@ -111,8 +111,9 @@ def check_header(params: ChainParams, rule: RetargetRule, height: int, header: H
         raise InvalidBlock(f"block {height}: time {header.time} is not after the median time "
                            f"past {mtp}", height, "time-too-old")
     if now is not None and header.time > now + params.max_future:
-        raise InvalidBlock(f"block {height}: time {header.time} is more than "
-                           f"{params.max_future} s in the future", height, "time-too-new")
+        raise InvalidBlock(f"block {height}: time {header.time} is more than {params.max_future} s in "
+                           f"the future: {header.time - now} s ahead of this computer's clock", height,
+                           "time-too-new")
     if header.version < MIN_VERSION:
         version = header.version & 0xFFFFFFFF
         raise InvalidBlock(f"block {height}: version {header.version} is below {MIN_VERSION}, which BIP "
