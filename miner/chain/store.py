@@ -173,6 +173,7 @@ def create_file(p: Path, params: ChainParams) -> bool:
     check_chain_path(p, must_exist=False)
     if p.exists() and p.stat().st_size > 0:
         raise InvalidInput(f"{p}: already exists; open it instead of creating it")
+    remove_leftovers(p.parent, f".{p.name}.creating-")
     tmp = p.with_name(f".{p.name}.creating-{os.getpid()}-{time.monotonic_ns()}")
     try:
         conn = connect(tmp)
@@ -327,10 +328,34 @@ def check_chain_path(p: Path, must_exist: bool) -> None:
         raise InvalidInput(f"{p.parent}: no such directory")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def remove_leftovers(folder: Path, prefix: str) -> None:
+    """Files `<prefix><pid>-...` (with any SQLite journal beside them) that a process killed
+    mid-way left in `folder`: those whose process is gone are removed; a live one's are not."""
+    for path in folder.glob(f"{prefix}*"):
+        pid_text = path.name[len(prefix):].split("-", 1)[0]
+        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue
+        try:
+            path.unlink()
+        except OSError:
+            pass  # removed by another process meanwhile, or not ours to remove
+
+
 def check_one_name(p: Path) -> None:
     """A chain a writer opens must have one name: through a hard link SQLite would keep a second
     journal of the same file, and what one writer committed could vanish under the other. A
     link left by a creation that was killed (`.NAME.creating-*`, same file) is removed first."""
+    remove_leftovers(p.resolve().parent, f".{p.resolve().name}.creating-")
     st = p.stat()
     if st.st_nlink == 1:
         return

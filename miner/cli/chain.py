@@ -8,7 +8,7 @@ import re
 import sys
 import time
 
-from miner.errors import InvalidBlock, UsageError
+from miner.errors import InvalidBlock, InvalidInput, UsageError
 from miner.primitives.compact import bits_to_target, difficulty
 from miner.primitives.hashes import display_hex
 
@@ -44,6 +44,8 @@ def parse_block_ref(text: str) -> int | bytes:
     if _HASH.fullmatch(text):
         return bytes.fromhex(text)[::-1]
     if text.isdigit():
+        if len(text) > 19:  # past any height SQLite can hold (2^63 - 1), and past int()'s own limit
+            raise InvalidInput(f"no block at height {text[:19]}... ({len(text):,} digits)")
         return int(text)
     if text.startswith("-") and text[1:].isdigit():
         raise UsageError(f"block height {text} must not be negative")

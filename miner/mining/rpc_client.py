@@ -28,7 +28,10 @@ class RpcCallError(MinerError):
 
 class RpcClient:
     def __init__(self, url: str, cookie_file: str | Path | None = None, timeout: float = 30.0):
-        parts = urlsplit(url if "://" in url else f"http://{url}")
+        try:
+            parts = urlsplit(url if "://" in url else f"http://{url}")
+        except ValueError as exc:  # an unclosed IPv6 bracket, say
+            raise InvalidInput(f"--url is not a URL ({exc}): {url[:100]!r}") from None
         if parts.scheme != "http":
             raise InvalidInput(f"--url must be an http:// address, got {url!r}")
         if not parts.hostname:

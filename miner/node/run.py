@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -23,7 +25,15 @@ from miner.primitives.hashes import display_hex
 
 
 def _say(json_mode: bool, event: dict, text: str) -> None:
-    print(json.dumps(event) if json_mode else text, flush=True)
+    """One event line on standard output. A reader that went away (`miner node | head -1`) must
+    not stop the node: its lines go nowhere from then on (SIGPIPE is ignored in the node, so a
+    write to a closed pipe is this BrokenPipeError instead of the end of the process)."""
+    try:
+        print(json.dumps(event) if json_mode else text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's last flush fails no more
+        os.close(devnull)
 
 
 async def serve(chain_path: Path, params: ChainParams, host: str, port: int,

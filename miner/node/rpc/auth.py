@@ -13,6 +13,8 @@ import os
 import secrets
 from pathlib import Path
 
+from miner.chain.store import remove_leftovers
+
 COOKIE_USER = "__cookie__"
 COOKIE_NAME = ".cookie"
 
@@ -26,6 +28,7 @@ def write_cookie(path: Path) -> str:
     written through, and the new file is readable by its owner alone from its first byte. It is
     then renamed over `path`, which replaces a link there rather than following it."""
     pair = f"{COOKIE_USER}:{secrets.token_hex(32)}"
+    remove_leftovers(path.parent, f".{path.name}.tmp-")  # of nodes killed while writing theirs
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:

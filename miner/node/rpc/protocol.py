@@ -66,10 +66,16 @@ def _legacy_status(code: int) -> int:
     return 500
 
 
+def _no_constant(name: str) -> None:
+    """NaN and Infinity are not JSON: Core's parser refuses them, and echoing one in an `id`
+    would make the reply unreadable to every strict client."""
+    raise ValueError(f"{name} is not JSON")
+
+
 async def handle_body(body: bytes, dispatch: Dispatch) -> Reply:
     """One HTTP request body to its reply."""
     try:
-        request = json.loads(body)
+        request = json.loads(body, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return Reply(500, {"result": None, "error": {"code": RPC_PARSE_ERROR, "message": "Parse error"},
                            "id": None})
