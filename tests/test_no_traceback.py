@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import subprocess
 import sys
 
@@ -44,3 +45,25 @@ def test_nan_and_infinity_are_not_json():
         reply = asyncio.run(handle_body(body, dispatch))
         text = json.dumps(reply.body, allow_nan=False)  # what the server sends must be JSON
         assert json.loads(text)["error"]["code"] == -32700, text
+
+
+def test_a_name_too_long_for_its_lock_file(tmp_path):
+    name = "b" * 250 + ".sqlite"
+    for args in (["mine", "--backend", "ref", "--blocks", "1"], ["node", "--rpc-port", "0"], ["chain", "info"]):
+        _one_line(_miner(*args, "--chain", str(tmp_path / name)), 2, "at most 250 bytes")
+
+
+def test_a_block_number_at_sqlites_limit(tmp_path):
+    """An edited `seq` of 2^63 - 1: the next block cannot be numbered. One line, and the file
+    keeps what it had."""
+    path = tmp_path / "c.sqlite"
+    mine_easy_chain(path, 3).close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE blocks SET seq = 9223372036854775807 WHERE seq = 3")
+    conn.commit()
+    conn.close()
+    proc = _miner("mine", "--backend", "ref", "--blocks", "1", "--chain", str(path), "--quiet")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "the largest the file can hold" in proc.stderr.strip().splitlines()[-1]
+    verify = _miner("chain", "verify", "--chain", str(path), "--json")
+    assert json.loads(verify.stdout)["height"] == 3

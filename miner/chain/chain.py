@@ -18,7 +18,7 @@ import os
 import sqlite3
 import struct
 import time as _time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,9 +27,13 @@ from miner.chain import store
 from miner.chain.index import BlockTree, ChainTip, Node, TipChange
 from miner.chain.store import short
 from miner.chain.verify import startup_check, verify_chain
-from miner.consensus.checks import check_block, median_time_past, never_stored
+from miner.consensus.checks import (
+    check_block,
+    median_time_past,
+    never_stored,
+    worth_keeping,
+)
 from miner.consensus.params import ChainParams
-from miner.consensus.pow import proof_of_work_error
 from miner.errors import ChainError, InvalidBlock, InvalidInput
 from miner.primitives.block import Block
 from miner.primitives.hashes import display_hex
@@ -51,6 +55,9 @@ class AddResult:
     invalid: str = ""  # why the block, stored and marked, is invalid
     reason: str = ""  # and Core's reject reason for it
     duplicate: bool = False
+
+
+MAX_SEQ = (1 << 63) - 1  # blocks.seq is a SQLite INTEGER
 
 
 class UnknownParent(InvalidBlock):
@@ -340,11 +347,14 @@ class Chain:
             check_block(self.params, self.rule, height, block, parent.hash, times, bits, now)
         except InvalidBlock as exc:
             refused_unstored = (never_stored(exc.reason)
-                                or not self._worth_keeping(header, block_hash, height, times, bits, now))
+                                or not worth_keeping(self.params, self.rule, height, header, block_hash, times, bits, now))
             if refused_unstored:
                 raise
             status, reason = str(exc), exc.reason
         node = tree.make_node(block_hash, parent.hash, header.time, header.bits, status)
+        if node.seq > MAX_SEQ:  # only an edited file gets here: SQLite's INTEGER ends at 2^63 - 1
+            raise ChainError(f"{self.path}: a stored block's arrival number is {node.seq - 1}, the "
+                             f"largest the file can hold, so no block can follow; run 'miner chain verify'")
         tree.add(node)
         try:
             self.conn.execute("INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?)",
@@ -363,17 +373,6 @@ class Chain:
         if status:
             return AddResult(block_hash, height, False, None, status, reason)
         return AddResult(block_hash, height, switch, tree.reorg_to(node) if switch else None)
-
-    def _worth_keeping(self, header: BlockHeader, block_hash: bytes, height: int,
-                       times: Sequence[int], bits: Sequence[int], now: int) -> bool:
-        """An invalid block is stored (marked, so its descendants are refused at once) only if
-        it could not be made cheaply: its hash meets the bits its branch demands. A block too
-        far in the future is refused but not marked: it may become valid later."""
-        if header.time > now + self.params.max_future:
-            return False
-        demanded = self.rule.next_bits(height, times, bits)
-        pow_hash = self.params.pow_algorithm.pow_hash(header, block_hash)
-        return proof_of_work_error(pow_hash, demanded, self.params.pow_limit) is None
 
     def refresh(self) -> None:
         """Pick up blocks stored by other processes."""

@@ -33,6 +33,7 @@ FORMAT_NAME = "pow-miner-chain"
 # `active` table indexing the active chain by height). Formats 1 and 2 keep opening.
 FORMAT_VERSION = 3
 SUPPORTED_VERSIONS = ("1", "2", "3")
+MAX_NAME = 250  # bytes: with ".lock" the longest name most file systems hold (255)
 
 # Every block (seq: arrival order, status: '' or why it is invalid) and the active chain by height.
 _TREE_TABLES = """
@@ -315,7 +316,11 @@ def read_index(conn: sqlite3.Connection, rows: Layout) -> tuple[BlockTree, str |
 
 def check_chain_path(p: Path, must_exist: bool) -> None:
     """Errors about the path itself, before anything is opened or compiled: missing, not a
-    regular file (/dev/null, a folder), or in a folder that does not exist."""
+    regular file (/dev/null, a folder), or in a folder that does not exist, or a name too long
+    to have its `.lock` beside it."""
+    if len(p.name.encode()) > MAX_NAME:
+        raise InvalidInput(f"{str(p)[:80]}...: a chain file's name may have at most {MAX_NAME} bytes "
+                           f"(its lock file adds 5 to it), this one has {len(p.name.encode())}")
     try:
         exists = p.exists()
         if exists and not p.is_file():

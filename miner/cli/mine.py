@@ -25,7 +25,7 @@ from miner.errors import MinerError, UsageError
 def cmd_mine(args: argparse.Namespace) -> int:
     from miner.backends.registry import make_backends
     from miner.chain.chain import Chain
-    from miner.chain.store import check_creatable
+    from miner.chain.store import check_chain_path, check_creatable
     from miner.consensus.params import preset
     from miner.mining.loop import mine
     from miner.mining.sources.local import LocalChainSource
@@ -37,6 +37,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
         return _mine_node(args)
     params = preset(args.preset, int(time.time()))  # an unknown preset fails before any compile
     path = Path(args.chain)
+    check_chain_path(path, must_exist=False)  # a name no file system takes, say, before any I/O
     chain = None
     lock = ChainLock(path, exclusive=False)
     if path.exists() and (not path.is_file() or path.stat().st_size > 0):

@@ -48,6 +48,18 @@ CONTEXT_FREE = frozenset({"bad-blk-length", "bad-cb-missing", "bad-cb-multiple",
                           "bad-txns-inputs-duplicate", "bad-txns-prevout-null"})
 
 
+def worth_keeping(params: ChainParams, rule: RetargetRule, height: int, header: HeaderFields,
+                  block_hash: bytes, times: Sequence[int], bits: Sequence[int], now: int) -> bool:
+    """Whether an invalid block is stored (marked, so its descendants are refused at once): only
+    if it could not be made cheaply, its hash meeting the bits its branch demands. A block too
+    far in the future is refused but not marked: it may become valid later."""
+    if header.time > now + params.max_future:
+        return False
+    demanded = rule.next_bits(height, times, bits)
+    pow_hash = params.pow_algorithm.pow_hash(header, block_hash)
+    return proof_of_work_error(pow_hash, demanded, params.pow_limit) is None
+
+
 def never_stored(reason: str) -> bool:
     """Whether a block refused for `reason` is refused without being stored: a header that
     fails its own rules, a body that may be mutated, or a body that fails a context-free rule."""
