@@ -72,13 +72,16 @@ class RpcClient:
             raise MinerError(f"{self.display_url}: the node refused the credentials (HTTP 401)")
         try:
             reply = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past any sane depth
             raise MinerError(f"{self.display_url}: {method}: HTTP {status}, not a JSON-RPC reply") from None
         if not isinstance(reply, dict):
             raise MinerError(f"{self.display_url}: {method}: not a JSON-RPC reply")
         error = reply.get("error")
         if error:
-            raise RpcCallError(method, error.get("code", 0), str(error.get("message", "")))
+            if not isinstance(error, dict):  # a bare string or number where Core sends an object
+                raise RpcCallError(method, 0, str(error)[:200])
+            code = error.get("code")
+            raise RpcCallError(method, code if type(code) is int else 0, str(error.get("message", ""))[:200])
         return reply.get("result")
 
     def _post(self, body: bytes, timeout: float | None) -> tuple[int, bytes]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from miner.consensus.checks import MAX_MONEY
 from miner.errors import InvalidInput, MinerError
 from miner.mining.work import Job, Solution
 from miner.primitives.coinbase import EXTRANONCE_SIZE, coinbase_template
@@ -21,6 +22,8 @@ from miner.primitives.hashes import display_hex, parse_display_hex
 from miner.primitives.merkle import merkle_branch
 from miner.primitives.serialize import DecodeError
 from miner.primitives.transaction import Transaction
+
+MAX_HEIGHT = (1 << 31) - 1  # a height BIP 34 can write (CScriptNum, 4 bytes)
 
 
 class TemplateError(MinerError):
@@ -31,6 +34,15 @@ def _field(template: dict, name: str, kind: type | tuple) -> Any:
     value = template.get(name)
     if not isinstance(value, kind) or isinstance(value, bool):
         raise TemplateError(f"getblocktemplate: field {name!r} is missing or not a {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def _ranged(template: dict, name: str, low: int, high: int) -> int:
+    """An integer field within what a block can carry (a hostile node's -1 or 2^63 is named
+    here, not met later as an overflow deep in the coinbase or the header)."""
+    value = _field(template, name, int)
+    if not low <= value <= high:
+        raise TemplateError(f"getblocktemplate: field {name!r} is {value!r:.30}, outside {low}..{high}")
     return value
 
 
@@ -52,14 +64,14 @@ def job_from_template(template: dict, payout_script: bytes, message: bytes = b"p
     """A Job for a getblocktemplate result; raises TemplateError naming a bad field."""
     if not isinstance(template, dict):
         raise TemplateError("getblocktemplate did not return an object")
-    height = _field(template, "height", int)
-    version = _field(template, "version", int)
+    height = _ranged(template, "height", 1, MAX_HEIGHT)
+    version = _ranged(template, "version", -(1 << 31), (1 << 32) - 1)
     try:
         prev = parse_display_hex(_field(template, "previousblockhash", str), "previousblockhash")
     except InvalidInput as exc:
         raise TemplateError(f"getblocktemplate: {exc}") from None
-    value = _field(template, "coinbasevalue", int)
-    curtime = _field(template, "curtime", int)
+    value = _ranged(template, "coinbasevalue", 0, MAX_MONEY)
+    curtime = _ranged(template, "curtime", 0, (1 << 32) - 1)
     try:
         bits = int(_field(template, "bits", str), 16)
         target = bits_to_target(bits)

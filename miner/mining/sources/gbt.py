@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from miner.errors import MinerError
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 # Only what this client does: it builds its own coinbase (coinbasevalue) and long-polls.
 TEMPLATE_REQUEST = {"rules": ["segwit"], "capabilities": ["coinbasevalue", "longpoll"]}
+LONG_POLL_PROMPT = 0.5  # s: a long poll answered sooner with the same work did not wait
+LONG_POLL_MAX_PAUSE = 2.0  # s: the longest pause between such answers
 
 
 class TemplateSource:
@@ -77,9 +80,11 @@ class TemplateSource:
             return True
 
     def _long_poll(self) -> None:
+        pause = 0.0  # grows while a node answers long polls at once with the same work
         while not self._stop.is_set():
             current = self.current
             lpid = current.longpoll_id if current else None
+            started = time.monotonic()
             try:
                 job = self.fetch(lpid) if lpid else self.fetch()
             except MinerError as exc:
@@ -88,10 +93,14 @@ class TemplateSource:
                 log.warning("long poll: %s; retrying", exc)
                 self._stop.wait(1.0)
                 continue
-            if not self._stop.is_set():
-                self._offer(job)
+            changed = not self._stop.is_set() and self._offer(job)
             if not lpid:
                 self._stop.wait(1.0)  # a node without long polling: poll once a second
+            elif changed or time.monotonic() - started > LONG_POLL_PROMPT:
+                pause = 0.0
+            else:  # an answer at once with nothing new: not a long poll, so do not spin on it
+                pause = min(max(2 * pause, 0.05), LONG_POLL_MAX_PAUSE)
+                self._stop.wait(pause)
 
     def submit(self, solution: Solution) -> Submitted:
         """submitblock's verdict, every one reported: "accepted" (Core's null) or Core's BIP 22
