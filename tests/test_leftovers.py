@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from base64 import b64encode
 
-from nodeproc import ROOT, make_chain
+from nodeproc import ROOT, NodeProcess, make_chain
 
 from miner.chain.chain import Chain
 from miner.node.rpc.auth import write_cookie
@@ -81,3 +83,49 @@ def test_a_killed_nodes_cookie_temporary_file_is_cleared(tmp_path):
     pair = write_cookie(cookie)
     assert cookie.read_text() == pair and not stale.exists()
     assert [p.name for p in tmp_path.iterdir()] == [".cookie"]
+
+
+def _raw_long_poll(port: int, cookie: str, longpollid: str) -> socket.socket:
+    body = json.dumps({"method": "getblocktemplate", "params": [{"rules": ["segwit"], "longpollid": longpollid}],
+                       "id": 1}).encode()
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Basic " + b64encode(cookie.encode())
+              + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    return s
+
+
+def _waiting_polls(node: NodeProcess) -> int:
+    return sum(c["method"] == "getblocktemplate" for c in node.call("getrpcinfo")["active_commands"])
+
+
+def test_long_polls_whose_clients_left_are_released(tmp_path):
+    with NodeProcess(make_chain(tmp_path / "chain.sqlite")) as node:
+        lpid = node.call("getblocktemplate", {"rules": ["segwit"]})["longpollid"]
+        cookie = node.cookie.read_text()
+        socks = [_raw_long_poll(node.port, cookie, lpid) for _ in range(20)]
+        deadline = time.monotonic() + 30
+        while _waiting_polls(node) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _waiting_polls(node) == 20
+        for s in socks:
+            s.close()
+        while _waiting_polls(node) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _waiting_polls(node) == 0  # before: all 20 waited for the next tip
+        assert node.call("getblockcount") == 0
+
+
+def test_shutdown_does_not_wait_long_for_a_stalled_upload(tmp_path):
+    node = NodeProcess(make_chain(tmp_path / "chain.sqlite"))
+    s = socket.create_connection(("127.0.0.1", node.port))
+    try:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Basic "
+                  + b64encode(node.cookie.read_text().encode()) + b"\r\nContent-Length: 1000000\r\n\r\n{\"method")
+        time.sleep(0.5)  # the upload is in the handler now, and stalls
+        t0 = time.monotonic()
+        node.proc.send_signal(signal.SIGTERM)
+        assert node.proc.wait(20) == 0  # before: aiohttp's 60 s for unfinished requests
+        assert time.monotonic() - t0 < 15
+    finally:
+        s.close()
+        node.stop()

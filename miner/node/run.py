@@ -23,6 +23,8 @@ from miner.node.rpc.server import make_app
 from miner.node.service import NodeService
 from miner.primitives.hashes import display_hex
 
+SHUTDOWN_TIMEOUT = 3.0  # s
+
 
 def _say(json_mode: bool, event: dict, text: str) -> None:
     """One event line on standard output. A reader that went away (`miner node | head -1`) must
@@ -57,8 +59,10 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
             except OSError as exc:
                 raise MinerError(f"cannot write the cookie file {cookie_file}: {exc.strerror}") from None
             pairs.append(cookie_pair)
-        runner = web.AppRunner(make_app(ctx, Credentials(pairs)), access_log=None,
-                               handle_signals=False)
+        # A client that goes away cancels its call (an abandoned long poll is released), and a
+        # shutdown waits for unfinished requests (a stalled upload) a few seconds, not a minute.
+        runner = web.AppRunner(make_app(ctx, Credentials(pairs)), access_log=None, handle_signals=False,
+                               handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         try:

@@ -20,6 +20,15 @@ async def uptime(ctx: Context) -> int:
     return int(time.time() - ctx.service.started)
 
 
+@rpc("getrpcinfo")
+async def getrpcinfo(ctx: Context) -> dict:
+    """Core's shape: the calls in progress, each with its duration in microseconds."""
+    now = time.monotonic()
+    return {"active_commands": [{"method": method, "duration": int((now - started) * 1e6)}
+                                for method, started in list(ctx.active.values())],
+            "logpath": ""}
+
+
 @rpc("help", Param("command", "string"))
 async def help_(ctx: Context, command: str | None) -> str:
     if command is None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,9 @@ class Context:
         self.service = service
         self.generate = generate
         self.stop = stop or (lambda: None)
+        # Calls in progress (getrpcinfo): a call leaves when it returns, fails or is cancelled
+        # (its client went away), so an abandoned long poll does not stay behind.
+        self.active: dict[object, tuple[str, float]] = {}
 
 
 async def dispatch(ctx: Context, method: str, params: list | dict) -> Any:
@@ -54,12 +58,16 @@ async def dispatch(ctx: Context, method: str, params: list | dict) -> Any:
     if m is None:
         raise RpcError(RPC_METHOD_NOT_FOUND, "Method not found")
     values = bind(method, m.params, params, m.usage)
+    call = object()
+    ctx.active[call] = (method, time.monotonic())
     try:
         return await m.handler(ctx, *values)
     except RpcError:
         raise
     except ChainError as exc:  # the chain file failed under us (disk full): say so, keep serving
         raise RpcError(RPC_MISC_ERROR, str(exc)) from None
+    finally:
+        del ctx.active[call]
 
 
 # --------------------------------------------------------------------------- argument helpers
