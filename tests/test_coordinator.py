@@ -19,9 +19,10 @@ def make_job(target, extranonce_size=1, job_id="j", prev=b"\x01" * 32):
 
 
 def test_every_nonce_hashed_exactly_once_across_extranonce_roll():
-    # Large enough that the job outlasts several GIL switch intervals (5 ms): with a smaller space
-    # the pure-Python reference can use up the job before every thread has been scheduled.
-    space = 1 << 16
+    # Large enough that the job outlasts several GIL switch intervals (5 ms) and a loaded machine's
+    # slow start of the CPU threads: with 2^16 the pure-Python reference once used up the whole
+    # job (about 0.2 s of its hashing) before either CPU backend had been scheduled.
+    space = 1 << 18
     first = 253  # extranonces 253, 254, 255: two rolls, then the 1-byte extranonce space ends
     counts = {x: np.zeros(space, dtype=np.int64) for x in (253, 254, 255)}
     lock = threading.Lock()
