@@ -19,17 +19,22 @@ def make_job(target, extranonce_size=1, job_id="j", prev=b"\x01" * 32):
 
 
 def test_every_nonce_hashed_exactly_once_across_extranonce_roll():
-    # Large enough that the job outlasts several GIL switch intervals (5 ms) and a loaded machine's
-    # slow start of the CPU threads: with 2^16 the pure-Python reference once used up the whole
-    # job (about 0.2 s of its hashing) before either CPU backend had been scheduled.
-    space = 1 << 18
+    # Large enough that the job outlasts several GIL switch intervals (5 ms) and a slow start of the
+    # CPU threads: with 2^16 and 2^18 the pure-Python reference used up the whole job (0.2 s and
+    # 0.7 s of its hashing) in fresh-clone CI runs before the CPU backends had searched a second
+    # unit. Every backend first searches a unit of another job (below), so start-up is behind it.
+    space = 1 << 20
     first = 253  # extranonces 253, 254, 255: two rolls, then the 1-byte extranonce space ends
     counts = {x: np.zeros(space, dtype=np.int64) for x in (253, 254, 255)}
     lock = threading.Lock()
     per_backend = {}
 
+    primed: set[str] = set()
+
     def on_event(ev):
-        if ev.kind == "unit":
+        if ev.kind == "unit" and ev.unit.job.job_id == "prime":
+            primed.add(ev.backend)
+        elif ev.kind == "unit":
             with lock:  # what was really searched: a cancelled unit reports a shorter count
                 start, n = ev.unit.nonce_start, ev.result.count
                 counts[ev.unit.extranonce][start:start + n] += 1
@@ -40,6 +45,11 @@ def test_every_nonce_hashed_exactly_once_across_extranonce_roll():
         b.warm_up()
     coord = Coordinator(backends, unit_seconds=0.01, on_event=on_event, nonce_space=space, max_unit=1024)
     with coord:
+        coord.set_job(make_job(target=1, job_id="prime", prev=b"\x03" * 32))
+        deadline = time.time() + 120
+        while len(primed) < len(backends) and time.time() < deadline:
+            time.sleep(0.01)
+        assert primed == {"cpu-a", "cpu-b", "ref"}
         coord.set_job(make_job(target=1), first_extranonce=first)  # target 1: no solution ends it early
         deadline = time.time() + 120
         while sum(int(c.sum()) for c in counts.values()) < 3 * space and time.time() < deadline:
