@@ -252,3 +252,13 @@ def test_huge_argument_gives_a_short_error_line():
     proc = run("chain", "show", "x" * 100_000)
     assert_one_line_error(proc, 2, "characters")
     assert len(proc.stderr) < 1000
+
+
+def test_header_exit_status_says_whether_the_proof_of_work_holds():
+    """Scripts can test it: 0 when the proof of work holds, 1 when it fails (2 stays for bad input)."""
+    tampered = REAL_HEADERS[2][1][:-8] + "00000000"  # nonce zeroed
+    for extra in ([], ["--json"]):
+        assert run("header", GENESIS_HEX, *extra).returncode == 0
+        proc = run("header", tampered, *extra)
+        assert proc.returncode == 1 and "meets_target" in proc.stdout and not proc.stderr
+    assert run("header", "0").returncode == 2

@@ -524,3 +524,23 @@ def test_the_load_benchmark_runs_and_every_request_succeeds():
     for method in ("getblocktemplate", "submitblock"):
         r = result["methods"][method]
         assert r["requests"] > 0 and r["errors"] == 0 and r["p99_ms"] >= r["p50_ms"] > 0
+
+
+def test_getmininginfo_gives_the_tips_figures_and_the_next_blocks_under_next(node):
+    assert len(node.call("generatetoaddress", 2, "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080")) == 2
+    info = node.call("getmininginfo")
+    tip = node.call("getblockheader", node.call("getbestblockhash"))
+    template = node.call("getblocktemplate", {"rules": ["segwit"]})
+    assert (info["blocks"], info["bits"], info["target"], info["difficulty"]) == \
+        (2, tip["bits"], tip["target"], tip["difficulty"])
+    assert info["next"]["height"] == 3 == template["height"]
+    assert (info["next"]["bits"], info["next"]["target"]) == (template["bits"], template["target"])
+
+
+def test_generatetoaddress_says_when_maxtries_ran_out(tmp_path):
+    """A block here needs about 2^24 hashes: 1,000 tries find none, and the answer says so
+    instead of an empty list; the chain is unchanged."""
+    with NodeProcess(make_chain(tmp_path / "hard.sqlite", hashes_per_block=1 << 24)) as hard:
+        reply = hard.call("generatetoaddress", 1, "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080", 1000)
+        assert reply["error"]["code"] == -1 and "maxtries (1,000) ran out" in reply["error"]["message"]
+        assert hard.call("getblockcount") == 0

@@ -111,8 +111,8 @@ def cmd_header(args: argparse.Namespace) -> int:
     report = header_report(read_header(args.hex), limit)
     if args.json:
         print(json.dumps(report, indent=2))
-        return 0
-    width = max(len(k) for k in report)
-    for key, value in report.items():
-        print(f"{key:<{width}}  {value}")
-    return 0
+    else:
+        width = max(len(k) for k in report)
+        for key, value in report.items():
+            print(f"{key:<{width}}  {value}")
+    return 0 if report["meets_target"] else 1  # scripts can test it: 1, the proof of work fails
