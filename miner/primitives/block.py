@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from miner.primitives.header import HEADER_SIZE, BlockHeader
 from miner.primitives.serialize import Reader, varint
@@ -36,9 +37,9 @@ class Block:
     def serialize(self) -> bytes:
         return serialize_block(self.header, self.raw_txs)
 
-    @property
+    @cached_property
     def hash(self) -> bytes:
-        """The block id (sha256d of the header), internal order."""
+        """The block id (sha256d of the header), internal order; hashed once per object."""
         return self.header.hash()
 
     @property

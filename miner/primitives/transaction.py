@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 
 from miner.primitives.hashes import sha256d
 from miner.primitives.serialize import DecodeError, Reader, varint
@@ -95,11 +96,13 @@ class Transaction:
     def has_witness(self) -> bool:
         return any(self.witnesses)
 
-    @property
+    # The ids are hashed once per object (a frozen dataclass keeps them in its __dict__): a block
+    # on its way in is judged, stored and taken out of the mempool by the same parsed object.
+    @cached_property
     def txid(self) -> bytes:
         return sha256d(self.serialize(with_witness=False) if self.has_witness else self.raw)
 
-    @property
+    @cached_property
     def wtxid(self) -> bytes:
         return sha256d(self.raw)
 
