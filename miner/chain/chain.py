@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from miner.chain import store
+from miner.chain import files, store
 from miner.chain.index import BlockTree, ChainTip, Node, TipChange
 from miner.chain.store import short
 from miner.chain.verify import startup_check, verify_chain
@@ -111,9 +111,9 @@ class Chain:
         format is then upgraded in one transaction. `index` False (read-only): the block index is
         not read, for a caller that reads every block itself (`verify`)."""
         p = Path(path)
-        store.check_chain_path(p, must_exist=True)
+        files.check_chain_path(p, must_exist=True)
         if not readonly:
-            store.check_one_name(p)
+            files.check_one_name(p)
             if not os.access(p, os.W_OK, effective_ids=os.access in os.supports_effective_ids):
                 # SQLite would open it read-only without a word, and the first block would fail.
                 raise ChainError(f"{p}: cannot write to the chain file (it is read-only to this user or "

@@ -25,7 +25,7 @@ from miner.errors import MinerError, UsageError
 def cmd_mine(args: argparse.Namespace) -> int:
     from miner.backends.registry import make_backends
     from miner.chain.chain import Chain
-    from miner.chain.store import check_chain_path, check_creatable
+    from miner.chain.files import check_chain_path, check_creatable
     from miner.consensus.params import preset
     from miner.mining.loop import mine
     from miner.mining.sources.local import LocalChainSource

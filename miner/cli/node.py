@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from miner.chain.files import check_chain_path, with_journal
 from miner.chain.lock import lock_path
-from miner.chain.store import check_chain_path
 from miner.consensus.params import preset
 from miner.errors import UsageError
 from miner.node.rpc.auth import COOKIE_NAME
@@ -23,8 +23,7 @@ def check_cookie_path(cookie: Path, chain: Path) -> None:
     """The cookie is rewritten at every start: it must not be the chain file under any name, nor
     its journal or lock, which writing it would destroy."""
     real = chain.resolve()
-    kept = {real, *(real.with_name(real.name + suffix) for suffix in ("-wal", "-shm", "-journal")),
-            lock_path(chain)}
+    kept = {*with_journal(real), lock_path(chain)}
     same = cookie.exists() and chain.exists() and os.path.samefile(cookie, chain)
     if same or cookie.resolve() in kept:
         raise UsageError(f"--rpc-cookie-file {cookie} is the chain file or one of its own files; "

@@ -13,7 +13,7 @@ import os
 import secrets
 from pathlib import Path
 
-from miner.chain.store import remove_leftovers
+from miner.chain.files import remove_leftovers
 
 COOKIE_USER = "__cookie__"
 COOKIE_NAME = ".cookie"
