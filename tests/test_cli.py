@@ -9,24 +9,12 @@ import sys
 import time
 
 import pytest
+from cliproc import assert_one_line_error, run
 from conftest import mine_easy_chain
 from vectors import GENESIS_HASH, GENESIS_HEX, REAL_HEADERS
 
 from miner.chain.chain import Chain
 from miner.primitives.header import BlockHeader
-
-
-def run(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "miner", *args], capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def assert_one_line_error(proc, code, fragment):
-    assert proc.returncode == code, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("miner: error:") and fragment in lines[0], lines[0]
-    assert "Traceback" not in proc.stderr
 
 
 def test_header_json_for_genesis():

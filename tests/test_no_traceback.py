@@ -6,34 +6,21 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import subprocess
-import sys
 
+from cliproc import assert_one_line_error, run
 from conftest import mine_easy_chain
 
 from miner.node.rpc.protocol import handle_body
 
 
-def _one_line(proc: subprocess.CompletedProcess, code: int, fragment: str) -> None:
-    assert proc.returncode == code, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("miner: error:") and fragment in lines[0], proc.stderr
-
-
-def _miner(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "miner", *args], capture_output=True, text=True, timeout=60,
-                          check=False)
-
-
 def test_a_5000_digit_height(tmp_path):
     path = tmp_path / "c.sqlite"
     mine_easy_chain(path, 2).close()
-    _one_line(_miner("chain", "show", "9" * 5000, "--chain", str(path)), 2, "no block at height")
+    assert_one_line_error(run("chain", "show", "9" * 5000, "--chain", str(path)), 2, "no block at height")
 
 
 def test_an_unclosed_ipv6_url():
-    _one_line(_miner("mine", "--url", "http://[::1", "--blocks", "1"), 2, "--url is not a URL")
+    assert_one_line_error(run("mine", "--url", "http://[::1", "--blocks", "1"), 2, "--url is not a URL")
 
 
 def test_nan_and_infinity_are_not_json():
@@ -50,7 +37,7 @@ def test_nan_and_infinity_are_not_json():
 def test_a_name_too_long_for_its_lock_file(tmp_path):
     name = "b" * 250 + ".sqlite"
     for args in (["mine", "--backend", "ref", "--blocks", "1"], ["node", "--rpc-port", "0"], ["chain", "info"]):
-        _one_line(_miner(*args, "--chain", str(tmp_path / name)), 2, "at most 250 bytes")
+        assert_one_line_error(run(*args, "--chain", str(tmp_path / name)), 2, "at most 250 bytes")
 
 
 def test_a_block_number_at_sqlites_limit(tmp_path):
@@ -62,8 +49,8 @@ def test_a_block_number_at_sqlites_limit(tmp_path):
     conn.execute("UPDATE blocks SET seq = 9223372036854775807 WHERE seq = 3")
     conn.commit()
     conn.close()
-    proc = _miner("mine", "--backend", "ref", "--blocks", "1", "--chain", str(path), "--quiet")
+    proc = run("mine", "--backend", "ref", "--blocks", "1", "--chain", str(path), "--quiet")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "the largest the file can hold" in proc.stderr.strip().splitlines()[-1]
-    verify = _miner("chain", "verify", "--chain", str(path), "--json")
+    verify = run("chain", "verify", "--chain", str(path), "--json")
     assert json.loads(verify.stdout)["height"] == 3
