@@ -36,12 +36,19 @@ def make_chain(path: Path, hashes_per_block: int = 2) -> Path:
     return path
 
 
+_WITH_LIMIT = ("import os, resource, sys; n = int(sys.argv[1]); "
+               "resource.setrlimit(resource.RLIMIT_NOFILE, (n, n)); os.execv(sys.argv[2], sys.argv[2:])")
+
+
 class NodeProcess:
-    def __init__(self, chain: Path, *extra: str, backend: str = "ref"):
+    def __init__(self, chain: Path, *extra: str, backend: str = "ref", descriptors: int | None = None):
         self.chain = chain
         self.cookie = chain.parent / ".cookie"
         cmd = [sys.executable, "-m", "miner", "node", "--chain", str(chain), "--rpc-port", "0",
                "--backend", backend, "--json", *extra]
+        if descriptors:  # a descriptor limit, as `prlimit --nofile` sets it, then the node in its place
+            cmd = [sys.executable, "-c", _WITH_LIMIT, str(descriptors), *cmd]
+        # standard error is a pipe nobody reads until the node ends, as under a careless supervisor
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.events: list[dict] = []

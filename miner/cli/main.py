@@ -41,6 +41,16 @@ def _positive_int(limit: int):
     return parse
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0.1 <= value <= 86_400:
+        raise argparse.ArgumentTypeError(f"must be between 0.1 and 86400 seconds, got {text}")
+    return value
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -103,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--rpc-password", default=None, help="password for --rpc-user")
     n.add_argument("--rpc-cookie-file", default=None,
                    help="where to write the cookie (default .cookie beside the chain file)")
+    n.add_argument("--max-connections", type=_positive_int(100_000), default=256,
+                   help="open connections at most (default 256, lowered to fit the descriptor limit; "
+                        "an eighth kept for authenticated clients)")
+    n.add_argument("--rpc-timeout", type=_positive_seconds, default=30.0,
+                   help="seconds a connection may wait idle between requests, and to send a request's "
+                        "body or take a reply (Core's -rpcservertimeout; default 30); a new connection "
+                        "or a started request has at most 10 for its header")
+    n.add_argument("--rpc-rate", type=_positive_int(1_000_000), default=1000,
+                   help="calls a second per connection before it is slowed down (default 1000)")
     n.add_argument("--backend", default="auto", help="backends generatetoaddress mines with (default auto)")
     n.add_argument("--threads", type=_positive_int(1024), default=None, help="CPU backend threads")
     _cpu_kernel_option(n)

@@ -14,6 +14,7 @@ from miner.chain.files import check_chain_path, with_journal
 from miner.chain.lock import lock_path
 from miner.consensus.params import preset
 from miner.errors import UsageError
+from miner.node.guard import GuardLimits
 from miner.node.rpc.auth import COOKIE_NAME
 from miner.node.rpc.server import is_loopback
 from miner.node.run import serve
@@ -28,6 +29,13 @@ def check_cookie_path(cookie: Path, chain: Path) -> None:
     if same or cookie.resolve() in kept:
         raise UsageError(f"--rpc-cookie-file {cookie} is the chain file or one of its own files; "
                          f"give another path")
+
+
+def guard_limits(args: argparse.Namespace) -> GuardLimits:
+    return GuardLimits(max_connections=args.max_connections, reserved=max(1, args.max_connections // 8),
+                       header_timeout=min(10.0, args.rpc_timeout), idle_timeout=args.rpc_timeout,
+                       body_timeout=args.rpc_timeout, write_timeout=args.rpc_timeout,
+                       rate=float(args.rpc_rate), burst=2.0 * args.rpc_rate)
 
 
 def cmd_node(args: argparse.Namespace) -> int:
@@ -52,7 +60,8 @@ def cmd_node(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a closed stdout must not end the node
     try:
         asyncio.run(serve(chain_path, params, host, args.rpc_port, args.rpc_user, args.rpc_password,
-                          cookie, (args.backend, args.threads, args.cpu_kernel), args.json))
+                          cookie, (args.backend, args.threads, args.cpu_kernel), args.json,
+                          guard_limits(args)))
     except KeyboardInterrupt:
         pass
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
 import time
@@ -17,6 +16,9 @@ from miner.chain.lock import ChainLock
 from miner.consensus.params import ChainParams
 from miner.errors import MinerError
 from miner.node.generate import Generator
+from miner.node.guard import Guard, GuardLimits
+from miner.node.memory import return_large_blocks
+from miner.node.output import LineWriter, install_logging, loop_exception_handler
 from miner.node.rpc.auth import Credentials, remove_cookie, write_cookie
 from miner.node.rpc.methods import Context
 from miner.node.rpc.server import make_app
@@ -26,24 +28,34 @@ from miner.primitives.hashes import display_hex
 SHUTDOWN_TIMEOUT = 3.0  # s
 
 
-def _say(json_mode: bool, event: dict, text: str) -> None:
-    """One event line on standard output. A reader that went away (`miner node | head -1`) must
-    not stop the node: its lines go nowhere from then on (SIGPIPE is ignored in the node, so a
-    write to a closed pipe is this BrokenPipeError instead of the end of the process)."""
-    try:
-        print(json.dumps(event) if json_mode else text, flush=True)
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's last flush fails no more
-        os.close(devnull)
+class _Events:
+    """Event lines on standard output, through a writer that never blocks the node: a reader
+    that went away (`miner node | head -1`; SIGPIPE is ignored in the node) or stopped reading
+    costs the lines, not the service."""
+
+    def __init__(self, json_mode: bool):
+        self.json_mode = json_mode
+        self.writer = LineWriter(sys.stdout.fileno())
+
+    def say(self, event: dict, text: str) -> None:
+        self.writer.line(json.dumps(event) if self.json_mode else text)
 
 
 async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
                 user: str | None, password: str | None, cookie_file: Path | None,
-                generator_args: tuple[str, int | None, str], json_mode: bool) -> None:
+                generator_args: tuple[str, int | None, str], json_mode: bool,
+                limits: GuardLimits | None = None) -> None:
+    return_large_blocks()
+    events = _Events(json_mode)
+    logs = LineWriter(sys.stderr.fileno())
+    install_logging(logs)
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(loop_exception_handler)
     lock = ChainLock(chain_path, exclusive=True).acquire()
     service = NodeService(chain_path)
+    guard = Guard(limits or GuardLimits())
     runner: web.AppRunner | None = None
+    server: asyncio.base_events.Server | None = None
     cookie_pair: str | None = None
     try:
         await service.open(params)
@@ -61,36 +73,43 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
             pairs.append(cookie_pair)
         # A client that goes away cancels its call (an abandoned long poll is released), and a
         # shutdown waits for unfinished requests (a stalled upload) a few seconds, not a minute.
-        runner = web.AppRunner(make_app(ctx, Credentials(pairs)), access_log=None, handle_signals=False,
-                               handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        # The guard times connections out; aiohttp's keep-alive timer is left far behind it.
+        runner = web.AppRunner(make_app(ctx, Credentials(pairs), guard), access_log=None,
+                               handle_signals=False, handler_cancellation=True,
+                               shutdown_timeout=SHUTDOWN_TIMEOUT, keepalive_timeout=3600)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
         try:
-            await site.start()
+            server = await loop.create_server(guard.protocol_factory(runner.server), host, port,
+                                              backlog=128, reuse_address=True)
         except OSError as exc:
             raise MinerError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-        bound = runner.addresses[0][1]  # the real port when --rpc-port 0
+        bound = server.sockets[0].getsockname()[1]  # the real port when --rpc-port 0
         url = f"http://{host}:{bound}"
         lock.publish(url)
-        service.listeners.append(lambda a: _say(
-            json_mode, {"event": "block", "height": a.height, "hash": display_hex(a.hash), "at": a.at},
+        service.listeners.append(lambda a: events.say(
+            {"event": "block", "height": a.height, "hash": display_hex(a.hash), "at": a.at},
             f"block {a.height:>6}  {display_hex(a.hash)}  accepted"))
-        _say(json_mode, {"event": "listening", "url": url, "port": bound, "chain": str(chain_path),
-                         "height": service.tip.height,
-                         "cookie": str(cookie_file) if cookie_pair else None},
-             f"miner node: {chain_path} (tip {service.tip.height}) at {url}, "
-             + (f"cookie {cookie_file}" if cookie_pair else "user and password auth"))
-        loop = asyncio.get_running_loop()
+        events.say({"event": "listening", "url": url, "port": bound, "chain": str(chain_path),
+                    "height": service.tip.height, "cookie": str(cookie_file) if cookie_pair else None,
+                    "max_connections": guard.limits.max_connections},
+                   f"miner node: {chain_path} (tip {service.tip.height}) at {url}, "
+                   + (f"cookie {cookie_file}" if cookie_pair else "user and password auth")
+                   + f", up to {guard.limits.max_connections} connections")
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
         await stopping.wait()
     finally:
         service.closing = True
+        if server is not None:
+            server.close()  # no new connections; the open ones are ended by the runner
         if runner is not None:
             await service.close_waiters()
             await runner.cleanup()
+        await guard.close()
         await service.close()
         if cookie_pair is not None and cookie_file is not None:
             remove_cookie(cookie_file, cookie_pair)
         lock.release()
-    _say(json_mode, {"event": "stopped", "at": time.time()}, "miner node: stopped")
+        logs.close()
+    events.say({"event": "stopped", "at": time.time()}, "miner node: stopped")
+    events.writer.close()

@@ -1,0 +1,117 @@
+"""`miner node` under attack, as a real process on 127.0.0.1: floods, slow headers, malformed
+HTTP, wrong passwords, the largest bodies and fuzzed ones, under a low descriptor limit, with
+standard error a pipe nobody reads. Every attack is bounded in count and time; the node is
+stopped at the end of each test, also on failure."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+import time
+
+import pytest
+from nodeproc import NodeProcess, make_chain
+
+from miner.bench import node_abuse
+
+
+def _raw(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    """What the node answers to `data` on a fresh connection, up to its closing it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except (ConnectionResetError, socket.timeout):
+            pass
+        return out
+
+
+@pytest.mark.slow
+def test_an_honest_client_is_answered_within_a_second_through_every_attack():
+    """The abuse benchmark at a test's size: 400 silent sockets against 256 descriptors,
+    150 slow headers, 200 malformed requests, 40 wrong passwords, bodies at the size limit,
+    200 fuzzed bodies; a new honest connection every 100 ms throughout."""
+    result = node_abuse.run(descriptors=256, seconds=2.0, silent=400, slowloris=150, bad_http=200,
+                            bad_auth=40, fuzz=200)
+    assert result["max_connections"] == 256 - 64  # fitted under the descriptor limit
+    for phase in result["phases"]:
+        assert phase["calls"] > 0 or phase["name"] in ("fuzz", "big-body"), phase
+        assert phase["failed"] == 0, phase
+        assert phase["worst_s"] < 1.0, phase
+    by_name = {p["name"]: p for p in result["phases"]}
+    assert by_name["silent"]["attack"]["dropped_by_node"] > 0  # the flood pushed out its own sockets
+    assert set(by_name["bad-http"]["attack"]) <= {"400", "closed"}
+    assert by_name["big-body"]["attack"]["batch"]["status"] == 200
+    assert by_name["big-body"]["attack"]["numbers"]["status"] == 400  # too many values, refused unparsed
+    assert result["peak_rss_mib"] < 100, result
+    assert result["rest_rss_mib"] < result["idle_rss_mib"] + 15, result  # memory given back
+    assert not result["traceback"] and result["stderr_lines"] < 100, result
+    assert result["exit_code"] == 0 and result["stop_seconds"] < 5
+
+
+def test_a_node_whose_standard_error_nobody_reads_survives_a_flood_of_bad_requests(tmp_path):
+    """Each malformed request used to print a traceback; 64 KiB of them filled the pipe and the
+    node stopped answering anybody, SIGTERM included."""
+    with NodeProcess(make_chain(tmp_path / "chain.sqlite")) as node:
+        kinds = node_abuse.BAD_REQUESTS
+        answered = 0
+        for i in range(600):
+            if not _raw(node.port, kinds[i % len(kinds)] + b"%d" % i, timeout=3):
+                break  # a node blocked on its output answers nothing: no point going on
+            answered += 1
+        assert answered == 600
+        t0 = time.monotonic()
+        assert node.call("getblockcount", timeout=5) == 0
+        assert time.monotonic() - t0 < 5
+        assert node.stop(timeout=10) == 0
+        stderr = node.proc.stderr.read()
+    lines = stderr.splitlines()
+    assert "Traceback" not in stderr
+    assert 0 < len(lines) <= 2 * len(kinds)  # one line a kind, repeats counted
+    assert all(line.startswith("miner node: ") for line in lines)
+
+
+def test_malformed_http_and_bad_bodies_get_400_and_one_line(tmp_path):
+    with NodeProcess(make_chain(tmp_path / "chain.sqlite")) as node:
+        for request in (b"GARBAGE\r\n\r\n", b"POST / HTTP/9.9\r\n\r\n",
+                        b"POST / HTTP/1.1\r\nContent-Length: -5\r\n\r\n"):
+            assert _raw(node.port, request).startswith(b"HTTP/1.0 400 "), request
+        auth = node.auth()
+        garbage = b"not gzip at all"
+        reply = _raw(node.port, b"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth.encode()
+                     + b"\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(garbage) + garbage)
+        assert reply.startswith(b"HTTP/1.1 400 "), reply[:100]
+        good = gzip.compress(json.dumps({"method": "getblockcount", "params": [], "id": 1}).encode())
+        reply = _raw(node.port, b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: "
+                     + auth.encode() + b"\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(good)
+                     + good)
+        assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b'{"result": 0, "error": null, "id": 1}')
+        status, body, _ = node.post(b"[" + b"1," * 100_000 + b"1]")
+        assert status == 400 and json.loads(body)["error"]["code"] == -32600
+        assert node.stop(timeout=10) == 0
+        stderr = node.proc.stderr.read()
+    assert "Traceback" not in stderr and len(stderr.splitlines()) <= 4
+
+
+def test_the_cap_rate_and_body_time_are_the_nodes_options(tmp_path):
+    with NodeProcess(make_chain(tmp_path / "chain.sqlite"), "--max-connections", "500", "--rpc-rate", "50",
+                     "--rpc-timeout", "1", descriptors=200) as node:
+        assert node.ready["max_connections"] == 200 - 64  # the descriptor limit wins over the option
+        batch = json.dumps([{"method": "getblockcount", "params": [], "id": i} for i in range(150)])
+        t0 = time.monotonic()
+        status, body, _ = node.post(batch)
+        assert status == 200 and len(json.loads(body)) == 150
+        assert time.monotonic() - t0 >= 0.9  # 50 calls beyond the burst of 100, at 50 a second
+        auth = node.auth().encode()
+        t0 = time.monotonic()
+        reply = _raw(node.port, b"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth
+                     + b"\r\nContent-Length: 100\r\n\r\n{\"meth")  # and then nothing
+        assert reply.startswith(b"HTTP/1.1 408 "), reply[:100]
+        assert time.monotonic() - t0 < 8
+        t0 = time.monotonic()
+        assert _raw(node.port, b"") == b""  # a silent connection is closed after its header time
+        assert time.monotonic() - t0 < 8
+        assert node.call("getblockcount") == 0

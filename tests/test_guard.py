@@ -1,0 +1,139 @@
+"""The node's guard on real sockets (127.0.0.1): who gets a connection, who is pushed out, when a
+connection times out, and how fast one connection may call."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from miner.node.guard import Guard, GuardLimits
+
+
+class _Recorder(asyncio.Protocol):
+    """A face that only remembers its transport, as aiohttp's handler would."""
+
+    def __init__(self, seen: list):
+        self.seen = seen
+
+    def connection_made(self, transport):
+        self.seen.append(transport)
+
+    def data_received(self, data):
+        pass
+
+    def connection_lost(self, exc):
+        pass
+
+
+async def _serve(guard: Guard):
+    seen: list = []
+    server = await asyncio.get_running_loop().create_server(
+        guard.protocol_factory(lambda: _Recorder(seen)), "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], seen
+
+
+async def _connect(port: int):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await asyncio.sleep(0.02)  # let the server admit it
+    return reader, writer
+
+
+async def _closed_by_server(reader: asyncio.StreamReader, within: float = 2.0) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(1), within) == b""
+    except ConnectionResetError:
+        return True
+    except asyncio.TimeoutError:
+        return False
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_the_cap_fits_the_descriptor_limit():
+    assert Guard(GuardLimits(max_connections=256), descriptor_limit=200).limits.max_connections == 136
+    assert Guard(GuardLimits(max_connections=256), descriptor_limit=100_000).limits.max_connections == 256
+    small = Guard(GuardLimits(max_connections=256, reserved=32), descriptor_limit=80).limits
+    assert small.max_connections == 16 and small.reserved == 2
+
+
+def test_a_new_anonymous_connection_pushes_out_the_oldest_silent_one():
+    async def scenario():
+        guard = Guard(GuardLimits(max_connections=6, reserved=2, header_timeout=30), descriptor_limit=10_000)
+        server, port, _ = await _serve(guard)
+        clients = [await _connect(port) for _ in range(4)]  # the anonymous share: 6 - 2
+        assert guard.open_connections == 4 and guard.counts.evicted == 0
+        clients[1][1].write(b"P")  # this one speaks; the others stay silent
+        await asyncio.sleep(1.1)  # past the grace a new connection has to speak
+        newcomer = await _connect(port)
+        assert guard.counts.evicted == 1
+        assert await _closed_by_server(clients[0][0])  # the oldest silent one
+        assert not await _closed_by_server(clients[1][0], within=0.2)  # the one that spoke stays
+        assert not await _closed_by_server(newcomer[0], within=0.2)
+        server.close()
+        await guard.close()
+    run(scenario())
+
+
+def test_authenticated_connections_are_never_pushed_out_and_fill_the_reserved_slots():
+    async def scenario():
+        guard = Guard(GuardLimits(max_connections=4, reserved=1, header_timeout=30), descriptor_limit=10_000)
+        server, port, seen = await _serve(guard)
+        trusted = []
+        for _ in range(4):
+            trusted.append(await _connect(port))
+            guard.connection(seen[-1]).authenticate()  # what the face does once credentials pass
+        assert guard.open_connections == 4
+        stranger = await _connect(port)  # every slot is held by an authenticated connection
+        assert guard.counts.refused == 1 and guard.counts.evicted == 0
+        assert await _closed_by_server(stranger[0])
+        for reader, _ in trusted:
+            assert not await _closed_by_server(reader, within=0.1)
+        server.close()
+        await guard.close()
+    run(scenario())
+
+
+def test_timeouts_follow_the_connections_state():
+    async def scenario():
+        guard = Guard(GuardLimits(max_connections=16, reserved=4, header_timeout=0.5, idle_timeout=1.5),
+                      descriptor_limit=10_000)
+        server, port, seen = await _serve(guard)
+        silent = await _connect(port)
+        trusted = await _connect(port)
+        guard.connection(seen[-1]).authenticate()
+        busy = await _connect(port)
+        busy_conn = guard.connection(seen[-1])
+        busy_conn.authenticate()
+        busy_conn.begin()  # a long poll being handled: no timeout applies
+        t0 = time.monotonic()
+        assert await _closed_by_server(silent[0], within=3)
+        assert time.monotonic() - t0 >= 0.4  # the anonymous connection's header time
+        assert not await _closed_by_server(trusted[0], within=0.5)  # idle, but within its idle time
+        assert await _closed_by_server(trusted[0], within=3)
+        assert not await _closed_by_server(busy[0], within=0.5)
+        busy_conn.end()
+        assert await _closed_by_server(busy[0], within=3)  # idle from the end of its reply
+        assert guard.counts.timed_out == 3
+        server.close()
+        await guard.close()
+    run(scenario())
+
+
+def test_a_connection_above_its_rate_waits_for_its_turn():
+    """60 calls at 100 a second with a burst of 10: the 50 beyond the burst take half a second
+    at least (a lower bound only: a loaded machine is slower, never faster)."""
+    async def scenario():
+        guard = Guard(GuardLimits(max_connections=16, reserved=4, rate=100.0, burst=10.0), descriptor_limit=10_000)
+        server, port, seen = await _serve(guard)
+        await _connect(port)
+        conn = guard.connection(seen[-1])
+        t0 = time.monotonic()
+        for _ in range(60):
+            await conn.throttle()
+        elapsed = time.monotonic() - t0
+        server.close()
+        await guard.close()
+        return elapsed
+    assert run(scenario()) >= 0.45
