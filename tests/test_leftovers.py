@@ -14,9 +14,11 @@ import time
 import urllib.request
 from base64 import b64encode
 
+import pytest
 from nodeproc import ROOT, NodeProcess, make_chain
 
 from miner.chain.chain import Chain
+from miner.errors import InvalidInput
 from miner.node.rpc.auth import write_cookie
 
 ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
@@ -129,3 +131,30 @@ def test_shutdown_does_not_wait_long_for_a_stalled_upload(tmp_path):
     finally:
         s.close()
         node.stop()
+
+
+def _mine_with_a_bad_backend(chain) -> subprocess.CompletedProcess:
+    """A start that takes the chain's lock and then fails before the chain is made."""
+    return subprocess.run([sys.executable, "-m", "miner", "mine", "--chain", str(chain), "--backend", "nosuch",
+                           "--blocks", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_a_lock_whose_chain_was_never_made_is_removed(tmp_path):
+    chain = tmp_path / "new.sqlite"
+    failed = _mine_with_a_bad_backend(chain)
+    assert failed.returncode == 2 and "nosuch" in failed.stderr
+    assert list(tmp_path.iterdir()) == []  # neither a chain nor its lock
+    (tmp_path / "new.sqlite.lock").write_bytes(b"")  # as a creation killed after taking it leaves it
+    assert _mine_with_a_bad_backend(chain).returncode == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lock_another_process_holds_is_never_removed(tmp_path):
+    from miner.chain.lock import ChainLock
+    chain = tmp_path / "new.sqlite"
+    with ChainLock(chain, exclusive=False) as held:  # a miner whose creation is under way
+        assert _mine_with_a_bad_backend(chain).returncode == 2
+        assert held.path.exists()
+        with pytest.raises(InvalidInput, match="in use by another process"):
+            ChainLock(chain, exclusive=True).acquire()  # the same lock file, still held
+    assert not held.path.exists()  # the last one out removed it

@@ -12,6 +12,11 @@ resolved (SQLite's journal does too, see `store.connect`), and a writer refuses 
 a second name (a hard link), through which a second writer would keep a journal of its own. The
 lock file is opened without following a link and must be a plain file with one name, so a user
 who can write to the chain's folder cannot make the process truncate some other file.
+
+A lock whose chain was never made (a creation that failed, or was killed and then failed again
+on the next start) is removed by the last process to release it. Removing a lock file is safe
+only under the exclusive lock and only if every taker checks, once it holds the lock, that the
+name still leads to the file it locked (else it locked a removed file, and takes the new one).
 """
 
 from __future__ import annotations
@@ -43,6 +48,23 @@ class ChainLock:
         self._fd: int | None = None
 
     def acquire(self) -> ChainLock:
+        for _ in range(100):  # a retry only follows a removal by another process: rare, never endless
+            fd = self._open()
+            if fd is None:
+                return self  # a read-only folder: no node can own a file there either
+            self._lock(fd)
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path, follow_symlinks=False))
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fd = fd
+                return self
+            os.close(fd)  # the lock file was removed while we took it: take the one there now
+        raise InvalidInput(f"{self.chain}: the lock file {self.path} keeps being replaced; stop whatever "
+                           f"removes it")
+
+    def _open(self) -> int | None:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         except OSError as exc:
@@ -51,12 +73,15 @@ class ChainLock:
                                    f"remove it") from None
             if self.exclusive:
                 raise InvalidInput(f"{self.chain}: cannot create the lock file {self.path}") from None
-            return self  # a read-only folder: no node can own a file there either
+            return None
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
             os.close(fd)
             raise InvalidInput(f"{self.chain}: the lock file {self.path} is not a plain file of its own "
                                f"(it has {st.st_nlink} names); remove it")
+        return fd
+
+    def _lock(self, fd: int) -> None:
         try:
             fcntl.flock(fd, (fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -68,8 +93,6 @@ class ChainLock:
                                  + "); stop it first") from None
             raise InvalidInput(f"{self.chain}: served by a miner node at {owner or 'another process'}; "
                              f"mine it through the node with --url {owner or 'URL'}") from None
-        self._fd = fd
-        return self
 
     def publish(self, url: str) -> None:
         """The node's address, for the message a refused miner prints."""
@@ -81,8 +104,19 @@ class ChainLock:
         if self._fd is not None:
             if self.exclusive:
                 os.ftruncate(self._fd, 0)
+            if not self.chain.exists():
+                self._remove_unused()
             os.close(self._fd)
             self._fd = None
+
+    def _remove_unused(self) -> None:
+        """No chain came of it: remove the lock, if nobody else holds it."""
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.path.samestat(os.fstat(self._fd), os.stat(self.path, follow_symlinks=False)):
+                os.unlink(self.path)
+        except OSError:
+            pass  # held by another process (BlockingIOError), or already gone
 
     def __enter__(self) -> Self:
         return self.acquire()
