@@ -54,3 +54,28 @@ def test_a_block_number_at_sqlites_limit(tmp_path):
     assert "the largest the file can hold" in proc.stderr.strip().splitlines()[-1]
     verify = run("chain", "verify", "--chain", str(path), "--json")
     assert json.loads(verify.stdout)["height"] == 3
+
+
+def test_a_hash_column_holding_another_sqlite_type(tmp_path):
+    """An edited file whose active chain names a block by TEXT (or a short BLOB): `chain verify`
+    ended in a traceback; every command now names the damage in one line."""
+    pristine = tmp_path / "pristine.sqlite"
+    mine_easy_chain(pristine, 3).close()
+    for i, (edit, fragment) in enumerate((
+            ("UPDATE active SET hash = hex(hash) WHERE height = 2", "<TEXT, not a hash>"),
+            ("UPDATE active SET hash = x'00' WHERE height = 1", "<BLOB, not a hash>"),
+            ("UPDATE active SET hash = 7 WHERE height = 3", "<INTEGER, not a hash>"))):
+        path = tmp_path / f"edited{i}.sqlite"
+        path.write_bytes(pristine.read_bytes())
+        with sqlite3.connect(path) as conn:
+            conn.execute(edit)
+        conn.close()
+        before = path.read_bytes()
+        verify = run("chain", "verify", "--chain", str(path))
+        assert verify.returncode == 1 and verify.stderr.splitlines() == [
+            line for line in verify.stderr.splitlines() if line.startswith("miner: chain INVALID:")]
+        assert fragment in verify.stderr and len(verify.stderr.splitlines()) == 1
+        assert_one_line_error(run("mine", "--backend", "ref", "--blocks", "1", "--chain", str(path)), 1, fragment)
+        info = run("chain", "info", "--chain", str(path))
+        assert info.returncode == 1 and "Traceback" not in info.stderr and fragment in info.stderr
+        assert path.read_bytes() == before

@@ -91,9 +91,17 @@ def layout(format_version: int) -> Layout:
     return TREE if format_version >= 3 else LIST
 
 
-def short(block_hash: bytes) -> str:
-    """A block hash as users see it (display order), cut to 16 digits for messages."""
-    return display_hex(block_hash)[:16]
+def short(block_hash: object) -> str:
+    """A block hash as users see it (display order), cut to 16 digits for messages; a damaged
+    file's hash column may hold anything, which is named by its SQLite type instead."""
+    if isinstance(block_hash, bytes) and len(block_hash) == 32:
+        return display_hex(block_hash)[:16]
+    return f"<{sqlite_type(block_hash)}, not a hash>"
+
+
+def sqlite_type(value: object) -> str:
+    return {bytes: "BLOB", str: "TEXT", int: "INTEGER", float: "REAL", type(None): "NULL"}.get(
+        type(value), type(value).__name__)
 
 
 # --------------------------------------------------------------------------- bodies
@@ -270,6 +278,9 @@ def read_index(conn: sqlite3.Connection, rows: Layout) -> tuple[BlockTree, str |
     for height, block_hash in conn.execute(rows.active):
         if height != len(hashes):
             damage = damage or f"block {len(hashes)} is missing"
+            break
+        if not isinstance(block_hash, bytes) or len(block_hash) != 32:
+            damage = damage or f"block {height}'s hash in the active chain is {short(block_hash)}"
             break
         hashes.append(block_hash)
     height_of = {h: i for i, h in enumerate(hashes)}
