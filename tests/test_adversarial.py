@@ -11,9 +11,8 @@ import socket
 import time
 
 import pytest
-from nodeproc import NodeProcess, make_chain
-
 from miner.bench import node_abuse
+from nodeproc import NodeProcess, make_chain
 
 
 def _raw(port: int, data: bytes, timeout: float = 10.0) -> bytes:
@@ -24,7 +23,7 @@ def _raw(port: int, data: bytes, timeout: float = 10.0) -> bytes:
         try:
             while chunk := s.recv(65536):
                 out += chunk
-        except (ConnectionResetError, socket.timeout):
+        except (TimeoutError, ConnectionResetError):
             pass
         return out
 
