@@ -15,7 +15,11 @@ from nodeproc import ROOT, NodeProcess, make_chain, stored_blocks
 
 from miner.mining.template import block_hex, job_from_template
 from miner.mining.work import Solution
+from miner.primitives.block import Block
+from miner.primitives.compact import bits_to_target
 from miner.primitives.header import BlockHeader
+from miner.primitives.merkle import merkle_root
+from miner.primitives.transaction import Transaction
 
 OP_TRUE = b"\x51"
 
@@ -225,7 +229,6 @@ def test_bad_requests_get_cores_answers_and_change_nothing(node):
         fields.update(change)
         header = BlockHeader(**fields)
         if "nonce" not in change:  # re-solve so only the changed rule is broken
-            from miner.primitives.compact import bits_to_target
             target = bits_to_target(header.bits)
             header = next(header.with_nonce(n) for n in range(1 << 22) if header.with_nonce(n).meets_target(target))
         return header.hex() + block_hex(s)[160:]
@@ -544,3 +547,48 @@ def test_generatetoaddress_says_when_maxtries_ran_out(tmp_path):
         reply = hard.call("generatetoaddress", 1, "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080", 1000)
         assert reply["error"]["code"] == -1 and "maxtries (1,000) ran out" in reply["error"]["message"]
         assert hard.call("getblockcount") == 0
+
+
+def test_submitblock_fills_in_the_witness_reserved_value_as_core_does(node):
+    """cpuminer and cpuminer-opt put the template's witness commitment in the coinbase and submit
+    the coinbase without a witness; Core's submitblock adds the 32-byte zero reserved value
+    (UpdateUncommittedBlockStructures). Only then: a wrong witness stays wrong, a proposal is
+    judged as sent, and a block without a commitment is stored as it came."""
+
+    def legacy_coinbase_block(solution: Solution) -> Block:
+        job = solution.job
+        coinbase = Transaction.parse(job.coinbase_tx(solution.extranonce))
+        assert not coinbase.has_witness
+        return Block(job.header(solution.extranonce, solution.nonce), (coinbase, *job.extra_txs))
+
+    t = template(node)
+    assert t["default_witness_commitment"]
+    s = solve(t, tag=b"cpuminer-like")
+    legacy = legacy_coinbase_block(s)
+    proposal = node.call("getblocktemplate", {"mode": "proposal", "data": legacy.serialize().hex()})
+    assert proposal == "bad-witness-nonce-size"  # Core's proposal check does not fill it in either
+    wrong = Block(legacy.header, (Transaction.parse(Transaction(
+        legacy.txs[0].version, legacy.txs[0].inputs, legacy.txs[0].outputs, ((bytes(31),),),
+        legacy.txs[0].locktime, b"").serialize()), *legacy.txs[1:]))
+    assert node.call("submitblock", wrong.serialize().hex()) == "bad-witness-nonce-size"
+    assert node.call("submitblock", legacy.serialize().hex()) is None
+    stored = node.call("getblock", node.call("getbestblockhash"), 0)
+    assert stored == s.block().serialize().hex()  # as a miner that sends the witness would have sent it
+    assert bytes.fromhex(stored) != legacy.serialize()
+
+    no_commitment = solve(template(node), tag=b"no commitment")
+    plain = legacy_coinbase_block(no_commitment)
+    coinbase = plain.txs[0]
+    outputs = tuple(o for o in coinbase.outputs if not o.script_pubkey.startswith(bytes.fromhex("6a24aa21a9ed")))
+    assert len(outputs) == len(coinbase.outputs) - 1
+    bare = Transaction.parse(Transaction(coinbase.version, coinbase.inputs, outputs, (), coinbase.locktime,
+                                         b"").serialize())
+    job = no_commitment.job
+    header = job.header(no_commitment.extranonce, 0)
+    header = BlockHeader(header.version, header.prev_hash, merkle_root([bare.txid]), header.time,
+                         header.bits, 0)
+    target = bits_to_target(header.bits)
+    header = next(header.with_nonce(n) for n in range(1 << 20) if header.with_nonce(n).meets_target(target))
+    block = Block(header, (bare,))
+    assert node.call("submitblock", block.serialize().hex()) is None
+    assert node.call("getblock", node.call("getbestblockhash"), 0) == block.serialize().hex()

@@ -24,6 +24,7 @@ from miner.primitives.address import script_for_address
 from miner.primitives.block import Block
 from miner.primitives.compact import bits_to_target, difficulty, work
 from miner.primitives.serialize import DecodeError
+from miner.primitives.witness import find_commitment, with_reserved_value
 
 
 def _network_hashps(chain: Chain, lookup: int, height: int) -> float:
@@ -101,9 +102,23 @@ def _decode_block(hexdata: str) -> Block:
     return block
 
 
+def fill_witness_nonce(block: Block) -> Block:
+    """Bitcoin Core's UpdateUncommittedBlockStructures, which its submitblock applies: a block
+    whose coinbase commits to its witnesses (BIP 141) but carries no witness gets the 32 zero
+    bytes of the witness reserved value as that witness. Miners that build the coinbase from a
+    template (pooler's cpuminer, cpuminer-opt) add the commitment output and submit the coinbase
+    in its legacy form; Core accepts their blocks, so must this node. Nothing else changes: the
+    witness is not part of the txid, so the merkle root and the block's id stay as they were.
+    A proposal (BIP 23) is judged as sent, as Core judges it."""
+    coinbase = block.txs[0]
+    if coinbase.has_witness or find_commitment(coinbase) is None:
+        return block
+    return Block(block.header, (with_reserved_value(coinbase), *block.txs[1:]))
+
+
 @rpc("submitblock", Param("hexdata", "string", True), Param("dummy", "any"))
 async def submitblock(ctx: Context, hexdata: str, dummy: Any) -> str | None:
-    return await ctx.service.submit_block(_decode_block(hexdata))
+    return await ctx.service.submit_block(fill_witness_nonce(_decode_block(hexdata)))
 
 
 @rpc("generatetoaddress", Param("nblocks", "number", True), Param("address", "string", True),
