@@ -79,3 +79,24 @@ def test_a_hash_column_holding_another_sqlite_type(tmp_path):
         info = run("chain", "info", "--chain", str(path))
         assert info.returncode == 1 and "Traceback" not in info.stderr and fragment in info.stderr
         assert path.read_bytes() == before
+
+
+def test_an_empty_chain_name():
+    """`--chain ""` used to be read as '.', the current folder ('.: not a regular file')."""
+    for args in (["mine", "--backend", "ref", "--blocks", "1"], ["node", "--rpc-port", "0"], ["chain", "info"],
+                 ["chain", "show", "1"]):
+        assert_one_line_error(run(*args, "--chain", ""), 2, "--chain: must not be empty")
+
+
+def test_params_nested_100000_deep():
+    """Nesting deep enough to exhaust the parser's recursion, and deeper than the value cap: a
+    JSON-RPC error each, as valid JSON."""
+    async def dispatch(method, params):
+        return 1
+
+    for depth, code in ((50_000, -32700), (100_001, -32600)):
+        for opener, closer in ((b"[", b"]"), (b'{"a":', b"}")):
+            body = b'{"method": "getblockcount", "params": [' + opener * depth + b"1" * (opener == b'{"a":') \
+                + closer * depth + b'], "id": 1}'
+            reply = asyncio.run(handle_body(body, dispatch))
+            assert json.loads(json.dumps(reply.body))["error"]["code"] == code, (depth, opener)

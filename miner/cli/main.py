@@ -41,6 +41,13 @@ def _positive_int(limit: int):
     return parse
 
 
+def _chain_name(text: str) -> str:
+    """An empty --chain (or MINER_CHAIN) would become '.', the current folder."""
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty: give a chain file path")
+    return text
+
+
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -82,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--threads", type=_positive_int(1024), default=None,
                    help="CPU backend threads (default: all cores)")
     _cpu_kernel_option(m)
-    m.add_argument("--chain", default=os.environ.get("MINER_CHAIN", DEFAULT_CHAIN),
+    m.add_argument("--chain", type=_chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN,
                    help=f"chain file (default {DEFAULT_CHAIN}; created if missing)")
     m.add_argument("--preset", default="local",
                    help="preset for a new chain: local, local-windowed, regtest, mainnet")
@@ -103,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     n = sub.add_parser("node", help="serve the chain over Bitcoin Core's JSON-RPC (getblocktemplate, "
                                     "submitblock, ...) until stopped")
-    n.add_argument("--chain", default=os.environ.get("MINER_CHAIN", DEFAULT_CHAIN),
+    n.add_argument("--chain", type=_chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN,
                    help=f"chain file to own (default {DEFAULT_CHAIN}; created if missing)")
     n.add_argument("--preset", default="local", help="preset for a new chain (as for mine)")
     n.add_argument("--rpc-bind", default="127.0.0.1",
@@ -134,15 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
                        ("verify", "re-validate every stored block on every branch"),
                        ("tips", "every branch's tip, like Bitcoin Core's getchaintips")):
         a = csub.add_parser(name, help=text)
-        a.add_argument("--chain", default=os.environ.get("MINER_CHAIN", DEFAULT_CHAIN))
+        a.add_argument("--chain", type=_chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN)
         a.add_argument("--json", action="store_true")
     s = csub.add_parser("show", help="one block, by height on the active chain or by hash")
     s.add_argument("block", metavar="HEIGHT|HASH", help="a height, or a block hash (64 hex digits)")
-    s.add_argument("--chain", default=os.environ.get("MINER_CHAIN", DEFAULT_CHAIN))
+    s.add_argument("--chain", type=_chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN)
     s.add_argument("--json", action="store_true")
     pl = csub.add_parser("plot", help="PNG of block spacing and difficulty")
     pl.add_argument("out", help="PNG file to write")
-    pl.add_argument("--chain", default=os.environ.get("MINER_CHAIN", DEFAULT_CHAIN))
+    pl.add_argument("--chain", type=_chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN)
     pl.add_argument("--simulate", action="store_true",
                     help="instead of the stored chain, simulate both retarget rules through a "
                          "10x hash-rate jump")
