@@ -48,6 +48,16 @@ def _chain_name(text: str) -> str:
     return text
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -129,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "or a started request has at most 10 for its header")
     n.add_argument("--rpc-rate", type=_positive_int(1_000_000), default=1000,
                    help="calls a second per connection before it is slowed down (default 1000)")
+    n.add_argument("--stratum-port", type=int, default=None,
+                   help="also serve Stratum v1 for miner programs on this port (0 picks a free one)")
+    n.add_argument("--stratum-bind", default="127.0.0.1", help="address for Stratum (default 127.0.0.1)")
+    n.add_argument("--stratum-difficulty", type=_positive_float, default=1.0,
+                   help="a new miner's share difficulty before vardiff adjusts it (default 1; never "
+                        "above the network's)")
+    n.add_argument("--stratum-payout", default=None,
+                   help="address the Stratum blocks' coinbase pays (default OP_TRUE, anyone can spend)")
     n.add_argument("--backend", default="auto", help="backends generatetoaddress mines with (default auto)")
     n.add_argument("--threads", type=_positive_int(1024), default=None, help="CPU backend threads")
     _cpu_kernel_option(n)

@@ -13,11 +13,13 @@ from pathlib import Path
 from miner.chain.files import check_chain_path, with_journal
 from miner.chain.lock import lock_path
 from miner.consensus.params import preset
-from miner.errors import UsageError
+from miner.errors import InvalidInput, UsageError
 from miner.node.guard import GuardLimits
 from miner.node.rpc.auth import COOKIE_NAME
 from miner.node.rpc.server import is_loopback
 from miner.node.run import serve
+from miner.node.stratum.server import StratumConfig
+from miner.primitives.address import script_for_address
 
 
 def check_cookie_path(cookie: Path, chain: Path) -> None:
@@ -36,6 +38,21 @@ def guard_limits(args: argparse.Namespace) -> GuardLimits:
                        header_timeout=min(10.0, args.rpc_timeout), idle_timeout=args.rpc_timeout,
                        body_timeout=args.rpc_timeout, write_timeout=args.rpc_timeout,
                        rate=float(args.rpc_rate), burst=2.0 * args.rpc_rate)
+
+
+def stratum_options(args: argparse.Namespace) -> tuple[str, int, StratumConfig] | None:
+    if args.stratum_port is None:
+        return None
+    if not 0 <= args.stratum_port <= 65535:
+        raise UsageError(f"--stratum-port must be 0 to 65535, got {args.stratum_port}")
+    payout = b"\x51"
+    if args.stratum_payout is not None:
+        try:
+            payout = script_for_address(args.stratum_payout)
+        except InvalidInput as exc:
+            raise UsageError(f"--stratum-payout: {exc}") from None
+    return args.stratum_bind, args.stratum_port, StratumConfig(payout_script=payout,
+                                                               difficulty=args.stratum_difficulty)
 
 
 def cmd_node(args: argparse.Namespace) -> int:
@@ -61,7 +78,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve(chain_path, params, host, args.rpc_port, args.rpc_user, args.rpc_password,
                           cookie, (args.backend, args.threads, args.cpu_kernel), args.json,
-                          guard_limits(args)))
+                          guard_limits(args), stratum_options(args)))
     except KeyboardInterrupt:
         pass
     try:

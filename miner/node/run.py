@@ -23,6 +23,7 @@ from miner.node.rpc.auth import Credentials, remove_cookie, write_cookie
 from miner.node.rpc.methods import Context
 from miner.node.rpc.server import make_app
 from miner.node.service import NodeService
+from miner.node.stratum.server import StratumConfig, StratumServer
 from miner.primitives.hashes import display_hex
 
 SHUTDOWN_TIMEOUT = 3.0  # s
@@ -44,7 +45,7 @@ class _Events:
 async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
                 user: str | None, password: str | None, cookie_file: Path | None,
                 generator_args: tuple[str, int | None, str], json_mode: bool,
-                limits: GuardLimits | None = None) -> None:
+                limits: GuardLimits | None = None, stratum: tuple[str, int, StratumConfig] | None = None) -> None:
     return_large_blocks()
     events = _Events(json_mode)
     logs = LineWriter(sys.stderr.fileno())
@@ -56,6 +57,7 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
     guard = Guard(limits or GuardLimits())
     runner: web.AppRunner | None = None
     server: asyncio.base_events.Server | None = None
+    pool: StratumServer | None = None
     cookie_pair: str | None = None
     try:
         await service.open(params)
@@ -84,6 +86,10 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
         except OSError as exc:
             raise MinerError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         bound = server.sockets[0].getsockname()[1]  # the real port when --rpc-port 0
+        stratum_port = None
+        if stratum is not None:
+            pool = StratumServer(service, guard, stratum[2])
+            stratum_port = await pool.start(stratum[0], stratum[1])
         url = f"http://{host}:{bound}"
         lock.publish(url)
         service.listeners.append(lambda a: events.say(
@@ -91,15 +97,18 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
             f"block {a.height:>6}  {display_hex(a.hash)}  accepted"))
         events.say({"event": "listening", "url": url, "port": bound, "chain": str(chain_path),
                     "height": service.tip.height, "cookie": str(cookie_file) if cookie_pair else None,
-                    "max_connections": guard.limits.max_connections},
+                    "max_connections": guard.limits.max_connections, "stratum_port": stratum_port},
                    f"miner node: {chain_path} (tip {service.tip.height}) at {url}, "
                    + (f"cookie {cookie_file}" if cookie_pair else "user and password auth")
+                   + (f", Stratum at stratum+tcp://{stratum[0]}:{stratum_port}" if stratum is not None else "")
                    + f", up to {guard.limits.max_connections} connections")
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
         await stopping.wait()
     finally:
         service.closing = True
+        if pool is not None:
+            await pool.close()  # miners are told to reconnect
         if server is not None:
             server.close()  # no new connections; the open ones are ended by the runner
         if runner is not None:

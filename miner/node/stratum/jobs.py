@@ -1,0 +1,70 @@
+"""Stratum jobs: the node's block template cut the way mining.notify sends it, and a share
+checked the way the miner built it.
+
+A job is the template's coinbase split around an extranonce of `extranonce1 + extranonce2`
+bytes (extranonce1 fixed per connection by the server, extranonce2 rolled by the miner), the
+merkle branch from the coinbase to the root, and the header fields. A submitted share is
+rebuilt from those parts exactly as the miner built it (coinbase, merkle root, header with the
+rolled version bits and the miner's ntime and nonce) and hashed; nothing the miner says about
+its hash is taken on trust.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from miner.mining.template import job_from_template
+from miner.mining.work import Job
+from miner.node.stratum.protocol import stratum_prevhash, word_hex
+from miner.primitives.block import Block
+from miner.primitives.hashes import sha256d
+from miner.primitives.header import BlockHeader
+from miner.primitives.merkle import root_from_branch
+from miner.primitives.transaction import Transaction
+from miner.primitives.witness import with_reserved_value
+
+MAX_FUTURE = 7200  # s: Core's MAX_FUTURE_BLOCK_TIME, the latest ntime a block may carry
+
+
+@dataclass(frozen=True)
+class Share:
+    header: BlockHeader
+    coinbase: bytes
+    hash: bytes  # sha256d of the header, header byte order
+
+    @property
+    def value(self) -> int:
+        return int.from_bytes(self.hash, "little")
+
+
+@dataclass(frozen=True)
+class StratumJob:
+    job_id: str
+    job: Job
+    mintime: int
+
+    @classmethod
+    def from_template(cls, job_id: str, template: dict, payout_script: bytes, message: bytes,
+                      extranonce1_size: int, extranonce2_size: int) -> StratumJob:
+        job = job_from_template(template, payout_script, message, extranonce1_size + extranonce2_size)
+        mintime = template.get("mintime")
+        return cls(job_id, job, mintime if isinstance(mintime, int) else job.time)
+
+    def notify_params(self, clean: bool) -> list:
+        job = self.job
+        return [self.job_id, stratum_prevhash(job.prev_hash), job.coinbase.coinb1.hex(), job.coinbase.coinb2.hex(),
+                [b.hex() for b in job.branch], word_hex(job.version), word_hex(job.bits), word_hex(job.time),
+                clean]
+
+    def share(self, extranonce1: bytes, extranonce2: bytes, ntime: int, nonce: int, version: int) -> Share:
+        coinbase = self.job.coinbase.coinb1 + extranonce1 + extranonce2 + self.job.coinbase.coinb2
+        root = root_from_branch(sha256d(coinbase), self.job.branch)
+        header = BlockHeader(version, self.job.prev_hash, root, ntime, self.job.bits, nonce)
+        return Share(header, coinbase, sha256d(header.serialize()))
+
+    def block(self, share: Share) -> Block:
+        """The block a share that meets the block target makes, as submitblock would take it."""
+        coinbase = Transaction.parse(share.coinbase)
+        if self.job.witness:
+            coinbase = with_reserved_value(coinbase)
+        return Block(share.header, (coinbase, *self.job.extra_txs))

@@ -1,0 +1,111 @@
+"""Stratum v1 as pools speak it: newline-delimited JSON-RPC 1.0 over TCP, its error codes, and
+the byte orders its fields are written in.
+
+Stratum has no specification beyond what the first pools did (slush's pool, 2012) and what
+miners expect since; the conventions kept here are the ones cpuminer, cgminer and ckpool share:
+- difficulty 1 is the target 0xFFFF * 2^208 (the "pool difficulty 1" of Bitcoin's first miners,
+  not the 2^224 - 1 of `nBits` 0x1d00ffff, which differs in the last 16 bits);
+- `mining.notify` writes the previous block hash as eight 4-byte words, each word's bytes
+  reversed from the header's order (a quirk of the first pool software, kept by all);
+- version, nbits and ntime are 8 hex digits of the 32-bit number, most significant first; the
+  nonce of `mining.submit` likewise; extranonces and coinbase parts are plain bytes in hex;
+- a refused share is `[code, message, null]` with the codes below.
+"""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from typing import Any
+
+DIFF1_TARGET = 0xFFFF << 208
+MAX_TARGET = (1 << 256) - 1
+
+# The error codes pools use (slush's list, kept by ckpool and cgminer).
+OTHER = 20
+JOB_NOT_FOUND = 21  # stale
+DUPLICATE = 22
+LOW_DIFFICULTY = 23
+UNAUTHORIZED = 24
+NOT_SUBSCRIBED = 25
+
+
+class StratumError(Exception):
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def to_json(self) -> list:
+        return [self.code, self.message, None]
+
+
+def difficulty_to_target(difficulty: float) -> int:
+    """The share target for a Stratum difficulty (any positive number, below 1 too), exactly:
+    the float is taken as the rational number it is."""
+    if not difficulty > 0:
+        raise ValueError("difficulty must be positive")
+    return min(MAX_TARGET, int(Fraction(DIFF1_TARGET) / Fraction(difficulty)))
+
+
+def target_to_difficulty(target: int) -> float:
+    return DIFF1_TARGET / max(1, target)
+
+
+def stratum_prevhash(prev_hash: bytes) -> str:
+    """The previous block hash (header byte order) as mining.notify writes it."""
+    return b"".join(prev_hash[i:i + 4][::-1] for i in range(0, 32, 4)).hex()
+
+
+def word_hex(value: int) -> str:
+    return f"{value & 0xFFFFFFFF:08x}"
+
+
+def parse_word(text: Any, name: str) -> int:
+    """An 8-hex-digit 32-bit field of mining.submit."""
+    if not isinstance(text, str) or len(text) != 8:
+        raise StratumError(OTHER, f"{name} must be 8 hex digits")
+    try:
+        return int(text, 16)
+    except ValueError:
+        raise StratumError(OTHER, f"{name} must be 8 hex digits") from None
+
+
+def parse_hex(text: Any, size: int, name: str) -> bytes:
+    if not isinstance(text, str) or len(text) != 2 * size:
+        raise StratumError(OTHER, f"{name} must be {size} bytes in hex")
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise StratumError(OTHER, f"{name} must be {size} bytes in hex") from None
+
+
+def encode(message: dict) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+def reply(rid: Any, result: Any = None, error: StratumError | None = None) -> bytes:
+    return encode({"id": rid, "result": result, "error": error.to_json() if error else None})
+
+
+def notification(method: str, params: list) -> bytes:
+    return encode({"id": None, "method": method, "params": params})
+
+
+def parse_line(line: bytes) -> tuple[Any, str, list]:
+    """(id, method, params) of one request line; raises StratumError for what is not one."""
+    try:
+        message = json.loads(line)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise StratumError(OTHER, "Parse error") from None
+    if not isinstance(message, dict):
+        raise StratumError(OTHER, "a request must be a JSON object")
+    method = message.get("method")
+    params = message.get("params", [])
+    if not isinstance(method, str):
+        raise StratumError(OTHER, "Missing method")
+    if params is None:
+        params = []
+    if not isinstance(params, list):
+        raise StratumError(OTHER, "params must be an array")
+    return message.get("id"), method, params

@@ -1,0 +1,269 @@
+"""The node's Stratum v1 server, over real sockets on 127.0.0.1, against a miner written here from
+the protocol's conventions (not from the server's code): notify fields taken apart, the
+coinbase, merkle root and header rebuilt, shares hashed with hashlib."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import time
+
+import pytest
+from nodeproc import NodeProcess, make_chain
+
+from miner.node.stratum.vardiff import VarDiff, VarDiffLimits
+
+DIFF1 = 0xFFFF << 208
+
+
+def dsha(b: bytes) -> bytes:
+    return hashlib.sha256(hashlib.sha256(b).digest()).digest()
+
+
+class Miner:
+    """A Stratum client on a raw socket: one JSON object a line."""
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buf = b""
+        self.notes: list[dict] = []
+        self.next_id = 1
+
+    def send_line(self, raw: bytes) -> None:
+        self.sock.sendall(raw + b"\n")
+
+    def read(self) -> dict | None:
+        while b"\n" not in self.buf:
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                return None  # dropped by the server
+            if not chunk:
+                return None
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def call(self, method: str, *params) -> dict:
+        rid = self.next_id
+        self.next_id += 1
+        self.send_line(json.dumps({"id": rid, "method": method, "params": list(params)}).encode())
+        return self.reply(rid)
+
+    def reply(self, rid) -> dict:
+        while True:
+            msg = self.read()
+            assert msg is not None, "connection closed"
+            if msg.get("method"):
+                self.notes.append(msg)
+            elif msg.get("id") == rid:
+                return msg
+
+    def wait_for(self, method: str, timeout: float = 10) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for i, n in enumerate(self.notes):
+                if n["method"] == method:
+                    return self.notes.pop(i)
+            msg = self.read()
+            assert msg is not None, "connection closed"
+            if msg.get("method"):
+                self.notes.append(msg)
+        raise AssertionError(f"no {method} within {timeout} s")
+
+    def start(self, worker: str = "alice.rig1") -> tuple[str, int, float, list]:
+        sub = self.call("mining.subscribe", "test-miner/1.0")["result"]
+        assert self.call("mining.authorize", worker, "x")["result"] is True
+        difficulty = self.wait_for("mining.set_difficulty")["params"][0]
+        job = self.wait_for("mining.notify")["params"]
+        return sub[1], sub[2], difficulty, job
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def build_header(job: list, extranonce1: str, extranonce2: bytes, ntime: int, nonce: int,
+                 version: int | None = None) -> bytes:
+    """The 80-byte header a Stratum miner hashes, from mining.notify's fields."""
+    _, prevhash, coinb1, coinb2, branch, version_hex, nbits, _, _ = job
+    coinbase = bytes.fromhex(coinb1) + bytes.fromhex(extranonce1) + extranonce2 + bytes.fromhex(coinb2)
+    root = dsha(coinbase)
+    for h in branch:
+        root = dsha(root + bytes.fromhex(h))
+    prev = b"".join(bytes.fromhex(prevhash)[i:i + 4][::-1] for i in range(0, 32, 4))
+    v = int(version_hex, 16) if version is None else version
+    return (v.to_bytes(4, "little") + prev + root + ntime.to_bytes(4, "little")
+            + int(nbits, 16).to_bytes(4, "little") + nonce.to_bytes(4, "little"))
+
+
+def find(job, extranonce1, size, target: int, want_below: bool = True, start: int = 0, version=None,
+         above: int = -1):
+    """(extranonce2, nonce, hash value) of the first header on the right side of `target` (and
+    above `above`: a share that is not also a block)."""
+    ntime = int(job[7], 16)
+    en2 = (7).to_bytes(size, "big")
+    for nonce in range(start, start + (1 << 24)):
+        h = int.from_bytes(dsha(build_header(job, extranonce1, en2, ntime, nonce, version)), "little")
+        if (h <= target) == want_below and h > above:
+            return en2, nonce, h
+    raise AssertionError("no nonce found")
+
+
+SHARE_DIFFICULTY = 1e-5  # a share in about 43,000 hashes; a block here takes 2^18
+
+
+@pytest.fixture
+def pool(tmp_path):
+    chain = make_chain(tmp_path / "chain.sqlite", hashes_per_block=1 << 18)
+    with NodeProcess(chain, "--stratum-port", "0", "--stratum-difficulty", str(SHARE_DIFFICULTY)) as node:
+        node.stratum = node.ready["stratum_port"]
+        yield node
+
+
+def share_target(difficulty: float) -> int:
+    return int(DIFF1 / difficulty)
+
+
+def test_subscribe_authorize_and_work_as_miners_expect(pool):
+    miners = [Miner(pool.stratum) for _ in range(3)]
+    try:
+        starts = [m.start(f"alice.rig{i}") for i, m in enumerate(miners)]
+        assert len({s[0] for s in starts}) == 3 and all(len(s[0]) == 8 for s in starts)  # 4 bytes each
+        _, size, difficulty, job = starts[0]
+        assert size == 4 and difficulty == SHARE_DIFFICULTY
+        _, prevhash, _, coinb2, branch, version, nbits, ntime, clean = job
+        info = pool.call("getmininginfo")
+        assert clean is True and branch == [] and version == "20000000" and nbits == info["next"]["bits"]
+        words = bytes.fromhex(prevhash)
+        assert b"".join(words[i:i + 4][::-1] for i in range(0, 32, 4))[::-1].hex() == pool.call("getbestblockhash")
+        assert abs(int(ntime, 16) - time.time()) < 120
+        assert "6a24aa21a9ed" in coinb2  # the witness commitment output
+    finally:
+        for m in miners:
+            m.close()
+
+
+def test_shares_are_checked_and_refused_with_the_pools_codes(pool):
+    m = Miner(pool.stratum)
+    try:
+        assert m.call("mining.submit", "alice.rig1", "1", "00000000", "00000000", "00000000")["error"][0] == 25
+        en1, size, difficulty, job = m.start()
+        ntime = job[7]
+        block = int(pool.call("getmininginfo")["next"]["target"], 16)
+        en2, nonce, _ = find(job, en1, size, share_target(difficulty), above=block)
+        params = ["alice.rig1", job[0], en2.hex(), ntime, f"{nonce:08x}"]
+        accepted = m.call("mining.submit", *params)
+        assert accepted["result"] is True and accepted["error"] is None, accepted
+        assert m.call("mining.submit", *params)["error"] == [22, "Duplicate share", None]
+        low_en2, low_nonce, _ = find(job, en1, size, share_target(difficulty), want_below=False)
+        refused = m.call("mining.submit", "alice.rig1", job[0], low_en2.hex(), ntime, f"{low_nonce:08x}")
+        assert refused["error"][0] == 23
+        assert m.call("mining.submit", "mallory.rig", job[0], en2.hex(), ntime, "00000001")["error"][0] == 24
+        assert m.call("mining.submit", "alice.rig1", "ffff", en2.hex(), ntime, "00000001")["error"][0] == 21
+        assert m.call("mining.submit", "alice.rig1", job[0], "00", ntime, "00000001")["error"][0] == 20
+        far = f"{int(time.time()) + 3 * 3600:08x}"
+        assert m.call("mining.submit", "alice.rig1", job[0], en2.hex(), far, "00000001")["error"][0] == 20
+        # version bits: refused before version rolling is negotiated, accepted within the mask after
+        assert m.call("mining.submit", "alice.rig1", job[0], en2.hex(), ntime, "00000002",
+                      "00002000")["error"][0] == 20
+        configured = m.call("mining.configure", ["version-rolling"], {"version-rolling.mask": "ffffffff"})
+        assert configured["result"] == {"version-rolling": True, "version-rolling.mask": "1fffe000"}
+        rolled = 0x20000000 | 0x00004000
+        en2, nonce, _ = find(job, en1, size, share_target(difficulty), version=rolled, above=block)
+        ok = m.call("mining.submit", "alice.rig1", job[0], en2.hex(), ntime, f"{nonce:08x}", "00004000")
+        assert ok["result"] is True, ok
+        assert m.call("mining.submit", "alice.rig1", job[0], en2.hex(), ntime, f"{nonce:08x}",
+                      "80000000")["error"][0] == 20  # outside BIP 320's bits
+        assert pool.call("getblockcount") == 0  # shares, no block
+    finally:
+        m.close()
+
+
+def test_a_share_meeting_the_block_target_is_a_block_and_everyone_gets_new_work(pool):
+    a, b = Miner(pool.stratum), Miner(pool.stratum)
+    try:
+        en1, size, _, job = a.start("alice.rig1")
+        b.start("bob.rig1")
+        target = int(pool.call("getmininginfo")["next"]["target"], 16)
+        en2, nonce, value = find(job, en1, size, target)
+        assert a.call("mining.submit", "alice.rig1", job[0], en2.hex(), job[7], f"{nonce:08x}")["result"] is True
+        assert pool.call("getblockcount") == 1
+        block = pool.call("getblock", pool.call("getbestblockhash"))
+        assert int(block["hash"], 16) == value
+        for miner in (a, b):
+            fresh = miner.wait_for("mining.notify")["params"]
+            assert fresh[8] is True and fresh[0] != job[0]  # clean_jobs on the new tip
+        stale = a.call("mining.submit", "alice.rig1", job[0], en2.hex(), job[7], f"{nonce + 1:08x}")
+        assert stale["error"][0] == 21
+    finally:
+        a.close()
+        b.close()
+
+
+def test_suggested_difficulty_before_authorize_and_reconnect_on_shutdown(pool):
+    m = Miner(pool.stratum)
+    try:
+        m.call("mining.subscribe")
+        assert m.call("mining.suggest_difficulty", 0.000002)["result"] is True
+        assert m.call("mining.authorize", "carol.rig", "")["result"] is True
+        assert m.wait_for("mining.set_difficulty")["params"] == [0.000002]
+        m.wait_for("mining.notify")
+        assert pool.stop() == 0
+        assert m.wait_for("client.reconnect")["params"] == []
+    finally:
+        m.close()
+
+
+@pytest.mark.parametrize("line, code", [
+    (b"{not json", 20), (b"[1, 2]", 20), (b'{"id": 1, "method": "mining.fly", "params": []}', 20),
+    (b'{"id": 1, "method": "mining.authorize", "params": [7]}', 24),
+    (b'{"id": 1, "method": "mining.suggest_difficulty", "params": ["hard"]}', 20),
+    (b'{"id": 1, "method": "mining.configure", "params": "x"}', 20)])
+def test_bad_lines_get_an_error_and_the_connection_goes_on(pool, line, code):
+    m = Miner(pool.stratum)
+    try:
+        m.send_line(line)
+        msg = m.read()
+        assert msg["error"][0] == code and msg["result"] is None
+        assert m.call("mining.subscribe")["result"][2] == 4  # still served
+    finally:
+        m.close()
+
+
+def test_a_line_too_long_or_a_flood_of_garbage_ends_only_that_connection(pool):
+    honest = Miner(pool.stratum)
+    long_line, garbage = Miner(pool.stratum), Miner(pool.stratum)
+    try:
+        honest.start()
+        long_line.sock.sendall(b'{"id": 1, "method": "mining.subscribe", "params": ["' + b"a" * (1 << 20))
+        assert long_line.read()["error"][0] == 20
+        assert long_line.read() is None  # dropped
+        for _ in range(25):
+            garbage.send_line(b"\x00garbage")
+        while garbage.read() is not None:
+            pass  # errors, then the end of the connection
+        assert honest.call("mining.subscribe")["result"][2] == 4
+        assert pool.call("getblockcount") == 0
+    finally:
+        for m in (honest, long_line, garbage):
+            m.close()
+
+
+def test_vardiff_moves_toward_18_shares_a_minute():
+    """A miner hashing 2^32 * 0.3 difficulty a second (a difficulty-1 share every 3.3 s) and sent
+    shares at difficulty 0.001: after 72 shares the difficulty becomes about 1, and then holds."""
+    limits = VarDiffLimits(minimum=1e-9, maximum=1e9)
+    vd = VarDiff(limits, now=0.0)
+    difficulty, now, changes = 0.001, 0.0, []
+    for _ in range(2000):
+        now += difficulty / 0.3  # the time this miner takes for one share at this difficulty
+        new = vd.record(difficulty, difficulty, network=1e6, now=now)
+        if new is not None:
+            changes.append(new)
+            difficulty = new
+    assert 0.7 < difficulty < 1.4, changes
+    assert len(changes) <= 3, changes
+    capped = VarDiff(limits, now=0.0)
+    late = [capped.record(0.001, 0.001, network=0.002, now=t * 0.0001) for t in range(1, 100)]
+    assert [d for d in late if d is not None] == [0.002]  # never above the network's difficulty
