@@ -267,3 +267,12 @@ def test_vardiff_moves_toward_18_shares_a_minute():
     capped = VarDiff(limits, now=0.0)
     late = [capped.record(0.001, 0.001, network=0.002, now=t * 0.0001) for t in range(1, 100)]
     assert [d for d in late if d is not None] == [0.002]  # never above the network's difficulty
+
+
+@pytest.mark.slow
+def test_the_load_benchmark_runs_200_miners_and_every_share_is_answered():
+    from miner.bench import stratum_load
+    result = stratum_load.run(miners=200, seconds=2.0, runs=1)
+    assert result["accepted"] > 200 and result["refused"] == 0 and result["unanswered"] == 0, result
+    assert result["blocks"] == 0  # shares only: the chain is untouched
+    assert 0 < result["kib_per_miner"] < 256, result

@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--stratum-difficulty", type=_positive_float, default=1.0,
                    help="a new miner's share difficulty before vardiff adjusts it (default 1; never "
                         "above the network's)")
+    n.add_argument("--stratum-min-difficulty", type=_positive_float, default=1e-9,
+                   help="the lowest share difficulty vardiff sets (default 1e-9)")
+    n.add_argument("--stratum-max-difficulty", type=_positive_float, default=1e12,
+                   help="the highest share difficulty vardiff sets (default 1e12; the network's caps it too)")
     n.add_argument("--stratum-payout", default=None,
                    help="address the Stratum blocks' coinbase pays (default OP_TRUE, anyone can spend)")
     n.add_argument("--backend", default="auto", help="backends generatetoaddress mines with (default auto)")

@@ -19,6 +19,7 @@ from miner.node.rpc.auth import COOKIE_NAME
 from miner.node.rpc.server import is_loopback
 from miner.node.run import serve
 from miner.node.stratum.server import StratumConfig
+from miner.node.stratum.vardiff import VarDiffLimits
 from miner.primitives.address import script_for_address
 
 
@@ -51,7 +52,10 @@ def stratum_options(args: argparse.Namespace) -> tuple[str, int, StratumConfig] 
             payout = script_for_address(args.stratum_payout)
         except InvalidInput as exc:
             raise UsageError(f"--stratum-payout: {exc}") from None
-    return args.stratum_bind, args.stratum_port, StratumConfig(payout_script=payout,
+    if args.stratum_min_difficulty > args.stratum_max_difficulty:
+        raise UsageError("--stratum-min-difficulty is above --stratum-max-difficulty")
+    limits = VarDiffLimits(minimum=args.stratum_min_difficulty, maximum=args.stratum_max_difficulty)
+    return args.stratum_bind, args.stratum_port, StratumConfig(payout_script=payout, vardiff=limits,
                                                                difficulty=args.stratum_difficulty)
 
 
