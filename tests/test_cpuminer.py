@@ -1,4 +1,4 @@
-"""pooler's cpuminer mining `miner node` over getblocktemplate, as a new user would run it.
+"""Miner programs (pooler's cpuminer, cpuminer-opt) mining `miner node` as a new user would run them.
 
 cpuminer (and cpuminer-opt) put the template's witness commitment in the coinbase and submit the
 coinbase without its witness; Core's submitblock fills in the 32-byte zero witness reserved value,
@@ -33,6 +33,7 @@ from miner.primitives.witness import find_commitment
 ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 P2WPKH = bytes.fromhex("0014751e76e8199196d454941c45d1b3a323f1433bd6")
 CPUMINER = os.environ.get("CPUMINER") or shutil.which("minerd")
+CPUMINER_OPT = os.environ.get("CPUMINER_OPT") or shutil.which("cpuminer")
 RECORDED = json.loads((ROOT / "tests" / "fixtures" / "cpuminer-gbt-exchange.json").read_text())
 
 
@@ -63,34 +64,56 @@ def test_the_recorded_cpuminer_block_is_accepted_only_with_the_reserved_value_fi
     assert filled.txs[0].witnesses == ((bytes(32),),)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not CPUMINER, reason="no pooler cpuminer here: set CPUMINER=/path/to/minerd (or put minerd "
-                                         "on PATH) to have it mine a live node")
-def test_cpuminer_mines_a_live_node_over_getblocktemplate(tmp_path):
-    with NodeProcess(make_chain(tmp_path / "chain.sqlite", hashes_per_block=1 << 16)) as node:
-        start = 17  # past heights 1-16, which cpuminer's v2.5.1 tag encodes wrongly (BIP 34)
-        assert len(node.call("generatetoaddress", start, ADDRESS, 10**9)) == start
-        miner = subprocess.Popen([CPUMINER, "-a", "sha256d", "-o", f"http://127.0.0.1:{node.port}",
-                                  "-O", node.cookie.read_text(), "--no-getwork", "--no-stratum",
-                                  f"--coinbase-addr={ADDRESS}", "-t", "1", "-D"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+MINERS = {
+    "cpuminer": (CPUMINER, "no pooler cpuminer here: set CPUMINER=/path/to/minerd (or put minerd on PATH)"),
+    "cpuminer-opt": (CPUMINER_OPT, "no cpuminer-opt here: set CPUMINER_OPT=/path/to/cpuminer (or put it on PATH)"),
+}
+
+
+def _miner_param(name: str):
+    binary, reason = MINERS[name]
+    return pytest.param(name, marks=pytest.mark.skipif(not binary, reason=reason + " to have it mine a live node"))
+
+
+def _run_miner(name: str, args: list[str], node: NodeProcess, height: int) -> str:
+    """The miner program mining `node` until the chain reaches `height` (90 s at most); its output."""
+    miner = subprocess.Popen([MINERS[name][0], "-a", "sha256d", "-t", "1", "-D", *args],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while node.call("getblockcount") < height and time.monotonic() < deadline and miner.poll() is None:
+            time.sleep(0.2)
+    finally:
+        miner.terminate()
         try:
-            deadline = time.monotonic() + 90
-            while node.call("getblockcount") < start + 3 and time.monotonic() < deadline \
-                    and miner.poll() is None:
-                time.sleep(0.2)
-        finally:
-            miner.terminate()
-            try:
-                output = miner.communicate(timeout=10)[0]
-            except subprocess.TimeoutExpired:
-                miner.kill()
-                output = miner.communicate()[0]
+            output = miner.communicate(timeout=10)[0]
+        except subprocess.TimeoutExpired:
+            miner.kill()
+            output = miner.communicate()[0]
+    return re.sub(r"\x1b\[[0-9;]*m", "", output)
+
+
+def _verdicts(name: str, output: str) -> tuple[int, set[str]]:
+    """(shares or blocks the miner counted accepted, the reasons of those it counted rejected)."""
+    if name == "cpuminer":
+        return len(re.findall(r"accepted: .*\(yay!!!\)", output)), set(re.findall(r"reject reason: (.+)", output))
+    last = re.findall(r"\bA(\d+) S\d+ R(\d+)", output) or re.findall(r"Accepted (\d+) S\d+ R(\d+)", output)
+    accepted, rejected = (int(last[-1][0]), int(last[-1][1])) if last else (0, 0)
+    return accepted, {f"{rejected} rejected"} if rejected else set()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [_miner_param("cpuminer"), _miner_param("cpuminer-opt")])
+def test_miner_programs_mine_a_live_node_over_getblocktemplate(tmp_path, name):
+    with NodeProcess(make_chain(tmp_path / "chain.sqlite", hashes_per_block=1 << 16)) as node:
+        start = 17  # past heights 1-16, which both programs' releases encode wrongly (BIP 34)
+        assert len(node.call("generatetoaddress", start, ADDRESS, 10**9)) == start
+        output = _run_miner(name, ["-o", f"http://127.0.0.1:{node.port}", "-O", node.cookie.read_text(),
+                                   "--no-getwork", "--no-stratum", f"--coinbase-addr={ADDRESS}"], node, start + 3)
         height = node.call("getblockcount")
         assert height >= start + 3, output[-2000:]
-        accepted = len(re.findall(r"accepted: .*\(yay!!!\)", output))
-        reasons = re.findall(r"reject reason: (\S+)", output)
-        assert accepted >= 3 and set(reasons) <= {"inconclusive"}, (accepted, reasons)  # stale work only
+        accepted, refused = _verdicts(name, output)
+        assert accepted >= 3 and refused <= {"inconclusive"}, (accepted, refused)  # stale work only
         for h in range(start + 1, height + 1):
             block = Block.parse(bytes.fromhex(node.call("getblock", node.call("getblockhash", h), 0)))
             coinbase = block.txs[0]
@@ -100,96 +123,93 @@ def test_cpuminer_mines_a_live_node_over_getblocktemplate(tmp_path):
 
 # --------------------------------------------------------------------------- Stratum
 
-SESSION = json.loads((ROOT / "tests" / "fixtures" / "cpuminer-stratum-session.json").read_text())
+SESSIONS = {name: json.loads((ROOT / "tests" / "fixtures" / f"{name}-stratum-session.json").read_text())
+            for name in ("cpuminer", "cpuminer-opt")}
 DIFF1 = 0xFFFF << 208
 
 
-def _messages(side: str) -> list[dict]:
-    return [json.loads(x["line"]) for x in SESSION["lines"] if x["from"] == side]
+def _messages(session: dict, side: str) -> list[dict]:
+    return [json.loads(x["line"]) for x in session["lines"] if x["from"] == side]
 
 
-def test_the_recorded_stratum_session_rebuilds_to_cpuminers_shares_and_the_stored_blocks():
-    """Every share cpuminer sent, rebuilt from the notify it answered, the extranonce1 it was
+@pytest.mark.parametrize("name", list(SESSIONS))
+def test_a_recorded_stratum_session_rebuilds_to_the_miners_shares_and_the_stored_blocks(name):
+    """Every share the program sent, rebuilt from the notify it answered, the extranonce1 it was
     given and its own submit, by the protocol's conventions (written here, not the server's):
     each meets the difficulty in force, and those that met the block target are the blocks the
     node stored."""
     from test_stratum import build_header, dsha
-    sent, received = _messages("miner"), _messages("node")
+    session = SESSIONS[name]
+    received = _messages(session, "node")
     subscribe = next(m for m in received if m.get("id") == 1)["result"]
     extranonce1, size = subscribe[1], subscribe[2]
     jobs, difficulty, hashes = {}, None, []
-    order = [json.loads(x["line"]) for x in SESSION["lines"]]
-    for msg in order:
+    for msg in (json.loads(x["line"]) for x in session["lines"]):
         if msg.get("method") == "mining.set_difficulty":
             difficulty = msg["params"][0]
         elif msg.get("method") == "mining.notify":
             jobs[msg["params"][0]] = msg["params"]
         elif msg.get("method") == "mining.submit":
             worker, job_id, en2, ntime, nonce = msg["params"][:5]
-            assert worker == "alice.rig1" and len(en2) == 2 * size
+            assert worker == session["worker"] and len(en2) == 2 * size
             header = build_header(jobs[job_id], extranonce1, bytes.fromhex(en2), int(ntime, 16), int(nonce, 16))
-            value = int.from_bytes(dsha(header), "little")
-            assert value <= int(DIFF1 / difficulty)
+            assert int.from_bytes(dsha(header), "little") <= int(DIFF1 / difficulty)
             hashes.append(dsha(header)[::-1].hex())
-    assert len(hashes) == len([m for m in sent if m.get("method") == "mining.submit"]) >= 3
-    assert set(SESSION["blocks"]) <= set(hashes)
-    replies = [m for m in received if m.get("id") not in (None, 1, 2)]
-    assert replies and all(m == {"id": 4, "result": True, "error": None} for m in replies)
+    assert len(hashes) >= 3 and set(session["blocks"]) <= set(hashes) and len(session["blocks"]) >= 3
+    submits = {m["id"] for m in _messages(session, "miner") if m.get("method") == "mining.submit"}
+    replies = [m for m in received if m.get("id") in submits]
+    assert replies and all(m["result"] is True and m["error"] is None for m in replies)
 
 
-def test_cpuminers_own_lines_get_the_answers_it_reads(tmp_path):
-    """Replayed against a live server, byte for byte: its subscribe and authorize get replies of
-    the recorded shapes, set_difficulty and notify follow, and its submit (a share of the
-    recorded chain, worthless here) gets a refusal cpuminer can read."""
-    sent = [x["line"] for x in SESSION["lines"] if x["from"] == "miner"]
-    recorded = {m.get("id"): m for m in _messages("node") if m.get("id") is not None}
+@pytest.mark.parametrize("name", list(SESSIONS))
+def test_a_miner_programs_own_lines_get_the_answers_it_reads(tmp_path, name):
+    """Replayed against a live server, byte for byte: every request the program sent before its
+    first share gets a reply of the recorded shape, set_difficulty and notify follow, and its
+    first submit (a share of the recorded chain, worthless here) gets a refusal it can read."""
     from test_stratum import Miner
+    session = SESSIONS[name]
+    sent = _messages(session, "miner")
+    recorded = {m.get("id"): m for m in _messages(session, "node") if m.get("id") is not None}
+    first_submit = next(i for i, m in enumerate(sent) if m.get("method") == "mining.submit")
     with NodeProcess(make_chain(tmp_path / "chain.sqlite", hashes_per_block=1 << 25), "--stratum-port", "0",
                      "--stratum-difficulty", "0.002") as node:
         m = Miner(node.ready["stratum_port"])
         try:
-            m.send_line(sent[0].encode())  # mining.subscribe
-            sub = m.reply(1)
-            shape = recorded[1]["result"]
-            assert [[[type(x) for x in pair] for pair in sub["result"][0]], type(sub["result"][1]),
-                    sub["result"][2]] == [[[type(x) for x in pair] for pair in shape[0]], type(shape[1]), shape[2]]
-            m.send_line(sent[1].encode())  # mining.authorize
-            assert m.reply(2) == recorded[2]
+            lines = [x["line"] for x in session["lines"] if x["from"] == "miner"]
+            for request, line in zip(sent[:first_submit], lines):
+                m.send_line(line.encode())
+                got, want = m.reply(request["id"]), recorded[request["id"]]
+                assert _shape(got) == _shape(want), (got, want)
             assert m.wait_for("mining.set_difficulty")["params"] == [0.002]
             notify = m.wait_for("mining.notify")["params"]
-            recorded_notify = next(m for m in _messages("node") if m.get("method") == "mining.notify")
-            assert [type(x) for x in notify] == [type(x) for x in recorded_notify["params"]]
-            m.send_line(sent[2].encode())  # a share of another chain's job: refused, in a shape cpuminer reads
-            refused = m.reply(4)
+            recorded_notify = next(x for x in _messages(session, "node") if x.get("method") == "mining.notify")
+            assert _shape(notify) == _shape(recorded_notify["params"])
+            m.send_line(lines[first_submit].encode())
+            refused = m.reply(sent[first_submit]["id"])
             assert refused["result"] is None and refused["error"][0] in (20, 21, 23)
             assert isinstance(refused["error"][1], str) and refused["error"][2] is None
         finally:
             m.close()
 
 
+def _shape(value):
+    """A JSON value's structure: its types all the way down."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(v) for v in value]
+    return type(value).__name__
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(not CPUMINER, reason="no pooler cpuminer here: set CPUMINER=/path/to/minerd (or put minerd "
-                                         "on PATH) to have it mine a live node")
-def test_cpuminer_mines_a_live_node_over_stratum(tmp_path):
+@pytest.mark.parametrize("name", [_miner_param("cpuminer"), _miner_param("cpuminer-opt")])
+def test_miner_programs_mine_a_live_node_over_stratum(tmp_path, name):
     with NodeProcess(make_chain(tmp_path / "chain.sqlite", hashes_per_block=1 << 22), "--stratum-port", "0",
                      "--stratum-difficulty", "0.0002") as node:
-        miner = subprocess.Popen([CPUMINER, "-a", "sha256d", "-o", f"stratum+tcp://127.0.0.1:{node.ready['stratum_port']}",
-                                  "-O", "alice.rig1:x", "-t", "1", "-D"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            deadline = time.monotonic() + 90
-            while node.call("getblockcount") < 3 and time.monotonic() < deadline and miner.poll() is None:
-                time.sleep(0.2)
-        finally:
-            miner.terminate()
-            try:
-                output = miner.communicate(timeout=10)[0]
-            except subprocess.TimeoutExpired:
-                miner.kill()
-                output = miner.communicate()[0]
+        output = _run_miner(name, ["-o", f"stratum+tcp://127.0.0.1:{node.ready['stratum_port']}",
+                                   "-O", "alice.rig1:x"], node, 3)
         assert node.call("getblockcount") >= 3, output[-2000:]
-        accepted = len(re.findall(r"accepted: .*\(yay!!!\)", output))
-        reasons = set(re.findall(r"reject reason: (.+)", output))
-        assert accepted >= 3 and reasons <= {"Job not found (stale)"}, (accepted, reasons)
+        accepted, refused = _verdicts(name, output)
+        assert accepted >= 3 and refused <= {"Job not found (stale)"}, (accepted, refused)
         with Chain.open(node.chain, readonly=True) as chain:
             assert chain.verify() == chain.height
