@@ -5,7 +5,7 @@
 Starts a node on a fresh chain of the `local` preset (2^26 hashes a block, so no share is a
 block) with Stratum on 127.0.0.1 and the share difficulty pinned at 1e-9 (about half of all
 hashes are shares, and vardiff cannot move it), connects `--miners` miners (subscribe,
-authorize), and measures the node's resident size before and after. Each miner then has
+authorize), and measures the node's resident size before and after (in the first round). Each miner then has
 real shares for its own extranonce1, found beforehand with hashlib, and submits them one after
 another (a new one when the last is answered) for `--seconds`. Every share is rebuilt and hashed
 by the server. Reported: shares answered per second, how many were accepted, refused or never
@@ -71,7 +71,10 @@ class _Miner:
         self.writer.write(line.encode() + b"\n")
         await self.writer.drain()
         while True:
-            msg = json.loads(await self.reader.readline())
+            line = await self.reader.readline()
+            if not line:
+                raise ConnectionError("the server closed the connection")
+            msg = json.loads(line)
             if msg.get("method") == "mining.notify":
                 self.job = msg["params"]
             elif msg.get("id") == rid:
@@ -81,19 +84,26 @@ class _Miner:
         sub = await self.request(json.dumps({"id": 1, "method": "mining.subscribe", "params": ["load"]}), 1)
         await self.request(json.dumps({"id": 2, "method": "mining.authorize", "params": ["load.miner", "x"]}), 2)
         while self.job is None:
-            msg = json.loads(await self.reader.readline())
+            line = await self.reader.readline()
+            if not line:
+                raise ConnectionError("the server closed the connection")
+            msg = json.loads(line)
             if msg.get("method") == "mining.notify":
                 self.job = msg["params"]
         return sub["result"][1], sub["result"][2]
 
 
 async def _run(port: int, pid: int, miners: int, seconds: float) -> dict:
-    conns = []
-    rss_before = _rss_kib(pid)
-    for _ in range(miners):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
-        conns.append(_Miner(reader, writer))
-    starts = await asyncio.gather(*(m.start() for m in conns))
+    gate = asyncio.Semaphore(100)  # miners arrive a hundred at a time, each subscribing at once
+
+    async def arrive() -> tuple[_Miner, tuple[str, int]]:
+        async with gate:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+            miner = _Miner(reader, writer)
+            return miner, await miner.start()
+    arrived = await asyncio.gather(*(arrive() for _ in range(miners)))
+    conns = [m for m, _ in arrived]
+    starts = [s for _, s in arrived]
     rss_after = _rss_kib(pid)
     per_miner = max(4, int(30_000 * seconds / miners))  # more than the server answers in time
     lines = [_shares(m.job, en1, size, per_miner, k) for k, (m, (en1, size)) in enumerate(zip(conns, starts))]
@@ -124,7 +134,7 @@ async def _run(port: int, pid: int, miners: int, seconds: float) -> dict:
             "shares_per_second": round(len(latencies) / elapsed),
             "p50_ms": round(1000 * ordered[len(ordered) // 2], 2) if ordered else None,
             "p99_ms": round(1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 2) if ordered else None,
-            "kib_per_miner": round((rss_after - rss_before) / miners, 1)}
+            "rss_connected_kib": rss_after}
 
 
 def run(miners: int = 1000, seconds: float = 10.0, runs: int = 1) -> dict:
@@ -136,11 +146,13 @@ def run(miners: int = 1000, seconds: float = 10.0, runs: int = 1) -> dict:
         node = subprocess.Popen([sys.executable, "-m", "miner", "node", "--chain", str(path), "--rpc-port", "0",
                                  "--stratum-port", "0", "--stratum-difficulty", str(SHARE_DIFFICULTY),
                                  "--stratum-max-difficulty", str(SHARE_DIFFICULTY), "--stratum-min-difficulty",
-                                 str(SHARE_DIFFICULTY), "--max-connections", str(miners + 100),
+                                 str(SHARE_DIFFICULTY), "--max-connections", str(2 * miners + 100),
                                  "--backend", "ref", "--json"], stdout=subprocess.PIPE, text=True)
         try:
             ready = json.loads(node.stdout.readline())
+            idle = _rss_kib(node.pid)
             rounds = [asyncio.run(_run(ready["stratum_port"], node.pid, miners, seconds)) for _ in range(runs)]
+            per_miner = round((rounds[0]["rss_connected_kib"] - idle) / miners, 1)  # the first round's
             height = _height(ready["url"], Path(tmp) / ".cookie")
         finally:
             node.terminate()
@@ -150,8 +162,8 @@ def run(miners: int = 1000, seconds: float = 10.0, runs: int = 1) -> dict:
                 node.kill()
                 node.wait()
     out = {key: statistics.median(r[key] for r in rounds) for key in
-           ("shares_per_second", "p50_ms", "p99_ms", "kib_per_miner", "accepted", "refused", "unanswered")}
-    return {"miners": miners, "seconds": seconds, "runs": runs, "blocks": height, **out}
+           ("shares_per_second", "p50_ms", "p99_ms", "accepted", "refused", "unanswered")}
+    return {"miners": miners, "seconds": seconds, "runs": runs, "blocks": height, "kib_per_miner": per_miner, **out}
 
 
 def _height(url: str, cookie: Path) -> int:
