@@ -251,8 +251,9 @@ class Session:
         return True, after
 
     async def change_difficulty(self, difficulty: float) -> None:
-        """A new difficulty takes effect with the next job, which is sent at once (as ckpool
-        does); shares at the old one are accepted until then."""
+        """Announce a new difficulty. Miners apply it to what they find next, but shares found
+        before the message arrived are still in flight: those at the old difficulty are
+        accepted until the next job is sent."""
         if difficulty == self.sent_difficulty:
             return
         self.previous_difficulty = self.sent_difficulty
