@@ -95,6 +95,7 @@ def test_malformed_http_and_bad_bodies_get_400_and_one_line(tmp_path):
     assert "Traceback" not in stderr and len(stderr.splitlines()) <= 4
 
 
+@pytest.mark.slow
 def test_the_cap_rate_and_body_time_are_the_nodes_options(tmp_path):
     with NodeProcess(make_chain(tmp_path / "chain.sqlite"), "--max-connections", "500", "--rpc-rate", "50",
                      "--rpc-timeout", "1", descriptors=200) as node:

@@ -153,6 +153,7 @@ def test_sigkill_mid_run_leaves_a_valid_chain(tmp_path):
             assert chain.header(event["height"]).hash_hex() == event["hash_hex"]
 
 
+@pytest.mark.slow
 def test_compare_backends_agree_and_plot(tmp_path):
     out = tmp_path / "cmp.png"
     proc = run("compare", "--count", "65536", "--json", "--plot", str(out))
@@ -163,6 +164,7 @@ def test_compare_backends_agree_and_plot(tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_bench_json_reports_median_of_runs_and_job_switch_latency():
     proc = run("bench", "--backend", "ref", "--runs", "3", "--duration", "0.2", "--switches", "3",
                "--unit-seconds", "0.05", "--json")

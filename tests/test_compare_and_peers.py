@@ -6,6 +6,7 @@ import stat
 import subprocess
 import sys
 
+import pytest
 from miner.bench.compare import CompareRow, plot
 from miner.bench.peers import parse_peer_rates
 
@@ -21,6 +22,7 @@ def test_chart_labels_each_bar_with_rate_and_speedup(tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_compare_times_a_hard_target_not_the_hit_check():
     """The speed is the median of timed runs on a hard target, separate from the hit check."""
     env = dict(os.environ)
@@ -52,6 +54,7 @@ def test_peer_rates_are_parsed_in_hashes_per_second():
     assert parse_peer_rates(PEER_LOG) == [23.41e6, 25.63e6, 980.5e3, 1.25e9]
 
 
+@pytest.mark.slow
 def test_peer_benchmark_against_a_stand_in_binary(tmp_path):
     """The whole `python -m miner.bench.peers` run, with a script standing in for cpuminer-opt
     (the project never ships or downloads the peer): alternation, medians and the ratio."""
@@ -72,6 +75,7 @@ def test_peer_benchmark_against_a_stand_in_binary(tmp_path):
     assert bad.returncode == 2 and "not an executable file" in bad.stderr
 
 
+@pytest.mark.slow
 def test_bench_reports_each_cpu_kernel_by_name():
     from miner.kernels import cpu_select
     proc = subprocess.run([sys.executable, "-m", "miner", "bench", "--backend", "cpu", "--threads", "1",

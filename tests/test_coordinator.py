@@ -4,6 +4,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from miner.backends.cpu import CpuBackend
 from miner.backends.ref import ReferenceBackend, reference_hits
@@ -18,6 +19,7 @@ def make_job(target, extranonce_size=1, job_id="j", prev=b"\x01" * 32):
                time=1_700_000_000, bits=0x207FFFFF, target=target)
 
 
+@pytest.mark.slow
 def test_every_nonce_hashed_exactly_once_across_extranonce_roll():
     # Large enough that the job outlasts several GIL switch intervals (5 ms) and a slow start of the
     # CPU threads: with 2^16 and 2^18 the pure-Python reference used up the whole job (0.2 s and

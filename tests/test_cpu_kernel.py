@@ -134,6 +134,7 @@ def _zmm_and_ymm_rotates(asm):
     return (len(re.findall(r"vprold\s+[^\n]*zmm", asm)), len(re.findall(r"vprold\s+[^\n]*ymm", asm)))
 
 
+@pytest.mark.slow
 def test_hot_loop_is_vectorized():
     """Recompile the hot loop without the cache and read its assembly: it must stay SIMD, 16
     lanes wherever the CPU numba compiles for has AVX-512F."""
@@ -160,6 +161,7 @@ _COMPILE_ONLY = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sixteen_lanes_even_where_the_tuning_prefers_256_bits(tmp_path):
     """Intel's AVX-512 cores carry LLVM's `prefer-256-bit` tuning, under which the loop
     vectorizer picks 8 lanes; the kernel must still get 16. Compiled (never run) for
@@ -235,6 +237,7 @@ def _masked_run(kernels, features, tmp_path, *extra):
     return json.loads(proc.stdout.splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_without_avx512_or_sha_the_simd_path_is_chosen_and_exact(tmp_path):
     """AVX-512 and SHA masked off: 8 (or 4) lanes, bit-exact, and `auto` takes the one kernel
     left without compiling the SHA kernel (which would abort the process on such a CPU). Its
@@ -254,6 +257,7 @@ def test_without_avx512_or_sha_the_simd_path_is_chosen_and_exact(tmp_path):
     assert report["auto"] == ["simd", "the only kernel this CPU runs"]
 
 
+@pytest.mark.slow
 def test_sha_kernel_without_avx512(tmp_path):
     """The desktop case: SHA extensions, no AVX-512. The SHA kernel is bit-exact there."""
     _skip_unless_available("sha")
@@ -262,6 +266,7 @@ def test_sha_kernel_without_avx512(tmp_path):
     assert report["available"] == ["simd", "sha"]
 
 
+@pytest.mark.slow
 def test_auto_measures_once_then_reads_the_choice(tmp_path, monkeypatch):
     """`auto` times the kernels on first use and keeps the answer per CPU; a damaged or foreign
     entry is measured again, never trusted."""

@@ -336,6 +336,7 @@ def test_read_only_filesystem_reads_and_refuses_writes_up_front(pristine, tmp_pa
         assert digest(path) == before
 
 
+@pytest.mark.slow
 def test_disk_full_while_mining_ends_with_a_summary_and_loses_nothing(tmp_path):
     with tmpfs(tmp_path / "small", "768k") as mnt:
         path = mnt / "chain.sqlite"
