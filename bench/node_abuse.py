@@ -40,7 +40,8 @@ from pathlib import Path
 import aiohttp
 
 
-def _rss_kib(pid: int) -> int:
+def rss_kib(pid: int) -> int:
+    """A process's resident size in KiB, from /proc (0 when it is gone)."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
@@ -97,7 +98,7 @@ class _Watcher:
     def _sample(self) -> None:
         while not self._stop.is_set():
             phase = self.phase
-            phase.peak_rss_mib = max(phase.peak_rss_mib, _rss_kib(self.pid) / 1024)
+            phase.peak_rss_mib = max(phase.peak_rss_mib, rss_kib(self.pid) / 1024)
             self._stop.wait(0.02)
 
     def stop(self) -> None:
@@ -281,7 +282,7 @@ def run(descriptors: int = 1024, seconds: float = 5.0, silent: int | None = None
                 watcher.phase = p = Phase(name)
                 phases.append(p)
                 p.attack = asyncio.run(attack) if attack is not None else {}
-            idle_rss = _rss_kib(node.pid) / 1024
+            idle_rss = rss_kib(node.pid) / 1024
             phase("idle", asyncio.sleep(1.0))
             phase("silent", _silent(port, silent, seconds))
             phase("slowloris", _slowloris(port, slowloris, seconds))
@@ -291,7 +292,7 @@ def run(descriptors: int = 1024, seconds: float = 5.0, silent: int | None = None
                 phase("big-body", _big_body(url, auth))
             phase("fuzz", _fuzz(url, auth, fuzz, seed))
             phase("rest", asyncio.sleep(2.0))
-            rest_rss = _rss_kib(node.pid) / 1024
+            rest_rss = rss_kib(node.pid) / 1024
         finally:
             if watcher is not None:
                 watcher.stop()

@@ -25,16 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from miner.bench.node_abuse import rss_kib
+
 DIFF1 = 0xFFFF << 208
 SHARE_DIFFICULTY = 1e-9
-
-
-def _rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def _dsha(b: bytes) -> bytes:
@@ -104,7 +98,7 @@ async def _run(port: int, pid: int, miners: int, seconds: float) -> dict:
     arrived = await asyncio.gather(*(arrive() for _ in range(miners)))
     conns = [m for m, _ in arrived]
     starts = [s for _, s in arrived]
-    rss_after = _rss_kib(pid)
+    rss_after = rss_kib(pid)
     per_miner = max(4, int(30_000 * seconds / miners))  # more than the server answers in time
     lines = [_shares(m.job, en1, size, per_miner, k) for k, (m, (en1, size)) in enumerate(zip(conns, starts))]
     latencies: list[float] = []
@@ -150,7 +144,7 @@ def run(miners: int = 1000, seconds: float = 10.0, runs: int = 1) -> dict:
                                  "--backend", "ref", "--json"], stdout=subprocess.PIPE, text=True)
         try:
             ready = json.loads(node.stdout.readline())
-            idle = _rss_kib(node.pid)
+            idle = rss_kib(node.pid)
             rounds = [asyncio.run(_run(ready["stratum_port"], node.pid, miners, seconds)) for _ in range(runs)]
             per_miner = round((rounds[0]["rss_connected_kib"] - idle) / miners, 1)  # the first round's
             height = _height(ready["url"], Path(tmp) / ".cookie")
