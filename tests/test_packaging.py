@@ -41,6 +41,17 @@ def test_wheel_installs_only_the_miner_package(wheel):
         assert needed in names, needed
 
 
+def test_the_wheel_holds_every_module_of_the_checkout(wheel):
+    """setuptools' package list is written out by hand (kernels/ and bench/ are renamed into
+    miner): a new subpackage missing from it would be missing from every non-editable install."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    sources = [("miner/" + str(p.relative_to(ROOT / "miner")), p) for p in (ROOT / "miner").rglob("*.py")]
+    sources += [(f"miner/{folder}/" + str(p.relative_to(ROOT / folder)), p)
+                for folder in ("kernels", "bench") for p in (ROOT / folder).rglob("*.py")]
+    missing = [name for name, _ in sources if "__pycache__" not in name and name not in names]
+    assert not missing, missing
+
+
 def test_installed_wheel_imports_from_outside_the_checkout(wheel, tmp_path):
     """Unpacked on its own (no checkout on the path), the package finds its kernel sources and
     its bench engine under `miner`, and puts no `kernels` or `bench` module on the path."""
