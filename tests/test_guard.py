@@ -64,8 +64,8 @@ def test_a_new_anonymous_connection_pushes_out_the_oldest_silent_one():
     async def scenario():
         guard = Guard(GuardLimits(max_connections=6, reserved=2, header_timeout=30), descriptor_limit=10_000)
         server, port, _ = await _serve(guard)
-        clients = [await _connect(port) for _ in range(4)]  # the anonymous share: 6 - 2
-        assert guard.open_connections == 4 and guard.counts.evicted == 0
+        clients = [await _connect(port) for _ in range(6)]  # every slot
+        assert guard.open_connections == 6 and guard.counts.evicted == 0
         clients[1][1].write(b"P")  # this one speaks; the others stay silent
         await asyncio.sleep(1.1)  # past the grace a new connection has to speak
         newcomer = await _connect(port)
@@ -73,6 +73,34 @@ def test_a_new_anonymous_connection_pushes_out_the_oldest_silent_one():
         assert await _closed_by_server(clients[0][0])  # the oldest silent one
         assert not await _closed_by_server(clients[1][0], within=0.2)  # the one that spoke stays
         assert not await _closed_by_server(newcomer[0], within=0.2)
+        server.close()
+        await guard.close()
+    run(scenario())
+
+
+def test_settled_connections_leave_the_reserved_slots_to_clients_with_credentials():
+    """Stratum miners prove nothing: a stranger who settles many connections may hold all but
+    the reserved slots, never push out an authenticated client, and never keep a new one out."""
+    async def scenario():
+        guard = Guard(GuardLimits(max_connections=6, reserved=2, header_timeout=30), descriptor_limit=10_000)
+        server, port, seen = await _serve(guard)
+        settled = []
+        for _ in range(4):
+            settled.append(await _connect(port))
+            assert guard.connection(seen[-1]).settle()
+        loner = await _connect(port)
+        assert not guard.connection(seen[-1]).settle()  # the fifth may not settle
+        trusted = await _connect(port)
+        guard.connection(seen[-1]).authenticate()  # the sixth slot: a client with credentials
+        newcomer = await _connect(port)  # all slots taken: the one anonymous connection goes
+        assert guard.counts.evicted == 1 and guard.counts.refused == 0
+        guard.connection(seen[-1]).authenticate()
+        assert await _closed_by_server(loner[0])
+        for reader, _ in (*settled, trusted, newcomer):
+            assert not await _closed_by_server(reader, within=0.1)
+        stranger = await _connect(port)  # four settled, two authenticated: nobody to push out
+        assert guard.counts.refused == 1
+        assert await _closed_by_server(stranger[0])
         server.close()
         await guard.close()
     run(scenario())

@@ -339,3 +339,43 @@ def test_a_submit_with_a_worker_that_is_not_a_string(pool):
         assert m.call("mining.subscribe")["result"][2] == 4
     finally:
         m.close()
+
+
+def test_numbers_and_hex_that_python_would_bend_are_refused(pool):
+    """int(x, 16) takes signs, spaces and underscores and bytes.fromhex skips spaces; a float of a
+    400-digit integer overflows: each is a clear refusal, and the session goes on."""
+    m = Miner(pool.stratum)
+    try:
+        en1, size, difficulty, job = m.start("erin.rig")
+        ntime = job[7]
+        for en2, nonce in (("00000000", "-0000001"), ("00000000", " 000001 "), ("00000000", "0000_001"),
+                           ("00 00 00", "00000001"), ("+0000000", "00000001")):
+            reply = m.call("mining.submit", "erin.rig", job[0], en2, ntime, nonce)
+            assert reply["error"][0] == 20, (en2, nonce, reply)
+        assert m.call("mining.suggest_difficulty", 10**400)["error"][0] == 20
+        configured = m.call("mining.configure", ["minimum-difficulty"], {"minimum-difficulty.value": 10**400})
+        assert configured["result"] == {"minimum-difficulty": False}
+        assert m.call("mining.subscribe")["result"][2] == 4
+    finally:
+        m.close()
+    assert "error" not in _stop_and_read_stderr(pool)
+
+
+def test_authorizing_again_does_not_make_an_accepted_share_new(pool):
+    m = Miner(pool.stratum)
+    try:
+        en1, size, difficulty, job = m.start("frank.rig")
+        block = int(pool.call("getmininginfo")["next"]["target"], 16)
+        en2, nonce, _ = find(job, en1, size, share_target(difficulty), above=block)
+        share = ["frank.rig", job[0], en2.hex(), job[7], f"{nonce:08x}"]
+        assert m.call("mining.submit", *share)["result"] is True
+        assert m.call("mining.authorize", "frank.rig", "x")["result"] is True  # work is sent again
+        m.wait_for("mining.notify")
+        assert m.call("mining.submit", *share)["error"][0] == 22
+    finally:
+        m.close()
+
+
+def _stop_and_read_stderr(node: NodeProcess) -> str:
+    assert node.stop() == 0
+    return node.proc.stderr.read()

@@ -7,12 +7,14 @@ a client that opens sockets and says nothing, sends its request a byte at a time
 faster than the node can answer:
 
 - **A cap on connections**, lowered to what the process's descriptor limit allows (a node that
-  runs out of descriptors can open neither its chain file nor new sockets). Of the slots,
-  `reserved` are kept for authenticated connections: an anonymous one (nothing proven yet)
-  that would take more than the rest evicts the oldest anonymous connection instead of being
-  refused, so a flood of silent sockets only ever pushes out its own older sockets, and an
-  honest client that connects and speaks at once gets in. Only when every slot is held by an
-  authenticated connection is a newcomer refused.
+  runs out of descriptors can open neither its chain file nor new sockets). Connections are of
+  three kinds: anonymous (nothing proven yet), settled (a handshake done but no credentials: a
+  Stratum miner) and authenticated (credentials checked: a JSON-RPC client). When every slot is
+  taken, a newcomer evicts an anonymous connection: the oldest that has sent nothing for a second,
+  else the oldest. A flood of silent sockets or slow headers only ever pushes out its own older
+  sockets, and an honest client, which speaks as soon as it connects, gets in. Settled
+  connections may hold all but `reserved` slots, so strangers who settle can never keep a client
+  with credentials out; only when every slot is settled or authenticated is a newcomer refused.
 - **Timeouts by state**: an anonymous connection has `header_timeout` to complete an
   authenticated request; a request's first byte starts `header_timeout` for its header; an
   authenticated connection may sit idle `idle_timeout` between requests. A request being
@@ -43,7 +45,7 @@ SILENT_GRACE = 1.0  # s a new connection has to send its first byte before it is
 @dataclass(frozen=True)
 class GuardLimits:
     max_connections: int = 256
-    reserved: int = 32  # slots only authenticated connections may fill
+    reserved: int = 32  # slots settled connections may not fill: kept for clients with credentials
     header_timeout: float = 10.0  # s: connect (or a request's first byte) to a complete request
     idle_timeout: float = 30.0  # s an authenticated connection may wait between requests (Core's rpcservertimeout)
     body_timeout: float = 60.0  # s to receive a request's body
@@ -72,6 +74,7 @@ class Connection:
         "_tokens",
         "authenticated",
         "opened",
+        "settled",
         "since",
         "state",
         "transport",
@@ -82,16 +85,22 @@ class Connection:
         self.transport = transport
         self.opened = now
         self.authenticated = False
+        self.settled = False
         self.state = IDLE
         self.since = now
         self._tokens = guard.limits.burst
         self._refilled = now
 
     def authenticate(self) -> None:
-        """The connection proved its credentials: it may use the reserved slots and idle longer."""
+        """The connection proved its credentials: it is never evicted and may idle longer."""
         if not self.authenticated:
-            self.authenticated = True
             self._guard.promote(self)
+            self.authenticated = True
+
+    def settle(self) -> bool:
+        """The connection finished a handshake that proves nothing (Stratum's authorize): it is no
+        longer evicted, if a settled slot is free; False when none is."""
+        return self.authenticated or self.settled or self._guard.settle(self)
 
     def begin(self) -> None:
         """A complete request arrived and is being handled: no timeout of the guard applies."""
@@ -103,7 +112,7 @@ class Connection:
         self.since = time.monotonic()
 
     def received(self) -> None:
-        if not self.authenticated:
+        if not (self.authenticated or self.settled):
             self._guard.spoke(self)
         if self.state == IDLE:
             self.state = HEADERS
@@ -123,7 +132,7 @@ class Connection:
         limits = self._guard.limits
         if self.state == BUSY:
             return None
-        if not self.authenticated:
+        if not (self.authenticated or self.settled):
             return self.opened + limits.header_timeout
         return self.since + (limits.idle_timeout if self.state == IDLE else limits.header_timeout)
 
@@ -170,7 +179,7 @@ class _Guarded(asyncio.Protocol):
 @dataclass
 class GuardCounts:
     admitted: int = 0
-    refused: int = 0  # every slot held by an authenticated connection
+    refused: int = 0  # every slot held by a settled or authenticated connection
     evicted: int = 0  # anonymous connections pushed out by newer ones
     timed_out: int = 0
 
@@ -186,16 +195,14 @@ class Guard:
         self._by_transport: dict[Any, Connection] = {}
         self._silent: OrderedDict[int, Connection] = OrderedDict()  # anonymous, no byte yet; oldest first
         self._speaking: OrderedDict[int, Connection] = OrderedDict()  # anonymous, bytes received
+        self._settled = 0
         self._sweeper: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ admission
 
     def admit(self, transport: asyncio.BaseTransport) -> Connection | None:
-        limits = self.limits
-        anonymous = len(self._silent) + len(self._speaking)
-        if anonymous >= limits.max_connections - limits.reserved or \
-                len(self._by_transport) >= limits.max_connections:
-            if not anonymous:
+        if len(self._by_transport) >= self.limits.max_connections:
+            if not (self._silent or self._speaking):
                 self.counts.refused += 1
                 return None
             self.counts.evicted += 1
@@ -220,13 +227,26 @@ class Guard:
         if self._silent.pop(id(conn), None) is not None:
             self._speaking[id(conn)] = conn
 
-    def promote(self, conn: Connection) -> None:
+    def settle(self, conn: Connection) -> bool:
+        if self._settled >= self.limits.max_connections - self.limits.reserved:
+            return False
+        self._settled += 1
+        conn.settled = True
         self._silent.pop(id(conn), None)
         self._speaking.pop(id(conn), None)
+        return True
+
+    def promote(self, conn: Connection) -> None:
+        """Out of the anonymous queues (and out of the settled count, for one that was settled)."""
+        self._silent.pop(id(conn), None)
+        self._speaking.pop(id(conn), None)
+        if conn.settled:
+            conn.settled = False
+            self._settled -= 1
 
     def release(self, conn: Connection) -> None:
-        self._by_transport.pop(conn.transport, None)
-        self.promote(conn)
+        if self._by_transport.pop(conn.transport, None) is not None:
+            self.promote(conn)
 
     def _drop(self, conn: Connection) -> None:
         self.release(conn)

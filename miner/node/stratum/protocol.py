@@ -3,8 +3,8 @@ the byte orders its fields are written in.
 
 Stratum has no specification beyond what the first pools did (slush's pool, 2012) and what
 miners expect since; the conventions kept here are the ones cpuminer, cgminer and ckpool share:
-- difficulty 1 is the target 0xFFFF * 2^208 (the "pool difficulty 1" of Bitcoin's first miners,
-  not the 2^224 - 1 of `nBits` 0x1d00ffff, which differs in the last 16 bits);
+- difficulty 1 is the target 0xFFFF * 2^208, the one `nBits` 0x1d00ffff stands for (some
+  miners once used 2^224 - 1, which differs in the low bits);
 - `mining.notify` writes the previous block hash as eight 4-byte words, each word's bytes
   reversed from the header's order (a quirk of the first pool software, kept by all);
 - version, nbits and ntime are 8 hex digits of the 32-bit number, most significant first; the
@@ -15,10 +15,14 @@ miners expect since; the conventions kept here are the ones cpuminer, cgminer an
 from __future__ import annotations
 
 import json
+import re
 from fractions import Fraction
 from typing import Any
 
-DIFF1_TARGET = 0xFFFF << 208
+from miner.primitives.compact import DIFF1_TARGET
+
+_HEX = re.compile(r"[0-9a-fA-F]*")
+
 MAX_TARGET = (1 << 256) - 1
 
 # The error codes pools use (slush's list, kept by ckpool and cgminer).
@@ -48,10 +52,6 @@ def difficulty_to_target(difficulty: float) -> int:
     return min(MAX_TARGET, int(Fraction(DIFF1_TARGET) / Fraction(difficulty)))
 
 
-def target_to_difficulty(target: int) -> float:
-    return DIFF1_TARGET / max(1, target)
-
-
 def stratum_prevhash(prev_hash: bytes) -> str:
     """The previous block hash (header byte order) as mining.notify writes it."""
     return b"".join(prev_hash[i:i + 4][::-1] for i in range(0, 32, 4)).hex()
@@ -63,21 +63,27 @@ def word_hex(value: int) -> str:
 
 def parse_word(text: Any, name: str) -> int:
     """An 8-hex-digit 32-bit field of mining.submit."""
-    if not isinstance(text, str) or len(text) != 8:
+    if not isinstance(text, str) or len(text) != 8 or not _HEX.fullmatch(text):
         raise StratumError(OTHER, f"{name} must be 8 hex digits")
-    try:
-        return int(text, 16)
-    except ValueError:
-        raise StratumError(OTHER, f"{name} must be 8 hex digits") from None
+    return int(text, 16)
 
 
 def parse_hex(text: Any, size: int, name: str) -> bytes:
-    if not isinstance(text, str) or len(text) != 2 * size:
+    if not isinstance(text, str) or len(text) != 2 * size or not _HEX.fullmatch(text):
         raise StratumError(OTHER, f"{name} must be {size} bytes in hex")
+    return bytes.fromhex(text)
+
+
+def positive_number(value: Any) -> float | None:
+    """A JSON number above zero as a finite float, else None (a bool is not a number; a
+    400-digit integer does not fit a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
     try:
-        return bytes.fromhex(text)
-    except ValueError:
-        raise StratumError(OTHER, f"{name} must be {size} bytes in hex") from None
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if 0 < number < float("inf") else None
 
 
 def encode(message: dict) -> bytes:

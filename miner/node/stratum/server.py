@@ -30,6 +30,7 @@ from miner.node.service import NodeService
 from miner.node.stratum import protocol as sp
 from miner.node.stratum.jobs import MAX_FUTURE, StratumJob
 from miner.node.stratum.vardiff import VarDiff, VarDiffLimits
+from miner.primitives.compact import difficulty
 
 log = logging.getLogger("miner.node.stratum")
 
@@ -38,6 +39,7 @@ MAX_LINE = 16 * 1024  # bytes; a longer line drops the connection
 JOBS_KEPT = 16  # jobs on the current tip a share may still name
 MIN_REFRESH = 5.0  # s between jobs for new transactions alone
 BAD_MESSAGES = 20  # malformed or refused requests before a connection is dropped
+MAX_WORKERS = 64  # worker names one connection may authorize
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class StratumConfig:
 class ShareCounts:
     accepted: int = 0
     blocks: int = 0
-    refused: dict[str, int] | None = None
+    refused: dict[int, int] = field(default_factory=dict)  # by Stratum error code
 
 
 class Session:
@@ -80,6 +82,7 @@ class Session:
         self.previous_difficulty: float | None = None  # honoured until the next job
         self.sent_difficulty: float | None = None
         self.seen: set[tuple] = set()  # shares of the current tip's jobs
+        self.seen_tip: bytes | None = None
         self.bad = 0
 
     # ------------------------------------------------------------------ writing
@@ -93,8 +96,9 @@ class Session:
 
     async def push_work(self, job: StratumJob, clean: bool) -> None:
         """set_difficulty when it changed, then the job."""
-        if clean:
+        if job.job.prev_hash != self.seen_tip:  # a new tip: no earlier share can come again
             self.seen.clear()
+            self.seen_tip = job.job.prev_hash
         out = b""
         if self.sent_difficulty != self.difficulty:
             out += sp.notification("mining.set_difficulty", [self.difficulty])
@@ -138,9 +142,12 @@ class Session:
             if handler is None:
                 raise sp.StratumError(sp.OTHER, f"Unknown method {method[:40]}")
             result, after = await handler(self, params)
-        except sp.StratumError as exc:
+        except (sp.StratumError, MinerError, ValueError, TypeError, OverflowError) as exc:
+            if not isinstance(exc, sp.StratumError):  # a case the checks above missed: refused, not fatal
+                log.warning("Stratum %s refused: %s: %s", method[:40], type(exc).__name__, exc)
+                exc = sp.StratumError(sp.OTHER, "Invalid parameters")
             self.bad += exc.code in (sp.OTHER, sp.UNAUTHORIZED, sp.NOT_SUBSCRIBED)
-            self.server.count_refusal(exc.message)
+            self.server.count_refusal(exc.code)
             await self.send(sp.reply(rid, error=exc))
             return
         await self.send(sp.reply(rid, result))
@@ -163,8 +170,11 @@ class Session:
     async def authorize(self, params: list):
         if not params or not isinstance(params[0], str) or not params[0] or len(params[0]) > 128:
             raise sp.StratumError(sp.UNAUTHORIZED, "a worker name (user.worker) is required")
+        if len(self.workers) >= MAX_WORKERS and params[0] not in self.workers:
+            raise sp.StratumError(sp.UNAUTHORIZED, f"at most {MAX_WORKERS} workers a connection")
+        if not self.conn.settle():
+            raise sp.StratumError(sp.OTHER, "Server full: too many miners")
         self.workers.add(params[0])
-        self.conn.authenticate()
         self.conn.begin()  # a miner may be silent between shares for minutes: our own idle limit applies
         return True, self._send_work_if_ready
 
@@ -183,21 +193,24 @@ class Session:
                 result["version-rolling"] = True
                 result["version-rolling.mask"] = sp.word_hex(self.version_mask)
             elif ext == "minimum-difficulty":
-                value = options.get("minimum-difficulty.value")
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-                    self.minimum_difficulty = float(value)
-                    self.difficulty = max(self.difficulty, self._clamp(self.minimum_difficulty))
-                    result["minimum-difficulty"] = True
-                else:
-                    result["minimum-difficulty"] = False
+                value = sp.positive_number(options.get("minimum-difficulty.value"))
+                if value is not None:
+                    self.minimum_difficulty = value
+                    self.difficulty = max(self.difficulty, self._clamp(value))
+                result["minimum-difficulty"] = value is not None
             else:
                 result[str(ext)[:40]] = False
-        return result, None
+
+        async def announce() -> None:  # a raised minimum applies at once to a miner already at work
+            if self.sent_difficulty is not None and self.difficulty != self.sent_difficulty:
+                await self.change_difficulty(self.difficulty)
+        return result, announce
 
     async def suggest_difficulty(self, params: list):
-        if not params or isinstance(params[0], bool) or not isinstance(params[0], (int, float)) or not params[0] > 0:
+        suggested = sp.positive_number(params[0]) if params else None
+        if suggested is None:
             raise sp.StratumError(sp.OTHER, "mining.suggest_difficulty takes a positive number")
-        self.difficulty = self._clamp(max(float(params[0]), self.minimum_difficulty))
+        self.difficulty = self._clamp(max(suggested, self.minimum_difficulty))
 
         async def announce() -> None:
             if self.subscribed and self.workers and self.sent_difficulty is not None:
@@ -213,7 +226,7 @@ class Session:
         if len(params) < 5 or not isinstance(params[0], str) or params[0] not in self.workers:
             raise sp.StratumError(sp.UNAUTHORIZED, "Unauthorized worker")
         job = self.server.jobs.get(params[1]) if isinstance(params[1], str) else None
-        if job is None:
+        if job is None or job.job.prev_hash != self.server.service.tip.hash:
             raise sp.StratumError(sp.JOB_NOT_FOUND, "Job not found (stale)")
         extranonce2 = sp.parse_hex(params[2], self.server.config.extranonce2_size, "extranonce2")
         ntime = sp.parse_word(params[3], "ntime")
@@ -247,7 +260,8 @@ class Session:
 
             async def after() -> None:
                 await self.change_difficulty(new)
-        log.debug("share %s from %s: %s", share.hash[::-1].hex()[:16], params[0], verdict)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("share %s from %s: %s", share.hash[::-1].hex()[:16], params[0], verdict)
         return True, after
 
     async def change_difficulty(self, difficulty: float) -> None:
@@ -283,11 +297,12 @@ class StratumServer:
         self.sessions: set[Session] = set()
         self.jobs: OrderedDict[str, StratumJob] = OrderedDict()
         self.current: StratumJob | None = None
-        self.counts = ShareCounts(refused={})
+        self.counts = ShareCounts()
         self._server: asyncio.base_events.Server | None = None
         self._refresher: asyncio.Task | None = None
         self._next_extranonce1 = secrets.randbits(8 * config.extranonce1_size)
         self._job_counter = 0
+        self._sending: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -341,7 +356,7 @@ class StratumServer:
     # ------------------------------------------------------------------ work
 
     def network_difficulty(self) -> float:
-        return sp.target_to_difficulty(self.service.tip.next_target) if self.service.tip else 1.0
+        return difficulty(self.service.tip.next_target) if self.service.tip else 1.0
 
     async def _new_job(self) -> tuple[StratumJob, bool] | None:
         template = self.service.template()
@@ -380,8 +395,12 @@ class StratumServer:
                 await self.broadcast(*made)
 
     async def broadcast(self, job: StratumJob, clean: bool) -> None:
-        ready = [s for s in self.sessions if s.subscribed and s.workers]
-        await asyncio.gather(*(s.push_work(job, clean) for s in ready), return_exceptions=True)
+        """Each miner's copy is written in a task of its own: one that does not read holds up
+        nobody else, and not the next job either."""
+        for session in [s for s in self.sessions if s.subscribed and s.workers]:
+            task = asyncio.get_running_loop().create_task(session.push_work(job, clean))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
 
     async def found_block(self, job: StratumJob, share) -> str:
         verdict = await self.service.submit_block(job.block(share))
@@ -391,7 +410,5 @@ class StratumServer:
         log.info("a share met the block target but the block was refused: %s", verdict)
         return f"block {verdict}"
 
-    def count_refusal(self, reason: str) -> None:
-        assert self.counts.refused is not None
-        key = reason[:40]
-        self.counts.refused[key] = self.counts.refused.get(key, 0) + 1
+    def count_refusal(self, code: int) -> None:
+        self.counts.refused[code] = self.counts.refused.get(code, 0) + 1
