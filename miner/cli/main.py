@@ -131,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--rpc-cookie-file", default=None,
                    help="where to write the cookie (default .cookie beside the chain file)")
     n.add_argument("--max-connections", type=_positive_int(100_000), default=256,
-                   help="open connections at most (default 256, lowered to fit the descriptor limit; "
-                        "an eighth kept for authenticated clients)")
+                   help="open connections at most (default 256, lowered to fit the descriptor limit; Stratum "
+                        "miners may hold all but an eighth)")
     n.add_argument("--rpc-timeout", type=_positive_seconds, default=30.0,
                    help="seconds a connection may wait idle between requests, and to send a request's "
                         "body or take a reply (Core's -rpcservertimeout; default 30); a new connection "

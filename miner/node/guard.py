@@ -9,12 +9,13 @@ faster than the node can answer:
 - **A cap on connections**, lowered to what the process's descriptor limit allows (a node that
   runs out of descriptors can open neither its chain file nor new sockets). Connections are of
   three kinds: anonymous (nothing proven yet), settled (a handshake done but no credentials: a
-  Stratum miner) and authenticated (credentials checked: a JSON-RPC client). When every slot is
-  taken, a newcomer evicts an anonymous connection: the oldest that has sent nothing for a second,
-  else the oldest. A flood of silent sockets or slow headers only ever pushes out its own older
-  sockets, and an honest client, which speaks as soon as it connects, gets in. Settled
-  connections may hold all but `reserved` slots, so strangers who settle can never keep a client
-  with credentials out; only when every slot is settled or authenticated is a newcomer refused.
+  Stratum miner) and authenticated (credentials checked: a JSON-RPC client). Anonymous and
+  settled connections may each hold all but `reserved` slots. A newcomer that would take more
+  evicts an anonymous connection instead of being refused: the oldest that has sent nothing for
+  a second, else the oldest. A flood of silent sockets or slow headers only ever pushes out its
+  own older sockets, an honest client, which speaks as soon as it connects, gets in, and
+  strangers who settle can never keep a client with credentials out. Only when no anonymous
+  connection is left to push out is a newcomer refused.
 - **Timeouts by state**: an anonymous connection has `header_timeout` to complete an
   authenticated request; a request's first byte starts `header_timeout` for its header; an
   authenticated connection may sit idle `idle_timeout` between requests. A request being
@@ -201,8 +202,11 @@ class Guard:
     # ------------------------------------------------------------------ admission
 
     def admit(self, transport: asyncio.BaseTransport) -> Connection | None:
-        if len(self._by_transport) >= self.limits.max_connections:
-            if not (self._silent or self._speaking):
+        limits = self.limits
+        anonymous = len(self._silent) + len(self._speaking)
+        if anonymous >= limits.max_connections - limits.reserved or \
+                len(self._by_transport) >= limits.max_connections:
+            if not anonymous:
                 self.counts.refused += 1
                 return None
             self.counts.evicted += 1
