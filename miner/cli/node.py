@@ -18,7 +18,7 @@ from miner.node.guard import GuardLimits
 from miner.node.rpc.auth import COOKIE_NAME
 from miner.node.rpc.server import is_loopback
 from miner.node.run import serve
-from miner.node.stratum.server import StratumConfig
+from miner.node.stratum.config import StratumConfig
 from miner.node.stratum.vardiff import VarDiffLimits
 from miner.primitives.address import script_for_address
 

@@ -23,7 +23,8 @@ from miner.node.rpc.auth import Credentials, remove_cookie, write_cookie
 from miner.node.rpc.methods import Context
 from miner.node.rpc.server import make_app
 from miner.node.service import NodeService
-from miner.node.stratum.server import StratumConfig, StratumServer
+from miner.node.stratum.config import StratumConfig
+from miner.node.stratum.server import StratumServer
 from miner.primitives.hashes import display_hex
 
 SHUTDOWN_TIMEOUT = 3.0  # s

@@ -20,7 +20,6 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any
 
 from miner.errors import MinerError
@@ -28,39 +27,20 @@ from miner.mining.template import TemplateError
 from miner.node.guard import Connection, Guard
 from miner.node.service import NodeService
 from miner.node.stratum import protocol as sp
+from miner.node.stratum.config import (
+    BAD_MESSAGES,
+    JOBS_KEPT,
+    MAX_LINE,
+    MAX_WORKERS,
+    MIN_REFRESH,
+    ShareCounts,
+    StratumConfig,
+)
 from miner.node.stratum.jobs import MAX_FUTURE, StratumJob
-from miner.node.stratum.vardiff import VarDiff, VarDiffLimits
+from miner.node.stratum.vardiff import VarDiff
 from miner.primitives.compact import difficulty
 
 log = logging.getLogger("miner.node.stratum")
-
-VERSION_MASK = 0x1FFFE000  # BIP 320: the bits a miner may roll
-MAX_LINE = 16 * 1024  # bytes; a longer line drops the connection
-JOBS_KEPT = 16  # jobs on the current tip a share may still name
-MIN_REFRESH = 5.0  # s between jobs for new transactions alone
-BAD_MESSAGES = 20  # malformed or refused requests before a connection is dropped
-MAX_WORKERS = 64  # worker names one connection may authorize
-
-
-@dataclass(frozen=True)
-class StratumConfig:
-    payout_script: bytes = b"\x51"
-    message: bytes = b"/miner node stratum/"
-    extranonce1_size: int = 4
-    extranonce2_size: int = 4
-    difficulty: float = 1.0  # a new connection's, before vardiff or a suggestion
-    vardiff: VarDiffLimits = field(default_factory=VarDiffLimits)
-    version_mask: int = VERSION_MASK
-    idle_timeout: float = 600.0  # s without a line from the miner
-    write_timeout: float = 30.0
-
-
-@dataclass
-class ShareCounts:
-    accepted: int = 0
-    blocks: int = 0
-    refused: dict[int, int] = field(default_factory=dict)  # by Stratum error code
-
 
 class Session:
     """One miner's connection."""

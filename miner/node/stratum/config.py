@@ -1,0 +1,34 @@
+"""What the Stratum server is told and what it counts: its settings, limits and share tallies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from miner.node.stratum.vardiff import VarDiffLimits
+
+VERSION_MASK = 0x1FFFE000  # BIP 320: the bits a miner may roll
+MAX_LINE = 16 * 1024  # bytes; a longer line drops the connection
+JOBS_KEPT = 16  # jobs on the current tip a share may still name
+MIN_REFRESH = 5.0  # s between jobs for new transactions alone
+BAD_MESSAGES = 20  # malformed or refused requests before a connection is dropped
+MAX_WORKERS = 64  # worker names one connection may authorize
+
+
+@dataclass(frozen=True)
+class StratumConfig:
+    payout_script: bytes = b"\x51"
+    message: bytes = b"/miner node stratum/"
+    extranonce1_size: int = 4
+    extranonce2_size: int = 4
+    difficulty: float = 1.0  # a new connection's, before vardiff or a suggestion
+    vardiff: VarDiffLimits = field(default_factory=VarDiffLimits)
+    version_mask: int = VERSION_MASK
+    idle_timeout: float = 600.0  # s without a line from the miner
+    write_timeout: float = 30.0
+
+
+@dataclass
+class ShareCounts:
+    accepted: int = 0
+    blocks: int = 0
+    refused: dict[int, int] = field(default_factory=dict)  # by Stratum error code
