@@ -65,25 +65,25 @@ class _Miner:
         self.writer.write(line.encode() + b"\n")
         await self.writer.drain()
         while True:
-            line = await self.reader.readline()
-            if not line:
-                raise ConnectionError("the server closed the connection")
-            msg = json.loads(line)
-            if msg.get("method") == "mining.notify":
-                self.job = msg["params"]
-            elif msg.get("id") == rid:
+            msg = await self._next()
+            if msg.get("id") == rid:
                 return msg
+
+    async def _next(self) -> dict:
+        """The server's next line; a job it brings is kept as this miner's."""
+        line = await self.reader.readline()
+        if not line:
+            raise ConnectionError("the server closed the connection")
+        msg = json.loads(line)
+        if msg.get("method") == "mining.notify":
+            self.job = msg["params"]
+        return msg
 
     async def start(self) -> tuple[str, int]:
         sub = await self.request(json.dumps({"id": 1, "method": "mining.subscribe", "params": ["load"]}), 1)
         await self.request(json.dumps({"id": 2, "method": "mining.authorize", "params": ["load.miner", "x"]}), 2)
         while self.job is None:
-            line = await self.reader.readline()
-            if not line:
-                raise ConnectionError("the server closed the connection")
-            msg = json.loads(line)
-            if msg.get("method") == "mining.notify":
-                self.job = msg["params"]
+            await self._next()
         return sub["result"][1], sub["result"][2]
 
 

@@ -48,24 +48,22 @@ def _chain_name(text: str) -> str:
     return text
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+def _float_in(accept, not_a_number: str, out_of_range: str):
+    """An argparse type for a float that `accept` takes, with the two messages for the rest."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{not_a_number}: {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"{out_of_range}, got {text}")
+        return value
+    return parse
 
 
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0.1 <= value <= 86_400:
-        raise argparse.ArgumentTypeError(f"must be between 0.1 and 86400 seconds, got {text}")
-    return value
+_positive_float = _float_in(lambda v: 0 < v < float("inf"), "not a number", "must be a positive number")
+_positive_seconds = _float_in(lambda v: 0.1 <= v <= 86_400, "not a number of seconds",
+                              "must be between 0.1 and 86400 seconds")
 
 
 def _non_negative_int(text: str) -> int:
