@@ -2,6 +2,7 @@
 
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -158,3 +159,50 @@ def test_stop_on_hit_ends_the_search_after_the_piece_with_the_first_hit():
     assert result.count == first_piece_end
     assert result.nonces == [n for n in every if n < first_piece_end]
     assert backend.search(work, 0, 1 << 19).count == 1 << 19  # without it the whole range runs
+
+
+def test_a_pool_job_goes_on_after_each_share_and_no_share_is_skipped():
+    """A job whose target is a pool's share target is not ended by a hit: every nonce of its space
+    that meets the target comes out exactly once, from whichever backend searched it, and a
+    retarget (a new share difficulty) takes effect without starting the job over."""
+    space = 1 << 15
+    backends = [CpuBackend(threads=1, name="cpu"), ReferenceBackend()]
+    for b in backends:
+        b.warm_up()
+    easy = 1 << 249  # about one hit in 128 nonces: some 256 shares in the space
+    job = replace(make_job(target=easy, prev=b"\x04" * 32), shares=True, bits=0x1D00FFFF)
+    searched = []
+    coord = Coordinator(backends, unit_seconds=0.01, nonce_space=space, max_unit=2048,
+                        on_event=lambda ev: ev.kind == "unit" and searched.append(ev.result.count))
+    with coord:
+        coord.set_job(job, first_extranonce=job.max_extranonce)  # one extranonce: the job then ends
+        deadline = time.time() + 60
+        while sum(searched) < space and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.1)
+    found = []
+    while not coord.solutions.empty():
+        found.append(coord.solutions.get().nonce)
+    expected = reference_hits(job.work(job.max_extranonce), 0, space)
+    assert len(expected) > 100
+    assert sorted(found) == expected  # none skipped after a share, none twice
+    assert sum(searched) == space
+
+    # A harder target mid-job: the search goes on where it was, with the new target.
+    coord = Coordinator([ReferenceBackend()], unit_seconds=0.01, nonce_space=space, max_unit=1024)
+    with coord:
+        coord.set_job(job, first_extranonce=job.max_extranonce)
+        first = coord.wait_solution(timeout=30)
+        harder = replace(job, target=easy >> 4)
+        assert coord.retarget(harder)
+        assert not coord.retarget(replace(harder, job_id="other"))  # only the job at work
+        deadline = time.time() + 60
+        while not coord._alloc.exhausted and time.time() < deadline:
+            time.sleep(0.02)
+        later = []
+        while not coord.solutions.empty():
+            later.append(coord.solutions.get())
+    assert first is not None and first.job.target == easy
+    hard_ones = [s.nonce for s in later if s.job.target == easy >> 4]
+    assert hard_ones and all(s.header.meets_target(s.job.target) for s in later)
+    assert len({s.nonce for s in later} | {first.nonce}) == len(later) + 1  # nothing hashed twice

@@ -90,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     m = sub.add_parser("mine", help="mine blocks on the local chain")
-    m.add_argument("--blocks", type=_positive_int(MAX_BLOCKS), default=5,
-                   help="blocks to mine (default 5)")
+    m.add_argument("--blocks", type=_positive_int(MAX_BLOCKS), default=None,
+                   help="blocks to mine (default 5; at a pool: until stopped)")
     m.add_argument("--backend", default="auto",
                    help="auto, ref, cpu, cuda, cuda:N, or a comma-separated list (default auto)")
     m.add_argument("--threads", type=_positive_int(1024), default=None,
@@ -103,9 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preset for a new chain: local, local-windowed, regtest, mainnet")
     m.add_argument("--unit-seconds", type=float, default=0.25,
                    help="target duration of one work unit (default 0.25)")
-    m.add_argument("--url", default=None,
+    m.add_argument("--url", action="append", default=None,
                    help="mine a node instead of a chain file: http://user:password@host:port of a "
-                        "'miner node' or Bitcoin Core (getblocktemplate, submitblock)")
+                        "'miner node' or Bitcoin Core (getblocktemplate, submitblock), or a Stratum "
+                        "pool, stratum+tcp://user.worker:password@host:port (repeat for failover, "
+                        "in order)")
+    m.add_argument("--shares", type=_positive_int(MAX_BLOCKS), default=None,
+                   help="at a pool: stop after this many accepted shares")
+    m.add_argument("--pool-retry", type=_positive_seconds, default=30.0,
+                   help="at a backup pool: seconds between looks at the ones before it (default 30)")
     m.add_argument("--rpc-cookie-file", default=None,
                    help="with --url: read the credentials from the node's cookie file")
     m.add_argument("--payout-address", default=None,

@@ -34,7 +34,19 @@ def cmd_mine(args: argparse.Namespace) -> int:
     if not args.unit_seconds > 0:
         raise UsageError("--unit-seconds must be positive")
     if args.url:
+        from miner.mining.sources.pool_url import is_pool_url
+        pools = [is_pool_url(url) for url in args.url]
+        if any(pools):
+            if not all(pools):
+                raise UsageError("--url: give Stratum pools (stratum+tcp://) or one node (http://), not both")
+            return _mine_pool(args)
+        if len(args.url) > 1:
+            raise UsageError("--url: one node (http://) at a time; failover is for Stratum pools")
+        args.blocks = args.blocks or 5
         return _mine_node(args)
+    if args.shares:
+        raise UsageError("--shares is for mining at a pool (--url stratum+tcp://...)")
+    args.blocks = args.blocks or 5
     params = preset(args.preset, int(time.time()))  # an unknown preset fails before any compile
     path = Path(args.chain)
     check_chain_path(path, must_exist=False)  # a name no file system takes, say, before any I/O
@@ -72,25 +84,33 @@ def cmd_mine(args: argparse.Namespace) -> int:
         chain.close()
         lock.release()
 
-    return _mine_and_report(args, backends, reporter, desc, close, lambda coordinator, on_block: mine(
+    return _mine_and_report(args, backends, reporter, desc, close, lambda coordinator, on_block, on_share: mine(
         coordinator, LocalChainSource(chain), args.blocks, on_block, on_job=reporter.job))
 
 
-def _mine_and_report(args: argparse.Namespace, backends, reporter, desc: dict, close, mine) -> int:
-    """Run `mine(coordinator, on_block)` with the summary always printed: on success, on Ctrl-C
-    (exit 130) and on a MinerError (a block that cannot be stored, a node gone), which is
-    raised after the summary. `close` releases what the run holds, whatever happened."""
+def _mine_and_report(args: argparse.Namespace, backends, reporter, desc: dict, close, mine,
+                     pool: bool = False) -> int:
+    """Run `mine(coordinator, on_block, on_share)` with the summary always printed: on success,
+    on Ctrl-C (exit 130) and on a MinerError (a block that cannot be stored, a node gone), which
+    is raised after the summary. `close` releases what the run holds, whatever happened."""
     from miner.mining.coordinator import Coordinator
-    from miner.mining.loop import BlockFound
+    from miner.mining.loop import BlockFound, ShareFound
 
     coordinator = Coordinator(backends, unit_seconds=args.unit_seconds,
                               on_event=reporter.coordinator_event)
     found: list[BlockFound] = []
+    shares = ShareTally() if pool else None
 
     def on_block(ev: BlockFound) -> None:
         if ev.verdict in ("", "accepted"):  # a node's refusal is reported, not counted
             found.append(ev)
+        if shares is not None:
+            shares.add(ev.verdict == "accepted", ev.verdict)
         reporter.block(ev)
+
+    def on_share(ev: ShareFound) -> None:
+        shares.add(ev.accepted, ev.verdict)
+        reporter.share(ev, shares)
 
     interrupted = False
     failure: MinerError | None = None
@@ -99,7 +119,7 @@ def _mine_and_report(args: argparse.Namespace, backends, reporter, desc: dict, c
     try:
         reporter.start(desc, backends, args.blocks, coordinator)
         coordinator.start()
-        mine(coordinator, on_block)
+        mine(coordinator, on_block, on_share)
     except KeyboardInterrupt:
         interrupted = True
     except MinerError as exc:
@@ -113,7 +133,10 @@ def _mine_and_report(args: argparse.Namespace, backends, reporter, desc: dict, c
         reporter.stop()
         close()
     elapsed = time.perf_counter() - t0
-    reporter.finish(mine_summary(coordinator, found, elapsed, interrupted))
+    summary = mine_summary(coordinator, found, elapsed, interrupted)
+    if shares is not None:
+        summary["shares"] = shares.as_dict()
+    reporter.finish(summary)
     restore_handlers(previous)
     if failure is not None:
         raise failure
@@ -147,8 +170,58 @@ def _mine_node(args: argparse.Namespace) -> int:
     _warm_up(backends, announce=not (args.json or args.quiet))
     desc = {"path": client.display_url, "height": first.height - 1, "preset": "node", "rule": "node",
             "spacing": 0, "detail": f"node at {client.display_url}, tip {first.height - 1}"}
-    return _mine_and_report(args, backends, reporter, desc, lambda: None, lambda coordinator, on_block:
+    return _mine_and_report(args, backends, reporter, desc, lambda: None, lambda coordinator, on_block, on_share:
                             mine(coordinator, source, args.blocks, on_block, on_job=reporter.job))
+
+
+def _mine_pool(args: argparse.Namespace) -> int:
+    """`miner mine --url stratum+tcp://...`: a pool's jobs, shares to its mining.submit, with
+    failover over the pools in the order given."""
+    from miner.backends.registry import make_backends
+    from miner.mining.loop import mine
+    from miner.mining.sources.pool_url import PoolUrl
+    from miner.mining.sources.stratum import StratumSource
+    from miner.ui.reporting import make_reporter
+
+    if args.payout_address or args.payout_script or args.rpc_cookie_file:
+        raise UsageError("a pool builds the coinbase and checks its own workers: "
+                         "--payout-address, --payout-script and --rpc-cookie-file are for http:// nodes")
+    urls = [PoolUrl.parse(url) for url in args.url]
+    reporter = make_reporter(args.json, args.quiet)
+    source = StratumSource(urls, on_event=reporter.pool, retry_primary=args.pool_retry)
+    first = source.open()  # no pool reachable: said before the compile
+    try:
+        backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel)
+        _warm_up(backends, announce=not (args.json or args.quiet))
+    except BaseException:
+        source.stop()
+        raise
+    blocks, shares = args.blocks or 0, args.shares or 0
+    args.blocks = blocks
+    desc = {"path": first.display, "height": 0, "preset": "pool", "rule": "pool", "spacing": 0,
+            "detail": "Stratum pool" + (f", failover to {len(urls) - 1} more" if len(urls) > 1 else "")}
+    return _mine_and_report(args, backends, reporter, desc, source.stop, lambda coordinator, on_block, on_share:
+                            mine(coordinator, source, blocks, on_block, on_job=reporter.job, shares=shares,
+                                 on_share=on_share), pool=True)
+
+
+class ShareTally:
+    """A pool's verdicts on our shares: accepted, rejected, and the reasons given."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.rejected = 0
+        self.reasons: dict[str, int] = {}
+
+    def add(self, accepted: bool, verdict: str) -> None:
+        if accepted:
+            self.accepted += 1
+        else:
+            self.rejected += 1
+            self.reasons[verdict] = self.reasons.get(verdict, 0) + 1
+
+    def as_dict(self) -> dict:
+        return {"accepted": self.accepted, "rejected": self.rejected, "reasons": dict(self.reasons)}
 
 
 def _warm_up(backends, announce: bool) -> None:

@@ -66,6 +66,13 @@ class NonceAllocator:
         self.exhausted = False
         self._lock = threading.Lock()
 
+    def retarget(self, job: Job) -> None:
+        """The same job with another target, from where the search is (units already handed
+        out keep the old target)."""
+        with self._lock:
+            self.job = job
+            self._work = job.work(self.extranonce)
+
     def take(self, count: int) -> WorkUnit | None:
         with self._lock:
             if self.exhausted:
@@ -173,6 +180,18 @@ class Coordinator:
             self._cond.notify_all()
             return self._generation
 
+    def retarget(self, job: Job) -> bool:
+        """Give the current job a new target (a pool's new share difficulty) without starting it
+        over: the search goes on where it was, so no nonce is hashed twice. `job` must be the
+        current job with only its target changed; False (nothing done) if another job is
+        current."""
+        with self._cond:
+            alloc = self._alloc
+            if alloc is None or alloc.job.job_id != job.job_id or alloc.job.prev_hash != job.prev_hash:
+                return False
+            alloc.retarget(job)
+            return True
+
     @property
     def generation(self) -> int:
         return self._generation
@@ -205,53 +224,73 @@ class Coordinator:
         with self._cond:
             while not self._stopping:
                 alloc = self._alloc
-                if alloc is not None:
+                if alloc is not None and not alloc.exhausted:
                     unit = alloc.take(self._unit_size(backend))
                     if unit is not None:
                         stats = self.stats[backend.name]
                         if not stats.last_job_start:
                             stats.last_job_start = time.perf_counter()
                         return unit
+                    # The job stays current: hits of its units still in flight count.
                     log.warning("job %s: extranonce space exhausted", alloc.job.job_id)
-                    self._alloc = None
                 self._cond.wait()
             return None
 
     def _worker(self, backend: Backend) -> None:
-        stats = self.stats[backend.name]
         while True:
             unit = self._next_unit(backend)
             if unit is None:
                 return
-            t0 = time.perf_counter()
-            try:
-                result = backend.search(unit.work, unit.nonce_start, unit.count, unit.cancel,
-                                        stop_on_hit=True)
-            except Exception:  # a broken device must not take the others down
-                log.exception("backend %s failed; it stops mining", backend.name)
-                return
-            dt = time.perf_counter() - t0
-            result.seconds = dt
-            stats.hashes += result.count  # less than the unit's count if it was cancelled
-            stats.seconds += dt
-            stats.units += 1
-            stats.hits += result.total
-            stats.rejected += result.rejected
-            if dt > 0 and result.count == unit.count:  # a cut-short unit's rate is not representative
-                inst = unit.count / dt
-                stats.rate = inst if stats.rate == 0 else 0.7 * stats.rate + 0.3 * inst
-                backend.measured_rate = stats.rate
-            if result.rejected:
-                log.error("backend %s: %d candidates failed the host re-check", backend.name,
-                          result.rejected)
-            self._emit(CoordinatorEvent("unit", backend.name, unit, result))
-            if result.nonces:
-                self._report(backend, unit, result)
+            start, count = unit.nonce_start, unit.count
+            while True:
+                result = self._search(backend, unit, start, count)
+                if result is None:
+                    return
+                if result.nonces:
+                    self._report(backend, unit, result)
+                # A pool's share does not end the job: the rest of the unit is searched, so no
+                # nonce after a share is skipped (a share can also be the block).
+                start, count = start + result.count, count - result.count
+                if not unit.job.shares or count <= 0 or unit.cancel.is_set():
+                    break
+
+    def _search(self, backend: Backend, unit: WorkUnit, start: int, count: int) -> SearchResult | None:
+        """Search part of `unit` and count it; None if the backend failed."""
+        stats = self.stats[backend.name]
+        t0 = time.perf_counter()
+        try:
+            result = backend.search(unit.work, start, count, unit.cancel, stop_on_hit=True)
+        except Exception:  # a broken device must not take the others down
+            log.exception("backend %s failed; it stops mining", backend.name)
+            return None
+        dt = time.perf_counter() - t0
+        result.seconds = dt
+        stats.hashes += result.count  # less than asked if it was cancelled or stopped at a hit
+        stats.seconds += dt
+        stats.units += 1
+        stats.hits += result.total
+        stats.rejected += result.rejected
+        if dt > 0 and result.count == unit.count:  # a cut-short unit's rate is not representative
+            inst = unit.count / dt
+            stats.rate = inst if stats.rate == 0 else 0.7 * stats.rate + 0.3 * inst
+            backend.measured_rate = stats.rate
+        if result.rejected:
+            log.error("backend %s: %d candidates failed the host re-check", backend.name,
+                      result.rejected)
+        self._emit(CoordinatorEvent("unit", backend.name, unit, result))
+        return result
 
     def _report(self, backend: Backend, unit: WorkUnit, result: SearchResult) -> None:
         with self._cond:
             current = self._alloc is not None and self._generation == unit.generation
-            if current:
+            if current and unit.job.shares:
+                for nonce in result.nonces:  # every share counts; the job goes on...
+                    self.solutions.put(Solution(unit.job, unit.extranonce, nonce, backend.name))
+                    if unit.job.is_block(unit.extranonce, nonce):  # ...unless it is the block
+                        self._alloc.cancel.set()
+                        self._alloc = None
+                        break
+            elif current:
                 # First valid solution wins; the job is done, so nobody takes more of its units
                 # and the units of it in flight stop at their next check.
                 self._alloc.cancel.set()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from miner.mining.coordinator import Coordinator
 from miner.mining.sources.base import WorkSource
 from miner.mining.work import Job, Solution, own_extranonce_start
-from miner.primitives.compact import bits_to_target, difficulty
+from miner.primitives.compact import DIFF1_TARGET, bits_to_target, difficulty
 
 
 @dataclass
@@ -30,45 +30,91 @@ class BlockFound:
         return self.hashes / self.seconds if self.seconds > 0 else 0.0
 
 
+@dataclass
+class ShareFound:
+    """A pool's share that is not a block, with the pool's verdict."""
+
+    height: int
+    job_id: str
+    hash_hex: str
+    nonce: int
+    extranonce: int
+    difficulty: float  # what the hash achieved (difficulty 1 = 0xFFFF * 2^208)
+    target_difficulty: float  # what the job asked for
+    accepted: bool
+    verdict: str
+    backend: str
+
+
 def mine(coordinator: Coordinator, source: WorkSource, blocks: int,
          on_block: Callable[[BlockFound], None],
          on_job: Callable[[Job], None] | None = None,
-         poll: float = 0.25) -> list[BlockFound]:
-    """Mine until `source` has accepted `blocks` of our blocks. The source announces jobs (the
-    first, and each one that replaces it); every solution is submitted and its verdict reported,
-    accepted or not, except one the source dropped unjudged. The coordinator must be started."""
+         poll: float = 0.25, shares: int = 0,
+         on_share: Callable[[ShareFound], None] | None = None) -> list[BlockFound]:
+    """Mine until `source` has accepted `blocks` of our blocks, or `shares` of our shares (a
+    pool's; 0 for either: no such limit, and with both 0 until interrupted). The source
+    announces jobs (the first, and each one that replaces it); every solution is submitted and
+    its verdict reported, accepted or not, except one the source dropped unjudged. The
+    coordinator must be started."""
     accepted: list[BlockFound] = []
+    shares_accepted = 0
+    current: list[Job | None] = [None]
 
     def hashes_so_far() -> int:
         return sum(s.hashes for s in coordinator.stats.values())
 
-    def new_job(job: Job) -> None:
-        coordinator.set_job(job, own_extranonce_start(job))
+    def new_job(job: Job | None) -> None:
+        before, current[0] = current[0], job
+        if job is None:
+            coordinator.set_job(None)
+            return
+        # A pool's new difficulty for the job at work: the search goes on where it was.
+        same = (before is not None and job.shares and before.job_id == job.job_id
+                and before.prev_hash == job.prev_hash)
+        if not (same and coordinator.retarget(job)):
+            coordinator.set_job(job, own_extranonce_start(job))
         if on_job is not None:
             on_job(job)
+
+    def done() -> bool:
+        return ((blocks > 0 and len(accepted) >= blocks) or (shares > 0 and shares_accepted >= shares))
 
     since, hashes_before = time.perf_counter(), hashes_so_far()  # rate per block from here
     source.start(new_job)
     try:
-        while len(accepted) < blocks:
+        while not done():
             solution = coordinator.wait_solution(timeout=poll)
             if solution is None:
                 continue
             hashes, seconds = hashes_so_far(), time.perf_counter() - since
             result = source.submit(solution)
+            if result is not None and result.kind == "share":
+                shares_accepted += result.accepted
+                if on_share is not None:
+                    on_share(_share(solution, result.height, result.accepted, result.verdict))
+                continue  # a share does not end the job
             if result is not None:
                 event = _found(solution, result.height, seconds, hashes - hashes_before, result.verdict)
                 on_block(event)
                 if result.accepted:
                     accepted.append(event)
+                    shares_accepted += solution.job.shares
                 since, hashes_before = time.perf_counter(), hashes
-            if len(accepted) < blocks:
+            if not done():
                 # The solved job is finished whatever the verdict: fresh work now, not at the next poll.
                 source.solved(solution.job)
     finally:
         source.stop()
         coordinator.set_job(None)
     return accepted
+
+
+def _share(solution: Solution, height: int, accepted: bool, verdict: str) -> ShareFound:
+    header = solution.header
+    value = int.from_bytes(header.hash(), "little")
+    return ShareFound(height, solution.job.job_id, header.hash_hex(), solution.nonce, solution.extranonce,
+                      DIFF1_TARGET / max(value, 1), difficulty(solution.job.target), accepted, verdict,
+                      solution.backend)
 
 
 def _found(solution: Solution, height: int, seconds: float, hashes: int, verdict: str) -> BlockFound:

@@ -11,8 +11,10 @@ import secrets
 from dataclasses import dataclass
 
 from miner.backends.work import KernelWork
+from miner.errors import InvalidInput
 from miner.primitives.block import Block
 from miner.primitives.coinbase import CoinbaseTemplate
+from miner.primitives.compact import bits_to_target
 from miner.primitives.header import BlockHeader
 from miner.primitives.merkle import root_from_branch
 from miner.primitives.transaction import Transaction, txid
@@ -25,7 +27,8 @@ class Job:
 
     `witness`: the template commits to witnesses (BIP 141), so the submitted coinbase carries
     the witness reserved value. `longpoll_id`: the node's long-poll id for this template, when
-    it came from getblocktemplate."""
+    it came from getblocktemplate. `shares`: the target is a pool's share target, so a solution
+    does not end the job; the search goes on through the rest of its space."""
 
     job_id: str
     height: int
@@ -40,6 +43,7 @@ class Job:
     clean: bool = True
     witness: bool = False
     longpoll_id: str | None = None
+    shares: bool = False
 
     def coinbase_tx(self, extranonce: int) -> bytes:
         return self.coinbase.build(extranonce)
@@ -61,6 +65,14 @@ class Job:
         if self.witness:
             coinbase = with_reserved_value(coinbase)
         return Block(self.header(extranonce, nonce), (coinbase, *self.extra_txs))
+
+    def is_block(self, extranonce: int, nonce: int) -> bool:
+        """Whether this header meets the block target of `bits` (a pool's share may)."""
+        try:
+            block_target = bits_to_target(self.bits)
+        except (InvalidInput, ValueError):
+            return False
+        return int.from_bytes(self.header(extranonce, nonce).hash(), "little") <= block_target
 
     @property
     def max_extranonce(self) -> int:

@@ -46,8 +46,10 @@ class MiningSnapshot:
     expected_seconds: float | None  # to find the current block at the measured total rate
     block_seconds: float  # time spent on the current block so far
     blocks_found: int
-    blocks_wanted: int
+    blocks_wanted: int  # 0: until stopped
     elapsed: float  # since mining started
+    pool: str = ""  # at a pool: where, its difficulty, and its verdicts on our shares
+    shares: bool = False  # the job's target is a pool's share target
 
 
 def expected_hashes(target: int) -> float:
@@ -57,7 +59,7 @@ def expected_hashes(target: int) -> float:
 
 def snapshot(coordinator: Coordinator, backends: list[Backend], job: Job | None,
              job_started: float, blocks_found: int, blocks_wanted: int, started: float,
-             now: float | None = None) -> MiningSnapshot:
+             now: float | None = None, pool: str = "") -> MiningSnapshot:
     now = time.perf_counter() if now is None else now
     stats = [coordinator.stats[b.name] for b in backends]
     total_hashes = sum(s.hashes for s in stats)
@@ -68,11 +70,11 @@ def snapshot(coordinator: Coordinator, backends: list[Backend], job: Job | None,
     total_rate = sum(d.rate for d in devices)
     if job is None:
         return MiningSnapshot(devices, total_rate, None, None, None, None, 0.0, blocks_found,
-                              blocks_wanted, now - started)
+                              blocks_wanted, now - started, pool)
     return MiningSnapshot(
         devices, total_rate, job.height - 1, job.bits, difficulty(job.target),
         expected_hashes(job.target) / total_rate if total_rate > 0 else None,
-        now - job_started, blocks_found, blocks_wanted, now - started)
+        now - job_started, blocks_found, blocks_wanted, now - started, pool, job.shares)
 
 
 def format_duration(seconds: float | None) -> str:
@@ -91,17 +93,20 @@ def render(snap: MiningSnapshot, width: int = 120) -> RenderableType:
     """The live panel for a terminal `width` wide: one status line, then one line per backend."""
     # Numbers never wrap; on a narrow terminal the device name gives way (ellipsis) instead.
     device_width = max(8, min(40, width - 76))
+    blocks = f"{snap.blocks_found}" + (f"/{snap.blocks_wanted}" if snap.blocks_wanted else "")
     if snap.tip_height is None:
-        status = Text(f"waiting for work  blocks {snap.blocks_found}/{snap.blocks_wanted}")
+        status = Text(f"waiting for work  blocks {blocks}")
     else:
+        what = "share" if snap.shares else "block"
         status = Text.assemble(
             ("tip ", "dim"), (f"{snap.tip_height}", "bold"),
             ("  bits ", "dim"), f"{snap.bits:08x}",
-            ("  difficulty ", "dim"), f"{snap.difficulty:.6g}",
+            (f"  {what} difficulty " if snap.shares else "  difficulty ", "dim"), f"{snap.difficulty:.6g}",
             ("  total ", "dim"), (format_rate(snap.total_rate), "bold cyan"),
-            ("  next block expected in ", "dim"), format_duration(snap.expected_seconds),
-            (" (this one ", "dim"), format_duration(snap.block_seconds), (")", "dim"),
-            ("  blocks ", "dim"), (f"{snap.blocks_found}/{snap.blocks_wanted}", "bold green"),
+            (f"  next {what} expected in ", "dim"), format_duration(snap.expected_seconds),
+            (" (this job " if snap.shares else " (this one ", "dim"), format_duration(snap.block_seconds),
+            (")", "dim"),
+            ("  blocks ", "dim"), (blocks, "bold green"),
             ("  up ", "dim"), format_duration(snap.elapsed))
     table = Table(box=None, pad_edge=False, show_edge=False, header_style="dim")
     table.add_column("backend", no_wrap=True)
@@ -113,7 +118,7 @@ def render(snap: MiningSnapshot, width: int = 120) -> RenderableType:
         hits = f"{d.hits}" + (f" ({d.rejected} bad)" if d.rejected else "")
         table.add_row(d.name, d.device, format_rate(d.rate), f"{d.hashes:,}", hits, f"{d.stale}",
                       f"{100 * d.share:.1f}%", ProgressBar(total=1.0, completed=d.share, width=12))
-    return Group(status, table)
+    return Group(status, Text(snap.pool), table) if snap.pool else Group(status, table)
 
 
 class MiningView:
@@ -128,6 +133,7 @@ class MiningView:
         self._job: Job | None = None
         self._job_started = self.started
         self._lock = threading.Lock()
+        self.pool = ""  # the pool line: set by the reporter as the pool speaks
 
     def set_job(self, job: Job | None) -> None:
         with self._lock:
@@ -141,7 +147,7 @@ class MiningView:
     def snapshot(self) -> MiningSnapshot:
         with self._lock:
             return snapshot(self.coordinator, self.backends, self._job, self._job_started,
-                            self.blocks_found, self.blocks_wanted, self.started)
+                            self.blocks_found, self.blocks_wanted, self.started, pool=self.pool)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield render(self.snapshot(), options.max_width)

@@ -19,7 +19,7 @@ from rich.live import Live
 
 from miner.backends.base import Backend
 from miner.mining.coordinator import Coordinator, CoordinatorEvent
-from miner.mining.loop import BlockFound
+from miner.mining.loop import BlockFound, ShareFound
 from miner.mining.work import Job
 from miner.ui.live import MiningView
 from miner.ui.units import format_rate
@@ -33,10 +33,34 @@ def block_line(ev: BlockFound) -> str:
             + (f"  node: {ev.verdict}" if ev.verdict else ""))
 
 
+def share_line(ev: ShareFound) -> str:
+    return (f"share {ev.hash_hex[:24]}..  diff {ev.difficulty:10.4g} (asked {ev.target_difficulty:.4g})  "
+            f"job {ev.job_id}  {ev.backend}  pool: {ev.verdict}")
+
+
+def pool_line(event: dict[str, Any]) -> str:
+    """One line for what the pool connection did (connected, lost, a new difficulty...)."""
+    status = event.get("status")
+    if status == "connected":
+        return (f"pool {event['url']}: connected, extranonce1 {event['extranonce1']}, extranonce2 "
+                f"{event['extranonce2_size']} bytes, version mask {event['version_mask']}")
+    if status == "disconnected":
+        return f"pool {event['url']}: {event['reason']}"
+    if status == "difficulty":
+        return f"pool {event['url']}: difficulty {event['difficulty']:.6g}"
+    if status == "extranonce":
+        return f"pool {event['url']}: extranonce1 {event['extranonce1']} from the next job"
+    return f"pool {event.get('url')}: {event.get('message', status)}"
+
+
 def summary_lines(summary: dict[str, Any]) -> list[str]:
     head = (f"{'interrupted: ' if summary['interrupted'] else ''}{summary['blocks']} block(s) in "
             f"{summary['seconds']:.1f} s, {summary['hashes']:,} hashes, {format_rate(summary['rate'])}")
     lines = [head]
+    if "shares" in summary:
+        s = summary["shares"]
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(s["reasons"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"  shares: {s['accepted']} accepted, {s['rejected']} rejected" + (f" ({reasons})" if reasons else ""))
     for b in summary["backends"]:
         lines.append(f"  {b['name']:<7} {format_rate(b['rate']):>11} {b['hashes']:>15,} hashes "
                      f"{b['share'] * 100:5.1f}%  hits {b['hits']}  stale {b['stale']}"
@@ -65,6 +89,12 @@ class Reporter:
     def block(self, ev: BlockFound) -> None:
         pass
 
+    def share(self, ev: ShareFound, tally: Any) -> None:
+        """A pool's verdict on a share; `tally` has the counts so far (accepted, rejected)."""
+
+    def pool(self, event: dict[str, Any]) -> None:
+        """The pool connection changed (connected, lost, new difficulty, new extranonce)."""
+
     def coordinator_event(self, ev: CoordinatorEvent) -> None:
         pass
 
@@ -83,10 +113,17 @@ class PlainReporter(Reporter):
         names = ", ".join(f"{b.name} ({b.device})" for b in backends)
         detail = chain_desc.get("detail") or (f"tip {chain_desc['height']}, {chain_desc['rule']} rule, "
                                               f"{chain_desc['spacing']} s spacing")
-        self._write(f"mining {blocks} block(s) on {chain_desc['path']} ({detail}) with {names}")
+        what = f"{blocks} block(s)" if blocks else "until stopped"
+        self._write(f"mining {what} on {chain_desc['path']} ({detail}) with {names}")
 
     def block(self, ev: BlockFound) -> None:
         self._write(block_line(ev))
+
+    def share(self, ev: ShareFound, tally: Any) -> None:
+        self._write(share_line(ev))
+
+    def pool(self, event: dict[str, Any]) -> None:
+        self._write(pool_line(event))
 
     def coordinator_event(self, ev: CoordinatorEvent) -> None:
         if ev.kind == "stale":
@@ -114,6 +151,12 @@ class JsonReporter(Reporter):
     def block(self, ev: BlockFound) -> None:
         self._emit({"event": "block", **ev.__dict__, "rate": ev.rate})
 
+    def share(self, ev: ShareFound, tally: Any) -> None:
+        self._emit({"event": "share", **ev.__dict__, "at": time.time()})
+
+    def pool(self, event: dict[str, Any]) -> None:
+        self._emit({**event, "at": time.time()})
+
     def coordinator_event(self, ev: CoordinatorEvent) -> None:
         if ev.kind == "stale":
             self._emit({"event": "stale", "backend": ev.backend, "job_id": ev.unit.job.job_id,
@@ -132,13 +175,16 @@ class LiveReporter(Reporter):
         self.console = console
         self.view: MiningView | None = None
         self.live: Live | None = None
+        self._pool_where = self._pool_difficulty = self._pool_shares = ""
 
     def start(self, chain_desc, backends, blocks, coordinator) -> None:
         names = ", ".join(f"{b.name} ({b.device})" for b in backends)
         detail = chain_desc.get("detail") or f"{chain_desc['rule']} rule, {chain_desc['spacing']} s spacing"
-        self.console.print(f"mining {blocks} block(s) on [bold]{chain_desc['path']}[/] ({detail}) with {names}",
+        what = f"{blocks} block(s)" if blocks else "until stopped"
+        self.console.print(f"mining {what} on [bold]{chain_desc['path']}[/] ({detail}) with {names}",
                            highlight=False)
         self.view = MiningView(coordinator, backends, blocks)
+        self._show_pool()
         self.live = Live(get_renderable=self.view, console=self.console, refresh_per_second=4,
                          transient=False, redirect_stdout=True, redirect_stderr=True)
         self.live.start()
@@ -151,6 +197,28 @@ class LiveReporter(Reporter):
         if self.view is not None:
             self.view.block_found()
         self.console.print(block_line(ev), highlight=False)
+
+    def share(self, ev: ShareFound, tally: Any) -> None:
+        self._pool_shares = (f"shares {tally.accepted} accepted, {tally.rejected} rejected"
+                             + ("" if ev.accepted else f" (last: {ev.verdict})"))
+        self._show_pool()
+
+    def pool(self, event: dict[str, Any]) -> None:
+        status = event.get("status")
+        if status == "connected":
+            self._pool_where = f"pool {event['url']}"
+        elif status == "disconnected":
+            self._pool_where = f"pool {event['url']}: {event['reason']}; looking for a pool"
+        elif status == "difficulty":
+            self._pool_difficulty = f"difficulty {event['difficulty']:.6g}"
+        if status in ("connected", "disconnected", "message"):
+            self.console.print(pool_line(event), highlight=False)
+        self._show_pool()
+
+    def _show_pool(self) -> None:
+        if self.view is not None:
+            self.view.pool = "  ".join(part for part in (self._pool_where, self._pool_difficulty,
+                                                         self._pool_shares) if part)
 
     def coordinator_event(self, ev: CoordinatorEvent) -> None:
         if ev.kind == "stale":

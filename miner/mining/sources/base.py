@@ -11,21 +11,24 @@ from miner.mining.work import Job, Solution
 
 @dataclass(frozen=True)
 class Submitted:
-    """What became of a solution: the height it was for, whether it was accepted, and the
-    verdict to show ("" for the local chain, "accepted" or the node's reason for a node)."""
+    """What became of a solution: the height it was for, whether it was accepted, the verdict
+    to show ("" for the local chain, "accepted" or the node's or pool's reason), and whether it
+    was a block or a pool's share that is not one."""
 
     height: int
     accepted: bool
     verdict: str = ""
+    kind: str = "block"  # or "share"
 
 
 class WorkSource(Protocol):
     """Where jobs come from and where solutions go: the local chain file, or a node through
-    getblocktemplate (a Stratum pool next). The coordinator does not know which."""
+    getblocktemplate, or a Stratum pool. The coordinator does not know which."""
 
-    def start(self, on_job: Callable[[Job], None]) -> None:
+    def start(self, on_job: Callable[[Job | None], None]) -> None:
         """Announce the first job now, and every job that replaces it (a new tip, new
-        transactions) as it comes."""
+        transactions, a pool's new share difficulty) as it comes; None when there is no work
+        (a pool lost until another answers)."""
 
     def submit(self, solution: Solution) -> Submitted | None:
         """Hand a solution in; None when it was dropped unjudged (another block at its height

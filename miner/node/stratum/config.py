@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from miner.node.stratum.vardiff import VarDiffLimits
+from miner.primitives.stratum import VERSION_MASK
 
-VERSION_MASK = 0x1FFFE000  # BIP 320: the bits a miner may roll
 MAX_LINE = 16 * 1024  # bytes; a longer line drops the connection
 JOBS_KEPT = 16  # jobs on the current tip a share may still name
 MIN_REFRESH = 5.0  # s between jobs for new transactions alone

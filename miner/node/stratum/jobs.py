@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 from miner.mining.template import job_from_template
 from miner.mining.work import Job
-from miner.node.stratum.protocol import stratum_prevhash, word_hex
 from miner.primitives.block import Block
 from miner.primitives.hashes import sha256d
 from miner.primitives.header import BlockHeader
 from miner.primitives.merkle import root_from_branch
+from miner.primitives.stratum import stratum_prevhash, word_hex
 from miner.primitives.transaction import Transaction
 from miner.primitives.witness import with_reserved_value
 

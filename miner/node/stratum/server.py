@@ -26,7 +26,6 @@ from miner.errors import MinerError
 from miner.mining.template import TemplateError
 from miner.node.guard import Connection, Guard
 from miner.node.service import NodeService
-from miner.node.stratum import protocol as sp
 from miner.node.stratum.config import (
     BAD_MESSAGES,
     JOBS_KEPT,
@@ -38,6 +37,7 @@ from miner.node.stratum.config import (
 )
 from miner.node.stratum.jobs import MAX_FUTURE, StratumJob
 from miner.node.stratum.vardiff import VarDiff
+from miner.primitives import stratum as sp
 from miner.primitives.compact import difficulty
 
 log = logging.getLogger("miner.node.stratum")

@@ -1,4 +1,4 @@
-"""Stratum v1 as pools speak it: newline-delimited JSON-RPC 1.0 over TCP, its error codes, and
+"""Stratum v1 as pools and miners speak it: newline-delimited JSON-RPC 1.0 over TCP, its error codes, and
 the byte orders its fields are written in.
 
 Stratum has no specification beyond what the first pools did (slush's pool, 2012) and what
@@ -24,6 +24,7 @@ from miner.primitives.compact import DIFF1_TARGET
 _HEX = re.compile(r"[0-9a-fA-F]*")
 
 MAX_TARGET = (1 << 256) - 1
+VERSION_MASK = 0x1FFFE000  # BIP 320: the header version bits a miner may roll (BIP 310 negotiates them)
 
 # The error codes pools use (slush's list, kept by ckpool and cgminer).
 OTHER = 20

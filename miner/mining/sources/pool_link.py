@@ -1,0 +1,336 @@
+"""One connection to a Stratum v1 pool: the socket, the lines, the requests awaiting replies, and
+the pool's notifications turned into jobs.
+
+The handshake is sent at once, the way cgminer and cpuminer-opt do it, and its replies are
+handled on the reading thread in the order they come: `mining.configure` (BIP 310 version
+rolling, which a pool may refuse or not know), `mining.subscribe` (extranonce1 and the size of
+extranonce2), `mining.authorize`, then `mining.extranonce.subscribe` so the pool may change the
+extranonce later. Handling each reply where it is read matters: pools send `set_difficulty` and
+`notify` right behind the subscribe reply, before anything else could look at it.
+
+Conventions (the ones `miner.primitives.stratum` names): previous hash in Stratum's word order,
+version/nbits/ntime/nonce as 8 hex digits of the number, extranonce2 as its bytes, and a
+version-rolling share's sixth parameter the rolled bits within the mask (BIP 310).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import secrets
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from miner.errors import MinerError
+from miner.mining.sources.pool_url import PoolUrl
+from miner.mining.work import Job
+from miner.primitives.coinbase import CoinbaseTemplate
+from miner.primitives.compact import bits_to_target
+from miner.primitives.stratum import (
+    VERSION_MASK,
+    difficulty_to_target,
+    encode,
+    positive_number,
+)
+
+MAX_LINE = 1 << 20  # bytes: a pool line longer than this is not Stratum
+CONNECT_TIMEOUT = 5.0  # s
+READ_TICK = 0.25  # s: how often the reading thread looks up from the socket
+
+
+class PoolError(MinerError):
+    """The pool broke the protocol or refused us: the connection is given up."""
+
+
+@dataclass
+class Reply:
+    """A reply to one of our requests, delivered to whoever waits for it."""
+
+    result: Any = None
+    error: Any = None
+    done: threading.Event | None = None
+
+    @property
+    def refused(self) -> str | None:
+        """The pool's reason when it said no, else None."""
+        if self.error:
+            if isinstance(self.error, list) and len(self.error) >= 2:
+                return f"{self.error[1]} ({self.error[0]})"
+            return str(self.error)[:200]
+        if self.result is not True:
+            return "refused" if self.result is False else f"unexpected result {str(self.result)[:80]}"
+        return None
+
+
+def unswap_prevhash(text: str) -> bytes:
+    """mining.notify's previous hash back to header byte order: each 4-byte word reversed."""
+    raw = bytes.fromhex(text)
+    if len(raw) != 32:
+        raise ValueError("prevhash is not 32 bytes")
+    return b"".join(raw[i:i + 4][::-1] for i in range(0, 32, 4))
+
+
+def coinbase_height(coinb1: bytes) -> int:
+    """The BIP 34 height at the start of the coinbase's scriptSig, 0 when there is none (for
+    reports only: nothing is built on it)."""
+    # version (4), input count (1), previous output (36), script length (1 for any short script)
+    at = 4 + 1 + 36 + 1
+    if len(coinb1) <= at:
+        return 0
+    op = coinb1[at]
+    if 0x51 <= op <= 0x60:
+        return op - 0x50
+    if 1 <= op <= 8 and len(coinb1) >= at + 1 + op:
+        return int.from_bytes(coinb1[at + 1:at + 1 + op], "little")
+    return 0
+
+
+class PoolLink:
+    """A live connection: `run` reads until the pool hangs up, `stop` is set or `should_end()`
+    says so; everything the pool says is handled on that thread."""
+
+    def __init__(self, url: PoolUrl, serial: int, agent: str, on_job: Callable[[Job], None],
+                 on_event: Callable[[dict], None], roll_version: bool = True):
+        self.url = url
+        self.serial = serial  # in every job id, so a share is never sent over another connection
+        self.agent = agent
+        self.on_job = on_job
+        self.on_event = on_event
+        self.roll_version = roll_version
+        self.sock = socket.create_connection((url.host, url.port), timeout=CONNECT_TIMEOUT)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        self.sock.settimeout(READ_TICK)
+        self._write_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[Reply, Callable[[Reply], None] | None]] = {}
+        self._pending_lock = threading.Lock()
+        self.extranonce1: bytes | None = None
+        self.extranonce2_size = 0
+        self.next_extranonce: tuple[bytes, int] | None = None  # from set_extranonce, for the next job
+        self.difficulty = 1.0
+        self.version_mask = 0
+        self.authorized = threading.Event()
+        self.failure: str | None = None  # why the pool ended the session, if it did
+        self.reconnect_to: tuple[int, float] | None = None  # (port, wait) from client.reconnect
+        self.current: Job | None = None
+        self.closed = threading.Event()
+
+    # ------------------------------------------------------------------ writing
+
+    def send(self, method: str, params: list, on_reply: Callable[[Reply], None] | None = None) -> Reply:
+        """Send a request; its Reply is filled in (and `done` set) when the answer is read."""
+        rid = next(self._ids)
+        reply = Reply(done=threading.Event())
+        with self._pending_lock:
+            if self.closed.is_set():
+                reply.error = "connection lost"
+                reply.done.set()
+                return reply
+            self._pending[rid] = (reply, on_reply)
+        self._write(encode({"id": rid, "method": method, "params": params}))
+        return reply
+
+    def _write(self, data: bytes) -> None:
+        try:
+            with self._write_lock:
+                self.sock.sendall(data)
+        except OSError:
+            self.close()
+
+    def handshake(self) -> None:
+        if self.roll_version:
+            self.send("mining.configure", [["version-rolling"], {
+                "version-rolling.mask": f"{VERSION_MASK:08x}", "version-rolling.min-bit-count": 2}],
+                self._configured)
+        self.send("mining.subscribe", [self.agent], self._subscribed)
+        self.send("mining.authorize", [self.url.user, self.url.password], self._authorized)
+
+    def close(self) -> None:
+        with self._pending_lock:
+            if self.closed.is_set():
+                return
+            self.closed.set()
+            pending, self._pending = self._pending, {}
+        for reply, _ in pending.values():
+            reply.error = "connection lost"
+            reply.done.set()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------------ reading
+
+    def run(self, stop: threading.Event, should_end: Callable[[], str | None]) -> str:
+        """Read and handle lines until the session ends; returns why it ended."""
+        buffer = b""
+        try:
+            while not stop.is_set():
+                reason = should_end()
+                if reason:
+                    return reason
+                try:
+                    chunk = self.sock.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError as exc:
+                    return f"connection lost ({exc.strerror or exc})"
+                if not chunk:
+                    return "the pool closed the connection"
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        self._handle(line)
+                    if self.failure:
+                        return self.failure
+                if len(buffer) > MAX_LINE:
+                    return f"the pool sent a line longer than {MAX_LINE} bytes"
+            return "stopped"
+        finally:
+            self.close()
+
+    def _handle(self, line: bytes) -> None:
+        try:
+            message = json.loads(line)
+        except (ValueError, RecursionError):
+            self.failure = "the pool sent a line that is not JSON"
+            return
+        if not isinstance(message, dict):
+            self.failure = "the pool sent JSON that is not a message"
+            return
+        method = message.get("method")
+        if isinstance(method, str):
+            params = message.get("params")
+            self._notification(message.get("id"), method, params if isinstance(params, list) else [])
+            return
+        rid = message.get("id")
+        with self._pending_lock:
+            waiting = self._pending.pop(rid, None) if isinstance(rid, int) else None
+        if waiting is None:
+            return  # a reply to nothing we asked: ignored, as cgminer does
+        reply, on_reply = waiting
+        reply.result, reply.error = message.get("result"), message.get("error")
+        if on_reply is not None:
+            try:
+                on_reply(reply)
+            except (TypeError, ValueError, IndexError, KeyError) as exc:
+                self.failure = f"the pool's reply does not parse ({type(exc).__name__}: {exc})"
+        reply.done.set()
+
+    def _notification(self, rid: Any, method: str, params: list) -> None:
+        try:
+            if method == "mining.notify":
+                self._notify(params)
+            elif method == "mining.set_difficulty":
+                self._set_difficulty(params)
+            elif method == "mining.set_extranonce":
+                self.next_extranonce = (bytes.fromhex(params[0]), int(params[1]))
+                self.on_event({"event": "pool", "status": "extranonce", "url": self.url.display,
+                               "extranonce1": params[0], "extranonce2_size": int(params[1])})
+            elif method == "mining.set_version_mask":
+                self.version_mask = int(params[0], 16) & VERSION_MASK
+            elif method == "client.reconnect":
+                self._reconnect(params)
+            elif method == "client.get_version":
+                self._write(encode({"id": rid, "result": self.agent, "error": None}))
+            elif method == "client.show_message":
+                self.on_event({"event": "pool", "status": "message", "url": self.url.display,
+                               "message": str(params[0])[:200] if params else ""})
+            elif rid is not None:
+                self._write(encode({"id": rid, "result": None, "error": [20, f"unknown method {method[:40]}", None]}))
+        except (TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
+            self.failure = f"the pool's {method[:40]} does not parse ({type(exc).__name__}: {exc})"
+
+    # ------------------------------------------------------------------ the handshake's replies
+
+    def _configured(self, reply: Reply) -> None:
+        if isinstance(reply.result, dict) and reply.result.get("version-rolling") is True:
+            self.version_mask = int(reply.result.get("version-rolling.mask", "0"), 16) & VERSION_MASK
+
+    def _subscribed(self, reply: Reply) -> None:
+        if reply.error or not isinstance(reply.result, list) or len(reply.result) < 3:
+            self.failure = f"mining.subscribe refused: {reply.refused or 'not a subscription'}"
+            return
+        self.extranonce1 = bytes.fromhex(reply.result[1])
+        self.extranonce2_size = int(reply.result[2])
+        if not 1 <= self.extranonce2_size <= 16:
+            self.failure = f"the pool's extranonce2 size {self.extranonce2_size} is not 1..16"
+
+    def _authorized(self, reply: Reply) -> None:
+        if reply.refused:
+            self.failure = f"mining.authorize refused: {reply.refused}"
+            return
+        self.authorized.set()
+        self.on_event({"event": "pool", "status": "connected", "url": self.url.display,
+                       "extranonce1": (self.extranonce1 or b"").hex(), "extranonce2_size": self.extranonce2_size,
+                       "version_mask": f"{self.version_mask:08x}"})
+        self.send("mining.extranonce.subscribe", [])  # a pool that does not know it says so; fine
+
+    # ------------------------------------------------------------------ notifications
+
+    def _set_difficulty(self, params: list) -> None:
+        difficulty = positive_number(params[0] if params else None)
+        if difficulty is None:
+            raise ValueError("difficulty is not a positive number")
+        self.difficulty = difficulty
+        self.on_event({"event": "pool", "status": "difficulty", "url": self.url.display,
+                       "difficulty": difficulty})
+        if self.current is not None:  # at once, on the job at work: the search goes on from where it is
+            self.current = replace(self.current, target=self._target(self.current.bits))
+            self.on_job(self.current)
+
+    def _target(self, bits: int) -> int:
+        """The kernels' target: the share target, or the block's if that is easier (a block the
+        pool would take is never passed over)."""
+        try:
+            block = bits_to_target(bits)
+        except (MinerError, ValueError):
+            block = 0
+        return max(difficulty_to_target(self.difficulty), block)
+
+    def _notify(self, params: list) -> None:
+        if self.extranonce1 is None:
+            raise ValueError("mining.notify before the subscription")
+        if self.next_extranonce is not None:
+            self.extranonce1, self.extranonce2_size = self.next_extranonce
+            self.next_extranonce = None
+        job_id, prevhash, coinb1, coinb2, branch, version, nbits, ntime, clean = params[:9]
+        coinb1_bytes = bytes.fromhex(coinb1)
+        base_version = int(version, 16)
+        rolled = base_version
+        if self.version_mask:  # a random draw within the mask: this miner's own slice of the space
+            rolled = (base_version & ~self.version_mask) | (secrets.randbits(32) & self.version_mask)
+        bits = int(nbits, 16)
+        job = Job(job_id=f"{self.serial}:{job_id}", height=coinbase_height(coinb1_bytes),
+                  version=rolled, prev_hash=unswap_prevhash(prevhash),
+                  coinbase=CoinbaseTemplate(coinb1_bytes, bytes.fromhex(coinb2), self.extranonce2_size,
+                                            self.extranonce1),
+                  branch=tuple(bytes.fromhex(b) for b in branch), time=int(ntime, 16), bits=bits,
+                  target=self._target(bits), clean=bool(clean), shares=True)
+        if len(job.prev_hash) != 32 or any(len(b) != 32 for b in job.branch):
+            raise ValueError("a merkle branch entry is not 32 bytes")
+        self.current = job
+        self.on_job(job)
+
+    def _reconnect(self, params: list) -> None:
+        """client.reconnect: the same host only (a pool may not send its miners elsewhere), at
+        the port it names, after the wait it names (at most a minute)."""
+        port = int(params[1]) if len(params) > 1 and params[1] not in (None, "") else self.url.port
+        wait = float(params[2]) if len(params) > 2 and params[2] not in (None, "") else 0.0
+        self.reconnect_to = (port, min(max(wait, 0.0), 60.0))
+        self.failure = "the pool asked to reconnect"
+
+    # ------------------------------------------------------------------ shares
+
+    def submit_params(self, job: Job, extranonce: int, nonce: int) -> list:
+        _, _, stratum_id = job.job_id.partition(":")
+        params = [self.url.user, stratum_id,
+                  extranonce.to_bytes(job.coinbase.extranonce_size, "little").hex(),
+                  f"{job.time & 0xFFFFFFFF:08x}", f"{nonce & 0xFFFFFFFF:08x}"]
+        if self.version_mask:
+            params.append(f"{job.version & self.version_mask:08x}")
+        return params
