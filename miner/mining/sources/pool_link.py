@@ -39,6 +39,7 @@ from miner.primitives.stratum import (
 MAX_LINE = 1 << 20  # bytes: a pool line longer than this is not Stratum
 CONNECT_TIMEOUT = 5.0  # s
 READ_TICK = 0.25  # s: how often the reading thread looks up from the socket
+LOST = "connection lost before the pool answered"
 
 
 class PoolError(MinerError):
@@ -126,7 +127,7 @@ class PoolLink:
         reply = Reply(done=threading.Event())
         with self._pending_lock:
             if self.closed.is_set():
-                reply.error = "connection lost"
+                reply.error = LOST
                 reply.done.set()
                 return reply
             self._pending[rid] = (reply, on_reply)
@@ -155,7 +156,7 @@ class PoolLink:
             self.closed.set()
             pending, self._pending = self._pending, {}
         for reply, _ in pending.values():
-            reply.error = "connection lost"
+            reply.error = LOST
             reply.done.set()
         try:
             self.sock.close()
