@@ -76,6 +76,12 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _metrics_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics (0 picks a free port)")
+    parser.add_argument("--metrics-bind", default="127.0.0.1", help="address for metrics (default 127.0.0.1)")
+
+
 def _cpu_kernel_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu-kernel", default="auto", type=str.lower, choices=("auto", "simd", "sha"),
                         help="CPU backend kernel: simd (AVX-512/AVX2 lanes), sha (SHA extensions), or "
@@ -118,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --url: address the coinbase pays (any network)")
     m.add_argument("--payout-script", default=None,
                    help="with --url: output script (hex) the coinbase pays (default OP_TRUE)")
+    _metrics_options(m)
     out = m.add_mutually_exclusive_group()
     out.add_argument("--quiet", action="store_true", help="only a summary at the end")
     out.add_argument("--json", action="store_true", help="one JSON object per event")
@@ -155,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the highest share difficulty vardiff sets (default 1e12; the network's caps it too)")
     n.add_argument("--stratum-payout", default=None,
                    help="address the Stratum blocks' coinbase pays (default OP_TRUE, anyone can spend)")
+    _metrics_options(n)
     n.add_argument("--backend", default="auto", help="backends generatetoaddress mines with (default auto)")
     n.add_argument("--threads", type=_positive_int(1024), default=None, help="CPU backend threads")
     _cpu_kernel_option(n)

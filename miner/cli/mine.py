@@ -26,6 +26,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from miner.backends.registry import make_backends
     from miner.chain.chain import Chain
     from miner.chain.files import check_chain_path, check_creatable
+    from miner.cli.node import metrics_options
     from miner.consensus.params import preset
     from miner.mining.loop import mine
     from miner.mining.sources.local import LocalChainSource
@@ -33,6 +34,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
 
     if not args.unit_seconds > 0:
         raise UsageError("--unit-seconds must be positive")
+    args.metrics = metrics_options(args)  # a bad port is said before anything starts
     if args.url:
         from miner.mining.sources.pool_url import is_pool_url
         pools = [is_pool_url(url) for url in args.url]
@@ -89,27 +91,38 @@ def cmd_mine(args: argparse.Namespace) -> int:
 
 
 def _mine_and_report(args: argparse.Namespace, backends, reporter, desc: dict, close, mine,
-                     pool: bool = False) -> int:
+                     pool=None) -> int:
     """Run `mine(coordinator, on_block, on_share)` with the summary always printed: on success,
     on Ctrl-C (exit 130) and on a MinerError (a block that cannot be stored, a node gone), which
-    is raised after the summary. `close` releases what the run holds, whatever happened."""
+    is raised after the summary. `close` releases what the run holds, whatever happened. `pool`:
+    the pool connection's status, when mining at a pool."""
     from miner.mining.coordinator import Coordinator
-    from miner.mining.loop import BlockFound, ShareFound
+    from miner.mining.loop import BlockFound, ShareFound, ShareTally
+    from miner.primitives.compact import DIFF1_TARGET
 
     coordinator = Coordinator(backends, unit_seconds=args.unit_seconds,
                               on_event=reporter.coordinator_event)
     found: list[BlockFound] = []
-    shares = ShareTally() if pool else None
+    shares = ShareTally() if pool is not None else None
+    metrics_server = None
+    if args.metrics is not None:
+        from miner.mining.metrics import MinerCollector, serve_metrics
+        try:
+            metrics_server, port = serve_metrics(MinerCollector(coordinator, found, shares, pool), *args.metrics)
+        except BaseException:
+            close()
+            raise
+        desc["metrics"] = f"http://{args.metrics[0]}:{port}/metrics"
 
     def on_block(ev: BlockFound) -> None:
         if ev.verdict in ("", "accepted"):  # a node's refusal is reported, not counted
             found.append(ev)
         if shares is not None:
-            shares.add(ev.verdict == "accepted", ev.verdict)
+            shares.add(ev.verdict == "accepted", ev.verdict, DIFF1_TARGET / max(int(ev.hash_hex, 16), 1), block=True)
         reporter.block(ev)
 
     def on_share(ev: ShareFound) -> None:
-        shares.add(ev.accepted, ev.verdict)
+        shares.add(ev.accepted, ev.verdict, ev.difficulty)
         reporter.share(ev, shares)
 
     interrupted = False
@@ -132,6 +145,9 @@ def _mine_and_report(args: argparse.Namespace, backends, reporter, desc: dict, c
         coordinator.stop()
         reporter.stop()
         close()
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
     elapsed = time.perf_counter() - t0
     summary = mine_summary(coordinator, found, elapsed, interrupted)
     if shares is not None:
@@ -162,7 +178,7 @@ def _mine_node(args: argparse.Namespace) -> int:
     from miner.mining.sources.gbt import TemplateSource
     from miner.ui.reporting import make_reporter
 
-    client = RpcClient(args.url, cookie_file=args.rpc_cookie_file)
+    client = RpcClient(args.url[0], cookie_file=args.rpc_cookie_file)
     source = TemplateSource(client, _payout_script(args))
     first = source.fetch()  # an unreachable node or a bad template fails before the compile
     backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel)
@@ -179,6 +195,7 @@ def _mine_pool(args: argparse.Namespace) -> int:
     failover over the pools in the order given."""
     from miner.backends.registry import make_backends
     from miner.mining.loop import mine
+    from miner.mining.metrics import PoolStatus
     from miner.mining.sources.pool_url import PoolUrl
     from miner.mining.sources.stratum import StratumSource
     from miner.ui.reporting import make_reporter
@@ -188,7 +205,13 @@ def _mine_pool(args: argparse.Namespace) -> int:
                          "--payout-address, --payout-script and --rpc-cookie-file are for http:// nodes")
     urls = [PoolUrl.parse(url) for url in args.url]
     reporter = make_reporter(args.json, args.quiet)
-    source = StratumSource(urls, on_event=reporter.pool, retry_primary=args.pool_retry)
+    status = PoolStatus()
+
+    def on_event(event: dict) -> None:
+        status.update(event)
+        reporter.pool(event)
+
+    source = StratumSource(urls, on_event=on_event, retry_primary=args.pool_retry)
     first = source.open()  # no pool reachable: said before the compile
     try:
         backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel)
@@ -202,26 +225,7 @@ def _mine_pool(args: argparse.Namespace) -> int:
             "detail": "Stratum pool" + (f", failover to {len(urls) - 1} more" if len(urls) > 1 else "")}
     return _mine_and_report(args, backends, reporter, desc, source.stop, lambda coordinator, on_block, on_share:
                             mine(coordinator, source, blocks, on_block, on_job=reporter.job, shares=shares,
-                                 on_share=on_share), pool=True)
-
-
-class ShareTally:
-    """A pool's verdicts on our shares: accepted, rejected, and the reasons given."""
-
-    def __init__(self) -> None:
-        self.accepted = 0
-        self.rejected = 0
-        self.reasons: dict[str, int] = {}
-
-    def add(self, accepted: bool, verdict: str) -> None:
-        if accepted:
-            self.accepted += 1
-        else:
-            self.rejected += 1
-            self.reasons[verdict] = self.reasons.get(verdict, 0) + 1
-
-    def as_dict(self) -> dict:
-        return {"accepted": self.accepted, "rejected": self.rejected, "reasons": dict(self.reasons)}
+                                 on_share=on_share), pool=status)
 
 
 def _warm_up(backends, announce: bool) -> None:

@@ -59,6 +59,15 @@ def stratum_options(args: argparse.Namespace) -> tuple[str, int, StratumConfig] 
                                                                difficulty=args.stratum_difficulty)
 
 
+def metrics_options(args: argparse.Namespace) -> tuple[str, int] | None:
+    """(host, port) of the Prometheus endpoint, or None when --metrics-port is not given."""
+    if args.metrics_port is None:
+        return None
+    if not 0 <= args.metrics_port <= 65535:
+        raise UsageError(f"--metrics-port must be 0 to 65535, got {args.metrics_port}")
+    return args.metrics_bind, args.metrics_port
+
+
 def cmd_node(args: argparse.Namespace) -> int:
     host = args.rpc_bind
     if (args.rpc_user is None) != (args.rpc_password is None):
@@ -82,7 +91,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve(chain_path, params, host, args.rpc_port, args.rpc_user, args.rpc_password,
                           cookie, (args.backend, args.threads, args.cpu_kernel), args.json,
-                          guard_limits(args), stratum_options(args)))
+                          guard_limits(args), stratum_options(args), metrics_options(args)))
     except KeyboardInterrupt:
         pass
     try:

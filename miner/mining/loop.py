@@ -46,6 +46,31 @@ class ShareFound:
     backend: str
 
 
+class ShareTally:
+    """A pool's verdicts on our shares: accepted, rejected with the reasons given, blocks, and
+    the best share."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.rejected = 0
+        self.blocks = 0
+        self.best = 0.0
+        self.reasons: dict[str, int] = {}
+
+    def add(self, accepted: bool, verdict: str, difficulty: float = 0.0, block: bool = False) -> None:
+        if accepted:
+            self.accepted += 1
+            self.blocks += block
+            self.best = max(self.best, difficulty)
+        else:
+            self.rejected += 1
+            self.reasons[verdict] = self.reasons.get(verdict, 0) + 1
+
+    def as_dict(self) -> dict:
+        return {"accepted": self.accepted, "rejected": self.rejected, "reasons": dict(self.reasons),
+                "blocks": self.blocks, "best": self.best}
+
+
 def mine(coordinator: Coordinator, source: WorkSource, blocks: int,
          on_block: Callable[[BlockFound], None],
          on_job: Callable[[Job], None] | None = None,

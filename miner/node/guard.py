@@ -263,6 +263,13 @@ class Guard:
     def open_connections(self) -> int:
         return len(self._by_transport)
 
+    def census(self) -> dict[str, int]:
+        """Open connections by what they proved: anonymous, settled (a Stratum miner),
+        authenticated."""
+        anonymous = len(self._silent) + len(self._speaking)
+        return {"anonymous": anonymous, "settled": self._settled,
+                "authenticated": len(self._by_transport) - anonymous - self._settled}
+
     # ------------------------------------------------------------------ the face's side
 
     def protocol_factory(self, inner: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:

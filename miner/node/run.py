@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from miner.chain.lock import ChainLock
 from miner.consensus.params import ChainParams
@@ -18,6 +19,7 @@ from miner.errors import MinerError
 from miner.node.generate import Generator
 from miner.node.guard import Guard, GuardLimits
 from miner.node.memory import return_large_blocks
+from miner.node.metrics import NodeCollector, serve_metrics
 from miner.node.output import LineWriter, install_logging, loop_exception_handler
 from miner.node.rpc.auth import Credentials, remove_cookie, write_cookie
 from miner.node.rpc.methods import Context
@@ -46,7 +48,8 @@ class _Events:
 async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
                 user: str | None, password: str | None, cookie_file: Path | None,
                 generator_args: tuple[str, int | None, str], json_mode: bool,
-                limits: GuardLimits | None = None, stratum: tuple[str, int, StratumConfig] | None = None) -> None:
+                limits: GuardLimits | None = None, stratum: tuple[str, int, StratumConfig] | None = None,
+                metrics: tuple[str, int] | None = None) -> None:
     return_large_blocks()
     events = _Events(json_mode)
     logs = LineWriter(sys.stderr.fileno())
@@ -59,6 +62,8 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
     runner: web.AppRunner | None = None
     server: asyncio.base_events.Server | None = None
     pool: StratumServer | None = None
+    metrics_runner: web.AppRunner | None = None
+    metrics_server: asyncio.base_events.Server | None = None
     cookie_pair: str | None = None
     try:
         await service.open(params)
@@ -91,6 +96,12 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
         if stratum is not None:
             pool = StratumServer(service, guard, stratum[2])
             stratum_port = await pool.start(stratum[0], stratum[1])
+            ctx.stratum = pool
+        metrics_port = None
+        if metrics is not None:
+            registry = CollectorRegistry()
+            registry.register(NodeCollector(service, guard, pool))
+            metrics_runner, metrics_server, metrics_port = await serve_metrics(registry, guard, *metrics)
         url = f"http://{host}:{bound}"
         lock.publish(url)
         service.listeners.append(lambda a: events.say(
@@ -98,10 +109,12 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
             f"block {a.height:>6}  {display_hex(a.hash)}  accepted"))
         events.say({"event": "listening", "url": url, "port": bound, "chain": str(chain_path),
                     "height": service.tip.height, "cookie": str(cookie_file) if cookie_pair else None,
-                    "max_connections": guard.limits.max_connections, "stratum_port": stratum_port},
+                    "max_connections": guard.limits.max_connections, "stratum_port": stratum_port,
+                    "metrics_port": metrics_port},
                    f"miner node: {chain_path} (tip {service.tip.height}) at {url}, "
                    + (f"cookie {cookie_file}" if cookie_pair else "user and password auth")
                    + (f", Stratum at stratum+tcp://{stratum[0]}:{stratum_port}" if stratum is not None else "")
+                   + (f", metrics at http://{metrics[0]}:{metrics_port}/metrics" if metrics is not None else "")
                    + f", up to {guard.limits.max_connections} connections")
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
@@ -110,6 +123,10 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
         service.closing = True
         if pool is not None:
             await pool.close()  # miners are told to reconnect
+        if metrics_server is not None:
+            metrics_server.close()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         if server is not None:
             server.close()  # no new connections; the open ones are ended by the runner
         if runner is not None:

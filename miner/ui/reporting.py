@@ -113,6 +113,8 @@ class PlainReporter(Reporter):
         names = ", ".join(f"{b.name} ({b.device})" for b in backends)
         detail = chain_desc.get("detail") or (f"tip {chain_desc['height']}, {chain_desc['rule']} rule, "
                                               f"{chain_desc['spacing']} s spacing")
+        if chain_desc.get("metrics"):
+            detail += f"; metrics at {chain_desc['metrics']}"
         what = f"{blocks} block(s)" if blocks else "until stopped"
         self._write(f"mining {what} on {chain_desc['path']} ({detail}) with {names}")
 
@@ -180,6 +182,8 @@ class LiveReporter(Reporter):
     def start(self, chain_desc, backends, blocks, coordinator) -> None:
         names = ", ".join(f"{b.name} ({b.device})" for b in backends)
         detail = chain_desc.get("detail") or f"{chain_desc['rule']} rule, {chain_desc['spacing']} s spacing"
+        if chain_desc.get("metrics"):
+            detail += f"; metrics at {chain_desc['metrics']}"
         what = f"{blocks} block(s)" if blocks else "until stopped"
         self.console.print(f"mining {what} on [bold]{chain_desc['path']}[/] ({detail}) with {names}",
                            highlight=False)

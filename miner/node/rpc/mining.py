@@ -1,5 +1,6 @@
 """Mining over RPC: getblocktemplate (BIP 22/23, long poll, proposals), submitblock (BIP 22
-answers), generatetoaddress, and the mining figures."""
+answers), generatetoaddress, the mining figures, and the Stratum pool's (getstratuminfo, this
+node's own: Core has no pool)."""
 
 from __future__ import annotations
 
@@ -146,3 +147,12 @@ async def generatetoaddress(ctx: Context, nblocks: Any, address: str, maxtries: 
     return hashes
 
 
+
+
+@rpc("getstratuminfo")
+async def getstratuminfo(ctx: Context) -> dict:
+    """The pool's connections, shares by verdict, blocks, best share, and per worker: difficulty,
+    shares, best share and hash rate estimated from accepted shares over 1, 5 and 15 minutes."""
+    if ctx.stratum is None:
+        raise RpcError(RPC_MISC_ERROR, "Stratum is not served: start the node with --stratum-port")
+    return ctx.stratum.report()

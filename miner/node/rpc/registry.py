@@ -48,6 +48,7 @@ class Context:
         self.service = service
         self.generate = generate
         self.stop = stop or (lambda: None)
+        self.stratum: Any = None  # the Stratum server (its `report()`), when the node serves one
         # Calls in progress (getrpcinfo): a call leaves when it returns, fails or is cancelled
         # (its client went away), so an abandoned long poll does not stay behind.
         self.active: dict[object, tuple[str, float]] = {}

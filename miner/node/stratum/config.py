@@ -1,4 +1,4 @@
-"""What the Stratum server is told and what it counts: its settings, limits and share tallies."""
+"""What the Stratum server is told: its settings and limits."""
 
 from __future__ import annotations
 
@@ -25,10 +25,3 @@ class StratumConfig:
     version_mask: int = VERSION_MASK
     idle_timeout: float = 600.0  # s without a line from the miner
     write_timeout: float = 30.0
-
-
-@dataclass
-class ShareCounts:
-    accepted: int = 0
-    blocks: int = 0
-    refused: dict[int, int] = field(default_factory=dict)  # by Stratum error code

@@ -1,0 +1,141 @@
+"""The node's figures for Prometheus (`--metrics-port`), with the official client library.
+
+A collector reads the live state at each scrape (the chain tip, the guard's connections, the
+Stratum pool's statistics) instead of keeping a second copy of every count; the page is
+rendered by `prometheus_client.generate_latest` and served by aiohttp on the node's loop,
+through the same guard as every other face (a scraper is one more anonymous connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from miner.errors import MinerError
+from miner.node.guard import Guard
+from miner.node.service import Accepted, NodeService
+from miner.node.stratum.server import StratumServer
+from miner.node.stratum.stats import BROADCAST_BUCKETS, WINDOWS
+from miner.primitives.compact import difficulty
+
+
+class NodeCollector:
+    """Everything `miner node` shows Prometheus, read at scrape time."""
+
+    def __init__(self, service: NodeService, guard: Guard, stratum: StratumServer | None = None):
+        self.service = service
+        self.guard = guard
+        self.stratum = stratum
+        self.blocks = 0
+        service.listeners.append(self._accepted)
+
+    def _accepted(self, accepted: Accepted) -> None:
+        self.blocks += 1
+
+    def collect(self) -> Iterator[Metric]:
+        tip = self.service.tip
+        if tip is not None:
+            yield GaugeMetricFamily("powminer_node_height", "Height of the active chain's tip.", value=tip.height)
+            yield GaugeMetricFamily("powminer_node_difficulty", "Difficulty of the next block.",
+                                    value=difficulty(tip.next_target))
+        yield CounterMetricFamily("powminer_node_blocks", "Blocks that became the tip since the node started.",
+                                  value=self.blocks)
+        census = GaugeMetricFamily("powminer_node_connections", "Open connections by what they proved.",
+                                   labels=["state"])
+        for state, n in self.guard.census().items():
+            census.add_metric([state], n)
+        yield census
+        outcomes = CounterMetricFamily("powminer_node_connection_events", "Connections admitted, refused, "
+                                       "evicted and timed out by the guard.", labels=["outcome"])
+        counts = self.guard.counts
+        for outcome in ("admitted", "refused", "evicted", "timed_out"):
+            outcomes.add_metric([outcome], getattr(counts, outcome))
+        yield outcomes
+        if self.stratum is not None:
+            yield from self._stratum(self.stratum)
+
+    def _stratum(self, pool: StratumServer) -> Iterator[Metric]:
+        stats = pool.stats
+        connected = pool.workers_connected()
+        yield GaugeMetricFamily("powminer_stratum_connections", "Stratum connections.", value=len(pool.sessions))
+        yield GaugeMetricFamily("powminer_stratum_workers", "Worker names with a live connection.",
+                                value=len(connected))
+        shares = CounterMetricFamily("powminer_stratum_shares", "Shares by verdict, and refusals by reason.",
+                                     labels=["result", "reason"])
+        shares.add_metric(["accepted", ""], stats.accepted)
+        for reason, n in sorted(stats.refused.items()):
+            shares.add_metric(["rejected", reason], n)
+        yield shares
+        yield CounterMetricFamily("powminer_stratum_blocks", "Shares that were blocks the chain accepted.",
+                                  value=stats.blocks)
+        yield GaugeMetricFamily("powminer_stratum_best_share_difficulty", "The best share's difficulty.",
+                                value=stats.best_share)
+        if pool.job_made_at:
+            yield GaugeMetricFamily("powminer_stratum_job_age_seconds", "Age of the current job's template.",
+                                    value=max(0.0, time.time() - pool.job_made_at))
+        buckets, total = [], 0
+        for bound, n in zip((*map(str, BROADCAST_BUCKETS), "+Inf"), stats.broadcast_buckets):
+            total += n
+            buckets.append((bound, total))
+        yield HistogramMetricFamily("powminer_stratum_job_broadcast_seconds",
+                                    "Time for a new job to be written to every miner.", buckets=buckets,
+                                    sum_value=stats.broadcast_sum)
+        rate = GaugeMetricFamily("powminer_stratum_worker_hashrate", "Hash rate estimated from accepted "
+                                 "shares (hashes/s).", labels=["worker", "window"])
+        accepted = CounterMetricFamily("powminer_stratum_worker_shares", "A worker's shares by verdict.",
+                                       labels=["worker", "result", "reason"])
+        best = GaugeMetricFamily("powminer_stratum_worker_best_share_difficulty", "A worker's best share.",
+                                 labels=["worker"])
+        diff = GaugeMetricFamily("powminer_stratum_worker_difficulty", "A worker's share difficulty.",
+                                 labels=["worker"])
+        now = stats.clock()
+        for worker in stats.workers.values():
+            for (label, _), value in zip(WINDOWS, worker.hashrates(now).values()):
+                rate.add_metric([worker.name, label], value)
+            accepted.add_metric([worker.name, "accepted", ""], worker.accepted)
+            for reason, n in sorted(worker.refused.items()):
+                accepted.add_metric([worker.name, "rejected", reason], n)
+            best.add_metric([worker.name], worker.best_share)
+            diff.add_metric([worker.name], worker.difficulty)
+        yield from (rate, accepted, best, diff)
+
+
+def metrics_app(registry: CollectorRegistry, guard: Guard) -> web.Application:
+    async def metrics(request: web.Request) -> web.Response:
+        conn = guard.connection(request.transport)
+        if conn is not None:
+            conn.begin()
+        try:
+            return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        finally:
+            if conn is not None:
+                conn.end()
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def serve_metrics(registry: CollectorRegistry, guard: Guard, host: str,
+                        port: int) -> tuple[web.AppRunner, asyncio.base_events.Server, int]:
+    """Serve /metrics on host:port through the guard; (runner, server, bound port)."""
+    runner = web.AppRunner(metrics_app(registry, guard), access_log=None, handle_signals=False,
+                           shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        server = await asyncio.get_running_loop().create_server(guard.protocol_factory(runner.server), host, port,
+                                                                backlog=64, reuse_address=True)
+    except OSError as exc:
+        await runner.cleanup()
+        raise MinerError(f"cannot listen for metrics on {host}:{port}: {exc.strerror}") from None
+    return runner, server, server.sockets[0].getsockname()[1]

@@ -1,0 +1,121 @@
+"""The Prometheus endpoints of `miner node` and `miner mine`, read during a real run over
+127.0.0.1 and parsed with the client library's own parser; the node's per-worker figures over
+RPC (getstratuminfo) agree with what the miner was told."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+from nodeproc import NodeProcess, make_chain
+from prometheus_client.parser import text_string_to_metric_families
+
+SHARE_DIFFICULTY = 2 ** -14
+
+
+def scrape(url: str) -> dict[tuple[str, tuple], float]:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        assert resp.headers["Content-Type"].startswith("text/plain; version=")  # the text exposition format
+        text = resp.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_move_during_a_run_and_agree_with_the_rpc(tmp_path):
+    chain = make_chain(tmp_path / "chain.sqlite", hashes_per_block=1 << 22)
+    node = NodeProcess(chain, "--stratum-port", "0", "--metrics-port", "0",
+                       "--stratum-difficulty", str(SHARE_DIFFICULTY))
+    miner = subprocess.Popen([sys.executable, "-m", "miner", "mine", "--url",
+                              f"stratum+tcp://metrics.rig:x@127.0.0.1:{node.ready['stratum_port']}",
+                              "--backend", "ref", "--json", "--metrics-port", "0", "--shares", "12"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    events: list[dict] = []
+    reader = threading.Thread(target=lambda: events.extend(json.loads(line) for line in miner.stdout), daemon=True)
+    reader.start()
+    try:
+        node_url = f"http://127.0.0.1:{node.ready['metrics_port']}/metrics"
+        deadline = time.monotonic() + 60
+        while not any(e["event"] == "start" for e in events):
+            assert time.monotonic() < deadline and miner.poll() is None, miner.stderr.read()
+            time.sleep(0.05)
+        miner_url = next(e for e in events if e["event"] == "start")["chain"]["metrics"]
+        first_miner, first_node = scrape(miner_url), scrape(node_url)
+        while sum(e["event"] == "share" and e["accepted"] for e in events) < 6:
+            assert time.monotonic() < deadline, "no shares"
+            time.sleep(0.05)
+        later_miner, later_node = scrape(miner_url), scrape(node_url)
+        assert miner.wait(60) == 0
+        reader.join(10)
+        info = node.call("getstratuminfo")
+        final_node = scrape(node_url)
+    finally:
+        miner.kill()
+        node.stop()
+    hashes = ("powminer_mine_hashes_total", (("backend", "ref"),))
+    shares = ("powminer_mine_shares_total", (("reason", ""), ("result", "accepted")))
+    assert later_miner[hashes] > first_miner[hashes] > 0  # the figures move
+    assert later_miner[shares] >= 6 > first_miner.get(shares, 0)
+    assert later_miner[("powminer_mine_pool_connected", (("url", miner_url and
+                        f"stratum+tcp://metrics.rig@127.0.0.1:{node.ready['stratum_port']}"),))] == 1
+    assert later_miner[("powminer_mine_pool_difficulty", ())] == SHARE_DIFFICULTY
+    worker = (("worker", "metrics.rig"),)
+    node_shares = ("powminer_stratum_shares_total", (("reason", ""), ("result", "accepted")))
+    assert later_node[node_shares] > first_node.get(node_shares, 0)
+    assert later_node[("powminer_stratum_workers", ())] == 1
+    assert later_node[("powminer_node_connections", (("state", "settled"),))] >= 1
+    # what the miner counted as accepted is what the node accepted from it
+    summary = events[-1]
+    assert summary["event"] == "summary"
+    accepted = summary["shares"]["accepted"]
+    assert final_node[node_shares] == accepted
+    assert final_node[("powminer_stratum_worker_shares_total", (("reason", ""), ("result", "accepted"), *worker))] \
+        == accepted
+    (entry,) = info["workers"]
+    assert entry["worker"] == "metrics.rig" and entry["accepted"] == accepted
+    assert entry["best_share"] == final_node[("powminer_stratum_worker_best_share_difficulty", worker)] > 0
+    # the hash rate estimated from shares is the miner's own, within what a dozen shares can tell
+    measured = summary["rate"]
+    estimated = entry["hashrate"]["1m"]
+    assert measured / 4 < estimated < measured * 4, (estimated, measured)
+    # each block found while the miner was there sent it a new job, and the histogram timed it
+    blocks = final_node[("powminer_node_blocks_total", ())]
+    assert final_node[("powminer_stratum_job_broadcast_seconds_count", ())] >= min(blocks, 1)
+
+
+def test_the_share_based_hash_rate_converges_on_the_true_rate_in_every_window():
+    from miner.node.stratum.stats import PoolStats
+    from miner.primitives.stratum import StratumError
+    now = [1000.0]
+    stats = PoolStats(clock=lambda: now[0], wall=lambda: now[0])
+    # a miner of 10 MH/s at difficulty 0.01: a share every 0.01 * 2^32 / 1e7 = 4.29 s on average
+    interval = 0.01 * 2 ** 32 / 1e7
+    for _ in range(1000):
+        now[0] += interval
+        stats.share_accepted("w.1", 0.01, 0.02, False, 0.01)
+    # read between two shares (just after one, the 1-minute figure is up by interval / 2 min)
+    rates = stats.workers["w.1"].hashrates(now[0] + interval / 2)
+    assert all(abs(r - 1e7) / 1e7 < 0.02 for r in rates.values()), rates
+    # a young worker is shown at its rate, not at a fraction of it (the warm-up correction); its
+    # clock starts when it authorizes
+    stats.worker("w.2")
+    for _ in range(5):
+        now[0] += interval
+        stats.share_accepted("w.2", 0.01, 0.02, False, 0.01)
+    assert abs(stats.workers["w.2"].hashrates(now[0] + interval / 2)["15m"] - 1e7) / 1e7 < 0.15
+    # a worker that stops fades out
+    now[0] += 600
+    assert stats.workers["w.1"].hashrates(now[0])["1m"] < 1e7 * 1e-3
+    stats.share_refused("w.1", StratumError(21, "Job not found"))
+    stats.share_refused(None, StratumError(23, "Low difficulty share"))
+    report = stats.report(2, {"w.1"}, 1.0, 3.0)
+    assert report["rejected"] == {"stale": 1, "low difficulty": 1}
+    assert [w["worker"] for w in report["workers"]] == ["w.1", "w.2"]  # most recently seen first
+    assert report["workers"][0]["rejected"] == {"stale": 1} and report["workers"][0]["connected"]
+    # an hour without a word: forgotten when the next worker appears
+    now[0] += 3601
+    stats.share_accepted("w.3", 0.01, 0.02, False, 0.01)
+    assert list(stats.workers) == ["w.3"]
