@@ -205,3 +205,38 @@ def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path):
     # was found is exactly what the chain holds, and nothing half-written is there.
     with Chain.open(path) as chain:
         assert chain.verify() == int(summary.group(1))
+
+
+def test_at_a_pool_the_view_names_shares_and_shows_the_pools_line():
+    """A pool's job is a share target: the panel says share difficulty and next share, shows the
+    pool line the reporter keeps (where, difficulty, verdicts with the last reason), and counts
+    blocks without a wanted number when mining until stopped."""
+    from dataclasses import replace
+
+    from miner.mining.loop import ShareFound, ShareTally
+    from miner.mining.work import Job
+    from miner.primitives.coinbase import coinbase_template
+    from miner.ui.reporting import LiveReporter
+
+    backends = [ReferenceBackend()]
+    coordinator = Coordinator(backends)
+    job = Job("1:a", 5, 0x20000000, b"\x01" * 32, coinbase_template(5), (), 1_700_000_000, 0x1D00FFFF,
+              (0xFFFF << 208) * 100, shares=True)
+    console = Console(file=io.StringIO(), width=120, color_system=None, force_terminal=False)
+    reporter = LiveReporter(console)
+    reporter.view = MiningView(coordinator, backends, 0)
+    reporter.pool({"event": "pool", "status": "connected", "url": "stratum+tcp://a.b@127.0.0.1:1",
+                   "extranonce1": "00", "extranonce2_size": 4, "version_mask": "1fffe000"})
+    reporter.pool({"event": "pool", "status": "difficulty", "url": "stratum+tcp://a.b@127.0.0.1:1",
+                   "difficulty": 0.01})
+    tally = ShareTally()
+    for accepted, verdict in ((True, "accepted"), (False, "Job not found (stale) (21)")):
+        tally.add(accepted, verdict, 0.02)
+        reporter.share(ShareFound(5, "1:a", "00" * 32, 1, 2, 0.02, 0.01, accepted, verdict, "ref"), tally)
+    reporter.view.set_job(job)
+    text = _render_text(reporter.view, 120)
+    assert "share difficulty 0.01" in text and "next share expected in" in text and "blocks 0 " in text
+    assert ("pool stratum+tcp://a.b@127.0.0.1:1  difficulty 0.01  shares 1 accepted, 1 rejected "
+            "(last: Job not found (stale) (21))") in text
+    reporter.view.set_job(replace(job, shares=False))  # the local chain: no pool words
+    assert "share" not in _render_text(reporter.view, 120).split("pool")[0]
