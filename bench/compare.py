@@ -56,14 +56,17 @@ def plot(rows: list[CompareRow], out: str) -> list[str]:
     """Horizontal bars on a log axis, each labelled with its rate and its speed-up over the first
     row; the axis itself gets labels only at powers of ten, so none run together. Returns the
     bar labels."""
+    import textwrap
+
     from matplotlib.ticker import LogLocator, NullFormatter
 
-    from miner.ui.plot import _pyplot, save_png
+    from miner.ui.plot import _pyplot, save_figure
     from miner.ui.units import format_rate
     plt = _pyplot()
     texts = []
     fig, ax = plt.subplots(figsize=(8, 0.9 + 0.75 * len(rows)))
-    labels = [f"{r.backend}\n{r.device}" for r in rows]
+    # the device name wrapped to a few short lines: a long one would squeeze the bars to nothing
+    labels = [f"{r.backend}\n" + "\n".join(textwrap.wrap(r.device, 28)[:3]) for r in rows]
     rates = [r.rate / 1e6 for r in rows]
     bars = ax.barh(labels, rates, color="tab:blue")
     base = rows[0].rate
@@ -78,9 +81,10 @@ def plot(rows: list[CompareRow], out: str) -> list[str]:
     ax.invert_yaxis()  # first row on top
     ax.set_xlabel("MH/s on a hard target (median of timed runs; log scale)")
     ax.tick_params(axis="y", labelsize=8)
+    ax.set_title(f"SHA-256d on the same job and nonces: {len(rows)} backends, same hits")
     fig.tight_layout()
     fig.canvas.draw()
     # What the old chart got wrong: every minor tick of the log axis had a label, and they overlapped.
     assert not [t.get_text() for t in ax.get_xticklabels(minor=True) if t.get_text()]
-    save_png(fig, out)
+    save_figure(fig, out)
     return texts

@@ -265,12 +265,18 @@ def test_body_as_text_is_named_by_every_command(pristine, tmp_path):
     assert miner("chain", "info", "--chain", str(path)).returncode == 0  # headers are intact
 
 
-def test_plot_writes_exactly_the_path_given(pristine, tmp_path):
-    out = tmp_path / "out.txt"
-    proc = miner("chain", "plot", str(out), "--chain", str(pristine))
-    assert proc.returncode == 0 and proc.stdout.strip() == f"wrote {out}", proc.stderr
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not Path(f"{out}.png").exists()
-    one_line_error(miner("chain", "plot", "/dev/full", "--chain", str(pristine)), 2, "cannot write /dev/full")
+def test_plot_writes_exactly_the_path_given_in_the_format_it_names(pristine, tmp_path):
+    for name, magic in (("out.png", b"\x89PNG\r\n\x1a\n"), ("out.PDF", b"%PDF-"), ("out.svg", b"<?xml")):
+        out = tmp_path / name
+        proc = miner("chain", "plot", str(out), "--chain", str(pristine))
+        assert proc.returncode == 0 and proc.stdout.strip() == f"wrote {out}", proc.stderr
+        assert out.read_bytes().startswith(magic), name
+    one_line_error(miner("chain", "plot", str(tmp_path / "out.txt"), "--chain", str(pristine)), 2,
+                   "give a file name ending .png, .svg or .pdf")
+    assert not (tmp_path / "out.txt").exists() and not (tmp_path / "out.txt.png").exists()
+    full = tmp_path / "full.png"
+    full.symlink_to("/dev/full")  # a disk with no room left
+    one_line_error(miner("chain", "plot", str(full), "--chain", str(pristine)), 2, f"cannot write {full}")
     one_line_error(miner("chain", "plot", str(tmp_path / "nodir" / "x.png"), "--chain", str(pristine)), 2,
                    "no such directory")
     one_line_error(miner("compare", "--backend", "ref", "--count", "1000", "--plot",

@@ -159,3 +159,19 @@ def test_a_lock_another_process_holds_is_never_removed(tmp_path):
         with pytest.raises(InvalidInput, match="in use by another process"):
             ChainLock(chain, exclusive=True).acquire()  # the same lock file, still held
     assert not held.path.exists()  # the last one out removed it
+
+
+def test_no_lock_is_left_beside_a_chain_or_a_file_given_by_mistake(tmp_path):
+    """`miner mine --chain README.md` used to leave README.md.lock in a checkout; a finished run
+    left NAME.lock beside every chain."""
+    not_a_chain = tmp_path / "README.md"
+    not_a_chain.write_text("# a readme\n")
+    proc = subprocess.run([sys.executable, "-m", "miner", "mine", "--chain", str(not_a_chain), "--blocks", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode != 0 and "not a miner chain file" in proc.stderr
+    chain = tmp_path / "c.sqlite"
+    proc = subprocess.run([sys.executable, "-m", "miner", "mine", "--chain", str(chain), "--preset", "regtest",
+                           "--backend", "ref", "--blocks", "1", "--quiet"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "c.sqlite"]

@@ -13,8 +13,9 @@ a second name (a hard link), through which a second writer would keep a journal 
 lock file is opened without following a link and must be a plain file with one name, so a user
 who can write to the chain's folder cannot make the process truncate some other file.
 
-A lock whose chain was never made (a creation that failed, or was killed and then failed again
-on the next start) is removed by the last process to release it. Removing a lock file is safe
+The lock file lives only while the chain is in use: the last process to release it removes it
+(also when no chain came of the run, or the file was not a chain at all), so no `NAME.lock` is
+left beside a chain file, or beside a file given by mistake. Removing a lock file is safe
 only under the exclusive lock and only if every taker checks, once it holds the lock, that the
 name still leads to the file it locked (else it locked a removed file, and takes the new one).
 """
@@ -104,13 +105,12 @@ class ChainLock:
         if self._fd is not None:
             if self.exclusive:
                 os.ftruncate(self._fd, 0)
-            if not self.chain.exists():
-                self._remove_unused()
+            self._remove_unused()
             os.close(self._fd)
             self._fd = None
 
     def _remove_unused(self) -> None:
-        """No chain came of it: remove the lock, if nobody else holds it."""
+        """Remove the lock file, if nobody else holds it."""
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if os.path.samestat(os.fstat(self._fd), os.stat(self.path, follow_symlinks=False)):

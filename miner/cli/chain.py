@@ -39,6 +39,15 @@ def chain_summary(chain) -> dict:
     }
 
 
+def _readable(key: str, value) -> str:
+    """A value as a person reads it: seconds with their unit, times as dates too."""
+    if key in ("spacing", "recent_mean_spacing"):
+        return "n/a (fewer than two blocks)" if value is None else f"{value:g} s"
+    if key in ("tip_time", "time"):
+        return f"{value} ({time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(value))} UTC)"
+    return str(value)
+
+
 def parse_block_ref(text: str) -> int | bytes:
     """A height (decimal) or a block hash (64 hex digits, display order as explorers print it)."""
     if _HASH.fullmatch(text):
@@ -72,7 +81,7 @@ def _info(chain, args: argparse.Namespace, _ref) -> int:
         print(json.dumps(info, indent=2))
     else:
         for key, value in info.items():
-            print(f"{key:<20} {value}")
+            print(f"{key:<20} {_readable(key, value)}")
     if chain.damage:
         print(f"miner: warning: the chain is damaged ({chain.damage}); the height shown "
               f"is where the damage starts; run 'miner chain verify'", file=sys.stderr)
@@ -131,11 +140,22 @@ def _show(chain, args: argparse.Namespace, ref) -> int:
         if node.status:
             report["invalid"] = node.status
     report["transactions"] = [display_hex(t.txid) for t in block.txs]
+    if node.height == 0 and not report["meets_target"]:
+        # The local presets' genesis is made, not mined (no block can link to a parent it lacks):
+        # its proof of work was never the point, and nothing is wrong with the chain.
+        report.pop("pow_error", None)
+        report["genesis"] = ("made, not mined: a new chain's first block carries the preset's "
+                             "starting bits, and its proof of work is never checked")
     if args.json:
         print(json.dumps(report, indent=2))
-    else:
-        for key, value in report.items():
-            print(f"{key:<14} {value}")
+        return 0
+    for key, value in report.items():
+        if key == "transactions":
+            print(f"{key:<14} {len(value)}")
+            for txid in value:
+                print(f"  {txid}")
+        elif key != "time_utc":
+            print(f"{key:<14} {_readable(key, value)}")
     return 0
 
 

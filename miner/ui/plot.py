@@ -1,4 +1,5 @@
-"""PNG plots of block spacing and difficulty (matplotlib, headless Agg backend)."""
+"""Plots of block spacing and difficulty (matplotlib, headless Agg backend), written as PNG, SVG
+or PDF, whichever the file name's suffix says."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def rolling_mean(values: Sequence[float], window: int) -> list[float]:
 
 def plot_chains(out: str | Path, series: dict[str, tuple[Sequence[int], Sequence[int]]],
                 spacing: int, title: str, marker: int | None = None, window: int = 10) -> Path:
-    """One panel of rolling mean spacing and one of difficulty, one line per named chain.
+    """One panel of block spacing (each block's as a dot, and the rolling mean as a line: a
+    mean alone hides which block a pause was) and one of difficulty, per named chain.
 
     `series` maps a label to (times, bits) indexed by height.
     """
@@ -41,10 +43,11 @@ def plot_chains(out: str | Path, series: dict[str, tuple[Sequence[int], Sequence
     for label, (times, bits) in series.items():
         gaps = [b - a for a, b in itertools.pairwise(times)]
         heights = list(range(1, len(times)))
-        ax1.plot(heights, rolling_mean(gaps, window), label=label)
+        line, = ax1.plot(heights, rolling_mean(gaps, window), label=f"{label} ({window}-block mean)")
+        ax1.scatter(heights, gaps, s=4, alpha=0.35, color=line.get_color(), label=f"{label} (each block)")
         ax2.plot(range(len(bits)), [difficulty(bits_to_target(b)) for b in bits], label=label)
     ax1.axhline(spacing, color="grey", linestyle="--", linewidth=1, label=f"target {spacing} s")
-    ax1.set_ylabel(f"block spacing, s ({window}-block mean)")
+    ax1.set_ylabel("block spacing, s")
     ax2.set_ylabel("difficulty")
     ax2.set_yscale("log")
     ax2.set_xlabel("height")
@@ -54,26 +57,31 @@ def plot_chains(out: str | Path, series: dict[str, tuple[Sequence[int], Sequence
     ax1.legend(loc="upper right")
     ax1.set_title(title)
     fig.tight_layout()
-    return save_png(fig, out)
+    return save_figure(fig, out)
+
+
+FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 
 
 def check_output_path(out: str | Path) -> Path:
-    """A path a plot can be written to: its folder must exist (checked before any work)."""
+    """A path a plot can be written to: a .png, .svg or .pdf name in a folder that exists
+    (checked before any work)."""
     path = Path(out)
     if path.is_dir():
-        raise InvalidInput(f"{path}: is a folder; give a file name for the PNG")
+        raise InvalidInput(f"{path}: is a folder; give a file name ending .png, .svg or .pdf")
+    if path.suffix.lower() not in FORMATS:
+        raise InvalidInput(f"{path}: give a file name ending .png, .svg or .pdf (the format it is written in)")
     if not path.parent.is_dir():
         raise InvalidInput(f"{path.parent}: no such directory")
     return path
 
 
-def save_png(fig, out: str | Path) -> Path:
-    """Write `fig` as PNG to exactly `out`, whatever its suffix (matplotlib would otherwise pick
-    the format from the suffix, or append .png), and close it."""
+def save_figure(fig, out: str | Path) -> Path:
+    """Write `fig` to exactly `out` in the format its suffix names, and close it."""
     plt = _pyplot()
     path = check_output_path(out)
     try:
-        fig.savefig(path, dpi=110, format="png")
+        fig.savefig(path, dpi=110, format=FORMATS[path.suffix.lower()])
     except OSError as exc:
         raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:

@@ -151,7 +151,8 @@ class JsonReporter(Reporter):
                     "at": time.time()})
 
     def block(self, ev: BlockFound) -> None:
-        self._emit({"event": "block", **ev.__dict__, "rate": ev.rate})
+        # bits as hex, as in the job event and as Core writes them
+        self._emit({"event": "block", **ev.__dict__, "bits": f"{ev.bits:08x}", "rate": ev.rate})
 
     def share(self, ev: ShareFound, tally: Any) -> None:
         self._emit({"event": "share", **ev.__dict__, "at": time.time()})
