@@ -252,3 +252,35 @@ def test_header_exit_status_says_whether_the_proof_of_work_holds():
         proc = run("header", tampered, *extra)
         assert proc.returncode == 1 and "meets_target" in proc.stdout and not proc.stderr
     assert run("header", "0").returncode == 2
+
+
+def test_cuda_without_a_gpu_says_no_gpu_was_found_and_how_it_looked(tmp_path):
+    """The CUDA runtime says "driver version is insufficient" when there is no driver at all;
+    the miner says what that means."""
+    from miner.backends.cuda import _driver_present, device_count
+    if device_count()[0] > 0:
+        pytest.skip("a GPU is present: the backend is available")
+    proc = run("mine", "--backend", "cuda", "--chain", str(tmp_path / "c.sqlite"), "--blocks", "1")
+    assert_one_line_error(proc, 2, "backend 'cuda' is not available here")
+    assert "cudaGetDeviceCount" in proc.stderr
+    if not _driver_present():
+        assert "no GPU found" in proc.stderr and "no NVIDIA driver is installed" in proc.stderr
+
+
+def test_every_option_of_every_command_has_help():
+    import argparse
+
+    from miner.cli.main import build_parser
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+            elif not isinstance(action, (argparse._HelpAction,)) and not action.help:
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "miner")
+    assert not missing, missing

@@ -154,3 +154,21 @@ def test_the_real_path_of_a_chain_gets_one_lock(tmp_path):
     alias.symlink_to(Path("..") / chain.name)
     with ChainLock(alias, exclusive=True), pytest.raises(InvalidInput, match="in use by another process"):
         ChainLock(chain, exclusive=True).acquire()
+
+
+def test_the_command_a_refused_miner_prints_works_as_printed(tmp_path):
+    """The hint gives the node's URL and its cookie; and, as bitcoin-cli finds its data
+    folder's cookie, `--url` alone finds the one beside the chain file."""
+    import shlex
+    chain = make_chain(tmp_path / "chain.sqlite")
+    with NodeProcess(chain) as node:
+        proc = miner("mine", "--backend", "ref", "--chain", str(chain), "--quiet")
+        line = error_line(proc)
+        assert proc.returncode == 2 and "mine it through the node: miner mine --url" in line
+        printed = shlex.split(line.split("mine it through the node: ", 1)[1])
+        assert printed[:2] == ["miner", "mine"] and "--rpc-cookie-file" in printed
+        ran = miner(*printed[1:], "--backend", "ref", "--blocks", "1", "--quiet")
+        assert ran.returncode == 0, ran.stderr
+        found = miner("mine", "--url", node.url, "--chain", str(chain), "--backend", "ref", "--blocks", "1", "--quiet")
+        assert found.returncode == 0, found.stderr
+        assert node.call("getblockcount") == 2

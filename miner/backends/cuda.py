@@ -48,8 +48,31 @@ def device_count() -> tuple[int, str]:
     try:
         n = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # noqa: BLE001  (no driver, no device, a broken install: each its own type)
-        return 0, f"CuPy sees no CUDA device ({type(exc).__name__}: {exc})"
-    return (n, "") if n > 0 else (0, "CuPy sees no CUDA device")
+        return 0, _no_device_reason(exc)
+    return (n, "") if n > 0 else (0, "no GPU found: the NVIDIA driver reports no CUDA device")
+
+
+def _no_device_reason(exc: Exception) -> str:
+    """What a failed device count means, in words: the runtime's "driver version is
+    insufficient" is what it says when there is no driver at all."""
+    asked = "CuPy asked the CUDA runtime for devices (cudaGetDeviceCount)"
+    if not _driver_present():
+        return f"no GPU found: {asked}, and no NVIDIA driver is installed (libcuda.so.1 not found)"
+    text = str(exc)
+    if "InsufficientDriver" in text:
+        return f"the NVIDIA driver is older than CuPy's CUDA runtime needs: {asked} and got {text}"
+    if "NoDevice" in text:
+        return f"no GPU found: {asked}; the driver is installed but sees no device"
+    return f"no usable GPU: {asked} and got {type(exc).__name__}: {text}"
+
+
+def _driver_present() -> bool:
+    import ctypes
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
 
 
 def check_launch_shape(block: int, nonces_per_thread: int) -> None:

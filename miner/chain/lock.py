@@ -90,16 +90,20 @@ class ChainLock:
             os.close(fd)
             if self.exclusive:
                 raise InvalidInput(f"{self.chain}: in use by another process ("
-                                 + (f"a miner node at {owner}" if owner else "a 'miner mine' or 'miner node'")
+                                 + (f"a miner node at {owner.partition(chr(10))[0]}" if owner
+                                    else "a 'miner mine' or 'miner node'")
                                  + "); stop it first") from None
-            raise InvalidInput(f"{self.chain}: served by a miner node at {owner or 'another process'}; "
-                             f"mine it through the node with --url {owner or 'URL'}") from None
+            url, _, cookie = owner.partition("\n")
+            command = f"miner mine --url {url or 'URL'}" + (f" --rpc-cookie-file {cookie}" if cookie else "")
+            raise InvalidInput(f"{self.chain}: served by a miner node at {url or 'another process'}; "
+                               f"mine it through the node: {command}") from None
 
-    def publish(self, url: str) -> None:
-        """The node's address, for the message a refused miner prints."""
+    def publish(self, url: str, cookie: Path | None = None) -> None:
+        """The node's address (and its cookie file, if it has one), for the command a refused
+        miner prints."""
         if self._fd is not None and self.exclusive:
             os.ftruncate(self._fd, 0)
-            os.pwrite(self._fd, url.encode(), 0)
+            os.pwrite(self._fd, (url + (f"\n{cookie}" if cookie else "")).encode(), 0)
 
     def release(self) -> None:
         if self._fd is not None:

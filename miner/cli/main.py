@@ -19,6 +19,7 @@ from miner.cli.interrupts import ignore_stop_signals, install_process_policy
 from miner.errors import InvalidInput, MinerError, UsageError
 
 DEFAULT_CHAIN = "miner-chain.sqlite"
+CHAIN_HELP = f"chain file (default: $MINER_CHAIN, else {DEFAULT_CHAIN})"
 MAX_BLOCKS = 1_000_000
 
 
@@ -104,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU backend threads (default: all cores)")
     _cpu_kernel_option(m)
     m.add_argument("--chain", type=_chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN,
-                   help=f"chain file (default {DEFAULT_CHAIN}; created if missing)")
+                   help=f"chain file (default: $MINER_CHAIN, else {DEFAULT_CHAIN}; created if missing)")
     m.add_argument("--preset", default="local",
                    help="preset for a new chain: local, local-windowed, regtest, mainnet")
     m.add_argument("--unit-seconds", type=float, default=0.25,
@@ -132,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     n = sub.add_parser("node", help="serve the chain over Bitcoin Core's JSON-RPC (getblocktemplate, "
                                     "submitblock, ...) until stopped")
     n.add_argument("--chain", type=_chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN,
-                   help=f"chain file to own (default {DEFAULT_CHAIN}; created if missing)")
+                   help=f"chain file to own (default: $MINER_CHAIN, else {DEFAULT_CHAIN}; created if missing)")
     n.add_argument("--preset", default="local", help="preset for a new chain (as for mine)")
     n.add_argument("--rpc-bind", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; any other needs --rpc-user)")
@@ -175,19 +176,23 @@ def build_parser() -> argparse.ArgumentParser:
                        ("verify", "re-validate every stored block on every branch"),
                        ("tips", "every branch's tip, like Bitcoin Core's getchaintips")):
         a = csub.add_parser(name, help=text)
-        a.add_argument("--chain", type=_chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN)
-        a.add_argument("--json", action="store_true")
+        a.add_argument("--chain", type=_chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN,
+                       help=CHAIN_HELP)
+        a.add_argument("--json", action="store_true", help="one JSON document instead of lines")
     s = csub.add_parser("show", help="one block, by height on the active chain or by hash")
     s.add_argument("block", metavar="HEIGHT|HASH", help="a height, or a block hash (64 hex digits)")
-    s.add_argument("--chain", type=_chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN)
-    s.add_argument("--json", action="store_true")
-    pl = csub.add_parser("plot", help="PNG of block spacing and difficulty")
-    pl.add_argument("out", help="PNG file to write")
-    pl.add_argument("--chain", type=_chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN)
+    s.add_argument("--chain", type=_chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN,
+                       help=CHAIN_HELP)
+    s.add_argument("--json", action="store_true", help="one JSON document instead of lines")
+    pl = csub.add_parser("plot", help="block spacing and difficulty as PNG, SVG or PDF")
+    pl.add_argument("out", help="file to write: .png, .svg or .pdf")
+    pl.add_argument("--chain", type=_chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN,
+                       help=CHAIN_HELP)
     pl.add_argument("--simulate", action="store_true",
                     help="instead of the stored chain, simulate both retarget rules through a "
                          "10x hash-rate jump")
-    pl.add_argument("--blocks", type=_positive_int(100_000), default=300)
+    pl.add_argument("--blocks", type=_positive_int(100_000), default=300,
+                    help="with --simulate: blocks to simulate (default 300)")
 
     b = sub.add_parser("bench", help="hash rate per backend: median/min/max of timed runs")
     b.add_argument("--backend", default="ref,cpu",
@@ -198,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=("auto", "simd", "sha", "all"),
                    help="CPU kernels to measure: every one this CPU runs (all, the default), "
                         "the one auto picks, or one by name")
-    b.add_argument("--duration", type=float, default=2.0, help="seconds per timed run (default 2)")
+    b.add_argument("--duration", type=float, default=2.0,
+                   help="seconds per timed run, above 0 and at most 600 (default 2)")
     b.add_argument("--runs", type=_positive_int(100), default=5, help="timed runs (default 5)")
     b.add_argument("--launch", default="256x16,256x64,256x256",
                    help="CUDA launch shapes BLOCKxNONCES_PER_THREAD, 'all' or 'tuned' "
@@ -209,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="work unit length for the job-switch test, as in mine (default 0.25)")
     b.add_argument("--static", action="store_true",
                    help="print the static SASS report of the CUDA kernel instead (needs nvcc)")
-    b.add_argument("--json", action="store_true")
+    b.add_argument("--json", action="store_true", help="one JSON document instead of the table")
 
     cp = sub.add_parser("compare", help="every backend on the same job and range, hits cross-checked")
     cp.add_argument("--backend", default=None, help="backends (default: ref, cpu and every GPU present)")
@@ -220,9 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="length of each timed speed run, on a hard target (default 0.5)")
     cp.add_argument("--runs", type=_positive_int(50), default=3,
                     help="timed speed runs per backend; the median is reported (default 3)")
-    cp.add_argument("--plot", default=None, help="write a bar chart PNG here")
+    cp.add_argument("--plot", default=None, help="write a bar chart here (.png, .svg or .pdf)")
     _cpu_kernel_option(cp)
-    cp.add_argument("--json", action="store_true")
+    cp.add_argument("--json", action="store_true", help="one JSON document instead of the table")
 
     h = sub.add_parser("header", help="decode an 80-byte block header")
     h.add_argument("hex", help="160 hex digits, a file holding them (or the 80 raw bytes), or - for "
@@ -233,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: Bitcoin mainnet's)")
     limit.add_argument("--pow-limit", default=None,
                        help="judge proof of work against this limit: compact bits or a 64-digit target")
-    h.add_argument("--json", action="store_true")
+    h.add_argument("--json", action="store_true", help="one JSON document instead of lines")
     return p
 
 

@@ -176,9 +176,16 @@ def _mine_node(args: argparse.Namespace) -> int:
     from miner.mining.loop import mine
     from miner.mining.rpc_client import RpcClient
     from miner.mining.sources.gbt import TemplateSource
+    from miner.node.rpc.auth import COOKIE_NAME
     from miner.ui.reporting import make_reporter
 
-    client = RpcClient(args.url[0], cookie_file=args.rpc_cookie_file)
+    cookie = args.rpc_cookie_file
+    if cookie is None and "@" not in args.url[0].split("://", 1)[-1].split("/", 1)[0]:
+        # As bitcoin-cli finds its data folder's cookie: the one a local node writes beside the
+        # chain file (--chain, $MINER_CHAIN or the default).
+        beside = Path(args.chain).resolve().parent / COOKIE_NAME
+        cookie = beside if beside.is_file() else None
+    client = RpcClient(args.url[0], cookie_file=cookie)
     source = TemplateSource(client, _payout_script(args))
     first = source.fetch()  # an unreachable node or a bad template fails before the compile
     backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel)

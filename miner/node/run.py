@@ -103,7 +103,7 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
             registry.register(NodeCollector(service, guard, pool))
             metrics_runner, metrics_server, metrics_port = await serve_metrics(registry, guard, *metrics)
         url = f"http://{host}:{bound}"
-        lock.publish(url)
+        lock.publish(url, cookie_file.resolve() if cookie_pair and cookie_file else None)
         service.listeners.append(lambda a: events.say(
             {"event": "block", "height": a.height, "hash": display_hex(a.hash), "at": a.at},
             f"block {a.height:>6}  {display_hex(a.hash)}  accepted"))

@@ -27,15 +27,26 @@ from miner.ui.units import format_rate
 log = logging.getLogger(__name__)
 
 
+def short_hash(hash_hex: str) -> str:
+    """A block hash as a person compares it: its head and tail (the whole is in --json and in
+    `miner chain show`)."""
+    return f"{hash_hex[:12]}…{hash_hex[-6:]}"
+
+
 def block_line(ev: BlockFound) -> str:
-    return (f"block {ev.height:>6}  {ev.hash_hex}  nonce {ev.nonce:>10}  bits {ev.bits:08x}  "
-            f"diff {ev.difficulty:12.6g}  {ev.seconds:7.2f} s  {format_rate(ev.rate)}  {ev.backend}"
-            + (f"  node: {ev.verdict}" if ev.verdict else ""))
+    """One block in at most 100 columns (a node's or pool's verdict follows)."""
+    return (f"block {ev.height:>6}  {short_hash(ev.hash_hex)}  nonce {ev.nonce:>10}  diff {ev.difficulty:<9.4g}  "
+            f"{ev.seconds:7.2f} s  {format_rate(ev.rate):>10}  {ev.backend}"
+            + (f"  {_verdict(ev.verdict)}" if ev.verdict else ""))
+
+
+def _verdict(verdict: str) -> str:
+    return verdict if verdict == "accepted" else f"refused: {verdict}"
 
 
 def share_line(ev: ShareFound) -> str:
-    return (f"share {ev.hash_hex[:24]}..  diff {ev.difficulty:10.4g} (asked {ev.target_difficulty:.4g})  "
-            f"job {ev.job_id}  {ev.backend}  pool: {ev.verdict}")
+    return (f"share {short_hash(ev.hash_hex)}  diff {ev.difficulty:<9.4g} (asked {ev.target_difficulty:.4g})  "
+            f"job {ev.job_id}  {ev.backend}  {_verdict(ev.verdict)}")
 
 
 def pool_line(event: dict[str, Any]) -> str:
