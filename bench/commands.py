@@ -124,7 +124,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for backend in {id(b): b for b, _, _ in plan}.values():
             backend.close()
     machine = machine_description()
-    ref = next((r.median for r in results if r.backend == "ref"), None)
     if args.json:
         print(json.dumps({"machine": machine, "date": time.strftime("%Y-%m-%d"), "runs": args.runs,
                           "duration": args.duration,
@@ -132,31 +131,58 @@ def cmd_bench(args: argparse.Namespace) -> int:
                           "job_switch": switch.as_dict() if switch else None}, indent=2))
         return 0
     from rich.console import Console
-    from rich.table import Table
-    table = Table(title=f"miner bench: {machine}, median of {args.runs} x {args.duration:g} s")
-    for col in ("backend", "device", "setting", "median", "min", "max", "x hashlib", "predicted",
-                "compile s", "first call"):
-        if col == "device":  # the one column that gives way on a narrow terminal
-            table.add_column(col, overflow="ellipsis", no_wrap=True, max_width=32)
-        else:
-            table.add_column(col, justify="left" if col in ("backend", "setting") else "right",
-                             no_wrap=True)
-    for r in results:
-        table.add_row(r.backend, r.device, r.setting, format_rate(r.median), format_rate(min(r.runs)),
-                      format_rate(max(r.runs)), f"{r.median / ref:.1f}" if ref else "-",
-                      format_rate(r.predicted) if r.predicted else "-",
-                      f"{r.compile_seconds:.2f}" if r.compile_seconds is not None else "-",
-                      f"{r.first_call_seconds * 1e3:.2f} ms" if r.first_call_seconds is not None else "-")
     console = Console()
-    if not console.is_terminal:
-        console = Console(width=200)  # a file or pipe: do not squeeze the table into 80 columns
-    console.print(table)
+    for renderable in bench_report(results, machine, args.runs, args.duration):
+        console.print(renderable, highlight=False)
     if switch:
         console.print(f"job switch ({', '.join(switch.backends)}, units of {switch.unit_seconds:g} s): "
                       f"new job on every backend after {switch.median * 1e3:.1f} ms median, "
                       f"{max(switch.samples) * 1e3:.1f} ms max over {len(switch.samples)} switches",
                       highlight=False)
     return 0
+
+
+def _rate_unit(top: float) -> tuple[str, float]:
+    """One unit for a whole table, chosen by its largest rate."""
+    for unit, scale in (("GH/s", 1e9), ("MH/s", 1e6), ("kH/s", 1e3)):
+        if top >= scale:
+            return unit, scale
+    return "H/s", 1.0
+
+
+def bench_report(results, machine: str, runs: int, duration: float) -> list:
+    """The bench figures as two tables that fit 80 columns (rates; start-up costs), then one line
+    per backend naming its device: device names are long, and in a column they squeezed the
+    numbers into ellipses on any terminal under about 155 columns. No number is ever cut."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    ref = next((r.median for r in results if r.backend == "ref"), None)
+    unit, scale = _rate_unit(max((max(r.runs) for r in results), default=0.0))
+
+    def table(title: str, numbers: tuple[str, ...]) -> Table:
+        t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+        t.add_column("backend", no_wrap=True)
+        t.add_column("setting", overflow="fold")  # words wrap; numbers never do
+        for col in numbers:
+            t.add_column(col, justify="right", no_wrap=True, min_width=len(col))
+        return t
+
+    rates = table(f"hash rate in {unit}, median of {runs} x {duration:g} s",
+                  ("median", "min", "max", "x hashlib"))
+    startup = table("start-up", ("compile s", "first call", "predicted"))
+    devices: dict[str, str] = {}
+    for r in results:
+        rates.add_row(r.backend, r.setting, f"{r.median / scale:.2f}", f"{min(r.runs) / scale:.2f}",
+                      f"{max(r.runs) / scale:.2f}", f"{r.median / ref:.1f}" if ref else "-")
+        startup.add_row(r.backend, r.setting,
+                        f"{r.compile_seconds:.2f}" if r.compile_seconds is not None else "-",
+                        f"{r.first_call_seconds * 1e3:.2f} ms" if r.first_call_seconds is not None else "-",
+                        format_rate(r.predicted) if r.predicted else "-")
+        devices.setdefault(r.backend, r.device)
+    lines = Text(f"miner bench on {machine}\n" + "\n".join(f"  {name}: {device}" for name, device in devices.items()))
+    return [lines, rates, startup]
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -199,12 +225,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                     "x_cpu": r.rate / cpu_rate if cpu_rate else None} for r in rows]},
                          indent=2))
     else:
-        print(f"hits: {args.count:,} nonces of an easy-target job on every backend; speed: median "
+        print(f"hits: {args.count:,} nonces of an easy-target job on every backend;\nspeed: median "
               f"of {args.runs} x {args.seconds:g} s on a hard target (kernel fast path only)")
-        for r in rows:
+        for r in rows:  # 80 columns: the figures on one line, the device on the next
             x_cpu = f"{r.rate / cpu_rate:8.1f}x cpu" if cpu_rate else ""
-            print(f"{r.backend:<8} {r.device:<52} {format_rate(r.rate):>12} {r.rate / ref_rate:8.1f}x ref "
-                  f"{x_cpu}  hits {r.total}")
+            print(f"{r.backend:<8} {format_rate(r.rate):>12} {r.rate / ref_rate:9.1f}x ref {x_cpu}  hits {r.total}")
+            print(f"         {r.device}")
         print("all backends found the same hits" if not bad else f"MISMATCH: {', '.join(bad)}")
     if args.plot:
         plot(rows, args.plot)

@@ -284,3 +284,30 @@ def test_every_option_of_every_command_has_help():
 
     walk(build_parser(), "miner")
     assert not missing, missing
+
+
+def test_the_bench_tables_fit_80_columns_with_every_number_whole():
+    import io
+
+    from rich.console import Console
+
+    from miner.bench.commands import bench_report
+    from miner.bench.engine import BenchResult
+
+    results = [
+        BenchResult("ref", "hashlib (1 thread)", "threads=1", [1.16e6, 1.03e6, 1.17e6], None, 3e-5),
+        BenchResult("cpu", "numba SHA-256d, SIMD 16 lanes (AVX-512), 2 thread(s)", "kernel=simd threads=2",
+                    [62.38e6, 60.0e6, 66.98e6], 81.25, 2.8e-4),
+        BenchResult("cuda:0", "NVIDIA H200 (132 SMs, compute 9.0, 1980 MHz), an unusually long device name",
+                    "block=256 npt=256 (tuned for this device)", [21.74e9, 21.70e9, 21.80e9], 4.11, 1.2e-3, 22.9e9),
+    ]
+    console = Console(file=io.StringIO(), width=80, color_system=None)
+    for renderable in bench_report(results, "AMD EPYC (znver4), 2 cores", 5, 2.0):
+        console.print(renderable)
+    text = console.file.getvalue()
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+    assert "…" not in text, text  # nothing cut
+    for number in ("0.00", "0.06", "21.74", "21.70", "21.80", "18741.4", "81.25", "4.11", "0.28 ms", "1.20 ms",
+                   "22.90 GH/s", "hash rate in GH/s"):
+        assert number in text, (number, text)
+    assert "NVIDIA H200 (132 SMs, compute 9.0, 1980 MHz), an unusually long device name" in " ".join(text.split())
