@@ -70,3 +70,13 @@ def test_installed_wheel_imports_from_outside_the_checkout(wheel, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                           timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_ci_runs_exactly_the_readmes_test_command():
+    import re
+    root = Path(__file__).resolve().parent.parent
+    blocks = re.findall(r"```sh\n(.*?)\n```", (root / "README.md").read_text(), re.S)
+    test_command = next(b for b in blocks if "pytest" in b)
+    ci_lines = [line for line in (root / ".ci" / "run").read_text().splitlines()
+                if line and not line.startswith(("#", "set ", "cd "))]
+    assert ci_lines == [test_command]
