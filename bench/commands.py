@@ -33,6 +33,11 @@ def _cpu_kernels(choice: str | None) -> list[str]:
     from miner.kernels import cpu_select
     if choice in (None, "all"):
         return cpu_select.available()
+    if cpu_select.check_choice(choice) == "auto":
+        # measure the choice `miner mine` keeps again, now, and keep the new answer
+        kernel, why = cpu_select.choose("auto", remeasure=True)
+        print(f"cpu kernel for auto: {kernel} ({why})", file=sys.stderr)
+        return [kernel]
     return [cpu_select.check_choice(choice)]
 
 

@@ -19,6 +19,7 @@ NUMBA_CPU_FEATURES), because that is what decides which instructions the kernels
 from __future__ import annotations
 
 import hashlib
+import os
 import statistics
 import time
 from pathlib import Path
@@ -185,9 +186,25 @@ def check_choice(choice: str) -> str:
     return choice
 
 
-def choose(preference: str = "auto") -> tuple[str, str]:
+UNDER_LOAD = 0.75  # load average per core at or above which a measurement is provisional
+MAX_PROVISIONAL = 3  # measurements under load before the last one is kept anyway
+
+
+def load_per_core() -> float:
+    """The one-minute load average per core (0 where the system does not say)."""
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except (OSError, AttributeError):
+        return 0.0
+
+
+def choose(preference: str = "auto", remeasure: bool = False) -> tuple[str, str]:
     """(kernel, why): the kernel named, or for `auto` the fastest measured here (measured once
-    per CPU and kernel source, then read from the choice file)."""
+    per CPU and kernel source, then read from the choice file). Both kernels are timed alike,
+    in alternating rounds; a measurement taken while the machine was busy (a load average of
+    `UNDER_LOAD` per core or more) is provisional and taken again on the next use, up to
+    `MAX_PROVISIONAL` times, so one busy moment is not kept for ever. `remeasure`: measure now
+    whatever is stored (`miner bench --cpu-kernel auto`)."""
     preference = check_choice(preference)
     if preference != "auto":
         return preference, "chosen"
@@ -197,10 +214,19 @@ def choose(preference: str = "auto") -> tuple[str, str]:
     key = choice_key()
     data = read_entries(_choice_file())
     entry = data.get(key)
-    if isinstance(entry, dict) and entry.get("kernel") in kernels:
+    valid = isinstance(entry, dict) and entry.get("kernel") in kernels
+    attempts = entry.get("attempts", 1) if valid and isinstance(entry.get("attempts"), int) else 1
+    if valid and not remeasure and (not entry.get("provisional") or attempts >= MAX_PROVISIONAL):
         return entry["kernel"], "measured earlier on this CPU"
+    attempts = attempts + 1 if valid and entry.get("provisional") and not remeasure else 1
+    load = load_per_core()
     rates = measure(kernels)
     best = max(rates, key=rates.get)
-    data[key] = {"kernel": best, "rates": rates, "date": time.strftime("%Y-%m-%d")}
+    provisional = load >= UNDER_LOAD
+    data[key] = {"kernel": best, "rates": rates, "date": time.strftime("%Y-%m-%d"),
+                 "load_per_core": round(load, 2), "provisional": provisional, "attempts": attempts}
     write_entries(_choice_file(), data)  # unwritable: measured again next time, nothing lost
-    return best, "measured now: " + ", ".join(f"{k} {v / 1e6:.1f} MH/s" for k, v in rates.items())
+    why = "measured now: " + ", ".join(f"{k} {v / 1e6:.1f} MH/s" for k, v in rates.items())
+    if provisional and attempts < MAX_PROVISIONAL:
+        why += f" (the machine was busy, load {load:.1f} a core: measured again next time)"
+    return best, why

@@ -206,3 +206,35 @@ def test_a_pool_job_goes_on_after_each_share_and_no_share_is_skipped():
     hard_ones = [s.nonce for s in later if s.job.target == easy >> 4]
     assert hard_ones and all(s.header.meets_target(s.job.target) for s in later)
     assert len({s.nonce for s in later} | {first.nonce}) == len(later) + 1  # nothing hashed twice
+
+
+def test_a_backend_joins_a_running_coordinator_and_a_stand_in_retires():
+    """What a first run does while its kernels compile: the stand-in mines, a backend joins
+    mid-job and takes units at once, the stand-in retires and takes no more; a failure from
+    outside the workers surfaces from wait_solution."""
+    from miner.errors import MinerError
+    taken: list[tuple[str, float]] = []
+    coord = Coordinator([ReferenceBackend(name="stand-in")], unit_seconds=0.02,
+                        on_event=lambda ev: ev.kind == "unit" and taken.append((ev.backend, time.monotonic())))
+    with coord:
+        coord.set_job(make_job(target=1, extranonce_size=4))
+        deadline = time.time() + 30
+        while not taken and time.time() < deadline:
+            time.sleep(0.01)
+        joined = ReferenceBackend(name="joined")
+        coord.add_backend(joined)
+        while not any(name == "joined" for name, _ in taken) and time.time() < deadline:
+            time.sleep(0.01)
+        coord.retire("stand-in")
+        retired_at = time.monotonic()
+        time.sleep(0.5)
+        with pytest.raises(ValueError, match="unique"):
+            coord.add_backend(ReferenceBackend(name="joined"))
+        coord.fail(MinerError("backend cpu could not start"))
+        with pytest.raises(MinerError, match="could not start"):
+            coord.wait_solution(timeout=0.1)
+    assert any(name == "joined" for name, _ in taken)
+    late = [t for name, t in taken if name == "stand-in" and t > retired_at + 0.1]
+    assert not late  # at most the unit in flight when it retired
+    assert [b.name for b in coord.backends] == ["stand-in", "joined"]
+    assert coord.stats["stand-in"].hashes > 0 and coord.stats["joined"].hashes > 0

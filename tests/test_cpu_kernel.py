@@ -273,6 +273,7 @@ def test_auto_measures_once_then_reads_the_choice(tmp_path, monkeypatch):
     if len(cpu_select.available()) < 2:
         pytest.skip("only one CPU kernel runs here: auto has nothing to measure")
     monkeypatch.setenv("MINER_CACHE", str(tmp_path))
+    monkeypatch.setattr(cpu_select, "load_per_core", lambda: 0.1)  # a quiet machine
     kernel_name, why = cpu_select.choose("auto")
     assert kernel_name in ("simd", "sha") and why.startswith("measured now")
     data = json.loads((tmp_path / cpu_select.CHOICE_FILE_NAME).read_text())
@@ -290,6 +291,17 @@ def test_auto_measures_once_then_reads_the_choice(tmp_path, monkeypatch):
     (tmp_path / cpu_select.CHOICE_FILE_NAME).write_text("{not json")
     assert cpu_select.choose("auto")[1].startswith("measured now")
     assert cpu_select.choose("simd") == ("simd", "chosen")
+    assert cpu_select.choose("auto", remeasure=True)[1].startswith("measured now")  # bench --cpu-kernel auto
+
+    # Measured on a busy machine: provisional, measured again on the next uses, kept after three.
+    monkeypatch.setattr(cpu_select, "load_per_core", lambda: 2.5)
+    (tmp_path / cpu_select.CHOICE_FILE_NAME).write_text("{}")
+    whys = [cpu_select.choose("auto")[1] for _ in range(4)]
+    assert all(w.startswith("measured now") for w in whys[:3]), whys
+    assert "measured again next time" in whys[0] and "measured again next time" not in whys[2]
+    assert whys[3] == "measured earlier on this CPU"
+    entry = json.loads((tmp_path / cpu_select.CHOICE_FILE_NAME).read_text())[cpu_select.choice_key()]
+    assert entry["provisional"] and entry["attempts"] == 3 and entry["load_per_core"] == 2.5
 
 
 def test_unknown_or_missing_kernel_is_a_usage_error():

@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cpu-kernel", default=None, type=str.lower,
                    choices=("auto", "simd", "sha", "all"),
                    help="CPU kernels to measure: every one this CPU runs (all, the default), "
-                        "the one auto picks, or one by name")
+                        "auto (measures the choice miner mine keeps again and stores it), or one by name")
     b.add_argument("--duration", type=float, default=2.0,
                    help="seconds per timed run, above 0 and at most 600 (default 2)")
     b.add_argument("--runs", type=_positive_int(100), default=5, help="timed runs (default 5)")

@@ -1,8 +1,9 @@
-"""`miner mine`: check the chain and arguments, compile, mine, and always end with a summary.
+"""`miner mine`: check the chain and arguments, mine, and always end with a summary.
 
-Everything that can be wrong with the arguments or the chain file is found before the first-run
-compile (about a minute): a damaged chain, a folder that cannot take a new file, a clock the
-chain is ahead of. Ctrl-C, SIGTERM and SIGHUP end the run the same way, with the summary (the
+Everything that can be wrong with the arguments or the chain file is found before anything
+starts: a damaged chain, a folder that cannot take a new file, a clock the chain is ahead of.
+Hashing begins at once; kernels that need a first-run compile join when they are ready
+(`miner.mining.startup`). Ctrl-C, SIGTERM and SIGHUP end the run the same way, with the summary (the
 process's policy, `interrupts`); a second signal during shutdown is ignored so the summary is
 still printed. A block that cannot be
 stored (a full disk) ends the run with the summary and one error line, and the chain unchanged.
@@ -11,8 +12,6 @@ stored (a full disk) ends the run with the summary and one error line, and the c
 from __future__ import annotations
 
 import argparse
-import sys
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -68,10 +67,8 @@ def cmd_mine(args: argparse.Namespace) -> int:
     try:
         backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel)
         reporter = make_reporter(args.json, args.quiet)
-        # Compile before the chain is created: a new chain's genesis time is "now", and a minute
-        # of first-run compilation would otherwise count as blocks behind schedule and ASERT
-        # would start the chain at a far lower difficulty than the preset intends.
-        _warm_up(backends, announce=not (args.json or args.quiet))
+        # Mining starts at once (kernels compile in the background, `mining/startup.py`), so a
+        # new chain's genesis time "now" is when hashing begins.
         if chain is None:
             chain = Chain.open_or_create(path, replace(params, genesis_time=int(time.time())))
     except BaseException:
@@ -98,9 +95,11 @@ def _mine_and_report(args: argparse.Namespace, backends, reporter, desc: dict, c
     the pool connection's status, when mining at a pool."""
     from miner.mining.coordinator import Coordinator
     from miner.mining.loop import BlockFound, ShareFound, ShareTally
+    from miner.mining.startup import StagedStart
     from miner.primitives.compact import DIFF1_TARGET
 
-    coordinator = Coordinator(backends, unit_seconds=args.unit_seconds,
+    staged = StagedStart(backends, reporter.backend_event)  # hashing at once, compiled kernels join
+    coordinator = Coordinator(staged.ready, unit_seconds=args.unit_seconds,
                               on_event=reporter.coordinator_event)
     found: list[BlockFound] = []
     shares = ShareTally() if pool is not None else None
@@ -130,8 +129,9 @@ def _mine_and_report(args: argparse.Namespace, backends, reporter, desc: dict, c
     t0 = time.perf_counter()
     previous: dict = {}
     try:
-        reporter.start(desc, backends, args.blocks, coordinator)
+        reporter.start(desc, staged.all, args.blocks, coordinator)
         coordinator.start()
+        staged.start(coordinator)
         mine(coordinator, on_block, on_share)
     except KeyboardInterrupt:
         interrupted = True
@@ -142,6 +142,7 @@ def _mine_and_report(args: argparse.Namespace, backends, reporter, desc: dict, c
         previous = ignore_stop_signals()
         # Units in flight stop at their next cancellation check; an append is one SQLite
         # transaction, so whatever happens here no block is left half-written.
+        staged.stop()
         coordinator.stop()
         reporter.stop()
         close()
@@ -190,7 +191,6 @@ def _mine_node(args: argparse.Namespace) -> int:
     first = source.fetch()  # an unreachable node or a bad template fails before the compile
     backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel)
     reporter = make_reporter(args.json, args.quiet)
-    _warm_up(backends, announce=not (args.json or args.quiet))
     desc = {"path": client.display_url, "height": first.height - 1, "preset": "node", "rule": "node",
             "spacing": 0, "detail": f"node at {client.display_url}, tip {first.height - 1}"}
     return _mine_and_report(args, backends, reporter, desc, lambda: None, lambda coordinator, on_block, on_share:
@@ -222,7 +222,6 @@ def _mine_pool(args: argparse.Namespace) -> int:
     first = source.open()  # no pool reachable: said before the compile
     try:
         backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel)
-        _warm_up(backends, announce=not (args.json or args.quiet))
     except BaseException:
         source.stop()
         raise
@@ -233,27 +232,6 @@ def _mine_pool(args: argparse.Namespace) -> int:
     return _mine_and_report(args, backends, reporter, desc, source.stop, lambda coordinator, on_block, on_share:
                             mine(coordinator, source, blocks, on_block, on_job=reporter.job, shares=shares,
                                  on_share=on_share), pool=status)
-
-
-def _warm_up(backends, announce: bool) -> None:
-    """Compile or load every backend's kernel. A cached kernel loads in about a second; when a
-    warm-up runs longer than that it is a first-run compile, and a silent minute looks hung, so
-    say what is happening."""
-    for b in backends:
-        t0 = time.perf_counter()
-        notice = threading.Timer(2.0, lambda name=b.name: print(
-            f"{name}: compiling the kernel (first run only; later runs load it from the cache; "
-            f"the CPU backend also times its kernels once to pick the faster) ...",
-            file=sys.stderr, flush=True))
-        if announce:
-            notice.start()
-        try:
-            b.warm_up()
-        finally:
-            notice.cancel()
-        took = time.perf_counter() - t0
-        if announce and took > 2:
-            print(f"{b.name}: {b.device}, ready after {took:.0f} s", file=sys.stderr, flush=True)
 
 
 def mine_summary(coordinator, found, elapsed: float, interrupted: bool) -> dict:

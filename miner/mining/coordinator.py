@@ -136,17 +136,47 @@ class Coordinator:
         self._generation = 0
         self._job_set_at = 0.0
         self._stopping = False
+        self._started = False
+        self._retired: set[str] = set()
+        self._failure: BaseException | None = None
         self._threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------------ control
 
     def start(self) -> Coordinator:
-        for backend in self.backends:
-            t = threading.Thread(target=self._worker, args=(backend,), name=f"miner-{backend.name}",
-                                 daemon=True)
-            t.start()
-            self._threads.append(t)
+        with self._cond:
+            self._started = True
+            for backend in self.backends:
+                self._start_worker(backend)
         return self
+
+    def _start_worker(self, backend: Backend) -> None:
+        t = threading.Thread(target=self._worker, args=(backend,), name=f"miner-{backend.name}", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def add_backend(self, backend: Backend) -> None:
+        """A backend that became ready while mining (its kernel compiled in the background)
+        joins at once: it takes the next unit of the current job."""
+        with self._cond:
+            if backend.name in self.stats:
+                raise ValueError(f"backend names must be unique: {backend.name}")
+            self.stats[backend.name] = BackendStats()
+            self.backends.append(backend)
+            if self._started and not self._stopping:
+                self._start_worker(backend)
+
+    def retire(self, name: str) -> None:
+        """Stop giving `name` units (a stand-in whose place a faster backend took); its unit in
+        flight is finished and counted, its figures stay in the totals."""
+        with self._cond:
+            self._retired.add(name)
+            self._cond.notify_all()
+
+    def fail(self, error: BaseException) -> None:
+        """Something the run depends on failed outside the workers (a kernel that would not
+        compile): `wait_solution` raises it."""
+        self._failure = error
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop taking units; cancels the units in flight and waits for them to return."""
@@ -156,7 +186,7 @@ class Coordinator:
                 self._alloc.cancel.set()
             self._alloc = None
             self._cond.notify_all()
-        for t in self._threads:
+        for t in list(self._threads):
             t.join(timeout)
         self._threads.clear()
 
@@ -197,6 +227,8 @@ class Coordinator:
         return self._generation
 
     def wait_solution(self, timeout: float | None = None) -> Solution | None:
+        if self._failure is not None:
+            raise self._failure
         try:
             return self.solutions.get(timeout=timeout)
         except queue.Empty:
@@ -222,7 +254,7 @@ class Coordinator:
 
     def _next_unit(self, backend: Backend) -> WorkUnit | None:
         with self._cond:
-            while not self._stopping:
+            while not self._stopping and backend.name not in self._retired:
                 alloc = self._alloc
                 if alloc is not None and not alloc.exhausted:
                     unit = alloc.take(self._unit_size(backend))

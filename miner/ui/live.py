@@ -146,7 +146,9 @@ class MiningView:
 
     def snapshot(self) -> MiningSnapshot:
         with self._lock:
-            return snapshot(self.coordinator, self.backends, self._job, self._job_started,
+            # the coordinator's own list: backends that join the run while it mines appear
+            backends = list(self.coordinator.backends) if self.coordinator is not None else self.backends
+            return snapshot(self.coordinator, backends, self._job, self._job_started,
                             self.blocks_found, self.blocks_wanted, self.started, pool=self.pool)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:

@@ -106,6 +106,9 @@ class Reporter:
     def pool(self, event: dict[str, Any]) -> None:
         """The pool connection changed (connected, lost, new difficulty, new extranonce)."""
 
+    def backend_event(self, event: dict[str, Any]) -> None:
+        """A backend is compiling, joined the run, retired (a stand-in) or failed to start."""
+
     def coordinator_event(self, ev: CoordinatorEvent) -> None:
         pass
 
@@ -138,6 +141,9 @@ class PlainReporter(Reporter):
     def pool(self, event: dict[str, Any]) -> None:
         self._write(pool_line(event))
 
+    def backend_event(self, event: dict[str, Any]) -> None:
+        self._write(event["message"])
+
     def coordinator_event(self, ev: CoordinatorEvent) -> None:
         if ev.kind == "stale":
             self._write(f"stale: {ev.backend} found {len(ev.result.nonces)} hit(s) for a replaced job "
@@ -169,6 +175,9 @@ class JsonReporter(Reporter):
         self._emit({"event": "share", **ev.__dict__, "at": time.time()})
 
     def pool(self, event: dict[str, Any]) -> None:
+        self._emit({**event, "at": time.time()})
+
+    def backend_event(self, event: dict[str, Any]) -> None:
         self._emit({**event, "at": time.time()})
 
     def coordinator_event(self, ev: CoordinatorEvent) -> None:
@@ -230,6 +239,9 @@ class LiveReporter(Reporter):
         if status in ("connected", "disconnected", "message"):
             self.console.print(pool_line(event), highlight=False)
         self._show_pool()
+
+    def backend_event(self, event: dict[str, Any]) -> None:
+        self.console.print(event["message"], highlight=False)
 
     def _show_pool(self) -> None:
         if self.view is not None:

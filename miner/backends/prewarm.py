@@ -1,0 +1,29 @@
+"""`python -m miner.backends.prewarm --kernel auto --threads N`: compile the CPU backend's kernel
+into numba's on-disk cache (and settle the `auto` kernel choice), then exit. Run by
+`miner.backends.warmup` in a child process while the miner already hashes; a failure is one
+line on standard error and exit 1."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m miner.backends.prewarm")
+    parser.add_argument("--kernel", default="auto")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    try:
+        from miner.backends.cpu import CpuBackend
+        backend = CpuBackend(threads=args.threads, kernel=args.kernel)
+        backend.warm_up()
+        backend.close()
+    except Exception as exc:  # noqa: BLE001  (told to the parent in one line; it compiles itself)
+        print(f"prewarm: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Mining from the first second: what is ready hashes at once, the rest joins when compiled.
+
+A first run of `miner mine` used to compile every kernel before the first hash (81 s on a quiet
+2-core machine, over 3 minutes on a busy one). Now the backends that need nothing (hashlib)
+start with the coordinator; when every backend asked for needs a compile, a hashlib stand-in
+mines meanwhile. Each compiled backend joins the running coordinator the moment it is ready
+(`Coordinator.add_backend`: no restart, no unit lost), and the first to join retires the
+stand-in, whose hashes and blocks stay in the totals. A backend that cannot start ends the run
+with its error, as it did before it was started in the background.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+from miner.backends.base import Backend
+from miner.backends.ref import ReferenceBackend
+from miner.backends.warmup import BackgroundStart, needs_warm_up
+from miner.errors import MinerError
+from miner.mining.coordinator import Coordinator
+
+NOTICE_AFTER = 2.0  # s: a backend not ready by then is compiling, and the user is told
+
+
+class StagedStart:
+    """The backends a run starts with (`ready`), and those that join it (`pending`)."""
+
+    def __init__(self, backends: Sequence[Backend], notify: Callable[[dict], None]):
+        self.notify = notify
+        self.ready = [b for b in backends if not needs_warm_up(b)]
+        self.pending = [b for b in backends if needs_warm_up(b)]
+        self.stand_in: Backend | None = None
+        if self.pending and not self.ready:
+            names = {b.name for b in backends}
+            self.stand_in = ReferenceBackend(name="ref" if "ref" not in names else "hashlib")
+            self.ready = [self.stand_in]
+        self._coordinator: Coordinator | None = None
+        self._background: BackgroundStart | None = None
+        self._timers: list[threading.Timer] = []
+        self._joined: set[str] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def all(self) -> list[Backend]:
+        return [*self.ready, *self.pending]
+
+    def start(self, coordinator: Coordinator) -> None:
+        """Begin the background starts; call after `coordinator.start()`."""
+        self._coordinator = coordinator
+        for backend in self.pending:
+            timer = threading.Timer(NOTICE_AFTER, self._compiling, args=(backend,))
+            timer.daemon = True
+            timer.start()
+            self._timers.append(timer)
+        self._background = BackgroundStart(self.pending, self._ready, self._failed).start()
+
+    def _compiling(self, backend: Backend) -> None:
+        with self._lock:
+            if backend.name in self._joined:
+                return
+        helper = self.stand_in.name if self.stand_in else ", ".join(b.name for b in self.ready)
+        self.notify({"event": "backend", "backend": backend.name, "status": "compiling",
+                     "message": f"{backend.name}: compiling the kernel (first run only; later runs load it "
+                                f"from the cache); {helper} mines meanwhile"})
+
+    def _ready(self, backend: Backend, seconds: float) -> None:
+        coordinator = self._coordinator
+        assert coordinator is not None
+        with self._lock:
+            self._joined.add(backend.name)
+            first = len(self._joined) == 1
+        coordinator.add_backend(backend)
+        self.notify({"event": "backend", "backend": backend.name, "status": "joined", "seconds": seconds,
+                     "device": backend.device,
+                     "message": f"{backend.name}: {backend.device}, mining after {seconds:.1f} s"})
+        if first and self.stand_in is not None:
+            coordinator.retire(self.stand_in.name)
+            self.notify({"event": "backend", "backend": self.stand_in.name, "status": "retired",
+                         "message": f"{self.stand_in.name}: stand-in retired, {backend.name} took over"})
+
+    def _failed(self, backend: Backend, error: Exception) -> None:
+        message = f"backend {backend.name} could not start: {type(error).__name__}: {error}"
+        self.notify({"event": "backend", "backend": backend.name, "status": "failed", "message": message})
+        if self._coordinator is not None:
+            self._coordinator.fail(MinerError(message))
+
+    def stop(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        if self._background is not None:
+            self._background.stop()
