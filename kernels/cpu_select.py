@@ -186,6 +186,41 @@ def check_choice(choice: str) -> str:
     return choice
 
 
+def stored_choice() -> str | None:
+    """The `auto` kernel as stored for this CPU when no measurement is due, else None."""
+    kernels = available()
+    if len(kernels) == 1:
+        return kernels[0]
+    entry = read_entries(_choice_file()).get(choice_key())
+    if not isinstance(entry, dict) or entry.get("kernel") not in kernels:
+        return None
+    attempts = entry.get("attempts", 1) if isinstance(entry.get("attempts"), int) else 1
+    if entry.get("provisional") and attempts < MAX_PROVISIONAL:
+        return None
+    return entry["kernel"]
+
+
+def is_compiled(kernel: str) -> bool:
+    """Whether numba's cache holds `kernel`'s search for this CPU, so it loads in about a second
+    instead of compiling for a minute. Asks numba's cache index the way a call would (its
+    internals: anything unexpected answers False, and the caller compiles, which is always
+    right)."""
+    try:
+        from numba import typeof
+        fn = search_function_uncompiled(kernel)
+        args = (np.zeros(11, dtype=np.uint32), np.zeros(8, dtype=np.uint32), 0, 1, np.zeros(1, dtype=np.int64))
+        key = fn._cache._index_key(tuple(typeof(a) for a in args), fn.targetctx.codegen())
+        return key in fn._cache._cache_file._load_index()
+    except Exception:  # noqa: BLE001  (numba's private cache API moved: take the compile path)
+        return False
+
+
+def search_function_uncompiled(kernel: str):
+    """The search's dispatcher, without compiling it (`search_function` for the SIMD kernel)."""
+    from miner.kernels import cpu
+    return cpu.search if kernel == "simd" else search_function(kernel)
+
+
 UNDER_LOAD = 0.75  # load average per core at or above which a measurement is provisional
 MAX_PROVISIONAL = 3  # measurements under load before the last one is kept anyway
 

@@ -304,8 +304,10 @@ def sim_miner(*args, devices=1, timeout=300, **env_extra):
 @pytest.mark.slow
 def test_mine_on_simulated_gpus(tmp_path, backend, devices):
     chain = tmp_path / "chain.sqlite"
+    # --wait-for-kernels: every backend mines from the start (regtest's blocks would otherwise go to
+    # whichever is ready first)
     proc = sim_miner("mine", "--backend", backend, "--preset", "regtest", "--blocks", "4", "--chain",
-                     str(chain), "--json", devices=devices, MINER_CACHE=str(tmp_path / "cache"))
+                     str(chain), "--json", "--wait-for-kernels", devices=devices, MINER_CACHE=str(tmp_path / "cache"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     summary = events[-1]

@@ -87,5 +87,10 @@ class Backend(abc.ABC):
     def warm_up(self) -> None:
         """Compile or load whatever the first real search would otherwise wait for."""
 
+    @property
+    def warmed_up(self) -> bool:
+        """Whether `warm_up` has run to the end (backends that compile record how long it took)."""
+        return getattr(self, "compile_seconds", None) is not None
+
     def close(self) -> None:
         """Release device resources."""

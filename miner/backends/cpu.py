@@ -52,6 +52,12 @@ class CpuBackend(Backend):
             self.device = f"numba SHA-256d, {cpu_select.describe(self.kernel)}, {self.threads} thread(s)"
         return self.kernel
 
+    def loads_from_cache(self) -> bool:
+        """Whether the warm-up would only load compiled code (no compile, no measurement)."""
+        kernel = self.kernel or (self.kernel_preference if self.kernel_preference != "auto"
+                                 else cpu_select.stored_choice())
+        return kernel is not None and cpu_select.is_compiled(kernel)
+
     def warm_up(self) -> None:
         """Compile (or load from numba's cache) before timing anything; records how long it took."""
         if self.compile_seconds is None:

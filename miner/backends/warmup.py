@@ -29,8 +29,9 @@ CHILD_TIMEOUT = 1800.0  # s: a compile that takes longer than this has hung
 
 
 def needs_warm_up(backend: Backend) -> bool:
-    """Whether a backend has something to compile or load before it can hash (hashlib has not)."""
-    return backend.kind != "ref"
+    """Whether a backend has something to compile or load before it can hash (hashlib has not,
+    nor a backend already warmed up)."""
+    return backend.kind != "ref" and not backend.warmed_up
 
 
 class BackgroundStart:
@@ -57,7 +58,7 @@ class BackgroundStart:
     def _run(self, backend: Backend) -> None:
         t0 = time.perf_counter()
         try:
-            if backend.kind == "cpu":
+            if backend.kind == "cpu" and not backend.loads_from_cache():
                 failure = self._prewarm_cpu(backend)
                 if self._stop.is_set():
                     return

@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"chain file (default: $MINER_CHAIN, else {DEFAULT_CHAIN}; created if missing)")
     m.add_argument("--preset", default="local",
                    help="preset for a new chain: local, local-windowed, regtest, mainnet")
+    m.add_argument("--wait-for-kernels", action="store_true",
+                   help="start mining once every backend's kernel is compiled, all together "
+                        "(default: at once, each compiled backend joining when ready)")
     m.add_argument("--unit-seconds", type=float, default=0.25,
                    help="target duration of one work unit (default 0.25)")
     m.add_argument("--url", action="append", default=None,

@@ -98,6 +98,8 @@ def _mine_and_report(args: argparse.Namespace, backends, reporter, desc: dict, c
     from miner.mining.startup import StagedStart
     from miner.primitives.compact import DIFF1_TARGET
 
+    if args.wait_for_kernels:
+        _warm_up_all(backends, reporter)
     staged = StagedStart(backends, reporter.backend_event)  # hashing at once, compiled kernels join
     coordinator = Coordinator(staged.ready, unit_seconds=args.unit_seconds,
                               on_event=reporter.coordinator_event)
@@ -232,6 +234,17 @@ def _mine_pool(args: argparse.Namespace) -> int:
     return _mine_and_report(args, backends, reporter, desc, source.stop, lambda coordinator, on_block, on_share:
                             mine(coordinator, source, blocks, on_block, on_job=reporter.job, shares=shares,
                                  on_share=on_share), pool=status)
+
+
+def _warm_up_all(backends, reporter) -> None:
+    """--wait-for-kernels: every backend compiled (or loaded) before the first hash."""
+    for backend in backends:
+        t0 = time.perf_counter()
+        backend.warm_up()
+        reporter.backend_event({"event": "backend", "backend": backend.name, "status": "ready",
+                                "seconds": time.perf_counter() - t0,
+                                "message": f"{backend.name}: {backend.device}, ready after "
+                                           f"{time.perf_counter() - t0:.1f} s"})
 
 
 def mine_summary(coordinator, found, elapsed: float, interrupted: bool) -> dict:

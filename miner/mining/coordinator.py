@@ -119,8 +119,7 @@ class Coordinator:
                  on_event: Callable[[CoordinatorEvent], None] | None = None,
                  max_unit: int = MAX_UNIT, nonce_space: int = NONCE_SPACE):
         """`nonce_space` below 2^32 rolls the extranonce sooner (for tests and small ranges)."""
-        if not backends:
-            raise ValueError("the coordinator needs at least one backend")
+        # No backend at first is allowed: backends may join a running coordinator (add_backend).
         names = [b.name for b in backends]
         if len(set(names)) != len(names):
             raise ValueError(f"backend names must be unique: {names}")

@@ -2,11 +2,13 @@
 
 A first run of `miner mine` used to compile every kernel before the first hash (81 s on a quiet
 2-core machine, over 3 minutes on a busy one). Now the backends that need nothing (hashlib)
-start with the coordinator; when every backend asked for needs a compile, a hashlib stand-in
-mines meanwhile. Each compiled backend joins the running coordinator the moment it is ready
-(`Coordinator.add_backend`: no restart, no unit lost), and the first to join retires the
-stand-in, whose hashes and blocks stay in the totals. A backend that cannot start ends the run
-with its error, as it did before it was started in the background.
+start with the coordinator, and the others start in the background and join the running
+coordinator the moment they are ready (`Coordinator.add_backend`: no restart, no unit lost).
+When every backend asked for needs a warm-up and none is ready after `GRACE` seconds (a kernel
+in the cache loads well within that; a first-run compile takes a minute or two), a hashlib
+stand-in mines meanwhile; the first backend to join retires it, and its hashes and blocks stay
+in the totals. A backend that cannot start ends the run with its error, as it did before it
+was started in the background.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from miner.errors import MinerError
 from miner.mining.coordinator import Coordinator
 
 NOTICE_AFTER = 2.0  # s: a backend not ready by then is compiling, and the user is told
+GRACE = 1.5  # s: how long a run with nothing ready waits for a cached kernel before the stand-in
 
 
 class StagedStart:
@@ -34,11 +37,11 @@ class StagedStart:
         if self.pending and not self.ready:
             names = {b.name for b in backends}
             self.stand_in = ReferenceBackend(name="ref" if "ref" not in names else "hashlib")
-            self.ready = [self.stand_in]
         self._coordinator: Coordinator | None = None
         self._background: BackgroundStart | None = None
         self._timers: list[threading.Timer] = []
         self._joined: set[str] = set()
+        self._stand_in_mining = False
         self._lock = threading.Lock()
 
     @property
@@ -48,12 +51,20 @@ class StagedStart:
     def start(self, coordinator: Coordinator) -> None:
         """Begin the background starts; call after `coordinator.start()`."""
         self._coordinator = coordinator
-        for backend in self.pending:
-            timer = threading.Timer(NOTICE_AFTER, self._compiling, args=(backend,))
+        for delay, action, args in [(NOTICE_AFTER, self._compiling, (b,)) for b in self.pending] + \
+                [(GRACE, self._start_stand_in, ())] * (self.stand_in is not None):
+            timer = threading.Timer(delay, action, args=args)
             timer.daemon = True
             timer.start()
             self._timers.append(timer)
         self._background = BackgroundStart(self.pending, self._ready, self._failed).start()
+
+    def _start_stand_in(self) -> None:
+        with self._lock:
+            if self._joined or self.stand_in is None or self._coordinator is None:
+                return
+            self._stand_in_mining = True
+            self._coordinator.add_backend(self.stand_in)
 
     def _compiling(self, backend: Backend) -> None:
         with self._lock:
@@ -62,7 +73,7 @@ class StagedStart:
         helper = self.stand_in.name if self.stand_in else ", ".join(b.name for b in self.ready)
         self.notify({"event": "backend", "backend": backend.name, "status": "compiling",
                      "message": f"{backend.name}: compiling the kernel (first run only; later runs load it "
-                                f"from the cache); {helper} mines meanwhile"})
+                                f"from the cache); " + (f"{helper} mines meanwhile" if helper else "waiting")})
 
     def _ready(self, backend: Backend, seconds: float) -> None:
         coordinator = self._coordinator
@@ -70,11 +81,12 @@ class StagedStart:
         with self._lock:
             self._joined.add(backend.name)
             first = len(self._joined) == 1
+            stand_in_mining = self._stand_in_mining
         coordinator.add_backend(backend)
         self.notify({"event": "backend", "backend": backend.name, "status": "joined", "seconds": seconds,
                      "device": backend.device,
                      "message": f"{backend.name}: {backend.device}, mining after {seconds:.1f} s"})
-        if first and self.stand_in is not None:
+        if first and stand_in_mining and self.stand_in is not None:
             coordinator.retire(self.stand_in.name)
             self.notify({"event": "backend", "backend": self.stand_in.name, "status": "retired",
                          "message": f"{self.stand_in.name}: stand-in retired, {backend.name} took over"})
