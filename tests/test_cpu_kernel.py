@@ -209,7 +209,7 @@ _MASKED_RUN = textwrap.dedent("""
     from miner.backends.ref import reference_hits
     from miner.backends.work import KernelWork
     report = {"available": cpu_select.available(), "lanes": cpu_select.simd_lanes()}
-    for name in sys.argv[1].split(","):
+    for name in [k for k in sys.argv[1].split(",") if k]:
         b = CpuBackend(threads=2, kernel=name)
         b.warm_up()
         for start, count, target in ((0, 9001, 1 << 250), (2**32 - 5000, 5000, 1 << 252)):
@@ -227,10 +227,11 @@ _MASKED_RUN = textwrap.dedent("""
 """)
 
 
-def _masked_run(kernels, features, tmp_path, *extra):
-    """Run `_MASKED_RUN` in a process that compiles for `features`, with its own numba cache."""
+def _masked_run(kernels, features, tmp_path, *extra, numba_cache=None):
+    """Run `_MASKED_RUN` in a process that compiles for `features`, with its own numba cache
+    (or the one given)."""
     env = dict(os.environ, NUMBA_CPU_FEATURES=features, MINER_CACHE=str(tmp_path / "choice"),
-               NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+               NUMBA_CACHE_DIR=str(numba_cache or tmp_path / "numba"))
     proc = subprocess.run([sys.executable, "-c", _MASKED_RUN, kernels, *extra], env=env,
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -238,32 +239,36 @@ def _masked_run(kernels, features, tmp_path, *extra):
 
 
 @pytest.mark.slow
-def test_without_avx512_or_sha_the_simd_path_is_chosen_and_exact(tmp_path):
-    """AVX-512 and SHA masked off: 8 (or 4) lanes, bit-exact, and `auto` takes the one kernel
-    left without compiling the SHA kernel (which would abort the process on such a CPU). Its
-    numba cache already holds a build for this host's full features, which must not load: the
-    cache is keyed by the features compiled for. A second run with the host's features shows
-    that the same cache does load when they match."""
+def test_a_build_for_other_features_never_loads_and_both_kernels_are_exact_without_avx512(tmp_path, first_run):
+    """numba's cache is keyed by the features compiled for. The first run's cache holds this
+    host's SIMD build (compiled there from nothing): with the host's features it loads; with
+    AVX-512 masked off it must not (16-lane code would fault on such a CPU), and the SIMD (8 or
+    4 lanes) and SHA kernels compiled there are bit-exact: the desktop case."""
     host = cpu_select.target_cpu()[1]
     if not host:
         pytest.skip("numba reports no CPU features here")
-    assert _masked_run("simd", host, tmp_path)["search_cache_misses"] == 1  # a fresh cache
-    assert _masked_run("simd", host, tmp_path)["search_cache_hits"] == 1
-    masked = cpu_select.without_avx512(host) + ",-sha"
-    report = _masked_run("simd", masked, tmp_path, "auto")
+    cache = first_run.numba_cache
+    assert first_run.returncode == 0, first_run.stderr
+    assert _masked_run("simd", host, tmp_path, numba_cache=cache)["search_cache_hits"] == 1
+    masked = cpu_select.without_avx512(host)
+    kernels = "simd,sha" if cpu_select.unavailable_reason("sha") is None else "simd"
+    report = _masked_run(kernels, masked, tmp_path, numba_cache=cache)
     assert report["search_cache_hits"] == 0 and report["search_cache_misses"] == 1
+    assert report["lanes"] == (8 if "avx2" in cpu_select.enabled_features() else 4)
+    assert report["available"] == kernels.split(",")
+
+
+def test_without_sha_auto_takes_the_simd_kernel_and_never_compiles_the_sha_one(tmp_path):
+    """SHA masked off too: `auto` takes the one kernel left, without compiling (or measuring)
+    anything; compiling the SHA kernel would abort the process on such a CPU."""
+    host = cpu_select.target_cpu()[1]
+    if not host:
+        pytest.skip("numba reports no CPU features here")
+    report = _masked_run("", cpu_select.without_avx512(host) + ",-sha", tmp_path, "auto")
     assert report["available"] == ["simd"]
     assert report["lanes"] == (8 if "avx2" in cpu_select.enabled_features() else 4)
     assert report["auto"] == ["simd", "the only kernel this CPU runs"]
-
-
-@pytest.mark.slow
-def test_sha_kernel_without_avx512(tmp_path):
-    """The desktop case: SHA extensions, no AVX-512. The SHA kernel is bit-exact there."""
-    _skip_unless_available("sha")
-    masked = cpu_select.without_avx512(cpu_select.target_cpu()[1])
-    report = _masked_run("sha", masked, tmp_path)
-    assert report["available"] == ["simd", "sha"]
+    assert not list((tmp_path / "numba").rglob("*.nbi"))  # nothing was compiled
 
 
 @pytest.mark.slow
