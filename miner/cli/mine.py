@@ -25,7 +25,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from miner.backends.registry import make_backends
     from miner.chain.chain import Chain
     from miner.chain.files import check_chain_path, check_creatable
-    from miner.cli.node import metrics_options
+    from miner.cli.options import metrics_options
     from miner.consensus.params import preset
     from miner.mining.loop import mine
     from miner.mining.sources.local import LocalChainSource

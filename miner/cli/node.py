@@ -12,6 +12,7 @@ from pathlib import Path
 
 from miner.chain.files import check_chain_path, with_journal
 from miner.chain.lock import lock_path
+from miner.cli.options import metrics_options
 from miner.consensus.params import preset
 from miner.errors import InvalidInput, UsageError
 from miner.node.guard import GuardLimits
@@ -57,15 +58,6 @@ def stratum_options(args: argparse.Namespace) -> tuple[str, int, StratumConfig] 
     limits = VarDiffLimits(minimum=args.stratum_min_difficulty, maximum=args.stratum_max_difficulty)
     return args.stratum_bind, args.stratum_port, StratumConfig(payout_script=payout, vardiff=limits,
                                                                difficulty=args.stratum_difficulty)
-
-
-def metrics_options(args: argparse.Namespace) -> tuple[str, int] | None:
-    """(host, port) of the Prometheus endpoint, or None when --metrics-port is not given."""
-    if args.metrics_port is None:
-        return None
-    if not 0 <= args.metrics_port <= 65535:
-        raise UsageError(f"--metrics-port must be 0 to 65535, got {args.metrics_port}")
-    return args.metrics_bind, args.metrics_port
 
 
 def cmd_node(args: argparse.Namespace) -> int:
