@@ -1,7 +1,21 @@
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
+
+# Isolation, set before anything imports numba (it reads its cache folder once, at import) and
+# inherited by every process a test starts:
+# - MINER_CACHE: the CPU kernel choice and the CUDA launch tuning live in a folder of this run's
+#   own, so nothing a test measures (on a loaded machine, or on the simulated GPU) reaches the
+#   user's runs, and nothing the user's runs chose steers a test;
+# - NUMBA_CACHE_DIR: compiled kernels go under pytest's own cache folder in the checkout, not
+#   beside the installed package; kept between runs (machine code keyed by CPU and source, it
+#   chooses nothing), so a second run does not compile again.
+_SESSION_CACHE = tempfile.mkdtemp(prefix="miner-test-cache-")
+os.environ["MINER_CACHE"] = _SESSION_CACHE
+os.environ["NUMBA_CACHE_DIR"] = str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "numba")
 
 import pytest  # noqa: E402
 
@@ -20,10 +34,15 @@ def easy_chain(tmp_path):
 class FirstRun:
     """`miner mine` started on an empty kernel cache, as observed: events with the time each
     was read (seconds from the launch), the first moment its hashes were counted, the hashes
-    by backend at that moment, and the numba cache it compiled into."""
+    by backend at that moment, and the numba cache it compiled into.
+
+    The run mines until the compiled backend has joined and found a block, then is stopped
+    with SIGTERM (exit 130, an interrupted summary): how many blocks the stand-in finds while
+    the compile runs is chance, so a fixed --blocks count would race the compile."""
 
     def __init__(self, root):
         import json
+        import signal
         import subprocess
         import threading
         import time
@@ -41,14 +60,21 @@ class FirstRun:
         env = {**os.environ, "NUMBA_CACHE_DIR": str(self.numba_cache), "MINER_CACHE": str(root / "cache")}
         launched = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-m", "miner", "mine", "--chain", str(root / "c.sqlite"),
-                                 "--preset", "local", "--blocks", "2", "--backend", "cpu", "--cpu-kernel", "simd",
-                                 "--json", "--metrics-port", "0"],
+                                 "--preset", "local", "--blocks", "1000", "--backend", "cpu",
+                                 "--cpu-kernel", "simd", "--json", "--metrics-port", "0"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self.events = []
+        cpu_block = threading.Event()
 
         def read():
+            joined = False
             for line in proc.stdout:
-                self.events.append((time.monotonic() - launched, json.loads(line)))
+                event = json.loads(line)
+                self.events.append((time.monotonic() - launched, event))
+                joined = joined or (event["event"] == "backend" and event.get("status") == "joined")
+                if joined and event["event"] == "block" and event.get("backend") == "cpu":
+                    cpu_block.set()
+            cpu_block.set()  # the run ended by itself: nothing more to wait for
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
         try:
@@ -62,7 +88,10 @@ class FirstRun:
                 time.sleep(0.05)
             self.first_hash = time.monotonic() - launched
             self.during_compile = hashes(url)
-            self.returncode = proc.wait(900)
+            cpu_block.wait(900)  # the compile, then a block at 2^26 hashes: minutes at worst
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            self.returncode = proc.wait(120)
             self.stderr = proc.stderr.read()
             reader.join(10)
         finally:
@@ -70,9 +99,21 @@ class FirstRun:
                 proc.kill()
                 proc.wait()
 
+    @property
+    def ended_as_asked(self) -> bool:
+        """Stopped by the fixture's SIGTERM after the compiled backend's block: exit 130 and
+        an interrupted summary last."""
+        last = self.events[-1][1] if self.events else {}
+        return self.returncode == 130 and last.get("event") == "summary" and last.get("interrupted") is True
+
 
 @pytest.fixture(scope="session")
 def first_run(tmp_path_factory):
     """One first run per session: the first-run test reads its events, and the CPU kernel
     tests reuse the kernel it compiled (this host's SIMD build) instead of compiling it again."""
     return FirstRun(tmp_path_factory.mktemp("first-run"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import shutil
+    shutil.rmtree(_SESSION_CACHE, ignore_errors=True)

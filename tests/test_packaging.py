@@ -80,3 +80,13 @@ def test_ci_runs_exactly_the_readmes_test_command():
     ci_lines = [line for line in (root / ".ci" / "run").read_text().splitlines()
                 if line and not line.startswith(("#", "set ", "cd "))]
     assert ci_lines == [test_command]
+
+
+def test_tests_keep_their_caches_to_themselves():
+    """What tests choose and measure stays out of the user's cache folder (conftest.py)."""
+    import os
+
+    from miner.kernels.tuning_cache import cache_dir
+    home = Path.home() / ".cache" / "pow-miner"
+    assert cache_dir() != home and "miner-test-cache-" in str(cache_dir())
+    assert os.environ["NUMBA_CACHE_DIR"].endswith(os.path.join(".pytest_cache", "numba"))
