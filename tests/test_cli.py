@@ -135,17 +135,19 @@ def test_sigkill_mid_run_leaves_a_valid_chain(tmp_path):
                              "--preset", "regtest", "--chain", str(path), "--json", "--unit-seconds", "0.01"],
                             stdout=subprocess.PIPE, text=True)
     reported = []
-    deadline = time.time() + 60
-    while len(reported) < 25 and time.time() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        event = json.loads(line)
-        if event["event"] == "block":
-            reported.append(event)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
-    proc.stdout.close()
+    try:
+        deadline = time.time() + 60
+        while len(reported) < 25 and time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            event = json.loads(line)
+            if event["event"] == "block":
+                reported.append(event)
+    finally:  # killed here whatever happened above: the kill is the test, and nothing is left running
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        proc.stdout.close()
     assert len(reported) >= 25, "the miner did not report blocks quickly enough"
     with Chain.open(path) as chain:
         assert chain.verify() >= reported[-1]["height"]

@@ -116,11 +116,9 @@ def test_cancelled_search_stops_early_and_reports_what_it_searched():
     work = make_job(target=1 << 252).work(0)  # about one hit in 16
     cancel = threading.Event()
     threading.Timer(0.2, cancel.set).start()
-    t0 = time.perf_counter()
     result = backend.search(work, 1000, 1 << 24, cancel)  # some 16 s of hashlib if not cancelled
-    elapsed = time.perf_counter() - t0
+    # Stopped early is the count, not a time (a loaded machine hashes slower, not differently).
     assert 0 < result.count < 1 << 24 and result.count % (1 << 16) == 0
-    assert elapsed < 2.0
     expected = reference_hits(work, 1000, result.count)
     assert result.nonces == expected and result.total == len(expected) and result.rejected == 0
     assert backend.search(work, 0, 1 << 16, cancel).count == 0  # already cancelled: nothing searched
