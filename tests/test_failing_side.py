@@ -160,6 +160,41 @@ def test_a_request_without_good_credentials_gets_401(easy_node, header):
     assert info.value.headers["WWW-Authenticate"] == 'Basic realm="jsonrpc"'
 
 
+def _basic(raw: bytes) -> str:
+    return "Basic " + base64.b64encode(raw).decode()
+
+
+def test_credentials_accept_exactly_the_pairs_they_hold():
+    """The check itself, in this process (the node above runs it in another): every pair it was
+    given, each alone, and nothing else: no header, another scheme, bad base64, a prefix or an
+    extension of a good pair, another user, a case change."""
+    from miner.node.rpc.auth import Credentials
+    creds = Credentials(["__cookie__:" + "ab" * 32, "alice:s3cret"])
+    assert creds.check(_basic(b"__cookie__:" + b"ab" * 32)) and creds.check(_basic(b"alice:s3cret"))
+    assert creds.check("Basic  " + base64.b64encode(b"alice:s3cret").decode() + " ")  # spaces around
+    refused = [None, "", "Basic", "Basic ", "Bearer " + base64.b64encode(b"alice:s3cret").decode(),
+               "basic " + base64.b64encode(b"alice:s3cret").decode(), "Basic !!!not-base64!!!",
+               _basic(b"alice:s3cre"), _basic(b"alice:s3cret!"), _basic(b"bob:s3cret"), _basic(b"ALICE:s3cret"),
+               _basic(b"alice"), _basic(b""), _basic(b"__cookie__:" + b"ab" * 31)]
+    assert [h for h in refused if creds.check(h)] == []
+    assert not Credentials([]).check(_basic(b":"))  # a node with no pairs lets nobody in
+
+
+def test_a_cookie_is_removed_only_while_it_is_still_ours(tmp_path):
+    from miner.node.rpc.auth import read_cookie, remove_cookie, write_cookie
+    cookie = tmp_path / ".cookie"
+    ours = write_cookie(cookie)
+    assert read_cookie(cookie) == ours and ours.startswith("__cookie__:") and len(ours) == 11 + 64
+    assert cookie.stat().st_mode & 0o777 == 0o600
+    theirs = write_cookie(cookie)  # a second node started on the same folder
+    assert theirs != ours
+    remove_cookie(cookie, ours)
+    assert read_cookie(cookie) == theirs  # not ours any more: left alone
+    remove_cookie(cookie, theirs)
+    assert not cookie.exists()
+    remove_cookie(cookie, theirs)  # already gone: no error
+
+
 # --------------------------------------------------------------------------- the most-work chain on open
 
 
