@@ -31,6 +31,7 @@ with any asyncio protocol: aiohttp's HTTP handler now, a Stratum line reader nex
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
 import socket
 import time
@@ -47,6 +48,11 @@ SILENT_GRACE = 1.0  # s a new connection has to send its first byte before it is
 # the cap, evicted) instead of having its SYNs dropped, which costs an honest client behind the
 # burst TCP's retransmit delays (1 s, then 3 s).
 LISTEN_BACKLOG = socket.SOMAXCONN
+# Connections accepted per turn of the event loop (asyncio takes its backlog argument for this).
+# An evicted connection's descriptor is freed on the loop's next turn, so one turn may hold this
+# many beyond the cap: well inside DESCRIPTORS_KEPT, or accept() fails with EMFILE and asyncio
+# stops accepting for a whole second.
+ACCEPT_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -277,6 +283,16 @@ class Guard:
                 "authenticated": len(self._by_transport) - anonymous - self._settled}
 
     # ------------------------------------------------------------------ the face's side
+
+    async def listen(self, inner: Callable[[], asyncio.Protocol], host: str, port: int) -> asyncio.Server:
+        """Serve `inner` on host:port through the guard: a deep accept queue in the kernel, a few
+        accepts per turn of the loop (LISTEN_BACKLOG, ACCEPT_BATCH). OSError if it cannot bind."""
+        server = await asyncio.get_running_loop().create_server(
+            self.protocol_factory(inner), host, port, backlog=ACCEPT_BATCH, reuse_address=True)
+        for listening in server.sockets:  # listen() again on a listening socket resizes its queue
+            with socket.socket(fileno=os.dup(listening.fileno())) as same:
+                same.listen(LISTEN_BACKLOG)
+        return server
 
     def protocol_factory(self, inner: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
         """Wrap a server's protocol factory so every connection it serves goes through the guard."""

@@ -22,7 +22,7 @@ from prometheus_client.core import (
 )
 
 from miner.errors import MinerError
-from miner.node.guard import LISTEN_BACKLOG, Guard
+from miner.node.guard import Guard
 from miner.node.service import Accepted, NodeService
 from miner.node.stratum.server import StratumServer
 from miner.node.stratum.stats import BROADCAST_BUCKETS, WINDOWS
@@ -133,8 +133,7 @@ async def serve_metrics(registry: CollectorRegistry, guard: Guard, host: str,
                            shutdown_timeout=1.0)
     await runner.setup()
     try:
-        server = await asyncio.get_running_loop().create_server(guard.protocol_factory(runner.server), host, port,
-                                                                backlog=LISTEN_BACKLOG, reuse_address=True)
+        server = await guard.listen(runner.server, host, port)
     except OSError as exc:
         await runner.cleanup()
         raise MinerError(f"cannot listen for metrics on {host}:{port}: {exc.strerror}") from None

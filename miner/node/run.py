@@ -17,7 +17,7 @@ from miner.chain.lock import ChainLock
 from miner.consensus.params import ChainParams
 from miner.errors import MinerError
 from miner.node.generate import Generator
-from miner.node.guard import LISTEN_BACKLOG, Guard, GuardLimits
+from miner.node.guard import Guard, GuardLimits
 from miner.node.memory import return_large_blocks
 from miner.node.metrics import NodeCollector, serve_metrics
 from miner.node.output import LineWriter, install_logging, loop_exception_handler
@@ -87,8 +87,7 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
                                shutdown_timeout=SHUTDOWN_TIMEOUT, keepalive_timeout=3600)
         await runner.setup()
         try:
-            server = await loop.create_server(guard.protocol_factory(runner.server), host, port,
-                                              backlog=LISTEN_BACKLOG, reuse_address=True)
+            server = await guard.listen(runner.server, host, port)
         except OSError as exc:
             raise MinerError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         bound = server.sockets[0].getsockname()[1]  # the real port when --rpc-port 0

@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 from miner.errors import MinerError
 from miner.mining.template import TemplateError
-from miner.node.guard import LISTEN_BACKLOG, Guard
+from miner.node.guard import Guard
 from miner.node.service import NodeService
 from miner.node.stratum.config import (
     JOBS_KEPT,
@@ -63,8 +63,7 @@ class StratumServer:
             reader = asyncio.StreamReader(limit=MAX_LINE)
             return asyncio.StreamReaderProtocol(reader, self._connected)
         try:
-            self._server = await loop.create_server(self.guard.protocol_factory(factory), host, port,
-                                                    backlog=LISTEN_BACKLOG, reuse_address=True)
+            self._server = await self.guard.listen(factory, host, port)
         except OSError as exc:
             raise MinerError(f"cannot listen for Stratum on {host}:{port}: {exc.strerror}") from None
         self._refresher = loop.create_task(self._refresh())
