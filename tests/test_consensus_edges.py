@@ -45,6 +45,13 @@ def _rule(anchor: dict) -> AsertRule:
                      anchor_height=anchor["anchor height"])
 
 
+@pytest.fixture(autouse=True)
+def _no_remembered_targets():
+    """ASERT's bits are cached by exponent: each test computes its own, whatever ran before."""
+    from miner.consensus.retarget import _asert_bits
+    _asert_bits.cache_clear()
+
+
 @pytest.mark.parametrize("name, anchor, vectors", RUNS, ids=[r[0] for r in RUNS])
 def test_asert_matches_the_conformance_vectors(name, anchor, vectors):
     rule = _rule(anchor)
@@ -97,7 +104,8 @@ OVERFLOW_EDGES = [
     (0x2000FFFF, False),  # size 32: any 23-bit word fits
     (0x207FFFFF, False),
     (0x2100FFFF, False),  # size 33: 16 bits fit ...
-    (0x21010001, True),   # ... 17 do not (the size-33 clause)
+    (0x21010000, True),   # ... 17 do not, the smallest such word included
+    (0x21010001, True),   # (the size-33 clause)
     (0x220000FF, False),  # size 34: 8 bits fit ...
     (0x22000100, True),   # ... 9 do not
     (0x23000001, True),   # size 35: nothing fits
@@ -129,3 +137,43 @@ def test_get_compact_round_trips_and_moves_a_sign_bit_into_the_exponent():
     assert target_to_bits(0xFFFF << 208) == 0x1D00FFFF
     for bits in (0x1D00FFFF, 0x1802AEE8, 0x207FFFFF, 0x01010000):
         assert target_to_bits(bits_to_target(bits)) == bits
+
+
+def test_work_and_difficulty_as_core_reports_them():
+    """Core's getblockheader for mainnet's genesis (bits 1d00ffff): chainwork 0x100010001,
+    difficulty 1; block 100,000 (bits 1b04864c): difficulty 14484.1623612254."""
+    from miner.primitives.compact import difficulty, work
+    assert work(bits_to_target(0x1D00FFFF)) == 0x100010001
+    assert work(0) == 1 << 256 and work((1 << 256) - 1) == 1 and work(1) == 1 << 255
+    assert difficulty(bits_to_target(0x1D00FFFF)) == 1.0
+    assert difficulty(bits_to_target(0x1B04864C)) == pytest.approx(14484.1623612254, rel=1e-12)
+    assert difficulty(1) == pytest.approx(0xFFFF * 2.0**208)  # the hardest target there is
+    with pytest.raises(InvalidInput, match="zero target"):
+        difficulty(0)
+
+
+def test_bits_out_of_range_and_text_that_is_not_bits():
+    from miner.primitives.compact import parse_bits
+    assert decode_compact(0xFFFFFFFF)[2] is True  # the largest 32-bit value decodes (and overflows)
+    for bad in (-1, 1 << 32):
+        with pytest.raises(InvalidInput, match="32-bit unsigned"):
+            decode_compact(bad)
+    assert parse_bits("0x1d00ffff") == parse_bits(" 1D00FFFF ") == 0x1D00FFFF and parse_bits("ff") == 0xFF
+    for bad in ("", "0x", "1d00ffff0", "123456789", "1d00fffg", "xx"):
+        with pytest.raises(InvalidInput, match="up to 8 hex digits"):
+            parse_bits(bad)
+
+
+def test_division_truncates_toward_zero_with_every_sign():
+    """C++'s `/`, which the consensus code divides with (Python's `//` floors)."""
+    from miner.consensus.retarget import _div_trunc
+    cases = {(7, 2): 3, (-7, 2): -3, (7, -2): -3, (-7, -2): 3, (-5, 1): -5, (5, -1): -5, (0, 3): 0, (6, 3): 2}
+    assert {k: _div_trunc(*k) for k in cases} == cases
+
+
+def test_targets_are_clamped_between_one_and_the_pow_limit():
+    from miner.consensus.retarget import _clamped_bits
+    limit = bits_to_target(0x207FFFFF)
+    assert _clamped_bits(0, limit) == target_to_bits(1) == 0x01010000  # never a zero target
+    assert _clamped_bits(1, limit) == 0x01010000
+    assert _clamped_bits(limit, limit) == _clamped_bits(limit + 1, limit) == _clamped_bits(limit * 8, limit) == 0x207FFFFF

@@ -175,7 +175,9 @@ def test_credentials_accept_exactly_the_pairs_they_hold():
     refused = [None, "", "Basic", "Basic ", "Bearer " + base64.b64encode(b"alice:s3cret").decode(),
                "basic " + base64.b64encode(b"alice:s3cret").decode(), "Basic !!!not-base64!!!",
                _basic(b"alice:s3cre"), _basic(b"alice:s3cret!"), _basic(b"bob:s3cret"), _basic(b"ALICE:s3cret"),
-               _basic(b"alice"), _basic(b""), _basic(b"__cookie__:" + b"ab" * 31)]
+               _basic(b"alice"), _basic(b""), _basic(b"__cookie__:" + b"ab" * 31),
+               # a good pair with a character outside base64 in it: refused, not skipped over
+               "Basic " + base64.b64encode(b"alice:s3cret").decode()[:4] + "!" + base64.b64encode(b"alice:s3cret").decode()[4:]]
     assert [h for h in refused if creds.check(h)] == []
     assert not Credentials([]).check(_basic(b":"))  # a node with no pairs lets nobody in
 
@@ -183,7 +185,13 @@ def test_credentials_accept_exactly_the_pairs_they_hold():
 def test_a_cookie_is_removed_only_while_it_is_still_ours(tmp_path):
     from miner.node.rpc.auth import read_cookie, remove_cookie, write_cookie
     cookie = tmp_path / ".cookie"
+    import subprocess
+    import sys
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid whose process has ended
+    (tmp_path / f"..cookie.tmp-{dead.pid}").write_text("left by a node killed while writing its cookie")
     ours = write_cookie(cookie)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".cookie"]  # the leftover went, nothing else stayed
     assert read_cookie(cookie) == ours and ours.startswith("__cookie__:") and len(ours) == 11 + 64
     assert cookie.stat().st_mode & 0o777 == 0o600
     theirs = write_cookie(cookie)  # a second node started on the same folder

@@ -94,6 +94,30 @@ def test_windowed_off_by_one_measures_one_interval_less():
     assert bitcoin.next_bits(2 * window, times, bits) != 0x1C00FFFF
 
 
+def test_windowed_first_boundary_measures_from_genesis():
+    """Without the off-by-one the first window has no earlier block to start from: it is
+    measured from genesis, 9 intervals at block 10, not from block 1 (8 intervals)."""
+    spacing, window = 60, 10
+    times = [i * spacing for i in range(window)]
+    rule = WindowedRule(window, spacing, MAINNET_LIMIT, off_by_one=False)
+    expected = target_to_bits(bits_to_target(0x1C00FFFF) * 9 * spacing // (window * spacing))
+    assert rule.next_bits(window, times, [0x1C00FFFF] * window) == expected
+
+
+def test_capped_asert_counts_a_block_older_than_its_parent_as_solved_at_once():
+    """A solve time below zero (a timestamp before its parent's, which the median-time rule
+    allows) is clamped to 0, not to 1 second, and one above spacing + halflife to that."""
+    from miner.consensus.retarget import CappedAsertRule
+    rule = CappedAsertRule(spacing=10, halflife=40, pow_limit=MAINNET_LIMIT, genesis_parent_time=0)
+    bits = [0x1C00FFFF] * 3
+
+    def after(solvetime: int) -> int:
+        return rule.next_bits(2, [1000, 1000 + solvetime], bits)
+    assert after(-7) == after(0) != after(1)
+    assert after(50) == after(10_000) != after(49)
+    assert after(10) == 0x1C00FFFF  # on schedule: unchanged
+
+
 # ---------------------------------------------------------------- ASERT
 
 def asert(bits=0x1C00FFFF, spacing=600, halflife=172800):
