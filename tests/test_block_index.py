@@ -123,3 +123,34 @@ def test_arrival_order_survives_discard_and_extend():
     assert _h("s1") not in t.nodes and t.next_seq == side.seq == 1
     t.extend(_h("e1"), 102, BITS, seq=7)
     assert t.next_seq == 8 and t.tip.hash == _h("e1") and t.tip.chainwork == 2 * block_work(BITS)
+
+
+def test_work_of_bits_that_mean_no_target_is_zero():
+    """Core's GetBlockProof: a negative, overflowing or zero target proves no work."""
+    from miner.primitives.compact import work
+    assert block_work(0x04923456) == 0  # negative (sign bit set)
+    assert block_work(0xFF123456) == 0  # overflow
+    assert block_work(0x00000000) == 0 and block_work(0x01003456) == 0  # zero targets
+    assert block_work(0x01010000) == work(1) == 1 << 255  # target 1: the most work one block can prove
+    assert block_work(0x1D00FFFF) == 0x100010001 == block_work(0x1D00FFFF)  # again, from the cache
+
+
+def test_active_nodes_lookups_and_loading(tree):
+    a2 = tree.active_node(2)
+    assert (a2.hash, a2.parent, a2.height, a2.status, a2.valid) == (_h("a2"), _h("a1"), 2, "", True)
+    assert tree.active_node(0).parent == GENESIS_PARENT
+    marker = object()
+    assert tree.nodes.get(_h("nope"), marker) is marker and tree.nodes.get(_h("nope")) is None
+    with pytest.raises(KeyError) as info:
+        tree.nodes[_h("nope")]
+    assert info.value.args == (_h("nope"),)
+    loaded = BlockTree()
+    loaded.load_active([_h("g"), _h("a1")], [100, 110], [BITS, HARD], [0, 4])
+    assert loaded.works == [block_work(BITS), block_work(BITS) + block_work(HARD)]
+    assert loaded.next_seq == 5 and loaded.tip.hash == _h("a1")
+
+
+def test_only_a_valid_genesis_starts_an_empty_tree():
+    t = BlockTree()
+    t.add(t.make_node(_h("bad-g"), GENESIS_PARENT, 100, BITS, status="bad-cb-length"))
+    assert t.active == [] and _h("bad-g") in t.nodes.side

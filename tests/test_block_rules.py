@@ -82,11 +82,30 @@ def test_each_transaction_rule_at_its_boundary(what, tx, reason):
     assert check_transaction(tx) == reason
 
 
+# What each refusal says after "block N: " (the reason is Core's; the sentence is for people).
+MESSAGES = {
+    "bad-blk-length": "size limits failed",
+    "bad-cb-missing": "first transaction is not a coinbase",
+    "bad-cb-multiple": "more than one coinbase",
+    "bad-cb-height": "coinbase does not start with the block height (BIP 34)",
+    "bad-witness-nonce-size": "coinbase witness is not one 32-byte reserved value",
+    "bad-witness-merkle-match": "witness commitment does not match the witnesses",
+    "unexpected-witness": "witness data without a witness commitment",
+    "bad-blk-weight": "weight limit failed",
+}
+
+
 def _refusal(txs: list[Transaction], height: int = HEIGHT) -> str | None:
     try:
         check_body(Block(HEADER, tuple(txs)), height)
     except InvalidBlock as exc:
         assert exc.height == height
+        said = str(exc)
+        if exc.reason in MESSAGES:
+            assert said == f"block {height}: {MESSAGES[exc.reason]}", said
+        else:  # a transaction's own rule
+            bad = next(t for t in txs if check_transaction(t) == exc.reason)
+            assert said == f"block {height}: transaction {bad.txid[::-1].hex()} is malformed ({exc.reason})", said
         return exc.reason
     return None
 
@@ -172,3 +191,104 @@ def test_an_invalid_block_is_kept_only_if_it_was_not_cheap_and_not_too_far_ahead
         rule = chain_params.retarget_rule()
         assert worth_keeping(chain_params, rule, 1, header, block.hash, times, bits, now) is mined
         assert worth_keeping(chain_params, rule, 1, header, block.hash, times, bits, now - 1) is False
+
+
+def _filled_block(base_size: int) -> list[Transaction]:
+    """A coinbase and one spend making a block of exactly `base_size` bytes with no witness."""
+    cb = _coinbase(HEIGHT)
+    empty = Block(HEADER, (cb, _sized(1000)))
+    return [cb, _sized(1000 + base_size - empty.base_size)]
+
+
+def test_the_size_and_weight_limits_at_their_edge():
+    """4,000,000 weight units, a block without witnesses weighing four per byte: exactly
+    1,000,000 bytes is a block, one more is not (Core: bad-blk-length before anything else)."""
+    at_limit = _filled_block(LIMIT)
+    block = Block(HEADER, tuple(at_limit))
+    assert block.base_size == LIMIT and block.weight == MAX_BLOCK_WEIGHT
+    assert _refusal(at_limit) is None
+    assert _refusal(_filled_block(LIMIT + 1)) == "bad-blk-length"
+    # two transactions each within the limit, together over it
+    assert _refusal([_coinbase(HEIGHT), _sized(600_000), _sized(600_000)]) == "bad-blk-length"
+
+
+def test_the_commitment_and_its_reserved_value():
+    from miner.primitives.transaction import TxOut
+    from miner.primitives.witness import commitment_script, witness_commitment, witness_root
+    witness = _witness_tx((b"\x01",))
+    reserved = b"\x07" * 32  # any 32 bytes: the commitment is made with them
+    draft = [_coinbase(HEIGHT), witness]
+    value = witness_commitment(witness_root(draft), reserved)
+    committed = _coinbase(HEIGHT, (TxOut(0, commitment_script(value)),), witness=(reserved,))
+    assert _refusal([committed, witness]) is None
+    no_witness = _coinbase(HEIGHT, (TxOut(0, commitment_script(value)),))  # a commitment, no reserved value
+    assert _refusal([no_witness, witness]) == "bad-witness-nonce-size"
+
+
+def test_median_time_past_is_the_middle_of_the_last_eleven():
+    from miner.consensus.checks import median_time_past
+    times = [50, 10, 90, 30, 70, 20, 100, 60, 40, 80, 0, 5, 1000]
+    assert median_time_past(times, 11) == 50  # of 0..100 (times[0:11])
+    assert median_time_past(times, 13) == 60  # times[2:13]
+    assert median_time_past(times, 3) == 50  # fewer than 11 before: the middle of those
+    assert median_time_past(times, 1) == 50
+
+
+# --------------------------------------------------------------------------- the header and the commitments
+
+
+def test_each_header_rule_with_its_reason_and_words():
+    from miner.consensus.checks import check_commitments, check_header
+    chain_params, block, parent, times, bits = _first_block(mined=True)
+    rule = chain_params.retarget_rule()
+    header, block_hash = block.header, block.hash
+
+    def refusal(**change) -> tuple[str, int, str] | None:
+        args = dict(params=chain_params, rule=rule, height=1, header=header, block_hash=block_hash,
+                    parent_hash=parent, times=times, bits=bits, now=header.time)
+        args.update(change)
+        try:
+            check_header(**args)
+        except InvalidBlock as exc:
+            return exc.reason, exc.height, str(exc)
+        return None
+    assert refusal() is None
+    assert refusal(parent_hash=bytes(32)) == ("bad-prevblk", 1, "block 1: previous hash does not link to block 0")
+    unmined = _first_block(mined=False)[1]
+    assert refusal(header=unmined.header, block_hash=unmined.hash)[:2] == ("high-hash", 1)  # checked by default
+    assert refusal(header=unmined.header, block_hash=unmined.hash, check_pow=False) is None
+    from dataclasses import replace
+    wrong_bits = replace(header, bits=header.bits - 1)
+    reason, height, said = refusal(header=wrong_bits, block_hash=wrong_bits.hash(), check_pow=False)
+    assert (reason, height) == ("bad-diffbits", 1) and said.endswith(f"demands 0x{header.bits:08x}")
+    ahead = chain_params.max_future
+    assert refusal(now=header.time - ahead) is None  # exactly as far ahead as allowed
+    reason, height, said = refusal(now=header.time - ahead - 1)
+    assert (reason, height) == ("time-too-new", 1) and f"{ahead + 1} s ahead of this computer's clock" in said
+    old = replace(header, version=3)
+    reason, height, said = refusal(header=old, block_hash=old.hash(), check_pow=False)
+    assert (reason, height) == ("bad-version(0x00000003)", 1) and "version 3 is below 4" in said
+
+    def commitment_refusal(txids):
+        try:
+            check_commitments(4, merkle_root_of(txids), txids)
+        except InvalidBlock as exc:
+            return exc.reason, exc.height, str(exc)
+        return None
+    from miner.primitives.merkle import merkle_root as merkle_root_of_nonempty
+
+    def merkle_root_of(txids):
+        return merkle_root_of_nonempty(txids) if txids else bytes(32)
+    assert commitment_refusal([]) == ("bad-blk-length", 4, "block 4: no transactions")
+    a, b = bytes(range(32)), bytes(range(1, 33))
+    assert commitment_refusal([a, b]) is None
+    assert commitment_refusal([a, b, b]) == ("bad-txns-duplicate", 4, "block 4: a transaction appears twice")
+
+
+def test_a_merkle_root_of_one_is_that_id_and_of_none_is_refused():
+    from miner.primitives.merkle import merkle_root
+    one = bytes(range(32))
+    assert merkle_root([one]) == one  # Bitcoin's genesis: its root is its coinbase's id
+    with pytest.raises(InvalidBlock) as info:
+        merkle_root([])
+    assert str(info.value) == "a block needs at least one transaction"

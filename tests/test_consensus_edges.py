@@ -148,8 +148,13 @@ def test_work_and_difficulty_as_core_reports_them():
     assert difficulty(bits_to_target(0x1D00FFFF)) == 1.0
     assert difficulty(bits_to_target(0x1B04864C)) == pytest.approx(14484.1623612254, rel=1e-12)
     assert difficulty(1) == pytest.approx(0xFFFF * 2.0**208)  # the hardest target there is
-    with pytest.raises(InvalidInput, match="zero target"):
+    with pytest.raises(InvalidInput) as info:
         difficulty(0)
+    assert str(info.value) == "difficulty of a zero target is undefined"
+    for bad in (-1, 1 << 256):
+        with pytest.raises(InvalidInput) as info:
+            target_to_bits(bad)
+        assert str(info.value) == f"target out of range: {bad}"
 
 
 def test_bits_out_of_range_and_text_that_is_not_bits():

@@ -229,3 +229,16 @@ def test_a_file_whose_active_chain_is_not_the_most_work_chain_is_refused(tmp_pat
     conn.close()
     with pytest.raises((ChainError, InvalidBlock), match="has more work"):
         Chain.open(path)
+
+
+def test_a_backend_with_no_measured_rate_searches_its_range_in_one_piece():
+    """Until a rate is measured there is no telling how long a piece takes: the whole range is
+    one piece (a zero rate included); once measured, pieces of about 50 ms, at least 2^16."""
+    from miner.backends.ref import ReferenceBackend
+    backend = ReferenceBackend()
+    backend.measured_rate = 0.0
+    assert backend._piece(1 << 30) == 1 << 30
+    backend.measured_rate = 1e6
+    assert backend._piece(1 << 30) == 1 << 16
+    backend.measured_rate = 1e9
+    assert backend._piece(1 << 30) == 50_000_000

@@ -31,10 +31,8 @@ def merkle_branch(hashes: Sequence[bytes]) -> list[bytes]:
     branch: list[bytes] = []
     level = list(hashes)
     while len(level) > 1:
-        if len(level) % 2:
-            level.append(level[-1])
-        branch.append(level[1])
-        level = _next_level(level)
+        branch.append(level[1])  # there is one on every level above a single hash
+        level = _next_level(level)  # (which pairs an odd level's last hash with itself)
     return branch
 
 
