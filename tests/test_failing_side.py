@@ -138,10 +138,31 @@ class _LyingKernel(Backend):
 def test_the_host_recheck_refuses_a_kernels_false_candidates():
     from miner.backends.ref import reference_hits
     work = KernelWork(bytes(range(76)), 1 << 250)  # about one hit in 64
-    result = _LyingKernel("liar", "test", max_hits=64).search(work, 0, 64)
+    liar = _LyingKernel("liar", "a test device", max_hits=64)
+    assert (liar.name, liar.device, liar.measured_rate) == ("liar", "a test device", 0.0)
+    result = liar.search(work, 0, 64)
     real = reference_hits(work, 0, 64)
     assert result.nonces == real
     assert result.rejected == 64 - len(real) > 0
+
+
+def test_the_recheck_counts_every_piece_and_the_search_ends_at_its_range():
+    """With a rate measured the range is searched in pieces (2^16 nonces here), each proposing
+    64 candidates: the refusals of all pieces add up, and the last, shorter piece stops at the
+    end of the range."""
+    import threading
+
+    from miner.backends.ref import reference_hits
+    work = KernelWork(bytes(range(76)), 1 << 250)
+    liar = _LyingKernel("liar", "test", max_hits=64)
+    liar.measured_rate = 1e6
+    count = 3 * (1 << 16) - 5
+    result = liar.search(work, 0, count, threading.Event())
+    proposed = [n for start in range(0, count, 1 << 16) for n in range(start, start + 64)]
+    hits = set(reference_hits(work, 0, count))
+    real = [n for n in proposed if n in hits]
+    assert result.count == count and result.nonces == real
+    assert result.rejected == len(proposed) - len(real)
 
 
 # --------------------------------------------------------------------------- RPC authentication
@@ -236,6 +257,7 @@ def test_a_backend_with_no_measured_rate_searches_its_range_in_one_piece():
     one piece (a zero rate included); once measured, pieces of about 50 ms, at least 2^16."""
     from miner.backends.ref import ReferenceBackend
     backend = ReferenceBackend()
+    assert backend.measured_rate == 0.0 and backend._piece(1 << 30) == 1 << 30  # as made
     backend.measured_rate = 0.0
     assert backend._piece(1 << 30) == 1 << 30
     backend.measured_rate = 1e6
