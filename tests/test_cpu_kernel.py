@@ -274,7 +274,7 @@ def test_a_build_for_other_features_never_loads_and_both_kernels_are_exact_witho
     if not host:
         pytest.skip("numba reports no CPU features here")
     cache = first_run.numba_cache
-    assert first_run.ended_as_asked, (first_run.returncode, first_run.stderr)
+    assert first_run.ended_as_asked, (first_run.returncode, first_run.malformed, first_run.stderr)
     assert _masked_run("simd", host, tmp_path, numba_cache=cache)["search_cache_hits"] == 1
     masked = cpu_select.without_avx512(host)
     simd = _masked_start("simd", masked, tmp_path, numba_cache=cache)

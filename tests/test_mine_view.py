@@ -240,3 +240,27 @@ def test_at_a_pool_the_view_names_shares_and_shows_the_pools_line():
             "(last: Job not found (stale) (21))") in text
     reporter.view.set_job(replace(job, shares=False))  # the local chain: no pool words
     assert "share" not in _render_text(reporter.view, 120).split("pool")[0]
+
+
+def test_a_json_line_cut_short_by_a_signal_never_swallows_the_summary():
+    """One random-order run read an event and the summary on one line: a stop signal raised
+    inside a write left the event without its newline. The next line must start afresh."""
+    from miner.ui.reporting import JsonReporter
+
+    class Interrupted(io.StringIO):
+        cut = True
+
+        def write(self, s):
+            if self.cut:  # half the line reaches the pipe, then the signal's KeyboardInterrupt
+                self.cut = False
+                super().write(s[: len(s) // 2])
+                raise KeyboardInterrupt
+            return super().write(s)
+
+    out = Interrupted()
+    reporter = JsonReporter(out)
+    with pytest.raises(KeyboardInterrupt):
+        reporter.backend_event({"event": "backend", "status": "joined", "backend": "cpu", "message": "x"})
+    reporter.finish({"event": "summary", "interrupted": True, "blocks": 1})
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and json.loads(lines[-1]) == {"event": "summary", "interrupted": True, "blocks": 1}

@@ -85,10 +85,19 @@ class Reporter:
     def __init__(self, stream: IO[str] | None = None):
         self.stream = stream if stream is not None else sys.stdout
         self._lock = threading.Lock()
+        self._line_open = False  # a write was cut short (Ctrl-C, SIGTERM) before its newline
 
     def _write(self, text: str) -> None:
+        """One line, newline included, in one write. A stop signal raised inside a write (a
+        blocked pipe returns EINTR and Python runs the handler there) can leave a line without
+        its newline: the next line then starts on a line of its own, so the summary a script
+        reads last is never glued to the end of the event before it."""
         with self._lock:
-            print(text, file=self.stream, flush=True)
+            data = ("\n" if self._line_open else "") + text + "\n"
+            self._line_open = True
+            self.stream.write(data)
+            self.stream.flush()
+            self._line_open = False
 
     def start(self, chain_desc: dict[str, Any], backends: list[Backend], blocks: int,
               coordinator: Coordinator) -> None:
