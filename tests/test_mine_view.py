@@ -242,25 +242,25 @@ def test_at_a_pool_the_view_names_shares_and_shows_the_pools_line():
     assert "share" not in _render_text(reporter.view, 120).split("pool")[0]
 
 
-def test_a_json_line_cut_short_by_a_signal_never_swallows_the_summary():
-    """One random-order run read an event and the summary on one line: a stop signal raised
-    inside a write left the event without its newline. The next line must start afresh."""
+def test_a_stop_signal_during_a_line_waits_for_the_line():
+    """Random-order runs read an event and the summary on one line, or an empty line: a stop
+    signal handled inside a write cut the line short. The signal now waits until the line is
+    out, then ends the run as before."""
     from miner.ui.reporting import JsonReporter
 
-    class Interrupted(io.StringIO):
-        cut = True
-
+    class Signalled(io.StringIO):
         def write(self, s):
-            if self.cut:  # half the line reaches the pipe, then the signal's KeyboardInterrupt
-                self.cut = False
-                super().write(s[: len(s) // 2])
-                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives while the line is being written
             return super().write(s)
 
-    out = Interrupted()
-    reporter = JsonReporter(out)
-    with pytest.raises(KeyboardInterrupt):
-        reporter.backend_event({"event": "backend", "status": "joined", "backend": "cpu", "message": "x"})
-    reporter.finish({"event": "summary", "interrupted": True, "blocks": 1})
-    lines = out.getvalue().splitlines()
-    assert len(lines) == 2 and json.loads(lines[-1]) == {"event": "summary", "interrupted": True, "blocks": 1}
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    out = Signalled()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            JsonReporter(out).backend_event({"event": "backend", "status": "joined", "backend": "cpu",
+                                             "message": "x"})
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert out.getvalue().endswith("\n") and json.loads(out.getvalue())["status"] == "joined"

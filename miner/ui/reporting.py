@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import threading
 import time
@@ -79,25 +80,38 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+# The signals that end a run (cli/interrupts.py installs their handler).
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def _hold_stop_signals() -> set[signal.Signals] | None:
+    """Block SIGINT, SIGTERM and SIGHUP in this thread; the previous mask (None where the
+    platform has no signal masks)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+
+
 class Reporter:
     """Says nothing: the base for the others, and `--quiet` until the summary."""
 
     def __init__(self, stream: IO[str] | None = None):
         self.stream = stream if stream is not None else sys.stdout
         self._lock = threading.Lock()
-        self._line_open = False  # a write was cut short (Ctrl-C, SIGTERM) before its newline
 
     def _write(self, text: str) -> None:
-        """One line, newline included, in one write. A stop signal raised inside a write (a
-        blocked pipe returns EINTR and Python runs the handler there) can leave a line without
-        its newline: the next line then starts on a line of its own, so the summary a script
-        reads last is never glued to the end of the event before it."""
+        """One line, newline included, written with the stop signals held back: a Ctrl-C or
+        SIGTERM landing inside a write (a pipe that blocks returns EINTR, and Python runs the
+        handler right there) cut a line short, and a script read the event and the summary on
+        one line. Held back, the signal is handled as soon as the line is out."""
         with self._lock:
-            data = ("\n" if self._line_open else "") + text + "\n"
-            self._line_open = True
-            self.stream.write(data)
-            self.stream.flush()
-            self._line_open = False
+            held = _hold_stop_signals()
+            try:
+                self.stream.write(text + "\n")
+                self.stream.flush()
+            finally:
+                if held is not None:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     def start(self, chain_desc: dict[str, Any], backends: list[Backend], blocks: int,
               coordinator: Coordinator) -> None:
