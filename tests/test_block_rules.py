@@ -7,6 +7,8 @@ so a mutation tool (README, "Tests") can see which tests reach it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from test_failing_side import CASES, _coinbase, _committed, _witness_tx
 
@@ -32,8 +34,7 @@ def _tx(inputs: list[tuple[bytes, int, bytes]], values: list[int], script: bytes
     tx = Transaction(2, tuple(TxIn(h, i, s, 0xFFFFFFFF) for h, i, s in inputs),
                      tuple(TxOut(v, script) for v in values), (), 0, b"")
     # with raw filled in, as parsed (no input reads as the segwit marker: such a one stays unparsed)
-    return Transaction.parse(tx.serialize()) if inputs else Transaction(*[getattr(tx, f) for f in (
-        "version", "inputs", "outputs", "witnesses", "locktime")], tx.serialize())
+    return Transaction.parse(tx.serialize()) if inputs else replace(tx, raw=tx.serialize())
 
 
 SPEND = (b"\x11" * 32, 0, b"")
@@ -238,7 +239,7 @@ def test_median_time_past_is_the_middle_of_the_last_eleven():
 
 
 def test_each_header_rule_with_its_reason_and_words():
-    from miner.consensus.checks import check_commitments, check_header
+    from miner.consensus.checks import check_header
     chain_params, block, parent, times, bits = _first_block(mined=True)
     rule = chain_params.retarget_rule()
     header, block_hash = block.header, block.hash
@@ -257,7 +258,6 @@ def test_each_header_rule_with_its_reason_and_words():
     unmined = _first_block(mined=False)[1]
     assert refusal(header=unmined.header, block_hash=unmined.hash)[:2] == ("high-hash", 1)  # checked by default
     assert refusal(header=unmined.header, block_hash=unmined.hash, check_pow=False) is None
-    from dataclasses import replace
     wrong_bits = replace(header, bits=header.bits - 1)
     reason, height, said = refusal(header=wrong_bits, block_hash=wrong_bits.hash(), check_pow=False)
     assert (reason, height) == ("bad-diffbits", 1) and said.endswith(f"demands 0x{header.bits:08x}")
@@ -269,16 +269,17 @@ def test_each_header_rule_with_its_reason_and_words():
     reason, height, said = refusal(header=old, block_hash=old.hash(), check_pow=False)
     assert (reason, height) == ("bad-version(0x00000003)", 1) and "version 3 is below 4" in said
 
+
+def test_the_commitment_rules_with_their_reasons_and_words():
+    from miner.consensus.checks import check_commitments
+    from miner.primitives.merkle import merkle_root
+
     def commitment_refusal(txids):
         try:
-            check_commitments(4, merkle_root_of(txids), txids)
+            check_commitments(4, merkle_root(txids) if txids else bytes(32), txids)
         except InvalidBlock as exc:
             return exc.reason, exc.height, str(exc)
         return None
-    from miner.primitives.merkle import merkle_root as merkle_root_of_nonempty
-
-    def merkle_root_of(txids):
-        return merkle_root_of_nonempty(txids) if txids else bytes(32)
     assert commitment_refusal([]) == ("bad-blk-length", 4, "block 4: no transactions")
     a, b = bytes(range(32)), bytes(range(1, 33))
     assert commitment_refusal([a, b]) is None
