@@ -1,7 +1,7 @@
 """The package's layers, read from the source: every module's imports (ast), checked against the
 order in the README's design section, and no import cycle anywhere.
 
-    errors < primitives < kernels < consensus < chain < backends < mining < node, ui < bench < cli
+    errors, stopping < primitives < kernels < consensus < chain < backends < mining < node, ui < bench < cli
 
 A module may import its own package and any lower layer, never a higher one nor a sibling of the
 same rank; `kernels` (the compute kernels, installed as miner.kernels) may import only
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {"miner": ROOT / "miner", "miner.kernels": ROOT / "kernels", "miner.bench": ROOT / "bench"}
 GENERATED = {"miner.kernels.cpu_sha256d"}  # written by kernels/gen_cpu_kernel.py
 RANK = {
-    "miner": 0, "miner.errors": 0,
+    "miner": 0, "miner.errors": 0, "miner.stopping": 0,
     "miner.primitives": 1,
     "miner.kernels": 2,
     "miner.consensus": 3,

@@ -15,15 +15,15 @@ import signal
 import threading
 from collections.abc import Callable
 
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
-                     if hasattr(signal, name))
+from miner.stopping import STOP_SIGNALS, interrupt_after_line
 
 Handler = Callable | int | None
 
 
 class InterruptOnce:
     """A signal handler that raises KeyboardInterrupt the first time it is called, and then
-    never again."""
+    never again. Called while the main thread writes a line, it lets the line finish first
+    (`miner.stopping`)."""
 
     def __init__(self) -> None:
         self.seen = False
@@ -32,6 +32,8 @@ class InterruptOnce:
         if self.seen:
             return
         self.seen = True
+        if interrupt_after_line():
+            return
         raise KeyboardInterrupt
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
 import threading
 import time
@@ -22,6 +21,7 @@ from miner.backends.base import Backend
 from miner.mining.coordinator import Coordinator, CoordinatorEvent
 from miner.mining.loop import BlockFound, ShareFound
 from miner.mining.work import Job
+from miner.stopping import whole_line
 from miner.ui.live import MiningView
 from miner.ui.units import format_rate
 
@@ -80,18 +80,6 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-# The signals that end a run (cli/interrupts.py installs their handler).
-_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
-
-
-def _hold_stop_signals() -> set[signal.Signals] | None:
-    """Block SIGINT, SIGTERM and SIGHUP in this thread; the previous mask (None where the
-    platform has no signal masks)."""
-    if not hasattr(signal, "pthread_sigmask"):
-        return None
-    return signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-
-
 class Reporter:
     """Says nothing: the base for the others, and `--quiet` until the summary."""
 
@@ -100,18 +88,12 @@ class Reporter:
         self._lock = threading.Lock()
 
     def _write(self, text: str) -> None:
-        """One line, newline included, written with the stop signals held back: a Ctrl-C or
-        SIGTERM landing inside a write (a pipe that blocks returns EINTR, and Python runs the
-        handler right there) cut a line short, and a script read the event and the summary on
-        one line. Held back, the signal is handled as soon as the line is out."""
-        with self._lock:
-            held = _hold_stop_signals()
-            try:
-                self.stream.write(text + "\n")
-                self.stream.flush()
-            finally:
-                if held is not None:
-                    signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        """One line, newline included, never cut short by a stop signal (`stopping`): a Ctrl-C
+        or SIGTERM handled inside a write cut a line short, and a script read the event and the
+        summary on one line. The stop now ends the run as soon as the line is out."""
+        with whole_line(), self._lock:
+            self.stream.write(text + "\n")
+            self.stream.flush()
 
     def start(self, chain_desc: dict[str, Any], backends: list[Backend], blocks: int,
               coordinator: Coordinator) -> None:
