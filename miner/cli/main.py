@@ -166,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the highest share difficulty vardiff sets (default 1e12; the network's caps it too)")
     n.add_argument("--stratum-payout", default=None,
                    help="address the Stratum blocks' coinbase pays (default OP_TRUE, anyone can spend)")
+    n.add_argument("--listen", default=None, metavar="[HOST:]PORT",
+                   help="accept peers over Bitcoin's peer-to-peer protocol here (HOST default 127.0.0.1; "
+                        "PORT 0 picks a free one)")
+    n.add_argument("--connect", action="append", default=[], metavar="HOST:PORT",
+                   help="keep a peer connection to this node (repeatable; reconnects with back-off)")
     _metrics_options(n)
     n.add_argument("--backend", default="auto", help="backends generatetoaddress mines with (default auto)")
     n.add_argument("--threads", type=_positive_int(1024), default=None, help="CPU backend threads")

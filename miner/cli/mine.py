@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from miner.chain.lock import ChainLock
@@ -26,7 +25,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from miner.chain.chain import Chain
     from miner.chain.files import check_chain_path, check_creatable
     from miner.cli.options import metrics_options
-    from miner.consensus.params import preset
+    from miner.consensus.params import preset, with_genesis_time
     from miner.mining.loop import mine
     from miner.mining.sources.local import LocalChainSource
     from miner.ui.reporting import make_reporter
@@ -70,7 +69,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
         # Mining starts at once (kernels compile in the background, `mining/startup.py`), so a
         # new chain's genesis time "now" is when hashing begins.
         if chain is None:
-            chain = Chain.open_or_create(path, replace(params, genesis_time=int(time.time())))
+            chain = Chain.open_or_create(path, with_genesis_time(params, int(time.time())))
     except BaseException:
         if chain is not None:
             chain.close()

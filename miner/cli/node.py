@@ -16,6 +16,7 @@ from miner.cli.options import metrics_options
 from miner.consensus.params import preset
 from miner.errors import InvalidInput, UsageError
 from miner.node.guard import GuardLimits
+from miner.node.p2p.manager import PeerOptions, parse_target
 from miner.node.rpc.auth import COOKIE_NAME
 from miner.node.rpc.server import is_loopback
 from miner.node.run import serve
@@ -60,6 +61,23 @@ def stratum_options(args: argparse.Namespace) -> tuple[str, int, StratumConfig] 
                                                                difficulty=args.stratum_difficulty)
 
 
+def peer_options(args: argparse.Namespace) -> PeerOptions | None:
+    if args.listen is None and not args.connect:
+        return None
+    listen = None
+    try:
+        if args.listen is not None:
+            text = args.listen if ":" in args.listen else f"127.0.0.1:{args.listen}"
+            host, _, port = text.rpartition(":")
+            if not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+                raise InvalidInput(f"--listen {args.listen!r} is not [HOST:]PORT with PORT 0 to 65535")
+            listen = (host.strip("[]"), int(port))
+        connect = tuple(parse_target(t) for t in args.connect)
+    except InvalidInput as exc:
+        raise UsageError(f"{exc}") from None
+    return PeerOptions(listen, connect)
+
+
 def cmd_node(args: argparse.Namespace) -> int:
     host = args.rpc_bind
     if (args.rpc_user is None) != (args.rpc_password is None):
@@ -73,6 +91,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         raise UsageError(f"--rpc-port must be 0 to 65535, got {args.rpc_port}")
     chain_path = Path(args.chain)
     check_chain_path(chain_path, must_exist=False)
+    peers = peer_options(args)
     params = preset(args.preset, int(time.time()))
     cookie = None
     if args.rpc_user is None:
@@ -83,7 +102,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve(chain_path, params, host, args.rpc_port, args.rpc_user, args.rpc_password,
                           cookie, (args.backend, args.threads, args.cpu_kernel), args.json,
-                          guard_limits(args), stratum_options(args), metrics_options(args)))
+                          guard_limits(args), stratum_options(args), metrics_options(args), peers))
     except KeyboardInterrupt:
         pass
     try:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from miner.consensus.pow import SHA256D, PowAlgorithm
 from miner.consensus.retarget import (
     AsertRule,
     CappedAsertRule,
+    FixedRule,
     RetargetRule,
     WindowedRule,
 )
@@ -24,7 +25,11 @@ from miner.primitives.header import BlockHeader
 from miner.primitives.merkle import merkle_root
 from miner.primitives.transaction import txid
 
-RULES = ("asert", "asert-capped", "windowed")
+RULES = ("asert", "asert-capped", "windowed", "fixed")
+
+# Fields added after chain files were first written: left out of the stored JSON (and so of the
+# digest that genesis commits to) while they hold their defaults, so every earlier file matches.
+_LATER_FIELDS: dict[str, object] = {"genesis_coinbase": "", "genesis_nonce": 0, "magic": ""}
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,12 @@ class ChainParams:
     halflife: int = 172_800  # asert rule: seconds ahead of schedule that double the difficulty
     max_future: int = 2 * 60 * 60  # how far ahead of the clock a block time may be
     message: str = ""
+    # A chain that must equal another program's (Bitcoin Core's regtest): its genesis coinbase
+    # as hex and its genesis nonce, used as they are instead of a genesis committing to these
+    # parameters, and its peer-to-peer magic as hex (empty: derived from genesis, `magic_bytes`).
+    genesis_coinbase: str = ""
+    genesis_nonce: int = 0
+    magic: str = ""
 
     def __post_init__(self) -> None:
         # Stored parameters come back from a file a user can edit: every field must have its
@@ -55,6 +66,18 @@ class ChainParams:
             raise InvalidInput("spacing and halflife must be positive and window at least 2")
         limit = bits_to_target(self.pow_limit_bits)
         bits_to_target(self.genesis_bits, limit)
+        try:
+            bytes.fromhex(self.genesis_coinbase)
+            magic = bytes.fromhex(self.magic)
+        except ValueError:
+            raise InvalidInput("genesis_coinbase and magic must be hex") from None
+        if len(magic) not in (0, 4) or not 0 <= self.genesis_nonce < 1 << 32:
+            raise InvalidInput("magic must be 4 bytes and genesis_nonce a 32-bit number")
+
+    @property
+    def fixed_genesis(self) -> bool:
+        """Genesis is another program's, given whole (it commits to nothing of ours)."""
+        return bool(self.genesis_coinbase)
 
     @property
     def pow_limit(self) -> int:
@@ -69,6 +92,8 @@ class ChainParams:
     def retarget_rule(self) -> RetargetRule:
         if self.rule == "windowed":
             return WindowedRule(self.window, self.spacing, self.pow_limit, self.off_by_one)
+        if self.rule == "fixed":
+            return FixedRule(self.genesis_bits)
         if self.rule == "asert-capped":
             return CappedAsertRule(self.spacing, self.halflife, self.pow_limit,
                                    self.genesis_time - self.spacing)
@@ -81,7 +106,10 @@ class ChainParams:
 
     def genesis_txs(self, committed: bool = True) -> list[bytes]:
         """The genesis coinbase. `committed` (chain format 2 on): its script ends with the
-        parameters' digest, so editing any stored parameter no longer matches genesis."""
+        parameters' digest, so editing any stored parameter no longer matches genesis. A fixed
+        genesis (`genesis_coinbase`) is used as given."""
+        if self.fixed_genesis:
+            return [bytes.fromhex(self.genesis_coinbase)]
         text = (self.message or f"{self.name} genesis").encode()
         if committed:
             text += b" params:" + self.digest()
@@ -90,10 +118,19 @@ class ChainParams:
     def genesis_header(self, committed: bool = True) -> BlockHeader:
         """Genesis is fixed by the parameters (like Bitcoin's, valid by definition, nonce 0)."""
         root = merkle_root([txid(t) for t in self.genesis_txs(committed)])
-        return BlockHeader(1, b"\x00" * 32, root, self.genesis_time, self.genesis_bits, 0)
+        return BlockHeader(1, b"\x00" * 32, root, self.genesis_time, self.genesis_bits, self.genesis_nonce)
+
+    def magic_bytes(self, genesis_hash: bytes) -> bytes:
+        """The 4 bytes that open every peer-to-peer message of this chain: the preset's own
+        (Core's regtest), else derived from genesis, so nodes of different chains never mix."""
+        if self.magic:
+            return bytes.fromhex(self.magic)
+        return hashlib.sha256(b"pow-miner network " + genesis_hash).digest()[:4]
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        data = {k: v for k, v in asdict(self).items()
+                if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> ChainParams:
@@ -112,6 +149,15 @@ class ChainParams:
 LOCAL_START_BITS = target_to_bits(1 << 230)
 # Regtest's limit: the easiest target Bitcoin Core accepts anywhere.
 REGTEST_BITS = 0x207FFFFF
+# Bitcoin's genesis coinbase ("The Times 03/Jan/2009 Chancellor on brink of second bailout for
+# banks", 50 BTC to Satoshi's key), shared by mainnet, testnet and regtest; the tests check its
+# txid against the published merkle root 4a5e1e4b...a33b.
+BITCOIN_GENESIS_COINBASE = (
+    "01000000010000000000000000000000000000000000000000000000000000000000000000ffffffff4d04ffff001d"
+    "0104455468652054696d65732030332f4a616e2f32303039204368616e63656c6c6f72206f6e206272696e6b206f66"
+    "207365636f6e64206261696c6f757420666f722062616e6b73ffffffff0100f2052a01000000434104678afdb0fe55"
+    "48271967f1a67130b7105cd6a828e03909a67962e0ea1f61deb649f6bc3f4cef38c4f35504e51ec112de5c384df7ba"
+    "0b8d578a4c702b6bf11d5fac00000000")
 
 
 _PRESETS: dict[str, dict] = {
@@ -121,6 +167,13 @@ _PRESETS: dict[str, dict] = {
                        "genesis_bits": LOCAL_START_BITS, "pow_limit_bits": REGTEST_BITS},
     "regtest": {"spacing": 1, "rule": "asert", "halflife": 3600,
                 "genesis_bits": REGTEST_BITS, "pow_limit_bits": REGTEST_BITS},
+    # Bitcoin Core's regtest (src/kernel/chainparams.cpp, CRegTestParams): its genesis block
+    # (Bitcoin's genesis coinbase, time 1296688602, nonce 2, bits 0x207fffff, hash 0f9188f1...2206),
+    # no retargeting, its magic; halvings every 150 blocks as for every non-mainnet chain here. A
+    # `miner node` on it and a `bitcoind -regtest` are peers on one chain.
+    "regtest-core": {"spacing": 600, "rule": "fixed", "genesis_bits": REGTEST_BITS,
+                     "pow_limit_bits": REGTEST_BITS, "genesis_time": 1_296_688_602, "genesis_nonce": 2,
+                     "genesis_coinbase": BITCOIN_GENESIS_COINBASE, "magic": "fabfb5da"},
     "mainnet": {"spacing": 600, "rule": "windowed", "window": 2016, "off_by_one": True,
                 "genesis_bits": 0x1D00FFFF, "pow_limit_bits": 0x1D00FFFF},
 }
@@ -128,7 +181,12 @@ PRESETS = tuple(_PRESETS)
 
 
 def preset(name: str, genesis_time: int) -> ChainParams:
-    """The named preset with the given genesis time."""
+    """The named preset with the given genesis time (a preset with a fixed genesis keeps its own)."""
     if name not in _PRESETS:
         raise InvalidInput(f"unknown chain preset {name!r} (choose from {', '.join(PRESETS)})")
-    return ChainParams(name=name, genesis_time=genesis_time, **_PRESETS[name])
+    return ChainParams(name=name, **{"genesis_time": genesis_time, **_PRESETS[name]})
+
+
+def with_genesis_time(params: ChainParams, genesis_time: int) -> ChainParams:
+    """`params` for a new chain created now; a fixed genesis keeps its own time."""
+    return params if params.fixed_genesis else replace(params, genesis_time=genesis_time)

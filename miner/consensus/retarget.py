@@ -24,6 +24,18 @@ class RetargetRule(Protocol):
 
 
 @dataclass(frozen=True)
+class FixedRule:
+    """No retargeting: every block carries the parent's bits (Bitcoin Core's regtest,
+    `fPowNoRetargeting`, where every block is at the proof-of-work limit)."""
+
+    bits: int
+    name: str = "fixed"
+
+    def next_bits(self, height: int, times: Sequence[int], bits: Sequence[int]) -> int:
+        return bits[height - 1]
+
+
+@dataclass(frozen=True)
 class WindowedRule:
     """Bitcoin's rule: every `window` blocks, scale the target by actual/expected window time.
 

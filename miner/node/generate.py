@@ -11,7 +11,7 @@ import asyncio
 
 from miner.backends.base import Backend
 from miner.backends.registry import make_backends
-from miner.mining.coordinator import Coordinator
+from miner.mining.coordinator import MAX_UNIT, MIN_UNIT, Coordinator
 from miner.mining.template import job_from_template
 from miner.mining.work import Job, Solution, own_extranonce_start
 from miner.node.service import NodeService
@@ -34,7 +34,12 @@ class Generator:
 
     def _solve(self, job: Job, max_tries: int) -> tuple[Solution | None, int]:
         assert self._backends is not None
-        coordinator = Coordinator(self._backends, unit_seconds=0.1).start()
+        # Units no larger than a few times the hashes a block needs: on an easy chain (regtest's
+        # bits, two hashes a block) a full-rate unit would spend `maxtries` on a handful of
+        # blocks, where Core's `generatetoaddress 101` mines all 101 within its default.
+        expected = (1 << 256) // (job.target + 1)
+        unit_cap = max(MIN_UNIT, min(MAX_UNIT, 16 * expected))
+        coordinator = Coordinator(self._backends, unit_seconds=0.1, max_unit=unit_cap).start()
         try:
             coordinator.set_job(job, own_extranonce_start(job))
             while True:

@@ -21,6 +21,8 @@ from miner.node.guard import Guard, GuardLimits
 from miner.node.memory import return_large_blocks
 from miner.node.metrics import NodeCollector, serve_metrics
 from miner.node.output import LineWriter, install_logging, loop_exception_handler
+from miner.node.p2p.bans import BanList
+from miner.node.p2p.manager import PeerManager, PeerOptions
 from miner.node.rpc.auth import Credentials, remove_cookie, write_cookie
 from miner.node.rpc.methods import Context
 from miner.node.rpc.server import make_app
@@ -49,7 +51,7 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
                 user: str | None, password: str | None, cookie_file: Path | None,
                 generator_args: tuple[str, int | None, str], json_mode: bool,
                 limits: GuardLimits | None = None, stratum: tuple[str, int, StratumConfig] | None = None,
-                metrics: tuple[str, int] | None = None) -> None:
+                metrics: tuple[str, int] | None = None, peers: PeerOptions | None = None) -> None:
     return_large_blocks()
     events = _Events(json_mode)
     logs = LineWriter(sys.stderr.fileno())
@@ -62,6 +64,7 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
     runner: web.AppRunner | None = None
     server: asyncio.base_events.Server | None = None
     pool: StratumServer | None = None
+    network: PeerManager | None = None
     metrics_runner: web.AppRunner | None = None
     metrics_server: asyncio.base_events.Server | None = None
     cookie_pair: str | None = None
@@ -96,6 +99,18 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
             pool = StratumServer(service, guard, stratum[2])
             stratum_port = await pool.start(stratum[0], stratum[1])
             ctx.stratum = pool
+        p2p_port = None
+        if peers is not None:
+            assert service.chain is not None
+            bans = BanList(chain_path.with_name(chain_path.name + ".banlist.json"))
+            network = PeerManager(service, guard, service.chain.params, bans, events.say)
+            try:
+                await network.start(peers.listen, list(peers.connect))
+            except OSError as exc:
+                raise MinerError(f"cannot listen for peers on {peers.listen[0]}:{peers.listen[1]}: "
+                                 f"{exc.strerror}") from None
+            p2p_port = network.port
+            ctx.p2p = network
         metrics_port = None
         if metrics is not None:
             registry = CollectorRegistry()
@@ -109,17 +124,20 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
         events.say({"event": "listening", "url": url, "port": bound, "chain": str(chain_path),
                     "height": service.tip.height, "cookie": str(cookie_file) if cookie_pair else None,
                     "max_connections": guard.limits.max_connections, "stratum_port": stratum_port,
-                    "metrics_port": metrics_port},
+                    "metrics_port": metrics_port, "p2p_port": p2p_port},
                    f"miner node: {chain_path} (tip {service.tip.height}) at {url}, "
                    + (f"cookie {cookie_file}" if cookie_pair else "user and password auth")
                    + (f", Stratum at stratum+tcp://{stratum[0]}:{stratum_port}" if stratum is not None else "")
                    + (f", metrics at http://{metrics[0]}:{metrics_port}/metrics" if metrics is not None else "")
+                   + (f", peers at {peers.listen[0]}:{p2p_port}" if peers is not None and peers.listen else "")
                    + f", up to {guard.limits.max_connections} connections")
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
         await stopping.wait()
     finally:
         service.closing = True
+        if network is not None:
+            await network.close()
         if pool is not None:
             await pool.close()  # miners are told to reconnect
         if metrics_server is not None:

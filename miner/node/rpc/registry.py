@@ -49,6 +49,7 @@ class Context:
         self.generate = generate
         self.stop = stop or (lambda: None)
         self.stratum: Any = None  # the Stratum server (its `report()`), when the node serves one
+        self.p2p: Any = None  # the peer-to-peer face (`node.p2p.manager.PeerManager`), when on
         # Calls in progress (getrpcinfo): a call leaves when it returns, fails or is cancelled
         # (its client went away), so an abandoned long poll does not stay behind.
         self.active: dict[object, tuple[str, float]] = {}

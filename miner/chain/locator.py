@@ -1,0 +1,67 @@
+"""Block locators and headers for a peer: where two chains part, and what follows on ours.
+
+A locator lists active-chain hashes from the tip back to genesis, every block for the first
+ten and then doubling the step (Core's `CChain::GetLocator`), so a peer finds the last block
+both chains share in a few dozen hashes whatever the length of a fork. Read on the chain
+thread: these read the chain file.
+"""
+
+from __future__ import annotations
+
+from miner.chain.chain import Chain
+from miner.primitives.header import BlockHeader
+
+LOCATOR_DENSE = 10
+
+
+def locator_heights(height: int) -> list[int]:
+    """Heights of a locator from `height` down: one by one for ten, then doubling, genesis last."""
+    out, step, h = [], 1, height
+    while h > 0:
+        out.append(h)
+        if len(out) >= LOCATOR_DENSE:
+            step *= 2
+        h -= step
+    out.append(0)
+    return out
+
+
+def locator(chain: Chain) -> list[bytes]:
+    return [chain.tree.active[h] for h in locator_heights(chain.height)]
+
+
+def fork_height(chain: Chain, hashes: list[bytes] | tuple[bytes, ...]) -> int:
+    """The height of the first locator hash on our active chain (genesis when none is: a peer
+    on the same network shares at least genesis)."""
+    for h in hashes:
+        node = chain.tree.nodes.get(h)
+        if node is not None and chain.tree.is_active(node):
+            return node.height
+    return 0
+
+
+def active_headers(chain: Chain, first: int, count: int) -> list[BlockHeader]:
+    """Up to `count` headers of the active chain from height `first` on, in one query."""
+    last = min(chain.height, first + count - 1)
+    if last < first:
+        return []
+    rows = chain.conn.execute(
+        "SELECT b.header FROM active a JOIN blocks b ON b.hash = a.hash "
+        "WHERE a.height BETWEEN ? AND ? ORDER BY a.height", (first, last)).fetchall()
+    return [BlockHeader.deserialize(r[0]) for r in rows]
+
+
+def headers_after(chain: Chain, hashes: tuple[bytes, ...], stop: bytes, limit: int) -> list[BlockHeader]:
+    """What a getheaders asks for: active headers after the fork point, up to `limit`, ending at
+    `stop` when it is among them."""
+    headers = active_headers(chain, fork_height(chain, hashes) + 1, limit)
+    if stop != bytes(32):
+        for i, h in enumerate(headers):
+            if h.hash() == stop:
+                return headers[:i + 1]
+    return headers
+
+
+def header_of(chain: Chain, block_hash: bytes) -> BlockHeader | None:
+    row = chain.conn.execute("SELECT header FROM blocks WHERE hash=?", (block_hash,)).fetchone()
+    return BlockHeader.deserialize(row[0]) if row else None
