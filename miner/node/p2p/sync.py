@@ -58,6 +58,32 @@ class BlockSync:
         self._plan_best: bytes | None = None
         self._plan_pos = 0
 
+    async def headers_only_tips(self) -> list[dict]:
+        """getchaintips' rows for held headers no held header builds on (Core's `headers-only`):
+        height, hash and the length of the branch from the active chain."""
+        rows = []
+        for tip in self.headers.tips():
+            path = self.headers.path_to(tip)
+            rows.append((tip, path[0].parent, len(path)))
+        if not rows:
+            return []
+
+        def forks(chain: Chain) -> dict[bytes, int]:
+            out = {}
+            for _, parent, _ in rows:
+                node = chain.tree.nodes.get(parent)
+                if node is not None:
+                    out[parent] = len(chain.tree.branch(node))
+            return out
+        stored_branch = await self.service.on_chain(forks)
+        return [{"height": tip.height, "hash": display_hex(tip.hash),
+                 "branchlen": held + stored_branch.get(parent, 0), "status": "headers-only"}
+                for tip, parent, held in rows]
+
+    def best_header_height(self) -> int:
+        best = self.headers.best()
+        return best.height if best is not None else -1
+
     def release(self, peer: Peer) -> None:
         """A peer left: its blocks in flight are free for others."""
         for h in peer.in_flight:

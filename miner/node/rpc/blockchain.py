@@ -125,8 +125,12 @@ async def getdifficulty(ctx: Context) -> float:
 @rpc("getchaintips")
 async def getchaintips(ctx: Context) -> list:
     tips = await ctx.service.on_chain(Chain.tips)
-    return [{"height": t.height, "hash": display_hex(t.hash), "branchlen": t.branch_length,
+    rows = [{"height": t.height, "hash": display_hex(t.hash), "branchlen": t.branch_length,
              "status": t.status} for t in tips]
+    if ctx.p2p is not None:  # branches known from peers by their headers, bodies not (yet) here
+        rows[1:] = sorted(rows[1:] + await ctx.p2p.sync.headers_only_tips(),
+                          key=lambda r: (-r["height"], r["hash"]))
+    return rows
 
 
 @rpc("getblockchaininfo")
@@ -137,7 +141,8 @@ async def getblockchaininfo(ctx: Context) -> dict:
             return chain.path.stat().st_size
         except OSError:
             return 0
-    return {"chain": tip.chain_name, "blocks": tip.height, "headers": tip.height,
+    headers = max(tip.height, ctx.p2p.sync.best_header_height() if ctx.p2p is not None else -1)
+    return {"chain": tip.chain_name, "blocks": tip.height, "headers": headers,
             "bestblockhash": display_hex(tip.hash), "bits": f"{tip.bits:08x}",
             "target": f"{bits_to_target(tip.bits):064x}",
             "difficulty": tip_difficulty(tip), "time": tip.time,
