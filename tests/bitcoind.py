@@ -29,17 +29,21 @@ def _free_port() -> int:
 
 
 class Bitcoind:
-    def __init__(self, binary: str, datadir: Path):
+    def __init__(self, binary: str, datadir: Path, listen: bool = False):
+        """`listen`: accept peers on 127.0.0.1 (`p2p_port`); it still makes no connection of its
+        own (-connect=0) but those asked for with `addnode`."""
         datadir.mkdir(parents=True, exist_ok=True)
         self.datadir = datadir
         self.rpc_port = _free_port()
+        self.p2p_port = _free_port()
+        network = ([f"-bind=127.0.0.1:{self.p2p_port}", "-listen=1", "-discover=0", "-listenonion=0",
+                    "-fixedseeds=0"] if listen else ["-listen=0", f"-port={self.p2p_port}"])
         self.cookie = datadir / "regtest" / ".cookie"
         self.url = f"http://127.0.0.1:{self.rpc_port}"
         self.proc = subprocess.Popen(
-            [binary, "-regtest", f"-datadir={datadir}", "-server", "-listen=0", "-connect=0",
+            [binary, "-regtest", f"-datadir={datadir}", "-server", *network, "-connect=0",
              "-dnsseed=0", "-disablewallet", f"-rpcport={self.rpc_port}", "-rpcbind=127.0.0.1",
-             "-rpcallowip=127.0.0.1", f"-port={_free_port()}", "-printtoconsole=0",
-             "-fallbackfee=0.0001"],
+             "-rpcallowip=127.0.0.1", "-printtoconsole=0", "-fallbackfee=0.0001"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.rpc: RpcClient | None = None
 

@@ -298,3 +298,18 @@ def test_fuzzed_messages_never_hurt_the_node(tmp_path):
         assert a.call("getblockcount") == 2
     after = stored_blocks(tmp_path / "a" / "chain.sqlite")
     assert after[:len(start)] == start  # nothing lost; fuzzed valid blocks may only add side blocks
+
+
+def test_a_v2_transport_opening_is_a_goodbye_not_a_ban(tmp_path):
+    """Core 26+ opens connections it is asked for with BIP 324 (v2 transport: 64 bytes of
+    ElligatorSwift key, random to us) and tries again in v1 when dropped. Before a handshake
+    a wrong magic is therefore dropped without a ban, so Core's second try gets in; after the
+    handshake the same bytes are misbehaviour (the case in the test above)."""
+    a = node(tmp_path, "a")
+    with nodes(a):
+        with ScriptedPeer(a.ready["p2p_port"]) as v2:
+            v2.send_raw(random.Random(324).randbytes(64))
+            assert v2.closed_by_node()
+        assert a.call("listbanned") == []
+        with ScriptedPeer(a.ready["p2p_port"]) as v1:
+            assert v1.handshake().user_agent.startswith("/pow-miner:")

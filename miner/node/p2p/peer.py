@@ -2,7 +2,8 @@
 `getpeerinfo` reports about it.
 
 Reading is strict (`primitives.p2p`): another network's magic, a malformed command, a payload
-over the size limit or a bad checksum ends the connection as misbehaviour. Every message read
+over the size limit or a bad checksum ends the connection as misbehaviour; only a wrong magic
+before the handshake ended is a plain goodbye (a BIP 324 peer's opening bytes look like that). Every message read
 costs a token from the peer's own bucket (the guard's rate and burst); a peer that outruns it
 by a whole burst is flooding and is dropped.
 """
@@ -84,6 +85,11 @@ class Peer:
         """The next message, whole and checked; Misbehaving for a bad frame, PeerGone at the end."""
         try:
             raw = await self.reader.readexactly(HEADER_LEN)
+            if raw[:4] != self.magic and not self.ready:
+                # Another network, or a BIP 324 (v2 transport) handshake: Core 26+ opens a
+                # connection it was asked for with one and tries again in v1 when dropped, so
+                # this is a plain goodbye, as Core's v1 transport answers a wrong magic.
+                raise PeerGone("another network's magic (or a v2 transport handshake) before the handshake")
             try:
                 head = parse_frame_header(raw, self.magic)
             except DecodeError as exc:
