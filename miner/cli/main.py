@@ -177,6 +177,23 @@ def build_parser() -> argparse.ArgumentParser:
     _cpu_kernel_option(n)
     n.add_argument("--json", action="store_true", help="one JSON object per event")
 
+    net = sub.add_parser("net", help="a network of nodes on 127.0.0.1: up, status, down")
+    nsub = net.add_subparsers(dest="net_command", required=True)
+    up = nsub.add_parser("up", help="start N nodes wired in a ring or mesh, K of them mining")
+    up.add_argument("nodes", type=_positive_int(64), help="how many nodes")
+    up.add_argument("--miners", type=int, default=1, help="how many of them a miner mines (default 1)")
+    up.add_argument("--topology", choices=("ring", "mesh"), default="ring", help="default ring")
+    up.add_argument("--preset", default="local", help="chain preset (default local: blocks every few seconds)")
+    up.add_argument("--threads", type=_positive_int(1024), default=1, help="CPU threads per miner (default 1)")
+    up.add_argument("--backend", default="auto", help="backends the miners use (default auto)")
+    st = nsub.add_parser("status", help="each node's height, tip and peers, and whether all agree")
+    st.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    st.add_argument("--interval", type=_positive_seconds, default=1.0, help="with --watch: seconds between looks")
+    nsub.add_parser("down", help="stop the miners, then the nodes (chains and logs are kept)")
+    for sp in (up, st, *[a for n, a in nsub.choices.items() if n == "down"]):
+        sp.add_argument("--dir", default="miner-net", help="the network's folder (default ./miner-net)")
+        sp.add_argument("--json", action="store_true", help="JSON instead of text")
+
     c = sub.add_parser("chain", help="inspect the stored chain")
     csub = c.add_subparsers(dest="chain_command", metavar="ACTION", parser_class=_Parser)
     csub.required = True
@@ -258,6 +275,7 @@ COMMANDS = {
     "node": "miner.cli.node:cmd_node",
     "chain": "miner.cli.chain:cmd_chain",
     "header": "miner.cli.header:cmd_header",
+    "net": "miner.cli.net:cmd_net",
     "bench": "miner.bench.commands:cmd_bench",
     "compare": "miner.bench.commands:cmd_compare",
 }

@@ -1,0 +1,180 @@
+"""Peer-to-peer figures: how fast a new node syncs a long chain from a peer, and how fast a
+block crosses a line of nodes.
+
+    python -m miner.bench.p2p sync [--blocks 10000] [--runs 3] [--json]
+    python -m miner.bench.p2p propagate [--nodes 5] [--blocks 30] [--json]
+
+`sync`: a regtest-core chain of `--blocks` blocks is built once (in-process, every block
+validated and stored as a node stores it), a node serves it on 127.0.0.1 and a fresh node with
+`--connect` to it syncs; the time is from the new node's start to its last block stored (its
+own `block` event), median over `--runs`.
+
+`propagate`: `--nodes` nodes in a line (each `--connect`s to the one before); the first mines
+one block at a time (generatetoaddress) and every node's `block` event carries the wall-clock
+time it stored the block, so a block's propagation is the last node's time minus the first's.
+Median and p99 over `--blocks` blocks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from miner.chain.chain import Chain
+from miner.consensus.params import preset
+from miner.primitives.block import Block
+from miner.primitives.coinbase import coinbase_template
+from miner.primitives.compact import bits_to_target
+from miner.primitives.header import BlockHeader
+from miner.primitives.merkle import merkle_root
+from miner.primitives.transaction import Transaction, txid
+
+ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+
+
+def build_chain(path: Path, blocks: int) -> None:
+    """A regtest-core chain of `blocks` blocks, each solved with hashlib and stored through the
+    chain's own validation."""
+    params = preset("regtest-core", 0)
+    target = bits_to_target(params.genesis_bits)
+    with Chain.create(path, params) as chain:
+        parent, start = chain.tip_hash, params.genesis_time
+        for height in range(1, blocks + 1):
+            coinbase = coinbase_template(height, b"bench p2p").build(0)
+            header = BlockHeader(0x20000000, parent, merkle_root([txid(coinbase)]), start + height,
+                                 params.genesis_bits, 0)
+            while not header.meets_target(target):
+                header = header.with_nonce(header.nonce + 1)
+            block = Block(header, (Transaction.parse(coinbase),))
+            chain.add_block(block, now=start + blocks + 3600)
+            parent = block.hash
+
+
+class Node:
+    """`miner node` on the regtest-core chain, its JSON events read as they come."""
+
+    def __init__(self, folder: Path, *extra: str):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.started = time.time()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "miner", "node", "--chain", str(folder / "chain.sqlite"), "--preset",
+             "regtest-core", "--rpc-port", "0", "--listen", "0", "--backend", "ref", "--json", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.ready = json.loads(self.proc.stdout.readline())
+        self.blocks: dict[str, float] = {}
+        self.last_height = 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            event = json.loads(line)
+            if event.get("event") == "block":
+                self.blocks[event["hash"]] = event["at"]
+                self.last_height = max(self.last_height, event["height"])
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.ready['p2p_port']}"
+
+    def call(self, method: str, *params):
+        auth = base64.b64encode((self.folder / ".cookie").read_bytes()).decode()
+        req = urllib.request.Request(self.ready["url"], json.dumps({"method": method, "params": list(params)}).encode(),
+                                     headers={"Authorization": f"Basic {auth}"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return json.loads(resp.read())["result"]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _wait(check, within: float) -> None:
+    end = time.monotonic() + within
+    while not check():
+        if time.monotonic() > end:
+            raise TimeoutError("not reached in time")
+        time.sleep(0.01)
+
+
+def bench_sync(blocks: int, runs: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="p2p-sync-") as tmp:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        build_chain(root / "seed.sqlite", blocks)
+        built = time.perf_counter() - t0
+        (root / "a").mkdir()
+        shutil.copy(root / "seed.sqlite", root / "a" / "chain.sqlite")
+        server = Node(root / "a")
+        times = []
+        try:
+            for run in range(runs):
+                client = Node(root / f"b{run}", "--connect", server.target)
+                try:
+                    _wait(lambda c=client: c.last_height >= blocks, 600)
+                    times.append(max(client.blocks.values()) - client.started)
+                finally:
+                    client.stop()
+        finally:
+            server.stop()
+    return {"blocks": blocks, "runs": runs, "build_s": round(built, 2), "seconds": [round(t, 2) for t in times],
+            "median_s": round(statistics.median(times), 2),
+            "blocks_per_s": round(blocks / statistics.median(times))}
+
+
+def bench_propagate(count: int, blocks: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="p2p-line-") as tmp:
+        root = Path(tmp)
+        line: list[Node] = []
+        delays = []
+        try:
+            for i in range(count):
+                line.append(Node(root / f"n{i}", *(["--connect", line[-1].target] if line else [])))
+            _wait(lambda: all(n.call("getconnectioncount") == (1 if i in (0, count - 1) else 2)
+                              for i, n in enumerate(line)), 30)
+            for _ in range(blocks):
+                block = line[0].call("generatetoaddress", 1, ADDRESS)[0]
+                _wait(lambda b=block: all(b in n.blocks for n in line), 30)
+                delays.append(max(n.blocks[block] for n in line) - line[0].blocks[block])
+        finally:
+            for n in line:
+                n.stop()
+    ordered = sorted(delays)
+    return {"nodes": count, "blocks": blocks, "median_ms": round(1000 * statistics.median(ordered), 1),
+            "p99_ms": round(1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1),
+            "max_ms": round(1000 * ordered[-1], 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m miner.bench.p2p", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("sync", help="a new node syncing a long chain from a peer")
+    s.add_argument("--blocks", type=int, default=10_000)
+    s.add_argument("--runs", type=int, default=3)
+    p = sub.add_parser("propagate", help="a block crossing a line of nodes")
+    p.add_argument("--nodes", type=int, default=5)
+    p.add_argument("--blocks", type=int, default=30)
+    for sp in (s, p):
+        sp.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    result = bench_sync(args.blocks, args.runs) if args.what == "sync" else bench_propagate(args.nodes, args.blocks)
+    print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
