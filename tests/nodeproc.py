@@ -41,13 +41,18 @@ _WITH_LIMIT = ("import os, resource, sys; n = int(sys.argv[1]); "
 
 
 class NodeProcess:
-    def __init__(self, chain: Path, *extra: str, backend: str = "ref", descriptors: int | None = None):
+    def __init__(self, chain: Path, *extra: str, backend: str = "ref", descriptors: int | None = None,
+                 prefix: tuple[str, ...] = ()):
+        """`prefix`: run the node under it (`ip netns exec NS`); calls then go through the same
+        prefix, from inside."""
         self.chain = chain
+        self.prefix = prefix
         self.cookie = chain.parent / ".cookie"
         cmd = [sys.executable, "-m", "miner", "node", "--chain", str(chain), "--rpc-port", "0",
                "--backend", backend, "--json", *extra]
         if descriptors:  # a descriptor limit, as `prlimit --nofile` sets it, then the node in its place
             cmd = [sys.executable, "-c", _WITH_LIMIT, str(descriptors), *cmd]
+        cmd = [*prefix, *cmd]
         # standard error is a pipe nobody reads until the node ends, as under a careless supervisor
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -92,6 +97,12 @@ class NodeProcess:
 
     def call(self, method: str, *params, timeout: float = 30):
         """A JSON-RPC 1.0 call: the result, or the error object (as a dict with 'error')."""
+        if self.prefix:
+            out = subprocess.run([*self.prefix, sys.executable, str(ROOT / "tests" / "netns_rpc.py"), self.url,
+                                  str(self.cookie), method, json.dumps(list(params))],
+                                 capture_output=True, text=True, timeout=timeout + 10, check=True)
+            reply = json.loads(out.stdout)
+            return {"error": reply["error"]} if reply["error"] is not None else reply["result"]
         status, body, _ = self.post(json.dumps({"method": method, "params": list(params), "id": 1}),
                                     timeout=timeout)
         reply = json.loads(body)
