@@ -196,6 +196,10 @@ def misbehaviours(scratch: Path) -> dict[str, list[tuple[str, bytes]]]:
     missed = BlockHeader(0x20000000, genesis.hash(), bytes(32), genesis.time + 1, 0x207FFFFF, 0)
     while int.from_bytes(missed.hash(), "little") <= HARD:  # above the target its bits claim
         missed = missed.with_nonce(missed.nonce + 1)
+    # real proof of work, but bits regtest never demands (it never retargets), or a time that is
+    # not after the median time past
+    wrong_bits = _solve(BlockHeader(0x20000000, genesis.hash(), bytes(32), genesis.time + 1, 0x207FFFFE, 0))
+    too_old = _solve(BlockHeader(0x20000000, genesis.hash(), bytes(32), genesis.time, 0x207FFFFF, 0))
     # real proof of work, on parents nobody has
     stray = [_solve(BlockHeader(0x20000000, bytes([i]) * 32, bytes(32), genesis.time + 1, 0x207FFFFF, 0))
              for i in range(1, 13)]
@@ -206,6 +210,8 @@ def misbehaviours(scratch: Path) -> dict[str, list[tuple[str, bytes]]]:
         "another network's magic": [("raw", p2p.frame(bytes.fromhex("f9beb4d9"), "ping", p2p.ping_payload(1)))],
         "a malformed payload": [("getheaders", b"\x01\x02")],
         "bad proof of work": [("headers", p2p.headers_payload([missed]))],
+        "bits the chain does not demand": [("headers", p2p.headers_payload([wrong_bits]))],
+        "a time before the median time past": [("headers", p2p.headers_payload([too_old]))],
         "headers that do not link": [("headers", p2p.headers_payload(stray[:2]))],
         "headers that never connect": [("headers", p2p.headers_payload([h])) for h in stray],
         "an invalid block": [("block", bad_block)],
@@ -215,7 +221,7 @@ def misbehaviours(scratch: Path) -> dict[str, list[tuple[str, bytes]]]:
 
 # The reason each case above is banned for, in order (the last: a message before the handshake).
 EXPECTED_REASONS = ["network magic", "over the 4000000-byte limit", "bad checksum", "network magic f9beb4d9",
-                    "malformed getheaders", "high-hash", "non-continuous headers", "11 headers messages in a row",
+                    "malformed getheaders", "high-hash", "bad-diffbits", "time-too-old", "non-continuous headers", "11 headers messages in a row",
                     "bad-txnmrklroot", "message flood", "before the handshake"]
 
 

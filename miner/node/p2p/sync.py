@@ -19,8 +19,10 @@ from typing import Any
 
 from miner.chain.chain import Chain
 from miner.chain.locator import locator
+from miner.consensus.checks import check_header
 from miner.consensus.params import ChainParams
 from miner.consensus.pow import proof_of_work_error
+from miner.errors import InvalidBlock
 from miner.node.p2p.headers import Anchor, HeadersFull, HeaderTree
 from miner.node.p2p.peer import Misbehaving, Peer, PeerGone
 from miner.node.service import NodeService
@@ -33,6 +35,12 @@ MAX_IN_FLIGHT = 16  # Core's MAX_BLOCKS_IN_TRANSIT_PER_PEER
 STALL_TIMEOUT = 10.0  # s a requested block may take before its peer is dropped
 MAX_BUFFERED = 1024  # blocks received before their parent
 MAX_UNCONNECTING = 10  # Core's MAX_NUM_UNCONNECTING_HEADERS_MSGS
+
+
+def _history(chain: Chain, block_hash: bytes) -> tuple[list[int], list[int]]:
+    """Times and bits by height up to a stored block, copied off the chain thread's lists."""
+    times, bits = chain.tree.history(chain.tree.nodes[block_hash])
+    return list(times), list(bits)
 
 
 def _anchors(chain: Chain, hashes: list[bytes]) -> dict[bytes, Anchor]:
@@ -49,6 +57,7 @@ class BlockSync:
                  spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task],
                  punish: Callable[[Peer, str], None]):
         self.service, self.params, self.peers = service, params, peers
+        self.rule = params.retarget_rule()
         self._spawn, self._punish = spawn, punish
         self.headers = HeaderTree()
         self.in_flight: dict[bytes, int] = {}  # block hash -> peer id
@@ -131,8 +140,10 @@ class BlockSync:
             raise Misbehaving(f"headers build on invalid block {display_hex(bad)[:16]}")
         anchor = known.get(hashes[first - 1] if first else parent)
         if first < len(headers):
+            passed = await self._check_context(headers[first:], hashes[first:])
             try:
-                new = self.headers.add(headers[first:], hashes[first:], anchor)
+                new = self.headers.add(headers[first:first + passed], hashes[first:first + passed], anchor) \
+                    if passed else []
             except HeadersFull as exc:
                 raise PeerGone(str(exc)) from None
             if new:
@@ -142,6 +153,35 @@ class BlockSync:
         if len(headers) == p2p.MAX_HEADERS:
             await self.ask_headers(peer, hashes[-1])  # there may be more
         self.schedule()
+
+    async def _check_context(self, headers: list[BlockHeader], hashes: list[bytes]) -> int:
+        """The run's headers against their ancestors, stored and held: the bits the retarget rule
+        demands, a time above the median time past, the version. How many passed: a header too
+        far in the future stops the run without blame (Core's BLOCK_TIME_FUTURE; it may be fine
+        later); any other failure is misbehaviour."""
+        held = []
+        below = headers[0].prev_hash
+        while below in self.headers:
+            entry = self.headers.entries[below]
+            held.append(entry)
+            below = entry.parent
+        times, bits = await self.service.on_chain(_history, below)
+        for entry in reversed(held):
+            times.append(entry.header.time)
+            bits.append(entry.header.bits)
+        now = int(time.time())
+        for i, (header, block_hash) in enumerate(zip(headers, hashes, strict=True)):
+            try:
+                check_header(self.params, self.rule, len(times), header, block_hash, header.prev_hash,
+                             times, bits, now, check_pow=False)
+            except InvalidBlock as exc:
+                if exc.reason == "time-too-new":
+                    return i
+                self.headers.mark_invalid(block_hash)
+                raise Misbehaving(f"{exc.reason}: header {display_hex(block_hash)[:16]}: {exc}") from None
+            times.append(header.time)
+            bits.append(header.bits)
+        return len(headers)
 
     async def on_inv(self, peer: Peer, items: list[p2p.Inventory]) -> None:
         blocks = [i.hash for i in items if i.is_block]
