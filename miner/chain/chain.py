@@ -263,18 +263,6 @@ class Chain:
         """Earliest valid time for the next block (one past the median time past)."""
         return median_time_past(self.times, self.height + 1) + 1
 
-    def check_clock(self, now: int) -> None:
-        """Refuse to mine when no valid next block can exist at `now`: its time must be above
-        the median time past and at most max_future ahead of the clock."""
-        earliest = self.min_next_time()
-        if earliest > now + self.params.max_future:
-            wait = earliest - (now + self.params.max_future)
-            raise ChainError(
-                f"{self.path}: the chain's recent blocks are ahead of this computer's clock: the next "
-                f"block needs a time of at least {earliest} ({_utc(earliest)} UTC), more than "
-                f"{self.params.max_future} s ahead of now ({_utc(now)} UTC); fix the clock, or wait "
-                f"{wait} s")
-
     # ------------------------------------------------------------------ writing
 
     def append(self, block: Block, now: int | None = None) -> int:
@@ -293,28 +281,46 @@ class Chain:
         as `duplicate`. Raises `UnknownParent`, or `InvalidBlock` with the reason (the block is
         kept, marked invalid, when its proof of work was real and it cannot be a mutated copy of
         a valid block)."""
+        outcome = self.add_blocks([block], now)[0]
+        if isinstance(outcome, InvalidBlock):
+            raise outcome
+        if outcome.invalid:
+            raise InvalidBlock(outcome.invalid, outcome.height, outcome.reason)
+        return outcome
+
+    def add_blocks(self, blocks: list[Block], now: int | None = None) -> list[AddResult | InvalidBlock]:
+        """`add_block` for several blocks in one SQLite transaction (a sync's batch: one commit,
+        one fsync, for what arrived together), each judged after those before it. A block
+        refused unstored comes back as its `InvalidBlock` and the others go on; a failure of
+        the file itself (disk full) stores none of them."""
         self.refuse_if_damaged()
         if self.readonly:
             raise ChainError(f"{self.path}: opened read-only")
         clock = int(_time.time()) if now is None else now
-        block_hash = block.hash
+        outcomes: list[AddResult | InvalidBlock] = []
         try:
             with store.transaction(self.conn):
                 self.catch_up()
-                result = self._add_locked(block, block_hash, clock)
-        except sqlite3.OperationalError as exc:
-            # Disk full, read-only, I/O error: the transaction was rolled back, nothing stored;
-            # the index is read back from the file in case memory ran ahead of it.
+                for block in blocks:
+                    try:
+                        outcomes.append(self._add_locked(block, block.hash, clock))
+                    except InvalidBlock as exc:  # refused before anything of it was written
+                        outcomes.append(exc)
+        except BaseException as exc:
+            # Rolled back, nothing stored: the index is read back from the file, since memory
+            # ran ahead of it for the batch's earlier blocks.
             self._load_index()
-            raise ChainError(f"{self.path}: block {short(block_hash)} could not be stored ({exc}); "
-                             f"the chain is unchanged") from None
-        # Only once committed: listeners hear of the switch, the caller of the invalid block.
-        if result.change is not None:
-            for listener in list(self.listeners):
-                listener(result.change)
-        if result.invalid:
-            raise InvalidBlock(result.invalid, result.height, result.reason)
-        return result
+            if isinstance(exc, sqlite3.OperationalError):  # disk full, read-only, I/O error
+                what = (f"block {short(blocks[0].hash)}" if len(blocks) == 1
+                        else f"{len(blocks)} blocks from {short(blocks[0].hash)} on")
+                raise ChainError(f"{self.path}: {what} could not be stored ({exc}); the chain is unchanged") from None
+            raise
+        # Only once committed: listeners hear of each switch, in order.
+        for outcome in outcomes:
+            if isinstance(outcome, AddResult) and outcome.change is not None:
+                for listener in list(self.listeners):
+                    listener(outcome.change)
+        return outcomes
 
     def catch_up(self) -> None:
         """Inside the write lock: reload the index if another process stored blocks."""
@@ -392,6 +398,3 @@ class Chain:
         """Blocks stored, on every branch, valid or marked invalid."""
         return self.conn.execute("SELECT count(*) FROM blocks WHERE height >= 0").fetchone()[0]
 
-
-def _utc(t: int) -> str:
-    return _time.strftime("%Y-%m-%d %H:%M:%S", _time.gmtime(t))

@@ -23,6 +23,7 @@ from miner.errors import MinerError, UsageError
 def cmd_mine(args: argparse.Namespace) -> int:
     from miner.backends.registry import make_backends
     from miner.chain.chain import Chain
+    from miner.chain.clock import check_clock
     from miner.chain.files import check_chain_path, check_creatable
     from miner.cli.options import metrics_options
     from miner.consensus.params import preset, with_genesis_time
@@ -56,7 +57,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
         lock.acquire()  # a chain a node owns is mined through the node (--url)
         try:
             chain = Chain.open(path)  # refuses a damaged or read-only chain before the compile
-            chain.check_clock(int(time.time()))
+            check_clock(chain, int(time.time()))
         except BaseException:
             lock.release()
             raise

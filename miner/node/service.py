@@ -137,20 +137,32 @@ class NodeService:
 
     async def submit_block(self, block: Block) -> str | None:
         """Store a block; None if it became the tip, else Core's BIP 22 answer."""
-        verdict, change, tip, mined, returned = await self.on_chain(_store_block, block)
-        if change is not None:
-            self.tip = tip
+        return (await self.submit_blocks([block]))[0]
+
+    async def submit_blocks(self, blocks: list[Block]) -> list[str | None]:
+        """Store blocks in one transaction (a sync's batch), each judged after those before it;
+        each one's verdict as `submit_block` gives it."""
+        stored = await self.on_chain(_store_blocks, blocks)
+        moved = any(change is not None for _, change, _, _ in stored)
+        if moved:  # the new tip first: listeners and long polls read it
+            self.tip = await self.on_chain(read_tip)
+        verdicts = []
+        for verdict, change, mined, returned in stored:
+            verdicts.append(verdict)
+            if change is None:
+                continue
             self.mempool.remove(mined)
             for tx in returned:  # transactions of blocks a reorg took off go back to the pool
                 try:
-                    self.mempool.add(tx, tip.height)
+                    self.mempool.add(tx, change.height)
                 except MempoolRejected:
                     pass  # a full pool: the transaction is dropped, as Core may drop it too
             accepted = Accepted(change.tip, change.height, time.time())
             for listener in list(self.listeners):
                 listener(accepted)
+        if moved:
             await self._notify()
-        return verdict
+        return verdicts
 
     async def propose_block(self, block: Block) -> str | None:
         """A block proposal's verdict (BIP 23): None if it would be valid but for its proof
@@ -164,23 +176,28 @@ class NodeService:
         return added
 
 
-def _store_block(chain: Chain, block: Block):
-    """(verdict, tip change, new tip, txids now mined, transactions to return to the pool);
-    runs on the chain thread. The block is the one parsed from the request: nothing of it is
-    read back from the file after the commit."""
-    try:
-        result = chain.add_block(block)
-    except UnknownParent:
-        return "prev-blk-not-found", None, None, [], []
-    except InvalidBlock as exc:
-        log.info("submitblock refused: %s", exc)
-        return exc.reason, None, None, [], []
-    if result.duplicate:
-        return "duplicate", None, None, [], []
-    if result.change is None:
-        return "inconclusive", None, None, [], []  # stored on a side branch, as Core answers it
-    mined, returned = _mempool_delta(chain, block, result.change)
-    return None, result.change, read_tip(chain), mined, returned
+def _store_blocks(chain: Chain, blocks: list[Block]) -> list[tuple]:
+    """(verdict, tip change, txids now mined, transactions to return to the pool) for each
+    block; runs on the chain thread. A block is the one parsed from the request or the peer:
+    nothing of it is read back from the file after the commit."""
+    out: list[tuple] = []
+    for block, outcome in zip(blocks, chain.add_blocks(blocks), strict=True):
+        if isinstance(outcome, UnknownParent):
+            out.append(("prev-blk-not-found", None, [], []))
+        elif isinstance(outcome, InvalidBlock):
+            log.info("block refused: %s", outcome)
+            out.append((outcome.reason, None, [], []))
+        elif outcome.invalid:
+            log.info("block refused: %s", outcome.invalid)
+            out.append((outcome.reason, None, [], []))
+        elif outcome.duplicate:
+            out.append(("duplicate", None, [], []))
+        elif outcome.change is None:
+            out.append(("inconclusive", None, [], []))  # stored on a side branch, as Core answers it
+        else:
+            mined, returned = _mempool_delta(chain, block, outcome.change)
+            out.append((None, outcome.change, mined, returned))
+    return out
 
 
 def _test_block(chain: Chain, block: Block) -> str | None:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from miner.chain.chain import Chain
+from miner.chain.clock import check_clock
 from miner.errors import InvalidBlock
 from miner.mining.sources.base import Submitted
 from miner.mining.work import Job, Solution
@@ -31,7 +32,7 @@ class LocalChainSource:
         height = self.chain.height + 1
         bits = self.chain.next_bits()
         now = int(self.clock())
-        self.chain.check_clock(now)  # no valid block can exist yet: say so, never spin
+        check_clock(self.chain, now)  # no valid block can exist yet: say so, never spin
         block_time = max(now, self.chain.min_next_time())
         return Job(
             job_id=f"{height}-{display_hex(self.chain.tip_hash)[:16]}",

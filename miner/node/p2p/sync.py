@@ -33,7 +33,8 @@ from miner.primitives.header import BlockHeader
 
 MAX_IN_FLIGHT = 16  # Core's MAX_BLOCKS_IN_TRANSIT_PER_PEER
 STALL_TIMEOUT = 10.0  # s a requested block may take before its peer is dropped
-MAX_BUFFERED = 1024  # blocks received before their parent
+MAX_BUFFERED = 1024  # blocks received before their parent, and blocks waiting to be stored
+MAX_BATCH = 256  # blocks stored in one transaction during a sync
 MAX_UNCONNECTING = 10  # Core's MAX_NUM_UNCONNECTING_HEADERS_MSGS
 
 
@@ -66,6 +67,9 @@ class BlockSync:
         self._plan: list[bytes] = []
         self._plan_best: bytes | None = None
         self._plan_pos = 0
+        self._arrived: list[tuple[Block, int]] = []  # blocks to store, with the peer that sent each
+        self._storer: asyncio.Task | None = None
+        self._pending: set[bytes] = set()  # arrived, not yet stored: never asked for again meanwhile
 
     async def headers_only_tips(self) -> list[dict]:
         """getchaintips' rows for held headers no held header builds on (Core's `headers-only`):
@@ -193,35 +197,51 @@ class BlockSync:
             await self.ask_headers(peer)  # headers first: the block follows its header
 
     async def on_block(self, peer: Peer, block: Block) -> None:
+        """Queue an arrived block for storing; the peer's loop goes on reading meanwhile, so
+        blocks that arrive while a batch is being stored are stored together in the next one."""
         h = block.hash
         self.check_pow(block.header, h)
         if peer.in_flight.pop(h, None) is not None:
             self.in_flight.pop(h, None)
         peer.known.add(h)
-        await self._submit(peer, block)
-        self.schedule()
+        if len(self._arrived) >= MAX_BUFFERED:
+            return  # dropped: asked for again when the plan comes back to it
+        self._arrived.append((block, peer.id))
+        self._pending.add(h)
+        if self._storer is None or self._storer.done():
+            self._storer = self._spawn(self._store_arrived())
 
-    async def _submit(self, peer: Peer | None, block: Block) -> None:
-        queue = [(block, peer.id if peer else -1)]
-        while queue:
-            block, source = queue.pop(0)
-            verdict = await self.service.submit_block(block)
-            if verdict == "prev-blk-not-found":
-                self._buffer(block, source)
-                if peer is not None and source == peer.id and block.header.prev_hash not in self.headers:
-                    await self.ask_headers(peer)
-                continue
-            if verdict not in (None, "inconclusive", "duplicate"):
-                self.headers.mark_invalid(block.hash)
+    async def _store_arrived(self) -> None:
+        """Store what arrived, in batches of up to MAX_BATCH (one transaction each: a lone
+        block at the tip is a batch of one), parents first where the held headers tell."""
+        while self._arrived:
+            batch, self._arrived = self._arrived[:MAX_BATCH], self._arrived[MAX_BATCH:]
+            held = self.headers.entries
+            batch.sort(key=lambda item: held[item[0].hash].height if item[0].hash in held else 1 << 62)
+            verdicts = await self.service.submit_blocks([block for block, _ in batch])
+            for (block, source), verdict in zip(batch, verdicts, strict=True):
+                self._pending.discard(block.hash)
                 sender = self.peers.get(source)
-                if sender is not None and sender is not peer:
-                    self._punish(sender, f"invalid block {display_hex(block.hash)[:16]}: {verdict}")
-                    continue
-                raise Misbehaving(f"invalid block {display_hex(block.hash)[:16]}: {verdict}")
-            self.headers.stored(block.hash)
-            waiting = self.buffered.pop(block.hash, [])
-            self._buffered_count -= len(waiting)
-            queue.extend(waiting)
+                if verdict == "prev-blk-not-found":
+                    self._buffer(block, source)
+                    if sender is not None and block.header.prev_hash not in self.headers:
+                        self._spawn(self._quiet(self.ask_headers(sender)))
+                elif verdict not in (None, "inconclusive", "duplicate"):
+                    self.headers.mark_invalid(block.hash)
+                    if sender is not None:
+                        self._punish(sender, f"invalid block {display_hex(block.hash)[:16]}: {verdict}")
+                else:
+                    self.headers.stored(block.hash)
+                    waiting = self.buffered.pop(block.hash, [])
+                    self._buffered_count -= len(waiting)
+                    self._arrived.extend(waiting)
+                    self._pending.update(b.hash for b, _ in waiting)
+            self.schedule()
+
+    @staticmethod
+    async def _quiet(coro) -> None:
+        with contextlib.suppress(PeerGone):
+            await coro
 
     def _buffer(self, block: Block, source: int) -> None:
         if self._buffered_count >= MAX_BUFFERED:
@@ -248,10 +268,11 @@ class BlockSync:
             free = MAX_IN_FLIGHT - len(peer.in_flight)
             want = []
             for h in self._plan[self._plan_pos:self._plan_pos + MAX_IN_FLIGHT * (len(self.peers) + 1)
-                                + len(waiting)]:
+                                + len(waiting) + len(self._pending)]:
                 if len(want) >= free:
                     break
-                if h in peer.known and h not in self.in_flight and h not in waiting and h in self.headers:
+                if h in peer.known and h not in self.in_flight and h not in waiting \
+                        and h not in self._pending and h in self.headers:
                     want.append(h)
             if not want:
                 continue
