@@ -12,6 +12,8 @@ import random
 import shutil
 import signal
 import struct
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -319,3 +321,16 @@ def test_a_v2_transport_opening_is_a_goodbye_not_a_ban(tmp_path):
         assert a.call("listbanned") == []
         with ScriptedPeer(a.ready["p2p_port"]) as v1:
             assert v1.handshake().user_agent.startswith("/pow-miner:")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--listen", "abc"], "--listen 'abc' is not [HOST:]PORT"),
+    (["--listen", "70000"], "--listen '70000' is not [HOST:]PORT"),
+    (["--connect", "127.0.0.1:99999"], "--connect '127.0.0.1:99999' is not HOST:PORT"),
+    (["--connect", ":8333"], "--connect ':8333' is not HOST:PORT"),
+])
+def test_bad_peer_options_are_one_line_usage_errors(tmp_path, args, message):
+    out = subprocess.run([sys.executable, "-m", "miner", "node", "--chain", str(tmp_path / "c.sqlite"), *args],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 2 and out.stderr.startswith(f"miner: error: {message}")
+    assert out.stderr.count("\n") == 1 and not (tmp_path / "c.sqlite").exists()

@@ -72,9 +72,12 @@ def peer_options(args: argparse.Namespace) -> PeerOptions | None:
             if not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
                 raise InvalidInput(f"--listen {args.listen!r} is not [HOST:]PORT with PORT 0 to 65535")
             listen = (host.strip("[]"), int(port))
-        connect = tuple(parse_target(t) for t in args.connect)
     except InvalidInput as exc:
         raise UsageError(f"{exc}") from None
+    try:
+        connect = tuple(parse_target(t) for t in args.connect)
+    except InvalidInput as exc:
+        raise UsageError(f"--connect {exc}") from None
     return PeerOptions(listen, connect)
 
 
