@@ -142,7 +142,7 @@ def test_a_new_node_syncs_a_long_chain_and_a_sigkill_mid_sync_loses_nothing(tmp_
         with nodes(b):
             wait_for(lambda: tip(b) == tip(a), within=120, what="b caught up after the kill")
             peer = b.call("getpeerinfo")[0]
-            assert peer["bytesrecv_per_msg"]["block"] > 0 and peer["inflight"] == 0
+            assert peer["bytesrecv_per_msg"]["block"] > 0 and peer["inflight"] == []
 
 
 def test_network_rpcs_answer_as_core_does(tmp_path):
@@ -221,10 +221,10 @@ def misbehaviours(scratch: Path) -> dict[str, list[tuple[str, bytes]]]:
     }
 
 
-# The reason each case above is banned for, in order (the last: a message before the handshake).
+# The reason each case above is banned for, in order.
 EXPECTED_REASONS = ["network magic", "over the 4000000-byte limit", "bad checksum", "network magic f9beb4d9",
                     "malformed getheaders", "high-hash", "bad-diffbits", "time-too-old", "non-continuous headers", "11 headers messages in a row",
-                    "bad-txnmrklroot", "message flood", "before the handshake"]
+                    "bad-txnmrklroot", "message flood"]
 
 
 def test_misbehaving_peers_are_dropped_and_banned_and_the_honest_peer_goes_on(tmp_path):
@@ -235,15 +235,12 @@ def test_misbehaving_peers_are_dropped_and_banned_and_the_honest_peer_goes_on(tm
         with nodes(a):
             wait_for(lambda: a.call("getconnectioncount") == 1, what="a connected to b")
             port = a.ready["p2p_port"]
-            for n, (name, messages) in enumerate([*cases.items(), ("a message before the handshake", [])]):
+            for n, (name, messages) in enumerate(cases.items()):
                 with ScriptedPeer(port) as bad:
-                    if messages:
-                        bad.handshake()
-                        with contextlib.suppress(ConnectionError):
-                            bad.send_raw(b"".join(data if cmd == "raw" else p2p.frame(MAGIC, cmd, data)
-                                                  for cmd, data in messages))
-                    else:
-                        bad.send("ping", p2p.ping_payload(7))
+                    bad.handshake()
+                    with contextlib.suppress(ConnectionError):
+                        bad.send_raw(b"".join(data if cmd == "raw" else p2p.frame(MAGIC, cmd, data)
+                                              for cmd, data in messages))
                     assert bad.closed_by_node(), name
                 banned = wait_for(lambda: a.call("listbanned"), within=5, what=f"a ban for {name}")
                 assert [x["address"] for x in banned] == ["127.0.0.1/32"], name
@@ -308,19 +305,22 @@ def test_fuzzed_messages_never_hurt_the_node(tmp_path):
     assert after[:len(start)] == start  # nothing lost; fuzzed valid blocks may only add side blocks
 
 
-def test_a_v2_transport_opening_is_a_goodbye_not_a_ban(tmp_path):
+def test_before_the_handshake_a_v2_opening_is_a_goodbye_and_other_messages_are_ignored(tmp_path):
     """Core 26+ opens connections it is asked for with BIP 324 (v2 transport: 64 bytes of
     ElligatorSwift key, random to us) and tries again in v1 when dropped. Before a handshake
     a wrong magic is therefore dropped without a ban, so Core's second try gets in; after the
-    handshake the same bytes are misbehaviour (the case in the test above)."""
+    handshake the same bytes are misbehaviour (the case in the test above). A well-formed
+    message other than version before the handshake is ignored, as Core ignores it."""
     a = node(tmp_path, "a")
     with nodes(a):
         with ScriptedPeer(a.ready["p2p_port"]) as v2:
             v2.send_raw(random.Random(324).randbytes(64))
             assert v2.closed_by_node()
+        with ScriptedPeer(a.ready["p2p_port"]) as early:
+            early.send("ping", p2p.ping_payload(7))
+            early.send("getheaders", p2p.GetHeaders((bytes(32),)).serialize())
+            assert early.handshake().user_agent.startswith("/pow-miner:")  # the same connection
         assert a.call("listbanned") == []
-        with ScriptedPeer(a.ready["p2p_port"]) as v1:
-            assert v1.handshake().user_agent.startswith("/pow-miner:")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -334,3 +334,34 @@ def test_bad_peer_options_are_one_line_usage_errors(tmp_path, args, message):
                          capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 2 and out.stderr.startswith(f"miner: error: {message}")
     assert out.stderr.count("\n") == 1 and not (tmp_path / "c.sqlite").exists()
+
+
+def test_a_mutated_copy_of_a_block_costs_its_sender_not_the_sync(tmp_path):
+    """A peer sends real headers, then a block whose body is not the one its header commits to
+    (bad-txnmrklroot). It is banned, but the header stays good: an honest peer added later
+    still delivers the real block and the node syncs (marking the header invalid would stall
+    the sync for good)."""
+    honest_chain = tmp_path / "h" / "chain.sqlite"
+    honest_chain.parent.mkdir()
+    with Chain.create(honest_chain, preset("regtest-core", 0)) as chain:
+        made = grow(chain, chain.tip_hash, 3, 1, b"real")
+    other = make_block_on_genesis(tmp_path / "scratch.sqlite")
+    mutated = made[0].header.serialize() + b"\x01" + other.txs[0].raw  # header of b1, body of another
+    h = node(tmp_path, "h")
+    v = node(tmp_path, "v")
+    with nodes(h, v):
+        with ScriptedPeer(v.ready["p2p_port"]) as bad:
+            bad.handshake()
+            bad.send("headers", p2p.headers_payload([m.header for m in made]))
+            bad.send("block", mutated)
+            assert bad.closed_by_node()
+        banned = wait_for(lambda: [e for e in v.events if e.get("status") == "banned"], what="the ban")
+        assert "bad-txnmrklroot" in banned[0]["reason"]
+        assert v.call("getblockchaininfo")["headers"] == 3  # the headers are still held, good
+        assert v.call("addnode", target(h), "add") is None
+        wait_for(lambda: tip(v) == (3, made[-1].hash[::-1].hex()), what="v synced from the honest peer")
+
+
+def make_block_on_genesis(path: Path):
+    with Chain.create(path, preset("regtest-core", 0)) as chain:
+        return make_block(chain, chain.tip_hash, 1, b"other")

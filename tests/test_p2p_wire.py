@@ -226,13 +226,52 @@ def test_held_headers_track_the_most_work_branch_and_the_path_to_fetch():
     assert [e.hash for e in tree.path_to(tree.best())] == [h.hash() for h in main[:2] + fork]
     tree.mark_invalid(fork[0].hash())  # everything on the fork falls back to the main branch
     assert tree.best().hash == main[-1].hash()
+    assert all(tree.entries[h.hash()].invalid for h in fork)
+    more = _run(2, fork[-1].hash())  # built later on the invalid branch: invalid at once
+    tree.add(more, [h.hash() for h in more], None)
+    assert all(tree.entries[h.hash()].invalid for h in more) and tree.best().hash == main[-1].hash()
     for h in main:
         tree.stored(h.hash())
-    assert main[-1].hash() not in tree and len(tree) == 6
-    assert {e.hash for e in tree.tips()} == {fork[-1].hash()}
+    assert main[-1].hash() not in tree and len(tree) == 8
+    rows = tree.tips()
+    assert [(e.hash, root_hash, held) for e, root_hash, held in rows] == [(more[-1].hash(), main[1].hash(), 8)]
     small = HeaderTree(limit=3)
     with pytest.raises(HeadersFull):
         small.add(main, [h.hash() for h in main], Anchor(0, genesis_work))
+    with pytest.raises(KeyError):  # a run on a parent neither stored nor held
+        HeaderTree().add(fork, [h.hash() for h in fork], None)
+
+
+def test_a_full_tree_drops_the_branches_that_cannot_beat_our_tip_first():
+    genesis_work = work(bits_to_target(0x207FFFFF))
+    one = work(bits_to_target(0x207FFFFF))
+    tree = HeaderTree(limit=6)
+    weak = _run(4, b"\x22" * 32)  # a branch of 4: chainwork genesis + 4 blocks
+    tree.add(weak, [h.hash() for h in weak], Anchor(0, genesis_work))
+    strong = _run(4, b"\x33" * 32)
+    # our tip has 5 blocks of work: the weak branch cannot beat it, so it makes room
+    new = tree.add(strong, [h.hash() for h in strong], Anchor(2, genesis_work + 2 * one),
+                   tip_work=genesis_work + 5 * one)
+    assert len(new) == 4 and all(h.hash() not in tree for h in weak)
+    assert tree.best().hash == strong[-1].hash()
+    stronger = _run(3, strong[-1].hash())
+    with pytest.raises(HeadersFull):  # nothing left that cannot beat the tip
+        tree.add(stronger, [h.hash() for h in stronger], None, tip_work=genesis_work + 5 * one)
+
+
+def test_an_empty_locator_asks_for_the_stop_header_alone(tmp_path):
+    from blockmaker import grow
+
+    from miner.chain.chain import Chain
+    from miner.chain.locator import headers_after
+    with Chain.create(tmp_path / "c.sqlite", preset("regtest-core", 0)) as chain:
+        made = grow(chain, chain.tip_hash, 5, 1, b"loc")
+        assert headers_after(chain, (), made[2].hash, 2000) == [made[2].header]
+        assert headers_after(chain, (), b"\x44" * 32, 2000) == []
+        assert [h.hash() for h in headers_after(chain, (made[1].hash,), bytes(32), 2000)] == \
+            [m.hash for m in made[2:]]
+        assert [h.hash() for h in headers_after(chain, (made[1].hash,), made[3].hash, 2000)] == \
+            [m.hash for m in made[2:4]]
 
 
 # --------------------------------------------------------------------------- chains

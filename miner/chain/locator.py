@@ -54,6 +54,9 @@ def active_headers(chain: Chain, first: int, count: int) -> list[BlockHeader]:
 def headers_after(chain: Chain, hashes: tuple[bytes, ...], stop: bytes, limit: int) -> list[BlockHeader]:
     """What a getheaders asks for: active headers after the fork point, up to `limit`, ending at
     `stop` when it is among them."""
+    if not hashes:  # Core: an empty locator asks for the stop block's header alone
+        header = header_of(chain, stop)
+        return [header] if header is not None else []
     headers = active_headers(chain, fork_height(chain, hashes) + 1, limit)
     if stop != bytes(32):
         for i, h in enumerate(headers):

@@ -168,7 +168,17 @@ class transaction:
         self.conn.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if exc_type is not None:
+            self.conn.execute("ROLLBACK")
+            return
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:
+            # A COMMIT that failed (disk full, I/O error) may leave the transaction open: end
+            # it, so the caller reads the file as it is and the next BEGIN works.
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
 
 
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:

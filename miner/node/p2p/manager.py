@@ -38,6 +38,7 @@ from miner.node.p2p.sync import BlockSync
 from miner.node.service import Accepted, NodeService
 from miner.primitives import p2p
 from miner.primitives.block import Block
+from miner.primitives.header import BlockHeader
 from miner.primitives.serialize import DecodeError, varint
 from miner.primitives.transaction import strip_witness
 
@@ -67,6 +68,7 @@ class Target:
     port: int
     task: asyncio.Task | None = None
     peer: Peer | None = None
+    removed: bool = False  # `addnode remove`: no reconnect after this connection ends
 
 
 def parse_target(text: str, default_port: int = 18444) -> tuple[str, int]:
@@ -88,6 +90,8 @@ class PeerManager:
         self.peers: dict[int, Peer] = {}
         self.targets: dict[str, Target] = {}
         self.sync = BlockSync(service, params, self.peers, self._spawn, self._punish)
+        self._to_announce: bytes | None = None
+        self._announcer: asyncio.Task | None = None
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
         self.closing = False
@@ -140,8 +144,9 @@ class PeerManager:
         target = self.targets.pop(key, None)
         if target is None:
             return False
-        if target.task is not None:
-            target.task.cancel()
+        target.removed = True  # as in Core, an open connection stays; it is just not made again
+        if target.peer is None and target.task is not None:
+            target.task.cancel()  # waiting to retry: stop now
         return True
 
     async def _keep_connected(self, target: Target, once: bool) -> None:
@@ -157,7 +162,7 @@ class PeerManager:
                 target.peer = self._new_peer(reader, writer, inbound=False, manual=True)
                 await self._serve(target.peer)
                 target.peer = None
-            if once or self.closing:
+            if once or self.closing or target.removed:
                 return
             if time.monotonic() - started > 10:
                 delay = RETRY_MIN  # it was up a while: the next failure starts the back-off again
@@ -198,6 +203,8 @@ class PeerManager:
                 await self._dispatch(peer, command, payload)
         except Misbehaving as exc:
             self._punish(peer, str(exc))
+        except Exception:  # a defect of ours must not end a --connect target's reconnect loop
+            log.exception("peer %d %s: unexpected error; dropping the connection", peer.id, peer.addr)
         except (PeerGone, asyncio.TimeoutError, ConnectionError, OSError):
             pass
         finally:
@@ -246,16 +253,13 @@ class PeerManager:
                 if version.version < p2p.MIN_PEER_VERSION:
                     raise PeerGone(f"protocol version {version.version} is too old")
                 peer.version = version
-                peer.best_height = version.start_height
                 if peer.inbound:
                     await self._send_version(peer)
                 await peer.send("verack")
             elif command == "verack" and peer.version is not None:
                 peer.verack = True
-            elif command in ("wtxidrelay", "sendaddrv2") and peer.version is not None:
-                pass  # negotiated between version and verack; we relay neither
-            else:
-                raise Misbehaving(f"{command} before the handshake ended")
+            # Anything else before the handshake ends (wtxidrelay and sendaddrv2 belong there)
+            # is ignored, as Core ignores it; the handshake's deadline still runs.
 
     # ------------------------------------------------------------------ messages
 
@@ -288,10 +292,13 @@ class PeerManager:
             elif command == "block":
                 await self.sync.on_block(peer, Block.parse(payload))
             elif command == "notfound":
+                freed = False
                 for item in p2p.parse_inv(payload):
                     if peer.in_flight.pop(item.hash, None) is not None:
                         self.sync.in_flight.pop(item.hash, None)
-                self.sync.schedule()
+                        freed = True
+                if freed:
+                    self.sync.schedule()
             elif command == "sendcmpct":
                 p2p.SendCmpct.parse(payload)  # understood; we announce by headers, not compact blocks
             elif command == "feefilter":
@@ -347,18 +354,28 @@ class PeerManager:
     # ------------------------------------------------------------------ relay
 
     def _on_accepted(self, accepted: Accepted) -> None:
-        if not self.closing:
-            self._spawn(self._announce(accepted.hash))
+        """A new tip: announced by one task that always sends the latest, so a batch of blocks
+        stored during a sync is one announcement, not hundreds."""
+        self._to_announce = accepted.hash
+        if not self.closing and (self._announcer is None or self._announcer.done()):
+            self._announcer = self._spawn(self._announce_latest())
 
-    async def _announce(self, block_hash: bytes) -> None:
-        header = await self.service.on_chain(header_of, block_hash)
-        if header is None:
-            return
+    async def _announce_latest(self) -> None:
+        while self._to_announce is not None:
+            block_hash, self._to_announce = self._to_announce, None
+            header = await self.service.on_chain(header_of, block_hash)
+            if header is not None:
+                self._announce(block_hash, header)
+
+    def _announce(self, block_hash: bytes, header: BlockHeader) -> None:
+        """Once to each peer that does not have it: its header to a peer that asked for headers
+        (BIP 130) and has the parent, an inv otherwise (the peer then asks for headers)."""
         for peer in list(self.peers.values()):
             if not peer.ready or block_hash in peer.known:
                 continue
+            parent_known = header.prev_hash in peer.known or header.prev_hash == peer.best_known
             peer.known.add(block_hash)
-            if peer.send_headers:
+            if peer.send_headers and parent_known:
                 self._spawn(self._quiet_send(peer, "headers", p2p.headers_payload([header])))
             else:
                 inv = p2p.inv_payload([p2p.Inventory(p2p.MSG_BLOCK, block_hash)])
@@ -367,6 +384,8 @@ class PeerManager:
     # ------------------------------------------------------------------ reports
 
     def peer_info(self) -> list[dict]:
+        """getpeerinfo: peers past the handshake. synced_headers and synced_blocks are -1 until
+        the peer has told us of a block, as in Core."""
         tip = self.service.tip.height if self.service.tip else 0
-        return [p.info(max(p.best_height, -1), min(tip, p.best_height))
+        return [p.info(p.best_height, min(tip, p.best_height), self.sync.in_flight_heights(p))
                 for p in sorted(self.peers.values(), key=lambda p: p.id) if p.ready]

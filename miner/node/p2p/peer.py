@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from miner.primitives.p2p import (
@@ -26,6 +27,31 @@ from miner.primitives.p2p import (
 from miner.primitives.serialize import DecodeError
 
 _ids = itertools.count()
+
+
+class RecentSet:
+    """The last `size` hashes added, for "the peer has this block" when relaying: a peer's
+    inventory messages cannot grow it past its bound."""
+
+    def __init__(self, size: int = 20_000):
+        self.size = size
+        self._items: OrderedDict[bytes, None] = OrderedDict()
+
+    def add(self, item: bytes) -> None:
+        self._items[item] = None
+        self._items.move_to_end(item)
+        if len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def update(self, items) -> None:
+        for item in items:
+            self.add(item)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 class Misbehaving(Exception):
@@ -62,9 +88,14 @@ class Peer:
         self.version: Version | None = None
         self.verack = False  # theirs received
         self.send_headers = False  # they asked for headers announcements (BIP 130)
-        self.known: set[bytes] = set()  # blocks they have or we told them of
+        self.known = RecentSet()  # blocks they have or we told them of (recent ones)
         self.in_flight: dict[bytes, float] = {}  # block hash -> when we asked for it
-        self.best_height = -1  # the highest block they announced or sent headers for
+        self.last_delivery = 0.0  # when they last delivered a block we asked for
+        # The most-work header they told us of: they have it and every block below it.
+        self.best_known: bytes | None = None
+        self.best_work = 0
+        self.best_height = -1
+        self.reach: tuple[object, int] = (None, -1)  # sync's cache: how far along its plan they reach
         self.unconnecting = 0  # headers messages that did not connect, in a row
         self.stats = PeerStats()
         self._rate, self._burst, self._tokens, self._refilled = rate, burst, burst, time.monotonic()
@@ -73,7 +104,7 @@ class Peer:
 
     @property
     def addr(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     @property
     def ready(self) -> bool:
@@ -134,11 +165,12 @@ class Peer:
 
     # ------------------------------------------------------------------ getpeerinfo
 
-    def info(self, synced_headers: int, synced_blocks: int) -> dict:
+    def info(self, synced_headers: int, synced_blocks: int, inflight: list[int]) -> dict:
         v = self.version
         s = self.stats
         return {
-            "id": self.id, "addr": self.addr, "addrbind": self.local, "network": "ipv4",
+            "id": self.id, "addr": self.addr, "addrbind": self.local,
+            "network": "ipv6" if ":" in self.host else "ipv4",
             "services": f"{v.services if v else 0:016x}", "relaytxes": bool(v and v.relay),
             "lastsend": s.last_send, "lastrecv": s.last_recv,
             "bytessent": s.sent.total, "bytesrecv": s.received.total, "conntime": s.conntime,
@@ -149,7 +181,7 @@ class Peer:
             "version": v.version if v else 0, "subver": v.user_agent if v else "",
             "inbound": self.inbound, "startingheight": v.start_height if v else -1,
             "synced_headers": synced_headers, "synced_blocks": synced_blocks,
-            "inflight": len(self.in_flight),
+            "inflight": inflight,
             "connection_type": "manual" if self.manual else ("inbound" if self.inbound else "outbound-full-relay"),
             "bytessent_per_msg": dict(s.sent.bytes), "bytesrecv_per_msg": dict(s.received.bytes),
         }

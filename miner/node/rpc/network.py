@@ -8,6 +8,8 @@ RPC_CLIENT_P2P_DISABLED.
 
 from __future__ import annotations
 
+import time
+
 from miner.errors import InvalidInput
 from miner.node.p2p.bans import DEFAULT_BAN_TIME, normalize_subnet
 from miner.node.p2p.manager import USER_AGENT, PeerManager, parse_target
@@ -35,7 +37,7 @@ async def getpeerinfo(ctx: Context) -> list:
 
 @rpc("getconnectioncount")
 async def getconnectioncount(ctx: Context) -> int:
-    return len(ctx.p2p.peer_info()) if ctx.p2p is not None else 0
+    return len(ctx.p2p.peers) if ctx.p2p is not None else 0  # every connection, as Core counts
 
 
 @rpc("getnetworkinfo")
@@ -102,6 +104,8 @@ async def setban(ctx: Context, subnet: str, command: str, bantime: int, absolute
     except InvalidInput:
         raise RpcError(RPC_CLIENT_INVALID_IP_OR_SUBNET, "Error: Invalid IP/Subnet") from None
     if command == "add":
+        if absolute and bantime and bantime < time.time():
+            raise RpcError(RPC_INVALID_PARAMETER, "Error: Absolute timestamp is in the past")
         if str(net) in manager.bans.bans:
             raise RpcError(RPC_CLIENT_NODE_ALREADY_ADDED, "Error: IP/Subnet already banned")
         manager.bans.ban(str(net), int(bantime) or DEFAULT_BAN_TIME, absolute and bantime > 0, "setban")
