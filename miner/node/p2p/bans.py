@@ -44,6 +44,9 @@ class BanList:
     def __init__(self, path: Path | None = None):
         self.path = path
         self.bans: dict[str, Ban] = {}
+        self._parsed: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        self._parsed_for = -1
+        self._parsed_keys: set[str] = set()
         if path is not None:
             self._load()
 
@@ -100,12 +103,22 @@ class BanList:
         self._save()
 
     def is_banned(self, host: str) -> bool:
+        """Checked at every inbound connection: an exact address is one set lookup; only
+        wider subnets are tested one by one (parsed once, when the ban is made)."""
         self.sweep()
         try:
             addr = ipaddress.ip_address(host)
         except ValueError:
             return False
-        return any(addr in ipaddress.ip_network(b.subnet) for b in self.bans.values())
+        if str(ipaddress.ip_network(addr)) in self.bans:
+            return True
+        return any(addr in net for net in self._subnets())
+
+    def _subnets(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        if self._parsed_for != len(self.bans) or self._parsed_keys != self.bans.keys():
+            self._parsed = [n for n in (ipaddress.ip_network(k) for k in self.bans) if n.num_addresses > 1]
+            self._parsed_for, self._parsed_keys = len(self.bans), set(self.bans)
+        return self._parsed
 
     def listed(self) -> list[dict]:
         """listbanned's answer."""
