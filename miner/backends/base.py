@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 
 from miner.backends.work import KernelWork, check_range
+from miner.errors import InvalidInput
 
 DEFAULT_MAX_HITS = 64
 # With a cancel event, a search runs in pieces of about this many seconds of work and checks the
@@ -35,6 +36,8 @@ class Backend(abc.ABC):
     """Searches nonce ranges of a `KernelWork` for hashes at or below its target."""
 
     kind: str = "?"
+    # The proofs of work this backend's kernel computes (KernelWork.pow).
+    algorithms: frozenset[str] = frozenset({"sha256d"})
 
     def __init__(self, name: str, device: str, max_hits: int = DEFAULT_MAX_HITS):
         self.name = name
@@ -57,6 +60,9 @@ class Backend(abc.ABC):
         needs one solution, not the rest of the unit). The result's `count` says how far it got.
         """
         check_range(nonce_start, count)
+        if work.pow not in self.algorithms:
+            raise InvalidInput(f"the {self.name} backend has no {work.pow} kernel "
+                               f"(it computes {', '.join(sorted(self.algorithms))})")
         piece = self._piece(count) if cancel is not None or stop_on_hit else count
         verified: list[int] = []
         total = done = rejected = 0

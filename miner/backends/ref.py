@@ -12,12 +12,15 @@ _pack = struct.Struct("<I").pack
 
 
 def reference_hits(work: KernelWork, nonce_start: int, count: int) -> list[int]:
-    """Every nonce in [nonce_start, nonce_start+count) whose sha256d meets the work's target.
+    """Every nonce in [nonce_start, nonce_start+count) whose proof-of-work hash meets the work's
+    target.
 
-    Reuses hashlib's state after the first 64 header bytes (the midstate) so only the second
-    block and the second hash are computed per nonce, as the kernels do.
+    For sha256d, reuses hashlib's state after the first 64 header bytes (the midstate) so only
+    the second block and the second hash are computed per nonce, as the kernels do.
     """
     check_range(nonce_start, count)
+    if work.pow == "scrypt":
+        return _scrypt_hits(work, nonce_start, count)
     first = hashlib.sha256(work.header_prefix[:64])
     tail = work.header_prefix[64:]
     target = work.target
@@ -31,15 +34,26 @@ def reference_hits(work: KernelWork, nonce_start: int, count: int) -> list[int]:
     return hits
 
 
+def _scrypt_hits(work: KernelWork, nonce_start: int, count: int) -> list[int]:
+    prefix, target = work.header_prefix, work.target
+    hits = []
+    for nonce in range(nonce_start, nonce_start + count):
+        header = prefix + _pack(nonce)
+        if int.from_bytes(hashlib.scrypt(header, salt=header, n=1024, r=1, p=1, dklen=32), "little") <= target:
+            hits.append(nonce)
+    return hits
+
+
 class ReferenceBackend(Backend):
     kind = "ref"
+    algorithms = frozenset({"sha256d", "scrypt"})
 
     def __init__(self, max_hits: int = 64, name: str = "ref"):
         super().__init__(name, "hashlib (1 thread)", max_hits)
 
     @property
     def initial_batch(self) -> int:
-        return 1 << 14
+        return 1 << 14  # about 10 ms of sha256d; a first scrypt unit is cut by the coordinator's cap
 
     def _search(self, work: KernelWork, nonce_start: int, count: int) -> tuple[list[int], int]:
         hits = reference_hits(work, nonce_start, count)

@@ -49,9 +49,14 @@ def _make_cuda(index: int | None) -> list[Backend]:
     return [CudaBackend(index)]
 
 
-def make_backends(spec: str, threads: int | None = None, cpu_kernel: str = "auto") -> list[Backend]:
+def make_backends(spec: str, threads: int | None = None, cpu_kernel: str = "auto",
+                  pow: str = "sha256d") -> list[Backend]:
     """Build the backends named by `spec`; unknown names and missing devices are usage errors.
-    `threads` and `cpu_kernel` (auto, simd, sha) configure the CPU backend."""
+    `threads` and `cpu_kernel` (auto, simd, sha) configure the CPU backend. `pow`: the proof of
+    work to mine; `auto` takes the best backend that computes it, and naming one that does not
+    is a usage error."""
+    if pow != "sha256d":
+        return _make_for(spec, pow)
     items = [s.strip().lower() for s in spec.split(",") if s.strip()]
     if not items:
         raise InvalidInput("no backend named (use auto, ref, cpu, cuda or cuda:N)")
@@ -79,6 +84,28 @@ def make_backends(spec: str, threads: int | None = None, cpu_kernel: str = "auto
             out += _make_cuda(int(index))
         else:
             raise InvalidInput(f"unknown backend {item!r} (use auto, ref, cpu, cuda or cuda:N)")
+    return _unique(out)
+
+
+def _make_for(spec: str, pow: str) -> list[Backend]:
+    """Backends for a proof of work other than sha256d: the hashlib reference computes every
+    one; the compiled kernels are sha256d's."""
+    from miner.backends.ref import ReferenceBackend
+    out: list[Backend] = []
+    for item in (s.strip().lower() for s in spec.split(",") if s.strip()):
+        if item in ("auto", "ref"):
+            out.append(ReferenceBackend())
+        elif item in ("cpu", "cuda") or item.startswith("cuda:"):
+            raise InvalidInput(f"the {item} backend has no {pow} kernel yet; use --backend ref (hashlib) "
+                               f"for a {pow} chain")
+        else:
+            raise InvalidInput(f"unknown backend {item!r} (use auto, ref, cpu, cuda or cuda:N)")
+    if not out:
+        raise InvalidInput("no backend named (use auto, ref, cpu, cuda or cuda:N)")
+    return _unique(out)
+
+
+def _unique(out: list[Backend]) -> list[Backend]:
     names = [b.name for b in out]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

@@ -9,6 +9,7 @@ import struct
 from dataclasses import dataclass
 from functools import cached_property
 
+from miner.consensus.pow import ALGORITHMS, scrypt_pow
 from miner.errors import InvalidInput
 from miner.primitives.compact import MAX_TARGET
 from miner.primitives.header import midstate, tail_words, target_words
@@ -23,11 +24,14 @@ class KernelWork:
     header_prefix: bytes
     target: int
     extranonce: int = 0
+    pow: str = "sha256d"  # the proof-of-work hash searched: sha256d or scrypt
 
     def __post_init__(self) -> None:
         if len(self.header_prefix) != 76:
             raise InvalidInput(f"header prefix must be 76 bytes, got {len(self.header_prefix)}")
         check_target(self.target)
+        if self.pow not in ALGORITHMS:
+            raise InvalidInput(f"unknown proof of work {self.pow!r}")
 
     @cached_property
     def midstate(self) -> tuple[int, ...]:
@@ -49,7 +53,10 @@ class KernelWork:
         return self.header_prefix + struct.pack("<I", nonce)
 
     def hash_int(self, nonce: int) -> int:
-        """sha256d of the header with `nonce`, as the number compared with targets (hashlib)."""
+        """The proof-of-work hash of the header with `nonce` (sha256d, or scrypt), as the number
+        compared with targets, from hashlib."""
+        if self.pow == "scrypt":
+            return int.from_bytes(scrypt_pow(self.header_bytes(nonce)), "little")
         h = self._prefix_state.copy()
         h.update(self.header_prefix[64:] + struct.pack("<I", nonce))
         return int.from_bytes(hashlib.sha256(h.digest()).digest(), "little")

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from miner.consensus.pow import proof_of_work_error
+from miner.consensus.pow import algorithm, proof_of_work_error
 from miner.errors import InvalidHeader, MinerError, UsageError
 from miner.primitives.compact import (
     MAINNET_POW_LIMIT,
@@ -76,7 +76,7 @@ def parse_pow_limit(text: str) -> int:
         raise UsageError(f"--pow-limit wants compact bits or a 64-digit target: {exc}") from None
 
 
-def header_report(header: BlockHeader, pow_limit: int = MAINNET_POW_LIMIT) -> dict:
+def header_report(header: BlockHeader, pow_limit: int = MAINNET_POW_LIMIT, pow: str = "sha256d") -> dict:
     value, negative, overflow = decode_compact(header.bits)
     decodable = value != 0 and not (negative or overflow)  # a target to show, valid or not
     block_hash = header.hash()
@@ -93,7 +93,12 @@ def header_report(header: BlockHeader, pow_limit: int = MAINNET_POW_LIMIT) -> di
         "difficulty": difficulty(value) if decodable else None,
         "pow_limit": f"{pow_limit:064x}",
     }
-    error = proof_of_work_error(block_hash, header.bits, pow_limit)
+    algo = algorithm(pow)
+    pow_hash = algo.pow_hash(header, block_hash)
+    report["pow"] = pow
+    if not algo.is_block_id:
+        report["pow_hash"] = display_hex(pow_hash)
+    error = proof_of_work_error(pow_hash, header.bits, pow_limit)
     report["meets_target"] = error is None
     if error:
         report["pow_error"] = error
@@ -101,14 +106,16 @@ def header_report(header: BlockHeader, pow_limit: int = MAINNET_POW_LIMIT) -> di
 
 
 def cmd_header(args: argparse.Namespace) -> int:
+    pow = args.pow or "sha256d"
     if args.preset:
         from miner.consensus.params import preset
-        limit = preset(args.preset, 0).pow_limit
+        chain = preset(args.preset, 0)
+        limit, pow = chain.pow_limit, args.pow or chain.pow
     elif args.pow_limit:
         limit = parse_pow_limit(args.pow_limit)
     else:
         limit = MAINNET_POW_LIMIT
-    report = header_report(read_header(args.hex), limit)
+    report = header_report(read_header(args.hex), limit, pow)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

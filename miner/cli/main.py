@@ -264,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: Bitcoin mainnet's)")
     limit.add_argument("--pow-limit", default=None,
                        help="judge proof of work against this limit: compact bits or a 64-digit target")
+    h.add_argument("--pow", choices=("sha256d", "scrypt"), default=None,
+                   help="the proof-of-work hash to judge by (default sha256d, or the --preset's)")
     h.add_argument("--json", action="store_true", help="one JSON document instead of lines")
     return p
 

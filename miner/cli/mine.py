@@ -65,7 +65,8 @@ def cmd_mine(args: argparse.Namespace) -> int:
         check_creatable(path)
         lock.acquire()
     try:
-        backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel)
+        pow = chain.params.pow if chain is not None else params.pow
+        backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel, pow=pow)
         reporter = make_reporter(args.json, args.quiet)
         # Mining starts at once (kernels compile in the background, `mining/startup.py`), so a
         # new chain's genesis time "now" is when hashing begins.

@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields, replace
 
-from miner.consensus.pow import SHA256D, PowAlgorithm
+from miner.consensus.pow import PowAlgorithm, algorithm
 from miner.consensus.retarget import (
     AsertRule,
     CappedAsertRule,
@@ -29,7 +29,7 @@ RULES = ("asert", "asert-capped", "windowed", "fixed")
 
 # Fields added after chain files were first written: left out of the stored JSON (and so of the
 # digest that genesis commits to) while they hold their defaults, so every earlier file matches.
-_LATER_FIELDS: dict[str, object] = {"genesis_coinbase": "", "genesis_nonce": 0, "magic": ""}
+_LATER_FIELDS: dict[str, object] = {"genesis_coinbase": "", "genesis_nonce": 0, "magic": "", "pow": "sha256d"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,9 @@ class ChainParams:
     genesis_coinbase: str = ""
     genesis_nonce: int = 0
     magic: str = ""
+    # The proof-of-work hash blocks are judged by (`consensus.pow`): sha256d, or scrypt as
+    # Litecoin has it. Block ids stay sha256d either way.
+    pow: str = "sha256d"
 
     def __post_init__(self) -> None:
         # Stored parameters come back from a file a user can edit: every field must have its
@@ -71,6 +74,7 @@ class ChainParams:
             magic = bytes.fromhex(self.magic)
         except ValueError:
             raise InvalidInput("genesis_coinbase and magic must be hex") from None
+        algorithm(self.pow)  # InvalidInput naming the choices
         if len(magic) not in (0, 4) or not 0 <= self.genesis_nonce < 1 << 32:
             raise InvalidInput("magic must be 4 bytes and genesis_nonce a 32-bit number")
 
@@ -85,9 +89,8 @@ class ChainParams:
 
     @property
     def pow_algorithm(self) -> PowAlgorithm:
-        """The proof-of-work hash blocks of this chain are judged by (sha256d for every chain
-        today; a parameter for a second algorithm joins the committed ones when it exists)."""
-        return SHA256D
+        """The proof-of-work hash blocks of this chain are judged by."""
+        return algorithm(self.pow)
 
     def retarget_rule(self) -> RetargetRule:
         if self.rule == "windowed":
@@ -163,6 +166,10 @@ BITCOIN_GENESIS_COINBASE = (
 _PRESETS: dict[str, dict] = {
     "local": {"spacing": 3, "rule": "asert-capped", "halflife": 12,
               "genesis_bits": LOCAL_START_BITS, "pow_limit_bits": REGTEST_BITS},
+    # scrypt as Litecoin has it, about 2^13 hashes a block at first (a second or two with
+    # hashlib's scrypt on one core), then ASERT pulls the spacing to 3 s as for `local`.
+    "local-scrypt": {"spacing": 3, "rule": "asert-capped", "halflife": 12, "pow": "scrypt",
+                     "genesis_bits": target_to_bits(1 << 243), "pow_limit_bits": REGTEST_BITS},
     "local-windowed": {"spacing": 3, "rule": "windowed", "window": 10, "off_by_one": False,
                        "genesis_bits": LOCAL_START_BITS, "pow_limit_bits": REGTEST_BITS},
     "regtest": {"spacing": 1, "rule": "asert", "halflife": 3600,

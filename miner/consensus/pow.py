@@ -8,6 +8,7 @@ Litecoin keeps sha256d ids) plugs in here and nowhere else.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -36,8 +37,16 @@ class PowAlgorithm:
         return block_id if self.is_block_id else self.hash(header.serialize())
 
 
+def scrypt_pow(header: bytes) -> bytes:
+    """Litecoin's proof-of-work hash: scrypt(header, salt=header, N=1024, r=1, p=1, 32 bytes)
+    (RFC 7914), little-endian like sha256d's, compared with the same target."""
+    return hashlib.scrypt(header, salt=header, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
+
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 1024, 1, 1
 SHA256D = PowAlgorithm("sha256d", sha256d, is_block_id=True)
-ALGORITHMS = {SHA256D.name: SHA256D}
+SCRYPT = PowAlgorithm("scrypt", scrypt_pow, is_block_id=False)
+ALGORITHMS = {SHA256D.name: SHA256D, SCRYPT.name: SCRYPT}
 
 
 def algorithm(name: str) -> PowAlgorithm:

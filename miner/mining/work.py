@@ -11,6 +11,7 @@ import secrets
 from dataclasses import dataclass
 
 from miner.backends.work import KernelWork
+from miner.consensus.pow import algorithm
 from miner.errors import InvalidInput
 from miner.primitives.block import Block
 from miner.primitives.coinbase import CoinbaseTemplate
@@ -44,6 +45,7 @@ class Job:
     witness: bool = False
     longpoll_id: str | None = None
     shares: bool = False
+    pow: str = "sha256d"  # the chain's proof of work (`consensus.pow`)
 
     def coinbase_tx(self, extranonce: int) -> bytes:
         return self.coinbase.build(extranonce)
@@ -57,7 +59,7 @@ class Job:
 
     def work(self, extranonce: int) -> KernelWork:
         prefix = self.header(extranonce).serialize()[:76]
-        return KernelWork(prefix, self.target, extranonce)
+        return KernelWork(prefix, self.target, extranonce, self.pow)
 
     def block(self, extranonce: int, nonce: int) -> Block:
         """The block this job makes with `extranonce` and `nonce`, as it is submitted."""
@@ -72,7 +74,8 @@ class Job:
             block_target = bits_to_target(self.bits)
         except (InvalidInput, ValueError):
             return False
-        return int.from_bytes(self.header(extranonce, nonce).hash(), "little") <= block_target
+        header = self.header(extranonce, nonce).serialize()
+        return int.from_bytes(algorithm(self.pow).hash(header), "little") <= block_target
 
     @property
     def max_extranonce(self) -> int:

@@ -8,6 +8,7 @@ the solved block goes to the same submit path as any block, as a `Block`: never 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from miner.backends.base import Backend
 from miner.backends.registry import make_backends
@@ -27,7 +28,9 @@ class Generator:
         self._lock = asyncio.Lock()
 
     def _make(self) -> list[Backend]:
-        backends = make_backends(self.spec, threads=self.threads, cpu_kernel=self.cpu_kernel)
+        assert self.service.chain is not None
+        backends = make_backends(self.spec, threads=self.threads, cpu_kernel=self.cpu_kernel,
+                                 pow=self.service.chain.params.pow)
         for b in backends:
             b.warm_up()
         return backends
@@ -60,7 +63,8 @@ class Generator:
                 self._backends = await loop.run_in_executor(None, self._make)
             left = maxtries
             while len(hashes) < nblocks and left > 0 and not self.service.closing:
-                job = job_from_template(self.service.template(), script, b"miner node")
+                job = replace(job_from_template(self.service.template(), script, b"miner node"),
+                              pow=self.service.chain.params.pow)
                 solution, tried = await loop.run_in_executor(None, self._solve, job, left)
                 left -= tried
                 if solution is None:

@@ -44,6 +44,7 @@ class LocalChainSource:
             time=block_time,
             bits=bits,
             target=bits_to_target(bits, self.chain.params.pow_limit),
+            pow=self.chain.params.pow,
         )
 
     def is_current(self, job: Job) -> bool:

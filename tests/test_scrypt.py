@@ -1,0 +1,154 @@
+"""scrypt proof of work (Litecoin's N=1024, r=1, p=1): RFC 7914's vectors, real Litecoin
+mainnet headers from three eras with their published hashes, the chain parameter `pow`, a
+local-scrypt chain mined and verified, and a block whose sha256d meets its target but whose
+scrypt does not, refused."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from miner.backends.ref import ReferenceBackend
+from miner.backends.registry import make_backends
+from miner.backends.work import KernelWork
+from miner.chain.chain import Chain
+from miner.consensus.params import ChainParams, preset
+from miner.consensus.pow import SCRYPT, SHA256D, scrypt_pow
+from miner.errors import InvalidBlock, InvalidInput
+from miner.primitives.compact import bits_to_target
+from miner.primitives.hashes import display_hex
+from miner.primitives.header import BlockHeader
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# RFC 7914, section 12: (P, S, N, r, p, dkLen, DK).
+RFC7914 = [
+    (b"", b"", 16, 1, 1, 64,
+     "77d6576238657b203b19ca42c18a0497f16b4844e3074ae8dfdffa3fede21442fcd0069ded0948f8326a753a0fc81f17"
+     "e8d3e0fb2e0d3628cf35e20c38d18906"),
+    (b"password", b"NaCl", 1024, 8, 16, 64,
+     "fdbabe1c9d3472007856e7190d01e9fe7c6ad7cbc8237830e77376634b3731622eaf30d92e22a3886ff109279d9830da"
+     "c727afb94a83ee6d8360cbdfa2cc0640"),
+]
+
+# Litecoin mainnet headers with their published block ids: genesis (Litecoin's chainparams:
+# time 1317972665, nonce 2084524493, bits 0x1e0ffff0, merkle root 97ddfbba...), block 1 and block
+# 400,000 (2013, version 2, bits 0x1b4fbbc7: difficulty 822, a target that needs the full
+# comparison), as a Litecoin library's block tests record them (bitcore-lib-ltc test/block).
+LITECOIN = {
+    "genesis": (struct.pack("<I", 1) + bytes(32)
+                + bytes.fromhex("97ddfbbae6be97fd6cdf3e7ca13232a3afff2353e29badfab7f73011edd4ced9")[::-1]
+                + struct.pack("<III", 1317972665, 0x1E0FFFF0, 2084524493),
+                "12a765e31ffd4059bada1e25190f6e98c99d9714d334efa41a195a7e7e04bfe2"),
+    "block 1": (bytes.fromhex(
+        "01000000e2bf047e7e5a191aa4ef34d314979dc9986e0f19251edaba5940fd1fe365a712f6509b1757baa71bc746e17c"
+        "b4d0ed22e8935f71e2d0724336789021a40639fabfed8f4ef0ff0f1e7f270400"),
+        "80ca095ed10b02e53d769eb6eaf92cd04e9e0759e5be4a8477b42911ba49c78f"),
+    "block 400,000": (bytes.fromhex(
+        "020000009112eb62792ea01f5ae9b4179b5c94713709e98acc0918255f8499dc85a57236150a28f1e83ad2da82bf9aad"
+        "3f0a6a06c6e6e4e8ac84a93ea5365a21363de0381744fd51c7bb4f1b007b177a"),
+        "1950dad9ef32cf5635202ccd9edd78b58a4cb3a945aa0a88e1960f9f9b7616d8"),
+}
+# Litecoin's genesis proof-of-work hash as published beside its parameters (a genesis
+# generator's Litecoin sample, "Ctrl Hash").
+LITECOIN_GENESIS_POW = "0000050c34a64b415b6b15b37f2216634b5b1669cb9a2e38d76f7213b0671e00"
+
+
+@pytest.mark.parametrize("password, salt, n, r, p, dklen, expected", RFC7914)
+def test_rfc7914_vectors(password, salt, n, r, p, dklen, expected):
+    assert hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, dklen=dklen).hex() == expected
+
+
+@pytest.mark.parametrize("name", list(LITECOIN))
+def test_litecoin_headers_meet_their_bits_under_scrypt_and_not_under_sha256d(name):
+    raw, block_id = LITECOIN[name]
+    header = BlockHeader.deserialize(raw)
+    assert display_hex(header.hash()) == block_id  # the id stays sha256d
+    target = bits_to_target(header.bits)
+    assert int.from_bytes(scrypt_pow(raw), "little") <= target
+    assert int.from_bytes(SHA256D.hash(raw), "little") > target
+    if name == "genesis":
+        assert display_hex(SCRYPT.pow_hash(header, header.hash())) == LITECOIN_GENESIS_POW
+
+
+def test_the_reference_backend_finds_litecoins_nonce_and_only_under_scrypt():
+    raw, _ = LITECOIN["block 400,000"]
+    nonce = struct.unpack_from("<I", raw, 76)[0]
+    target = bits_to_target(struct.unpack_from("<I", raw, 72)[0])
+    scrypt_work = KernelWork(raw[:76], target, pow="scrypt")
+    backend = ReferenceBackend()
+    result = backend.search(scrypt_work, nonce - 40, 80)
+    assert result.nonces == [nonce] and result.total == 1
+    assert backend.search(KernelWork(raw[:76], target), nonce - 40, 80).total == 0
+    assert scrypt_work.check(nonce) and not scrypt_work.check(nonce + 1)
+
+
+def test_the_pow_parameter_is_committed_and_checked():
+    local = preset("local", 1)
+    assert "\"pow\"" not in local.to_json()  # sha256d chains store what they always stored
+    scrypt = preset("local-scrypt", 1)
+    assert scrypt.pow_algorithm is SCRYPT and '"pow": "scrypt"' in scrypt.to_json()
+    assert scrypt.genesis_header().hash() != replace(scrypt, pow="sha256d").genesis_header().hash()
+    with pytest.raises(InvalidInput, match="scrypt"):
+        ChainParams.from_json(local.to_json()[:-1] + ', "pow": "x11"}')
+
+
+def test_backends_for_scrypt():
+    assert [b.name for b in make_backends("auto", pow="scrypt")] == ["ref"]
+    for spec in ("cpu", "cuda", "cuda:0"):
+        with pytest.raises(InvalidInput, match="no scrypt kernel"):
+            make_backends(spec, pow="scrypt")
+    with pytest.raises(InvalidInput, match="no scrypt kernel"):  # a sha256d-only backend refuses the work
+        from miner.backends.base import Backend
+
+        class Sha(Backend):
+            def _search(self, work, nonce_start, count):
+                return [], 0
+        Sha("sha", "x").search(KernelWork(bytes(76), 1 << 250, pow="scrypt"), 0, 10)
+
+
+def test_a_local_scrypt_chain_is_mined_verified_and_refuses_a_sha256d_only_block(tmp_path):
+    path = tmp_path / "scrypt.sqlite"
+    mined = subprocess.run([sys.executable, "-m", "miner", "mine", "--chain", str(path), "--preset", "local-scrypt",
+                            "--blocks", "2", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert mined.returncode == 0, mined.stderr
+    with Chain.open(path) as chain:
+        assert chain.height == 2 and chain.params.pow == "scrypt"
+        assert chain.verify() == 2
+        for h in (1, 2):
+            header = chain.header(h)
+            assert int.from_bytes(scrypt_pow(header.serialize()), "little") <= bits_to_target(header.bits)
+        # a block whose sha256d meets the target but whose scrypt does not
+        block = chain.block(2)
+        prev = chain.block(1)
+        target = bits_to_target(block.header.bits)
+        header = block.header
+        nonce = 0
+        while True:
+            candidate = replace(header, nonce=nonce)
+            raw = candidate.serialize()
+            if int.from_bytes(SHA256D.hash(raw), "little") <= target and \
+                    int.from_bytes(scrypt_pow(raw), "little") > target:
+                break
+            nonce += 1
+        assert candidate.prev_hash == prev.hash
+        with pytest.raises(InvalidBlock) as refused:
+            chain.add_block(replace(block, header=candidate))
+        assert refused.value.reason == "high-hash"
+        assert chain.height == 2
+
+
+def test_miner_header_judges_by_the_pow_asked_for():
+    raw, _ = LITECOIN["block 400,000"]
+    base = [sys.executable, "-m", "miner", "header", raw.hex(), "--pow-limit", "1e0fffff"]
+    scrypt = subprocess.run([*base, "--pow", "scrypt", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert scrypt.returncode == 0, scrypt.stderr
+    assert '"pow_hash": "00000000002e000320769e4a9403d1a6d55d0735346bebc7e0dc353e0696b3de"' in scrypt.stdout
+    sha = subprocess.run(base, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert sha.returncode == 1 and "pow_error" in sha.stdout
