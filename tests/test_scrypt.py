@@ -100,8 +100,9 @@ def test_the_pow_parameter_is_committed_and_checked():
 
 
 def test_backends_for_scrypt():
-    assert [b.name for b in make_backends("auto", pow="scrypt")] == ["ref"]
-    for spec in ("cpu", "cuda", "cuda:0"):
+    assert [(b.name, b.kind) for b in make_backends("auto", pow="scrypt")] == [("cpu", "cpu")]
+    assert [b.kind for b in make_backends("ref,cpu", threads=1, pow="scrypt")] == ["ref", "cpu"]
+    for spec in ("cuda", "cuda:0"):
         with pytest.raises(InvalidInput, match="no scrypt kernel"):
             make_backends(spec, pow="scrypt")
     with pytest.raises(InvalidInput, match="no scrypt kernel"):  # a sha256d-only backend refuses the work
@@ -152,3 +153,41 @@ def test_miner_header_judges_by_the_pow_asked_for():
     assert '"pow_hash": "00000000002e000320769e4a9403d1a6d55d0735346bebc7e0dc353e0696b3de"' in scrypt.stdout
     sha = subprocess.run(base, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert sha.returncode == 1 and "pow_error" in sha.stdout
+
+
+# --------------------------------------------------------------------------- the numba kernel
+
+def test_the_numba_kernel_matches_hashlib_on_random_headers_and_partial_lane_groups():
+    import random
+
+    import numpy as np
+
+    from miner.kernels import cpu_scrypt as kernel
+    rng = random.Random(7914)
+    x, v = kernel.scratch()
+    hashes = np.empty((kernel.LANES, 8), dtype=np.uint32)
+    for n in (kernel.LANES, 1, 5):
+        prefix = rng.randbytes(76)
+        nonce0 = rng.randrange(1 << 32 - 5)
+        kernel.scrypt_lanes(kernel.prefix_words(prefix), nonce0, n, x, v, hashes)
+        for lane in range(n):
+            header = prefix + struct.pack("<I", nonce0 + lane)
+            assert hashes[lane].astype(">u4").tobytes() == scrypt_pow(header), (n, lane)
+
+
+def test_the_numba_backend_finds_litecoins_nonce_at_its_hard_target_on_two_threads():
+    from miner.backends.cpu_scrypt import CpuScryptBackend
+    raw, _ = LITECOIN["block 400,000"]
+    nonce = struct.unpack_from("<I", raw, 76)[0]
+    target = bits_to_target(struct.unpack_from("<I", raw, 72)[0])
+    backend = CpuScryptBackend(threads=2)
+    try:
+        result = backend.search(KernelWork(raw[:76], target, pow="scrypt"), nonce - 37, 70)
+        assert result.nonces == [nonce] and result.total == 1 and result.rejected == 0
+        # an easy target: every hit the reference finds, and only those
+        easy = KernelWork(raw[:76], 1 << 252, pow="scrypt")
+        ours = backend.search(easy, 1000, 100)
+        assert ours.nonces == ReferenceBackend().search(easy, 1000, 100).nonces[:64]
+        assert ours.total == len(ReferenceBackend().search(easy, 1000, 100).nonces)
+    finally:
+        backend.close()

@@ -56,7 +56,7 @@ def make_backends(spec: str, threads: int | None = None, cpu_kernel: str = "auto
     work to mine; `auto` takes the best backend that computes it, and naming one that does not
     is a usage error."""
     if pow != "sha256d":
-        return _make_for(spec, pow)
+        return _make_for(spec, pow, threads)
     items = [s.strip().lower() for s in spec.split(",") if s.strip()]
     if not items:
         raise InvalidInput("no backend named (use auto, ref, cpu, cuda or cuda:N)")
@@ -87,16 +87,22 @@ def make_backends(spec: str, threads: int | None = None, cpu_kernel: str = "auto
     return _unique(out)
 
 
-def _make_for(spec: str, pow: str) -> list[Backend]:
-    """Backends for a proof of work other than sha256d: the hashlib reference computes every
-    one; the compiled kernels are sha256d's."""
+def _make_for(spec: str, pow: str, threads: int | None) -> list[Backend]:
+    """Backends for scrypt: the numba scrypt kernel (`auto` takes it where numba is), or the
+    hashlib reference; there is no CUDA scrypt kernel yet."""
     from miner.backends.ref import ReferenceBackend
     out: list[Backend] = []
     for item in (s.strip().lower() for s in spec.split(",") if s.strip()):
-        if item in ("auto", "ref"):
+        if item == "ref" or (item == "auto" and not cpu_available()[0]):
             out.append(ReferenceBackend())
-        elif item in ("cpu", "cuda") or item.startswith("cuda:"):
-            raise InvalidInput(f"the {item} backend has no {pow} kernel yet; use --backend ref (hashlib) "
+        elif item in ("auto", "cpu"):
+            ok, why = cpu_available()
+            if not ok:
+                raise InvalidInput(f"backend 'cpu' is not available here: {why}")
+            from miner.backends.cpu_scrypt import CpuScryptBackend
+            out.append(CpuScryptBackend(threads=threads))
+        elif item == "cuda" or item.startswith("cuda:"):
+            raise InvalidInput(f"the {item} backend has no {pow} kernel yet; use --backend cpu or ref "
                                f"for a {pow} chain")
         else:
             raise InvalidInput(f"unknown backend {item!r} (use auto, ref, cpu, cuda or cuda:N)")
