@@ -58,10 +58,11 @@ def machine_description() -> str:
     return f"{cpu}, {os.cpu_count()} cores"
 
 
-def bench_backend(backend: Backend, duration: float, runs: int, setting: str = "") -> BenchResult:
+def bench_backend(backend: Backend, duration: float, runs: int, setting: str = "",
+                  pow: str = "sha256d") -> BenchResult:
     """Warm up (timing the compile), time a first 1-nonce call (launch overhead), then `runs`
-    timed runs of about `duration` s each."""
-    work = KernelWork(bytes(range(76)), 1)  # target 1: no hit, ever; the fast path only
+    timed runs of about `duration` s each, of the proof of work `pow`."""
+    work = KernelWork(bytes(range(76)), 1, pow=pow)  # target 1: no hit, ever; the fast path only
     result = BenchResult(backend.name, backend.device, setting)
     t0 = time.perf_counter()
     backend.warm_up()

@@ -1,8 +1,10 @@
-"""Side by side with a peer CPU miner: `python -m miner.bench.peers --cpuminer PATH`.
+"""Side by side with peer CPU miners: `python -m miner.bench.peers --cpuminer PATH [--pooler PATH]
+[--algo sha256d|scrypt]`.
 
-The peer is cpuminer-opt (JayDDee), built by the user from its public source; this project
-neither ships nor downloads it. Its `--benchmark -a sha256d -t N` mode hashes a fixed dummy job
-and prints `Total: X MH/s` every few seconds. The two miners run one after the other, never at
+The peers are cpuminer-opt (JayDDee) and pooler's cpuminer (`minerd`), built by the user from
+their public source; this project neither ships nor downloads them. Their `--benchmark -a ALGO
+-t N` mode hashes a fixed dummy job and prints `Total: X MH/s` (pooler's: `X khash/s`) every
+few seconds. The two miners run one after the other, never at
 once, alternating for several rounds at each thread count, so slow drifts of a shared machine
 (other tenants, clocks) fall on both alike. Each figure is a median: of the peer's reports after
 its first (which includes start-up), and of our timed runs on a hard target.
@@ -24,18 +26,20 @@ import subprocess
 import sys
 import time
 
-_RATE = re.compile(r"Total:\s*([0-9.]+)\s*([kMGT]?)H/s")
+_RATE = re.compile(r"Total:\s*([0-9.]+)\s*([kMGT]?)(?:H|hash)/s")
 _SCALE = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 
 
 def parse_peer_rates(text: str) -> list[float]:
-    """Every `Total: X MH/s` report in cpuminer-opt's output, in hashes/s."""
+    """Every `Total: X MH/s` (or `X khash/s`) report in a peer's output, in hashes/s."""
     return [float(v) * _SCALE[u] for v, u in _RATE.findall(text)]
 
 
-def run_peer(path: str, threads: int, seconds: float) -> list[float]:
-    """cpuminer-opt's benchmark for about `seconds`; its reports after the first."""
-    cmd = [path, "--benchmark", "-a", "sha256d", "-t", str(threads), "--no-color"]
+def run_peer(path: str, threads: int, seconds: float, algo: str = "sha256d") -> list[float]:
+    """A peer's benchmark for about `seconds`; its reports after the first."""
+    cmd = [path, "--benchmark", "-a", algo, "-t", str(threads)]
+    if "minerd" not in os.path.basename(path):
+        cmd.append("--no-color")  # cpuminer-opt's; pooler's cpuminer has no such option
     try:
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=seconds)
         out = proc.stdout + proc.stderr
@@ -48,40 +52,51 @@ def run_peer(path: str, threads: int, seconds: float) -> list[float]:
     return rates[1:]
 
 
-def run_ours(threads: int, kernel: str, seconds: float) -> list[float]:
+def run_ours(threads: int, kernel: str, seconds: float, algo: str = "sha256d") -> list[float]:
     from miner.bench.engine import bench_backend
 
-    from miner.backends.cpu import CpuBackend
-    backend = CpuBackend(threads=threads, kernel=kernel)
+    if algo == "scrypt":
+        from miner.backends.cpu_scrypt import CpuScryptBackend
+        backend = CpuScryptBackend(threads=threads)
+    else:
+        from miner.backends.cpu import CpuBackend
+        backend = CpuBackend(threads=threads, kernel=kernel)
     try:
-        return bench_backend(backend, duration=1.0, runs=max(2, int(seconds))).runs
+        return bench_backend(backend, duration=1.0, runs=max(2, int(seconds)), pow=algo).runs
     finally:
         backend.close()
 
 
-def compare(path: str, thread_counts: list[int], kernels: list[str], rounds: int,
-            seconds: float) -> list[dict]:
+def compare(peers: dict[str, str], thread_counts: list[int], kernels: list[str], rounds: int,
+            seconds: float, algo: str = "sha256d") -> list[dict]:
+    """Each round runs every peer, then each of our kernels, one after the other. A row per
+    (threads, our kernel) with every peer's median and ours; `ratio` is ours over the faster
+    peer's."""
     rows = []
     for threads in thread_counts:
-        peer: list[float] = []
+        peer: dict[str, list[float]] = {name: [] for name in peers}
         ours: dict[str, list[float]] = {k: [] for k in kernels}
         for r in range(rounds):
-            print(f"threads={threads} round {r + 1}/{rounds}: cpuminer-opt ...", file=sys.stderr, flush=True)
-            peer.append(statistics.median(run_peer(path, threads, seconds)))
+            for name, path in peers.items():
+                print(f"threads={threads} round {r + 1}/{rounds}: {name} ...", file=sys.stderr, flush=True)
+                peer[name].append(statistics.median(run_peer(path, threads, seconds, algo)))
             for k in kernels:
                 print(f"threads={threads} round {r + 1}/{rounds}: ours ({k}) ...", file=sys.stderr, flush=True)
-                ours[k].append(statistics.median(run_ours(threads, k, seconds)))
-        p = statistics.median(peer)
+                ours[k].append(statistics.median(run_ours(threads, k, seconds, algo)))
+        medians = {name: statistics.median(v) for name, v in peer.items()}
+        best = max(medians.values())
         for k in kernels:
             o = statistics.median(ours[k])
-            rows.append({"threads": threads, "kernel": k, "peer": p, "ours": o, "ratio": o / p,
-                         "peer_rounds": peer, "our_rounds": ours[k]})
+            rows.append({"threads": threads, "kernel": k, "peers": medians, "peer": best, "ours": o,
+                         "ratio": o / best, "peer_rounds": peer, "our_rounds": ours[k]})
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m miner.bench.peers", description=__doc__.split("\n\n")[0])
     ap.add_argument("--cpuminer", required=True, help="path of a cpuminer-opt binary you built")
+    ap.add_argument("--pooler", default=None, help="path of pooler's cpuminer (minerd) you built, also compared")
+    ap.add_argument("--algo", default="sha256d", choices=("sha256d", "scrypt"), help="default sha256d")
     ap.add_argument("--threads", default=None, help="thread counts, e.g. 1,2 (default: 1 and all cores)")
     ap.add_argument("--cpu-kernel", default="all", choices=("all", "auto", "simd", "sha"),
                     help="our kernels to run (default: every one this CPU runs)")
@@ -95,9 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         from miner.kernels.cpu_select import target_cpu, without_avx512
         env = dict(os.environ, NUMBA_CPU_FEATURES=without_avx512(target_cpu()[1]))
         return subprocess.call([sys.executable, "-m", "miner.bench.peers", *(argv or sys.argv[1:])], env=env)
-    if not (os.path.isfile(args.cpuminer) and os.access(args.cpuminer, os.X_OK)):
-        print(f"error: --cpuminer {args.cpuminer!r} is not an executable file", file=sys.stderr)
-        return 2
+    peers = {"cpuminer-opt": args.cpuminer, **({"cpuminer": args.pooler} if args.pooler else {})}
+    for name, path in peers.items():
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            print(f"error: {name} {path!r} is not an executable file", file=sys.stderr)
+            return 2
     if not (1 <= args.rounds <= 50 and 5 <= args.seconds <= 600):
         print("error: --rounds must be 1-50 and --seconds 5-600", file=sys.stderr)
         return 2
@@ -107,24 +124,28 @@ def main(argv: list[str] | None = None) -> int:
     from miner.errors import InvalidInput
     try:
         threads = _thread_counts(args.threads)
-        kernels = _cpu_kernels(args.cpu_kernel)
+        kernels = _cpu_kernels(args.cpu_kernel) if args.algo == "sha256d" else ["scrypt"]
     except InvalidInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    rows = compare(args.cpuminer, threads, kernels, args.rounds, args.seconds)
+    rows = compare(peers, threads, kernels, args.rounds, args.seconds, args.algo)
     machine = machine_description()
     masked = "NUMBA_CPU_FEATURES" in os.environ
     if args.json:
-        print(json.dumps({"machine": machine, "date": time.strftime("%Y-%m-%d"),
+        print(json.dumps({"machine": machine, "date": time.strftime("%Y-%m-%d"), "algo": args.algo,
                           "numba_features_masked": masked, "rounds": args.rounds,
                           "seconds": args.seconds, "rows": rows}, indent=2))
         return 0
     print(f"{machine}, {time.strftime('%Y-%m-%d')}; medians of {args.rounds} alternating rounds of "
           f"{args.seconds:g} s" + ("; ours compiled without AVX-512" if masked else ""))
-    print(f"{'threads':>7} {'kernel':<6} {'cpuminer-opt':>14} {'ours':>14} {'ratio':>7}")
+    unit, scale = ("kH/s", 1e3) if args.algo == "scrypt" else ("MH/s", 1e6)
+    names = list(peers)
+    print(f"{args.algo}: {'threads':>7} {'kernel':<6} " + " ".join(f"{n:>14}" for n in names)
+          + f" {'ours':>14} {'vs faster':>9}")
     for r in rows:
-        print(f"{r['threads']:>7} {r['kernel']:<6} {r['peer'] / 1e6:>10.2f} MH/s {r['ours'] / 1e6:>10.2f} MH/s "
-              f"{r['ratio']:>6.2f}x")
+        print(f"{'':>{len(args.algo) + 1}} {r['threads']:>7} {r['kernel']:<6} "
+              + " ".join(f"{r['peers'][n] / scale:>9.2f} {unit}" for n in names)
+              + f" {r['ours'] / scale:>9.2f} {unit} {r['ratio']:>8.2f}x")
     return 0
 
 
