@@ -67,12 +67,33 @@ def test_peer_benchmark_against_a_stand_in_binary(tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (row,) = json.loads(proc.stdout)["rows"]
-    assert row["peer_rounds"] == [3e6, 3e6]  # the first report is start-up; median of 2 and 4
+    assert row["peer_rounds"] == {"cpuminer-opt": [3e6, 3e6]}  # the first report is start-up; median of 2 and 4
     assert row["ours"] > 0 and abs(row["ratio"] - row["ours"] / 3e6) < 1e-9  # how fast is the CPU's business
     assert (tmp_path / "args").read_text().split() == ["--benchmark", "-a", "sha256d", "-t", "1", "--no-color"]
     bad = subprocess.run([sys.executable, "-m", "miner.bench.peers", "--cpuminer", str(tmp_path / "nope")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "not an executable file" in bad.stderr
+
+
+@pytest.mark.slow
+def test_scrypt_side_by_side_with_both_peers_against_stand_in_binaries(tmp_path):
+    """--algo scrypt with cpuminer-opt and pooler's cpuminer (whose reports say khash/s and
+    who takes no --no-color); ours is the numba scrypt kernel, measured between them."""
+    for name, unit, rates in (("cpuminer", "kH/s", "10.00 20.00 40.00"), ("minerd", "khash/s", "1 60 80")):
+        fake = tmp_path / name
+        fake.write_text("#!/bin/sh\n" + "".join(f"echo 'Total: {r} {unit}'\n" for r in rates.split())
+                        + "echo \"$@\" > " + str(tmp_path / f"{name}.args") + "\nexec sleep 30\n")
+        fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    proc = subprocess.run([sys.executable, "-m", "miner.bench.peers", "--cpuminer", str(tmp_path / "cpuminer"),
+                           "--pooler", str(tmp_path / "minerd"), "--algo", "scrypt", "--threads", "1",
+                           "--rounds", "1", "--seconds", "5", "--json"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (row,) = json.loads(proc.stdout)["rows"]
+    assert row["kernel"] == "scrypt" and row["peers"] == {"cpuminer-opt": 30e3, "cpuminer": 70e3}
+    assert row["peer"] == 70e3 and abs(row["ratio"] - row["ours"] / 70e3) < 1e-9 and row["ours"] > 0
+    assert (tmp_path / "cpuminer.args").read_text().split() == ["--benchmark", "-a", "scrypt", "-t", "1", "--no-color"]
+    assert (tmp_path / "minerd.args").read_text().split() == ["--benchmark", "-a", "scrypt", "-t", "1"]
 
 
 @pytest.mark.slow
