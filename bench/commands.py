@@ -87,7 +87,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     items = [x.strip().lower() for x in args.backend.split(",") if x.strip()]
     plan = []  # (backend, setting, prepare): one timed row each
     switch_set = {}  # one backend per name for the job-switch test: the last (largest) setting
+    pow = getattr(args, "pow", "sha256d")
     for item in items:
+        if pow != "sha256d":  # one kernel per backend; the CPU's at each thread count
+            for n in (_thread_counts(args.threads) if item == "cpu" else [None]):
+                for backend in make_backends(item, threads=n, pow=pow):
+                    plan.append((backend, f"{pow}" + (f" threads={n}" if n else ""), None))
+            continue
         if item == "cpu":
             for kernel in _cpu_kernels(args.cpu_kernel):
                 for n in _thread_counts(args.threads):
@@ -112,15 +118,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 print(f"measuring {backend.name} {setting} ...", file=sys.stderr, flush=True)
             if prepare:
                 prepare()
-            result = bench_backend(backend, args.duration, args.runs, setting)
-            if backend.kind == "cpu" and backend.kernel_preference == "auto":
+            result = bench_backend(backend, args.duration, args.runs, setting, pow=pow)
+            if backend.kind == "cpu" and getattr(backend, "kernel_preference", None) == "auto":
                 result.setting = f"kernel={backend.kernel} (auto) threads={backend.threads}"
             if setting == "tuned":
                 result.setting = f"block={backend.block} npt={backend.nonces_per_thread} (tuned)"
             result.predicted = static_prediction(backend)
             results.append(result)
         switch = None
-        if args.switches:
+        if args.switches and pow == "sha256d":
             if not args.json:
                 print(f"measuring job switches across {', '.join(switch_set)} ...", file=sys.stderr,
                       flush=True)
@@ -206,12 +212,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
         spec = "ref,cpu" + (",cuda" if count else "")
         if not count and not args.json:
             print(f"no GPU here ({why}); comparing the CPU backends", file=sys.stderr)
-    backends = make_backends(spec, cpu_kernel=args.cpu_kernel)
+    pow = args.pow
+    if args.count is None:
+        args.count = 1 << 21 if pow == "sha256d" else 1 << 11  # scrypt is ~5,000x slower a hash
+    if pow != "sha256d" and args.backend is None:
+        spec = "ref,cpu"
+    backends = make_backends(spec, cpu_kernel=args.cpu_kernel, pow=pow)
     if backends[0].kind != "ref":
-        backends = make_backends("ref") + backends
+        backends = make_backends("ref", pow=pow) + backends
     # A target with a few dozen hits in the range: enough to prove the backends agree.
     target = ((1 << 256) // max(args.count, 1)) * 32
-    work = KernelWork(bytes(range(76)), min(target, (1 << 256) - 1))
+    work = KernelWork(bytes(range(76)), min(target, (1 << 256) - 1), pow=pow)
     for b in backends:
         b.max_hits = 1 << 12
     try:

@@ -41,7 +41,7 @@ def compare(backends: list[Backend], work: KernelWork, start: int, count: int,
         t0 = time.perf_counter()
         r = b.search(work, start, count)
         check = time.perf_counter() - t0
-        speed = bench_backend(b, seconds, runs)
+        speed = bench_backend(b, seconds, runs, pow=work.pow)
         rows.append(CompareRow(b.name, b.device, speed.median, speed.runs, r.nonces, r.total, check))
     return rows
 

@@ -191,3 +191,23 @@ def test_the_numba_backend_finds_litecoins_nonce_at_its_hard_target_on_two_threa
         assert ours.total == len(ReferenceBackend().search(easy, 1000, 100).nonces)
     finally:
         backend.close()
+
+
+def test_compare_and_bench_take_scrypt():
+    """`miner compare --pow scrypt`: hashlib and the numba kernel find the same hits on one job;
+    `miner bench --pow scrypt` times each."""
+    import json
+    compared = subprocess.run([sys.executable, "-m", "miner", "compare", "--pow", "scrypt", "--count", "512",
+                               "--seconds", "0.2", "--runs", "1", "--json"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=600)
+    assert compared.returncode == 0, compared.stderr[-2000:]
+    report = json.loads(compared.stdout)
+    assert report["agree"] and [r["backend"] for r in report["rows"]] == ["ref", "cpu"]
+    assert report["rows"][0]["hits"] == report["rows"][1]["hits"] > 0
+    assert "scrypt" in report["rows"][1]["device"]
+    bench = subprocess.run([sys.executable, "-m", "miner", "bench", "--backend", "cpu", "--pow", "scrypt",
+                            "--threads", "1", "--runs", "2", "--duration", "0.2", "--json"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=600)
+    assert bench.returncode == 0, bench.stderr[-2000:]
+    (row,) = json.loads(bench.stdout)["results"]
+    assert row["setting"] == "scrypt threads=1" and row["median"] > 0

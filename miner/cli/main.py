@@ -238,15 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="job switches timed across all the backends together (default 5, 0 skips)")
     b.add_argument("--unit-seconds", type=float, default=0.25,
                    help="work unit length for the job-switch test, as in mine (default 0.25)")
+    b.add_argument("--pow", choices=("sha256d", "scrypt"), default="sha256d",
+                   help="the proof of work to measure (default sha256d)")
     b.add_argument("--static", action="store_true",
                    help="print the static SASS report of the CUDA kernel instead (needs nvcc)")
     b.add_argument("--json", action="store_true", help="one JSON document instead of the table")
 
     cp = sub.add_parser("compare", help="every backend on the same job and range, hits cross-checked")
     cp.add_argument("--backend", default=None, help="backends (default: ref, cpu and every GPU present)")
-    cp.add_argument("--count", type=_positive_int(2**32 - 1), default=1 << 21,
+    cp.add_argument("--count", type=_positive_int(2**32 - 1), default=None,
                     help="nonces of the easy-target job every backend searches for the hit check "
-                         "(default 2^21)")
+                         "(default 2^21; 2^11 for scrypt)")
+    cp.add_argument("--pow", choices=("sha256d", "scrypt"), default="sha256d",
+                    help="the proof of work to compare (default sha256d)")
     cp.add_argument("--seconds", type=float, default=0.5,
                     help="length of each timed speed run, on a hard target (default 0.5)")
     cp.add_argument("--runs", type=_positive_int(50), default=3,
