@@ -211,3 +211,29 @@ def test_compare_and_bench_take_scrypt():
     assert bench.returncode == 0, bench.stderr[-2000:]
     (row,) = json.loads(bench.stdout)["results"]
     assert row["setting"] == "scrypt threads=1" and row["median"] > 0
+
+
+def test_a_scrypt_node_is_mined_over_getblocktemplate_with_pow_scrypt(tmp_path):
+    """`miner node` on a local-scrypt chain, `miner mine --url http://... --pow scrypt`: every
+    block accepted, judged by scrypt on the node. Stratum on a scrypt chain is refused (its
+    share difficulty and hash are sha256d's), and --pow where it means nothing is a usage error."""
+    import json
+
+    from nodeproc import NodeProcess
+    chain_path = tmp_path / "scrypt.sqlite"
+    with NodeProcess(chain_path, "--preset", "local-scrypt") as node:
+        mined = subprocess.run([sys.executable, "-m", "miner", "mine", "--url", node.url, "--rpc-cookie-file",
+                                str(node.cookie), "--pow", "scrypt", "--blocks", "2", "--threads", "1", "--json"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert mined.returncode == 0, mined.stderr[-2000:]
+        found = [json.loads(line) for line in mined.stdout.splitlines() if '"event": "block"' in line]
+        assert [e["verdict"] for e in found] == ["accepted", "accepted"]
+        assert node.call("getblockcount") == 2
+    with Chain.open(chain_path, readonly=True) as chain:
+        assert chain.verify() == 2
+    refused = subprocess.run([sys.executable, "-m", "miner", "node", "--chain", str(chain_path), "--rpc-port", "0",
+                              "--stratum-port", "0"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and "judges sha256d shares only" in refused.stderr
+    usage = subprocess.run([sys.executable, "-m", "miner", "mine", "--chain", str(chain_path), "--pow", "scrypt"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert usage.returncode == 2 and "--pow is for --url" in usage.stderr

@@ -34,9 +34,14 @@ def cmd_mine(args: argparse.Namespace) -> int:
     if not args.unit_seconds > 0:
         raise UsageError("--unit-seconds must be positive")
     args.metrics = metrics_options(args)  # a bad port is said before anything starts
+    if args.pow and not args.url:
+        raise UsageError("--pow is for --url; a local chain's proof of work is its preset's")
     if args.url:
         from miner.mining.sources.pool_url import is_pool_url
         pools = [is_pool_url(url) for url in args.url]
+        if args.pow not in (None, "sha256d") and any(pools):
+            raise UsageError("--pow scrypt at a Stratum pool is not built yet; mine a scrypt node "
+                             "over --url http:// (getblocktemplate)")
         if any(pools):
             if not all(pools):
                 raise UsageError("--url: give Stratum pools (stratum+tcp://) or one node (http://), not both")
@@ -190,9 +195,10 @@ def _mine_node(args: argparse.Namespace) -> int:
         beside = Path(args.chain).resolve().parent / COOKIE_NAME
         cookie = beside if beside.is_file() else None
     client = RpcClient(args.url[0], cookie_file=cookie)
-    source = TemplateSource(client, _payout_script(args))
+    pow = args.pow or "sha256d"
+    source = TemplateSource(client, _payout_script(args), pow=pow)
     first = source.fetch()  # an unreachable node or a bad template fails before the compile
-    backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel)
+    backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel, pow=pow)
     reporter = make_reporter(args.json, args.quiet)
     desc = {"path": client.display_url, "height": first.height - 1, "preset": "node", "rule": "node",
             "spacing": 0, "detail": f"node at {client.display_url}, tip {first.height - 1}"}

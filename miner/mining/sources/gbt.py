@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from miner.errors import MinerError
 from miner.mining.rpc_client import RpcCallError, RpcClient
@@ -33,8 +34,10 @@ LONG_POLL_MAX_PAUSE = 2.0  # s: the longest pause between such answers
 class TemplateSource:
     """getblocktemplate work from one node, with a long-poll thread announcing new templates."""
 
-    def __init__(self, client: RpcClient, payout_script: bytes, message: bytes = b"pow-miner"):
+    def __init__(self, client: RpcClient, payout_script: bytes, message: bytes = b"pow-miner",
+                 pow: str = "sha256d"):
         self.client = client
+        self.pow = pow  # getblocktemplate does not say; the user does (`--pow`)
         self.payout_script = payout_script
         self.message = message
         self._lock = threading.Lock()
@@ -48,7 +51,8 @@ class TemplateSource:
             request["longpollid"] = longpollid
         result = self.client.call("getblocktemplate", request,
                                   timeout=None if longpollid is not None else -1)
-        return job_from_template(result, self.payout_script, self.message)
+        job = job_from_template(result, self.payout_script, self.message)
+        return job if self.pow == "sha256d" else replace(job, pow=self.pow)
 
     @staticmethod
     def same_work(a: Job | None, b: Job) -> bool:
