@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .cpu_sha256_scalar import bswap32, hmac_outer, hmac_states, sha256_compress
 from .cpu_width import full_width
 
 u32 = np.uint32
@@ -30,106 +31,16 @@ N = 1024  # scrypt's cost (Litecoin's)
 # and kept the loop scalar: 5.9 kH/s, no faster than one lane).
 LANES = 16
 
-_K = np.array([
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-], dtype=np.uint32)
-_IV = np.array([0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19], dtype=np.uint32)
-
-
-@njit(nogil=True, cache=True, boundscheck=False, inline="always")
-def _rotr(x, n):
-    return u32(u32(x >> u32(n)) | u32(x << u32(32 - n)))
-
-
 @njit(nogil=True, cache=True, boundscheck=False, inline="always")
 def _rotl(x, n):
     return u32(u32(x << u32(n)) | u32(x >> u32(32 - n)))
-
-
-@njit(nogil=True, cache=True, boundscheck=False, inline="always")
-def _bswap(x):
-    return u32(((x >> u32(24)) & u32(0xFF)) | ((x >> u32(8)) & u32(0xFF00))
-               | ((x << u32(8)) & u32(0xFF0000)) | ((x << u32(24)) & u32(0xFF000000)))
-
-
-@njit(nogil=True, cache=True, boundscheck=False)
-def sha256_compress(state, block, w):
-    """One SHA-256 compression of `block` (16 big-endian words) into `state` (8 words), in
-    place; `w` is 64 words of scratch."""
-    for i in range(16):
-        w[i] = block[i]
-    for i in range(16, 64):
-        s0 = _rotr(w[i - 15], 7) ^ _rotr(w[i - 15], 18) ^ u32(w[i - 15] >> u32(3))
-        s1 = _rotr(w[i - 2], 17) ^ _rotr(w[i - 2], 19) ^ u32(w[i - 2] >> u32(10))
-        w[i] = u32(w[i - 16] + s0 + w[i - 7] + s1)
-    a, b, c, d = state[0], state[1], state[2], state[3]
-    e, f, g, h = state[4], state[5], state[6], state[7]
-    for i in range(64):
-        t1 = u32(h + (_rotr(e, 6) ^ _rotr(e, 11) ^ _rotr(e, 25)) + ((e & f) ^ (~e & g)) + _K[i] + w[i])
-        t2 = u32((_rotr(a, 2) ^ _rotr(a, 13) ^ _rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c)))
-        h, g, f, e = g, f, e, u32(d + t1)
-        d, c, b, a = c, b, a, u32(t1 + t2)
-    state[0] = u32(state[0] + a)
-    state[1] = u32(state[1] + b)
-    state[2] = u32(state[2] + c)
-    state[3] = u32(state[3] + d)
-    state[4] = u32(state[4] + e)
-    state[5] = u32(state[5] + f)
-    state[6] = u32(state[6] + g)
-    state[7] = u32(state[7] + h)
-
-
-@njit(nogil=True, cache=True, boundscheck=False)
-def _hmac_states(header, istate, ostate, block, w):
-    """HMAC-SHA256's inner and outer states for the 80-byte key `header` (20 big-endian
-    words): the key is longer than a block, so it is hashed first (RFC 2104)."""
-    key = _IV.copy()
-    sha256_compress(key, header[:16], w)
-    for i in range(4):
-        block[i] = header[16 + i]
-    block[4] = u32(0x80000000)
-    for i in range(5, 15):
-        block[i] = 0
-    block[15] = u32(640)  # 80 bytes
-    sha256_compress(key, block, w)
-    for i in range(8):
-        block[i] = key[i] ^ u32(0x36363636)
-    for i in range(8, 16):
-        block[i] = u32(0x36363636)
-    istate[:] = _IV
-    sha256_compress(istate, block, w)
-    for i in range(16):
-        block[i] = block[i] ^ u32(0x36363636 ^ 0x5C5C5C5C)
-    ostate[:] = _IV
-    sha256_compress(ostate, block, w)
-
-
-@njit(nogil=True, cache=True, boundscheck=False)
-def _outer(ostate, inner, out, block, w):
-    """HMAC's outer hash over a 32-byte inner digest, into `out` (8 words)."""
-    out[:] = ostate
-    for i in range(8):
-        block[i] = inner[i]
-    block[8] = u32(0x80000000)
-    for i in range(9, 15):
-        block[i] = 0
-    block[15] = u32(768)  # 64 + 32 bytes
-    sha256_compress(out, block, w)
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
 def pbkdf2_first(header, x, lane, istate, ostate, block, w, tmp, t):
     """B = PBKDF2-HMAC-SHA256(header, header, 1, 128 bytes), as 32 little-endian words into
     lane `lane` of `x`; leaves the HMAC states for the last pass in istate/ostate."""
-    _hmac_states(header, istate, ostate, block, w)
+    hmac_states(header, istate, ostate, block, w)
     salted = istate.copy()
     sha256_compress(salted, header[:16], w)  # the salt's first 64 bytes, shared by the 4 blocks
     for i in range(4):
@@ -142,9 +53,9 @@ def pbkdf2_first(header, x, lane, istate, ostate, block, w, tmp, t):
             block[k] = 0
         block[15] = u32(1184)  # 64 + 80 + 4 bytes
         sha256_compress(tmp, block, w)
-        _outer(ostate, tmp, t, block, w)
+        hmac_outer(ostate, tmp, t, block, w)
         for k in range(8):
-            x[(8 * i + k) * LANES + lane] = _bswap(t[k])
+            x[(8 * i + k) * LANES + lane] = bswap32(t[k])
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
@@ -154,7 +65,7 @@ def pbkdf2_last(x, lane, istate, ostate, block, w, tmp, out):
     tmp[:] = istate
     for half in range(2):
         for k in range(16):
-            block[k] = _bswap(x[(16 * half + k) * LANES + lane])
+            block[k] = bswap32(x[(16 * half + k) * LANES + lane])
         sha256_compress(tmp, block, w)
     block[0] = u32(1)
     block[1] = u32(0x80000000)
@@ -162,7 +73,7 @@ def pbkdf2_last(x, lane, istate, ostate, block, w, tmp, out):
         block[k] = 0
     block[15] = u32(1568)  # 64 + 128 + 4 bytes
     sha256_compress(tmp, block, w)
-    _outer(ostate, tmp, out, block, w)
+    hmac_outer(ostate, tmp, out, block, w)
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
@@ -395,7 +306,7 @@ def _meets_target(words, target):
     """Full 256-bit test: the hash (8 big-endian words), as a little-endian number, <= target
     (eight limbs, least significant first)."""
     for i in range(7, -1, -1):
-        limb = _bswap(words[i])
+        limb = bswap32(words[i])
         if limb < target[i]:
             return True
         if limb > target[i]:
@@ -417,7 +328,7 @@ def scrypt_lanes(prefix, nonce0, n, x, v, hashes):
     tmp = np.empty(8, dtype=np.uint32)
     t = np.empty(8, dtype=np.uint32)
     for lane in range(lanes):
-        header[19] = _bswap(u32(nonce0 + min(lane, n - 1)))  # idle lanes repeat the last nonce
+        header[19] = bswap32(u32(nonce0 + min(lane, n - 1)))  # idle lanes repeat the last nonce
         pbkdf2_first(header, x, lane, istates[lane], ostates[lane], block, w, tmp, t)
     romix(x, v)
     for lane in range(n):

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 from miner.kernels.cuda_job import HOST_LAUNCH, SHIM
+from miner.kernels.cuda_scrypt_job import HOST_LAUNCH as SCRYPT_HOST_LAUNCH
 
 GUARD_BYTES = 1 << 20  # after every allocation: any write there is a fault
 GUARD_FILL = 0xA5
@@ -44,7 +45,14 @@ CUDA_DEV_ATTR_CLOCK_RATE = 13
 C_TYPE_SIZES = {"uint32_t": 4, "int32_t": 4, "int": 4, "unsigned": 4, "unsigned int": 4,
                 "uint64_t": 8, "int64_t": 8, "float": 4, "double": 8}
 # Where the host launcher can run a kernel: its name -> the launcher's entry point.
-HOST_ENTRY_POINTS = {"sha256d_search": "host_run_blocks"}
+HOST_ENTRY_POINTS = {"sha256d_search": "host_run_blocks", "scrypt_search": "host_run_blocks"}
+# Which host launcher builds a source, by the kernel it defines: (launcher, the name it includes
+# the kernel under, host_run_blocks' arguments after grid, block, lo, hi).
+_U32, _PTR = ctypes.c_uint32, ctypes.c_void_p
+_LAUNCHERS = {
+    "scrypt_search": (SCRYPT_HOST_LAUNCH, "scrypt.cu", [_U32, _U32, _PTR, _PTR, _U32]),
+    "sha256d_search": (HOST_LAUNCH, "sha256d.cu", [_U32, _U32, _U32, _PTR, _U32]),
+}
 
 
 class SimulatedFault(RuntimeError):
@@ -96,21 +104,22 @@ def build_host_library(code: str, options: tuple[str, ...] = ()) -> ctypes.CDLL:
     if gxx is None:
         raise RuntimeError("the CuPy simulator needs a C++ compiler (g++)")
     flags = _std_option(options)
-    key = hashlib.sha256("\0".join([code, SHIM.read_text(), HOST_LAUNCH.read_text(), *flags]).encode()
+    launcher, source_name, run_args = next(v for k, v in _LAUNCHERS.items() if k in code or k == "sha256d_search")
+    key = hashlib.sha256("\0".join([code, SHIM.read_text(), launcher.read_text(), *flags]).encode()
                          ).hexdigest()[:20]
     with _BUILD_LOCK:
         if key in _LIBRARIES:
             return _LIBRARIES[key]
         cache = Path(os.environ.get("MINER_CUPY_SIM_CACHE", Path(tempfile.gettempdir()) / "pow-miner-cupy-sim"))
-        lib_path = cache / f"sha256d-{key}.so"
+        lib_path = cache / f"{source_name.split('.')[0]}-{key}.so"
         if not lib_path.exists():
             work = Path(tempfile.mkdtemp(prefix="build-", dir=_mkdir(cache)))
-            (work / "sha256d.cu").write_text(code)
+            (work / source_name).write_text(code)
             shutil.copy(SHIM, work / SHIM.name)
-            shutil.copy(HOST_LAUNCH, work / HOST_LAUNCH.name)
+            shutil.copy(launcher, work / launcher.name)
             out = work / "lib.so"
             proc = subprocess.run([gxx, "-O2", "-shared", "-fPIC", *flags, "-I", str(work),
-                                   str(work / HOST_LAUNCH.name), "-o", str(out)],
+                                   str(work / launcher.name), "-o", str(out)],
                                   capture_output=True, text=True)
             if proc.returncode != 0:
                 raise CUDADriverError(f"compile failed (simulated NVRTC): {proc.stderr[-2000:]}")
@@ -118,7 +127,7 @@ def build_host_library(code: str, options: tuple[str, ...] = ()) -> ctypes.CDLL:
             shutil.rmtree(work, ignore_errors=True)
         lib = ctypes.CDLL(str(lib_path))
         u32, u32p = ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32)
-        lib.host_run_blocks.argtypes = [u32] * 7 + [ctypes.c_void_p, u32, u32p]
+        lib.host_run_blocks.argtypes = [u32] * 4 + run_args + [u32p]
         lib.host_run_blocks.restype = ctypes.c_int
         lib.host_symbol.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_size_t)]
         lib.host_symbol.restype = ctypes.c_void_p

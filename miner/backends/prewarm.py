@@ -1,5 +1,6 @@
-"""`python -m miner.backends.prewarm --kernel auto --threads N`: compile the CPU backend's kernel
-into numba's on-disk cache (and settle the `auto` kernel choice), then exit. Run by
+"""`python -m miner.backends.prewarm --kernel auto --threads N [--pow scrypt]`: compile the CPU
+backend's kernel (SHA-256d, or scrypt) into numba's on-disk cache (and settle the `auto` kernel
+choice), then exit. Run by
 `miner.backends.warmup` in a child process while the miner already hashes; a failure is one
 line on standard error and exit 1."""
 
@@ -13,10 +14,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m miner.backends.prewarm")
     parser.add_argument("--kernel", default="auto")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--pow", default="sha256d", choices=("sha256d", "scrypt"))
     args = parser.parse_args(argv)
     try:
-        from miner.backends.cpu import CpuBackend
-        backend = CpuBackend(threads=args.threads, kernel=args.kernel)
+        if args.pow == "scrypt":
+            from miner.backends.cpu_scrypt import CpuScryptBackend
+            backend = CpuScryptBackend(threads=1)
+        else:
+            from miner.backends.cpu import CpuBackend
+            backend = CpuBackend(threads=args.threads, kernel=args.kernel)
         backend.warm_up()
         backend.close()
     except Exception as exc:  # noqa: BLE001  (told to the parent in one line; it compiles itself)

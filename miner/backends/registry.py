@@ -88,12 +88,23 @@ def make_backends(spec: str, threads: int | None = None, cpu_kernel: str = "auto
 
 
 def _make_for(spec: str, pow: str, threads: int | None) -> list[Backend]:
-    """Backends for scrypt: the numba scrypt kernel (`auto` takes it where numba is), or the
-    hashlib reference; there is no CUDA scrypt kernel yet."""
+    """Backends for scrypt: the CUDA scrypt kernel on every GPU, the numba scrypt kernel, or the
+    hashlib reference (`auto`: the GPUs where CuPy sees one, else numba, else hashlib)."""
     from miner.backends.ref import ReferenceBackend
     out: list[Backend] = []
     for item in (s.strip().lower() for s in spec.split(",") if s.strip()):
-        if item == "ref" or (item == "auto" and not cpu_available()[0]):
+        if item == "auto" and cuda_device_count()[0] > 0:
+            item = "cuda"
+        if item == "cuda" or item.startswith("cuda:"):
+            count, why = cuda_device_count()
+            if count == 0:
+                raise InvalidInput(f"backend 'cuda' is not available here: {why}")
+            from miner.backends.cuda_scrypt import CudaScryptBackend
+            index = item[5:] if item.startswith("cuda:") else None
+            if index is not None and not (index.isdigit() and int(index) < count):
+                raise InvalidInput(f"no CUDA device {index!r}: this machine has {count}")
+            out += [CudaScryptBackend(i) for i in ([int(index)] if index is not None else range(count))]
+        elif item == "ref" or (item == "auto" and not cpu_available()[0]):
             out.append(ReferenceBackend())
         elif item in ("auto", "cpu"):
             ok, why = cpu_available()
@@ -101,9 +112,6 @@ def _make_for(spec: str, pow: str, threads: int | None) -> list[Backend]:
                 raise InvalidInput(f"backend 'cpu' is not available here: {why}")
             from miner.backends.cpu_scrypt import CpuScryptBackend
             out.append(CpuScryptBackend(threads=threads))
-        elif item == "cuda" or item.startswith("cuda:"):
-            raise InvalidInput(f"the {item} backend has no {pow} kernel yet; use --backend cpu or ref "
-                               f"for a {pow} chain")
         else:
             raise InvalidInput(f"unknown backend {item!r} (use auto, ref, cpu, cuda or cuda:N)")
     if not out:

@@ -76,8 +76,9 @@ class BackgroundStart:
         """Compile the CPU backend's kernel in a child process; its last line when it failed,
         else None (the warm-up in this process then loads the cached code, or raises the real
         error)."""
-        cmd = [sys.executable, "-m", "miner.backends.prewarm", "--kernel", backend.kernel_preference,
-               "--threads", str(backend.threads)]
+        scrypt = "scrypt" in backend.algorithms
+        cmd = [sys.executable, "-m", "miner.backends.prewarm", "--threads", str(backend.threads),
+               *(["--pow", "scrypt"] if scrypt else ["--kernel", backend.kernel_preference])]
         with self._lock:
             if self._stop.is_set():
                 return "stopped"
