@@ -75,9 +75,9 @@ def _miner_param(name: str):
     return pytest.param(name, marks=pytest.mark.skipif(not binary, reason=reason + " to have it mine a live node"))
 
 
-def _run_miner(name: str, args: list[str], node: NodeProcess, height: int) -> str:
+def _run_miner(name: str, args: list[str], node: NodeProcess, height: int, algo: str = "sha256d") -> str:
     """The miner program mining `node` until the chain reaches `height` (90 s at most); its output."""
-    miner = subprocess.Popen([MINERS[name][0], "-a", "sha256d", "-t", "1", "-D", *args],
+    miner = subprocess.Popen([MINERS[name][0], "-a", algo, "-t", "1", "-D", *args],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 90
@@ -213,3 +213,21 @@ def test_miner_programs_mine_a_live_node_over_stratum(tmp_path, name):
         assert accepted >= 3 and refused <= {"Job not found (stale)"}, (accepted, refused)
         with Chain.open(node.chain, readonly=True) as chain:
             assert chain.verify() == chain.height
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [_miner_param("cpuminer"), _miner_param("cpuminer-opt")])
+def test_miner_programs_mine_a_scrypt_node_over_stratum(tmp_path, name):
+    """`-a scrypt` against a local-scrypt node's Stratum server: the miner divides the pool's
+    difficulty by 65,536 for scrypt, as scrypt pools count it, so the server must count it so
+    too and judge shares by scrypt; every share the miner sends is accepted and its blocks
+    are stored."""
+    with NodeProcess(tmp_path / "chain.sqlite", "--preset", "local-scrypt", "--stratum-port", "0",
+                     "--stratum-difficulty", "0.01") as node:
+        output = _run_miner(name, ["-o", f"stratum+tcp://127.0.0.1:{node.ready['stratum_port']}",
+                                   "-O", "alice.rig1:x"], node, 3, algo="scrypt")
+        assert node.call("getblockcount") >= 3, output[-2000:]
+        accepted, refused = _verdicts(name, output)
+        assert accepted >= 3 and refused <= {"Job not found (stale)"}, (accepted, refused, output[-1500:])
+        with Chain.open(node.chain, readonly=True) as chain:
+            assert chain.params.pow == "scrypt" and chain.verify() == chain.height

@@ -215,8 +215,7 @@ def test_compare_and_bench_take_scrypt():
 
 def test_a_scrypt_node_is_mined_over_getblocktemplate_with_pow_scrypt(tmp_path):
     """`miner node` on a local-scrypt chain, `miner mine --url http://... --pow scrypt`: every
-    block accepted, judged by scrypt on the node. Stratum on a scrypt chain is refused (its
-    share difficulty and hash are sha256d's), and --pow where it means nothing is a usage error."""
+    block accepted, judged by scrypt on the node; --pow where it means nothing is a usage error."""
     import json
 
     from nodeproc import NodeProcess
@@ -231,9 +230,31 @@ def test_a_scrypt_node_is_mined_over_getblocktemplate_with_pow_scrypt(tmp_path):
         assert node.call("getblockcount") == 2
     with Chain.open(chain_path, readonly=True) as chain:
         assert chain.verify() == 2
-    refused = subprocess.run([sys.executable, "-m", "miner", "node", "--chain", str(chain_path), "--rpc-port", "0",
-                              "--stratum-port", "0"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert refused.returncode == 1 and "judges sha256d shares only" in refused.stderr
     usage = subprocess.run([sys.executable, "-m", "miner", "mine", "--chain", str(chain_path), "--pow", "scrypt"],
                            cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert usage.returncode == 2 and "--pow is for --url" in usage.stderr
+
+
+def test_a_scrypt_node_is_mined_over_stratum_by_our_client(tmp_path):
+    """A local-scrypt node's Stratum server and `miner mine --url stratum+tcp://... --pow scrypt`:
+    shares judged by scrypt at scrypt pools' difficulty (1 = 0xFFFF * 2^224), every one accepted."""
+    import json
+
+    from nodeproc import NodeProcess
+
+    from miner.primitives.stratum import SCRYPT_DIFF1_TARGET, difficulty_to_target
+    assert difficulty_to_target(1, "scrypt") == SCRYPT_DIFF1_TARGET == 0xFFFF << 224
+    assert difficulty_to_target(1, "scrypt") == difficulty_to_target(1) << 16
+    with NodeProcess(tmp_path / "chain.sqlite", "--preset", "local-scrypt", "--stratum-port", "0",
+                     "--stratum-difficulty", "0.01") as node:
+        url = f"stratum+tcp://alice.rig1:x@127.0.0.1:{node.ready['stratum_port']}"
+        mined = subprocess.run([sys.executable, "-m", "miner", "mine", "--url", url, "--pow", "scrypt",
+                                "--shares", "5", "--threads", "1", "--json"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=300)
+        assert mined.returncode == 0, mined.stderr[-2000:]
+        shares = [json.loads(line) for line in mined.stdout.splitlines() if '"event": "share"' in line]
+        assert len(shares) >= 5 and all(s["accepted"] for s in shares), shares
+        assert all(s["difficulty"] >= s["target_difficulty"] * 0.999 for s in shares)
+        assert all(abs(s["target_difficulty"] - 0.01) < 1e-9 or s["target_difficulty"] > 0.01 for s in shares)
+    with Chain.open(tmp_path / "chain.sqlite", readonly=True) as chain:
+        assert chain.verify() == chain.height

@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--payout-address", default=None,
                    help="with --url: address the coinbase pays (any network)")
     m.add_argument("--pow", choices=("sha256d", "scrypt"), default=None,
-                   help="with --url http://: the node's proof of work (default sha256d; a local "
+                   help="with --url: the node's or pool's proof of work (default sha256d; a local "
                         "chain's is its preset's)")
     m.add_argument("--payout-script", default=None,
                    help="with --url: output script (hex) the coinbase pays (default OP_TRUE)")

@@ -39,9 +39,6 @@ def cmd_mine(args: argparse.Namespace) -> int:
     if args.url:
         from miner.mining.sources.pool_url import is_pool_url
         pools = [is_pool_url(url) for url in args.url]
-        if args.pow not in (None, "sha256d") and any(pools):
-            raise UsageError("--pow scrypt at a Stratum pool is not built yet; mine a scrypt node "
-                             "over --url http:// (getblocktemplate)")
         if any(pools):
             if not all(pools):
                 raise UsageError("--url: give Stratum pools (stratum+tcp://) or one node (http://), not both")
@@ -227,10 +224,11 @@ def _mine_pool(args: argparse.Namespace) -> int:
         status.update(event)
         reporter.pool(event)
 
-    source = StratumSource(urls, on_event=on_event, retry_primary=args.pool_retry)
+    pow = args.pow or "sha256d"
+    source = StratumSource(urls, on_event=on_event, retry_primary=args.pool_retry, pow=pow)
     first = source.open()  # no pool reachable: said before the compile
     try:
-        backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel)
+        backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel, pow=pow)
     except BaseException:
         source.stop()
         raise

@@ -6,10 +6,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from miner.consensus.pow import algorithm
 from miner.mining.coordinator import Coordinator
 from miner.mining.sources.base import WorkSource
 from miner.mining.work import Job, Solution, own_extranonce_start
-from miner.primitives.compact import DIFF1_TARGET, bits_to_target, difficulty
+from miner.primitives.compact import bits_to_target, difficulty
+from miner.primitives.stratum import diff1_target
 
 
 @dataclass
@@ -39,7 +41,7 @@ class ShareFound:
     hash_hex: str
     nonce: int
     extranonce: int
-    difficulty: float  # what the hash achieved (difficulty 1 = 0xFFFF * 2^208)
+    difficulty: float  # what the hash achieved, as the pool counts it (sha256d: 1 = 0xFFFF * 2^208)
     target_difficulty: float  # what the job asked for
     accepted: bool
     verdict: str
@@ -135,10 +137,14 @@ def mine(coordinator: Coordinator, source: WorkSource, blocks: int,
 
 
 def _share(solution: Solution, height: int, accepted: bool, verdict: str) -> ShareFound:
+    """A pool's verdict, with the share's and the job's difficulty as the pool counts them (by
+    the proof-of-work hash; scrypt pools' difficulty 1 is 65,536 times easier)."""
     header = solution.header
-    value = int.from_bytes(header.hash(), "little")
+    pow = solution.job.pow
+    value = int.from_bytes(algorithm(pow).hash(header.serialize()), "little")
+    diff1 = diff1_target(pow)
     return ShareFound(height, solution.job.job_id, header.hash_hex(), solution.nonce, solution.extranonce,
-                      DIFF1_TARGET / max(value, 1), difficulty(solution.job.target), accepted, verdict,
+                      diff1 / max(value, 1), diff1 / solution.job.target, accepted, verdict,
                       solution.backend)
 
 

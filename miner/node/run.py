@@ -96,12 +96,6 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
         bound = server.sockets[0].getsockname()[1]  # the real port when --rpc-port 0
         stratum_port = None
         if stratum is not None:
-            assert service.chain is not None
-            if service.chain.params.pow != "sha256d":
-                # Scrypt pools count share difficulty 65,536 times easier and judge shares by
-                # scrypt: not built yet, so refused rather than judged by the wrong hash.
-                raise MinerError(f"--stratum-port: the Stratum server judges sha256d shares only; "
-                                 f"this chain's proof of work is {service.chain.params.pow}")
             pool = StratumServer(service, guard, stratum[2])
             stratum_port = await pool.start(stratum[0], stratum[1])
             ctx.stratum = pool

@@ -45,12 +45,22 @@ class StratumError(Exception):
         return [self.code, self.message, None]
 
 
-def difficulty_to_target(difficulty: float) -> int:
+# Scrypt pools count share difficulty 65,536 times easier: their difficulty 1 is the target
+# 0xFFFF * 2^224 (pooler's cpuminer divides the pool's difficulty by 65536 for scrypt).
+SCRYPT_DIFF1_TARGET = DIFF1_TARGET << 16
+
+
+def diff1_target(pow: str = "sha256d") -> int:
+    """The target of share difficulty 1 under a proof of work, as pools count it."""
+    return SCRYPT_DIFF1_TARGET if pow == "scrypt" else DIFF1_TARGET
+
+
+def difficulty_to_target(difficulty: float, pow: str = "sha256d") -> int:
     """The share target for a Stratum difficulty (any positive number, below 1 too), exactly:
     the float is taken as the rational number it is."""
     if not difficulty > 0:
         raise ValueError("difficulty must be positive")
-    return min(MAX_TARGET, int(Fraction(DIFF1_TARGET) / Fraction(difficulty)))
+    return min(MAX_TARGET, int(Fraction(diff1_target(pow)) / Fraction(difficulty)))
 
 
 def stratum_prevhash(prev_hash: bytes) -> str:

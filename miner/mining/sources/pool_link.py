@@ -94,13 +94,14 @@ class PoolLink:
     says so; everything the pool says is handled on that thread."""
 
     def __init__(self, url: PoolUrl, serial: int, agent: str, on_job: Callable[[Job], None],
-                 on_event: Callable[[dict], None], roll_version: bool = True):
+                 on_event: Callable[[dict], None], roll_version: bool = True, pow: str = "sha256d"):
         self.url = url
         self.serial = serial  # in every job id, so a share is never sent over another connection
         self.agent = agent
         self.on_job = on_job
         self.on_event = on_event
         self.roll_version = roll_version
+        self.pow = pow  # the pool's proof of work: its jobs' hash and how it counts share difficulty
         self.sock = socket.create_connection((url.host, url.port), timeout=CONNECT_TIMEOUT)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.sock.settimeout(READ_TICK)
@@ -291,7 +292,7 @@ class PoolLink:
             block = bits_to_target(bits)
         except (MinerError, ValueError):
             block = 0
-        return max(difficulty_to_target(self.difficulty), block)
+        return max(difficulty_to_target(self.difficulty, self.pow), block)
 
     def _notify(self, params: list) -> None:
         if self.extranonce1 is None:
@@ -311,7 +312,7 @@ class PoolLink:
                   coinbase=CoinbaseTemplate(coinb1_bytes, bytes.fromhex(coinb2), self.extranonce2_size,
                                             self.extranonce1),
                   branch=tuple(bytes.fromhex(b) for b in branch), time=int(ntime, 16), bits=bits,
-                  target=self._target(bits), clean=bool(clean), shares=True)
+                  target=self._target(bits), clean=bool(clean), shares=True, pow=self.pow)
         if len(job.prev_hash) != 32 or any(len(b) != 32 for b in job.branch):
             raise ValueError("a merkle branch entry is not 32 bytes")
         self.current = job

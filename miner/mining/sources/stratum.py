@@ -39,13 +39,15 @@ class StratumSource:
     """Work from the first reachable of `urls`; `open()` connects before anything else starts."""
 
     def __init__(self, urls: list[PoolUrl], on_event: Callable[[dict], None] | None = None,
-                 retry_primary: float = RETRY_PRIMARY, roll_version: bool = True, agent: str = AGENT):
+                 retry_primary: float = RETRY_PRIMARY, roll_version: bool = True, agent: str = AGENT,
+                 pow: str = "sha256d"):
         if not urls:
             raise ValueError("at least one pool URL is needed")
         self.urls = list(urls)
         self.retry_primary = retry_primary
         self.roll_version = roll_version
         self.agent = agent
+        self.pow = pow
         self._on_event = on_event or (lambda event: None)
         self._on_job: Callable[[Job | None], None] | None = None
         self._latest: Job | None = None
@@ -150,7 +152,8 @@ class StratumSource:
     def _session(self, url: PoolUrl, index: int) -> _Outcome:
         try:
             self._serial += 1
-            link = PoolLink(url, self._serial, self.agent, self._announce, self._link_event, self.roll_version)
+            link = PoolLink(url, self._serial, self.agent, self._announce, self._link_event, self.roll_version,
+                            self.pow)
         except OSError as exc:
             return _Outcome(False, f"cannot connect ({exc.strerror or exc})")
         self._link = link

@@ -11,8 +11,9 @@ its hash is taken on trust.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from miner.consensus.pow import algorithm
 from miner.mining.template import job_from_template
 from miner.mining.work import Job
 from miner.primitives.block import Block
@@ -30,7 +31,7 @@ MAX_FUTURE = 7200  # s: Core's MAX_FUTURE_BLOCK_TIME, the latest ntime a block m
 class Share:
     header: BlockHeader
     coinbase: bytes
-    hash: bytes  # sha256d of the header, header byte order
+    hash: bytes  # the proof-of-work hash of the header (sha256d or scrypt), header byte order
 
     @property
     def value(self) -> int:
@@ -45,8 +46,10 @@ class StratumJob:
 
     @classmethod
     def from_template(cls, job_id: str, template: dict, payout_script: bytes, message: bytes,
-                      extranonce1_size: int, extranonce2_size: int) -> StratumJob:
+                      extranonce1_size: int, extranonce2_size: int, pow: str = "sha256d") -> StratumJob:
         job = job_from_template(template, payout_script, message, extranonce1_size + extranonce2_size)
+        if pow != "sha256d":
+            job = replace(job, pow=pow)
         mintime = template.get("mintime")
         return cls(job_id, job, mintime if isinstance(mintime, int) else job.time)
 
@@ -60,7 +63,7 @@ class StratumJob:
         coinbase = self.job.coinbase.coinb1 + extranonce1 + extranonce2 + self.job.coinbase.coinb2
         root = root_from_branch(sha256d(coinbase), self.job.branch)
         header = BlockHeader(version, self.job.prev_hash, root, ntime, self.job.bits, nonce)
-        return Share(header, coinbase, sha256d(header.serialize()))
+        return Share(header, coinbase, algorithm(self.job.pow).hash(header.serialize()))
 
     def block(self, share: Share) -> Block:
         """The block a share that meets the block target makes, as submitblock would take it."""

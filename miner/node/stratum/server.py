@@ -30,7 +30,6 @@ from miner.node.stratum.jobs import StratumJob
 from miner.node.stratum.session import Session
 from miner.node.stratum.stats import PoolStats
 from miner.primitives import stratum as sp
-from miner.primitives.compact import difficulty
 
 log = logging.getLogger("miner.node.stratum")
 
@@ -42,6 +41,10 @@ class StratumServer:
         self.service = service
         self.guard = guard
         self.config = config = config or StratumConfig()
+        # The chain's proof of work: shares are judged by its hash, and share difficulty is
+        # counted as its pools count it (scrypt's difficulty 1 is 65,536 times easier).
+        self.pow = service.chain.params.pow if service.chain is not None else "sha256d"
+        self.diff1 = sp.diff1_target(self.pow)
         self.sessions: set[Session] = set()
         self.jobs: OrderedDict[str, StratumJob] = OrderedDict()
         self.current: StratumJob | None = None
@@ -104,7 +107,7 @@ class StratumServer:
     # ------------------------------------------------------------------ work
 
     def network_difficulty(self) -> float:
-        return difficulty(self.service.tip.next_target) if self.service.tip else 1.0
+        return self.diff1 / self.service.tip.next_target if self.service.tip else 1.0
 
     async def _new_job(self) -> tuple[StratumJob, bool] | None:
         template = self.service.template()
@@ -112,7 +115,7 @@ class StratumServer:
         try:
             job = StratumJob.from_template(f"{self._job_counter:x}", template, self.config.payout_script,
                                            self.config.message, self.config.extranonce1_size,
-                                           self.config.extranonce2_size)
+                                           self.config.extranonce2_size, self.pow)
         except TemplateError as exc:
             log.warning("no Stratum job from the template: %s", exc)
             return None

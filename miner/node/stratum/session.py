@@ -21,7 +21,6 @@ from miner.node.stratum.config import BAD_MESSAGES, MAX_LINE, MAX_WORKERS
 from miner.node.stratum.jobs import MAX_FUTURE, StratumJob
 from miner.node.stratum.vardiff import VarDiff
 from miner.primitives import stratum as sp
-from miner.primitives.compact import DIFF1_TARGET
 
 if TYPE_CHECKING:
     from miner.node.stratum.server import StratumServer
@@ -215,13 +214,13 @@ class Session:
         share = job.share(self.extranonce1, extranonce2, ntime, nonce, version)
         difficulty = self.difficulty if self.previous_difficulty is None else min(self.difficulty,
                                                                                   self.previous_difficulty)
-        if share.value > sp.difficulty_to_target(difficulty):
+        if share.value > sp.difficulty_to_target(difficulty, self.server.pow):
             raise sp.StratumError(sp.LOW_DIFFICULTY, "Low difficulty share")
         self.seen.add(key)
         verdict = "share"
         if share.value <= job.job.target:
             verdict = await self.server.found_block(job, share)
-        self.server.stats.share_accepted(params[0], difficulty, DIFF1_TARGET / max(share.value, 1),
+        self.server.stats.share_accepted(params[0], difficulty, self.server.diff1 / max(share.value, 1),
                                          verdict == "block", self.difficulty)
         new = self.vardiff.record(difficulty, self.difficulty, self.server.network_difficulty(),
                                   time.monotonic())
