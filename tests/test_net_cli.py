@@ -12,7 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from miner.node.localnet import Network, _alive
+from miner.node.localnet import Network, _alive, rpc
+
+ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,10 +54,18 @@ def test_five_nodes_two_mining_agree_on_one_tip(tmp_path):
         for m in members:  # the miners stop; the network settles on the most-work tip
             if m.miner_pid:
                 os.kill(m.miner_pid, signal.SIGTERM)
+        # Two miners at once leave tips of equal work now and then; each node keeps the one it saw
+        # first, as Bitcoin's do, until a next block breaks the tie. So one more block, mined on a
+        # node with no miner, then every node must hold the same tip.
+        settled = time.monotonic() + 10
+        while not state()["agree"] and time.monotonic() < settled:
+            time.sleep(0.5)
+        last = rpc(members[4], "generatetoaddress", 1, ADDRESS)[0]
         deadline = time.monotonic() + 60
         while not (s := state())["agree"]:
             assert time.monotonic() < deadline, s
             time.sleep(0.5)
+        assert {n["tip"] for n in s["nodes"]} == {last}
         assert all(n["alive"] and n["peers"] == 2 for n in s["nodes"])  # a ring: two peers each
         assert len({n["height"] for n in s["nodes"]}) == 1
         table = net("status", "--dir", str(folder))
