@@ -231,3 +231,42 @@ def test_miner_programs_mine_a_scrypt_node_over_stratum(tmp_path, name):
         assert accepted >= 3 and refused <= {"Job not found (stale)"}, (accepted, refused, output[-1500:])
         with Chain.open(node.chain, readonly=True) as chain:
             assert chain.params.pow == "scrypt" and chain.verify() == chain.height
+
+
+SCRYPT_SESSION = json.loads((ROOT / "tests" / "fixtures" / "cpuminer-scrypt-stratum-session.json").read_text())
+SCRYPT_DIFF1 = 0xFFFF << 224  # scrypt pools' difficulty 1: 65,536 times easier than SHA-256d's
+
+
+def test_a_recorded_scrypt_stratum_session_rebuilds_to_scrypt_shares_and_the_stored_blocks():
+    """pooler's cpuminer `-a scrypt` against a local-scrypt node's Stratum server, replayed: each
+    share rebuilt from its notify, extranonce1 and submit meets the difficulty in force by
+    hashlib's scrypt at scrypt pools' difficulty 1 (the server counted it that way, or the
+    program's shares would have been refused), and the node's stored blocks are among them. As
+    pools do, a share at the difficulty before a change counts until the next job."""
+    import hashlib
+
+    from test_stratum import build_header, dsha
+    session = SCRYPT_SESSION
+    received = _messages(session, "node")
+    subscribe = next(m for m in received if m.get("id") == 1)["result"]
+    extranonce1, size = subscribe[1], subscribe[2]
+    jobs, difficulty, previous, ids = {}, None, None, []
+    for msg in (json.loads(x["line"]) for x in session["lines"]):
+        if msg.get("method") == "mining.set_difficulty":
+            previous, difficulty = difficulty, msg["params"][0]
+        elif msg.get("method") == "mining.notify":
+            jobs[msg["params"][0]] = msg["params"]
+            previous = None
+        elif msg.get("method") == "mining.submit":
+            worker, job_id, en2, ntime, nonce = msg["params"][:5]
+            assert worker == session["worker"] and len(en2) == 2 * size
+            header = build_header(jobs[job_id], extranonce1, bytes.fromhex(en2), int(ntime, 16), int(nonce, 16))
+            pow_hash = hashlib.scrypt(header, salt=header, n=1024, r=1, p=1, dklen=32)
+            in_force = min(difficulty, previous) if previous else difficulty
+            assert int.from_bytes(pow_hash, "little") <= int(SCRYPT_DIFF1 / in_force)
+            assert int.from_bytes(dsha(header), "little") > int(DIFF1 / in_force)  # not a sha256d share
+            ids.append(dsha(header)[::-1].hex())
+    assert len(ids) >= 100 and set(session["blocks"]) <= set(ids) and len(session["blocks"]) >= 3
+    sent = [m for m in _messages(session, "miner") if m.get("method") == "mining.submit"]
+    replies = [m for m in received if m.get("id") in {m["id"] for m in sent}]  # minerd numbers every submit 4
+    assert len(replies) == len(sent) == len(ids) and all(m["result"] is True and m["error"] is None for m in replies)
