@@ -91,7 +91,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for item in items:
         if pow != "sha256d":  # one kernel per backend; the CPU's at each thread count
             for n in (_thread_counts(args.threads) if item == "cpu" else [None]):
-                for backend in make_backends(item, threads=n, pow=pow):
+                for backend in make_backends(item, threads=n, pow=pow, lookup_gap=args.lookup_gap):
                     plan.append((backend, f"{pow}" + (f" threads={n}" if n else ""), None))
             continue
         if item == "cpu":
@@ -217,7 +217,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         args.count = 1 << 21 if pow == "sha256d" else 1 << 11  # scrypt is ~5,000x slower a hash
     if pow != "sha256d" and args.backend is None:
         spec = "ref,cpu"
-    backends = make_backends(spec, cpu_kernel=args.cpu_kernel, pow=pow)
+    backends = make_backends(spec, cpu_kernel=args.cpu_kernel, pow=pow, lookup_gap=args.lookup_gap)
     if backends[0].kind != "ref":
         backends = make_backends("ref", pow=pow) + backends
     # A target with a few dozen hits in the range: enough to prove the backends agree.

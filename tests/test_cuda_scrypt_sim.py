@@ -66,3 +66,16 @@ def test_the_simulator_catches_a_wrong_argument(sim, monkeypatch):
     monkeypatch.setattr(backend, "_kernel", wrong)
     with pytest.raises(SimulatedFault, match="Python int"):
         backend.search(KernelWork(bytes(76), 1 << 250, pow="scrypt"), 0, 10)
+
+
+def test_the_lookup_gap_reaches_the_kernel_from_the_registry(sim):
+    """`--lookup-gap` travels from the command line's registry call to NVRTC's -DLOOKUP_GAP."""
+    (backend,) = make_backends("cuda", pow="scrypt", lookup_gap=4)
+    assert backend.lookup_gap == 4 and "lookup gap 4" in backend.device
+    backend.threads = 64
+    raw, _ = LITECOIN["block 400,000"]
+    nonce = struct.unpack_from("<I", raw, 76)[0]
+    target = bits_to_target(struct.unpack_from("<I", raw, 72)[0])
+    assert backend.search(KernelWork(raw[:76], target, pow="scrypt"), nonce - 3, 7).nonces == [nonce]
+    assert "-DLOOKUP_GAP=4" in backend._module.options
+    assert len(backend._pad) == 64 * (1024 // 4) * 32

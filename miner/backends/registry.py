@@ -50,13 +50,13 @@ def _make_cuda(index: int | None) -> list[Backend]:
 
 
 def make_backends(spec: str, threads: int | None = None, cpu_kernel: str = "auto",
-                  pow: str = "sha256d") -> list[Backend]:
+                  pow: str = "sha256d", lookup_gap: int = 1) -> list[Backend]:
     """Build the backends named by `spec`; unknown names and missing devices are usage errors.
     `threads` and `cpu_kernel` (auto, simd, sha) configure the CPU backend. `pow`: the proof of
     work to mine; `auto` takes the best backend that computes it, and naming one that does not
     is a usage error."""
     if pow != "sha256d":
-        return _make_for(spec, pow, threads)
+        return _make_for(spec, pow, threads, lookup_gap)
     items = [s.strip().lower() for s in spec.split(",") if s.strip()]
     if not items:
         raise InvalidInput("no backend named (use auto, ref, cpu, cuda or cuda:N)")
@@ -87,7 +87,7 @@ def make_backends(spec: str, threads: int | None = None, cpu_kernel: str = "auto
     return _unique(out)
 
 
-def _make_for(spec: str, pow: str, threads: int | None) -> list[Backend]:
+def _make_for(spec: str, pow: str, threads: int | None, lookup_gap: int = 1) -> list[Backend]:
     """Backends for scrypt: the CUDA scrypt kernel on every GPU, the numba scrypt kernel, or the
     hashlib reference (`auto`: the GPUs where CuPy sees one, else numba, else hashlib)."""
     from miner.backends.ref import ReferenceBackend
@@ -103,7 +103,8 @@ def _make_for(spec: str, pow: str, threads: int | None) -> list[Backend]:
             index = item[5:] if item.startswith("cuda:") else None
             if index is not None and not (index.isdigit() and int(index) < count):
                 raise InvalidInput(f"no CUDA device {index!r}: this machine has {count}")
-            out += [CudaScryptBackend(i) for i in ([int(index)] if index is not None else range(count))]
+            out += [CudaScryptBackend(i, lookup_gap=lookup_gap)
+                    for i in ([int(index)] if index is not None else range(count))]
         elif item == "ref" or (item == "auto" and not cpu_available()[0]):
             out.append(ReferenceBackend())
         elif item in ("auto", "cpu"):

@@ -89,6 +89,12 @@ def _cpu_kernel_option(parser: argparse.ArgumentParser) -> None:
                              "auto, the faster here, measured once per CPU (default auto)")
 
 
+def _lookup_gap_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lookup-gap", type=int, default=1, choices=(1, 2, 4, 8),
+                        help="scrypt on a GPU: keep every g-th scratchpad row and recompute the rest "
+                             "(memory / g; python -m miner.bench.scrypt_model weighs it; default 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="miner", description="Bitcoin-exact SHA-256d proof-of-work miner.")
     p.add_argument("--version", action="version", version=f"miner {__version__}")
@@ -104,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--threads", type=_positive_int(1024), default=None,
                    help="CPU backend threads (default: all cores)")
     _cpu_kernel_option(m)
+    _lookup_gap_option(m)
     m.add_argument("--chain", type=_chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN,
                    help=f"chain file (default: $MINER_CHAIN, else {DEFAULT_CHAIN}; created if missing)")
     m.add_argument("--preset", default="local",
@@ -243,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="work unit length for the job-switch test, as in mine (default 0.25)")
     b.add_argument("--pow", choices=("sha256d", "scrypt"), default="sha256d",
                    help="the proof of work to measure (default sha256d)")
+    _lookup_gap_option(b)
     b.add_argument("--static", action="store_true",
                    help="print the static SASS report of the CUDA kernel instead (needs nvcc)")
     b.add_argument("--json", action="store_true", help="one JSON document instead of the table")
@@ -260,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="timed speed runs per backend; the median is reported (default 3)")
     cp.add_argument("--plot", default=None, help="write a bar chart here (.png, .svg or .pdf)")
     _cpu_kernel_option(cp)
+    _lookup_gap_option(cp)
     cp.add_argument("--json", action="store_true", help="one JSON document instead of the table")
 
     h = sub.add_parser("header", help="decode an 80-byte block header")

@@ -68,7 +68,8 @@ def cmd_mine(args: argparse.Namespace) -> int:
         lock.acquire()
     try:
         pow = chain.params.pow if chain is not None else params.pow
-        backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel, pow=pow)
+        backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel, pow=pow,
+                                 lookup_gap=args.lookup_gap)
         reporter = make_reporter(args.json, args.quiet)
         # Mining starts at once (kernels compile in the background, `mining/startup.py`), so a
         # new chain's genesis time "now" is when hashing begins.
@@ -195,7 +196,8 @@ def _mine_node(args: argparse.Namespace) -> int:
     pow = args.pow or "sha256d"
     source = TemplateSource(client, _payout_script(args), pow=pow)
     first = source.fetch()  # an unreachable node or a bad template fails before the compile
-    backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel, pow=pow)
+    backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel, pow=pow,
+                             lookup_gap=args.lookup_gap)
     reporter = make_reporter(args.json, args.quiet)
     desc = {"path": client.display_url, "height": first.height - 1, "preset": "node", "rule": "node",
             "spacing": 0, "detail": f"node at {client.display_url}, tip {first.height - 1}"}
@@ -228,7 +230,8 @@ def _mine_pool(args: argparse.Namespace) -> int:
     source = StratumSource(urls, on_event=on_event, retry_primary=args.pool_retry, pow=pow)
     first = source.open()  # no pool reachable: said before the compile
     try:
-        backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel, pow=pow)
+        backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel, pow=pow,
+                                 lookup_gap=args.lookup_gap)
     except BaseException:
         source.stop()
         raise
