@@ -258,6 +258,10 @@ def test_a_scrypt_node_is_mined_over_stratum_by_our_client(tmp_path):
         blocks = [e for e in events if e["event"] == "block"]  # a share that is also a block
         assert len(shares) + len(blocks) >= 5 and all(s["accepted"] for s in shares), events[-3:]
         assert all(b["verdict"] == "accepted" for b in blocks)
+        # the pool's hash-rate estimate counts a scrypt difficulty-1 share as 2^16 hashes, not
+        # SHA-256d's 2^32: one core's scrypt is tens of kH/s, never billions
+        (worker,) = node.call("getstratuminfo")["workers"]
+        assert 0 < worker["hashrate"]["1m"] < 1e7, worker
         assert all(s["difficulty"] >= s["target_difficulty"] * 0.999 for s in shares)
         assert all(abs(s["target_difficulty"] - 0.01) < 1e-9 or s["target_difficulty"] > 0.01 for s in shares)
     with Chain.open(tmp_path / "chain.sqlite", readonly=True) as chain:

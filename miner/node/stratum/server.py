@@ -28,7 +28,7 @@ from miner.node.stratum.config import (
 )
 from miner.node.stratum.jobs import StratumJob
 from miner.node.stratum.session import Session
-from miner.node.stratum.stats import PoolStats
+from miner.node.stratum.stats import HASHES_PER_DIFFICULTY, PoolStats
 from miner.primitives import stratum as sp
 
 log = logging.getLogger("miner.node.stratum")
@@ -48,7 +48,8 @@ class StratumServer:
         self.sessions: set[Session] = set()
         self.jobs: OrderedDict[str, StratumJob] = OrderedDict()
         self.current: StratumJob | None = None
-        self.stats = PoolStats()
+        # 2^32 hashes a difficulty-1 share, as every SHA-256d pool counts it; 2^16 for scrypt.
+        self.stats = PoolStats(hashes_per_difficulty=HASHES_PER_DIFFICULTY * sp.DIFF1_TARGET / self.diff1)
         self.job_made_at = 0.0  # wall clock of the current job
         self._server: asyncio.base_events.Server | None = None
         self._refresher: asyncio.Task | None = None

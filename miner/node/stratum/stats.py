@@ -68,12 +68,15 @@ class WorkerStats:
     difficulty: float = 0.0  # the last difficulty its connection was given
     rates: list[DecayingRate] = field(default_factory=list)
 
-    def hashrates(self, now: float) -> dict[str, float]:
-        return {label: r.rate(now) * HASHES_PER_DIFFICULTY for (label, _), r in zip(WINDOWS, self.rates)}
+    def hashrates(self, now: float, per_difficulty: float = HASHES_PER_DIFFICULTY) -> dict[str, float]:
+        return {label: r.rate(now) * per_difficulty for (label, _), r in zip(WINDOWS, self.rates)}
 
 
 class PoolStats:
-    def __init__(self, clock=time.monotonic, wall=time.time):
+    def __init__(self, clock=time.monotonic, wall=time.time, hashes_per_difficulty: float = HASHES_PER_DIFFICULTY):
+        """`hashes_per_difficulty`: the hashes one difficulty-1 share stands for (2^32 for
+        SHA-256d; 2^16 for scrypt, whose pools count difficulty 65,536 times easier)."""
+        self.hashes_per_difficulty = hashes_per_difficulty
         self.clock = clock
         self.wall = wall
         self.workers: OrderedDict[str, WorkerStats] = OrderedDict()  # least recently seen first
@@ -142,7 +145,7 @@ class PoolStats:
         return {"worker": stats.name, "connected": connected, "difficulty": stats.difficulty,
                 "accepted": stats.accepted, "rejected": dict(stats.refused), "blocks": stats.blocks,
                 "best_share": stats.best_share, "last_share": stats.last_share,
-                "hashrate": stats.hashrates(now)}
+                "hashrate": stats.hashrates(now, self.hashes_per_difficulty)}
 
     def report(self, connections: int, connected: set[str], network_difficulty: float,
                job_age: float | None) -> dict:
