@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from miner.node.localnet import Network, _alive, rpc
 
 ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
@@ -35,6 +37,7 @@ def _kill_all(folder: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_five_nodes_two_mining_agree_on_one_tip(tmp_path):
     folder = tmp_path / "net"
     try:
