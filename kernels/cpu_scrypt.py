@@ -20,6 +20,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .cpu import (
+    meets_target,  # the SHA-256d kernel's full 256-bit test: the same comparison
+)
 from .cpu_sha256_scalar import bswap32, hmac_outer, hmac_states, sha256_compress
 from .cpu_width import full_width
 
@@ -305,19 +308,6 @@ def romix(x, v):
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
-def _meets_target(words, target):
-    """Full 256-bit test: the hash (8 big-endian words), as a little-endian number, <= target
-    (eight limbs, least significant first)."""
-    for i in range(7, -1, -1):
-        limb = bswap32(words[i])
-        if limb < target[i]:
-            return True
-        if limb > target[i]:
-            return False
-    return True
-
-
-@njit(nogil=True, cache=True, boundscheck=False)
 def scrypt_lanes(prefix, nonce0, n, x, v, hashes):
     """scrypt of the headers `prefix` (19 big-endian words) + nonce for nonce0 .. nonce0+n-1
     (n <= LANES), each hash into `hashes[lane]` (8 big-endian words)."""
@@ -351,7 +341,7 @@ def search(prefix, target, nonce_start, count, out, x, v):
         n = min(lanes, count - pos)
         scrypt_lanes(prefix, nonce_start + pos, n, x, v, hashes)
         for lane in range(n):
-            if _meets_target(hashes[lane], target):
+            if meets_target(hashes[lane], target):
                 if total < out.shape[0]:
                     out[total] = nonce_start + pos + lane
                 total += 1
