@@ -86,8 +86,9 @@ def test_view_fits_the_terminal_and_keeps_numbers_whole(tmp_path, width):
     view = MiningView(None, backends, 2)
     with Coordinator(backends, unit_seconds=0.02) as coordinator:
         view.coordinator = coordinator
-        mine(coordinator, LocalChainSource(chain), 2, lambda ev: view.block_found(),
+        mine(coordinator, LocalChainSource(chain), 2, lambda ev: view.block_found(ev.height),
                     on_job=view.set_job)
+    view.stop()
     snap = view.snapshot()
     text = _render_text(view, width)
     lines = text.splitlines()
@@ -96,7 +97,12 @@ def test_view_fits_the_terminal_and_keeps_numbers_whole(tmp_path, width):
     assert set(rows) == {"ref", "ref-2"}, text
     for d in snap.devices:
         assert f"{d.hashes:,}" in rows[d.name] and f"{100 * d.share:.1f}%" in rows[d.name]
-    assert "tip 1" in text and "blocks 2/2" in text and f"{snap.bits:08x}" in text
+    # the frame after the last block is the state at the end: its tip is that block (not the one
+    # it was built on), and its timer and the run's clock have stopped
+    assert "tip 2 " in text and "blocks 2/2" in text and f"{snap.bits:08x}" in text
+    assert snap.block_done and "(last took " in text and "(this one " not in text
+    later = view.snapshot()
+    assert (later.block_seconds, later.elapsed) == (snap.block_seconds, snap.elapsed)
     if width == 80:
         assert "…" in rows["ref-2"]
     chain.close()
@@ -143,6 +149,9 @@ def test_live_view_on_a_real_terminal(tmp_path):
     for fragment in ("next block expected in", "difficulty", "blocks 3/3", "share", "hashlib",
                      "block      3", "3 block(s) in"):
         assert fragment in text, fragment
+    # the frame left on screen is the state at the end: the third block is the tip
+    last_frame = text[text.rindex("tip "):]
+    assert last_frame.startswith("tip 3 ") and "blocks 3/3" in last_frame, last_frame
     with Chain.open(path) as chain:
         assert chain.verify() == 3
 
@@ -299,3 +308,26 @@ def test_a_stop_signal_outside_a_line_still_interrupts_at_once():
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert json.loads(out.getvalue())["status"] == "joined"
+
+
+def test_a_refused_block_or_a_pools_share_job_keeps_the_tip():
+    """Only a block the chain or node took moves the tip: a refused one does not, and at a pool
+    the share job goes on being mined after a block, so its timer keeps running."""
+    from dataclasses import replace
+
+    from miner.mining.work import Job
+    from miner.primitives.coinbase import coinbase_template
+
+    backends = [ReferenceBackend()]
+    job = Job("1:a", 5, 0x20000000, b"\x01" * 32, coinbase_template(5), (), 1_700_000_000, 0x1D00FFFF,
+              0xFFFF << 208)
+    view = MiningView(Coordinator(backends), backends, 0)
+    view.set_job(job)
+    view.block_found(5, taken=False)
+    assert view.snapshot().tip_height == 4 and not view.snapshot().block_done
+    view.block_found(5)
+    assert view.snapshot().tip_height == 5 and view.snapshot().block_done
+    t0 = time.perf_counter()
+    at_pool = snapshot(Coordinator(backends), backends, replace(job, shares=True), t0 - 2, 1, 0, t0 - 9,
+                       now=t0, found=(5, t0 - 1))
+    assert at_pool.tip_height == 4 and at_pool.block_seconds == pytest.approx(2)

@@ -50,6 +50,7 @@ class MiningSnapshot:
     elapsed: float  # since mining started
     pool: str = ""  # at a pool: where, its difficulty, and its verdicts on our shares
     shares: bool = False  # the job's target is a pool's share target
+    block_done: bool = False  # the job's block is found: the tip is that block, its timer stopped
 
 
 def expected_hashes(target: int) -> float:
@@ -59,7 +60,12 @@ def expected_hashes(target: int) -> float:
 
 def snapshot(coordinator: Coordinator, backends: list[Backend], job: Job | None,
              job_started: float, blocks_found: int, blocks_wanted: int, started: float,
-             now: float | None = None, pool: str = "") -> MiningSnapshot:
+             now: float | None = None, pool: str = "", found: tuple[int, float] | None = None
+             ) -> MiningSnapshot:
+    """The panel's figures at `now`. `found` is (height, when) of the last block the chain took:
+    once it is the current job's block, the tip is that block and its time is stopped, so the
+    frame drawn after the last block (before any next job, or at the end) is not a block behind.
+    A pool's share job is not done by a block: it keeps being mined for shares."""
     now = time.perf_counter() if now is None else now
     stats = [coordinator.stats[b.name] for b in backends]
     total_hashes = sum(s.hashes for s in stats)
@@ -71,10 +77,12 @@ def snapshot(coordinator: Coordinator, backends: list[Backend], job: Job | None,
     if job is None:
         return MiningSnapshot(devices, total_rate, None, None, None, None, 0.0, blocks_found,
                               blocks_wanted, now - started, pool)
+    done = found is not None and not job.shares and found[0] >= job.height
     return MiningSnapshot(
-        devices, total_rate, job.height - 1, job.bits, difficulty(job.target),
+        devices, total_rate, found[0] if done else job.height - 1, job.bits, difficulty(job.target),
         expected_hashes(job.target) / total_rate if total_rate > 0 else None,
-        now - job_started, blocks_found, blocks_wanted, now - started, pool, job.shares)
+        (found[1] if done else now) - job_started, blocks_found, blocks_wanted, now - started, pool,
+        job.shares, done)
 
 
 def format_duration(seconds: float | None) -> str:
@@ -104,7 +112,8 @@ def render(snap: MiningSnapshot, width: int = 120) -> RenderableType:
             (f"  {what} difficulty " if snap.shares else "  difficulty ", "dim"), f"{snap.difficulty:.6g}",
             ("  total ", "dim"), (format_rate(snap.total_rate), "bold cyan"),
             (f"  next {what} expected in ", "dim"), format_duration(snap.expected_seconds),
-            (" (this job " if snap.shares else " (this one ", "dim"), format_duration(snap.block_seconds),
+            (" (this job " if snap.shares else " (last took " if snap.block_done else " (this one ", "dim"),
+            format_duration(snap.block_seconds),
             (")", "dim"),
             ("  blocks ", "dim"), (blocks, "bold green"),
             ("  up ", "dim"), format_duration(snap.elapsed))
@@ -134,22 +143,36 @@ class MiningView:
         self._job_started = self.started
         self._lock = threading.Lock()
         self.pool = ""  # the pool line: set by the reporter as the pool speaks
+        self._found: tuple[int, float] | None = None  # (height, when) of the last block taken
+        self._stopped: float | None = None  # when the run ended: the clocks stop there
 
     def set_job(self, job: Job | None) -> None:
         with self._lock:
             self._job = job
             self._job_started = time.perf_counter()
 
-    def block_found(self) -> None:
+    def block_found(self, height: int | None = None, taken: bool = True) -> None:
+        """Count a block; a `taken` one at `height` (the chain or node accepted it) becomes the
+        tip the panel shows until the next job arrives."""
         with self._lock:
             self.blocks_found += 1
+            if height is not None and taken:
+                self._found = (height, time.perf_counter())
+
+    def stop(self) -> None:
+        """The run is over: later frames (the last one stays on screen) show the state at this
+        moment, not a clock that kept running while the run shut down."""
+        with self._lock:
+            if self._stopped is None:
+                self._stopped = time.perf_counter()
 
     def snapshot(self) -> MiningSnapshot:
         with self._lock:
             # the coordinator's own list: backends that join the run while it mines appear
             backends = list(self.coordinator.backends) if self.coordinator is not None else self.backends
             return snapshot(self.coordinator, backends, self._job, self._job_started,
-                            self.blocks_found, self.blocks_wanted, self.started, pool=self.pool)
+                            self.blocks_found, self.blocks_wanted, self.started, now=self._stopped,
+                            pool=self.pool, found=self._found)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield render(self.snapshot(), options.max_width)

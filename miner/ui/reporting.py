@@ -225,7 +225,7 @@ class LiveReporter(Reporter):
 
     def block(self, ev: BlockFound) -> None:
         if self.view is not None:
-            self.view.block_found()
+            self.view.block_found(ev.height, taken=ev.verdict in ("", "accepted"))
         self.console.print(block_line(ev), highlight=False)
 
     def share(self, ev: ShareFound, tally: Any) -> None:
@@ -259,6 +259,8 @@ class LiveReporter(Reporter):
                      len(ev.result.nonces))
 
     def stop(self) -> None:
+        if self.view is not None:
+            self.view.stop()  # the last frame is the state when the run ended
         if self.live is not None:
             self.live.stop()  # the last frame stays on screen: the per-backend totals
             self.live = None
