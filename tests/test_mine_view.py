@@ -331,3 +331,38 @@ def test_a_refused_block_or_a_pools_share_job_keeps_the_tip():
     at_pool = snapshot(Coordinator(backends), backends, replace(job, shares=True), t0 - 2, 1, 0, t0 - 9,
                        now=t0, found=(5, t0 - 1))
     assert at_pool.tip_height == 4 and at_pool.block_seconds == pytest.approx(2)
+
+
+def _widest_block(backend: str, verdict: str):
+    from miner.mining.loop import BlockFound
+    # a 7-digit height, a difficulty in e-notation, 27 hours for the block at over a TH/s
+    return BlockFound(height=1_234_567, hash_hex="0000000000000000000a3f" + "e" * 36 + "c0ffee",
+                      nonce=4_294_967_295, extranonce=2**32 - 1, bits=0x17034219, difficulty=1.23456e14,
+                      seconds=99_999.99, hashes=int(1.234e17), backend=backend, verdict=verdict)
+
+
+@pytest.mark.parametrize("backend", ["ref", "cpu", "cuda:0", "cuda:10"])
+@pytest.mark.parametrize("verdict", ["", "accepted", "high-hash",
+                                     "error -25: bad-txns-inputs-missingorspent, a long explanation "
+                                     "the node gave of why it refused block 1234567 " * 2])
+def test_a_block_line_fits_100_columns_with_every_number_and_the_whole_reason(backend, verdict):
+    """The widest realistic values, on a line of at most 100 columns: nothing cut (every number
+    with its unit is there whole), and a refusal's reason is all there, on the lines below when
+    it does not fit beside the rest."""
+    from miner.ui.reporting import block_line
+    from miner.ui.units import format_rate
+
+    ev = _widest_block(backend, verdict)
+    text = block_line(ev)
+    lines = text.split("\n")
+    assert all(len(line) <= 100 for line in lines), [len(line) for line in lines]
+    first = lines[0]
+    for whole in ("block 1234567", "000000000000…c0ffee", "diff 1.235e+14", "99999.99 s",
+                  format_rate(ev.rate), backend):
+        assert whole in first, (whole, first)
+    assert format_rate(ev.rate) == "1234.00 GH/s"
+    if verdict in ("", "accepted"):
+        assert text == first and first.endswith(f"{backend}  {verdict}".rstrip())
+    else:
+        assert "refused:" in first
+        assert " ".join(text.split("refused:", 1)[1].split()) == " ".join(verdict.split())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import textwrap
 import threading
 import time
 from typing import IO, Any
@@ -34,11 +35,26 @@ def short_hash(hash_hex: str) -> str:
     return f"{hash_hex[:12]}…{hash_hex[-6:]}"
 
 
+LINE_WIDTH = 100  # block lines fit this, so a log viewer or a terminal never wraps one mid-number
+
+
 def block_line(ev: BlockFound) -> str:
-    """One block in at most 100 columns (a node's or pool's verdict follows)."""
-    return (f"block {ev.height:>6}  {short_hash(ev.hash_hex)}  nonce {ev.nonce:>10}  diff {ev.difficulty:<9.4g}  "
-            f"{ev.seconds:7.2f} s  {format_rate(ev.rate):>10}  {ev.backend}"
-            + (f"  {_verdict(ev.verdict)}" if ev.verdict else ""))
+    """One block in at most LINE_WIDTH columns: height, the hash's head and tail, difficulty,
+    seconds, rate, the backend that found it and a node's or pool's verdict. The nonce is left to
+    --json and `miner chain show` (the hash already names the block), so the widest realistic line
+    (a 7-digit height, a 5-digit number of seconds, GH/s, cuda:10, accepted) still fits. A
+    refusal whose reason does not fit ends the line with "refused:" and gives the whole reason on
+    the lines below, indented and wrapped at word boundaries: nothing is cut, and a person or a
+    script looking for "refused" on the block's line still finds it."""
+    line = (f"block {ev.height:>6}  {short_hash(ev.hash_hex)}  diff {ev.difficulty:<9.4g}  "
+            f"{ev.seconds:7.2f} s  {format_rate(ev.rate):>11}  {ev.backend}")
+    if not ev.verdict:
+        return line
+    whole = f"{line}  {_verdict(ev.verdict)}"
+    if len(whole) <= LINE_WIDTH or ev.verdict == "accepted":
+        return whole
+    reason = textwrap.wrap(ev.verdict, LINE_WIDTH - 4, break_on_hyphens=False)
+    return "\n".join([f"{line}  refused:", *(f"    {part}" for part in reason)])
 
 
 def _verdict(verdict: str) -> str:
