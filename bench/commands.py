@@ -72,9 +72,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from miner.bench.sass import main as sass_main
         return sass_main(["--json"] if args.json else [])
     if not 0 < args.duration <= 600:
-        raise UsageError(f"--duration must be between 0 and 600 seconds, got {args.duration}")
+        raise UsageError(f"--duration must be above 0 and at most 600 seconds, got {args.duration:g}")
     if not 0 < args.unit_seconds <= 10:
-        raise UsageError(f"--unit-seconds must be between 0 and 10, got {args.unit_seconds}")
+        raise UsageError(f"--unit-seconds must be above 0 and at most 10 seconds, got {args.unit_seconds:g}")
     shapes = parse_launch_shapes(args.launch)
     from miner.bench.engine import (
         bench_backend,
@@ -205,7 +205,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         from miner.ui.plot import check_output_path
         check_output_path(args.plot)  # before the measurement, not after it
     if not 0 < args.seconds <= 60:
-        raise UsageError(f"--seconds must be between 0 and 60, got {args.seconds}")
+        raise UsageError(f"--seconds must be above 0 and at most 60 seconds, got {args.seconds:g}")
     spec = args.backend
     if spec is None:
         count, why = cuda_device_count()

@@ -203,6 +203,18 @@ def test_bench_and_compare_usage_errors(args, fragment):
     assert_one_line_error(run(*args), 2, fragment)
 
 
+@pytest.mark.parametrize("command,option,limit", [
+    ("bench", "--duration", 600), ("bench", "--unit-seconds", 10), ("compare", "--seconds", 60)])
+def test_a_length_out_of_range_is_said_as_the_help_says_it(command, option, limit):
+    """0 and anything past the limit are refused in the words the help uses: "above 0 and at
+    most N" (a "between 0 and N" message read as if 0 were allowed)."""
+    allowed = f"above 0 and at most {limit}"
+    assert allowed in " ".join(run(command, "--help").stdout.split())
+    for given, said in (("0", "0"), ("-1", "-1"), (str(limit + 1), str(limit + 1))):
+        assert_one_line_error(run(command, option, given), 2,
+                              f"{option} must be {allowed} seconds, got {said}")
+
+
 def test_launch_shapes_parse():
     from miner.bench.commands import parse_launch_shapes
     assert parse_launch_shapes("tuned") is None

@@ -247,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--switches", type=_non_negative_int, default=5,
                    help="job switches timed across all the backends together (default 5, 0 skips)")
     b.add_argument("--unit-seconds", type=float, default=0.25,
-                   help="work unit length for the job-switch test, as in mine (default 0.25)")
+                   help="work unit length for the job-switch test, as in mine, above 0 and at most 10 "
+                        "seconds (default 0.25)")
     b.add_argument("--pow", choices=("sha256d", "scrypt"), default="sha256d",
                    help="the proof of work to measure (default sha256d)")
     _lookup_gap_option(b)
@@ -263,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--pow", choices=("sha256d", "scrypt"), default="sha256d",
                     help="the proof of work to compare (default sha256d)")
     cp.add_argument("--seconds", type=float, default=0.5,
-                    help="length of each timed speed run, on a hard target (default 0.5)")
+                    help="seconds of each timed speed run, on a hard target, above 0 and at most 60 "
+                         "(default 0.5)")
     cp.add_argument("--runs", type=_positive_int(50), default=3,
                     help="timed speed runs per backend; the median is reported (default 3)")
     cp.add_argument("--plot", default=None, help="write a bar chart here (.png, .svg or .pdf)")
