@@ -154,7 +154,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _rate_unit(top: float) -> tuple[str, float]:
-    """One unit for a whole table, chosen by its largest rate."""
+    """The unit a row's rates are written in, chosen by its median: hashlib's MH/s and a GPU's
+    GH/s in one table, each row's numbers with digits that mean something (one unit for the whole
+    table wrote hashlib as 0.00 GH/s)."""
     for unit, scale in (("GH/s", 1e9), ("MH/s", 1e6), ("kH/s", 1e3)):
         if top >= scale:
             return unit, scale
@@ -162,15 +164,16 @@ def _rate_unit(top: float) -> tuple[str, float]:
 
 
 def bench_report(results, machine: str, runs: int, duration: float) -> list:
-    """The bench figures as two tables that fit 80 columns (rates; start-up costs), then one line
-    per backend naming its device: device names are long, and in a column they squeezed the
-    numbers into ellipses on any terminal under about 155 columns. No number is ever cut."""
+    """The bench figures as two tables that fit 80 columns (rates, each row in its own unit;
+    start-up costs), then one line per backend and device: device names are long, and in a column
+    they squeezed the numbers into ellipses on any terminal under about 155 columns. A backend
+    measured with several kernels or thread counts (cpu's SIMD and SHA kernels) has one line per
+    device, so none is lost. No number is ever cut."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
     ref = next((r.median for r in results if r.backend == "ref"), None)
-    unit, scale = _rate_unit(max((max(r.runs) for r in results), default=0.0))
 
     def table(title: str, numbers: tuple[str, ...]) -> Table:
         t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
@@ -180,19 +183,22 @@ def bench_report(results, machine: str, runs: int, duration: float) -> list:
             t.add_column(col, justify="right", no_wrap=True, min_width=len(col))
         return t
 
-    rates = table(f"hash rate in {unit}, median of {runs} x {duration:g} s",
-                  ("median", "min", "max", "x hashlib"))
+    rates = table(f"hash rate, median of {runs} x {duration:g} s",
+                  ("median", "min", "max", "unit", "x hashlib"))
+    rates.columns[-2].justify = "left"
     startup = table("start-up", ("compile s", "first call", "predicted"))
-    devices: dict[str, str] = {}
+    devices: dict[tuple[str, str], None] = {}  # (backend, device), in order, each once
     for r in results:
+        unit, scale = _rate_unit(r.median)
         rates.add_row(r.backend, r.setting, f"{r.median / scale:.2f}", f"{min(r.runs) / scale:.2f}",
-                      f"{max(r.runs) / scale:.2f}", f"{r.median / ref:.1f}" if ref else "-")
+                      f"{max(r.runs) / scale:.2f}", unit, f"{r.median / ref:.1f}" if ref else "-")
         startup.add_row(r.backend, r.setting,
                         f"{r.compile_seconds:.2f}" if r.compile_seconds is not None else "-",
                         f"{r.first_call_seconds * 1e3:.2f} ms" if r.first_call_seconds is not None else "-",
                         format_rate(r.predicted) if r.predicted else "-")
-        devices.setdefault(r.backend, r.device)
-    lines = Text(f"miner bench on {machine}\n" + "\n".join(f"  {name}: {device}" for name, device in devices.items()))
+        devices[(r.backend, r.device)] = None
+    lines = Text(f"miner bench on {machine}\n"
+                 + "\n".join(f"  {name}: {device}" for name, device in devices))
     return [lines, rates, startup]
 
 

@@ -301,6 +301,9 @@ def test_every_option_of_every_command_has_help():
 
 
 def test_the_bench_tables_fit_80_columns_with_every_number_whole():
+    """80 columns, nothing cut, and every rate readable: hashlib's MH/s beside a GPU's GH/s (one
+    unit for the whole table wrote hashlib as 0.00 GH/s). Two cpu rows (the SIMD and the SHA
+    kernel) each keep their device line."""
     import io
 
     from rich.console import Console
@@ -312,8 +315,12 @@ def test_the_bench_tables_fit_80_columns_with_every_number_whole():
         BenchResult("ref", "hashlib (1 thread)", "threads=1", [1.16e6, 1.03e6, 1.17e6], None, 3e-5),
         BenchResult("cpu", "numba SHA-256d, SIMD 16 lanes (AVX-512), 2 thread(s)", "kernel=simd threads=2",
                     [62.38e6, 60.0e6, 66.98e6], 81.25, 2.8e-4),
+        BenchResult("cpu", "numba SHA-256d, SHA extensions, 2 thread(s)", "kernel=sha threads=2",
+                    [98.76e6, 97.5e6, 99.1e6], 12.5, 2.1e-4),
         BenchResult("cuda:0", "NVIDIA H200 (132 SMs, compute 9.0, 1980 MHz), an unusually long device name",
                     "block=256 npt=256 (tuned for this device)", [21.74e9, 21.70e9, 21.80e9], 4.11, 1.2e-3, 22.9e9),
+        BenchResult("cuda:0", "NVIDIA H200 (132 SMs, compute 9.0, 1980 MHz), an unusually long device name",
+                    "block=256 npt=16", [19.5e9, 19.4e9, 19.6e9], 4.11, 1.2e-3, 22.9e9),
     ]
     console = Console(file=io.StringIO(), width=80, color_system=None)
     for renderable in bench_report(results, "AMD EPYC (znver4), 2 cores", 5, 2.0):
@@ -321,7 +328,21 @@ def test_the_bench_tables_fit_80_columns_with_every_number_whole():
     text = console.file.getvalue()
     assert all(len(line) <= 80 for line in text.splitlines()), text
     assert "…" not in text, text  # nothing cut
-    for number in ("0.00", "0.06", "21.74", "21.70", "21.80", "18741.4", "81.25", "4.11", "0.28 ms", "1.20 ms",
-                   "22.90 GH/s", "hash rate in GH/s"):
+    rows: dict[str, list[list[str]]] = {}
+    for line in text[text.index("hash rate"):text.index("start-up")].splitlines():
+        words = line.split()
+        if words and words[0] in ("ref", "cpu", "cuda:0"):
+            rows.setdefault(words[0], []).append(words)
+    # each rate row: median, min and max in the row's own unit, then the speed-up over hashlib
+    ref, cuda = rows["ref"][0], rows["cuda:0"][0]
+    assert ref[-5:] == ["1.16", "1.03", "1.17", "MH/s", "1.0"], ref
+    assert cuda[-5:] == ["21.74", "21.70", "21.80", "GH/s", "18741.4"], cuda
+    assert [r[-5:-1] for r in rows["cpu"][:2]] == [["62.38", "60.00", "66.98", "MH/s"],
+                                                     ["98.76", "97.50", "99.10", "MH/s"]]
+    for number in ("81.25", "4.11", "0.28 ms", "1.20 ms", "22.90 GH/s"):
         assert number in text, (number, text)
-    assert "NVIDIA H200 (132 SMs, compute 9.0, 1980 MHz), an unusually long device name" in " ".join(text.split())
+    flat = " ".join(text.split())
+    assert "cuda:0: NVIDIA H200 (132 SMs, compute 9.0, 1980 MHz), an unusually long device name" in flat
+    assert flat.count("NVIDIA H200") == 1  # one line per device, not per launch shape
+    for device in ("numba SHA-256d, SIMD 16 lanes (AVX-512), 2 thread(s)", "numba SHA-256d, SHA extensions, 2 thread(s)"):
+        assert f"cpu: {device}" in flat, flat
