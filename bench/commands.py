@@ -255,5 +255,5 @@ def cmd_compare(args: argparse.Namespace) -> int:
             print(f"         {r.device}")
         print("all backends found the same hits" if not bad else f"MISMATCH: {', '.join(bad)}")
     if args.plot:
-        plot(rows, args.plot)
+        plot(rows, args.plot, pow=pow)
     return 1 if bad else 0

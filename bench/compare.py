@@ -52,10 +52,14 @@ def mismatches(rows: list[CompareRow]) -> list[str]:
     return [r.backend for r in rows[1:] if (r.total, sorted(r.hits)) != (base.total, sorted(base.hits))]
 
 
-def plot(rows: list[CompareRow], out: str) -> list[str]:
+POW_TITLES = {"sha256d": "SHA-256d", "scrypt": "scrypt (N=1024, r=1, p=1)"}
+
+
+def plot(rows: list[CompareRow], out: str, pow: str = "sha256d") -> list[str]:
     """Horizontal bars on a log axis, each labelled with its rate and its speed-up over the first
-    row; the axis itself gets labels only at powers of ten, so none run together. Returns the
-    bar labels."""
+    row; the axis itself gets labels only at powers of ten, so none run together. The title names
+    the proof of work compared and whether the hits agreed; the axis is in the unit of the slowest
+    bar (scrypt's kH/s, SHA-256d's MH/s), so no bar sits below 1. Returns the bar labels."""
     import textwrap
 
     from matplotlib.ticker import LogLocator, NullFormatter
@@ -64,10 +68,13 @@ def plot(rows: list[CompareRow], out: str) -> list[str]:
     from miner.ui.units import format_rate
     plt = _pyplot()
     texts = []
+    slowest = format_rate(min(r.rate for r in rows))
+    unit = slowest.split()[-1]
+    scale = {"GH/s": 1e9, "MH/s": 1e6, "kH/s": 1e3, "H/s": 1.0}[unit]
     fig, ax = plt.subplots(figsize=(8, 0.9 + 0.75 * len(rows)))
     # the device name wrapped to a few short lines: a long one would squeeze the bars to nothing
     labels = [f"{r.backend}\n" + "\n".join(textwrap.wrap(r.device, 28)[:3]) for r in rows]
-    rates = [r.rate / 1e6 for r in rows]
+    rates = [r.rate / scale for r in rows]
     bars = ax.barh(labels, rates, color="tab:blue")
     base = rows[0].rate
     for bar, r in zip(bars, rows):
@@ -79,9 +86,12 @@ def plot(rows: list[CompareRow], out: str) -> list[str]:
     ax.xaxis.set_major_locator(LogLocator(base=10))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.invert_yaxis()  # first row on top
-    ax.set_xlabel("MH/s on a hard target (median of timed runs; log scale)")
+    ax.set_xlabel(f"{unit} on a hard target (median of timed runs; log scale)")
     ax.tick_params(axis="y", labelsize=8)
-    ax.set_title(f"SHA-256d on the same job and nonces: {len(rows)} backends, same hits")
+    bad = mismatches(rows)
+    backends = f"{len(rows)} backend" + ("" if len(rows) == 1 else "s")
+    agreed = f"hits differ on {', '.join(bad)}" if bad else "same hits"
+    ax.set_title(f"{POW_TITLES.get(pow, pow)} on the same job and nonces: {backends}, {agreed}")
     fig.tight_layout()
     fig.canvas.draw()
     # What the old chart got wrong: every minor tick of the log axis had a label, and they overlapped.

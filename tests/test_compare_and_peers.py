@@ -22,6 +22,32 @@ def test_chart_labels_each_bar_with_rate_and_speedup(tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
+def _svg_text(path) -> str:
+    import html
+    import re
+    return html.unescape(" ".join(re.findall(r"<text[^>]*>([^<]*)</text>", path.read_text())))
+
+
+def test_the_chart_names_the_proof_of_work_and_its_axis_unit_fits_the_bars(tmp_path):
+    """scrypt's chart says scrypt, and its axis is in kH/s under kH/s bars; one backend is "1
+    backend"; SHA-256d with a GPU keeps MH/s; hits that differ are said in the title."""
+    one = tmp_path / "one.svg"
+    plot([_row("ref", 9.5e3)], str(one), pow="scrypt")
+    text = _svg_text(one)
+    assert "scrypt (N=1024, r=1, p=1) on the same job and nonces: 1 backend, same hits" in text, text
+    assert "kH/s on a hard target" in text and "MH/s" not in text and "SHA-256d" not in text, text
+    two = tmp_path / "two.svg"
+    plot([_row("ref", 9.5e3), _row("cpu", 180e3)], str(two), pow="scrypt")
+    assert "2 backends, same hits" in _svg_text(two)
+    sha = tmp_path / "sha.svg"
+    rows = [_row("ref", 1.2e6), _row("cpu", 60e6), _row("cuda:0", 8e9)]
+    rows[2].hits = [1]
+    plot(rows, str(sha))
+    text = _svg_text(sha)
+    assert "SHA-256d on the same job and nonces: 3 backends, hits differ on cuda:0" in text, text
+    assert "MH/s on a hard target" in text and "8.00 GH/s" in text, text
+
+
 @pytest.mark.slow
 def test_compare_times_a_hard_target_not_the_hit_check():
     """The speed is the median of timed runs on a hard target, separate from the hit check."""

@@ -77,11 +77,13 @@ def check_output_path(out: str | Path) -> Path:
 
 
 def save_figure(fig, out: str | Path) -> Path:
-    """Write `fig` to exactly `out` in the format its suffix names, and close it."""
+    """Write `fig` to exactly `out` in the format its suffix names, and close it. An SVG keeps
+    its words as text (not outlines): a reader can search and copy the title and labels."""
     plt = _pyplot()
     path = check_output_path(out)
     try:
-        fig.savefig(path, dpi=110, format=FORMATS[path.suffix.lower()])
+        with plt.rc_context({"svg.fonttype": "none"}):
+            fig.savefig(path, dpi=110, format=FORMATS[path.suffix.lower()])
     except OSError as exc:
         raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
