@@ -172,3 +172,28 @@ def test_the_command_a_refused_miner_prints_works_as_printed(tmp_path):
         found = miner("mine", "--url", node.url, "--chain", str(chain), "--backend", "ref", "--blocks", "1", "--quiet")
         assert found.returncode == 0, found.stderr
         assert node.call("getblockcount") == 2
+
+
+def test_url_alone_finds_the_cookie_of_a_node_in_this_folder_and_says_where_it_looked(tmp_path):
+    """With $MINER_CHAIN naming a chain elsewhere, `mine --url` still finds the cookie of the node
+    whose chain is this folder's default (miner-chain.sqlite); with no cookie in either place the
+    one error line names both places it looked."""
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir()
+    elsewhere.mkdir()
+    env = {**os.environ, "MINER_CHAIN": str(elsewhere / "other.sqlite")}
+
+    def mine_url(url: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "miner", "mine", "--url", url, "--backend", "ref",
+                               "--blocks", "1", "--quiet"], cwd=here, env=env, capture_output=True,
+                              text=True, timeout=120, check=False)
+
+    proc = mine_url("http://127.0.0.1:1")
+    line = error_line(proc)
+    assert proc.returncode == 2, proc.stderr
+    assert f"no cookie for the node at {elsewhere.resolve() / '.cookie'} or {here.resolve() / '.cookie'}" in line
+    with NodeProcess(make_chain(here / "miner-chain.sqlite")) as node:
+        assert node.cookie == here / ".cookie"
+        found = mine_url(node.url)
+        assert found.returncode == 0, found.stderr
+        assert node.call("getblockcount") == 1

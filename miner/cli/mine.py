@@ -183,15 +183,11 @@ def _mine_node(args: argparse.Namespace) -> int:
     from miner.mining.loop import mine
     from miner.mining.rpc_client import RpcClient
     from miner.mining.sources.gbt import TemplateSource
-    from miner.node.rpc.auth import COOKIE_NAME
     from miner.ui.reporting import make_reporter
 
     cookie = args.rpc_cookie_file
     if cookie is None and "@" not in args.url[0].split("://", 1)[-1].split("/", 1)[0]:
-        # As bitcoin-cli finds its data folder's cookie: the one a local node writes beside the
-        # chain file (--chain, $MINER_CHAIN or the default).
-        beside = Path(args.chain).resolve().parent / COOKIE_NAME
-        cookie = beside if beside.is_file() else None
+        cookie = _local_cookie(Path(args.chain))
     client = RpcClient(args.url[0], cookie_file=cookie)
     pow = args.pow or "sha256d"
     source = TemplateSource(client, _payout_script(args), pow=pow)
@@ -203,6 +199,34 @@ def _mine_node(args: argparse.Namespace) -> int:
             "spacing": 0, "detail": f"node at {client.display_url}, tip {first.height - 1}"}
     return _mine_and_report(args, backends, reporter, desc, lambda: None, lambda coordinator, on_block, on_share:
                             mine(coordinator, source, args.blocks, on_block, on_job=reporter.job))
+
+
+def cookie_places(chain: Path) -> list[Path]:
+    """Where a local `miner node` would have written its cookie, in the order they are tried:
+    beside the chain file this command names (--chain, else $MINER_CHAIN, else the default), then
+    beside the default chain in the current folder, where a node started here with no --chain
+    writes it (a $MINER_CHAIN set for other work should not hide that one)."""
+    from miner.cli.main import DEFAULT_CHAIN
+    from miner.node.rpc.auth import COOKIE_NAME
+
+    places = []
+    for path in (chain, Path(DEFAULT_CHAIN)):
+        place = path.resolve().parent / COOKIE_NAME
+        if place not in places:
+            places.append(place)
+    return places
+
+
+def _local_cookie(chain: Path) -> Path:
+    """The first cookie of `cookie_places`, as bitcoin-cli finds its data folder's; with none
+    there, a usage error that says where it looked and how else to give credentials."""
+    places = cookie_places(chain)
+    for place in places:
+        if place.is_file():
+            return place
+    raise UsageError(f"no cookie for the node at {' or '.join(map(str, places))} (a miner node writes "
+                     "one beside its chain file: --chain names it); or put user:password in --url, "
+                     "or give --rpc-cookie-file")
 
 
 def _mine_pool(args: argparse.Namespace) -> int:
