@@ -128,6 +128,44 @@ def test_plot_simulation_and_chain_plot(tmp_path):
     assert out2.stat().st_size > 1000
 
 
+def test_chain_plot_blocks_draws_the_stored_chains_last_n_blocks(tmp_path):
+    """--blocks on the stored chain is its last N blocks (it was silently ignored): the title
+    says which, the axis starts there; a chain shorter than N is drawn whole."""
+    import html
+    import re
+    path = tmp_path / "c.sqlite"
+    mine_easy_chain(path, 8).close()
+
+    def svg_text(*args: str) -> str:
+        out = tmp_path / "c.svg"
+        proc = run("chain", "plot", str(out), "--chain", str(path), *args)
+        assert proc.returncode == 0, proc.stderr
+        return html.unescape(" ".join(re.findall(r"<text[^>]*>([^<]*)</text>", out.read_text())))
+
+    whole = re.compile(r"c\.sqlite: \S+ rule(?!,)")
+    assert whole.search(svg_text())
+    last = svg_text("--blocks", "3")
+    assert re.search(r"c\.sqlite: \S+ rule, blocks 6 to 8", last), last
+    assert whole.search(svg_text("--blocks", "50"))
+
+
+def test_the_chain_plots_dots_are_visible_and_clear_of_the_legend():
+    """Each block's spacing is a dot a reader can see (not 4 pt at 35% opacity) and no legend
+    box covers the spacing panel."""
+    from miner.ui.plot import chain_figure
+    times = [1_700_000_000 + 60 * h + (300 if h == 30 else 0) for h in range(60)]
+    fig = chain_figure({"local": (times, [0x207FFFFF] * 60)}, 60, "t", first=100)
+    ax1, ax2 = fig.axes
+    (dots,) = ax1.collections
+    assert dots.get_sizes()[0] >= 12 and dots.get_alpha() >= 0.7
+    assert dots.get_offsets()[0][0] == 101  # heights from `first`
+    renderer = fig.canvas.get_renderer()
+    legend = ax1.get_legend().get_window_extent(renderer)
+    assert not legend.overlaps(ax1.get_window_extent(renderer))
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
 def test_sigkill_mid_run_leaves_a_valid_chain(tmp_path):
     """Kill `miner mine` with SIGKILL while it appends; every block it reported must be there."""
     path = tmp_path / "k.sqlite"

@@ -160,9 +160,16 @@ def _show(chain, args: argparse.Namespace, ref) -> int:
 
 
 def _plot(chain, args: argparse.Namespace, _ref) -> int:
+    """The stored chain's spacing and difficulty: every block, or with --blocks N the last N
+    (on a long chain the recent blocks are what a person looks at; a chain shorter than N is
+    drawn whole)."""
     from miner.ui.plot import plot_chains
-    path = plot_chains(args.out, {chain.params.name: (chain.times, chain.bits)},
-                       chain.params.spacing, f"{chain.path.name}: {chain.params.rule} rule")
+    times, bits = chain.times, chain.bits
+    first = 0 if args.blocks is None else max(0, len(times) - 1 - args.blocks)
+    which = "" if first == 0 else f", blocks {first + 1} to {len(times) - 1}"
+    path = plot_chains(args.out, {chain.params.name: (times[first:], bits[first:])},
+                       chain.params.spacing, f"{chain.path.name}: {chain.params.rule} rule{which}",
+                       first=first)
     print(f"wrote {path}")
     return 0
 
@@ -174,6 +181,7 @@ def _plot_simulation(args: argparse.Namespace) -> int:
     from miner.consensus.params import preset
     from miner.consensus.simulate import simulate
     from miner.ui.plot import plot_chains
+    args.blocks = 300 if args.blocks is None else args.blocks
     jump = args.blocks // 3
     series = {}
     spacing = 0

@@ -226,8 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--simulate", action="store_true",
                     help="instead of the stored chain, simulate both retarget rules through a "
                          "10x hash-rate jump")
-    pl.add_argument("--blocks", type=_positive_int(100_000), default=300,
-                    help="with --simulate: blocks to simulate (default 300)")
+    pl.add_argument("--blocks", type=_positive_int(100_000), default=None,
+                    help="the stored chain's last N blocks (default: all of them); with --simulate, "
+                         "blocks to simulate (default 300)")
 
     b = sub.add_parser("bench", help="hash rate per backend: median/min/max of timed runs")
     b.add_argument("--backend", default="ref,cpu",

@@ -31,21 +31,24 @@ def rolling_mean(values: Sequence[float], window: int) -> list[float]:
     return out
 
 
-def plot_chains(out: str | Path, series: dict[str, tuple[Sequence[int], Sequence[int]]],
-                spacing: int, title: str, marker: int | None = None, window: int = 10) -> Path:
+def chain_figure(series: dict[str, tuple[Sequence[int], Sequence[int]]], spacing: int, title: str,
+                 marker: int | None = None, window: int = 10, first: int = 0):
     """One panel of block spacing (each block's as a dot, and the rolling mean as a line: a
     mean alone hides which block a pause was) and one of difficulty, per named chain.
 
-    `series` maps a label to (times, bits) indexed by height.
+    `series` maps a label to (times, bits) indexed by height from `first`. The dots are drawn
+    large and nearly opaque above the mean line, and the legend sits right of the panels, not
+    on them: small faint dots under a legend box hid the very pauses the panel is there to show.
     """
     plt = _pyplot()
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True)
     for label, (times, bits) in series.items():
         gaps = [b - a for a, b in itertools.pairwise(times)]
-        heights = list(range(1, len(times)))
+        heights = list(range(first + 1, first + len(times)))
         line, = ax1.plot(heights, rolling_mean(gaps, window), label=f"{label} ({window}-block mean)")
-        ax1.scatter(heights, gaps, s=4, alpha=0.35, color=line.get_color(), label=f"{label} (each block)")
-        ax2.plot(range(len(bits)), [difficulty(bits_to_target(b)) for b in bits], label=label)
+        ax1.scatter(heights, gaps, s=14, alpha=0.8, color=line.get_color(), edgecolors="none", zorder=3,
+                    label=f"{label} (each block)")
+        ax2.plot(range(first, first + len(bits)), [difficulty(bits_to_target(b)) for b in bits], label=label)
     ax1.axhline(spacing, color="grey", linestyle="--", linewidth=1, label=f"target {spacing} s")
     ax1.set_ylabel("block spacing, s")
     ax2.set_ylabel("difficulty")
@@ -54,10 +57,17 @@ def plot_chains(out: str | Path, series: dict[str, tuple[Sequence[int], Sequence
     if marker is not None:
         for ax in (ax1, ax2):
             ax.axvline(marker, color="red", linestyle=":", linewidth=1)
-    ax1.legend(loc="upper right")
+    ax1.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=8)
     ax1.set_title(title)
     fig.tight_layout()
-    return save_figure(fig, out)
+    return fig
+
+
+def plot_chains(out: str | Path, series: dict[str, tuple[Sequence[int], Sequence[int]]],
+                spacing: int, title: str, marker: int | None = None, window: int = 10,
+                first: int = 0) -> Path:
+    """`chain_figure`, written to `out` (.png, .svg or .pdf)."""
+    return save_figure(chain_figure(series, spacing, title, marker, window, first), out)
 
 
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
