@@ -191,7 +191,7 @@ def test_url_alone_finds_the_cookie_of_a_node_in_this_folder_and_says_where_it_l
     proc = mine_url("http://127.0.0.1:1")
     line = error_line(proc)
     assert proc.returncode == 2, proc.stderr
-    assert f"no cookie for the node at {elsewhere.resolve() / '.cookie'} or {here.resolve() / '.cookie'}" in line
+    assert f"no cookie at {elsewhere.resolve() / '.cookie'} or {here.resolve() / '.cookie'}" in line
     with NodeProcess(make_chain(here / "miner-chain.sqlite")) as node:
         assert node.cookie == here / ".cookie"
         found = mine_url(node.url)

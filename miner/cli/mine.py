@@ -185,10 +185,12 @@ def _mine_node(args: argparse.Namespace) -> int:
     from miner.mining.sources.gbt import TemplateSource
     from miner.ui.reporting import make_reporter
 
-    cookie = args.rpc_cookie_file
+    cookie, looked_in = args.rpc_cookie_file, []
     if cookie is None and "@" not in args.url[0].split("://", 1)[-1].split("/", 1)[0]:
-        cookie = _local_cookie(Path(args.chain))
-    client = RpcClient(args.url[0], cookie_file=cookie)
+        # as bitcoin-cli finds its data folder's cookie
+        looked_in = cookie_places(Path(args.chain))
+        cookie = next((place for place in looked_in if place.is_file()), None)
+    client = RpcClient(args.url[0], cookie_file=cookie, looked_in=looked_in)
     pow = args.pow or "sha256d"
     source = TemplateSource(client, _payout_script(args), pow=pow)
     first = source.fetch()  # an unreachable node or a bad template fails before the compile
@@ -215,18 +217,6 @@ def cookie_places(chain: Path) -> list[Path]:
         if place not in places:
             places.append(place)
     return places
-
-
-def _local_cookie(chain: Path) -> Path:
-    """The first cookie of `cookie_places`, as bitcoin-cli finds its data folder's; with none
-    there, a usage error that says where it looked and how else to give credentials."""
-    places = cookie_places(chain)
-    for place in places:
-        if place.is_file():
-            return place
-    raise UsageError(f"no cookie for the node at {' or '.join(map(str, places))} (a miner node writes "
-                     "one beside its chain file: --chain names it); or put user:password in --url, "
-                     "or give --rpc-cookie-file")
 
 
 def _mine_pool(args: argparse.Namespace) -> int:

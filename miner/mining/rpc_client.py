@@ -12,6 +12,7 @@ import http.client
 import itertools
 import json
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -27,7 +28,10 @@ class RpcCallError(MinerError):
 
 
 class RpcClient:
-    def __init__(self, url: str, cookie_file: str | Path | None = None, timeout: float = 30.0):
+    def __init__(self, url: str, cookie_file: str | Path | None = None, timeout: float = 30.0,
+                 looked_in: Sequence[Path] = ()):
+        """`looked_in`: where a cookie was looked for and not found, named in the error when no
+        credentials are given (after any fault in the URL itself, which is said first)."""
         try:
             parts = urlsplit(url if "://" in url else f"http://{url}")
         except ValueError as exc:  # an unclosed IPv6 bracket, say
@@ -46,7 +50,10 @@ class RpcClient:
         self._pair = (f"{unquote(parts.username)}:{unquote(parts.password or '')}"
                       if parts.username is not None else None)
         if self._pair is None and self.cookie_file is None:
-            raise InvalidInput("the node needs credentials: put user:password in --url or give --rpc-cookie-file")
+            where = (f"no cookie at {' or '.join(map(str, looked_in))} (a miner node writes one beside its "
+                     "chain file: --chain names it); " if looked_in else "")
+            raise InvalidInput(f"the node needs credentials: {where}put user:password in --url or give "
+                               "--rpc-cookie-file")
         self.timeout = timeout
         self._ids = itertools.count(1)
 
