@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from miner.errors import MinerError
 from miner.node.guard import Connection
 from miner.node.stratum.config import BAD_MESSAGES, MAX_LINE, MAX_WORKERS
+from miner.node.stratum.difficulty import DifficultyInForce
 from miner.node.stratum.jobs import MAX_FUTURE, StratumJob
 from miner.node.stratum.vardiff import VarDiff
 from miner.primitives import stratum as sp
@@ -45,8 +46,7 @@ class Session:
         now = time.monotonic()
         self.vardiff = VarDiff(server.config.vardiff, now)
         self.difficulty = self._clamp(server.config.difficulty)
-        self.previous_difficulty: float | None = None  # honoured until the next job
-        self.sent_difficulty: float | None = None
+        self.announced = DifficultyInForce()  # what was sent, and the previous until the next job
         self.seen: set[tuple] = set()  # shares of the current tip's jobs
         self.seen_tip: bytes | None = None
         self.bad = 0
@@ -66,11 +66,11 @@ class Session:
             self.seen.clear()
             self.seen_tip = job.job.prev_hash
         out = b""
-        if self.sent_difficulty != self.difficulty:
+        if self.announced.sent != self.difficulty:
             out += sp.notification("mining.set_difficulty", [self.difficulty])
-            self.sent_difficulty = self.difficulty
+            self.announced.announced(self.difficulty)
         out += sp.notification("mining.notify", job.notify_params(clean))
-        self.previous_difficulty = None
+        self.announced.job_sent()
         await self.send(out)
 
     # ------------------------------------------------------------------ reading
@@ -171,7 +171,7 @@ class Session:
                 result[str(ext)[:40]] = False
 
         async def announce() -> None:  # a raised minimum applies at once to a miner already at work
-            if self.sent_difficulty is not None and self.difficulty != self.sent_difficulty:
+            if self.announced.sent is not None and self.difficulty != self.announced.sent:
                 await self.change_difficulty(self.difficulty)
         return result, announce
 
@@ -182,7 +182,7 @@ class Session:
         self.difficulty = self._clamp(max(suggested, self.minimum_difficulty))
 
         async def announce() -> None:
-            if self.subscribed and self.workers and self.sent_difficulty is not None:
+            if self.subscribed and self.workers and self.announced.sent is not None:
                 await self.change_difficulty(self.difficulty)
         return True, announce
 
@@ -212,13 +212,10 @@ class Session:
         if key in self.seen:
             raise sp.StratumError(sp.DUPLICATE, "Duplicate share")
         share = job.share(self.extranonce1, extranonce2, ntime, nonce, version)
-        difficulty = self.difficulty if self.previous_difficulty is None else min(self.difficulty,
-                                                                                  self.previous_difficulty)
-        if share.value > sp.difficulty_to_target(difficulty, self.server.pow):
-            raise sp.StratumError(sp.LOW_DIFFICULTY, "Low difficulty share")
+        difficulty = self.announced.in_force(self.difficulty)
+        verdict = job.verdict(share, difficulty)  # raises 23 below the difficulty in force
         self.seen.add(key)
-        verdict = "share"
-        if share.value <= job.job.target:
+        if verdict == "block":
             verdict = await self.server.found_block(job, share)
         self.server.stats.share_accepted(params[0], difficulty, self.server.diff1 / max(share.value, 1),
                                          verdict == "block", self.difficulty)
@@ -238,12 +235,11 @@ class Session:
         """Announce a new difficulty. Miners apply it to what they find next, but shares found
         before the message arrived are still in flight: those at the old difficulty are
         accepted until the next job is sent."""
-        if difficulty == self.sent_difficulty:
+        if difficulty == self.announced.sent:
             return
-        self.previous_difficulty = self.sent_difficulty
+        self.announced.announced(difficulty)
         self.difficulty = difficulty
         await self.send(sp.notification("mining.set_difficulty", [difficulty]))
-        self.sent_difficulty = difficulty
 
     def _clamp(self, difficulty: float) -> float:
         return self.vardiff.clamp(difficulty, self.server.network_difficulty())
