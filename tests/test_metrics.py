@@ -44,6 +44,10 @@ def test_metrics_move_during_a_run_and_agree_with_the_rpc(tmp_path):
             time.sleep(0.05)
         miner_url = next(e for e in events if e["event"] == "start")["chain"]["metrics"]
         first_miner, first_node = scrape(miner_url), scrape(node_url)
+        while first_miner.get(("powminer_mine_hashes_total", (("backend", "ref"),)), 0) == 0:
+            assert time.monotonic() < deadline, "no hashes counted"  # scraped before the first batch ended
+            time.sleep(0.05)
+            first_miner = scrape(miner_url)
         while sum(e["event"] == "share" and e["accepted"] for e in events) < 6:
             assert time.monotonic() < deadline, "no shares"
             time.sleep(0.05)
