@@ -100,7 +100,7 @@ class NodeCollector:
                                  labels=["worker"])
         now = stats.clock()
         for worker in stats.workers.values():
-            for (label, _), value in zip(WINDOWS, worker.hashrates(now).values()):
+            for (label, _), value in zip(WINDOWS, stats.hashrates(worker, now).values()):
                 rate.add_metric([worker.name, label], value)
             accepted.add_metric([worker.name, "accepted", ""], worker.accepted)
             for reason, n in sorted(worker.refused.items()):

@@ -68,7 +68,9 @@ class WorkerStats:
     difficulty: float = 0.0  # the last difficulty its connection was given
     rates: list[DecayingRate] = field(default_factory=list)
 
-    def hashrates(self, now: float, per_difficulty: float = HASHES_PER_DIFFICULTY) -> dict[str, float]:
+    def hashrates(self, now: float, per_difficulty: float) -> dict[str, float]:
+        """Hashes a second by window; `per_difficulty` is the chain's (no default: a scrypt
+        pool shown at SHA-256d's 2^32 would read 65,536 times too high)."""
         return {label: r.rate(now) * per_difficulty for (label, _), r in zip(WINDOWS, self.rates)}
 
 
@@ -140,12 +142,16 @@ class PoolStats:
                 return
         self.broadcast_buckets[-1] += 1
 
+    def hashrates(self, stats: WorkerStats, now: float) -> dict[str, float]:
+        """A worker's hash rate by window, at this pool's hashes per difficulty-1 share."""
+        return stats.hashrates(now, self.hashes_per_difficulty)
+
     def worker_report(self, stats: WorkerStats, connected: bool) -> dict:
         now = self.clock()
         return {"worker": stats.name, "connected": connected, "difficulty": stats.difficulty,
                 "accepted": stats.accepted, "rejected": dict(stats.refused), "blocks": stats.blocks,
                 "best_share": stats.best_share, "last_share": stats.last_share,
-                "hashrate": stats.hashrates(now, self.hashes_per_difficulty)}
+                "hashrate": self.hashrates(stats, now)}
 
     def report(self, connections: int, connected: set[str], network_difficulty: float,
                job_age: float | None) -> dict:
