@@ -379,3 +379,16 @@ def test_authorizing_again_does_not_make_an_accepted_share_new(pool):
 def _stop_and_read_stderr(node: NodeProcess) -> str:
     assert node.stop() == 0
     return node.proc.stderr.read()
+
+
+def test_a_submit_with_too_few_parameters_is_refused_with_20_naming_the_count(pool):
+    m = Miner(pool.stratum)
+    try:
+        en1, size, difficulty, job = m.start("gina.rig")
+        for params in ([], ["gina.rig"], ["gina.rig", job[0], "00000000", job[7]]):
+            reply = m.call("mining.submit", *params)
+            assert reply["result"] is None and reply["error"][0] == 20, (params, reply)
+            assert "takes 5 parameters" in reply["error"][1] and f"not {len(params)}" in reply["error"][1], reply
+        assert m.call("mining.subscribe")["result"][2] == 4  # still served
+    finally:
+        m.close()

@@ -192,7 +192,10 @@ class Session:
     async def submit(self, params: list):
         if not self.subscribed:
             raise sp.StratumError(sp.NOT_SUBSCRIBED, "Not subscribed")
-        if len(params) < 5 or not isinstance(params[0], str) or params[0] not in self.workers:
+        if len(params) < 5:
+            raise sp.StratumError(sp.OTHER, f"mining.submit takes 5 parameters (worker, job id, extranonce2, "
+                                            f"ntime, nonce; a sixth for version bits), not {len(params)}")
+        if not isinstance(params[0], str) or params[0] not in self.workers:
             raise sp.StratumError(sp.UNAUTHORIZED, "Unauthorized worker")
         job = self.server.jobs.get(params[1]) if isinstance(params[1], str) else None
         if job is None or job.job.prev_hash != self.server.service.tip.hash:
