@@ -392,3 +392,41 @@ def test_a_submit_with_too_few_parameters_is_refused_with_20_naming_the_count(po
         assert m.call("mining.subscribe")["result"][2] == 4  # still served
     finally:
         m.close()
+
+
+def test_a_flood_of_refused_shares_is_dropped_and_an_honest_miner_goes_on(pool):
+    """50 refused shares in a row (duplicate, stale, too easy), none accepted between, end that
+    connection, counted and logged; a miner whose refused shares (49 stale in a row, twice) are
+    broken by an accepted one keeps its connection, and is answered throughout."""
+    honest, flood = Miner(pool.stratum), Miner(pool.stratum)
+    try:
+        en1, size, difficulty, job = honest.start("honest.rig")
+        fen1, fsize, fdifficulty, fjob = flood.start("flood.rig")
+        block = int(pool.call("getmininginfo")["next"]["target"], 16)
+        nonce = -1
+        for _ in range(2):
+            for _ in range(49):
+                stale = honest.call("mining.submit", "honest.rig", "ffff", "00000000", job[7], "00000000")
+                assert stale["error"][0] == 21, stale
+            en2, nonce, _ = find(job, en1, size, share_target(difficulty), above=block, start=nonce + 1)
+            assert honest.call("mining.submit", "honest.rig", job[0], en2.hex(), job[7], f"{nonce:08x}")["result"]
+        en2, fnonce, _ = find(fjob, fen1, fsize, share_target(fdifficulty), above=block)
+        share = ["flood.rig", fjob[0], en2.hex(), fjob[7], f"{fnonce:08x}"]
+        assert flood.call("mining.submit", *share)["result"] is True
+        low_en2, low_nonce, _ = find(fjob, fen1, fsize, share_target(fdifficulty), want_below=False)
+        kinds = [(share, 22), (["flood.rig", "ffff", *share[2:]], 21),
+                 (["flood.rig", fjob[0], low_en2.hex(), fjob[7], f"{low_nonce:08x}"], 23)]
+        for i in range(50):
+            params, code = kinds[i % 3]
+            assert flood.call("mining.submit", *params)["error"][0] == code, i  # answered until the 50th
+            if i % 10 == 9:
+                assert honest.call("mining.subscribe")["result"][2] == 4  # the honest miner is answered
+        assert flood.read() is None  # then dropped
+        en2, nonce, _ = find(job, en1, size, share_target(difficulty), above=block, start=nonce + 1)
+        assert honest.call("mining.submit", "honest.rig", job[0], en2.hex(), job[7], f"{nonce:08x}")["result"]
+        info = pool.call("getstratuminfo")
+        assert info["dropped"] == {"refused shares": 1} and info["workers_connected"] == 1, info
+    finally:
+        honest.close()
+        flood.close()
+    assert "dropped: 50 refused shares in a row, none accepted" in _stop_and_read_stderr(pool)

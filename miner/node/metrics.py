@@ -76,6 +76,11 @@ class NodeCollector:
         for reason, n in sorted(stats.refused.items()):
             shares.add_metric(["rejected", reason], n)
         yield shares
+        dropped = CounterMetricFamily("powminer_stratum_dropped_connections", "Connections the server ended, "
+                                      "by reason.", labels=["reason"])
+        for reason, n in sorted(stats.dropped.items()):
+            dropped.add_metric([reason], n)
+        yield dropped
         yield CounterMetricFamily("powminer_stratum_blocks", "Shares that were blocks the chain accepted.",
                                   value=stats.blocks)
         yield GaugeMetricFamily("powminer_stratum_best_share_difficulty", "The best share's difficulty.",

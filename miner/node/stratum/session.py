@@ -50,6 +50,7 @@ class Session:
         self.seen: set[tuple] = set()  # shares of the current tip's jobs
         self.seen_tip: bytes | None = None
         self.bad = 0
+        self.refused_in_a_row = 0  # refused shares since the last accepted one
 
     # ------------------------------------------------------------------ writing
 
@@ -82,6 +83,7 @@ class Session:
                     line = await asyncio.wait_for(self.reader.readline(), self.server.config.idle_timeout)
                 except (asyncio.LimitOverrunError, ValueError):
                     await self.send(sp.reply(None, error=sp.StratumError(sp.OTHER, f"line longer than {MAX_LINE} bytes")))
+                    self._dropped("line too long", f"a line longer than {MAX_LINE} bytes")
                     return
                 except asyncio.TimeoutError:
                     return
@@ -92,6 +94,10 @@ class Session:
                 await self.conn.throttle()
                 await self.handle(line)
                 if self.bad >= BAD_MESSAGES:
+                    self._dropped("bad requests", f"{self.bad} malformed or refused requests")
+                    return
+                if self.refused_in_a_row >= self.server.config.refused_run:
+                    self._dropped("refused shares", f"{self.refused_in_a_row} refused shares in a row, none accepted")
                     return
         except ConnectionError:
             return
@@ -114,6 +120,7 @@ class Session:
                 exc = sp.StratumError(sp.OTHER, "Invalid parameters")
             self.bad += exc.code in (sp.OTHER, sp.UNAUTHORIZED, sp.NOT_SUBSCRIBED)
             if method == "mining.submit":
+                self.refused_in_a_row += 1
                 worker = params[0] if params and isinstance(params[0], str) and params[0] in self.workers else None
                 self.server.stats.share_refused(worker, exc)
             await self.send(sp.reply(rid, error=exc))
@@ -218,6 +225,7 @@ class Session:
         difficulty = self.announced.in_force(self.difficulty)
         verdict = job.verdict(share, difficulty)  # raises 23 below the difficulty in force
         self.seen.add(key)
+        self.refused_in_a_row = 0
         if verdict == "block":
             verdict = await self.server.found_block(job, share)
         self.server.stats.share_accepted(params[0], difficulty, self.server.diff1 / max(share.value, 1),
@@ -243,6 +251,14 @@ class Session:
         self.announced.announced(difficulty)
         self.difficulty = difficulty
         await self.send(sp.notification("mining.set_difficulty", [difficulty]))
+
+    def _dropped(self, reason: str, detail: str) -> None:
+        """The server ends this connection: counted by reason (getstratuminfo, metrics) and logged."""
+        self.server.stats.connection_dropped(reason)
+        peer = self.writer.get_extra_info("peername")
+        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "a miner"
+        log.warning("Stratum connection from %s (%s) dropped: %s", where,
+                    ", ".join(sorted(self.workers)[:3]) or "no worker", detail)
 
     def _clamp(self, difficulty: float) -> float:
         return self.vardiff.clamp(difficulty, self.server.network_difficulty())

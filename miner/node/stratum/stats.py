@@ -86,6 +86,7 @@ class PoolStats:
         self.refused: dict[str, int] = {}
         self.blocks = 0
         self.best_share = 0.0
+        self.dropped: dict[str, int] = {}  # connections the server ended, by reason
         self.broadcast_buckets = [0] * (len(BROADCAST_BUCKETS) + 1)  # the last is +Inf
         self.broadcast_sum = 0.0
         self.broadcasts = 0
@@ -132,6 +133,10 @@ class PoolStats:
             stats = self.worker(worker)
             stats.refused[reason] = stats.refused.get(reason, 0) + 1
 
+    def connection_dropped(self, reason: str) -> None:
+        """The server ended a connection for `reason` (a short label: "refused shares", ...)."""
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
     def broadcast(self, seconds: float) -> None:
         """A job reached every miner it was sent to in `seconds`."""
         self.broadcasts += 1
@@ -156,6 +161,7 @@ class PoolStats:
     def report(self, connections: int, connected: set[str], network_difficulty: float,
                job_age: float | None) -> dict:
         return {"connections": connections, "workers_connected": len(connected),
-                "accepted": self.accepted, "rejected": dict(self.refused), "blocks": self.blocks,
+                "accepted": self.accepted, "rejected": dict(self.refused), "dropped": dict(self.dropped),
+                "blocks": self.blocks,
                 "best_share": self.best_share, "network_difficulty": network_difficulty, "job_age": job_age,
                 "workers": [self.worker_report(w, w.name in connected) for w in reversed(self.workers.values())]}
