@@ -58,7 +58,9 @@ def stratum_options(args: argparse.Namespace) -> tuple[str, int, StratumConfig] 
         raise UsageError("--stratum-min-difficulty is above --stratum-max-difficulty")
     limits = VarDiffLimits(minimum=args.stratum_min_difficulty, maximum=args.stratum_max_difficulty)
     return args.stratum_bind, args.stratum_port, StratumConfig(payout_script=payout, vardiff=limits,
-                                                               difficulty=args.stratum_difficulty)
+                                                               difficulty=args.stratum_difficulty,
+                                                               extranonce2_size=args.stratum_extranonce2_size,
+                                                               idle_timeout=args.stratum_idle_timeout)
 
 
 def peer_options(args: argparse.Namespace) -> PeerOptions | None:
