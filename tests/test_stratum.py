@@ -280,6 +280,7 @@ def test_the_load_benchmark_runs_200_miners_and_every_share_is_answered():
     from miner.bench import stratum_load
     result = stratum_load.run(miners=200, seconds=2.0, runs=1)
     assert result["accepted"] > 200 and result["refused"] == 0 and result["unanswered"] == 0, result
+    assert result["accepted_total"] == result["server_accepted_total"] == result["accepted"], result
     assert result["blocks"] == 0  # shares only: the chain is untouched
     assert 0 < result["kib_per_miner"] < 256, result
 
