@@ -524,24 +524,28 @@ def test_a_miner_that_does_not_authorize_in_time_is_dropped_and_a_full_server_sa
 
 
 def test_extranonce2_size_and_idle_timeout_options(tmp_path):
+    """`--stratum-extranonce2-size 8` is what subscribe gives and submit checks; with
+    `--stratum-idle-timeout 2` a miner silent that long is dropped while one that speaks every
+    0.2 s stays. Shares are at difficulty 1e-8 (about 43 hashes) so finding one takes no time a
+    silent miner could be dropped in."""
+    from miner.primitives.compact import bits_to_target
     chain = make_chain(tmp_path / "chain.sqlite", hashes_per_block=1 << 18)
-    node = NodeProcess(chain, "--stratum-port", "0", "--stratum-difficulty", str(SHARE_DIFFICULTY),
-                       "--stratum-extranonce2-size", "8", "--stratum-idle-timeout", "1")
+    node = NodeProcess(chain, "--stratum-port", "0", "--stratum-difficulty", "1e-8",
+                       "--stratum-extranonce2-size", "8", "--stratum-idle-timeout", "2")
     silent = chatty = None
     try:
         silent, chatty = Miner(node.ready["stratum_port"]), Miner(node.ready["stratum_port"])
         en1, size, difficulty, job = silent.start("silent.rig")
         assert size == 8
-        block = int(node.call("getmininginfo")["next"]["target"], 16)
-        en2, nonce, _ = find(job, en1, size, share_target(difficulty), above=block)
+        en2, nonce, _ = find(job, en1, size, share_target(difficulty), above=bits_to_target(int(job[6], 16)))
         assert len(en2) == 8
         assert silent.call("mining.submit", "silent.rig", job[0], en2.hex(), job[7], f"{nonce:08x}")["result"] is True
         assert silent.call("mining.submit", "silent.rig", job[0], "00000000", job[7], "00000000")["error"][0] == 20
         chatty.start("chatty.rig")
-        for _ in range(6):  # 3 s of a line every half second: never idle for 1 s
-            time.sleep(0.5)
+        for _ in range(20):  # 4 s of a line every 0.2 s: never idle for 2 s
+            time.sleep(0.2)
             assert chatty.call("mining.subscribe")["result"][2] == 8
-        assert silent.read() is None  # silent for over 1 s: dropped
+        assert silent.read() is None  # silent for over 2 s: dropped
     finally:
         for m in (silent, chatty):
             if m is not None:
