@@ -10,6 +10,10 @@ real shares for its own extranonce1, found beforehand with hashlib, and submits 
 another (a new one when the last is answered) for `--seconds`. Every share is rebuilt and hashed
 by the server. Reported: shares answered per second, how many were accepted, refused or never
 answered, p50/p99 submit latency, and the node's memory per connection.
+
+The miners' count of accepted shares is checked against the server's own (`getstratuminfo`,
+read before and after each round): a share the server counted but never answered as accepted,
+or the other way round, is a lost or invented verdict, and the bench fails (exit 1) on it.
 """
 
 from __future__ import annotations
@@ -144,10 +148,15 @@ def run(miners: int = 1000, seconds: float = 10.0, runs: int = 1) -> dict:
                                  "--backend", "ref", "--json"], stdout=subprocess.PIPE, text=True)
         try:
             ready = json.loads(node.stdout.readline())
+            cookie = Path(tmp) / ".cookie"
             idle = rss_kib(node.pid)
-            rounds = [asyncio.run(_run(ready["stratum_port"], node.pid, miners, seconds)) for _ in range(runs)]
+            rounds, server_accepted = [], 0
+            for _ in range(runs):
+                before = _rpc(ready["url"], cookie, "getstratuminfo")["accepted"]
+                rounds.append(asyncio.run(_run(ready["stratum_port"], node.pid, miners, seconds)))
+                server_accepted += _rpc(ready["url"], cookie, "getstratuminfo")["accepted"] - before
             per_miner = round((rounds[0]["rss_connected_kib"] - idle) / miners, 1)  # the first round's
-            height = _height(ready["url"], Path(tmp) / ".cookie")
+            height = _rpc(ready["url"], cookie, "getblockcount")
         finally:
             node.terminate()
             try:
@@ -157,13 +166,16 @@ def run(miners: int = 1000, seconds: float = 10.0, runs: int = 1) -> dict:
                 node.wait()
     out = {key: statistics.median(r[key] for r in rounds) for key in
            ("shares_per_second", "p50_ms", "p99_ms", "accepted", "refused", "unanswered")}
-    return {"miners": miners, "seconds": seconds, "runs": runs, "blocks": height, "kib_per_miner": per_miner, **out}
+    return {"miners": miners, "seconds": seconds, "runs": runs, "blocks": height, "kib_per_miner": per_miner, **out,
+            "accepted_total": sum(r["accepted"] for r in rounds), "server_accepted_total": server_accepted}
 
 
-def _height(url: str, cookie: Path) -> int:
+def _rpc(url: str, cookie: Path, method: str):
+    """One JSON-RPC call to the node under load, with its cookie; the result."""
     import base64
     import urllib.request
-    req = urllib.request.Request(url + "/", data=b'{"method": "getblockcount", "params": [], "id": 1}',
+    body = json.dumps({"method": method, "params": [], "id": 1}).encode()
+    req = urllib.request.Request(url + "/", data=body,
                                  headers={"Authorization": "Basic " + base64.b64encode(cookie.read_bytes()).decode()})
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())["result"]
@@ -180,8 +192,14 @@ def main(argv: list[str] | None = None) -> int:
         print("stratum_load: --miners and --runs must be at least 1 and --seconds positive", file=sys.stderr)
         return 2
     result = run(args.miners, args.seconds, args.runs)
+    agree = result["accepted_total"] == result["server_accepted_total"]
     if args.json:
         print(json.dumps(result))
+    if not agree:
+        print(f"stratum_load: the miners counted {result['accepted_total']:,} shares accepted, the server "
+              f"{result['server_accepted_total']:,}", file=sys.stderr)
+        return 1
+    if args.json:
         return 0
     print(f"{result['miners']} miners, {result['runs']} runs of {result['seconds']:g} s, medians: "
           f"{result['shares_per_second']:,.0f} shares/s, p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, "

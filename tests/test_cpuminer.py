@@ -270,3 +270,43 @@ def test_a_recorded_scrypt_stratum_session_rebuilds_to_scrypt_shares_and_the_sto
     sent = [m for m in _messages(session, "miner") if m.get("method") == "mining.submit"]
     replies = [m for m in received if m.get("id") in {m["id"] for m in sent}]  # minerd numbers every submit 4
     assert len(replies) == len(sent) == len(ids) and all(m["result"] is True and m["error"] is None for m in replies)
+
+
+ALL_SESSIONS = {**SESSIONS, "cpuminer-scrypt": SCRYPT_SESSION}
+
+
+@pytest.mark.parametrize("name", list(ALL_SESSIONS))
+def test_every_recorded_share_is_judged_by_the_servers_own_check(name):
+    """Every share a miner program sent in a recorded session, judged by the server's own code:
+    its job rebuilt by `StratumJob.from_notify` from the recorded notify, the share by
+    `StratumJob.share` from the recorded extranonce1 and submit, the difficulty in force by the
+    session's `DifficultyInForce` fed the recorded set_difficulty and notify lines in their order,
+    and the verdict by `StratumJob.verdict`. Each share the node accepted is accepted again, and
+    the shares it judges blocks are exactly the blocks the node stored (by block id: for scrypt
+    the proof-of-work hash is not the id)."""
+    from miner.node.stratum.difficulty import DifficultyInForce
+    from miner.node.stratum.jobs import StratumJob
+    session = ALL_SESSIONS[name]
+    pow = "scrypt" if name.endswith("scrypt") else "sha256d"
+    received = _messages(session, "node")
+    subscribe = next(m for m in received if m.get("id") == 1)["result"]
+    extranonce1, size = bytes.fromhex(subscribe[1]), subscribe[2]
+    accepted_ids = {m["id"] for m in received if m.get("result") is True and m.get("error") is None}
+    jobs: dict[str, StratumJob] = {}
+    rule = DifficultyInForce()
+    verdicts: dict[str, str] = {}
+    for msg in (json.loads(x["line"]) for x in session["lines"]):
+        if msg.get("method") == "mining.set_difficulty":
+            rule.announced(msg["params"][0])
+        elif msg.get("method") == "mining.notify":
+            jobs[msg["params"][0]] = StratumJob.from_notify(msg["params"], size, pow)
+            rule.job_sent()
+        elif msg.get("method") == "mining.submit":
+            assert msg["id"] in accepted_ids  # every share of these sessions was accepted live
+            _, job_id, en2, ntime, nonce = msg["params"][:5]
+            job = jobs[job_id]
+            share = job.share(extranonce1, bytes.fromhex(en2), int(ntime, 16), int(nonce, 16), job.job.version)
+            verdicts[share.header.hash_hex()] = job.verdict(share, rule.in_force(float("nan")))
+    blocks = {h for h, v in verdicts.items() if v == "block"}
+    assert len(verdicts) >= 19 and set(verdicts.values()) == {"share", "block"}
+    assert blocks == set(session["blocks"]), (name, sorted(blocks), session["blocks"])

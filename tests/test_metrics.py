@@ -44,6 +44,10 @@ def test_metrics_move_during_a_run_and_agree_with_the_rpc(tmp_path):
             time.sleep(0.05)
         miner_url = next(e for e in events if e["event"] == "start")["chain"]["metrics"]
         first_miner, first_node = scrape(miner_url), scrape(node_url)
+        while first_miner.get(("powminer_mine_hashes_total", (("backend", "ref"),)), 0) == 0:
+            assert time.monotonic() < deadline, "no hashes counted"  # scraped before the first batch ended
+            time.sleep(0.05)
+            first_miner = scrape(miner_url)
         while sum(e["event"] == "share" and e["accepted"] for e in events) < 6:
             assert time.monotonic() < deadline, "no shares"
             time.sleep(0.05)
@@ -97,7 +101,7 @@ def test_the_share_based_hash_rate_converges_on_the_true_rate_in_every_window():
         now[0] += interval
         stats.share_accepted("w.1", 0.01, 0.02, False, 0.01)
     # read between two shares (just after one, the 1-minute figure is up by interval / 2 min)
-    rates = stats.workers["w.1"].hashrates(now[0] + interval / 2)
+    rates = stats.hashrates(stats.workers["w.1"], now[0] + interval / 2)
     assert all(abs(r - 1e7) / 1e7 < 0.02 for r in rates.values()), rates
     # a young worker is shown at its rate, not at a fraction of it (the warm-up correction); its
     # clock starts when it authorizes
@@ -105,10 +109,10 @@ def test_the_share_based_hash_rate_converges_on_the_true_rate_in_every_window():
     for _ in range(5):
         now[0] += interval
         stats.share_accepted("w.2", 0.01, 0.02, False, 0.01)
-    assert abs(stats.workers["w.2"].hashrates(now[0] + interval / 2)["15m"] - 1e7) / 1e7 < 0.15
+    assert abs(stats.hashrates(stats.workers["w.2"], now[0] + interval / 2)["15m"] - 1e7) / 1e7 < 0.15
     # a worker that stops fades out
     now[0] += 600
-    assert stats.workers["w.1"].hashrates(now[0])["1m"] < 1e7 * 1e-3
+    assert stats.hashrates(stats.workers["w.1"], now[0])["1m"] < 1e7 * 1e-3
     stats.share_refused("w.1", StratumError(21, "Job not found"))
     stats.share_refused(None, StratumError(23, "Low difficulty share"))
     report = stats.report(2, {"w.1"}, 1.0, 3.0)
@@ -119,3 +123,36 @@ def test_the_share_based_hash_rate_converges_on_the_true_rate_in_every_window():
     now[0] += 3601
     stats.share_accepted("w.3", 0.01, 0.02, False, 0.01)
     assert list(stats.workers) == ["w.3"]
+
+
+def test_a_scrypt_pools_hash_rate_is_the_same_in_prometheus_and_in_getstratuminfo(tmp_path):
+    """On a scrypt chain a difficulty-1 share stands for 2^16 hashes, not SHA-256d's 2^32: three
+    scrypt shares (found here with hashlib) give each worker window the same hash rate on the
+    metrics page as over RPC, not one 65,536 times higher."""
+    import hashlib
+
+    from test_stratum import Miner, build_header
+    node = NodeProcess(tmp_path / "chain.sqlite", "--preset", "local-scrypt", "--stratum-port", "0",
+                       "--metrics-port", "0", "--stratum-difficulty", "0.0001")
+    m = None
+    try:
+        m = Miner(node.ready["stratum_port"])
+        en1, size, difficulty, job = m.start("scrypt.rig")
+        share_target = int((0xFFFF << 224) / difficulty)
+        accepted, nonce = 0, 0
+        while accepted < 3:
+            nonce += 1
+            header = build_header(job, en1, bytes(size), int(job[7], 16), nonce)
+            if int.from_bytes(hashlib.scrypt(header, salt=header, n=1024, r=1, p=1, dklen=32), "little") <= share_target:
+                reply = m.call("mining.submit", "scrypt.rig", job[0], bytes(size).hex(), job[7], f"{nonce:08x}")
+                assert reply["result"] is True, reply
+                accepted += 1
+        (entry,) = node.call("getstratuminfo")["workers"]
+        scraped = scrape(f"http://127.0.0.1:{node.ready['metrics_port']}/metrics")
+    finally:
+        if m is not None:
+            m.close()
+        node.stop()
+    for window, rpc_rate in entry["hashrate"].items():
+        shown = scraped[("powminer_stratum_worker_hashrate", (("window", window), ("worker", "scrypt.rig")))]
+        assert rpc_rate > 0 and 0.5 < shown / rpc_rate < 2, (window, shown, rpc_rate)

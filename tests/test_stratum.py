@@ -280,6 +280,7 @@ def test_the_load_benchmark_runs_200_miners_and_every_share_is_answered():
     from miner.bench import stratum_load
     result = stratum_load.run(miners=200, seconds=2.0, runs=1)
     assert result["accepted"] > 200 and result["refused"] == 0 and result["unanswered"] == 0, result
+    assert result["accepted_total"] == result["server_accepted_total"] == result["accepted"], result
     assert result["blocks"] == 0  # shares only: the chain is untouched
     assert 0 < result["kib_per_miner"] < 256, result
 
@@ -379,3 +380,187 @@ def test_authorizing_again_does_not_make_an_accepted_share_new(pool):
 def _stop_and_read_stderr(node: NodeProcess) -> str:
     assert node.stop() == 0
     return node.proc.stderr.read()
+
+
+def test_a_submit_with_too_few_parameters_is_refused_with_20_naming_the_count(pool):
+    m = Miner(pool.stratum)
+    try:
+        job = m.start("gina.rig")[3]
+        for params in ([], ["gina.rig"], ["gina.rig", job[0], "00000000", job[7]]):
+            reply = m.call("mining.submit", *params)
+            assert reply["result"] is None and reply["error"][0] == 20, (params, reply)
+            assert "takes 5 parameters" in reply["error"][1] and f"not {len(params)}" in reply["error"][1], reply
+        assert m.call("mining.subscribe")["result"][2] == 4  # still served
+    finally:
+        m.close()
+
+
+def test_a_flood_of_refused_shares_is_dropped_and_an_honest_miner_goes_on(pool):
+    """50 refused shares in a row (duplicate, stale, too easy), none accepted between, end that
+    connection, counted and logged; a miner whose refused shares (49 stale in a row, twice) are
+    broken by an accepted one keeps its connection, and is answered throughout."""
+    honest, flood = Miner(pool.stratum), Miner(pool.stratum)
+    try:
+        en1, size, difficulty, job = honest.start("honest.rig")
+        fen1, fsize, fdifficulty, fjob = flood.start("flood.rig")
+        block = int(pool.call("getmininginfo")["next"]["target"], 16)
+        nonce = -1
+        for _ in range(2):
+            for _ in range(49):
+                stale = honest.call("mining.submit", "honest.rig", "ffff", "00000000", job[7], "00000000")
+                assert stale["error"][0] == 21, stale
+            en2, nonce, _ = find(job, en1, size, share_target(difficulty), above=block, start=nonce + 1)
+            assert honest.call("mining.submit", "honest.rig", job[0], en2.hex(), job[7], f"{nonce:08x}")["result"]
+        en2, fnonce, _ = find(fjob, fen1, fsize, share_target(fdifficulty), above=block)
+        share = ["flood.rig", fjob[0], en2.hex(), fjob[7], f"{fnonce:08x}"]
+        assert flood.call("mining.submit", *share)["result"] is True
+        low_en2, low_nonce, _ = find(fjob, fen1, fsize, share_target(fdifficulty), want_below=False)
+        kinds = [(share, 22), (["flood.rig", "ffff", *share[2:]], 21),
+                 (["flood.rig", fjob[0], low_en2.hex(), fjob[7], f"{low_nonce:08x}"], 23)]
+        for i in range(50):
+            params, code = kinds[i % 3]
+            assert flood.call("mining.submit", *params)["error"][0] == code, i  # answered until the 50th
+            if i % 10 == 9:
+                assert honest.call("mining.subscribe")["result"][2] == 4  # the honest miner is answered
+        assert flood.read() is None  # then dropped
+        en2, nonce, _ = find(job, en1, size, share_target(difficulty), above=block, start=nonce + 1)
+        assert honest.call("mining.submit", "honest.rig", job[0], en2.hex(), job[7], f"{nonce:08x}")["result"]
+        info = pool.call("getstratuminfo")
+        assert info["dropped"] == {"refused shares": 1} and info["workers_connected"] == 1, info
+    finally:
+        honest.close()
+        flood.close()
+    assert "dropped: 50 refused shares in a row, none accepted" in _stop_and_read_stderr(pool)
+
+
+def _between(job, en1, size, easier: float, harder: float, start: int = 0) -> tuple[bytes, int]:
+    """A share that meets difficulty `easier` but not `harder` (nor the block target)."""
+    en2, nonce, _ = find(job, en1, size, share_target(easier), above=share_target(harder), start=start)
+    return en2, nonce
+
+
+def test_after_a_raise_a_share_at_the_previous_difficulty_counts_until_the_next_job(pool):
+    m = Miner(pool.stratum)
+    try:
+        en1, size, old, job = m.start("hana.rig")
+        new = 4 * old
+        assert m.call("mining.suggest_difficulty", new)["result"] is True
+        assert m.wait_for("mining.set_difficulty")["params"] == [new]
+        en2, first = _between(job, en1, size, old, new)
+        en2, second = _between(job, en1, size, old, new, start=first + 1)
+        accepted = m.call("mining.submit", "hana.rig", job[0], en2.hex(), job[7], f"{first:08x}")
+        assert accepted["result"] is True, accepted  # found before the miner could know: still counts
+        assert m.call("mining.authorize", "hana.rig", "x")["result"] is True  # work is sent again
+        again = m.wait_for("mining.notify")["params"]
+        assert again[0] == job[0]  # the same job: only the difficulty in force has changed
+        refused = m.call("mining.submit", "hana.rig", job[0], en2.hex(), job[7], f"{second:08x}")
+        assert refused["error"] == [23, "Low difficulty share", None], refused
+        en2, nonce, _ = find(job, en1, size, share_target(new), above=int(pool.call("getmininginfo")["next"]["target"], 16),
+                             start=second + 1)
+        assert m.call("mining.submit", "hana.rig", job[0], en2.hex(), job[7], f"{nonce:08x}")["result"] is True
+    finally:
+        m.close()
+
+
+def test_a_minimum_difficulty_from_configure_is_announced_and_applied(pool):
+    m = Miner(pool.stratum)
+    try:
+        en1, size, old, job = m.start("ivan.rig")
+        minimum = 3 * old
+        configured = m.call("mining.configure", ["minimum-difficulty"], {"minimum-difficulty.value": minimum})
+        assert configured["result"] == {"minimum-difficulty": True}
+        assert m.wait_for("mining.set_difficulty")["params"] == [minimum]
+        assert m.call("mining.suggest_difficulty", old)["result"] is True  # below the minimum: held at it
+        assert m.call("mining.authorize", "ivan.rig", "x")["result"] is True
+        assert m.wait_for("mining.notify")["params"][0] == job[0]
+        assert not [n for n in m.notes if n["method"] == "mining.set_difficulty"]  # nothing lower was sent
+        en2, nonce = _between(job, en1, size, old, minimum)
+        refused = m.call("mining.submit", "ivan.rig", job[0], en2.hex(), job[7], f"{nonce:08x}")
+        assert refused["error"][0] == 23, refused
+    finally:
+        m.close()
+
+
+def test_a_miner_that_does_not_authorize_in_time_is_dropped_and_a_full_server_says_so(tmp_path):
+    """`--rpc-timeout 1`: a connection has 1 s to authorize; `--max-connections 8`: an eighth is
+    kept for clients with credentials, so the eighth miner to authorize is told the server is
+    full, and one that comes after a miner leaves gets in."""
+    chain = make_chain(tmp_path / "chain.sqlite", hashes_per_block=1 << 18)
+    node = NodeProcess(chain, "--stratum-port", "0", "--stratum-difficulty", str(SHARE_DIFFICULTY),
+                       "--rpc-timeout", "1", "--max-connections", "8")
+    miners: list[Miner] = []
+    try:
+        port = node.ready["stratum_port"]
+        miners.append(Miner(port))
+        miners[0].start("early.rig")
+        slow = Miner(port)
+        miners.append(slow)
+        began = time.monotonic()
+        assert slow.call("mining.subscribe")["result"][2] == 4
+        assert slow.read() is None  # dropped without an answer to wait for
+        assert time.monotonic() - began >= 0.9
+        assert miners[0].call("mining.subscribe")["result"][2] == 4  # an authorized miner stays
+        slow.close()
+        miners.remove(slow)
+        for i in range(6):
+            miners.append(Miner(port))
+            miners[-1].start(f"full.rig{i}")
+        eighth = Miner(port)
+        miners.append(eighth)
+        eighth.call("mining.subscribe")
+        assert eighth.call("mining.authorize", "late.rig", "x")["error"] == [20, "Server full: too many miners", None]
+        for m in (miners.pop(0), miners.pop()):
+            m.close()
+        deadline = time.monotonic() + 30
+        while node.call("getstratuminfo")["workers_connected"] != 6:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        miners.append(Miner(port))
+        miners[-1].start("next.rig")
+    finally:
+        for m in miners:
+            m.close()
+        node.stop()
+
+
+def test_extranonce2_size_and_idle_timeout_options(tmp_path):
+    """`--stratum-extranonce2-size 8` is what subscribe gives and submit checks; with
+    `--stratum-idle-timeout 2` a miner silent that long is dropped while one that speaks every
+    0.2 s stays. Shares are at difficulty 1e-8 (about 43 hashes) so finding one takes no time a
+    silent miner could be dropped in."""
+    from miner.primitives.compact import bits_to_target
+    chain = make_chain(tmp_path / "chain.sqlite", hashes_per_block=1 << 18)
+    node = NodeProcess(chain, "--stratum-port", "0", "--stratum-difficulty", "1e-8",
+                       "--stratum-extranonce2-size", "8", "--stratum-idle-timeout", "2")
+    silent = chatty = None
+    try:
+        silent, chatty = Miner(node.ready["stratum_port"]), Miner(node.ready["stratum_port"])
+        en1, size, difficulty, job = silent.start("silent.rig")
+        assert size == 8
+        en2, nonce, _ = find(job, en1, size, share_target(difficulty), above=bits_to_target(int(job[6], 16)))
+        assert len(en2) == 8
+        assert silent.call("mining.submit", "silent.rig", job[0], en2.hex(), job[7], f"{nonce:08x}")["result"] is True
+        assert silent.call("mining.submit", "silent.rig", job[0], "00000000", job[7], "00000000")["error"][0] == 20
+        chatty.start("chatty.rig")
+        for _ in range(20):  # 4 s of a line every 0.2 s: never idle for 2 s
+            time.sleep(0.2)
+            assert chatty.call("mining.subscribe")["result"][2] == 8
+        assert silent.read() is None  # silent for over 2 s: dropped
+    finally:
+        for m in (silent, chatty):
+            if m is not None:
+                m.close()
+        node.stop()
+
+
+@pytest.mark.parametrize("option, value, fragment", [
+    ("--stratum-extranonce2-size", "0", "must be between 1 and 16"),
+    ("--stratum-extranonce2-size", "17", "must be between 1 and 16"),
+    ("--stratum-extranonce2-size", "four", "not a whole number"),
+    ("--stratum-idle-timeout", "0", "must be between 0.1 and 86400"),
+    ("--stratum-idle-timeout", "soon", "not a number of seconds"),
+    ("--stratum-shares-per-minute", "0", "must be a positive number"),
+    ("--stratum-retarget-seconds", "-1", "must be between 0.1 and 86400")])
+def test_bad_stratum_option_values_are_one_line_and_exit_2(option, value, fragment):
+    from cliproc import assert_one_line_error, run
+    assert_one_line_error(run("node", "--stratum-port", "0", option, value), 2, f"{option}: {fragment}")

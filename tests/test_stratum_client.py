@@ -275,3 +275,45 @@ def test_no_pool_reachable_or_authorized_is_one_line_before_any_compile():
 def test_bad_pool_arguments_are_one_line_with_exit_2(args, fragment, tmp_path):
     proc = run("mine", "--chain", str(tmp_path / "c.sqlite"), *args)
     assert_one_line_error(proc, 2, fragment)
+
+
+def _a_share(job) -> tuple[int, int]:
+    """(extranonce, nonce) of a header of `job` that meets its share target, found with hashlib."""
+    for nonce in range(1 << 24):
+        if int.from_bytes(dsha(job.header(5, nonce).serialize()), "little") <= job.target:
+            return 5, nonce
+    raise AssertionError("no share found")
+
+
+def test_clean_jobs_voids_every_earlier_jobs_shares_and_a_plain_notify_does_not():
+    """The client's own submit path over a real socket: a share of job a found after a notify
+    with clean_jobs=true (job b, same previous block) is dropped unsent; a share of job b found
+    after a notify with clean_jobs=false (job c) is sent, as is one of job c."""
+    from miner.mining.work import Solution
+    pool = ScriptedPool(on_connect=[{"method": "mining.set_difficulty", "params": [EASY]},
+                                    {"method": "mining.notify", "params": job_params("a")}])
+    jobs: queue.Queue = queue.Queue()
+    source = StratumSource([PoolUrl.parse(f"stratum+tcp://dora@127.0.0.1:{pool.port}")])
+
+    def next_job(job_id: str):
+        while True:
+            job = jobs.get(timeout=20)
+            if job is not None and job.job_id.endswith(f":{job_id}"):
+                return job
+    try:
+        source.open()
+        source.start(jobs.put)
+        job_a = next_job("a")
+        pool.send("mining.notify", job_params("b", clean=True))
+        job_b = next_job("b")
+        assert job_b.prev_hash == job_a.prev_hash  # only clean_jobs tells the client
+        assert source.submit(Solution(job_a, *_a_share(job_a))) is None
+        pool.send("mining.notify", job_params("c", clean=False))
+        job_c = next_job("c")
+        for job in (job_b, job_c):
+            verdict = source.submit(Solution(job, *_a_share(job)))
+            assert verdict is not None and verdict.accepted and verdict.kind == "share", verdict
+        assert [p[1] for p in pool.submits] == ["b", "c"]
+    finally:
+        source.stop()
+        pool.close()

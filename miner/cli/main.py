@@ -174,6 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the lowest share difficulty vardiff sets (default 1e-9)")
     n.add_argument("--stratum-max-difficulty", type=_positive_float, default=1e12,
                    help="the highest share difficulty vardiff sets (default 1e12; the network's caps it too)")
+    n.add_argument("--stratum-shares-per-minute", type=_positive_float, default=18.0,
+                   help="the share rate vardiff aims at for each miner (default 18, as ckpool)")
+    n.add_argument("--stratum-retarget-seconds", type=_positive_seconds, default=240.0,
+                   help="vardiff decides again after this many seconds or 72 shares, whichever comes "
+                        "first (default 240, as ckpool)")
+    n.add_argument("--stratum-extranonce2-size", type=_positive_int(16), default=4,
+                   help="bytes of the coinbase each miner rolls itself (mining.subscribe's extranonce2 "
+                        "size, 1 to 16; default 4: 2^32 coinbases per job for each connection)")
+    n.add_argument("--stratum-idle-timeout", type=_positive_seconds, default=600.0,
+                   help="seconds an authorized miner may send nothing before it is dropped (default 600, "
+                        "0.1 to 86400; a miner must authorize within the --rpc-timeout, at most 10 s)")
     n.add_argument("--stratum-payout", default=None,
                    help="address the Stratum blocks' coinbase pays (default OP_TRUE, anyone can spend)")
     n.add_argument("--listen", default=None, metavar="[HOST:]PORT",

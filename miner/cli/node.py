@@ -56,9 +56,13 @@ def stratum_options(args: argparse.Namespace) -> tuple[str, int, StratumConfig] 
             raise UsageError(f"--stratum-payout: {exc}") from None
     if args.stratum_min_difficulty > args.stratum_max_difficulty:
         raise UsageError("--stratum-min-difficulty is above --stratum-max-difficulty")
-    limits = VarDiffLimits(minimum=args.stratum_min_difficulty, maximum=args.stratum_max_difficulty)
+    limits = VarDiffLimits(minimum=args.stratum_min_difficulty, maximum=args.stratum_max_difficulty,
+                           shares_per_minute=args.stratum_shares_per_minute,
+                           retarget_seconds=args.stratum_retarget_seconds)
     return args.stratum_bind, args.stratum_port, StratumConfig(payout_script=payout, vardiff=limits,
-                                                               difficulty=args.stratum_difficulty)
+                                                               difficulty=args.stratum_difficulty,
+                                                               extranonce2_size=args.stratum_extranonce2_size,
+                                                               idle_timeout=args.stratum_idle_timeout)
 
 
 def peer_options(args: argparse.Namespace) -> PeerOptions | None:

@@ -76,6 +76,11 @@ class NodeCollector:
         for reason, n in sorted(stats.refused.items()):
             shares.add_metric(["rejected", reason], n)
         yield shares
+        dropped = CounterMetricFamily("powminer_stratum_dropped_connections", "Connections the server ended, "
+                                      "by reason.", labels=["reason"])
+        for reason, n in sorted(stats.dropped.items()):
+            dropped.add_metric([reason], n)
+        yield dropped
         yield CounterMetricFamily("powminer_stratum_blocks", "Shares that were blocks the chain accepted.",
                                   value=stats.blocks)
         yield GaugeMetricFamily("powminer_stratum_best_share_difficulty", "The best share's difficulty.",
@@ -100,7 +105,7 @@ class NodeCollector:
                                  labels=["worker"])
         now = stats.clock()
         for worker in stats.workers.values():
-            for (label, _), value in zip(WINDOWS, worker.hashrates(now).values()):
+            for (label, _), value in zip(WINDOWS, stats.hashrates(worker, now).values()):
                 rate.add_metric([worker.name, label], value)
             accepted.add_metric([worker.name, "accepted", ""], worker.accepted)
             for reason, n in sorted(worker.refused.items()):

@@ -40,6 +40,7 @@ MAX_LINE = 1 << 20  # bytes: a pool line longer than this is not Stratum
 CONNECT_TIMEOUT = 5.0  # s
 READ_TICK = 0.25  # s: how often the reading thread looks up from the socket
 LOST = "connection lost before the pool answered"
+LIVE_JOBS_KEPT = 32  # jobs since the last clean_jobs whose shares are still sent (pools keep about 16)
 
 
 class PoolError(MinerError):
@@ -118,6 +119,10 @@ class PoolLink:
         self.failure: str | None = None  # why the pool ended the session, if it did
         self.reconnect_to: tuple[int, float] | None = None  # (port, wait) from client.reconnect
         self.current: Job | None = None
+        # The jobs the pool still takes shares for: since its last notify with clean_jobs=true,
+        # which tells miners that every earlier job is void. Replaced whole, never emptied in
+        # place: the submitting thread reads it while this one writes.
+        self.live_jobs: dict[str, None] = {}
         self.closed = threading.Event()
 
     # ------------------------------------------------------------------ writing
@@ -315,8 +320,17 @@ class PoolLink:
                   target=self._target(bits), clean=bool(clean), shares=True, pow=self.pow)
         if len(job.prev_hash) != 32 or any(len(b) != 32 for b in job.branch):
             raise ValueError("a merkle branch entry is not 32 bytes")
+        if job.clean:
+            self.live_jobs = {job.job_id: None}
+        else:
+            live = {**self.live_jobs, job.job_id: None}
+            self.live_jobs = dict(list(live.items())[-LIVE_JOBS_KEPT:])
         self.current = job
         self.on_job(job)
+
+    def is_live(self, job: Job) -> bool:
+        """Whether a share of `job` may still be sent: no clean_jobs notify has voided it."""
+        return job.job_id in self.live_jobs
 
     def _reconnect(self, params: list) -> None:
         """client.reconnect: the same host only (a pool may not send its miners elsewhere), at

@@ -9,7 +9,9 @@ miner goes back to the first one that answers, as cgminer's failover does.
 Nothing is mined while no pool is connected (the work of a lost pool is worthless: its
 extranonce1 belongs to that connection). A pool's job never ends at a share: the coordinator
 searches on (`Job.shares`), and each share is sent as it is found, with the pool's verdict
-reported. A share that also meets the block target is reported as a block.
+reported. A share that also meets the block target is reported as a block. A share found for a
+job that a later `mining.notify` with clean_jobs=true voided (or of an earlier block) is dropped
+unsent; with clean_jobs=false the earlier jobs stay live and their shares are sent.
 """
 
 from __future__ import annotations
@@ -104,6 +106,8 @@ class StratumSource:
         current = link.current
         if current is not None and current.prev_hash != job.prev_hash:
             return None  # the pool has moved to a new block: a share of the old one is dropped unsent
+        if not link.is_live(job):
+            return None  # a clean_jobs notify came after its job: the pool would only call it stale
         reply = link.send("mining.submit", link.submit_params(job, solution.extranonce, solution.nonce))
         if not reply.done.wait(SUBMIT_TIMEOUT):
             return Submitted(job.height, False, f"no answer from the pool in {SUBMIT_TIMEOUT:.0f} s", kind)

@@ -24,4 +24,9 @@ class StratumConfig:
     vardiff: VarDiffLimits = field(default_factory=VarDiffLimits)
     version_mask: int = VERSION_MASK
     idle_timeout: float = 600.0  # s without a line from the miner
+    # Refused shares in a row, none accepted between, before the connection is dropped: each
+    # costs a hash, and a miner that has lost track of the work (or a flood of stale, duplicate
+    # or too easy shares) gets nothing from being answered forever. An honest miner sees a few
+    # stale shares after each block, then an accepted one that starts the count again.
+    refused_run: int = 50
     write_timeout: float = 30.0

@@ -16,11 +16,13 @@ from dataclasses import dataclass, replace
 from miner.consensus.pow import algorithm
 from miner.mining.template import job_from_template
 from miner.mining.work import Job
+from miner.primitives import stratum as sp
 from miner.primitives.block import Block
+from miner.primitives.coinbase import CoinbaseTemplate
+from miner.primitives.compact import bits_to_target
 from miner.primitives.hashes import sha256d
 from miner.primitives.header import BlockHeader
 from miner.primitives.merkle import root_from_branch
-from miner.primitives.stratum import stratum_prevhash, word_hex
 from miner.primitives.transaction import Transaction
 from miner.primitives.witness import with_reserved_value
 
@@ -53,10 +55,24 @@ class StratumJob:
         mintime = template.get("mintime")
         return cls(job_id, job, mintime if isinstance(mintime, int) else job.time)
 
+    @classmethod
+    def from_notify(cls, params: list, extranonce_size: int, pow: str = "sha256d") -> StratumJob:
+        """The job a `mining.notify` announced, rebuilt from its fields alone: what a recorded
+        session's shares are judged against, with the same `share` and `verdict` as live ones.
+        The block target is the one `nbits` stands for; the ntime floor is the job's own time."""
+        job_id, prevhash, coinb1, coinb2, branch, version, nbits, ntime = params[:8]
+        prev = bytes.fromhex(sp.stratum_prevhash(bytes.fromhex(prevhash)))  # the word swap undoes itself
+        bits = int(nbits, 16)
+        job = Job(job_id=job_id, height=0, version=int(version, 16), prev_hash=prev,
+                  coinbase=CoinbaseTemplate(bytes.fromhex(coinb1), bytes.fromhex(coinb2), extranonce_size),
+                  branch=tuple(bytes.fromhex(b) for b in branch), time=int(ntime, 16), bits=bits,
+                  target=bits_to_target(bits), pow=pow)
+        return cls(job_id, job, job.time)
+
     def notify_params(self, clean: bool) -> list:
         job = self.job
-        return [self.job_id, stratum_prevhash(job.prev_hash), job.coinbase.coinb1.hex(), job.coinbase.coinb2.hex(),
-                [b.hex() for b in job.branch], word_hex(job.version), word_hex(job.bits), word_hex(job.time),
+        return [self.job_id, sp.stratum_prevhash(job.prev_hash), job.coinbase.coinb1.hex(), job.coinbase.coinb2.hex(),
+                [b.hex() for b in job.branch], sp.word_hex(job.version), sp.word_hex(job.bits), sp.word_hex(job.time),
                 clean]
 
     def share(self, extranonce1: bytes, extranonce2: bytes, ntime: int, nonce: int, version: int) -> Share:
@@ -64,6 +80,14 @@ class StratumJob:
         root = root_from_branch(sha256d(coinbase), self.job.branch)
         header = BlockHeader(version, self.job.prev_hash, root, ntime, self.job.bits, nonce)
         return Share(header, coinbase, algorithm(self.job.pow).hash(header.serialize()))
+
+    def verdict(self, share: Share, difficulty: float) -> str:
+        """"block" when the share meets the block target, "share" when it meets only the share
+        target of `difficulty` (counted as the chain's pools count it); a share below that is
+        refused with 23, the code miners show as low difficulty."""
+        if share.value > sp.difficulty_to_target(difficulty, self.job.pow):
+            raise sp.StratumError(sp.LOW_DIFFICULTY, "Low difficulty share")
+        return "block" if share.value <= self.job.target else "share"
 
     def block(self, share: Share) -> Block:
         """The block a share that meets the block target makes, as submitblock would take it."""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from miner.errors import MinerError
 from miner.node.guard import Connection
 from miner.node.stratum.config import BAD_MESSAGES, MAX_LINE, MAX_WORKERS
+from miner.node.stratum.difficulty import DifficultyInForce
 from miner.node.stratum.jobs import MAX_FUTURE, StratumJob
 from miner.node.stratum.vardiff import VarDiff
 from miner.primitives import stratum as sp
@@ -45,11 +46,11 @@ class Session:
         now = time.monotonic()
         self.vardiff = VarDiff(server.config.vardiff, now)
         self.difficulty = self._clamp(server.config.difficulty)
-        self.previous_difficulty: float | None = None  # honoured until the next job
-        self.sent_difficulty: float | None = None
+        self.announced = DifficultyInForce()  # what was sent, and the previous until the next job
         self.seen: set[tuple] = set()  # shares of the current tip's jobs
         self.seen_tip: bytes | None = None
         self.bad = 0
+        self.refused_in_a_row = 0  # refused shares since the last accepted one
 
     # ------------------------------------------------------------------ writing
 
@@ -66,11 +67,11 @@ class Session:
             self.seen.clear()
             self.seen_tip = job.job.prev_hash
         out = b""
-        if self.sent_difficulty != self.difficulty:
+        if self.announced.sent != self.difficulty:
             out += sp.notification("mining.set_difficulty", [self.difficulty])
-            self.sent_difficulty = self.difficulty
+            self.announced.announced(self.difficulty)
         out += sp.notification("mining.notify", job.notify_params(clean))
-        self.previous_difficulty = None
+        self.announced.job_sent()
         await self.send(out)
 
     # ------------------------------------------------------------------ reading
@@ -82,6 +83,7 @@ class Session:
                     line = await asyncio.wait_for(self.reader.readline(), self.server.config.idle_timeout)
                 except (asyncio.LimitOverrunError, ValueError):
                     await self.send(sp.reply(None, error=sp.StratumError(sp.OTHER, f"line longer than {MAX_LINE} bytes")))
+                    self._dropped("line too long", f"a line longer than {MAX_LINE} bytes")
                     return
                 except asyncio.TimeoutError:
                     return
@@ -92,6 +94,10 @@ class Session:
                 await self.conn.throttle()
                 await self.handle(line)
                 if self.bad >= BAD_MESSAGES:
+                    self._dropped("bad requests", f"{self.bad} malformed or refused requests")
+                    return
+                if self.refused_in_a_row >= self.server.config.refused_run:
+                    self._dropped("refused shares", f"{self.refused_in_a_row} refused shares in a row, none accepted")
                     return
         except ConnectionError:
             return
@@ -114,6 +120,7 @@ class Session:
                 exc = sp.StratumError(sp.OTHER, "Invalid parameters")
             self.bad += exc.code in (sp.OTHER, sp.UNAUTHORIZED, sp.NOT_SUBSCRIBED)
             if method == "mining.submit":
+                self.refused_in_a_row += 1
                 worker = params[0] if params and isinstance(params[0], str) and params[0] in self.workers else None
                 self.server.stats.share_refused(worker, exc)
             await self.send(sp.reply(rid, error=exc))
@@ -171,7 +178,7 @@ class Session:
                 result[str(ext)[:40]] = False
 
         async def announce() -> None:  # a raised minimum applies at once to a miner already at work
-            if self.sent_difficulty is not None and self.difficulty != self.sent_difficulty:
+            if self.announced.sent is not None and self.difficulty != self.announced.sent:
                 await self.change_difficulty(self.difficulty)
         return result, announce
 
@@ -182,7 +189,7 @@ class Session:
         self.difficulty = self._clamp(max(suggested, self.minimum_difficulty))
 
         async def announce() -> None:
-            if self.subscribed and self.workers and self.sent_difficulty is not None:
+            if self.subscribed and self.workers and self.announced.sent is not None:
                 await self.change_difficulty(self.difficulty)
         return True, announce
 
@@ -192,7 +199,10 @@ class Session:
     async def submit(self, params: list):
         if not self.subscribed:
             raise sp.StratumError(sp.NOT_SUBSCRIBED, "Not subscribed")
-        if len(params) < 5 or not isinstance(params[0], str) or params[0] not in self.workers:
+        if len(params) < 5:
+            raise sp.StratumError(sp.OTHER, f"mining.submit takes 5 parameters (worker, job id, extranonce2, "
+                                            f"ntime, nonce; a sixth for version bits), not {len(params)}")
+        if not isinstance(params[0], str) or params[0] not in self.workers:
             raise sp.StratumError(sp.UNAUTHORIZED, "Unauthorized worker")
         job = self.server.jobs.get(params[1]) if isinstance(params[1], str) else None
         if job is None or job.job.prev_hash != self.server.service.tip.hash:
@@ -212,13 +222,11 @@ class Session:
         if key in self.seen:
             raise sp.StratumError(sp.DUPLICATE, "Duplicate share")
         share = job.share(self.extranonce1, extranonce2, ntime, nonce, version)
-        difficulty = self.difficulty if self.previous_difficulty is None else min(self.difficulty,
-                                                                                  self.previous_difficulty)
-        if share.value > sp.difficulty_to_target(difficulty, self.server.pow):
-            raise sp.StratumError(sp.LOW_DIFFICULTY, "Low difficulty share")
+        difficulty = self.announced.in_force(self.difficulty)
+        verdict = job.verdict(share, difficulty)  # raises 23 below the difficulty in force
         self.seen.add(key)
-        verdict = "share"
-        if share.value <= job.job.target:
+        self.refused_in_a_row = 0
+        if verdict == "block":
             verdict = await self.server.found_block(job, share)
         self.server.stats.share_accepted(params[0], difficulty, self.server.diff1 / max(share.value, 1),
                                          verdict == "block", self.difficulty)
@@ -238,12 +246,19 @@ class Session:
         """Announce a new difficulty. Miners apply it to what they find next, but shares found
         before the message arrived are still in flight: those at the old difficulty are
         accepted until the next job is sent."""
-        if difficulty == self.sent_difficulty:
+        if difficulty == self.announced.sent:
             return
-        self.previous_difficulty = self.sent_difficulty
+        self.announced.announced(difficulty)
         self.difficulty = difficulty
         await self.send(sp.notification("mining.set_difficulty", [difficulty]))
-        self.sent_difficulty = difficulty
+
+    def _dropped(self, reason: str, detail: str) -> None:
+        """The server ends this connection: counted by reason (getstratuminfo, metrics) and logged."""
+        self.server.stats.connection_dropped(reason)
+        peer = self.writer.get_extra_info("peername")
+        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "a miner"
+        log.warning("Stratum connection from %s (%s) dropped: %s", where,
+                    ", ".join(sorted(self.workers)[:3]) or "no worker", detail)
 
     def _clamp(self, difficulty: float) -> float:
         return self.vardiff.clamp(difficulty, self.server.network_difficulty())

@@ -68,7 +68,9 @@ class WorkerStats:
     difficulty: float = 0.0  # the last difficulty its connection was given
     rates: list[DecayingRate] = field(default_factory=list)
 
-    def hashrates(self, now: float, per_difficulty: float = HASHES_PER_DIFFICULTY) -> dict[str, float]:
+    def hashrates(self, now: float, per_difficulty: float) -> dict[str, float]:
+        """Hashes a second by window; `per_difficulty` is the chain's (no default: a scrypt
+        pool shown at SHA-256d's 2^32 would read 65,536 times too high)."""
         return {label: r.rate(now) * per_difficulty for (label, _), r in zip(WINDOWS, self.rates)}
 
 
@@ -84,6 +86,7 @@ class PoolStats:
         self.refused: dict[str, int] = {}
         self.blocks = 0
         self.best_share = 0.0
+        self.dropped: dict[str, int] = {}  # connections the server ended, by reason
         self.broadcast_buckets = [0] * (len(BROADCAST_BUCKETS) + 1)  # the last is +Inf
         self.broadcast_sum = 0.0
         self.broadcasts = 0
@@ -130,6 +133,10 @@ class PoolStats:
             stats = self.worker(worker)
             stats.refused[reason] = stats.refused.get(reason, 0) + 1
 
+    def connection_dropped(self, reason: str) -> None:
+        """The server ended a connection for `reason` (a short label: "refused shares", ...)."""
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
     def broadcast(self, seconds: float) -> None:
         """A job reached every miner it was sent to in `seconds`."""
         self.broadcasts += 1
@@ -140,16 +147,21 @@ class PoolStats:
                 return
         self.broadcast_buckets[-1] += 1
 
+    def hashrates(self, stats: WorkerStats, now: float) -> dict[str, float]:
+        """A worker's hash rate by window, at this pool's hashes per difficulty-1 share."""
+        return stats.hashrates(now, self.hashes_per_difficulty)
+
     def worker_report(self, stats: WorkerStats, connected: bool) -> dict:
         now = self.clock()
         return {"worker": stats.name, "connected": connected, "difficulty": stats.difficulty,
                 "accepted": stats.accepted, "rejected": dict(stats.refused), "blocks": stats.blocks,
                 "best_share": stats.best_share, "last_share": stats.last_share,
-                "hashrate": stats.hashrates(now, self.hashes_per_difficulty)}
+                "hashrate": self.hashrates(stats, now)}
 
     def report(self, connections: int, connected: set[str], network_difficulty: float,
                job_age: float | None) -> dict:
         return {"connections": connections, "workers_connected": len(connected),
-                "accepted": self.accepted, "rejected": dict(self.refused), "blocks": self.blocks,
+                "accepted": self.accepted, "rejected": dict(self.refused), "dropped": dict(self.dropped),
+                "blocks": self.blocks,
                 "best_share": self.best_share, "network_difficulty": network_difficulty, "job_age": job_age,
                 "workers": [self.worker_report(w, w.name in connected) for w in reversed(self.workers.values())]}

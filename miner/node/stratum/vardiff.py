@@ -4,7 +4,7 @@ A share costs the server a hash check and the miner a round trip, and tells the 
 the miner hashes; too many swamp the server, too few make the estimate noisy and the payout
 lumpy. Like ckpool: aim at about 18 shares a minute, measure the miner's rate as a decaying
 average of difficulty per second, and decide again after 72 shares or 240 seconds, whichever
-comes first; move only when the rate is well off (below half or above one and a third of the
+comes first (both settable: a test or a small private pool decides sooner); move only when the rate is well off (below half or above one and a third of the
 aim), clamped to the configured bounds and never above the network's difficulty (a share harder
 than a block would hide blocks).
 """
@@ -25,6 +25,8 @@ class VarDiffLimits:
     minimum: float = 1e-9
     maximum: float = 1e12
     shares_per_minute: float = SHARES_PER_MINUTE
+    retarget_shares: int = CHECK_SHARES  # decide again after this many shares ...
+    retarget_seconds: float = CHECK_SECONDS  # ... or this many seconds, whichever comes first
 
 
 class VarDiff:
@@ -48,7 +50,8 @@ class VarDiff:
         self._seconds = self._seconds * decay + elapsed
         self._last = now
         self._shares_since_change += 1
-        if self._shares_since_change < CHECK_SHARES and now - self._since_change < CHECK_SECONDS:
+        limits = self.limits
+        if self._shares_since_change < limits.retarget_shares and now - self._since_change < limits.retarget_seconds:
             return None
         return self._decide(current, network, now)
 
