@@ -22,6 +22,7 @@ import hashlib
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -221,7 +222,8 @@ def search_function_uncompiled(kernel: str):
     return cpu.search if kernel == "simd" else search_function(kernel)
 
 
-UNDER_LOAD = 0.75  # load average per core at or above which a measurement is provisional
+UNDER_LOAD = 0.75  # load average per core at or above which a measurement is provisional (no /proc/stat)
+OTHERS_BUSY = 0.25  # share of all cores other programs used while timing, at or above which it is provisional
 MAX_PROVISIONAL = 3  # measurements under load before the last one is kept anyway
 
 
@@ -233,13 +235,72 @@ def load_per_core() -> float:
         return 0.0
 
 
-def choose(preference: str = "auto", remeasure: bool = False) -> tuple[str, str]:
+def _cpu_snapshot() -> tuple[float, float, float] | None:
+    """(monotonic time, seconds every core was busy, this process's own CPU seconds), or None
+    where /proc/stat does not exist (not Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    ticks = os.sysconf("SC_CLK_TCK")
+    own = os.times()
+    return time.monotonic(), (user + nice + system + irq + softirq + steal) / ticks, own.user + own.system
+
+
+def others_share(start: tuple[float, float, float], end: tuple[float, float, float], cpus: int) -> float:
+    """The share of the machine (all `cpus` cores over the interval) that other programs used
+    between two snapshots: the busy time the kernel counted, less this process's own."""
+    wall = max(end[0] - start[0], 1e-9)
+    others = (end[1] - start[1]) - (end[2] - start[2])
+    return max(0.0, others) / (wall * max(cpus, 1))
+
+
+class OtherWork:
+    """How much of the CPU other programs took while something of ours was being timed.
+
+    Why not the load average: it is a minute's average and it counts our own work (the
+    compile that just ended, the threads being timed), so on 2 cores every first run looked
+    busy and every choice stayed provisional. What spoils a comparison of two kernels is
+    someone else taking cores during those few seconds, and /proc/stat says exactly that
+    (hypervisor steal included). Where it does not exist the load average stands in."""
+
+    def __init__(self) -> None:
+        self._start = _cpu_snapshot()
+
+    def share(self) -> float | None:
+        """Other programs' share of all cores since this was made, or None if unknown."""
+        end = _cpu_snapshot()
+        if self._start is None or end is None:
+            return None
+        return others_share(self._start, end, os.cpu_count() or 1)
+
+
+def compile_kernels(kernels: list[str] | None = None) -> None:
+    """Compile (or load) each kernel's search into numba's cache, timing nothing. A first run's
+    child process does this while the stand-in mines; the `auto` choice is timed afterwards in
+    the miner itself, with the stand-in stopped, so both kernels are timed alike on a machine
+    our own run is not loading."""
+    from miner.kernels import cpu
+    job = np.zeros(11, dtype=np.uint32)
+    target = np.full(8, 0xFFFFFFFF, dtype=np.uint32)
+    for k in kernels if kernels is not None else available():
+        search_function(k)(job, target, 0, 2 * cpu.CHUNK + 1, np.zeros(1, dtype=np.int64))
+
+
+def choose(preference: str = "auto", remeasure: bool = False,
+           before_measure: Callable[[], None] | None = None) -> tuple[str, str]:
     """(kernel, why): the kernel named, or for `auto` the fastest measured here (measured once
     per CPU and kernel source, then read from the choice file). Both kernels are timed alike,
-    in alternating rounds; a measurement taken while the machine was busy (a load average of
-    `UNDER_LOAD` per core or more) is provisional and taken again on the next use, up to
-    `MAX_PROVISIONAL` times, so one busy moment is not kept for ever. `remeasure`: measure now
-    whatever is stored (`miner bench --cpu-kernel auto`)."""
+    in alternating rounds; a measurement during which other programs took `OTHERS_BUSY` of the
+    CPU or more (`OtherWork`; where that cannot be read, a load average of `UNDER_LOAD` per
+    core) is provisional and taken again on the next use, up to `MAX_PROVISIONAL` times, so one
+    busy moment is not kept for ever. `remeasure`: measure now whatever is stored (`miner bench
+    --cpu-kernel auto`). `before_measure` is called just before timing (and only then): the
+    miner stops its own stand-in there, so the timing is not shared with it."""
     preference = check_choice(preference)
     if preference != "auto":
         return preference, "chosen"
@@ -254,14 +315,26 @@ def choose(preference: str = "auto", remeasure: bool = False) -> tuple[str, str]
     if valid and not remeasure and (not entry.get("provisional") or attempts >= MAX_PROVISIONAL):
         return entry["kernel"], "measured earlier on this CPU"
     attempts = attempts + 1 if valid and entry.get("provisional") and not remeasure else 1
-    load = load_per_core()
+    if before_measure is not None:
+        before_measure()
+    meter = OtherWork()
     rates = measure(kernels)
+    others = meter.share()
     best = max(rates, key=rates.get)
-    provisional = load >= UNDER_LOAD
-    data[key] = {"kernel": best, "rates": rates, "date": time.strftime("%Y-%m-%d"),
-                 "load_per_core": round(load, 2), "provisional": provisional, "attempts": attempts}
+    entry = {"kernel": best, "rates": rates, "date": time.strftime("%Y-%m-%d"), "attempts": attempts}
+    if others is not None:
+        provisional = others >= OTHERS_BUSY
+        busy = f"other programs took {others:.0%} of the CPU while it was timed"
+        entry["others_busy"] = round(others, 2)
+    else:
+        load = load_per_core()
+        provisional = load >= UNDER_LOAD
+        busy = f"load {load:.1f} a core"
+        entry["load_per_core"] = round(load, 2)
+    entry["provisional"] = provisional
+    data[key] = entry
     write_entries(_choice_file(), data)  # unwritable: measured again next time, nothing lost
     why = "measured now: " + ", ".join(f"{k} {v / 1e6:.1f} MH/s" for k, v in rates.items())
     if provisional and attempts < MAX_PROVISIONAL:
-        why += f" (the machine was busy, load {load:.1f} a core: measured again next time)"
+        why += f" (the machine was busy, {busy}: measured again next time)"
     return best, why

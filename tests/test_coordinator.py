@@ -21,7 +21,7 @@ def make_job(target, extranonce_size=1, job_id="j", prev=b"\x01" * 32):
 
 
 @pytest.mark.slow
-def test_every_nonce_hashed_exactly_once_across_extranonce_roll():
+def test_every_nonce_hashed_exactly_once_across_extranonce_roll(host_builds):
     # Large enough that the job outlasts several GIL switch intervals (5 ms) and a slow start of the
     # CPU threads: with 2^16 and 2^18 the pure-Python reference used up the whole job (0.2 s and
     # 0.7 s of its hashing) in fresh-clone CI runs before the CPU backends had searched a second
@@ -124,7 +124,7 @@ def test_cancelled_search_stops_early_and_reports_what_it_searched():
     assert backend.search(work, 0, 1 << 16, cancel).count == 0  # already cancelled: nothing searched
 
 
-def test_new_job_interrupts_long_units_on_every_backend():
+def test_new_job_interrupts_long_units_on_every_backend(host_builds):
     """Units of several seconds each: a new job still reaches both backends within a fraction of
     a unit, because the old job's units stop at their next cancellation check."""
     backends = [CpuBackend(threads=1, name="cpu"), ReferenceBackend()]
@@ -159,7 +159,7 @@ def test_stop_on_hit_ends_the_search_after_the_piece_with_the_first_hit():
     assert backend.search(work, 0, 1 << 19).count == 1 << 19  # without it the whole range runs
 
 
-def test_a_pool_job_goes_on_after_each_share_and_no_share_is_skipped():
+def test_a_pool_job_goes_on_after_each_share_and_no_share_is_skipped(host_builds):
     """A job whose target is a pool's share target is not ended by a hit: every nonce of its space
     that meets the target comes out exactly once, from whichever backend searched it, and a
     retarget (a new share difficulty) takes effect without starting the job over."""

@@ -4,11 +4,12 @@ width, portable to CPUs without AVX-512 or SHA, and chosen by measurement."""
 import json
 import os
 import random
-import re
 import subprocess
 import sys
 import textwrap
+import time
 
+import conftest
 import numpy as np
 import pytest
 from miner.kernels import cpu as kernel
@@ -30,7 +31,7 @@ def _skip_unless_available(name):
 
 
 @pytest.fixture(scope="module", params=["simd", "sha"])
-def backend(request):
+def backend(request, host_builds):
     """The CPU backend with each kernel in turn; every test that takes it runs for both."""
     _skip_unless_available(request.param)
     b = CpuBackend(threads=2, kernel=request.param)
@@ -92,7 +93,7 @@ def test_range_ending_at_last_nonce(backend):
 
 
 @pytest.mark.parametrize("name", ["simd", "sha"])
-def test_full_256_bit_comparison_decides(name):
+def test_full_256_bit_comparison_decides(name, host_builds):
     """A target equal to one hash in its top 224 bits: only the low limbs separate hit from miss."""
     _skip_unless_available(name)
     search = cpu_select.search_function(name)
@@ -130,41 +131,6 @@ def test_bad_work_rejected():
         KernelWork(bytes(76), 0)
 
 
-def _zmm_and_ymm_rotates(asm):
-    return (len(re.findall(r"vprold\s+[^\n]*zmm", asm)), len(re.findall(r"vprold\s+[^\n]*ymm", asm)))
-
-
-@pytest.fixture(scope="module")
-def icelake_build(tmp_path_factory):
-    """The kernel compiled (never run) for `icelake-server` in a child process, started when the
-    first test asks for it: the hot-loop test compiles this host's build meanwhile, on the other
-    core, so the two minute-long compiles overlap."""
-    env = dict(os.environ, NUMBA_CPU_NAME="icelake-server", NUMBA_CPU_FEATURES="",
-               NUMBA_CACHE_DIR=str(tmp_path_factory.mktemp("icelake")))
-    proc = subprocess.Popen([sys.executable, "-c", _COMPILE_ONLY], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    yield proc
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-
-
-@pytest.mark.slow
-def test_hot_loop_is_vectorized(icelake_build):
-    """Recompile the hot loop without the cache and read its assembly: it must stay SIMD, 16
-    lanes wherever the CPU numba compiles for has AVX-512F."""
-    from numba import njit
-    fn = njit(nogil=True, boundscheck=False)(kernel.count_candidates.py_func)
-    fn(np.zeros(11, np.uint32), np.uint32(0), 8, np.uint32(0))
-    asm = next(iter(fn.inspect_asm().values()))
-    if "avx512f" in cpu_select.enabled_features():
-        assert cpu_select.simd_lanes() == 16
-        assert _zmm_and_ymm_rotates(asm)[0] > 1000, "rotates are not 16-lane zmm rotates"
-        assert len(re.findall(r"vpternlogd\s+[^\n]*zmm", asm)) > 500, "3-input logic not fused"
-    else:
-        assert len(re.findall(r"\b(vpaddd|paddd)\b", asm)) > 500, "hot loop is not vectorized"
-
-
 _COMPILE_ONLY = textwrap.dedent("""
     import re, sys
     from numba import njit, types
@@ -172,8 +138,50 @@ _COMPILE_ONLY = textwrap.dedent("""
     fn = njit(nogil=True, boundscheck=False)(cpu_sha256d.count_candidates.py_func)
     fn.compile((types.Array(types.uint32, 1, "C"), types.uint32, types.int64, types.uint32))
     asm = next(iter(fn.inspect_asm().values()))
-    print(len(re.findall(r"vprold\\s+[^\\n]*zmm", asm)), len(re.findall(r"vprold\\s+[^\\n]*ymm", asm)))
+    print(*(len(re.findall(p, asm)) for p in (r"vprold\\s+[^\\n]*zmm", r"vprold\\s+[^\\n]*ymm",
+                                              r"vpternlogd\\s+[^\\n]*zmm", r"\\b(?:vpaddd|paddd)\\b")))
 """)
+
+
+def _hot_loop_counts(env: dict) -> tuple[int, int, int, int]:
+    """The hot loop compiled afresh (no cache) in a child process for `env`'s CPU, never run:
+    its zmm and ymm rotates, zmm three-input logic ops and 32-bit vector adds."""
+    rc, out, err = conftest._child(_COMPILE_ONLY, env)
+    assert rc == 0, err[-2000:]
+    zmm, ymm, ternlog, adds = map(int, out.split())
+    return zmm, ymm, ternlog, adds
+
+
+# Both minute-long compiles run in the suite's compile lane (conftest.py), beside other tests.
+conftest.LANE_JOBS["hotloop"] = lambda: _hot_loop_counts({"NUMBA_CACHE_DIR": str(conftest._LANE_ROOT / "hotloop")})
+conftest.LANE_JOBS["icelake"] = lambda: _hot_loop_counts({
+    "NUMBA_CPU_NAME": "icelake-server", "NUMBA_CPU_FEATURES": "",
+    "NUMBA_CACHE_DIR": str(conftest._LANE_ROOT / "icelake")})
+conftest.LANE_FIXTURES["hotloop_build"] = ["hotloop"]
+conftest.LANE_FIXTURES["icelake_build"] = ["icelake"]
+
+
+@pytest.fixture
+def hotloop_build():
+    return conftest.LANE.result("hotloop")
+
+
+@pytest.fixture
+def icelake_build():
+    return conftest.LANE.result("icelake")
+
+
+@pytest.mark.slow
+def test_hot_loop_is_vectorized(hotloop_build):
+    """Recompile the hot loop without the cache and read its assembly: it must stay SIMD, 16
+    lanes wherever the CPU numba compiles for has AVX-512F."""
+    zmm, _, ternlog, adds = hotloop_build
+    if "avx512f" in cpu_select.enabled_features():
+        assert cpu_select.simd_lanes() == 16
+        assert zmm > 1000, "rotates are not 16-lane zmm rotates"
+        assert ternlog > 500, "3-input logic not fused"
+    else:
+        assert adds > 500, "hot loop is not vectorized"
 
 
 @pytest.mark.slow
@@ -182,9 +190,7 @@ def test_sixteen_lanes_even_where_the_tuning_prefers_256_bits(icelake_build):
     vectorizer picks 8 lanes; the kernel must still get 16. Compiled (never run) for
     `icelake-server`, whose default features include AVX-512F and that tuning flag, so this
     holds on any x86 host. numba's own functions keep their width: only the kernel is marked."""
-    out, err = icelake_build.communicate(timeout=900)
-    assert icelake_build.returncode == 0, err[-2000:]
-    zmm, ymm = map(int, out.split())
+    zmm, ymm, _, _ = icelake_build
     assert zmm > 1000 and ymm == 0, (zmm, ymm)
 
 
@@ -263,27 +269,47 @@ def _masked_run(kernels, features, tmp_path, *extra, numba_cache=None):
     return _masked_report(_masked_start(kernels, features, tmp_path, *extra, numba_cache=numba_cache))
 
 
+def _masked_builds() -> tuple[dict, dict | None]:
+    """The lane's job: with AVX-512 masked off, the SIMD kernel compiled into the first run's
+    cache (which holds this host's 16-lane build: it must not be loaded) and the SHA kernel in
+    a cache of its own, one after the other; each child checks its kernel against hashlib."""
+    run = conftest.LANE.result("first_run")  # queued before this job: already done
+    masked = cpu_select.without_avx512(cpu_select.target_cpu()[1])
+    root = conftest._LANE_ROOT / "masked"
+    simd = _masked_run("simd", masked, root / "simd", numba_cache=run.numba_cache)
+    sha = _masked_run("sha", masked, root / "sha") if cpu_select.unavailable_reason("sha") is None else None
+    return simd, sha
+
+
+conftest.LANE_JOBS["masked"] = _masked_builds
+conftest.LANE_FIXTURES["masked_builds"] = ["first_run", "masked"]
+
+
+@pytest.fixture
+def masked_builds():
+    if not cpu_select.target_cpu()[1]:
+        pytest.skip("numba reports no CPU features here")
+    conftest.LANE.result("first_run")  # the masked job reads its cache: queued first
+    return conftest.LANE.result("masked")
+
+
 @pytest.mark.slow
-def test_a_build_for_other_features_never_loads_and_both_kernels_are_exact_without_avx512(tmp_path, first_run):
+def test_a_build_for_other_features_never_loads_and_both_kernels_are_exact_without_avx512(
+        tmp_path, first_run, masked_builds):
     """numba's cache is keyed by the features compiled for. The first run's cache holds this
     host's SIMD build (compiled there from nothing): with the host's features it loads; with
     AVX-512 masked off it must not (16-lane code would fault on such a CPU), and the SIMD (8 or
-    4 lanes) and SHA kernels compiled there are bit-exact: the desktop case. The two masked
-    compiles run side by side, one a core."""
+    4 lanes) and SHA kernels compiled there are bit-exact: the desktop case. The masked builds
+    are compiled in the suite's compile lane (conftest.py)."""
     host = cpu_select.target_cpu()[1]
-    if not host:
-        pytest.skip("numba reports no CPU features here")
     cache = first_run.numba_cache
     assert first_run.ended_as_asked, (first_run.returncode, first_run.malformed, first_run.stderr)
     assert _masked_run("simd", host, tmp_path, numba_cache=cache)["search_cache_hits"] == 1
-    masked = cpu_select.without_avx512(host)
-    simd = _masked_start("simd", masked, tmp_path, numba_cache=cache)
-    sha = _masked_start("sha", masked, tmp_path / "sha") if cpu_select.unavailable_reason("sha") is None else None
-    report = _masked_report(simd)
-    assert report["search_cache_hits"] == 0 and report["search_cache_misses"] == 1
-    assert report["lanes"] == (8 if "avx2" in cpu_select.enabled_features() else 4)
+    simd, sha = masked_builds
+    assert simd["search_cache_hits"] == 0 and simd["search_cache_misses"] == 1
+    assert simd["lanes"] == (8 if "avx2" in cpu_select.enabled_features() else 4)
     if sha is not None:
-        assert _masked_report(sha)["available"] == ["simd", "sha"]  # and its kernel was exact
+        assert sha["available"] == ["simd", "sha"]  # and its kernel was exact
 
 
 def test_without_sha_auto_takes_the_simd_kernel_and_never_compiles_the_sha_one(tmp_path):
@@ -300,13 +326,13 @@ def test_without_sha_auto_takes_the_simd_kernel_and_never_compiles_the_sha_one(t
 
 
 @pytest.mark.slow
-def test_auto_measures_once_then_reads_the_choice(tmp_path, monkeypatch):
+def test_auto_measures_once_then_reads_the_choice(tmp_path, monkeypatch, host_builds):
     """`auto` times the kernels on first use and keeps the answer per CPU; a damaged or foreign
     entry is measured again, never trusted."""
     if len(cpu_select.available()) < 2:
         pytest.skip("only one CPU kernel runs here: auto has nothing to measure")
     monkeypatch.setenv("MINER_CACHE", str(tmp_path))
-    monkeypatch.setattr(cpu_select, "load_per_core", lambda: 0.1)  # a quiet machine
+    monkeypatch.setattr(cpu_select.OtherWork, "share", lambda self: 0.0)  # no other program ran
     kernel_name, why = cpu_select.choose("auto")
     assert kernel_name in ("simd", "sha") and why.startswith("measured now")
     data = json.loads((tmp_path / cpu_select.CHOICE_FILE_NAME).read_text())
@@ -326,17 +352,70 @@ def test_auto_measures_once_then_reads_the_choice(tmp_path, monkeypatch):
     assert cpu_select.choose("simd") == ("simd", "chosen")
     assert cpu_select.choose("auto", remeasure=True)[1].startswith("measured now")  # bench --cpu-kernel auto
 
-    # Measured on a busy machine: provisional, measured again on the next uses, kept after three.
-    # (The bookkeeping is what is checked here: the timing itself is stood in for.)
-    monkeypatch.setattr(cpu_select, "load_per_core", lambda: 2.5)
+    # Measured while other programs took the CPU: provisional, measured again on the next uses,
+    # kept after three. (The bookkeeping is what is checked here: the timing is stood in for.)
+    monkeypatch.setattr(cpu_select.OtherWork, "share", lambda self: 0.6)
     monkeypatch.setattr(cpu_select, "measure", lambda kernels: {k: 1e6 * (i + 1) for i, k in enumerate(kernels)})
     (tmp_path / cpu_select.CHOICE_FILE_NAME).write_text("{}")
     whys = [cpu_select.choose("auto")[1] for _ in range(4)]
     assert all(w.startswith("measured now") for w in whys[:3]), whys
-    assert "measured again next time" in whys[0] and "measured again next time" not in whys[2]
+    assert "measured again next time" in whys[0] and "took 60% of the CPU" in whys[0]
+    assert "measured again next time" not in whys[2]
     assert whys[3] == "measured earlier on this CPU"
     entry = json.loads((tmp_path / cpu_select.CHOICE_FILE_NAME).read_text())[cpu_select.choice_key()]
-    assert entry["provisional"] and entry["attempts"] == 3 and entry["load_per_core"] == 2.5
+    assert entry["provisional"] and entry["attempts"] == 3 and entry["others_busy"] == 0.6
+
+
+def test_the_choice_is_provisional_by_other_programs_use_of_the_cpu_not_our_own(tmp_path, monkeypatch):
+    """Only a timing shared with other programs is provisional: a quiet one is kept at once,
+    whatever the load average (our own compile and threads raise it); where /proc/stat cannot
+    be read, the load average decides. The stand-in's hook runs just before a timing, and only
+    when one is due."""
+    if len(cpu_select.available()) < 2:
+        pytest.skip("only one CPU kernel runs here: auto has nothing to measure")
+    monkeypatch.setenv("MINER_CACHE", str(tmp_path))
+    monkeypatch.setattr(cpu_select, "measure", lambda kernels: {k: 1e6 * (i + 1) for i, k in enumerate(kernels)})
+    monkeypatch.setattr(cpu_select, "load_per_core", lambda: 2.5)  # our own compile did that
+    real_share = cpu_select.OtherWork.share
+    monkeypatch.setattr(cpu_select.OtherWork, "share", lambda self: 0.05)
+    calls: list[str] = []
+    assert cpu_select.choose("auto", before_measure=lambda: calls.append("hook"))[1].startswith("measured now")
+    assert calls == ["hook"]
+    assert cpu_select.choose("auto", before_measure=lambda: calls.append("hook")) == \
+        (cpu_select.choose("auto")[0], "measured earlier on this CPU")
+    assert calls == ["hook"]  # nothing timed, nothing stopped
+    entry = json.loads((tmp_path / cpu_select.CHOICE_FILE_NAME).read_text())[cpu_select.choice_key()]
+    assert entry["provisional"] is False and entry["others_busy"] == 0.05
+
+    monkeypatch.setattr(cpu_select.OtherWork, "share", real_share)
+    monkeypatch.setattr(cpu_select, "_cpu_snapshot", lambda: None)  # not Linux
+    assert "load 2.5 a core" in cpu_select.choose("auto", remeasure=True)[1]
+    entry = json.loads((tmp_path / cpu_select.CHOICE_FILE_NAME).read_text())[cpu_select.choice_key()]
+    assert entry["provisional"] is True and entry["load_per_core"] == 2.5
+
+
+def test_others_share_counts_what_the_kernel_saw_busy_less_our_own_time():
+    # 2 s on 4 cores = 8 core-seconds; 5 busy, 3 of them ours: others took 2 of 8.
+    assert cpu_select.others_share((10.0, 100.0, 20.0), (12.0, 105.0, 23.0), 4) == 0.25
+    assert cpu_select.others_share((10.0, 100.0, 20.0), (12.0, 103.0, 23.0), 4) == 0.0  # ours only
+    assert cpu_select.others_share((10.0, 100.0, 20.0), (12.0, 102.9, 23.0), 4) == 0.0  # tick rounding
+
+
+def test_other_programs_spinning_are_seen_as_other_work():
+    """Real programs on every core while we wait: /proc/stat counts them, not us."""
+    if cpu_select._cpu_snapshot() is None:
+        pytest.skip("no /proc/stat here: the load average stands in")
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        time.sleep(0.3)  # they are running
+        meter = cpu_select.OtherWork()
+        time.sleep(1.0)
+        share = meter.share()
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+    assert share is not None and share >= cpu_select.OTHERS_BUSY, share
 
 
 def test_unknown_or_missing_kernel_is_a_usage_error():

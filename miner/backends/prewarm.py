@@ -1,6 +1,8 @@
 """`python -m miner.backends.prewarm --kernel auto --threads N [--pow scrypt]`: compile the CPU
-backend's kernel (SHA-256d, or scrypt) into numba's on-disk cache (and settle the `auto` kernel
-choice), then exit. Run by
+backend's kernel (SHA-256d, or scrypt) into numba's on-disk cache, then exit. For `auto` with no
+settled choice it compiles every kernel this CPU runs and times none: the miner times them
+itself once they load, with its stand-in stopped (a child timing them would share the cores with
+the stand-in, and every first run's choice would be taken on a busy machine). Run by
 `miner.backends.warmup` in a child process while the miner already hashes; a failure is one
 line on standard error and exit 1."""
 
@@ -17,9 +19,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pow", default="sha256d", choices=("sha256d", "scrypt"))
     args = parser.parse_args(argv)
     try:
+        from miner.kernels import cpu_select
         if args.pow == "scrypt":
             from miner.backends.cpu_scrypt import CpuScryptBackend
             backend = CpuScryptBackend(threads=1)
+        elif args.kernel == "auto" and cpu_select.stored_choice() is None:
+            cpu_select.compile_kernels()
+            return 0
         else:
             from miner.backends.cpu import CpuBackend
             backend = CpuBackend(threads=args.threads, kernel=args.kernel)

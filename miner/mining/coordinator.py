@@ -165,12 +165,17 @@ class Coordinator:
             if self._started and not self._stopping:
                 self._start_worker(backend)
 
-    def retire(self, name: str) -> None:
+    def retire(self, name: str, wait: float = 0.0) -> None:
         """Stop giving `name` units (a stand-in whose place a faster backend took); its unit in
-        flight is finished and counted, its figures stay in the totals."""
+        flight is finished and counted, its figures stay in the totals. `wait`: seconds to wait
+        for that unit to end (the CPU is then free of it, for a timing that must not share it)."""
         with self._cond:
             self._retired.add(name)
             self._cond.notify_all()
+            workers = [t for t in self._threads if t.name == f"miner-{name}"]
+        for t in workers:
+            if wait > 0 and t is not threading.current_thread():
+                t.join(wait)
 
     def fail(self, error: BaseException) -> None:
         """Something the run depends on failed outside the workers (a kernel that would not

@@ -9,6 +9,11 @@ in the cache loads well within that; a first-run compile takes a minute or two),
 stand-in mines meanwhile; the first backend to join retires it, and its hashes and blocks stay
 in the totals. A backend that cannot start ends the run with its error, as it did before it
 was started in the background.
+
+When the CPU backend must time its two kernels to choose one (`--cpu-kernel auto`, first use on
+this CPU), the stand-in is stopped first and kept stopped: a timing that shared the cores with it
+would be taken on a machine our own run keeps busy, and the choice would stay provisional. The
+pause lasts the few seconds of the timing; the timed backend joins right after.
 """
 
 from __future__ import annotations
@@ -42,7 +47,11 @@ class StagedStart:
         self._timers: list[threading.Timer] = []
         self._joined: set[str] = set()
         self._stand_in_mining = False
+        self._stand_in_held = False  # a kernel timing is due or done: the stand-in stays off
         self._lock = threading.Lock()
+        for backend in self.pending:
+            if hasattr(backend, "before_measure"):
+                backend.before_measure = self._quiet_for_timing
 
     @property
     def all(self) -> list[Backend]:
@@ -61,10 +70,23 @@ class StagedStart:
 
     def _start_stand_in(self) -> None:
         with self._lock:
-            if self._joined or self.stand_in is None or self._coordinator is None:
+            if self._joined or self._stand_in_held or self.stand_in is None or self._coordinator is None:
                 return
             self._stand_in_mining = True
             self._coordinator.add_backend(self.stand_in)
+
+    def _quiet_for_timing(self) -> None:
+        """Called by a backend about to time its kernels: the stand-in stops (its unit in flight
+        finished) and does not start again."""
+        with self._lock:
+            self._stand_in_held = True
+            mining, self._stand_in_mining = self._stand_in_mining, False
+            coordinator = self._coordinator
+        if mining and self.stand_in is not None and coordinator is not None:
+            coordinator.retire(self.stand_in.name, wait=5.0)
+            self.notify({"event": "backend", "backend": self.stand_in.name, "status": "retired",
+                         "message": f"{self.stand_in.name}: stand-in stopped while the CPU kernels are "
+                                    f"timed (the faster one is kept for this CPU)"})
 
     def _compiling(self, backend: Backend) -> None:
         with self._lock:

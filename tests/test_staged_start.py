@@ -1,0 +1,114 @@
+"""A first run that must time its CPU kernels stops its own stand-in for the timing.
+
+`--cpu-kernel auto` times the SIMD and SHA kernels once per CPU. On 2 cores the hashlib
+stand-in that mines during the compile took a core of the two, so the timing was always taken
+on a machine the run itself kept busy. `StagedStart` hands the CPU backend a hook that stops the
+stand-in (its unit in flight finished) before the timing, and the stand-in stays off; the timed
+backend joins right after. Here a backend that "times" by watching the stand-in's hash count
+shows the stand-in idle throughout.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from miner.backends.ref import ReferenceBackend
+from miner.mining import startup
+from miner.mining.coordinator import Coordinator
+from miner.mining.startup import StagedStart
+from test_coordinator import make_job
+
+
+class TimedBackend(ReferenceBackend):
+    """hashlib behind a warm-up that, like the CPU backend's `auto`, calls `before_measure`
+    and then times something: here it records the stand-in's hashes across the timing."""
+
+    kind = "timed"
+
+    def __init__(self, coordinator_ref: list[Coordinator], stand_in: str, wait_for_stand_in: bool = True):
+        super().__init__(name="timed")
+        self.before_measure = None
+        self.compile_seconds = None
+        self._coordinator_ref = coordinator_ref
+        self._stand_in = stand_in
+        self.during_timing: tuple[int, int] | None = None
+        self.wait_for_stand_in = wait_for_stand_in
+
+    def warm_up(self) -> None:
+        if self.compile_seconds is not None:
+            return
+        coord = self._coordinator_ref[0]
+        deadline = time.monotonic() + 30
+        while self.wait_for_stand_in and (coord.stats.get(self._stand_in) is None
+                                          or coord.stats[self._stand_in].hashes == 0):
+            assert time.monotonic() < deadline, "the stand-in never mined"
+            time.sleep(0.01)
+        assert self.before_measure is not None, "StagedStart gave the backend no hook"
+        self.before_measure()
+        before = self._hashes()
+        time.sleep(0.4 if self.wait_for_stand_in else 1.0)  # the timing (past the grace, in the second case)
+        self.during_timing = (before, self._hashes())
+        self.compile_seconds = 0.0
+
+    def _hashes(self) -> int:
+        stats = self._coordinator_ref[0].stats.get(self._stand_in)
+        return stats.hashes if stats is not None else 0
+
+
+def test_the_stand_in_stops_for_a_kernel_timing_and_stays_off(monkeypatch):
+    monkeypatch.setattr(startup, "GRACE", 0.05)
+    monkeypatch.setattr(startup, "NOTICE_AFTER", 0.01)
+    events: list[dict] = []
+    ref: list[Coordinator] = []
+    backend = TimedBackend(ref, stand_in="ref")
+    staged = StagedStart([backend], events.append)
+    assert staged.stand_in is not None and staged.stand_in.name == "ref"
+    coord = Coordinator([], unit_seconds=0.02)
+    ref.append(coord)
+    with coord:
+        coord.set_job(make_job(target=1, extranonce_size=4))
+        staged.start(coord)
+        deadline = time.monotonic() + 30
+        while not any(e.get("status") == "joined" for e in events):
+            assert time.monotonic() < deadline, events
+            time.sleep(0.01)
+        while coord.stats["timed"].hashes == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        stand_in_after_join = coord.stats["ref"].hashes
+        time.sleep(0.2)
+        assert coord.stats["ref"].hashes == stand_in_after_join  # it did not come back
+        staged.stop()
+    before, after = backend.during_timing
+    assert before > 0 and after == before  # not one hash of the stand-in's during the timing
+    kinds = [(e["status"], e["backend"]) for e in events if e["event"] == "backend"]
+    assert ("retired", "ref") in kinds and ("joined", "timed") in kinds
+    assert kinds.index(("retired", "ref")) < kinds.index(("joined", "timed")), kinds
+    assert kinds.count(("retired", "ref")) == 1, kinds
+    assert not [t for t in threading.enumerate() if t.name == "miner-ref" and t.is_alive()]
+
+
+def test_a_timing_due_before_the_grace_keeps_the_stand_in_from_starting(monkeypatch):
+    """A cached kernel whose choice is still to be timed: the timing begins before the grace
+    ends, so the stand-in must not start in the middle of it."""
+    monkeypatch.setattr(startup, "GRACE", 0.3)
+    monkeypatch.setattr(startup, "NOTICE_AFTER", 0.01)
+    events: list[dict] = []
+    ref: list[Coordinator] = []
+    backend = TimedBackend(ref, stand_in="ref", wait_for_stand_in=False)
+    staged = StagedStart([backend], events.append)
+    coord = Coordinator([], unit_seconds=0.02)
+    ref.append(coord)
+    with coord:
+        coord.set_job(make_job(target=1, extranonce_size=4))
+        staged.start(coord)
+        deadline = time.monotonic() + 30
+        while coord.stats.get("timed") is None or coord.stats["timed"].hashes == 0:
+            assert time.monotonic() < deadline, events
+            time.sleep(0.01)
+        staged.stop()
+    assert backend.during_timing == (0, 0)
+    assert "ref" not in coord.stats or coord.stats["ref"].hashes == 0
+    kinds = [(e["status"], e["backend"]) for e in events if e["event"] == "backend"]
+    assert ("joined", "timed") in kinds and ("retired", "ref") not in kinds, kinds
