@@ -128,6 +128,7 @@ def test_plot_simulation_and_chain_plot(tmp_path):
     assert out2.stat().st_size > 1000
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores
 def test_chain_plot_blocks_draws_the_stored_chains_last_n_blocks(tmp_path):
     """--blocks on the stored chain is its last N blocks (it was silently ignored): the title
     says which, the axis starts there; a chain shorter than N is drawn whole."""
