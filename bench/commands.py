@@ -12,7 +12,7 @@ import sys
 import time
 
 from miner.errors import InvalidInput, UsageError
-from miner.ui.units import format_rate
+from miner.ui.units import format_rate, rate_unit
 
 
 def _thread_counts(text: str | None) -> list[int]:
@@ -153,16 +153,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rate_unit(top: float) -> tuple[str, float]:
-    """The unit a row's rates are written in, chosen by its median: hashlib's MH/s and a GPU's
-    GH/s in one table, each row's numbers with digits that mean something (one unit for the whole
-    table wrote hashlib as 0.00 GH/s)."""
-    for unit, scale in (("GH/s", 1e9), ("MH/s", 1e6), ("kH/s", 1e3)):
-        if top >= scale:
-            return unit, scale
-    return "H/s", 1.0
-
-
 def bench_report(results, machine: str, runs: int, duration: float) -> list:
     """The bench figures as two tables that fit 80 columns (rates, each row in its own unit;
     start-up costs), then one line per backend and device: device names are long, and in a column
@@ -189,7 +179,7 @@ def bench_report(results, machine: str, runs: int, duration: float) -> list:
     startup = table("start-up", ("compile s", "first call", "predicted"))
     devices: dict[tuple[str, str], None] = {}  # (backend, device), in order, each once
     for r in results:
-        unit, scale = _rate_unit(r.median)
+        unit, scale = rate_unit(r.median)  # each row its own: hashlib's MH/s beside a GPU's GH/s
         rates.add_row(r.backend, r.setting, f"{r.median / scale:.2f}", f"{min(r.runs) / scale:.2f}",
                       f"{max(r.runs) / scale:.2f}", unit, f"{r.median / ref:.1f}" if ref else "-")
         startup.add_row(r.backend, r.setting,

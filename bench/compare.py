@@ -65,12 +65,10 @@ def plot(rows: list[CompareRow], out: str, pow: str = "sha256d") -> list[str]:
     from matplotlib.ticker import LogLocator, NullFormatter
 
     from miner.ui.plot import _pyplot, save_figure
-    from miner.ui.units import format_rate
+    from miner.ui.units import format_rate, rate_unit
     plt = _pyplot()
     texts = []
-    slowest = format_rate(min(r.rate for r in rows))
-    unit = slowest.split()[-1]
-    scale = {"GH/s": 1e9, "MH/s": 1e6, "kH/s": 1e3, "H/s": 1.0}[unit]
+    unit, scale = rate_unit(min(r.rate for r in rows))
     fig, ax = plt.subplots(figsize=(8, 0.9 + 0.75 * len(rows)))
     # the device name wrapped to a few short lines: a long one would squeeze the bars to nothing
     labels = [f"{r.backend}\n" + "\n".join(textwrap.wrap(r.device, 28)[:3]) for r in rows]
