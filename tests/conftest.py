@@ -142,10 +142,12 @@ def _seed_shared_cache(built: Path) -> None:
                 shutil.copy2(src, dst)
 
 
-def _child(code: str, env: dict | None = None, timeout: float = 1500) -> tuple[int, str, str]:
-    """Run `python -c code`; (exit status, stdout, stderr). Killed if it outlives `timeout`."""
+def _child(code: str, env: dict | None = None, timeout: float = 1500,
+           args: tuple[str, ...] = ()) -> tuple[int, str, str]:
+    """Run `python -c code *args`; (exit status, stdout, stderr). Killed if it outlives `timeout`
+    (or the session ends first)."""
     import subprocess
-    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, **(env or {})},
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], env={**os.environ, **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     LANE_PROCS.append(proc)
     try:

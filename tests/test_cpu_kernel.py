@@ -245,28 +245,14 @@ _MASKED_RUN = textwrap.dedent("""
 """)
 
 
-def _masked_start(kernels, features, tmp_path, *extra, numba_cache=None) -> subprocess.Popen:
-    """Start `_MASKED_RUN` in a process that compiles for `features`, with its own numba cache
-    (or the one given)."""
-    env = dict(os.environ, NUMBA_CPU_FEATURES=features, MINER_CACHE=str(tmp_path / "choice"),
-               NUMBA_CACHE_DIR=str(numba_cache or tmp_path / "numba"))
-    return subprocess.Popen([sys.executable, "-c", _MASKED_RUN, kernels, *extra], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _masked_report(proc: subprocess.Popen) -> dict:
-    try:
-        out, err = proc.communicate(timeout=1200)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err[-3000:]
+def _masked_run(kernels, features, tmp_path, *extra, numba_cache=None) -> dict:
+    """`_MASKED_RUN`'s report, from a process that compiles for `features`, with its own numba
+    cache (or the one given)."""
+    env = {"NUMBA_CPU_FEATURES": features, "MINER_CACHE": str(tmp_path / "choice"),
+           "NUMBA_CACHE_DIR": str(numba_cache or tmp_path / "numba")}
+    rc, out, err = conftest._child(_MASKED_RUN, env, timeout=1200, args=(kernels, *extra))
+    assert rc == 0, err[-3000:]
     return json.loads(out.splitlines()[-1])
-
-
-def _masked_run(kernels, features, tmp_path, *extra, numba_cache=None):
-    return _masked_report(_masked_start(kernels, features, tmp_path, *extra, numba_cache=numba_cache))
 
 
 def _masked_builds() -> tuple[dict, dict | None]:
