@@ -22,26 +22,24 @@ from test_coordinator import make_job
 
 class TimedBackend(ReferenceBackend):
     """hashlib behind a warm-up that, like the CPU backend's `auto`, calls `before_measure`
-    and then times something: here it records the stand-in's hashes across the timing."""
+    and then times something: here it records the stand-in's ("ref") hashes across the timing.
+    `wait_for_stand_in`: let the stand-in mine first (else the timing begins at once)."""
 
     kind = "timed"
 
-    def __init__(self, coordinator_ref: list[Coordinator], stand_in: str, wait_for_stand_in: bool = True):
+    def __init__(self, coordinator: Coordinator, wait_for_stand_in: bool):
         super().__init__(name="timed")
         self.before_measure = None
         self.compile_seconds = None
-        self._coordinator_ref = coordinator_ref
-        self._stand_in = stand_in
+        self.coordinator = coordinator
         self.during_timing: tuple[int, int] | None = None
         self.wait_for_stand_in = wait_for_stand_in
 
     def warm_up(self) -> None:
         if self.compile_seconds is not None:
             return
-        coord = self._coordinator_ref[0]
         deadline = time.monotonic() + 30
-        while self.wait_for_stand_in and (coord.stats.get(self._stand_in) is None
-                                          or coord.stats[self._stand_in].hashes == 0):
+        while self.wait_for_stand_in and self._hashes() == 0:
             assert time.monotonic() < deadline, "the stand-in never mined"
             time.sleep(0.01)
         assert self.before_measure is not None, "StagedStart gave the backend no hook"
@@ -52,20 +50,26 @@ class TimedBackend(ReferenceBackend):
         self.compile_seconds = 0.0
 
     def _hashes(self) -> int:
-        stats = self._coordinator_ref[0].stats.get(self._stand_in)
+        stats = self.coordinator.stats.get("ref")
         return stats.hashes if stats is not None else 0
 
 
-def test_the_stand_in_stops_for_a_kernel_timing_and_stays_off(monkeypatch):
-    monkeypatch.setattr(startup, "GRACE", 0.05)
+def _staged_run(monkeypatch, grace: float, wait_for_stand_in: bool):
+    """A coordinator with no backend of its own, a StagedStart of one TimedBackend (so a hashlib
+    stand-in named "ref"), the grace before the stand-in set to `grace`; (coordinator, staged,
+    backend, events), the coordinator not started."""
+    monkeypatch.setattr(startup, "GRACE", grace)
     monkeypatch.setattr(startup, "NOTICE_AFTER", 0.01)
     events: list[dict] = []
-    ref: list[Coordinator] = []
-    backend = TimedBackend(ref, stand_in="ref")
+    coord = Coordinator([], unit_seconds=0.02)
+    backend = TimedBackend(coord, wait_for_stand_in)
     staged = StagedStart([backend], events.append)
     assert staged.stand_in is not None and staged.stand_in.name == "ref"
-    coord = Coordinator([], unit_seconds=0.02)
-    ref.append(coord)
+    return coord, staged, backend, events
+
+
+def test_the_stand_in_stops_for_a_kernel_timing_and_stays_off(monkeypatch):
+    coord, staged, backend, events = _staged_run(monkeypatch, grace=0.05, wait_for_stand_in=True)
     with coord:
         coord.set_job(make_job(target=1, extranonce_size=4))
         staged.start(coord)
@@ -92,14 +96,7 @@ def test_the_stand_in_stops_for_a_kernel_timing_and_stays_off(monkeypatch):
 def test_a_timing_due_before_the_grace_keeps_the_stand_in_from_starting(monkeypatch):
     """A cached kernel whose choice is still to be timed: the timing begins before the grace
     ends, so the stand-in must not start in the middle of it."""
-    monkeypatch.setattr(startup, "GRACE", 0.3)
-    monkeypatch.setattr(startup, "NOTICE_AFTER", 0.01)
-    events: list[dict] = []
-    ref: list[Coordinator] = []
-    backend = TimedBackend(ref, stand_in="ref", wait_for_stand_in=False)
-    staged = StagedStart([backend], events.append)
-    coord = Coordinator([], unit_seconds=0.02)
-    ref.append(coord)
+    coord, staged, backend, events = _staged_run(monkeypatch, grace=0.3, wait_for_stand_in=False)
     with coord:
         coord.set_job(make_job(target=1, extranonce_size=4))
         staged.start(coord)
