@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps([asdict(r) for r in rows], indent=2))
         return 0
     print(f"{args.device}: scrypt N=1024 r=1 p=1, per hash and predicted rate")
-    print(f"{'gap':>4} {'KiB moved':>10} {'int ops':>10} {'memory bound':>14} {'compute bound':>14} {'predicted':>12}  bound")
+    print(f"{'gap':>4} {'KiB moved':>10} {'int ops':>10} {'memory bound':>14} {'compute bound':>14} "
+          f"{'predicted':>12}  bound")
     for r in rows:
         print(f"{r.lookup_gap:>4} {r.bytes_per_hash / 1024:>10.0f} {r.ops_per_hash:>10,} "
               f"{r.memory_bound_hps / 1e6:>10.2f} MH/s {r.compute_bound_hps / 1e6:>10.2f} MH/s "

@@ -126,8 +126,9 @@ def block_mix(x):
         (c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15) = _salsa8(
             b0 ^ x[16 * LANES + lane], b1 ^ x[17 * LANES + lane], b2 ^ x[18 * LANES + lane], b3 ^ x[19 * LANES + lane],
             b4 ^ x[20 * LANES + lane], b5 ^ x[21 * LANES + lane], b6 ^ x[22 * LANES + lane], b7 ^ x[23 * LANES + lane],
-            b8 ^ x[24 * LANES + lane], b9 ^ x[25 * LANES + lane], b10 ^ x[26 * LANES + lane], b11 ^ x[27 * LANES + lane],
-            b12 ^ x[28 * LANES + lane], b13 ^ x[29 * LANES + lane], b14 ^ x[30 * LANES + lane], b15 ^ x[31 * LANES + lane])
+            b8 ^ x[24 * LANES + lane], b9 ^ x[25 * LANES + lane], b10 ^ x[26 * LANES + lane],
+            b11 ^ x[27 * LANES + lane], b12 ^ x[28 * LANES + lane], b13 ^ x[29 * LANES + lane],
+            b14 ^ x[30 * LANES + lane], b15 ^ x[31 * LANES + lane])
         x[16 * LANES + lane] = c0
         x[17 * LANES + lane] = c1
         x[18 * LANES + lane] = c2

@@ -19,9 +19,9 @@ os.environ["NUMBA_CACHE_DIR"] = str(Path(__file__).resolve().parent.parent / ".p
 
 import pytest  # noqa: E402
 
-
 # One builder for tests and benchmarks: real blocks, mined with hashlib, appended through Chain.
-from miner.bench.chain_verify import GENESIS_TIME, build_easy_chain as mine_easy_chain  # noqa: E402,F401
+from miner.bench.chain_verify import GENESIS_TIME  # noqa: E402,F401
+from miner.bench.chain_verify import build_easy_chain as mine_easy_chain  # noqa: E402
 
 
 @pytest.fixture

@@ -264,7 +264,7 @@ class RawKernel:
         with self.module.lock:  # one launch at a time per module: the symbol is shared state
             self.module.upload_pending(device)
             blocks_run, sampled = self._run_blocks(grid3[0], block3[0], values)
-        for i, a in enumerate(arrays):
+        for a in arrays:
             a.check_guard(f"the end of a launch of {self.name}")
         self.sim.launches.append(Launch(self.name, device, grid3, block3, scalars, blocks_run, sampled))
 
@@ -313,7 +313,7 @@ class RawModule:
         return self._symbols[key]
 
     def upload_pending(self, device: int) -> None:
-        for (name, dev), sym in self._symbols.items():
+        for (_name, dev), sym in self._symbols.items():
             if dev == device:
                 ctypes.memmove(sym.host_addr, sym.shadow.ctypes.data, sym.size)
 

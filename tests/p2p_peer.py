@@ -85,7 +85,7 @@ class ScriptedPeer:
             try:
                 if not self.sock.recv(65536):
                     return True
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except ConnectionError:
                 return True

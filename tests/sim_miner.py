@@ -13,6 +13,6 @@ import cupy_sim
 cupy_sim.install(cupy_sim.Simulator(devices=int(os.environ.get("SIM_DEVICES", "1")),
                                     sms=int(os.environ.get("SIM_SMS", "2"))))
 
-from miner.cli.main import entry
+from miner.cli.main import entry  # noqa: E402 (after the simulator stands in for CuPy)
 
 entry()

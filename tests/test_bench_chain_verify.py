@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from miner.bench import chain_verify
 
 ROOT = Path(__file__).resolve().parent.parent

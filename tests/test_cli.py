@@ -345,10 +345,9 @@ def test_the_bench_tables_fit_80_columns_with_every_number_whole():
     kernel) each keep their device line."""
     import io
 
-    from rich.console import Console
-
     from miner.bench.commands import bench_report
     from miner.bench.engine import BenchResult
+    from rich.console import Console
 
     results = [
         BenchResult("ref", "hashlib (1 thread)", "threads=1", [1.16e6, 1.03e6, 1.17e6], None, 3e-5),
@@ -383,5 +382,6 @@ def test_the_bench_tables_fit_80_columns_with_every_number_whole():
     flat = " ".join(text.split())
     assert "cuda:0: NVIDIA H200 (132 SMs, compute 9.0, 1980 MHz), an unusually long device name" in flat
     assert flat.count("NVIDIA H200") == 1  # one line per device, not per launch shape
-    for device in ("numba SHA-256d, SIMD 16 lanes (AVX-512), 2 thread(s)", "numba SHA-256d, SHA extensions, 2 thread(s)"):
+    for device in ("numba SHA-256d, SIMD 16 lanes (AVX-512), 2 thread(s)",
+                   "numba SHA-256d, SHA extensions, 2 thread(s)"):
         assert f"cpu: {device}" in flat, flat

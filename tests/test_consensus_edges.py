@@ -181,4 +181,5 @@ def test_targets_are_clamped_between_one_and_the_pow_limit():
     limit = bits_to_target(0x207FFFFF)
     assert _clamped_bits(0, limit) == target_to_bits(1) == 0x01010000  # never a zero target
     assert _clamped_bits(1, limit) == 0x01010000
-    assert _clamped_bits(limit, limit) == _clamped_bits(limit + 1, limit) == _clamped_bits(limit * 8, limit) == 0x207FFFFF
+    assert (_clamped_bits(limit, limit) == _clamped_bits(limit + 1, limit) == _clamped_bits(limit * 8, limit)
+            == 0x207FFFFF)

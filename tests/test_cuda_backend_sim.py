@@ -78,7 +78,8 @@ def test_simulator_launch_equals_the_host_build_called_directly():
         kernel((grid,), (block,), (np.uint32(start), np.uint32(count), np.uint32(per_thread), hits, np.uint32(64)))
         direct = np.zeros(1 + 64, dtype=np.uint32)
         u32p = ctypes.POINTER(ctypes.c_uint32)
-        module.lib.host_launch.argtypes = [ctypes.c_uint32] * 2 + [u32p] + [ctypes.c_uint32] * 3 + [u32p, ctypes.c_uint32]
+        module.lib.host_launch.argtypes = ([ctypes.c_uint32] * 2 + [u32p] + [ctypes.c_uint32] * 3
+                                           + [u32p, ctypes.c_uint32])
         module.lib.host_launch(grid, block, job_words(work).ctypes.data_as(u32p), start, count, per_thread,
                                direct.ctypes.data_as(u32p), 64)
         assert hits.get().tolist() == direct.tolist()

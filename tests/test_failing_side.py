@@ -198,7 +198,8 @@ def test_credentials_accept_exactly_the_pairs_they_hold():
                _basic(b"alice:s3cre"), _basic(b"alice:s3cret!"), _basic(b"bob:s3cret"), _basic(b"ALICE:s3cret"),
                _basic(b"alice"), _basic(b""), _basic(b"__cookie__:" + b"ab" * 31),
                # a good pair with a character outside base64 in it: refused, not skipped over
-               "Basic " + base64.b64encode(b"alice:s3cret").decode()[:4] + "!" + base64.b64encode(b"alice:s3cret").decode()[4:]]
+               "Basic " + base64.b64encode(b"alice:s3cret").decode()[:4] + "!"
+               + base64.b64encode(b"alice:s3cret").decode()[4:]]
     assert [h for h in refused if creds.check(h)] == []
     assert not Credentials([]).check(_basic(b":"))  # a node with no pairs lets nobody in
 

@@ -216,8 +216,8 @@ class _Zygote:
 def test_sigkill_at_random_moments_never_leaves_a_broken_file(tmp_path):
     """200 runs of `miner mine` killed at random moments: half within twice the time from the
     fork to the file's first appearance (measured here, so they land in the creation on any
-    machine), half 0 to 200 ms into the chain work. Each time the file is absent, or opens as a writer, verifies, and mining
-    goes on (the next run continues the same file half of the time)."""
+    machine), half 0 to 200 ms into the chain work. Each time the file is absent, or opens as a
+    writer, verifies, and mining goes on (the next run continues the same file half of the time)."""
     zygote = _Zygote()
     try:
         appears = []
@@ -267,7 +267,7 @@ def test_two_miners_creating_the_same_file_at_once(tmp_path):
         for p in procs:  # stopped here even if the test fails or times out
             p.kill()
             p.wait()
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0 and "Traceback" not in err, err
     with Chain.open(path, readonly=True) as chain:
         assert chain.verify() >= 3

@@ -78,7 +78,8 @@ def test_any_80_bytes_round_trip(raw):
     assert BlockHeader.deserialize(raw).serialize() == raw
 
 
-@pytest.mark.parametrize("bad,why", [("zz" * 80, "hex"), ("00" * 79, "80 bytes"), ("00" * 81, "80 bytes"), ("0", "hex")])
+@pytest.mark.parametrize("bad,why", [("zz" * 80, "hex"), ("00" * 79, "80 bytes"), ("00" * 81, "80 bytes"),
+                                     ("0", "hex")])
 def test_bad_header_input(bad, why):
     with pytest.raises(InvalidHeader, match=why):
         BlockHeader.from_hex(bad)

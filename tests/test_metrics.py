@@ -143,7 +143,8 @@ def test_a_scrypt_pools_hash_rate_is_the_same_in_prometheus_and_in_getstratuminf
         while accepted < 3:
             nonce += 1
             header = build_header(job, en1, bytes(size), int(job[7], 16), nonce)
-            if int.from_bytes(hashlib.scrypt(header, salt=header, n=1024, r=1, p=1, dklen=32), "little") <= share_target:
+            value = int.from_bytes(hashlib.scrypt(header, salt=header, n=1024, r=1, p=1, dklen=32), "little")
+            if value <= share_target:
                 reply = m.call("mining.submit", "scrypt.rig", job[0], bytes(size).hex(), job[7], f"{nonce:08x}")
                 assert reply["result"] is True, reply
                 accepted += 1

@@ -7,7 +7,6 @@ the test that started it, also on failure."""
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import shutil
 import signal
@@ -224,7 +223,8 @@ def misbehaviours(scratch: Path) -> dict[str, list[tuple[str, bytes]]]:
 
 # The reason each case above is banned for, in order.
 EXPECTED_REASONS = ["network magic", "over the 4000000-byte limit", "bad checksum", "network magic f9beb4d9",
-                    "malformed getheaders", "high-hash", "bad-diffbits", "time-too-old", "non-continuous headers", "11 headers messages in a row",
+                    "malformed getheaders", "high-hash", "bad-diffbits", "time-too-old", "non-continuous headers",
+                    "11 headers messages in a row",
                     "bad-txnmrklroot", "message flood"]
 
 
@@ -254,7 +254,7 @@ def test_misbehaving_peers_are_dropped_and_banned_and_the_honest_peer_goes_on(tm
                 assert a.call("clearbanned") is None
                 # the honest peer never noticed: b's next block reaches a
                 new = b.call("generatetoaddress", 1, ADDRESS)
-                wait_for(lambda: tip(a) == (n + 1, new[0]), what=f"a at b's block after {name}")
+                wait_for(lambda n=n, new=new: tip(a) == (n + 1, new[0]), what=f"a at b's block after {name}")
             reasons = [e["reason"] for e in a.events if e.get("status") == "banned"]
             assert len(reasons) == len(EXPECTED_REASONS)
             for reason, expected in zip(reasons, EXPECTED_REASONS, strict=True):

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from p2p_peer import ScriptedPeer
-from test_p2p_nodes import node, nodes, tip, wait_for
+from test_p2p_nodes import node, nodes, tip
 
 from miner.chain.chain import Chain
 from miner.consensus.params import preset

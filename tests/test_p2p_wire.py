@@ -13,8 +13,8 @@ import struct
 import bitcoin
 import bitcoin.core
 import bitcoin.messages as bm
-from bitcoin.core.serialize import VectorSerializer
 import pytest
+from bitcoin.core.serialize import VectorSerializer
 
 from miner.chain.locator import locator_heights
 from miner.consensus.params import PRESETS, ChainParams, preset

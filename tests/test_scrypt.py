@@ -163,7 +163,6 @@ def test_the_numba_kernel_matches_hashlib_on_random_headers_and_partial_lane_gro
     import random
 
     import numpy as np
-
     from miner.kernels import cpu_scrypt as kernel
     rng = random.Random(7914)
     x, v = kernel.scratch()

@@ -13,11 +13,12 @@ from __future__ import annotations
 import threading
 import time
 
+from test_coordinator import make_job
+
 from miner.backends.ref import ReferenceBackend
 from miner.mining import startup
 from miner.mining.coordinator import Coordinator
 from miner.mining.startup import StagedStart
-from test_coordinator import make_job
 
 
 class TimedBackend(ReferenceBackend):

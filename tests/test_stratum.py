@@ -456,8 +456,8 @@ def test_after_a_raise_a_share_at_the_previous_difficulty_counts_until_the_next_
         assert again[0] == job[0]  # the same job: only the difficulty in force has changed
         refused = m.call("mining.submit", "hana.rig", job[0], en2.hex(), job[7], f"{second:08x}")
         assert refused["error"] == [23, "Low difficulty share", None], refused
-        en2, nonce, _ = find(job, en1, size, share_target(new), above=int(pool.call("getmininginfo")["next"]["target"], 16),
-                             start=second + 1)
+        block_target = int(pool.call("getmininginfo")["next"]["target"], 16)
+        en2, nonce, _ = find(job, en1, size, share_target(new), above=block_target, start=second + 1)
         assert m.call("mining.submit", "hana.rig", job[0], en2.hex(), job[7], f"{nonce:08x}")["result"] is True
     finally:
         m.close()

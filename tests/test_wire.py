@@ -1,6 +1,6 @@
-"""Bitcoin's wire format (miner/primitives: transaction, block) against python-bitcoinlib, an independent implementation:
-random transactions, legacy and segwit, serialize the same, hash to the same txid and wtxid, and
-hostile counts fail cleanly without allocating."""
+"""Bitcoin's wire format (miner/primitives: transaction, block) against python-bitcoinlib, an
+independent implementation: random transactions, legacy and segwit, serialize the same, hash to
+the same txid and wtxid, and hostile counts fail cleanly without allocating."""
 
 from __future__ import annotations
 

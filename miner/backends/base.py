@@ -90,7 +90,7 @@ class Backend(abc.ABC):
     def _search(self, work: KernelWork, nonce_start: int, count: int) -> tuple[list[int], int]:
         """Run the kernel: (up to max_hits candidate nonces, total hit count)."""
 
-    def warm_up(self) -> None:
+    def warm_up(self) -> None:  # noqa: B027 (an optional hook: most backends have nothing to warm)
         """Compile or load whatever the first real search would otherwise wait for."""
 
     @property
@@ -98,5 +98,5 @@ class Backend(abc.ABC):
         """Whether `warm_up` has run to the end (backends that compile record how long it took)."""
         return getattr(self, "compile_seconds", None) is not None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (an optional hook: most backends hold nothing)
         """Release device resources."""

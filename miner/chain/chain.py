@@ -352,8 +352,8 @@ class Chain:
         try:
             check_block(self.params, self.rule, height, block, parent.hash, times, bits, now)
         except InvalidBlock as exc:
-            refused_unstored = (never_stored(exc.reason)
-                                or not worth_keeping(self.params, self.rule, height, header, block_hash, times, bits, now))
+            refused_unstored = never_stored(exc.reason) or not worth_keeping(
+                self.params, self.rule, height, header, block_hash, times, bits, now)
             if refused_unstored:
                 raise
             status, reason = str(exc), exc.reason

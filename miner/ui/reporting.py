@@ -88,7 +88,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     if "shares" in summary:
         s = summary["shares"]
         reasons = ", ".join(f"{n} {why}" for why, n in sorted(s["reasons"].items(), key=lambda kv: -kv[1]))
-        lines.append(f"  shares: {s['accepted']} accepted, {s['rejected']} rejected" + (f" ({reasons})" if reasons else ""))
+        lines.append(f"  shares: {s['accepted']} accepted, {s['rejected']} rejected"
+                     + (f" ({reasons})" if reasons else ""))
     for b in summary["backends"]:
         lines.append(f"  {b['name']:<7} {format_rate(b['rate']):>11} {b['hashes']:>15,} hashes "
                      f"{b['share'] * 100:5.1f}%  hits {b['hits']}  stale {b['stale']}"

@@ -83,7 +83,8 @@ async def getblocktemplate(ctx: Context, request: dict | None) -> dict | str | N
     lpid = request.get("longpollid")
     if lpid is not None:
         if not isinstance(lpid, str):
-            raise RpcError(RPC_INVALID_PARAMETER, "Invalid longpollid")  # Core: a type error; the code is what clients read
+            # Core: a type error; the code is what clients read
+            raise RpcError(RPC_INVALID_PARAMETER, "Invalid longpollid")
         await ctx.service.wait_for_change(lpid)
         if ctx.service.closing:
             raise RpcError(RPC_MISC_ERROR, "Shutting down")

@@ -111,7 +111,8 @@ async def setban(ctx: Context, subnet: str, command: str, bantime: int, absolute
         manager.bans.ban(str(net), int(bantime) or DEFAULT_BAN_TIME, absolute and bantime > 0, "setban")
         manager.disconnect(lambda p: manager.bans.is_banned(p.host))
     elif not manager.bans.unban(str(net)):
-        raise RpcError(RPC_CLIENT_INVALID_IP_OR_SUBNET, "Error: Unban failed. Requested address/subnet was not previously manually banned.")
+        raise RpcError(RPC_CLIENT_INVALID_IP_OR_SUBNET,
+                       "Error: Unban failed. Requested address/subnet was not previously manually banned.")
 
 
 @rpc("listbanned")

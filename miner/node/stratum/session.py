@@ -82,7 +82,8 @@ class Session:
                 try:
                     line = await asyncio.wait_for(self.reader.readline(), self.server.config.idle_timeout)
                 except (asyncio.LimitOverrunError, ValueError):
-                    await self.send(sp.reply(None, error=sp.StratumError(sp.OTHER, f"line longer than {MAX_LINE} bytes")))
+                    too_long = sp.StratumError(sp.OTHER, f"line longer than {MAX_LINE} bytes")
+                    await self.send(sp.reply(None, error=too_long))
                     self._dropped("line too long", f"a line longer than {MAX_LINE} bytes")
                     return
                 except asyncio.TimeoutError:

@@ -4,9 +4,10 @@ A share costs the server a hash check and the miner a round trip, and tells the 
 the miner hashes; too many swamp the server, too few make the estimate noisy and the payout
 lumpy. Like ckpool: aim at about 18 shares a minute, measure the miner's rate as a decaying
 average of difficulty per second, and decide again after 72 shares or 240 seconds, whichever
-comes first (both settable: a test or a small private pool decides sooner); move only when the rate is well off (below half or above one and a third of the
-aim), clamped to the configured bounds and never above the network's difficulty (a share harder
-than a block would hide blocks).
+comes first (both settable: a test or a small private pool decides sooner); move only when
+the rate is well off (below half or above one and a third of the aim), clamped to the
+configured bounds and never above the network's difficulty (a share harder than a block would
+hide blocks).
 """
 
 from __future__ import annotations
