@@ -280,12 +280,12 @@ def test_every_recorded_share_is_judged_by_the_servers_own_check(name):
     """Every share a miner program sent in a recorded session, judged by the server's own code:
     its job rebuilt by `StratumJob.from_notify` from the recorded notify, the share by
     `StratumJob.share` from the recorded extranonce1 and submit, the difficulty in force by the
-    session's `DifficultyInForce` fed the recorded set_difficulty and notify lines in their order,
+    session's `ShareDifficulty` fed the recorded set_difficulty and notify lines in their order,
     and the verdict by `StratumJob.verdict`. Each share the node accepted is accepted again, and
     the shares it judges blocks are exactly the blocks the node stored (by block id: for scrypt
     the proof-of-work hash is not the id)."""
-    from miner.node.stratum.difficulty import DifficultyInForce
-    from miner.node.stratum.jobs import StratumJob
+    from miner.node.stratum.difficulty import ShareDifficulty
+    from miner.node.stratum.jobs import ShareVerdict, StratumJob
     session = ALL_SESSIONS[name]
     pow = "scrypt" if name.endswith("scrypt") else "sha256d"
     received = _messages(session, "node")
@@ -293,20 +293,20 @@ def test_every_recorded_share_is_judged_by_the_servers_own_check(name):
     extranonce1, size = bytes.fromhex(subscribe[1]), subscribe[2]
     accepted_ids = {m["id"] for m in received if m.get("result") is True and m.get("error") is None}
     jobs: dict[str, StratumJob] = {}
-    rule = DifficultyInForce()
+    rule = ShareDifficulty()
     verdicts: dict[str, str] = {}
     for msg in (json.loads(x["line"]) for x in session["lines"]):
         if msg.get("method") == "mining.set_difficulty":
             rule.announced(msg["params"][0])
         elif msg.get("method") == "mining.notify":
             jobs[msg["params"][0]] = StratumJob.from_notify(msg["params"], size, pow)
-            rule.job_sent()
+            rule.job_sent(msg["params"][0], msg["params"][8])
         elif msg.get("method") == "mining.submit":
             assert msg["id"] in accepted_ids  # every share of these sessions was accepted live
             _, job_id, en2, ntime, nonce = msg["params"][:5]
             job = jobs[job_id]
             share = job.share(extranonce1, bytes.fromhex(en2), int(ntime, 16), int(nonce, 16), job.job.version)
-            verdicts[share.header.hash_hex()] = job.verdict(share, rule.in_force(float("nan")))
-    blocks = {h for h, v in verdicts.items() if v == "block"}
-    assert len(verdicts) >= 19 and set(verdicts.values()) == {"share", "block"}
+            verdicts[share.header.hash_hex()] = job.verdict(share, rule.for_job(job_id, float("nan")))
+    blocks = {h for h, v in verdicts.items() if v is ShareVerdict.BLOCK}
+    assert len(verdicts) >= 19 and set(verdicts.values()) == set(ShareVerdict)
     assert blocks == set(session["blocks"]), (name, sorted(blocks), session["blocks"])

@@ -81,8 +81,10 @@ class NodeCollector:
         for reason, n in sorted(stats.dropped.items()):
             dropped.add_metric([reason], n)
         yield dropped
-        yield CounterMetricFamily("powminer_stratum_blocks", "Shares that were blocks the chain accepted.",
+        yield CounterMetricFamily("powminer_stratum_blocks", "Shares that were blocks the chain stored.",
                                   value=stats.blocks)
+        yield GaugeMetricFamily("powminer_stratum_blocks_orphaned", "The pool's blocks now off the active "
+                                "chain (side branches, orphaned).", value=stats.blocks_orphaned)
         yield GaugeMetricFamily("powminer_stratum_best_share_difficulty", "The best share's difficulty.",
                                 value=stats.best_share)
         if pool.job_made_at:

@@ -11,6 +11,7 @@ its hash is taken on trust.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, replace
 
 from miner.consensus.pow import algorithm
@@ -38,6 +39,13 @@ class Share:
     @property
     def value(self) -> int:
         return int.from_bytes(self.hash, "little")
+
+
+class ShareVerdict(enum.Enum):
+    """What a share that passed every check is: a block for the chain, or only a pool's share."""
+
+    BLOCK = "block"
+    SHARE = "share"
 
 
 @dataclass(frozen=True)
@@ -81,13 +89,22 @@ class StratumJob:
         header = BlockHeader(version, self.job.prev_hash, root, ntime, self.job.bits, nonce)
         return Share(header, coinbase, algorithm(self.job.pow).hash(header.serialize()))
 
-    def verdict(self, share: Share, difficulty: float) -> str:
-        """"block" when the share meets the block target, "share" when it meets only the share
-        target of `difficulty` (counted as the chain's pools count it); a share below that is
-        refused with 23, the code miners show as low difficulty."""
+    @property
+    def network_difficulty(self) -> float:
+        """The block target as a share difficulty (counted as the chain's pools count it): no
+        connection is given a share difficulty above it, or its miners would pass over blocks."""
+        return sp.diff1_target(self.job.pow) / self.job.target
+
+    def verdict(self, share: Share, difficulty: float) -> ShareVerdict:
+        """BLOCK when the share meets the block target, whatever share difficulty is in force: a
+        block is never refused for being a poor share. Otherwise SHARE when it meets the share
+        target of `difficulty` (exactly: integer targets, the float taken as the rational it is),
+        else refused with 23, the code miners show as low difficulty."""
+        if share.value <= self.job.target:
+            return ShareVerdict.BLOCK
         if share.value > sp.difficulty_to_target(difficulty, self.job.pow):
             raise sp.StratumError(sp.LOW_DIFFICULTY, "Low difficulty share")
-        return "block" if share.value <= self.job.target else "share"
+        return ShareVerdict.SHARE
 
     def block(self, share: Share) -> Block:
         """The block a share that meets the block target makes, as submitblock would take it."""

@@ -5,6 +5,11 @@ What a pool must handle (ckpool's stratifier is the model): a unique extranonce1
 so no two miners hash the same header; work pushed the moment the tip changes (`clean_jobs`)
 and when new transactions arrive (at most every few seconds); and each miner's connection
 (`session`) served on its own. Connections go through the node's guard (cap, rate).
+
+Blocks are never lost at the pool: a share that meets the block target goes to the chain whatever
+the share difficulty, also for a job of the tip just replaced (kept a while as `retired`), and the
+miner is told it was accepted only once the chain has stored it. Which of the pool's blocks are on
+the active chain and which became side branches (orphaned) is counted again at every tip change.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from miner.node.stratum.config import (
     MIN_REFRESH,
     StratumConfig,
 )
-from miner.node.stratum.jobs import StratumJob
+from miner.node.stratum.jobs import Share, StratumJob
 from miner.node.stratum.session import Session
 from miner.node.stratum.stats import HASHES_PER_DIFFICULTY, PoolStats
 from miner.primitives import stratum as sp
@@ -46,7 +51,8 @@ class StratumServer:
         self.pow = service.chain.params.pow if service.chain is not None else "sha256d"
         self.diff1 = sp.diff1_target(self.pow)
         self.sessions: set[Session] = set()
-        self.jobs: OrderedDict[str, StratumJob] = OrderedDict()
+        self.jobs: OrderedDict[str, StratumJob] = OrderedDict()  # on the current tip
+        self.retired: OrderedDict[str, StratumJob] = OrderedDict()  # of earlier tips: a block may still come
         self.current: StratumJob | None = None
         # 2^32 hashes a difficulty-1 share, as every SHA-256d pool counts it; 2^16 for scrypt.
         self.stats = PoolStats(hashes_per_difficulty=HASHES_PER_DIFFICULTY * sp.DIFF1_TARGET / self.diff1)
@@ -122,6 +128,9 @@ class StratumServer:
             return None
         clean = self.current is None or self.current.job.prev_hash != job.job.prev_hash
         if clean:
+            self.retired.update(self.jobs)
+            while len(self.retired) > JOBS_KEPT:
+                self.retired.popitem(last=False)
             self.jobs.clear()
         self.jobs[job.job_id] = job
         while len(self.jobs) > JOBS_KEPT:
@@ -146,6 +155,8 @@ class StratumServer:
             last = time.monotonic()
             if made is not None:
                 await self.broadcast(*made)
+            if tip_moved:
+                await self.recount_blocks()
 
     async def broadcast(self, job: StratumJob, clean: bool) -> None:
         """Each miner's copy is written in a task of its own: one that does not read holds up
@@ -167,12 +178,38 @@ class StratumServer:
         await asyncio.gather(*tasks, return_exceptions=True)
         self.stats.broadcast(time.monotonic() - started)
 
-    async def found_block(self, job: StratumJob, share) -> str:
-        verdict = await self.service.submit_block(job.block(share))
-        if verdict is None:
-            return "block"
-        log.info("a share met the block target but the block was refused: %s", verdict)
-        return f"block {verdict}"
+    def job(self, job_id: str) -> StratumJob | None:
+        """A job a share may name: one of the current tip's, or of an earlier tip (its shares are
+        stale, but a block among them is still handed to the chain)."""
+        return self.jobs.get(job_id) or self.retired.get(job_id)
+
+    async def found_block(self, job: StratumJob, share: Share, worker: str) -> str | None:
+        """Hand a share that meets the block target to the chain: None once it is stored (as the
+        tip or on a side branch), else the chain's reason. A block already stored is a duplicate."""
+        block = job.block(share)
+        verdict = await self.service.submit_block(block)
+        if verdict == "duplicate":
+            raise sp.StratumError(sp.DUPLICATE, "Duplicate share (the block is already stored)")
+        if verdict not in (None, "inconclusive"):  # "inconclusive": stored on a side branch, as Core says
+            log.warning("a share from %s met the block target but the chain refused the block: %s",
+                        worker, verdict)
+            return verdict
+        self.stats.block_found(block.hash, job.job.height, worker)
+        log.info("pool block %s at height %d from %s%s", block.hash[::-1].hex(), job.job.height, worker,
+                 "" if verdict is None else " (stored on a side branch)")
+        await self.recount_blocks()
+        return None
+
+    async def recount_blocks(self) -> None:
+        """Which of the pool's blocks are on the active chain now: a reorg may orphan some (or
+        bring one back), and pools show the two apart."""
+        found = self.stats.found_hashes()
+        if not found or self.service.chain is None:
+            return
+        active = await self.service.on_chain(_active_among, found)
+        for block_hash, height in self.stats.block_status(active):
+            log.warning("pool block %s at height %d is no longer on the active chain (orphaned)",
+                        block_hash[::-1].hex(), height)
 
     def workers_connected(self) -> set[str]:
         return {w for s in self.sessions for w in s.workers}
@@ -181,3 +218,8 @@ class StratumServer:
         """The pool's figures, as `getstratuminfo` returns them."""
         return self.stats.report(len(self.sessions), self.workers_connected(), self.network_difficulty(),
                                  time.time() - self.job_made_at if self.job_made_at else None)
+
+
+def _active_among(chain, hashes: list[bytes]) -> set[bytes]:
+    """The hashes of `hashes` on the active chain (chain thread)."""
+    return {h for h in hashes if chain.is_active(h)}

@@ -1,11 +1,16 @@
 """One miner's Stratum connection: its handshake, its difficulty, and its shares.
 
 A per-connection difficulty follows the miner's rate (`vardiff`), may be suggested by the
-miner, and its previous value is honoured until the next job (miners in the field send shares
-found before the change); BIP 310 version rolling within the BIP 320 bits; every share rebuilt
-and hashed here, duplicates and stale work refused with the codes pools use; a client that
-misbehaves dropped without the others noticing. Lines are capped in length, and a miner that
-says nothing for `idle_timeout` is dropped.
+miner or raised by its `minimum-difficulty`, and is never above the network difficulty of the job
+at work: when a new job's block target is easier than the miner's share target, the difficulty is
+lowered with `mining.set_difficulty` before that job's `mining.notify` (and raised again when the
+network's rises), so a miner never passes over a block. Each job's shares are judged at the
+difficulty it was sent under (`ShareDifficulty`); a share that meets the block target is a block
+whatever that difficulty, and is handed to the chain even when its job's tip was just replaced (a
+block found a moment late may still win a race, and is never thrown away). BIP 310 version
+rolling within the BIP 320 bits; every share rebuilt and hashed here, duplicates and stale work
+refused with the codes pools use; a client that misbehaves dropped without the others noticing.
+Lines are capped in length, and a miner that says nothing for `idle_timeout` is dropped.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 from miner.errors import MinerError
 from miner.node.guard import Connection
 from miner.node.stratum.config import BAD_MESSAGES, MAX_LINE, MAX_WORKERS
-from miner.node.stratum.difficulty import DifficultyInForce
-from miner.node.stratum.jobs import MAX_FUTURE, StratumJob
+from miner.node.stratum.difficulty import ShareDifficulty
+from miner.node.stratum.jobs import MAX_FUTURE, ShareVerdict, StratumJob
 from miner.node.stratum.vardiff import VarDiff
 from miner.primitives import stratum as sp
 
@@ -45,8 +50,12 @@ class Session:
         self.minimum_difficulty = 0.0
         now = time.monotonic()
         self.vardiff = VarDiff(server.config.vardiff, now)
-        self.difficulty = self._clamp(server.config.difficulty)
-        self.announced = DifficultyInForce()  # what was sent, and the previous until the next job
+        # What vardiff, a suggestion or a minimum asks for; the difficulty in force is this capped
+        # at the network difficulty of the last job sent (`difficulty`).
+        self.wanted = self.vardiff.clamp(server.config.difficulty, float("inf"))
+        self.last_job: StratumJob | None = None  # the newest job this miner was sent
+        self.difficulty = self._in_force(server.current)
+        self.announced = ShareDifficulty()  # what was sent, and what each job's shares must meet
         self.seen: set[tuple] = set()  # shares of the current tip's jobs
         self.seen_tip: bytes | None = None
         self.bad = 0
@@ -62,16 +71,20 @@ class Session:
             self.writer.transport.abort()  # a miner that does not read loses its slot
 
     async def push_work(self, job: StratumJob, clean: bool) -> None:
-        """set_difficulty when it changed, then the job."""
-        if job.job.prev_hash != self.seen_tip:  # a new tip: no earlier share can come again
+        """set_difficulty when the difficulty for this job differs from the last one sent (lowered
+        to the job's network difficulty if it is below what the miner wants), then the job."""
+        new_tip = job.job.prev_hash != self.seen_tip
+        if new_tip:  # no earlier share can come again
             self.seen.clear()
             self.seen_tip = job.job.prev_hash
+        self.last_job = job
+        self.difficulty = self._in_force(job)
         out = b""
         if self.announced.sent != self.difficulty:
             out += sp.notification("mining.set_difficulty", [self.difficulty])
             self.announced.announced(self.difficulty)
         out += sp.notification("mining.notify", job.notify_params(clean))
-        self.announced.job_sent()
+        self.announced.job_sent(job.job_id, clean or new_tip)
         await self.send(out)
 
     # ------------------------------------------------------------------ reading
@@ -173,26 +186,19 @@ class Session:
                 value = sp.positive_number(options.get("minimum-difficulty.value"))
                 if value is not None:
                     self.minimum_difficulty = value
-                    self.difficulty = max(self.difficulty, self._clamp(value))
+                    self.wanted = max(self.wanted, self.vardiff.clamp(value, float("inf")))
                 result["minimum-difficulty"] = value is not None
             else:
                 result[str(ext)[:40]] = False
-
-        async def announce() -> None:  # a raised minimum applies at once to a miner already at work
-            if self.announced.sent is not None and self.difficulty != self.announced.sent:
-                await self.change_difficulty(self.difficulty)
-        return result, announce
+        # A raised minimum applies at once to a miner already at work (never above the network's).
+        return result, self.announce_wanted
 
     async def suggest_difficulty(self, params: list):
         suggested = sp.positive_number(params[0]) if params else None
         if suggested is None:
             raise sp.StratumError(sp.OTHER, "mining.suggest_difficulty takes a positive number")
-        self.difficulty = self._clamp(max(suggested, self.minimum_difficulty))
-
-        async def announce() -> None:
-            if self.subscribed and self.workers and self.announced.sent is not None:
-                await self.change_difficulty(self.difficulty)
-        return True, announce
+        self.wanted = self.vardiff.clamp(max(suggested, self.minimum_difficulty), float("inf"))
+        return True, self.announce_wanted
 
     async def extranonce_subscribe(self, params: list):
         return True, None
@@ -205,9 +211,10 @@ class Session:
                                             f"ntime, nonce; a sixth for version bits), not {len(params)}")
         if not isinstance(params[0], str) or params[0] not in self.workers:
             raise sp.StratumError(sp.UNAUTHORIZED, "Unauthorized worker")
-        job = self.server.jobs.get(params[1]) if isinstance(params[1], str) else None
-        if job is None or job.job.prev_hash != self.server.service.tip.hash:
+        job = self.server.job(params[1]) if isinstance(params[1], str) else None
+        if job is None:
             raise sp.StratumError(sp.JOB_NOT_FOUND, "Job not found (stale)")
+        stale = job.job.prev_hash != self.server.service.tip.hash
         extranonce2 = sp.parse_hex(params[2], self.server.config.extranonce2_size, "extranonce2")
         ntime = sp.parse_word(params[3], "ntime")
         nonce = sp.parse_word(params[4], "nonce")
@@ -223,25 +230,35 @@ class Session:
         if key in self.seen:
             raise sp.StratumError(sp.DUPLICATE, "Duplicate share")
         share = job.share(self.extranonce1, extranonce2, ntime, nonce, version)
-        difficulty = self.announced.in_force(self.difficulty)
-        verdict = job.verdict(share, difficulty)  # raises 23 below the difficulty in force
+        difficulty = self.announced.for_job(job.job_id, self.difficulty)
+        if stale and share.value > job.job.target:  # only a block is worth anything on a replaced tip
+            raise sp.StratumError(sp.JOB_NOT_FOUND, "Job not found (stale)")
+        verdict = job.verdict(share, difficulty)  # a block first; else 23 below the difficulty in force
+        if verdict is ShareVerdict.BLOCK:
+            refused = await self.server.found_block(job, share, params[0])
+            if refused is not None:  # not stored: a miner is never told a lost block was taken
+                raise sp.StratumError(sp.OTHER, f"Block refused: {refused}")
         self.seen.add(key)
         self.refused_in_a_row = 0
-        if verdict == "block":
-            verdict = await self.server.found_block(job, share)
-        self.server.stats.share_accepted(params[0], difficulty, self.server.diff1 / max(share.value, 1),
-                                         verdict == "block", self.difficulty)
-        new = self.vardiff.record(difficulty, self.difficulty, self.server.network_difficulty(),
-                                  time.monotonic())
+        credited = min(difficulty, self.server.diff1 / max(share.value, 1))
+        self.server.stats.share_accepted(params[0], credited, self.server.diff1 / max(share.value, 1),
+                                         verdict is ShareVerdict.BLOCK, self.difficulty)
+        if stale:
+            return True, None
+        new = self.vardiff.record(credited, self.difficulty, float("inf"), time.monotonic())
         after = None
         if new is not None:
-            new = max(new, self._clamp(self.minimum_difficulty)) if self.minimum_difficulty else new
-
-            async def after() -> None:
-                await self.change_difficulty(new)
+            self.wanted = max(new, self.vardiff.clamp(self.minimum_difficulty, float("inf")))
+            after = self.announce_wanted
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("share %s from %s: %s", share.hash[::-1].hex()[:16], params[0], verdict)
+            log.debug("share %s from %s: %s", share.hash[::-1].hex()[:16], params[0], verdict.value)
         return True, after
+
+    async def announce_wanted(self) -> None:
+        """A miner at work gets the difficulty it now wants, capped at its job's network
+        difficulty; one not yet sent work gets it with its first job."""
+        if self.last_job is not None:
+            await self.change_difficulty(self._in_force(self.last_job))
 
     async def change_difficulty(self, difficulty: float) -> None:
         """Announce a new difficulty. Miners apply it to what they find next, but shares found
@@ -261,8 +278,11 @@ class Session:
         log.warning("Stratum connection from %s (%s) dropped: %s", where,
                     ", ".join(sorted(self.workers)[:3]) or "no worker", detail)
 
-    def _clamp(self, difficulty: float) -> float:
-        return self.vardiff.clamp(difficulty, self.server.network_difficulty())
+    def _in_force(self, job: StratumJob | None) -> float:
+        """What this miner wants, within vardiff's bounds and never above `job`'s network
+        difficulty (the node's next block's when there is no job yet)."""
+        network = job.network_difficulty if job is not None else self.server.network_difficulty()
+        return self.vardiff.clamp(self.wanted, network)
 
 
 _METHODS = {

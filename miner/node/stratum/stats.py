@@ -24,6 +24,8 @@ MAX_WORKERS_KEPT = 10_000  # worker names remembered; the longest unseen is forg
 FORGET_AFTER = 3600.0  # s without a share or a connection: a worker leaves the statistics
 BROADCAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
+BLOCKS_REMEMBERED = 10_000  # the pool's blocks whose place on the chain is followed; older ones keep their count
+
 REASONS = {  # refusal codes as metric labels
     20: "other", 21: "stale", 22: "duplicate", 23: "low difficulty", 24: "unauthorized", 25: "not subscribed",
 }
@@ -84,7 +86,10 @@ class PoolStats:
         self.workers: OrderedDict[str, WorkerStats] = OrderedDict()  # least recently seen first
         self.accepted = 0
         self.refused: dict[str, int] = {}
-        self.blocks = 0
+        self.blocks = 0  # blocks the chain stored from shares, on the active chain or not
+        self.found: OrderedDict[bytes, int] = OrderedDict()  # the newest blocks' hashes -> heights
+        self.orphaned: set[bytes] = set()  # of those, the ones off the active chain at the last count
+        self.orphaned_forgotten = 0  # blocks that were orphaned when they left `found`
         self.best_share = 0.0
         self.dropped: dict[str, int] = {}  # connections the server ended, by reason
         self.broadcast_buckets = [0] * (len(BROADCAST_BUCKETS) + 1)  # the last is +Inf
@@ -123,8 +128,33 @@ class PoolStats:
         for rate in stats.rates:
             rate.add(credited, now)
         self.accepted += 1
-        self.blocks += block
         self.best_share = max(self.best_share, achieved)
+
+    def block_found(self, block_hash: bytes, height: int, worker: str) -> None:
+        """The chain stored a block from a share of `worker` (which side it is on comes from
+        `block_status`)."""
+        self.blocks += 1
+        self.found[block_hash] = height
+        while len(self.found) > BLOCKS_REMEMBERED:
+            old, _ = self.found.popitem(last=False)
+            if old in self.orphaned:
+                self.orphaned.discard(old)
+                self.orphaned_forgotten += 1
+
+    def found_hashes(self) -> list[bytes]:
+        return list(self.found)
+
+    def block_status(self, active: set[bytes]) -> list[tuple[bytes, int]]:
+        """Record which found blocks are on the active chain; the (hash, height) of those that
+        have just left it."""
+        now_orphaned = {h for h in self.found if h not in active}
+        newly = [(h, self.found[h]) for h in self.found if h in now_orphaned and h not in self.orphaned]
+        self.orphaned = now_orphaned
+        return newly
+
+    @property
+    def blocks_orphaned(self) -> int:
+        return len(self.orphaned) + self.orphaned_forgotten
 
     def share_refused(self, worker: str | None, error: StratumError) -> None:
         reason = REASONS.get(error.code, "other")
@@ -162,6 +192,7 @@ class PoolStats:
                job_age: float | None) -> dict:
         return {"connections": connections, "workers_connected": len(connected),
                 "accepted": self.accepted, "rejected": dict(self.refused), "dropped": dict(self.dropped),
-                "blocks": self.blocks,
+                "blocks": self.blocks, "blocks_active": self.blocks - self.blocks_orphaned,
+                "blocks_orphaned": self.blocks_orphaned,
                 "best_share": self.best_share, "network_difficulty": network_difficulty, "job_age": job_age,
                 "workers": [self.worker_report(w, w.name in connected) for w in reversed(self.workers.values())]}
