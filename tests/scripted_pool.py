@@ -98,10 +98,15 @@ class ScriptedPool:
                 self.send(note["method"], note["params"], conn)
         elif method == "mining.submit":
             self.submits.append(params)
-            if self.submit_result is True:
+            answer = self.submit_result
+            if callable(answer):  # decided share by share: (result, error) or a whole reply
+                answer = answer(params)
+            if answer is True:
                 self._reply(conn, rid, True)
+            elif isinstance(answer, dict):  # a reply in a pool's own shape (ckpool's reject-reason)
+                conn.sendall(json.dumps({"id": rid, **answer}).encode() + b"\n")
             else:
-                self._reply(conn, rid, None, self.submit_result)
+                self._reply(conn, rid, None, answer)
         elif rid is not None:
             self._reply(conn, rid, None, [20, "Unknown method", None])
 

@@ -250,11 +250,11 @@ def test_a_pool_that_sends_garbage_is_left_for_the_next_in_order():
     assert "Traceback" not in err
 
 
-def test_no_pool_reachable_or_authorized_is_one_line_before_any_compile():
+def test_no_pool_reachable_or_authorized_with_no_retry_left_is_one_line_before_any_compile():
     refusing = ScriptedPool(authorize=False)
     try:
         proc = run("mine", "--url", f"stratum+tcp://eve@127.0.0.1:{refusing.port}", "--url",
-                   "stratum+tcp://eve@127.0.0.1:1", timeout=60)
+                   "stratum+tcp://eve@127.0.0.1:1", "--retries", "0", timeout=60)
     finally:
         refusing.close()
     assert_one_line_error(proc, 1, "cannot mine at any pool")

@@ -15,6 +15,15 @@ import sys
 from collections.abc import Sequence
 
 from miner import __version__
+from miner.cli.arg_types import (
+    chain_name,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    positive_seconds,
+    retries,
+    stall_factor,
+)
 from miner.cli.interrupts import ignore_stop_signals, install_process_policy
 from miner.errors import InvalidInput, MinerError, UsageError
 
@@ -28,53 +37,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)
-
-
-def _positive_int(limit: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if not 1 <= value <= limit:
-            raise argparse.ArgumentTypeError(f"must be between 1 and {limit:,}, got {value}")
-        return value
-    return parse
-
-
-def _chain_name(text: str) -> str:
-    """An empty --chain (or MINER_CHAIN) would become '.', the current folder."""
-    if not text:
-        raise argparse.ArgumentTypeError("must not be empty: give a chain file path")
-    return text
-
-
-def _float_in(accept, not_a_number: str, out_of_range: str):
-    """An argparse type for a float that `accept` takes, with the two messages for the rest."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{not_a_number}: {text!r}") from None
-        if not accept(value):
-            raise argparse.ArgumentTypeError(f"{out_of_range}, got {text}")
-        return value
-    return parse
-
-
-_positive_float = _float_in(lambda v: 0 < v < float("inf"), "not a number", "must be a positive number")
-_positive_seconds = _float_in(lambda v: 0.1 <= v <= 86_400, "not a number of seconds",
-                              "must be between 0.1 and 86400 seconds")
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
 
 
 def _metrics_options(parser: argparse.ArgumentParser) -> None:
@@ -103,15 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     m = sub.add_parser("mine", help="mine blocks on the local chain")
-    m.add_argument("--blocks", type=_positive_int(MAX_BLOCKS), default=None,
+    m.add_argument("--blocks", type=positive_int(MAX_BLOCKS), default=None,
                    help="blocks to mine (default 5; at a pool: until stopped)")
     m.add_argument("--backend", default="auto",
                    help="auto, ref, cpu, cuda, cuda:N, or a comma-separated list (default auto)")
-    m.add_argument("--threads", type=_positive_int(1024), default=None,
+    m.add_argument("--threads", type=positive_int(1024), default=None,
                    help="CPU backend threads (default: all cores)")
     _cpu_kernel_option(m)
     _lookup_gap_option(m)
-    m.add_argument("--chain", type=_chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN,
+    m.add_argument("--chain", type=chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN,
                    help=f"chain file (default: $MINER_CHAIN, else {DEFAULT_CHAIN}; created if missing)")
     m.add_argument("--preset", default="local",
                    help="preset for a new chain: local, local-windowed, regtest, mainnet")
@@ -125,10 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "'miner node' or Bitcoin Core (getblocktemplate, submitblock), or a Stratum "
                         "pool, stratum+tcp://user.worker:password@host:port (repeat for failover, "
                         "in order)")
-    m.add_argument("--shares", type=_positive_int(MAX_BLOCKS), default=None,
+    m.add_argument("--shares", type=positive_int(MAX_BLOCKS), default=None,
                    help="at a pool: stop after this many accepted shares")
-    m.add_argument("--pool-retry", type=_positive_seconds, default=30.0,
+    m.add_argument("--pool-retry", type=positive_seconds, default=30.0,
                    help="at a backup pool: seconds between looks at the ones before it (default 30)")
+    m.add_argument("--pool-stall", type=stall_factor, default=10.0,
+                   help="at a pool: with no new job and no accepted share for this many expected share "
+                        "times (at least a minute), the pool is stalled: subscribe again, at the next "
+                        "--url if any (default 10; 0: never)")
+    m.add_argument("--retries", type=retries, default=-1,
+                   help="with --url: failed tries in a row (at a pool: rounds over every --url) before "
+                        "giving up while a node or pool cannot be reached (default -1: never give up)")
     m.add_argument("--rpc-cookie-file", default=None,
                    help="with --url: read the credentials from the node's cookie file")
     m.add_argument("--payout-address", default=None,
@@ -145,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     n = sub.add_parser("node", help="serve the chain over Bitcoin Core's JSON-RPC (getblocktemplate, "
                                     "submitblock, ...) until stopped")
-    n.add_argument("--chain", type=_chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN,
+    n.add_argument("--chain", type=chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN,
                    help=f"chain file to own (default: $MINER_CHAIN, else {DEFAULT_CHAIN}; created if missing)")
     n.add_argument("--preset", default="local", help="preset for a new chain (as for mine)")
     n.add_argument("--rpc-bind", default="127.0.0.1",
@@ -155,34 +124,34 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--rpc-password", default=None, help="password for --rpc-user")
     n.add_argument("--rpc-cookie-file", default=None,
                    help="where to write the cookie (default .cookie beside the chain file)")
-    n.add_argument("--max-connections", type=_positive_int(100_000), default=256,
+    n.add_argument("--max-connections", type=positive_int(100_000), default=256,
                    help="open connections at most (default 256, lowered to fit the descriptor limit; Stratum "
                         "miners may hold all but an eighth)")
-    n.add_argument("--rpc-timeout", type=_positive_seconds, default=30.0,
+    n.add_argument("--rpc-timeout", type=positive_seconds, default=30.0,
                    help="seconds a connection may wait idle between requests, and to send a request's "
                         "body or take a reply (Core's -rpcservertimeout; default 30); a new connection "
                         "or a started request has at most 10 for its header")
-    n.add_argument("--rpc-rate", type=_positive_int(1_000_000), default=1000,
+    n.add_argument("--rpc-rate", type=positive_int(1_000_000), default=1000,
                    help="calls a second per connection before it is slowed down (default 1000)")
     n.add_argument("--stratum-port", type=int, default=None,
                    help="also serve Stratum v1 for miner programs on this port (0 picks a free one)")
     n.add_argument("--stratum-bind", default="127.0.0.1", help="address for Stratum (default 127.0.0.1)")
-    n.add_argument("--stratum-difficulty", type=_positive_float, default=1.0,
+    n.add_argument("--stratum-difficulty", type=positive_float, default=1.0,
                    help="a new miner's share difficulty before vardiff adjusts it (default 1; never "
                         "above the network's)")
-    n.add_argument("--stratum-min-difficulty", type=_positive_float, default=1e-9,
+    n.add_argument("--stratum-min-difficulty", type=positive_float, default=1e-9,
                    help="the lowest share difficulty vardiff sets (default 1e-9)")
-    n.add_argument("--stratum-max-difficulty", type=_positive_float, default=1e12,
+    n.add_argument("--stratum-max-difficulty", type=positive_float, default=1e12,
                    help="the highest share difficulty vardiff sets (default 1e12; the network's caps it too)")
-    n.add_argument("--stratum-shares-per-minute", type=_positive_float, default=18.0,
+    n.add_argument("--stratum-shares-per-minute", type=positive_float, default=18.0,
                    help="the share rate vardiff aims at for each miner (default 18, as ckpool)")
-    n.add_argument("--stratum-retarget-seconds", type=_positive_seconds, default=240.0,
+    n.add_argument("--stratum-retarget-seconds", type=positive_seconds, default=240.0,
                    help="vardiff decides again after this many seconds or 72 shares, whichever comes "
                         "first (default 240, as ckpool)")
-    n.add_argument("--stratum-extranonce2-size", type=_positive_int(16), default=4,
+    n.add_argument("--stratum-extranonce2-size", type=positive_int(16), default=4,
                    help="bytes of the coinbase each miner rolls itself (mining.subscribe's extranonce2 "
                         "size, 1 to 16; default 4: 2^32 coinbases per job for each connection)")
-    n.add_argument("--stratum-idle-timeout", type=_positive_seconds, default=600.0,
+    n.add_argument("--stratum-idle-timeout", type=positive_seconds, default=600.0,
                    help="seconds an authorized miner may send nothing before it is dropped (default 600, "
                         "0.1 to 86400; a miner must authorize within the --rpc-timeout, at most 10 s)")
     n.add_argument("--stratum-payout", default=None,
@@ -194,22 +163,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep a peer connection to this node (repeatable; reconnects with back-off)")
     _metrics_options(n)
     n.add_argument("--backend", default="auto", help="backends generatetoaddress mines with (default auto)")
-    n.add_argument("--threads", type=_positive_int(1024), default=None, help="CPU backend threads")
+    n.add_argument("--threads", type=positive_int(1024), default=None, help="CPU backend threads")
     _cpu_kernel_option(n)
     n.add_argument("--json", action="store_true", help="one JSON object per event")
 
     net = sub.add_parser("net", help="a network of nodes on 127.0.0.1: up, status, down")
     nsub = net.add_subparsers(dest="net_command", required=True)
     up = nsub.add_parser("up", help="start N nodes wired in a ring or mesh, K of them mining")
-    up.add_argument("nodes", type=_positive_int(64), help="how many nodes")
+    up.add_argument("nodes", type=positive_int(64), help="how many nodes")
     up.add_argument("--miners", type=int, default=1, help="how many of them a miner mines (default 1)")
     up.add_argument("--topology", choices=("ring", "mesh"), default="ring", help="default ring")
     up.add_argument("--preset", default="local", help="chain preset (default local: blocks every few seconds)")
-    up.add_argument("--threads", type=_positive_int(1024), default=1, help="CPU threads per miner (default 1)")
+    up.add_argument("--threads", type=positive_int(1024), default=1, help="CPU threads per miner (default 1)")
     up.add_argument("--backend", default="auto", help="backends the miners use (default auto)")
     st = nsub.add_parser("status", help="each node's height, tip and peers, and whether all agree")
     st.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
-    st.add_argument("--interval", type=_positive_seconds, default=1.0, help="with --watch: seconds between looks")
+    st.add_argument("--interval", type=positive_seconds, default=1.0, help="with --watch: seconds between looks")
     nsub.add_parser("down", help="stop the miners, then the nodes (chains and logs are kept)")
     for sp in (up, st, *[a for n, a in nsub.choices.items() if n == "down"]):
         sp.add_argument("--dir", default="miner-net", help="the network's folder (default ./miner-net)")
@@ -222,22 +191,22 @@ def build_parser() -> argparse.ArgumentParser:
                        ("verify", "re-validate every stored block on every branch"),
                        ("tips", "every branch's tip, like Bitcoin Core's getchaintips")):
         a = csub.add_parser(name, help=text)
-        a.add_argument("--chain", type=_chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN,
+        a.add_argument("--chain", type=chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN,
                        help=CHAIN_HELP)
         a.add_argument("--json", action="store_true", help="one JSON document instead of lines")
     s = csub.add_parser("show", help="one block, by height on the active chain or by hash")
     s.add_argument("block", metavar="HEIGHT|HASH", help="a height, or a block hash (64 hex digits)")
-    s.add_argument("--chain", type=_chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN,
+    s.add_argument("--chain", type=chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN,
                        help=CHAIN_HELP)
     s.add_argument("--json", action="store_true", help="one JSON document instead of lines")
     pl = csub.add_parser("plot", help="block spacing and difficulty as PNG, SVG or PDF")
     pl.add_argument("out", help="file to write: .png, .svg or .pdf")
-    pl.add_argument("--chain", type=_chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN,
+    pl.add_argument("--chain", type=chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN,
                        help=CHAIN_HELP)
     pl.add_argument("--simulate", action="store_true",
                     help="instead of the stored chain, simulate both retarget rules through a "
                          "10x hash-rate jump")
-    pl.add_argument("--blocks", type=_positive_int(100_000), default=None,
+    pl.add_argument("--blocks", type=positive_int(100_000), default=None,
                     help="the stored chain's last N blocks (default: all of them); with --simulate, "
                          "blocks to simulate (default 300)")
 
@@ -252,11 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "auto (measures the choice miner mine keeps again and stores it), or one by name")
     b.add_argument("--duration", type=float, default=2.0,
                    help="seconds per timed run, above 0 and at most 600 (default 2)")
-    b.add_argument("--runs", type=_positive_int(100), default=5, help="timed runs (default 5)")
+    b.add_argument("--runs", type=positive_int(100), default=5, help="timed runs (default 5)")
     b.add_argument("--launch", default="256x16,256x64,256x256",
                    help="CUDA launch shapes BLOCKxNONCES_PER_THREAD, 'all' or 'tuned' "
                         "(default 256x16,256x64,256x256)")
-    b.add_argument("--switches", type=_non_negative_int, default=5,
+    b.add_argument("--switches", type=non_negative_int, default=5,
                    help="job switches timed across all the backends together (default 5, 0 skips)")
     b.add_argument("--unit-seconds", type=float, default=0.25,
                    help="work unit length for the job-switch test, as in mine, above 0 and at most 10 "
@@ -270,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cp = sub.add_parser("compare", help="every backend on the same job and range, hits cross-checked")
     cp.add_argument("--backend", default=None, help="backends (default: ref, cpu and every GPU present)")
-    cp.add_argument("--count", type=_positive_int(2**32 - 1), default=None,
+    cp.add_argument("--count", type=positive_int(2**32 - 1), default=None,
                     help="nonces of the easy-target job every backend searches for the hit check "
                          "(default 2^21; 2^11 for scrypt)")
     cp.add_argument("--pow", choices=("sha256d", "scrypt"), default="sha256d",
@@ -278,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--seconds", type=float, default=0.5,
                     help="seconds of each timed speed run, on a hard target, above 0 and at most 60 "
                          "(default 0.5)")
-    cp.add_argument("--runs", type=_positive_int(50), default=3,
+    cp.add_argument("--runs", type=positive_int(50), default=3,
                     help="timed speed runs per backend; the median is reported (default 3)")
     cp.add_argument("--plot", default=None, help="write a bar chart here (.png, .svg or .pdf)")
     _cpu_kernel_option(cp)

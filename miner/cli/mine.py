@@ -135,7 +135,7 @@ def _mine_and_report(args: argparse.Namespace, backends, reporter, desc: dict, c
     t0 = time.perf_counter()
     previous: dict = {}
     try:
-        reporter.start(desc, staged.all, args.blocks, coordinator)
+        reporter.start(desc, staged.all, args.blocks, args.shares or 0, coordinator)
         coordinator.start()
         staged.start(coordinator)
         mine(coordinator, on_block, on_share)
@@ -192,11 +192,11 @@ def _mine_node(args: argparse.Namespace) -> int:
         cookie = next((place for place in looked_in if place.is_file()), None)
     client = RpcClient(args.url[0], cookie_file=cookie, looked_in=looked_in)
     pow = args.pow or "sha256d"
-    source = TemplateSource(client, _payout_script(args), pow=pow)
-    first = source.fetch()  # an unreachable node or a bad template fails before the compile
+    reporter = make_reporter(args.json, args.quiet)
+    source = TemplateSource(client, _payout_script(args), pow=pow, retries=args.retries, on_event=reporter.pool)
+    first = source.fetch()  # a bad template (or a node away past --retries) fails before the compile
     backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel, pow=pow,
                              lookup_gap=args.lookup_gap)
-    reporter = make_reporter(args.json, args.quiet)
     desc = {"path": client.display_url, "height": first.height - 1, "preset": "node", "rule": "node",
             "spacing": 0, "detail": f"node at {client.display_url}, tip {first.height - 1}"}
     return _mine_and_report(args, backends, reporter, desc, lambda: None, lambda coordinator, on_block, on_share:
@@ -241,8 +241,9 @@ def _mine_pool(args: argparse.Namespace) -> int:
         reporter.pool(event)
 
     pow = args.pow or "sha256d"
-    source = StratumSource(urls, on_event=on_event, retry_primary=args.pool_retry, pow=pow)
-    first = source.open()  # no pool reachable: said before the compile
+    source = StratumSource(urls, on_event=on_event, retry_primary=args.pool_retry, pow=pow, retries=args.retries,
+                           stall_factor=args.pool_stall)
+    first = source.open()  # no pool reachable and no retry left: said before the compile
     try:
         backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel, pow=pow,
                                  lookup_gap=args.lookup_gap)
@@ -253,9 +254,10 @@ def _mine_pool(args: argparse.Namespace) -> int:
     args.blocks = blocks
     desc = {"path": first.display, "height": 0, "preset": "pool", "rule": "pool", "spacing": 0,
             "detail": "Stratum pool" + (f", failover to {len(urls) - 1} more" if len(urls) > 1 else "")}
-    return _mine_and_report(args, backends, reporter, desc, source.stop, lambda coordinator, on_block, on_share:
-                            mine(coordinator, source, blocks, on_block, on_job=reporter.job, shares=shares,
-                                 on_share=on_share), pool=status)
+    def run(coordinator, on_block, on_share):
+        source.measure_rate(coordinator.total_rate)  # the stall watchdog's expected share time
+        return mine(coordinator, source, blocks, on_block, on_job=reporter.job, shares=shares, on_share=on_share)
+    return _mine_and_report(args, backends, reporter, desc, source.stop, run, pool=status)
 
 
 def _warm_up_all(backends, reporter) -> None:

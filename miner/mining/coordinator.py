@@ -7,7 +7,9 @@ notice. Unit sizes follow each backend's measured rate so one unit takes about `
 which keeps per-unit overhead small; cancellation (below) keeps new jobs from waiting on it.
 
 A new job bumps a generation counter: hits from units of an older generation are dropped, never
-submitted. The first verified hit of a job ends the search for that job. Either way the old job's
+submitted. The first verified hit of a job ends the search for that job, except a pool's job
+(`Job.shares`): each of its hits is a share, and the search goes on until new work comes or the
+caller ends it (`end_job`, once the pool has taken a block). Either way the old job's
 cancel event is set, and every backend in the middle of one of its units stops at its next check
 (about every 50 ms of work) instead of finishing the unit. A backend also stops its unit at the
 first piece with a verified hit, so a solution reaches the chain without waiting for the unit.
@@ -214,6 +216,17 @@ class Coordinator:
             self._cond.notify_all()
             return self._generation
 
+    def end_job(self, job: Job) -> bool:
+        """Stop searching `job` if it is still current (a pool took our block: its next work
+        follows); False if another job is current already."""
+        with self._cond:
+            alloc = self._alloc
+            if alloc is None or alloc.job.job_id != job.job_id or alloc.job.prev_hash != job.prev_hash:
+                return False
+            alloc.cancel.set()
+            self._alloc = None
+            return True
+
     def retarget(self, job: Job) -> bool:
         """Give the current job a new target (a pool's new share difficulty) without starting it
         over: the search goes on where it was, so no nonce is hashed twice. `job` must be the
@@ -320,12 +333,10 @@ class Coordinator:
         with self._cond:
             current = self._alloc is not None and self._generation == unit.generation
             if current and unit.job.shares:
-                for nonce in result.nonces:  # every share counts; the job goes on...
+                # Every share counts and the job goes on, a block among them too: a pool may
+                # refuse it, and only the pool's new work (or `end_job`) ends the search.
+                for nonce in result.nonces:
                     self.solutions.put(Solution(unit.job, unit.extranonce, nonce, backend.name))
-                    if unit.job.is_block(unit.extranonce, nonce):  # ...unless it is the block
-                        self._alloc.cancel.set()
-                        self._alloc = None
-                        break
             elif current:
                 # First valid solution wins; the job is done, so nobody takes more of its units
                 # and the units of it in flight stop at their next check.

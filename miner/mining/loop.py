@@ -110,6 +110,8 @@ def mine(coordinator: Coordinator, source: WorkSource, blocks: int,
     source.start(new_job)
     try:
         while not done():
+            if source.failure is not None:
+                raise source.failure
             solution = coordinator.wait_solution(timeout=poll)
             if solution is None:
                 continue
@@ -127,6 +129,12 @@ def mine(coordinator: Coordinator, source: WorkSource, blocks: int,
                     accepted.append(event)
                     shares_accepted += solution.job.shares
                 since, hashes_before = time.perf_counter(), hashes
+            if solution.job.shares:
+                # A pool's block ends its job only once the pool took it (new work follows); a
+                # refused one leaves the job searched on, since the pool sends nothing new.
+                if result is not None and result.accepted:
+                    coordinator.end_job(solution.job)
+                continue
             if not done():
                 # The solved job is finished whatever the verdict: fresh work now, not at the next poll.
                 source.solved(solution.job)

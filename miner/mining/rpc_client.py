@@ -2,7 +2,8 @@
 
 Credentials come from the URL (`http://user:pass@host:port`) or from a cookie file, read at
 every call since a restarted node writes a new cookie. Errors the node answers become
-`RpcCallError` with Core's code; a node that cannot be reached is one clear `MinerError`.
+`RpcCallError` with Core's code; a node that cannot be reached is `NodeUnreachable` (which a
+caller may retry), anything else that is not a JSON-RPC answer one clear `MinerError`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from miner.errors import InvalidInput, MinerError
+
+
+class NodeUnreachable(MinerError):
+    """The node did not answer as a node: no connection, a broken one, a time-out, an HTTP error
+    without a JSON-RPC body, or (with a cookie, which a restarted node writes anew) refused
+    credentials. A restarting node looks like this for a few seconds: worth retrying."""
 
 
 class RpcCallError(MinerError):
@@ -76,11 +83,13 @@ class RpcClient:
                            "params": list(params)}).encode()
         status, data = self._post(body, self.timeout if timeout == -1 else timeout)
         if status == 401:
-            raise MinerError(f"{self.display_url}: the node refused the credentials (HTTP 401)")
+            error = NodeUnreachable if self._pair is None else MinerError  # a cookie may be rewritten
+            raise error(f"{self.display_url}: the node refused the credentials (HTTP 401)")
         try:
             reply = json.loads(data)
         except (ValueError, RecursionError):  # not JSON, or nested past any sane depth
-            raise MinerError(f"{self.display_url}: {method}: HTTP {status}, not a JSON-RPC reply") from None
+            error = NodeUnreachable if status >= 500 else MinerError
+            raise error(f"{self.display_url}: {method}: HTTP {status}, not a JSON-RPC reply") from None
         if not isinstance(reply, dict):
             raise MinerError(f"{self.display_url}: {method}: not a JSON-RPC reply")
         error = reply.get("error")
@@ -101,6 +110,6 @@ class RpcClient:
         except (OSError, http.client.HTTPException) as exc:
             reason = "timed out" if isinstance(exc, socket.timeout) else (
                 getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
-            raise MinerError(f"{self.display_url}: cannot reach the node ({reason})") from None
+            raise NodeUnreachable(f"{self.display_url}: cannot reach the node ({reason})") from None
         finally:
             conn.close()

@@ -66,9 +66,22 @@ def share_line(ev: ShareFound) -> str:
             f"job {ev.job_id}  {ev.backend}  {_verdict(ev.verdict)}")
 
 
+def goal_words(blocks: int, shares: int = 0) -> str:
+    """What ends the run, as the start line says it."""
+    goals = [f"{shares} accepted share(s)"] if shares else []
+    goals += [f"{blocks} block(s)"] if blocks else []
+    return " or ".join(goals) if goals else "until stopped"
+
+
 def pool_line(event: dict[str, Any]) -> str:
-    """One line for what the pool connection did (connected, lost, a new difficulty...)."""
+    """One line for what the pool or node connection did (connected, lost, retrying, a new
+    difficulty...)."""
     status = event.get("status")
+    where = f"{'node' if event.get('event') == 'node' else 'pool'} {event.get('url')}"
+    if status == "retrying":
+        return f"{where}: {event['reason']}; retrying in {event['wait']:.1f} s"
+    if status == "reconnected":
+        return f"{where}: answering again"
     if status == "connected":
         return (f"pool {event['url']}: connected, extranonce1 {event['extranonce1']}, extranonce2 "
                 f"{event['extranonce2_size']} bytes, version mask {event['version_mask']}")
@@ -112,7 +125,7 @@ class Reporter:
             self.stream.write(text + "\n")
             self.stream.flush()
 
-    def start(self, chain_desc: dict[str, Any], backends: list[Backend], blocks: int,
+    def start(self, chain_desc: dict[str, Any], backends: list[Backend], blocks: int, shares: int,
               coordinator: Coordinator) -> None:
         pass
 
@@ -145,13 +158,13 @@ class Reporter:
 class PlainReporter(Reporter):
     """One line per block and per dropped stale hit: for logs and pipes."""
 
-    def start(self, chain_desc, backends, blocks, coordinator) -> None:
+    def start(self, chain_desc, backends, blocks, shares, coordinator) -> None:
         names = ", ".join(f"{b.name} ({b.device})" for b in backends)
         detail = chain_desc.get("detail") or (f"tip {chain_desc['height']}, {chain_desc['rule']} rule, "
                                               f"{chain_desc['spacing']} s spacing")
         if chain_desc.get("metrics"):
             detail += f"; metrics at {chain_desc['metrics']}"
-        what = f"{blocks} block(s)" if blocks else "until stopped"
+        what = goal_words(blocks, shares)
         self._write(f"mining {what} on {chain_desc['path']} ({detail}) with {names}")
 
     def block(self, ev: BlockFound) -> None:
@@ -178,8 +191,8 @@ class JsonReporter(Reporter):
     def _emit(self, obj: dict[str, Any]) -> None:
         self._write(json.dumps(obj))
 
-    def start(self, chain_desc, backends, blocks, coordinator) -> None:
-        self._emit({"event": "start", "chain": chain_desc, "blocks": blocks,
+    def start(self, chain_desc, backends, blocks, shares, coordinator) -> None:
+        self._emit({"event": "start", "chain": chain_desc, "blocks": blocks, "shares": shares,
                     "backends": [{"name": b.name, "kind": b.kind, "device": b.device}
                                  for b in backends]})
 
@@ -222,12 +235,12 @@ class LiveReporter(Reporter):
         self.live: Live | None = None
         self._pool_where = self._pool_difficulty = self._pool_shares = ""
 
-    def start(self, chain_desc, backends, blocks, coordinator) -> None:
+    def start(self, chain_desc, backends, blocks, shares, coordinator) -> None:
         names = ", ".join(f"{b.name} ({b.device})" for b in backends)
         detail = chain_desc.get("detail") or f"{chain_desc['rule']} rule, {chain_desc['spacing']} s spacing"
         if chain_desc.get("metrics"):
             detail += f"; metrics at {chain_desc['metrics']}"
-        what = f"{blocks} block(s)" if blocks else "until stopped"
+        what = goal_words(blocks, shares)
         self.console.print(f"mining {what} on [bold]{chain_desc['path']}[/] ({detail}) with {names}",
                            highlight=False)
         self.view = MiningView(coordinator, backends, blocks)
@@ -258,7 +271,7 @@ class LiveReporter(Reporter):
             self._pool_where = f"pool {event['url']}: {event['reason']}; looking for a pool"
         elif status == "difficulty":
             self._pool_difficulty = f"difficulty {event['difficulty']:.6g}"
-        if status in ("connected", "disconnected", "message"):
+        if status in ("connected", "disconnected", "message", "retrying", "reconnected"):
             self.console.print(pool_line(event), highlight=False)
         self._show_pool()
 

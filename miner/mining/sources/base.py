@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from miner.errors import MinerError
 from miner.mining.work import Job, Solution
 
 
@@ -24,6 +25,10 @@ class Submitted:
 class WorkSource(Protocol):
     """Where jobs come from and where solutions go: the local chain file, or a node through
     getblocktemplate, or a Stratum pool. The coordinator does not know which."""
+
+    # Set when the source gave up (its node or pools stayed away past the retries): the run ends
+    # with it. The mining loop looks at it between solutions.
+    failure: MinerError | None
 
     def start(self, on_job: Callable[[Job | None], None]) -> None:
         """Announce the first job now, and every job that replaces it (a new tip, new

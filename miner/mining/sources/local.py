@@ -26,6 +26,7 @@ class LocalChainSource:
         self.chain = chain
         self.clock = clock
         self.message = message
+        self.failure = None  # a file never goes away: nothing to give up on
         self._on_job: Callable[[Job], None] | None = None
 
     def job(self) -> Job:

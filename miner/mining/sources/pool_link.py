@@ -20,12 +20,14 @@ import json
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from miner.errors import MinerError
 from miner.mining.sources.pool_url import PoolUrl
+from miner.mining.sources.pool_wire import LOST, Reply, coinbase_height, unswap_prevhash
 from miner.mining.work import Job
 from miner.primitives.coinbase import CoinbaseTemplate
 from miner.primitives.compact import bits_to_target
@@ -39,55 +41,7 @@ from miner.primitives.stratum import (
 MAX_LINE = 1 << 20  # bytes: a pool line longer than this is not Stratum
 CONNECT_TIMEOUT = 5.0  # s
 READ_TICK = 0.25  # s: how often the reading thread looks up from the socket
-LOST = "connection lost before the pool answered"
 LIVE_JOBS_KEPT = 32  # jobs since the last clean_jobs whose shares are still sent (pools keep about 16)
-
-
-class PoolError(MinerError):
-    """The pool broke the protocol or refused us: the connection is given up."""
-
-
-@dataclass
-class Reply:
-    """A reply to one of our requests, delivered to whoever waits for it."""
-
-    result: Any = None
-    error: Any = None
-    done: threading.Event | None = None
-
-    @property
-    def refused(self) -> str | None:
-        """The pool's reason when it said no, else None."""
-        if self.error:
-            if isinstance(self.error, list) and len(self.error) >= 2:
-                return f"{self.error[1]} ({self.error[0]})"
-            return str(self.error)[:200]
-        if self.result is not True:
-            return "refused" if self.result is False else f"unexpected result {str(self.result)[:80]}"
-        return None
-
-
-def unswap_prevhash(text: str) -> bytes:
-    """mining.notify's previous hash back to header byte order: each 4-byte word reversed."""
-    raw = bytes.fromhex(text)
-    if len(raw) != 32:
-        raise ValueError("prevhash is not 32 bytes")
-    return b"".join(raw[i:i + 4][::-1] for i in range(0, 32, 4))
-
-
-def coinbase_height(coinb1: bytes) -> int:
-    """The BIP 34 height at the start of the coinbase's scriptSig, 0 when there is none (for
-    reports only: nothing is built on it)."""
-    # version (4), input count (1), previous output (36), script length (1 for any short script)
-    at = 4 + 1 + 36 + 1
-    if len(coinb1) <= at:
-        return 0
-    op = coinb1[at]
-    if 0x51 <= op <= 0x60:
-        return op - 0x50
-    if 1 <= op <= 8 and len(coinb1) >= at + 1 + op:
-        return int.from_bytes(coinb1[at + 1:at + 1 + op], "little")
-    return 0
 
 
 class PoolLink:
@@ -119,11 +73,21 @@ class PoolLink:
         self.failure: str | None = None  # why the pool ended the session, if it did
         self.reconnect_to: tuple[int, float] | None = None  # (port, wait) from client.reconnect
         self.current: Job | None = None
+        self._job_lock = threading.Lock()  # `current` is replaced by this thread and the submitting one
+        # Whether the pool takes a hash that meets the block target but not the share target
+        # (only where the block target is the easier one: regtest, testnet's minimum-difficulty
+        # blocks, a pool whose share difficulty is above the network's). True: it judges blocks
+        # first, as this project's node does; False: it refused one (ckpool and others judge the
+        # share first, and such a hit is then worth nothing there); None: not known yet. One such
+        # hit at most is sent per tip, so a pool is never flooded with them.
+        self.blocks_first: bool | None = None
+        self._block_only_tip: bytes | None = None
         # The jobs the pool still takes shares for: since its last notify with clean_jobs=true,
         # which tells miners that every earlier job is void. Replaced whole, never emptied in
         # place: the submitting thread reads it while this one writes.
         self.live_jobs: dict[str, None] = {}
         self.closed = threading.Event()
+        self.last_progress = time.monotonic()  # a new job or an accepted share: what the watchdog wants
 
     # ------------------------------------------------------------------ writing
 
@@ -221,6 +185,7 @@ class PoolLink:
             return  # a reply to nothing we asked: ignored, as cgminer does
         reply, on_reply = waiting
         reply.result, reply.error = message.get("result"), message.get("error")
+        reply.reject_reason = message.get("reject-reason")
         if on_reply is not None:
             try:
                 on_reply(reply)
@@ -271,6 +236,7 @@ class PoolLink:
         if reply.refused:
             self.failure = f"mining.authorize refused: {reply.refused}"
             return
+        self.last_progress = time.monotonic()
         self.authorized.set()
         self.on_event({"event": "pool", "status": "connected", "url": self.url.display,
                        "extranonce1": (self.extranonce1 or b"").hex(), "extranonce2_size": self.extranonce2_size,
@@ -286,18 +252,54 @@ class PoolLink:
         self.difficulty = difficulty
         self.on_event({"event": "pool", "status": "difficulty", "url": self.url.display,
                        "difficulty": difficulty})
-        if self.current is not None:  # at once, on the job at work: the search goes on from where it is
-            self.current = replace(self.current, target=self._target(self.current.bits))
-            self.on_job(self.current)
+        self._retarget_current()  # at once, on the job at work: the search goes on from where it is
 
-    def _target(self, bits: int) -> int:
-        """The kernels' target: the share target, or the block's if that is easier (a block the
-        pool would take is never passed over)."""
+    def share_target(self) -> int:
+        return difficulty_to_target(self.difficulty, self.pow)
+
+    def _target(self, bits: int, prev_hash: bytes) -> int:
+        """The kernels' target: the share target, which is what the pool counts. Where the block
+        target is easier, it instead while the pool may judge blocks first and no block-only hit
+        was sent for this tip yet (a block the pool would take is never passed over)."""
+        share = self.share_target()
         try:
             block = bits_to_target(bits)
         except (MinerError, ValueError):
-            block = 0
-        return max(difficulty_to_target(self.difficulty, self.pow), block)
+            return share
+        if block > share and self.blocks_first is not False and self._block_only_tip != prev_hash:
+            return block
+        return share
+
+    def _retarget_current(self, only: Job | None = None) -> None:
+        """The job at work with its target as it should be now (`only`: if it is still that job)."""
+        with self._job_lock:
+            current = self.current
+            if current is None or (only is not None and (current.job_id, current.prev_hash)
+                                   != (only.job_id, only.prev_hash)):
+                return
+            target = self._target(current.bits, current.prev_hash)
+            if target != current.target:
+                self.current = replace(current, target=target)
+                self.on_job(self.current)
+
+    def take_block_only(self, job: Job) -> bool:
+        """Whether a hit of `job` that meets the block target but not the share target may be
+        sent: once per tip, and never to a pool known to refuse them. Sending one sets the job
+        back to the share target."""
+        with self._job_lock:
+            if self.blocks_first is False or self._block_only_tip == job.prev_hash:
+                return False
+            self._block_only_tip = job.prev_hash
+        self._retarget_current(only=job)
+        return True
+
+    def share_accepted(self) -> None:
+        """The pool took one of our shares: it is working for us (the watchdog's other sign)."""
+        self.last_progress = time.monotonic()
+
+    def block_only_judged(self, accepted: bool) -> None:
+        """The pool's answer to a block-only hit: whether it judges blocks first."""
+        self.blocks_first = accepted
 
     def _notify(self, params: list) -> None:
         if self.extranonce1 is None:
@@ -317,7 +319,8 @@ class PoolLink:
                   coinbase=CoinbaseTemplate(coinb1_bytes, bytes.fromhex(coinb2), self.extranonce2_size,
                                             self.extranonce1),
                   branch=tuple(bytes.fromhex(b) for b in branch), time=int(ntime, 16), bits=bits,
-                  target=self._target(bits), clean=bool(clean), shares=True, pow=self.pow)
+                  target=self._target(bits, unswap_prevhash(prevhash)), clean=bool(clean), shares=True,
+                  pow=self.pow)
         if len(job.prev_hash) != 32 or any(len(b) != 32 for b in job.branch):
             raise ValueError("a merkle branch entry is not 32 bytes")
         if job.clean:
@@ -325,8 +328,10 @@ class PoolLink:
         else:
             live = {**self.live_jobs, job.job_id: None}
             self.live_jobs = dict(list(live.items())[-LIVE_JOBS_KEPT:])
-        self.current = job
-        self.on_job(job)
+        self.last_progress = time.monotonic()
+        with self._job_lock:
+            self.current = job
+            self.on_job(job)
 
     def is_live(self, job: Job) -> bool:
         """Whether a share of `job` may still be sent: no clean_jobs notify has voided it."""
