@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--rpc-user", default=None, help="user name (instead of the cookie file)")
     n.add_argument("--rpc-password", default=None, help="password for --rpc-user")
     n.add_argument("--rpc-cookie-file", default=None,
-                   help="where to write the cookie (default .cookie beside the chain file)")
+                   help="where to write the cookie (default NAME.cookie beside the chain file NAME)")
     n.add_argument("--max-connections", type=_positive_int(100_000), default=256,
                    help="open connections at most (default 256, lowered to fit the descriptor limit; Stratum "
                         "miners may hold all but an eighth)")

@@ -204,16 +204,17 @@ def _mine_node(args: argparse.Namespace) -> int:
 
 
 def cookie_places(chain: Path) -> list[Path]:
-    """Where a local `miner node` would have written its cookie, in the order they are tried:
-    beside the chain file this command names (--chain, else $MINER_CHAIN, else the default), then
-    beside the default chain in the current folder, where a node started here with no --chain
-    writes it (a $MINER_CHAIN set for other work should not hide that one)."""
+    """Where a local `miner node` would have written its cookie (`auth.cookie_path`: NAME.cookie
+    beside the chain NAME), in the order they are tried: that of the chain this command names
+    (--chain, else $MINER_CHAIN, else the default), then that of the default chain in the current
+    folder, which a node started here with no --chain writes (a $MINER_CHAIN set for other work
+    should not hide that one)."""
     from miner.cli.main import DEFAULT_CHAIN
-    from miner.node.rpc.auth import COOKIE_NAME
+    from miner.node.rpc.auth import cookie_path
 
     places = []
     for path in (chain, Path(DEFAULT_CHAIN)):
-        place = path.resolve().parent / COOKIE_NAME
+        place = cookie_path(path)
         if place not in places:
             places.append(place)
     return places

@@ -17,7 +17,7 @@ from miner.consensus.params import preset
 from miner.errors import InvalidInput, UsageError
 from miner.node.guard import GuardLimits
 from miner.node.p2p.manager import PeerOptions, parse_target
-from miner.node.rpc.auth import COOKIE_NAME
+from miner.node.rpc.auth import cookie_name_fits, cookie_path
 from miner.node.rpc.server import is_loopback
 from miner.node.run import serve
 from miner.node.stratum.config import StratumConfig
@@ -102,8 +102,11 @@ def cmd_node(args: argparse.Namespace) -> int:
     params = preset(args.preset, int(time.time()))
     cookie = None
     if args.rpc_user is None:
-        cookie = Path(args.rpc_cookie_file) if args.rpc_cookie_file else chain_path.resolve().parent / COOKIE_NAME
+        cookie = Path(args.rpc_cookie_file) if args.rpc_cookie_file else cookie_path(chain_path)
         check_cookie_path(cookie, chain_path)
+        if not cookie_name_fits(cookie):
+            raise UsageError(f"the cookie file's name {cookie.name[:60]}... is too long for this file system; "
+                             f"give a shorter --rpc-cookie-file (or a shorter --chain name)")
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a closed stdout must not end the node
     try:
