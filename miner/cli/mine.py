@@ -50,7 +50,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     if args.shares:
         raise UsageError("--shares is for mining at a pool (--url stratum+tcp://...)")
     args.blocks = args.blocks or 5
-    params = preset(args.preset, int(time.time()))  # an unknown preset fails before any compile
+    params = preset(args.preset or "local", int(time.time()))  # an unknown preset fails before any compile
     path = Path(args.chain)
     check_chain_path(path, must_exist=False)  # a name no file system takes, say, before any I/O
     chain = None
@@ -59,6 +59,8 @@ def cmd_mine(args: argparse.Namespace) -> int:
         lock.acquire()  # a chain a node owns is mined through the node (--url)
         try:
             chain = Chain.open(path)  # refuses a damaged or read-only chain before the compile
+            if args.preset is not None:
+                chain.check_preset(args.preset)
             check_clock(chain, int(time.time()))
         except BaseException:
             lock.release()

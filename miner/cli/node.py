@@ -99,7 +99,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     chain_path = Path(args.chain)
     check_chain_path(chain_path, must_exist=False)
     peers = peer_options(args)
-    params = preset(args.preset, int(time.time()))
+    params = preset(args.preset or "local", int(time.time()))
     cookie = None
     if args.rpc_user is None:
         cookie = Path(args.rpc_cookie_file) if args.rpc_cookie_file else cookie_path(chain_path)
@@ -112,7 +112,8 @@ def cmd_node(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve(chain_path, params, host, args.rpc_port, args.rpc_user, args.rpc_password,
                           cookie, (args.backend, args.threads, args.cpu_kernel), args.json,
-                          guard_limits(args), stratum_options(args), metrics_options(args), peers))
+                          guard_limits(args), stratum_options(args), metrics_options(args), peers,
+                          require_preset=args.preset is not None))
     except KeyboardInterrupt:
         pass
     try:

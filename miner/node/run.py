@@ -52,8 +52,10 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
                 user: str | None, password: str | None, cookie_file: Path | None,
                 generator_args: tuple[str, int | None, str], json_mode: bool,
                 limits: GuardLimits | None = None, stratum: tuple[str, int, StratumConfig] | None = None,
-                metrics: tuple[str, int] | None = None, peers: PeerOptions | None = None) -> None:
-    """Serve `chain_path`, created with `params` if it does not exist.
+                metrics: tuple[str, int] | None = None, peers: PeerOptions | None = None,
+                require_preset: bool = False) -> None:
+    """Serve `chain_path`, created with `params` if it does not exist; `require_preset`: the
+    preset was asked for (`--preset`), so an existing chain made with another is refused.
 
     A start that fails (a port in use, a cookie that cannot be written) leaves nothing behind:
     the cookie is written only once every face listens, and a chain this run created is removed
@@ -78,6 +80,8 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
     cookie_pair: str | None = None
     try:
         await service.open(params)
+        if require_preset:
+            service.chain.check_preset(params.name)
         stopping = asyncio.Event()
         ctx = Context(service, Generator(service, *generator_args).generate, stopping.set)
         pairs = []
