@@ -158,14 +158,6 @@ class Chain:
             return cls.open(p)
         return cls.create(p, params)
 
-    def check_preset(self, name: str) -> None:
-        """A preset asked for by name must be the one this chain was made with: a preset only
-        makes a new chain, and one ignored on an existing chain mined SHA-256d where scrypt
-        (`local-scrypt`) was asked for, without a word."""
-        if self.params.name != name:
-            raise InvalidInput(f"--preset {name}: {self.path} is a {self.params.name!r} chain; leave out "
-                               f"--preset to use it, or give --chain a new file for a {name} chain")
-
     def close(self) -> None:
         self.conn.close()
 

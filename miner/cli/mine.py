@@ -26,7 +26,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from miner.chain.clock import check_clock
     from miner.chain.files import check_chain_path, check_creatable
     from miner.cli.options import metrics_options
-    from miner.consensus.params import preset, with_genesis_time
+    from miner.consensus.params import check_same_preset, preset, with_genesis_time
     from miner.mining.loop import mine
     from miner.mining.sources.local import LocalChainSource
     from miner.ui.reporting import make_reporter
@@ -60,7 +60,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
         try:
             chain = Chain.open(path)  # refuses a damaged or read-only chain before the compile
             if args.preset is not None:
-                chain.check_preset(args.preset)
+                check_same_preset(chain.params, args.preset, chain.path)
             check_clock(chain, int(time.time()))
         except BaseException:
             lock.release()

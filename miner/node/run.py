@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from miner.chain.files import remove_new_chain
 from miner.chain.lock import ChainLock
-from miner.consensus.params import ChainParams
+from miner.consensus.params import ChainParams, check_same_preset
 from miner.errors import MinerError
 from miner.node.generate import Generator
 from miner.node.guard import Guard, GuardLimits
@@ -81,7 +81,7 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
     try:
         await service.open(params)
         if require_preset:
-            service.chain.check_preset(params.name)
+            check_same_preset(service.chain.params, params.name, chain_path)
         stopping = asyncio.Event()
         ctx = Context(service, Generator(service, *generator_args).generate, stopping.set)
         pairs = []
