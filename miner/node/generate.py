@@ -48,7 +48,7 @@ class Generator:
         assert self._backends is not None
         # Units no larger than a few times the hashes a block needs: a backend hashes at least a
         # whole unit (or piece) before it looks at its hits, so on an easy chain (regtest's bits,
-        # two hashes a block) a full-rate unit would spend a second on each block.
+        # two hashes a block) a full-rate unit would spend a tenth of a second (`unit_seconds`) on each.
         expected = (1 << 256) // (job.target + 1)
         unit_cap = max(_MIN_UNIT, min(MAX_UNIT, 16 * expected))
         coordinator = Coordinator(self._backends, unit_seconds=0.1, max_unit=unit_cap).start()
