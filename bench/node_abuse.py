@@ -275,7 +275,7 @@ def run(descriptors: int = 1024, seconds: float = 5.0, silent: int | None = None
         try:
             ready = json.loads(node.stdout.readline())
             port, url = ready["port"], ready["url"] + "/"
-            auth = "Basic " + base64.b64encode((Path(tmp) / ".cookie").read_text().encode()).decode()
+            auth = "Basic " + base64.b64encode(Path(ready["cookie"]).read_text().encode()).decode()
             watcher = _Watcher(port, auth, node.pid)
 
             def phase(name: str, attack) -> None:

@@ -88,7 +88,7 @@ class Node:
         return f"127.0.0.1:{self.ready['p2p_port']}"
 
     def call(self, method: str, *params):
-        auth = base64.b64encode((self.folder / ".cookie").read_bytes()).decode()
+        auth = base64.b64encode(Path(self.ready["cookie"]).read_bytes()).decode()
         req = urllib.request.Request(self.ready["url"], json.dumps({"method": method, "params": list(params)}).encode(),
                                      headers={"Authorization": f"Basic {auth}"})
         with urllib.request.urlopen(req, timeout=60) as resp:

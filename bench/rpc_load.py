@@ -86,7 +86,7 @@ def run(clients: int, seconds: float, runs: int, blocks_per_client: int = 400) -
         try:
             ready = json.loads(node.stdout.readline())
             url = ready["url"] + "/"
-            auth = "Basic " + base64.b64encode((Path(tmp) / ".cookie").read_text().encode()).decode()
+            auth = "Basic " + base64.b64encode(Path(ready["cookie"]).read_text().encode()).decode()
             gbt = json.dumps({"method": "getblocktemplate", "params": [{"rules": ["segwit"]}], "id": 1})
             template = asyncio.run(_one(url, auth, gbt))
             results: dict[str, list[dict]] = {"getblocktemplate": [], "submitblock": []}

@@ -148,7 +148,7 @@ def run(miners: int = 1000, seconds: float = 10.0, runs: int = 1) -> dict:
                                  "--backend", "ref", "--json"], stdout=subprocess.PIPE, text=True)
         try:
             ready = json.loads(node.stdout.readline())
-            cookie = Path(tmp) / ".cookie"
+            cookie = Path(ready["cookie"])
             idle = rss_kib(node.pid)
             rounds, server_accepted = [], 0
             for _ in range(runs):

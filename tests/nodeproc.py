@@ -47,7 +47,9 @@ class NodeProcess:
         prefix, from inside."""
         self.chain = chain
         self.prefix = prefix
-        self.cookie = chain.parent / ".cookie"
+        # Where the node says it wrote its cookie once it is up; with user and password, where
+        # its default cookie (NAME.cookie beside the chain NAME) would be: none must appear there.
+        self.cookie = chain.with_name(chain.name + ".cookie")
         cmd = [sys.executable, "-m", "miner", "node", "--chain", str(chain), "--rpc-port", "0",
                "--backend", backend, "--json", *extra]
         if descriptors:  # a descriptor limit, as `prlimit --nofile` sets it, then the node in its place
@@ -66,6 +68,8 @@ class NodeProcess:
             self.proc.kill()  # a node that did not come up is not left behind
             self.proc.wait()
             raise
+        if self.ready.get("cookie"):
+            self.cookie = Path(self.ready["cookie"])
         self.port = self.ready["port"]
         self.url = self.ready["url"]
         self._reader = threading.Thread(target=self._read, daemon=True)

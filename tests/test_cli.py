@@ -103,6 +103,29 @@ def test_verify_reports_bad_block_exit_1(tmp_path):
     assert json.loads(proc.stdout)["bad_height"] == 3
 
 
+def test_a_preset_other_than_the_chains_is_refused_by_mine_and_node(tmp_path):
+    """`--preset local-scrypt` on an existing regtest chain was ignored without a word (it mined
+    SHA-256d, and a node served the regtest chain): both commands now refuse it in one line that
+    names the chain's preset, before the chain is written or a cookie appears. The chain's own
+    preset mines as before."""
+    from miner.consensus.params import preset
+    path = tmp_path / "r.sqlite"
+    Chain.create(path, preset("regtest", int(time.time()) - 60)).close()
+    mined = run("mine", "--chain", str(path), "--preset", "local-scrypt", "--backend", "ref", "--blocks", "1",
+                "--quiet")
+    assert_one_line_error(mined, 2, "is a 'regtest' chain")
+    served = run("node", "--chain", str(path), "--preset", "local-scrypt", "--rpc-port", "0", "--backend", "ref",
+                 timeout=30)  # a node that serves instead is killed by the timeout and the test fails
+    assert_one_line_error(served, 2, "is a 'regtest' chain")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.sqlite"]  # no cookie, no lock, no journal
+    with Chain.open(path, readonly=True) as chain:
+        assert chain.height == 0
+    proc = run("mine", "--chain", str(path), "--preset", "regtest", "--backend", "ref", "--blocks", "1", "--quiet")
+    assert proc.returncode == 0, proc.stderr  # (no --preset: every other test that mines an existing chain)
+    with Chain.open(path, readonly=True) as chain:
+        assert chain.height == 1 and chain.params.name == "regtest"
+
+
 def test_mine_ref_backend_appends_verified_blocks(tmp_path):
     path = tmp_path / "m.sqlite"
     proc = run("mine", "--blocks", "3", "--backend", "ref", "--preset", "regtest", "--chain", str(path), "--json")

@@ -74,6 +74,28 @@ def test_allocator_units_are_disjoint_and_roll():
     assert spans[4] == (1, 0, 30)
 
 
+def test_a_budget_bounds_the_nonces_searched_and_tries_count_as_cores_maxtries():
+    """generatetoaddress's `maxtries`: with a budget no nonce past it is handed out, the search
+    ends (`searched_out`) when the budget is spent, and `tries` counts every failed nonce; with
+    a hit, only the nonces before the first hit are tries (Core stops there, free of charge for
+    the winner), whatever else the unit hashed."""
+    with Coordinator([ReferenceBackend()], unit_seconds=0.05, max_unit=1000) as coord:
+        coord.set_job(make_job(target=1), budget=2_500)  # target 1: no hits
+        deadline = time.time() + 30
+        while not coord.searched_out() and time.time() < deadline:
+            time.sleep(0.005)
+        assert coord.searched_out() and coord.wait_solution(timeout=0) is None
+        assert coord.tries() == coord.stats["ref"].hashes == 2_500
+    job = make_job(target=1 << 254)  # a quarter of all nonces are hits
+    first = reference_hits(job.work(0), 0, 1000)[0]
+    assert first > 0  # so the count below says something
+    with Coordinator([ReferenceBackend()], unit_seconds=0.05, max_unit=1000) as coord:
+        coord.set_job(job, budget=10_000)
+        solution = coord.wait_solution(timeout=30)
+    assert solution is not None and solution.nonce == first
+    assert coord.tries() == first < coord.stats["ref"].hashes == 1000
+
+
 def test_solution_is_verified_and_first_wins():
     coord = Coordinator([ReferenceBackend()], unit_seconds=0.05)
     job = make_job(target=1 << 250)

@@ -191,9 +191,51 @@ def test_url_alone_finds_the_cookie_of_a_node_in_this_folder_and_says_where_it_l
     proc = mine_url("http://127.0.0.1:1")
     line = error_line(proc)
     assert proc.returncode == 2, proc.stderr
-    assert f"no cookie at {elsewhere.resolve() / '.cookie'} or {here.resolve() / '.cookie'}" in line
+    assert (f"no cookie at {elsewhere.resolve() / 'other.sqlite.cookie'} or "
+            f"{here.resolve() / 'miner-chain.sqlite.cookie'}") in line
     with NodeProcess(make_chain(here / "miner-chain.sqlite")) as node:
-        assert node.cookie == here / ".cookie"
+        assert node.cookie == here.resolve() / "miner-chain.sqlite.cookie"
         found = mine_url(node.url)
         assert found.returncode == 0, found.stderr
         assert node.call("getblockcount") == 1
+
+
+def test_two_nodes_in_one_folder_each_have_their_own_cookie_and_a_failed_start_leaves_nothing(tmp_path):
+    """Two chains in one folder, a node on each: each writes its own cookie (NAME.cookie beside
+    the chain NAME), which `mine --url --chain NAME` reads (tests above). Both shared `./.cookie`:
+    the second node overwrote the first one's (401 for the first node's miners). A third node
+    whose port is taken fails with one line and leaves no chain, lock or cookie behind, and the
+    cookie of the node on that port stays as it was: it used to remove it, and its new chain
+    stayed. The same holds when told to write that very cookie (`--rpc-cookie-file`)."""
+    a, b = make_chain(tmp_path / "a.sqlite"), make_chain(tmp_path / "b.sqlite")
+    with NodeProcess(a) as node_a, NodeProcess(b) as node_b:
+        assert node_a.ready["cookie"] == str(tmp_path.resolve() / "a.sqlite.cookie")
+        assert node_b.ready["cookie"] == str(tmp_path.resolve() / "b.sqlite.cookie")
+        assert node_a.cookie.read_text() != node_b.cookie.read_text()
+        assert node_a.call("getblockcount") == 0 == node_b.call("getblockcount")  # 401 for one of them before
+        assert len(node_a.call("generatetoaddress", 1, ADDRESS)) == 1
+
+        cookie_a = node_a.cookie.read_text()
+        new = tmp_path / "c.sqlite"
+        for extra in ((), ("--rpc-cookie-file", str(node_a.cookie))):
+            failed = miner("node", "--chain", str(new), "--rpc-port", str(node_a.port), "--backend", "ref",
+                           *extra, timeout=30)
+            assert failed.returncode == 1 and "cannot listen" in error_line(failed)
+            assert [p.name for p in tmp_path.iterdir() if "c.sqlite" in p.name] == []
+            assert sorted(p.name for p in tmp_path.iterdir() if "cookie" in p.name) == [
+                "a.sqlite.cookie", "b.sqlite.cookie"]
+            assert node_a.cookie.read_text() == cookie_a and node_a.call("getblockcount") == 1
+        assert node_b.stop() == 0
+        assert not node_b.cookie.exists() and node_a.cookie.read_text() == cookie_a
+        assert node_a.call("getblockcount") == 1
+
+
+def test_a_chain_name_too_long_for_its_cookie_beside_it_is_said_before_anything_starts(tmp_path):
+    """A chain's name may take 250 bytes (its `.lock` adds 5), but the temporary file of its
+    cookie, `.NAME.cookie.tmp-PID`, does not fit beside a name of 240: the node says so in one
+    line before it opens anything, instead of failing once it serves."""
+    chain = make_chain(tmp_path / "c.sqlite").rename(tmp_path / ("c" * 240))
+    before = stored_blocks(chain)
+    proc = miner("node", "--chain", str(chain), "--rpc-port", "0", timeout=30)
+    assert proc.returncode == 2 and "give a shorter --rpc-cookie-file" in error_line(proc)
+    assert not any("cookie" in p.name for p in tmp_path.iterdir()) and stored_blocks(chain) == before

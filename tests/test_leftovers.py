@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 from base64 import b64encode
+from pathlib import Path
 
 import pytest
 from nodeproc import ROOT, NodeProcess, make_chain
@@ -49,7 +50,7 @@ def test_a_node_whose_output_reader_left_keeps_serving(tmp_path):
     try:
         ready = json.loads(proc.stdout.readline())
         proc.stdout.close()  # what `head -1` does
-        cookie = (tmp_path / ".cookie").read_text()
+        cookie = Path(ready["cookie"]).read_text()
         assert len(_call(ready["url"], cookie, "generatetoaddress", 3, ADDRESS)) == 3  # three lines to nobody
         assert _call(ready["url"], cookie, "getblockcount") == 3
         assert proc.poll() is None

@@ -17,6 +17,17 @@ def with_journal(path: Path) -> tuple[Path, ...]:
     return (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal")))
 
 
+def remove_new_chain(path: Path) -> None:
+    """Remove a chain file its caller created in this run and stored nothing on (a node whose
+    start failed), with SQLite's files beside it, so that a failed start leaves no chain behind
+    to be mined later with parameters nobody chose. The caller holds the exclusive lock."""
+    for file in with_journal(path.resolve()):
+        try:
+            file.unlink()
+        except FileNotFoundError:
+            pass
+
+
 def check_chain_path(p: Path, must_exist: bool) -> None:
     """Errors about the path itself, before anything is opened or compiled: missing, not a
     regular file (/dev/null, a folder), or in a folder that does not exist, or a name too long

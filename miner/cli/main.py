@@ -75,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     _lookup_gap_option(m)
     m.add_argument("--chain", type=chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN,
                    help=f"chain file (default: $MINER_CHAIN, else {DEFAULT_CHAIN}; created if missing)")
-    m.add_argument("--preset", default="local",
-                   help="preset for a new chain: local, local-windowed, regtest, mainnet")
+    m.add_argument("--preset", default=None,
+                   help="preset for a new chain: local (default), local-windowed, regtest, mainnet, ...; "
+                        "an existing chain made with another is refused")
     m.add_argument("--wait-for-kernels", action="store_true",
                    help="start mining once every backend's kernel is compiled, all together "
                         "(default: at once, each compiled backend joining when ready)")
@@ -116,14 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
                                     "submitblock, ...) until stopped")
     n.add_argument("--chain", type=chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN,
                    help=f"chain file to own (default: $MINER_CHAIN, else {DEFAULT_CHAIN}; created if missing)")
-    n.add_argument("--preset", default="local", help="preset for a new chain (as for mine)")
+    n.add_argument("--preset", default=None, help="preset for a new chain (as for mine; default local)")
     n.add_argument("--rpc-bind", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; any other needs --rpc-user)")
     n.add_argument("--rpc-port", type=int, default=18443, help="port (default 18443; 0 picks a free one)")
     n.add_argument("--rpc-user", default=None, help="user name (instead of the cookie file)")
     n.add_argument("--rpc-password", default=None, help="password for --rpc-user")
     n.add_argument("--rpc-cookie-file", default=None,
-                   help="where to write the cookie (default .cookie beside the chain file)")
+                   help="where to write the cookie (default NAME.cookie beside the chain file NAME)")
     n.add_argument("--max-connections", type=positive_int(100_000), default=256,
                    help="open connections at most (default 256, lowered to fit the descriptor limit; Stratum "
                         "miners may hold all but an eighth)")

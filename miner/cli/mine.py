@@ -26,7 +26,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from miner.chain.clock import check_clock
     from miner.chain.files import check_chain_path, check_creatable
     from miner.cli.options import metrics_options
-    from miner.consensus.params import preset, with_genesis_time
+    from miner.consensus.params import check_same_preset, preset, with_genesis_time
     from miner.mining.loop import mine
     from miner.mining.sources.local import LocalChainSource
     from miner.ui.reporting import make_reporter
@@ -50,7 +50,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     if args.shares:
         raise UsageError("--shares is for mining at a pool (--url stratum+tcp://...)")
     args.blocks = args.blocks or 5
-    params = preset(args.preset, int(time.time()))  # an unknown preset fails before any compile
+    params = preset(args.preset or "local", int(time.time()))  # an unknown preset fails before any compile
     path = Path(args.chain)
     check_chain_path(path, must_exist=False)  # a name no file system takes, say, before any I/O
     chain = None
@@ -59,6 +59,8 @@ def cmd_mine(args: argparse.Namespace) -> int:
         lock.acquire()  # a chain a node owns is mined through the node (--url)
         try:
             chain = Chain.open(path)  # refuses a damaged or read-only chain before the compile
+            if args.preset is not None:
+                check_same_preset(chain.params, args.preset, chain.path)
             check_clock(chain, int(time.time()))
         except BaseException:
             lock.release()
@@ -204,16 +206,17 @@ def _mine_node(args: argparse.Namespace) -> int:
 
 
 def cookie_places(chain: Path) -> list[Path]:
-    """Where a local `miner node` would have written its cookie, in the order they are tried:
-    beside the chain file this command names (--chain, else $MINER_CHAIN, else the default), then
-    beside the default chain in the current folder, where a node started here with no --chain
-    writes it (a $MINER_CHAIN set for other work should not hide that one)."""
+    """Where a local `miner node` would have written its cookie (`auth.cookie_path`: NAME.cookie
+    beside the chain NAME), in the order they are tried: that of the chain this command names
+    (--chain, else $MINER_CHAIN, else the default), then that of the default chain in the current
+    folder, which a node started here with no --chain writes (a $MINER_CHAIN set for other work
+    should not hide that one)."""
     from miner.cli.main import DEFAULT_CHAIN
-    from miner.node.rpc.auth import COOKIE_NAME
+    from miner.node.rpc.auth import cookie_path
 
     places = []
     for path in (chain, Path(DEFAULT_CHAIN)):
-        place = path.resolve().parent / COOKIE_NAME
+        place = cookie_path(path)
         if place not in places:
             places.append(place)
     return places

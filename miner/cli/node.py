@@ -17,7 +17,7 @@ from miner.consensus.params import preset
 from miner.errors import InvalidInput, UsageError
 from miner.node.guard import GuardLimits
 from miner.node.p2p.manager import PeerOptions, parse_target
-from miner.node.rpc.auth import COOKIE_NAME
+from miner.node.rpc.auth import cookie_name_fits, cookie_path
 from miner.node.rpc.server import is_loopback
 from miner.node.run import serve
 from miner.node.stratum.config import StratumConfig
@@ -99,17 +99,21 @@ def cmd_node(args: argparse.Namespace) -> int:
     chain_path = Path(args.chain)
     check_chain_path(chain_path, must_exist=False)
     peers = peer_options(args)
-    params = preset(args.preset, int(time.time()))
+    params = preset(args.preset or "local", int(time.time()))
     cookie = None
     if args.rpc_user is None:
-        cookie = Path(args.rpc_cookie_file) if args.rpc_cookie_file else chain_path.resolve().parent / COOKIE_NAME
+        cookie = Path(args.rpc_cookie_file) if args.rpc_cookie_file else cookie_path(chain_path)
         check_cookie_path(cookie, chain_path)
+        if not cookie_name_fits(cookie):
+            raise UsageError(f"the cookie file's name {cookie.name[:60]}... is too long for this file system; "
+                             f"give a shorter --rpc-cookie-file (or a shorter --chain name)")
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a closed stdout must not end the node
     try:
         asyncio.run(serve(chain_path, params, host, args.rpc_port, args.rpc_user, args.rpc_password,
                           cookie, (args.backend, args.threads, args.cpu_kernel), args.json,
-                          guard_limits(args), stratum_options(args), metrics_options(args), peers))
+                          guard_limits(args), stratum_options(args), metrics_options(args), peers,
+                          require_preset=args.preset is not None))
     except KeyboardInterrupt:
         pass
     try:

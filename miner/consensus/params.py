@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, fields, replace
 
 from miner.consensus.pow import PowAlgorithm, algorithm
@@ -192,6 +193,15 @@ def preset(name: str, genesis_time: int) -> ChainParams:
     if name not in _PRESETS:
         raise InvalidInput(f"unknown chain preset {name!r} (choose from {', '.join(PRESETS)})")
     return ChainParams(name=name, **{"genesis_time": genesis_time, **_PRESETS[name]})
+
+
+def check_same_preset(params: ChainParams, name: str, where: str | os.PathLike) -> None:
+    """A preset asked for by name (`--preset`) must be the one the chain at `where` was made
+    with (`params`): a preset only makes a new chain, and one ignored on an existing chain mined
+    SHA-256d where scrypt (`local-scrypt`) was asked for, without a word."""
+    if params.name != name:
+        raise InvalidInput(f"--preset {name}: {where} is a {params.name!r} chain; leave out --preset "
+                           f"to use it, or give --chain a new file for a {name} chain")
 
 
 def with_genesis_time(params: ChainParams, genesis_time: int) -> ChainParams:

@@ -56,7 +56,9 @@ class NonceAllocator:
     """Hands out disjoint nonce ranges of one job, rolling the extranonce when 2^32 is used up."""
 
     def __init__(self, job: Job, generation: int, first_extranonce: int = 0,
-                 nonce_space: int = NONCE_SPACE):
+                 nonce_space: int = NONCE_SPACE, budget: int | None = None):
+        """`budget`: hand out at most this many nonces of the job in all (generatetoaddress's
+        `maxtries`, which Core spends one nonce at a time and never overruns); None: no limit."""
         self.job = job
         # Set when the job is replaced or solved: units of it in flight stop at their next check.
         self.cancel = threading.Event()
@@ -65,6 +67,7 @@ class NonceAllocator:
         self.extranonce = first_extranonce
         self.next_nonce = 0
         self._work = job.work(first_extranonce)
+        self.budget_left = budget
         self.exhausted = False
         self._lock = threading.Lock()
 
@@ -79,6 +82,9 @@ class NonceAllocator:
         with self._lock:
             if self.exhausted:
                 return None
+            if self.budget_left == 0:
+                self.exhausted = True
+                return None
             if self.next_nonce >= self.nonce_space:
                 if self.extranonce >= self.job.max_extranonce:
                     self.exhausted = True
@@ -87,6 +93,9 @@ class NonceAllocator:
                 self.next_nonce = 0
                 self._work = self.job.work(self.extranonce)
             count = min(count, self.nonce_space - self.next_nonce)
+            if self.budget_left is not None:
+                count = min(count, self.budget_left)
+                self.budget_left -= count
             unit = WorkUnit(self.job, self._work, self.generation, self.next_nonce, count, self.cancel)
             self.next_nonce += count
             return unit
@@ -95,6 +104,10 @@ class NonceAllocator:
 @dataclass
 class BackendStats:
     hashes: int = 0
+    # Nonces that failed, as Bitcoin Core counts `maxtries`: every nonce of a search without a
+    # hit, and of one with a hit only those before its first hit (Core stops there; a kernel hashes
+    # the rest of its piece, but those hashes are not tries)
+    tries: int = 0
     seconds: float = 0.0
     hits: int = 0
     rejected: int = 0
@@ -135,6 +148,7 @@ class Coordinator:
         self._cond = threading.Condition()
         self._alloc: NonceAllocator | None = None
         self._generation = 0
+        self._in_flight = 0  # units handed out and not yet ended, of any job
         self._job_set_at = 0.0
         self._stopping = False
         self._started = False
@@ -202,13 +216,14 @@ class Coordinator:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def set_job(self, job: Job | None, first_extranonce: int = 0) -> int:
-        """Replace the current job (None pauses); work of older jobs becomes stale at once."""
+    def set_job(self, job: Job | None, first_extranonce: int = 0, budget: int | None = None) -> int:
+        """Replace the current job (None pauses); work of older jobs becomes stale at once.
+        `budget`: search at most that many nonces of it (see `NonceAllocator`, and `searched_out`)."""
         with self._cond:
             if self._alloc is not None:
                 self._alloc.cancel.set()
             self._generation += 1
-            self._alloc = (NonceAllocator(job, self._generation, first_extranonce, self.nonce_space)
+            self._alloc = (NonceAllocator(job, self._generation, first_extranonce, self.nonce_space, budget)
                            if job else None)
             self._job_set_at = time.perf_counter()
             for s in self.stats.values():
@@ -251,6 +266,20 @@ class Coordinator:
         except queue.Empty:
             return None
 
+    def searched_out(self) -> bool:
+        """Whether nothing more can come of the current job: its nonces (or its budget) are all
+        handed out and every unit has ended, or no worker is left (every backend failed), so any
+        solution is already in `solutions`. A caller with a budget waits for this rather than for
+        a count of tries, which a failed backend's abandoned unit would never complete."""
+        with self._cond:
+            if not any(t.is_alive() for t in self._threads):
+                return True
+            return (self._alloc is None or self._alloc.exhausted) and self._in_flight == 0
+
+    def tries(self) -> int:
+        """Nonces tried and failed, over all backends (`BackendStats.tries`)."""
+        return sum(s.tries for s in self.stats.values())
+
     def total_rate(self) -> float:
         return sum(s.rate for s in self.stats.values())
 
@@ -279,9 +308,11 @@ class Coordinator:
                         stats = self.stats[backend.name]
                         if not stats.last_job_start:
                             stats.last_job_start = time.perf_counter()
+                        self._in_flight += 1
                         return unit
                     # The job stays current: hits of its units still in flight count.
-                    log.warning("job %s: extranonce space exhausted", alloc.job.job_id)
+                    if alloc.budget_left != 0:  # a spent budget is the caller's limit, not a fault
+                        log.warning("job %s: extranonce space exhausted", alloc.job.job_id)
                 self._cond.wait()
             return None
 
@@ -290,18 +321,27 @@ class Coordinator:
             unit = self._next_unit(backend)
             if unit is None:
                 return
-            start, count = unit.nonce_start, unit.count
-            while True:
-                result = self._search(backend, unit, start, count)
-                if result is None:
+            try:
+                if not self._search_unit(backend, unit):
                     return
-                if result.nonces:
-                    self._report(backend, unit, result)
-                # A pool's share does not end the job: the rest of the unit is searched, so no
-                # nonce after a share is skipped (a share can also be the block).
-                start, count = start + result.count, count - result.count
-                if not unit.job.shares or count <= 0 or unit.cancel.is_set():
-                    break
+            finally:
+                with self._cond:
+                    self._in_flight -= 1
+
+    def _search_unit(self, backend: Backend, unit: WorkUnit) -> bool:
+        """Search one unit; False if the backend failed."""
+        start, count = unit.nonce_start, unit.count
+        while True:
+            result = self._search(backend, unit, start, count)
+            if result is None:
+                return False
+            if result.nonces:
+                self._report(backend, unit, result)
+            # A pool's share does not end the job: the rest of the unit is searched, so no
+            # nonce after a share is skipped (a share can also be the block).
+            start, count = start + result.count, count - result.count
+            if not unit.job.shares or count <= 0 or unit.cancel.is_set():
+                return True
 
     def _search(self, backend: Backend, unit: WorkUnit, start: int, count: int) -> SearchResult | None:
         """Search part of `unit` and count it; None if the backend failed."""
@@ -315,6 +355,7 @@ class Coordinator:
         dt = time.perf_counter() - t0
         result.seconds = dt
         stats.hashes += result.count  # less than asked if it was cancelled or stopped at a hit
+        stats.tries += result.nonces[0] - start if result.nonces else result.count
         stats.seconds += dt
         stats.units += 1
         stats.hits += result.total

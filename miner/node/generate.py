@@ -12,10 +12,15 @@ from dataclasses import replace
 
 from miner.backends.base import Backend
 from miner.backends.registry import make_backends
-from miner.mining.coordinator import MAX_UNIT, MIN_UNIT, Coordinator
+from miner.mining.coordinator import MAX_UNIT, Coordinator
 from miner.mining.template import job_from_template
 from miner.mining.work import Job, Solution, own_extranonce_start
 from miner.node.service import NodeService
+
+# The smallest unit generate hands a backend: regtest's blocks take two hashes, and every nonce a
+# unit holds is hashed before its hits are looked at, so units of the miner's 4,096 nonces made
+# hashing most of the time a block took.
+_MIN_UNIT = 256
 
 
 class Generator:
@@ -36,26 +41,33 @@ class Generator:
         return backends
 
     def _solve(self, job: Job, max_tries: int) -> tuple[Solution | None, int]:
+        """A solution of `job` within `max_tries` failed nonces, and the nonces it spent, counted
+        as Core counts `maxtries` (`BackendStats.tries`): the winning nonce and the hashes a
+        kernel did past it are free, so regtest's two hashes a block cost about one try each,
+        and no nonce past the budget is handed out."""
         assert self._backends is not None
-        # Units no larger than a few times the hashes a block needs: on an easy chain (regtest's
-        # bits, two hashes a block) a full-rate unit would spend `maxtries` on a handful of
-        # blocks, where Core's `generatetoaddress 101` mines all 101 within its default.
+        # Units no larger than a few times the hashes a block needs: a backend hashes at least a
+        # whole unit (or piece) before it looks at its hits, so on an easy chain (regtest's bits,
+        # two hashes a block) a full-rate unit would spend a tenth of a second (`unit_seconds`) on each.
         expected = (1 << 256) // (job.target + 1)
-        unit_cap = max(MIN_UNIT, min(MAX_UNIT, 16 * expected))
+        unit_cap = max(_MIN_UNIT, min(MAX_UNIT, 16 * expected))
         coordinator = Coordinator(self._backends, unit_seconds=0.1, max_unit=unit_cap).start()
+        solution = None
         try:
-            coordinator.set_job(job, own_extranonce_start(job))
-            while True:
+            coordinator.set_job(job, own_extranonce_start(job), budget=max_tries)
+            while solution is None and not self.service.closing:
                 solution = coordinator.wait_solution(timeout=0.02)
-                tried = sum(s.hashes for s in coordinator.stats.values())
-                if solution is not None or tried >= max_tries or self.service.closing:
-                    return solution, tried
+                if solution is None and coordinator.searched_out():
+                    solution = coordinator.wait_solution(timeout=0)  # one queued as the last unit ended
+                    break
         finally:
             coordinator.stop()
+        return solution, coordinator.tries()
 
     async def generate(self, nblocks: int, script: bytes, maxtries: int) -> list[str]:
-        """Up to `nblocks` blocks paying `script`, within `maxtries` hashes in all; the hashes of
-        the blocks that became the tip."""
+        """Up to `nblocks` blocks paying `script`, within `maxtries` failed nonces across the
+        whole call, as Core's generateBlocks spends them; the hashes of the blocks that became the
+        tip, fewer than asked (or none) when the tries ran out, as Core answers."""
         loop = asyncio.get_running_loop()
         hashes: list[str] = []
         async with self._lock:

@@ -27,8 +27,10 @@ from pathlib import Path
 from miner.chain.chain import Chain
 from miner.consensus.params import preset, with_genesis_time
 from miner.errors import InvalidInput, MinerError
+from miner.node.rpc.auth import cookie_path
 
 STATE = "net.json"
+CHAIN_NAME = "chain.sqlite"  # each node's, in its own folder
 START_TIMEOUT = 60.0
 STOP_GRACE = 20.0
 
@@ -106,7 +108,7 @@ def _listening(folder: Path, proc: subprocess.Popen) -> dict:
 
 
 def rpc(member: Member, method: str, *params, timeout: float = 5.0):
-    cookie = Path(member.folder) / ".cookie"
+    cookie = cookie_path(Path(member.folder) / CHAIN_NAME)
     auth = base64.b64encode(cookie.read_bytes()).decode()
     req = urllib.request.Request(member.rpc_url, json.dumps({"method": method, "params": list(params)}).encode(),
                                  headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"})
@@ -136,12 +138,12 @@ def up(folder: Path, count: int, miners: int, topology: str = "ring", preset_nam
         for i in range(count):
             home = folder / f"node{i}"
             home.mkdir(exist_ok=True)
-            chain = home / "chain.sqlite"
+            chain = home / CHAIN_NAME
             if not chain.exists():
                 shutil.copy(seed, chain)
             before = [m for m in net.members] if topology == "mesh" else net.members[-1:]
             connect = [a for m in before for a in ("--connect", f"127.0.0.1:{m.p2p_port}")]
-            proc = _spawn(["node", "--chain", "chain.sqlite", "--rpc-port", "0", "--listen", "0", "--json",
+            proc = _spawn(["node", "--chain", CHAIN_NAME, "--rpc-port", "0", "--listen", "0", "--json",
                            "--backend", backend, *connect], home, "node.log")
             member = Member(f"node{i}", str(home.resolve()), proc.pid)
             net.members.append(member)
@@ -153,7 +155,7 @@ def up(folder: Path, count: int, miners: int, topology: str = "ring", preset_nam
             rpc(net.members[0], "addnode", f"127.0.0.1:{net.members[-1].p2p_port}", "add")
         for member in net.members[:miners]:
             home = Path(member.folder)
-            proc = _spawn(["mine", "--url", member.rpc_url, "--rpc-cookie-file", ".cookie",
+            proc = _spawn(["mine", "--url", member.rpc_url, "--rpc-cookie-file", str(cookie_path(home / CHAIN_NAME)),
                            "--blocks", "1000000", "--threads", str(threads), "--backend", backend, "--json"],
                           home, "miner.log")
             member.miner_pid = proc.pid

@@ -13,8 +13,9 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from miner.chain.files import remove_new_chain
 from miner.chain.lock import ChainLock
-from miner.consensus.params import ChainParams
+from miner.consensus.params import ChainParams, check_same_preset
 from miner.errors import MinerError
 from miner.node.generate import Generator
 from miner.node.guard import Guard, GuardLimits
@@ -23,7 +24,7 @@ from miner.node.metrics import NodeCollector, serve_metrics
 from miner.node.output import LineWriter, install_logging, loop_exception_handler
 from miner.node.p2p.bans import BanList
 from miner.node.p2p.manager import PeerManager, PeerOptions
-from miner.node.rpc.auth import Credentials, remove_cookie, write_cookie
+from miner.node.rpc.auth import Credentials, new_cookie, remove_cookie, write_cookie
 from miner.node.rpc.methods import Context
 from miner.node.rpc.server import make_app
 from miner.node.service import NodeService
@@ -51,7 +52,14 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
                 user: str | None, password: str | None, cookie_file: Path | None,
                 generator_args: tuple[str, int | None, str], json_mode: bool,
                 limits: GuardLimits | None = None, stratum: tuple[str, int, StratumConfig] | None = None,
-                metrics: tuple[str, int] | None = None, peers: PeerOptions | None = None) -> None:
+                metrics: tuple[str, int] | None = None, peers: PeerOptions | None = None,
+                require_preset: bool = False) -> None:
+    """Serve `chain_path`, created with `params` if it does not exist; `require_preset`: the
+    preset was asked for (`--preset`), so an existing chain made with another is refused.
+
+    A start that fails (a port in use, a cookie that cannot be written) leaves nothing behind:
+    the cookie is written only once every face listens, and a chain this run created is removed
+    again while nothing has been stored on it."""
     return_large_blocks()
     events = _Events(json_mode)
     logs = LineWriter(sys.stderr.fileno())
@@ -59,6 +67,8 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(loop_exception_handler)
     lock = ChainLock(chain_path, exclusive=True).acquire()
+    creating = not chain_path.exists()  # under the exclusive lock: nobody else creates it meanwhile
+    started = False
     service = NodeService(chain_path)
     guard = Guard(limits or GuardLimits())
     runner: web.AppRunner | None = None
@@ -70,6 +80,8 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
     cookie_pair: str | None = None
     try:
         await service.open(params)
+        if require_preset:
+            check_same_preset(service.chain.params, params.name, chain_path)
         stopping = asyncio.Event()
         ctx = Context(service, Generator(service, *generator_args).generate, stopping.set)
         pairs = []
@@ -77,11 +89,7 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
             pairs.append(f"{user}:{password}")
         else:
             assert cookie_file is not None
-            try:
-                cookie_pair = write_cookie(cookie_file)
-            except OSError as exc:
-                raise MinerError(f"cannot write the cookie file {cookie_file}: {exc.strerror}") from None
-            pairs.append(cookie_pair)
+            pairs.append(new_cookie())
         # A client that goes away cancels its call (an abandoned long poll is released), and a
         # shutdown waits for unfinished requests (a stalled upload) a few seconds, not a minute.
         # The guard times connections out; aiohttp's keep-alive timer is left far behind it.
@@ -116,6 +124,11 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
             registry = CollectorRegistry()
             registry.register(NodeCollector(service, guard, pool))
             metrics_runner, metrics_server, metrics_port = await serve_metrics(registry, guard, *metrics)
+        if user is None:
+            try:
+                cookie_pair = write_cookie(cookie_file, pairs[0])
+            except OSError as exc:
+                raise MinerError(f"cannot write the cookie file {cookie_file}: {exc.strerror}") from None
         url = f"http://{host}:{bound}"
         lock.publish(url, cookie_file.resolve() if cookie_pair and cookie_file else None)
         service.listeners.append(lambda a: events.say(
@@ -131,6 +144,7 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
                    + (f", metrics at http://{metrics[0]}:{metrics_port}/metrics" if metrics is not None else "")
                    + (f", peers at {peers.listen[0]}:{p2p_port}" if peers is not None and peers.listen else "")
                    + f", up to {guard.limits.max_connections} connections")
+        started = True
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
         await stopping.wait()
@@ -153,6 +167,8 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
         await service.close()
         if cookie_pair is not None and cookie_file is not None:
             remove_cookie(cookie_file, cookie_pair)
+        if creating and not started and service.tip is not None and service.tip.height == 0:
+            remove_new_chain(chain_path)  # a failed start; a block stored meanwhile (a peer's) keeps it
         lock.release()
         logs.close()
     events.say({"event": "stopped", "at": time.time()}, "miner node: stopped")

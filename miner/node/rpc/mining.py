@@ -4,6 +4,7 @@ node's own: Core has no pool)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from miner.chain.chain import Chain
@@ -26,6 +27,8 @@ from miner.primitives.block import Block
 from miner.primitives.compact import bits_to_target, difficulty, work
 from miner.primitives.serialize import DecodeError
 from miner.primitives.witness import find_commitment, with_reserved_value
+
+log = logging.getLogger(__name__)
 
 
 def _network_hashps(chain: Chain, lookup: int, height: int) -> float:
@@ -141,12 +144,12 @@ async def generatetoaddress(ctx: Context, nblocks: Any, address: str, maxtries: 
         hashes = await ctx.generate(nblocks, script, maxtries)
     except MinerError as exc:
         raise RpcError(RPC_MISC_ERROR, str(exc)) from None
-    if nblocks and not hashes and not ctx.service.closing:
-        # Core's regtest needs two hashes a block and never gets here; a chain whose blocks need
-        # millions must not answer a silent [] (Core's answer) when it mined nothing.
-        expected = work(ctx.service.tip.next_target)
-        raise RpcError(RPC_MISC_ERROR, f"maxtries ({maxtries:,}) ran out before a block was found: a "
-                                       f"block here takes about {expected:,} hashes; pass a larger maxtries")
+    if len(hashes) < nblocks and not ctx.service.closing:
+        # Core answers what it found, [] included, and says nothing; the node's log says why, so
+        # an operator whose chain needs millions of hashes a block learns what maxtries to pass.
+        log.warning("generatetoaddress: maxtries (%s) ran out after %d of %d blocks; a block here "
+                    "takes about %s hashes", f"{maxtries:,}", len(hashes), nblocks,
+                    f"{work(ctx.service.tip.next_target):,}")
     return hashes
 
 
