@@ -116,12 +116,16 @@ class ScriptedPool:
             assert time.monotonic() < deadline, "the pool did not see what the test waits for"
             time.sleep(0.02)
 
-    def close(self) -> None:
-        self._stop.set()
-        self.listener.close()
+    def drop(self) -> None:
+        """Hang up on every miner connected now; new connections are still taken."""
         for c in list(self._conns):
             try:
                 c.shutdown(socket.SHUT_RDWR)
                 c.close()
             except OSError:
                 pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self.listener.close()
+        self.drop()

@@ -33,7 +33,6 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-import pytest
 from blockmaker import make_block
 from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis import strategies as st
@@ -428,4 +427,4 @@ class PoolMachine(RuleBasedStateMachine):
 PoolMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=30, deadline=None,
                                          phases=(Phase.explicit, Phase.reuse, Phase.generate),
                                          suppress_health_check=list(HealthCheck))
-test_the_pool_never_refuses_a_block_nor_an_honest_share = pytest.mark.slow(PoolMachine.TestCase)
+test_the_pool_never_refuses_a_block_nor_an_honest_share = PoolMachine.TestCase

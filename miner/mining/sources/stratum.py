@@ -49,7 +49,10 @@ SUBMIT_TIMEOUT = 10.0  # s for the pool to judge a share
 RETRY_PRIMARY = 30.0  # s between looks at a better pool while on a backup
 STALL_FACTOR = 10.0  # expected share times with no new job and no accepted share: a stalled pool
 STALL_FLOOR = 60.0  # s: never sooner than this
-HEALTHY = 60.0  # s: a session that lasted this long was not a failure (the back-off starts over)
+# s: a session that gave work and lasted this long was not a failure: the back-off starts over,
+# so a pool restarted every few seconds is reconnected to at once; one that drops us sooner
+# (or sends no work) is asked again only after the growing pause.
+HEALTHY = 5.0
 
 
 class StratumSource:
@@ -58,7 +61,7 @@ class StratumSource:
     def __init__(self, urls: list[PoolUrl], on_event: Callable[[dict], None] | None = None,
                  retry_primary: float = RETRY_PRIMARY, roll_version: bool = True, agent: str = AGENT,
                  pow: str = "sha256d", retries: int = FOREVER, stall_factor: float = STALL_FACTOR,
-                 stall_floor: float = STALL_FLOOR):
+                 stall_floor: float = STALL_FLOOR, healthy: float = HEALTHY):
         """`retries`: failed rounds over every pool in a row before giving up (-1: never);
         `stall_factor` 0 turns the watchdog off, which needs the hash rate (`measure_rate`)."""
         if not urls:
@@ -67,6 +70,7 @@ class StratumSource:
         self.retry = RetryPolicy(retries)
         self.stall_factor = stall_factor
         self.stall_floor = stall_floor
+        self.healthy = healthy
         self._rate: Callable[[], float] = lambda: 0.0
         self.failure: MinerError | None = None  # the retries are spent: the run ends with this
         self.retry_primary = retry_primary
@@ -181,7 +185,7 @@ class StratumSource:
                     self.urls[index] = PoolUrl(url.host, port, url.user, url.password)
                     self._stop.wait(wait)
                     continue
-                if outcome.lasted >= HEALTHY or outcome.going_back:
+                if (outcome.had_work and outcome.lasted >= self.healthy) or outcome.going_back:
                     waits = self._waits()
                 else:  # dropped soon after authorizing: not hammered either
                     self._stop.wait(next(waits))
@@ -260,7 +264,8 @@ class StratumSource:
             self._on_event({"event": "pool", "status": "disconnected", "url": url.display, "reason": reason})
             log.warning("pool %s: %s", url.display, reason)
         return _Outcome(authorized, reason, link.reconnect_to if authorized else None,
-                        lasted=time.monotonic() - began, stalled="stalled" in ended,
+                        lasted=time.monotonic() - began, had_work=link.current is not None,
+                        stalled="stalled" in ended,
                         going_back="going back" in ended)
 
     def _first_reachable(self, before: int) -> PoolUrl | None:
@@ -282,6 +287,7 @@ class _Outcome:
     reason: str
     reconnect: tuple[int, float] | None = None  # (port, wait) from the pool's client.reconnect
     lasted: float = 0.0  # s from connecting to the end
+    had_work: bool = False  # the pool sent a job
     stalled: bool = False  # the watchdog ended it
     going_back: bool = False  # ended to go back to a pool before it in order
 
