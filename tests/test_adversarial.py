@@ -155,3 +155,50 @@ def test_a_burst_of_connections_while_the_node_is_busy_waits_in_the_queue_and_ne
         node.stop()
     err = node.proc.stderr.read()
     assert "out of system resource" not in err and "Too many open files" not in err, err[-2000:]
+
+
+def test_miners_and_peers_each_have_their_own_slots(tmp_path):
+    """Issue 33, high 3: idle authorized Stratum sockets once held every slot a settled
+    connection could take, so an honest inbound peer was dropped right after its handshake (and
+    handshaken peers could lock every miner out). Each face now has its own budget: with
+    `--stratum-max-miners` all taken by idle miners, a peer still handshakes and stays and
+    JSON-RPC answers; with the inbound peers' share (`--max-peers` less Core's 11 outbound)
+    full, the next peer is the one dropped, and a miner still gets in."""
+    from p2p_peer import ScriptedPeer
+    from test_stratum import Miner
+    node = NodeProcess(tmp_path / "chain.sqlite", "--preset", "regtest-core", "--listen", "0",
+                       "--stratum-port", "0", "--max-connections", "16", "--stratum-max-miners", "14",
+                       "--max-peers", "13")
+    miners: list = []
+    peers: list = []
+    try:
+        assert (node.ready["stratum_max_miners"], node.ready["inbound_peers"]) == (14, 2)
+        for i in range(14):
+            miners.append(Miner(node.ready["stratum_port"]))
+            miners[-1].start(f"idle.rig{i}")
+        extra = Miner(node.ready["stratum_port"])
+        miners.append(extra)
+        extra.call("mining.subscribe")
+        assert extra.call("mining.authorize", "one.more", "x")["error"][1] == "Server full: too many miners"
+        for _ in range(2):
+            peers.append(ScriptedPeer(node.ready["p2p_port"]))
+            peers[-1].handshake()
+        assert not peers[0].closed_by_node(within=1.0)  # the miners took none of the peers' slots
+        assert node.call("getconnectioncount") == 2 and node.call("getblockcount") == 0
+        third = ScriptedPeer(node.ready["p2p_port"])
+        peers.append(third)
+        third.handshake()
+        assert third.closed_by_node(within=5.0)  # the peers' own share is full
+        miners.pop(0).close()
+        wait = time.monotonic() + 10
+        while node.call("getstratuminfo")["connections"] > 14:
+            assert time.monotonic() < wait
+            time.sleep(0.05)
+        miners.append(Miner(node.ready["stratum_port"]))
+        miners[-1].start("honest.rig")  # the peers took none of the miners' slots
+        assert not peers[1].closed_by_node(within=0.2)
+    finally:
+        for client in (*miners, *peers):
+            client.close()
+        node.stop()
+    assert "Traceback" not in node.proc.stderr.read()

@@ -70,7 +70,7 @@ def test_metrics_move_during_a_run_and_agree_with_the_rpc(tmp_path):
     node_shares = ("powminer_stratum_shares_total", (("reason", ""), ("result", "accepted")))
     assert later_node[node_shares] > first_node.get(node_shares, 0)
     assert later_node[("powminer_stratum_workers", ())] == 1
-    assert later_node[("powminer_node_connections", (("state", "settled"),))] >= 1
+    assert later_node[("powminer_node_connections", (("face", "stratum"), ("state", "settled")))] >= 1
     # what the miner counted as accepted is what the node accepted from it
     summary = events[-1]
     assert summary["event"] == "summary"

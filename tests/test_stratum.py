@@ -482,18 +482,28 @@ def test_a_minimum_difficulty_from_configure_is_announced_and_applied(pool):
         m.close()
 
 
+def _productive(m: Miner, worker: str, block_target: int) -> None:
+    """`m` starts as `worker` and has one share accepted (found here with hashlib)."""
+    en1, size, difficulty, job = m.start(worker)
+    en2, nonce, _ = find(job, en1, size, share_target(difficulty), above=block_target)
+    assert m.call("mining.submit", worker, job[0], en2.hex(), job[7], f"{nonce:08x}")["result"] is True
+
+
 def test_a_miner_that_does_not_authorize_in_time_is_dropped_and_a_full_server_says_so(tmp_path):
-    """`--rpc-timeout 1`: a connection has 1 s to authorize; `--max-connections 8`: an eighth is
-    kept for clients with credentials, so the eighth miner to authorize is told the server is
-    full, and one that comes after a miner leaves gets in."""
+    """`--rpc-timeout 1`: a connection has 1 s to authorize; `--stratum-max-miners 3`: with three
+    miners whose shares were accepted, a fourth is told the server is full (none of them may be
+    pushed out for it), and one that comes after a miner leaves gets in. `--max-connections`
+    (JSON-RPC's own slots) is 8 and counts no miner."""
     chain = make_chain(tmp_path / "chain.sqlite", hashes_per_block=1 << 18)
     node = NodeProcess(chain, "--stratum-port", "0", "--stratum-difficulty", str(SHARE_DIFFICULTY),
-                       "--rpc-timeout", "1", "--max-connections", "8")
+                       "--rpc-timeout", "1", "--stratum-max-miners", "3", "--max-connections", "8")
     miners: list[Miner] = []
     try:
+        assert node.ready["stratum_max_miners"] == 3 and node.ready["max_connections"] == 8
         port = node.ready["stratum_port"]
+        block = int(node.call("getmininginfo")["next"]["target"], 16)
         miners.append(Miner(port))
-        miners[0].start("early.rig")
+        _productive(miners[0], "early.rig", block)
         slow = Miner(port)
         miners.append(slow)
         began = time.monotonic()
@@ -503,17 +513,17 @@ def test_a_miner_that_does_not_authorize_in_time_is_dropped_and_a_full_server_sa
         assert miners[0].call("mining.subscribe")["result"][2] == 4  # an authorized miner stays
         slow.close()
         miners.remove(slow)
-        for i in range(6):
+        for i in range(2):
             miners.append(Miner(port))
-            miners[-1].start(f"full.rig{i}")
-        eighth = Miner(port)
-        miners.append(eighth)
-        eighth.call("mining.subscribe")
-        assert eighth.call("mining.authorize", "late.rig", "x")["error"] == [20, "Server full: too many miners", None]
+            _productive(miners[-1], f"full.rig{i}", block)
+        fourth = Miner(port)
+        miners.append(fourth)
+        fourth.call("mining.subscribe")
+        assert fourth.call("mining.authorize", "late.rig", "x")["error"] == [20, "Server full: too many miners", None]
         for m in (miners.pop(0), miners.pop()):
             m.close()
         deadline = time.monotonic() + 30
-        while node.call("getstratuminfo")["workers_connected"] != 6:
+        while node.call("getstratuminfo")["workers_connected"] != 2:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         miners.append(Miner(port))

@@ -156,8 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--rpc-cookie-file", default=None,
                    help="where to write the cookie (default .cookie beside the chain file)")
     n.add_argument("--max-connections", type=_positive_int(100_000), default=256,
-                   help="open connections at most (default 256, lowered to fit the descriptor limit; Stratum "
-                        "miners may hold all but an eighth)")
+                   help="JSON-RPC connections at most (default 256; an eighth kept for clients with credentials). "
+                        "Each face has its own slots, all lowered alike to fit the descriptor limit")
     n.add_argument("--rpc-timeout", type=_positive_seconds, default=30.0,
                    help="seconds a connection may wait idle between requests, and to send a request's "
                         "body or take a reply (Core's -rpcservertimeout; default 30); a new connection "
@@ -185,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--stratum-idle-timeout", type=_positive_seconds, default=600.0,
                    help="seconds an authorized miner may send nothing before it is dropped (default 600, "
                         "0.1 to 86400; a miner must authorize within the --rpc-timeout, at most 10 s)")
+    n.add_argument("--stratum-max-miners", type=_positive_int(100_000), default=256,
+                   help="authorized Stratum connections at most (default 256), plus an eighth for newcomers "
+                        "to authorize in; when all are taken a new miner pushes out one that has had no share "
+                        "accepted, else it is told the server is full")
     n.add_argument("--stratum-payout", default=None,
                    help="address the Stratum blocks' coinbase pays (default OP_TRUE, anyone can spend)")
     n.add_argument("--listen", default=None, metavar="[HOST:]PORT",
@@ -192,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "PORT 0 picks a free one)")
     n.add_argument("--connect", action="append", default=[], metavar="HOST:PORT",
                    help="keep a peer connection to this node (repeatable; reconnects with back-off)")
+    n.add_argument("--max-peers", type=_positive_int(100_000), default=125,
+                   help="peer connections at most, as Core's -maxconnections (default 125): 11 of them are "
+                        "outbound slots, the rest inbound; --connect peers never take an inbound slot")
+    n.add_argument("--metrics-top-workers", type=_positive_int(100_000), default=100,
+                   help="Stratum workers shown one by one on the metrics page, the most work first "
+                        "(default 100); the rest are summed under worker=\"*other*\"")
     _metrics_options(n)
     n.add_argument("--backend", default="auto", help="backends generatetoaddress mines with (default auto)")
     n.add_argument("--threads", type=_positive_int(1024), default=None, help="CPU backend threads")

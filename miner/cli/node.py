@@ -15,7 +15,8 @@ from miner.chain.lock import lock_path
 from miner.cli.options import metrics_options
 from miner.consensus.params import preset
 from miner.errors import InvalidInput, UsageError
-from miner.node.guard import GuardLimits
+from miner.node.limits import OUTBOUND_PEERS, GuardLimits
+from miner.node.metrics import METRICS_CONNECTIONS
 from miner.node.p2p.manager import PeerOptions, parse_target
 from miner.node.rpc.auth import COOKIE_NAME
 from miner.node.rpc.server import is_loopback
@@ -37,10 +38,19 @@ def check_cookie_path(cookie: Path, chain: Path) -> None:
 
 
 def guard_limits(args: argparse.Namespace) -> GuardLimits:
+    """Each face the node serves gets its own budget: JSON-RPC always, Stratum, peers and the
+    metrics page when asked for."""
+    peers = args.listen is not None or bool(args.connect)
+    header_timeout = min(10.0, args.rpc_timeout)
     return GuardLimits(max_connections=args.max_connections, reserved=max(1, args.max_connections // 8),
-                       header_timeout=min(10.0, args.rpc_timeout), idle_timeout=args.rpc_timeout,
+                       stratum_miners=args.stratum_max_miners if args.stratum_port is not None else None,
+                       inbound_peers=max(0, args.max_peers - OUTBOUND_PEERS) if args.listen is not None else None,
+                       outbound_peers=OUTBOUND_PEERS if peers else 0,
+                       metrics_connections=METRICS_CONNECTIONS if args.metrics_port is not None else None,
+                       header_timeout=header_timeout, idle_timeout=args.rpc_timeout,
                        body_timeout=args.rpc_timeout, write_timeout=args.rpc_timeout,
-                       rate=float(args.rpc_rate), burst=2.0 * args.rpc_rate)
+                       rate=float(args.rpc_rate), burst=2.0 * args.rpc_rate,
+                       settle_grace=3 * header_timeout)
 
 
 def stratum_options(args: argparse.Namespace) -> tuple[str, int, StratumConfig] | None:

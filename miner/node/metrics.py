@@ -23,10 +23,13 @@ from prometheus_client.core import (
 
 from miner.errors import MinerError
 from miner.node.guard import Guard
+from miner.node.limits import METRICS
 from miner.node.service import Accepted, NodeService
 from miner.node.stratum.server import StratumServer
 from miner.node.stratum.stats import BROADCAST_BUCKETS, WINDOWS
 from miner.primitives.compact import difficulty
+
+METRICS_CONNECTIONS = 16  # scrapers at once: the metrics page's own slots in the guard
 
 
 class NodeCollector:
@@ -50,16 +53,19 @@ class NodeCollector:
                                     value=difficulty(tip.next_target))
         yield CounterMetricFamily("powminer_node_blocks", "Blocks that became the tip since the node started.",
                                   value=self.blocks)
-        census = GaugeMetricFamily("powminer_node_connections", "Open connections by what they proved.",
-                                   labels=["state"])
-        for state, n in self.guard.census().items():
-            census.add_metric([state], n)
-        yield census
+        census = GaugeMetricFamily("powminer_node_connections", "Open connections by face and by what they "
+                                   "proved.", labels=["face", "state"])
         outcomes = CounterMetricFamily("powminer_node_connection_events", "Connections admitted, refused, "
-                                       "evicted and timed out by the guard.", labels=["outcome"])
-        counts = self.guard.counts
-        for outcome in ("admitted", "refused", "evicted", "timed_out"):
-            outcomes.add_metric([outcome], getattr(counts, outcome))
+                                       "evicted and timed out by the guard, and handshakes refused for want of "
+                                       "a slot (full) or given one another left (displaced), by face.",
+                                       labels=["face", "outcome"])
+        for face, states in self.guard.census().items():
+            for state, n in states.items():
+                census.add_metric([face, state], n)
+            counts = self.guard.face_counts(face)
+            for outcome in ("admitted", "refused", "evicted", "timed_out", "full", "displaced"):
+                outcomes.add_metric([face, outcome], getattr(counts, outcome))
+        yield census
         yield outcomes
         if self.stratum is not None:
             yield from self._stratum(self.stratum)
@@ -138,7 +144,7 @@ async def serve_metrics(registry: CollectorRegistry, guard: Guard, host: str,
                            shutdown_timeout=1.0)
     await runner.setup()
     try:
-        server = await guard.listen(runner.server, host, port)
+        server = await guard.listen(runner.server, host, port, METRICS)
     except OSError as exc:
         await runner.cleanup()
         raise MinerError(f"cannot listen for metrics on {host}:{port}: {exc.strerror}") from None

@@ -17,7 +17,8 @@ from miner.chain.lock import ChainLock
 from miner.consensus.params import ChainParams
 from miner.errors import MinerError
 from miner.node.generate import Generator
-from miner.node.guard import Guard, GuardLimits
+from miner.node.guard import Guard
+from miner.node.limits import GuardLimits
 from miner.node.memory import return_large_blocks
 from miner.node.metrics import NodeCollector, serve_metrics
 from miner.node.output import LineWriter, install_logging, loop_exception_handler
@@ -124,13 +125,17 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
         events.say({"event": "listening", "url": url, "port": bound, "chain": str(chain_path),
                     "height": service.tip.height, "cookie": str(cookie_file) if cookie_pair else None,
                     "max_connections": guard.limits.max_connections, "stratum_port": stratum_port,
+                    "stratum_max_miners": guard.limits.stratum_miners, "inbound_peers": guard.limits.inbound_peers,
                     "metrics_port": metrics_port, "p2p_port": p2p_port},
                    f"miner node: {chain_path} (tip {service.tip.height}) at {url}, "
                    + (f"cookie {cookie_file}" if cookie_pair else "user and password auth")
                    + (f", Stratum at stratum+tcp://{stratum[0]}:{stratum_port}" if stratum is not None else "")
                    + (f", metrics at http://{metrics[0]}:{metrics_port}/metrics" if metrics is not None else "")
                    + (f", peers at {peers.listen[0]}:{p2p_port}" if peers is not None and peers.listen else "")
-                   + f", up to {guard.limits.max_connections} connections")
+                   + f", up to {guard.limits.max_connections} RPC connections"
+                   + (f", {guard.limits.stratum_miners} miners" if guard.limits.stratum_miners is not None else "")
+                   + (f", {guard.limits.inbound_peers} inbound peers" if guard.limits.inbound_peers is not None
+                      else ""))
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
         await stopping.wait()

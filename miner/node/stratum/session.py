@@ -227,6 +227,7 @@ class Session:
         verdict = job.verdict(share, difficulty)  # raises 23 below the difficulty in force
         self.seen.add(key)
         self.refused_in_a_row = 0
+        self.conn.productive()  # kept longest when the miners' slots run out
         if verdict == "block":
             verdict = await self.server.found_block(job, share)
         self.server.stats.share_accepted(params[0], difficulty, self.server.diff1 / max(share.value, 1),
