@@ -119,7 +119,8 @@ def cmd_node(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve(chain_path, params, host, args.rpc_port, args.rpc_user, args.rpc_password,
                           cookie, (args.backend, args.threads, args.cpu_kernel), args.json,
-                          guard_limits(args), stratum_options(args), metrics_options(args), peers))
+                          guard_limits(args), stratum_options(args), metrics_options(args), peers,
+                          args.metrics_top_workers))
     except KeyboardInterrupt:
         pass
     try:

@@ -29,6 +29,7 @@ from miner.node.rpc.methods import Context
 from miner.node.rpc.server import make_app
 from miner.node.service import NodeService
 from miner.node.stratum.config import StratumConfig
+from miner.node.stratum.ranking import TOP_WORKERS
 from miner.node.stratum.server import StratumServer
 from miner.primitives.hashes import display_hex
 
@@ -52,7 +53,8 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
                 user: str | None, password: str | None, cookie_file: Path | None,
                 generator_args: tuple[str, int | None, str], json_mode: bool,
                 limits: GuardLimits | None = None, stratum: tuple[str, int, StratumConfig] | None = None,
-                metrics: tuple[str, int] | None = None, peers: PeerOptions | None = None) -> None:
+                metrics: tuple[str, int] | None = None, peers: PeerOptions | None = None,
+                top_workers: int = TOP_WORKERS) -> None:
     return_large_blocks()
     events = _Events(json_mode)
     logs = LineWriter(sys.stderr.fileno())
@@ -115,7 +117,7 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
         metrics_port = None
         if metrics is not None:
             registry = CollectorRegistry()
-            registry.register(NodeCollector(service, guard, pool))
+            registry.register(NodeCollector(service, guard, pool, top_workers))
             metrics_runner, metrics_server, metrics_port = await serve_metrics(registry, guard, *metrics)
         url = f"http://{host}:{bound}"
         lock.publish(url, cookie_file.resolve() if cookie_pair and cookie_file else None)
