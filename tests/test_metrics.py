@@ -277,3 +277,38 @@ def test_the_node_page_is_bounded_and_rendered_at_most_once_a_second(tmp_path):
     assert len(named) == 6 and "*other*" in named
     assert page[("powminer_stratum_workers_other", ())] == 123
     assert page[("powminer_stratum_workers", ())] == 128
+
+
+def test_worker_names_no_utf8_can_hold_or_with_control_characters_break_nothing(tmp_path):
+    """Issue 33: `mining.authorize ["x\\udc80"]` is valid JSON, but no UTF-8 holds a lone surrogate:
+    every scrape answered 500 while the name was remembered. Such names, and one carrying a
+    terminal escape, are shown escaped on the page, over RPC and in the log line of a drop."""
+    import socket
+    node = NodeProcess(make_chain(tmp_path / "chain.sqlite", hashes_per_block=1 << 18), "--stratum-port", "0",
+                       "--metrics-port", "0")
+    try:
+        with socket.create_connection(("127.0.0.1", node.ready["stratum_port"]), timeout=10) as s:
+            reader = s.makefile("rb")
+            for line in (b'{"id": 1, "method": "mining.subscribe", "params": []}',
+                         b'{"id": 2, "method": "mining.authorize", "params": ["x\\udc80", "x"]}',
+                         b'{"id": 3, "method": "mining.authorize", "params": ["evil\\u001b[2J", "x"]}'):
+                s.sendall(line + b"\n")
+            replies = {}
+            while len(replies) < 3:
+                message = json.loads(reader.readline())
+                if message.get("id") is not None:
+                    replies[message["id"]] = message
+            assert replies[2]["result"] is True and replies[3]["result"] is True
+            page = scrape(f"http://127.0.0.1:{node.ready['metrics_port']}/metrics")  # 200, and it parses
+            status, body, _ = node.post(json.dumps({"method": "getstratuminfo", "params": [], "id": 1}))
+            s.sendall(b"x" * 20_000 + b"\n")  # a line too long: dropped, with a log line naming the workers
+            assert reader.read() is not None
+    finally:
+        node.stop()
+    stderr = node.proc.stderr.read()
+    named = {dict(labels)["worker"] for (name, labels) in page if name == "powminer_stratum_worker_difficulty"}
+    assert named == {"x\\udc80", "evil\\x1b[2J"}
+    workers = {w["worker"] for w in json.loads(body)["result"]["workers"]}
+    assert workers == named and all(w.encode("utf-8") for w in workers)  # strict UTF-8 holds them
+    assert "dropped" in stderr and "x\\udc80" in stderr and "evil\\x1b[2J" in stderr, stderr
+    assert "\x1b" not in stderr and "Traceback" not in stderr

@@ -31,6 +31,7 @@ from prometheus_client.core import (
 from miner.errors import MinerError
 from miner.node.guard import Guard
 from miner.node.limits import METRICS
+from miner.node.output import unambiguous
 from miner.node.service import Accepted, NodeService
 from miner.node.stratum.ranking import OTHER, TOP_WORKERS, page_workers
 from miner.node.stratum.server import StratumServer
@@ -123,13 +124,14 @@ class NodeCollector:
         now = stats.clock()
         shown, others = page_workers(stats, now, self.top_workers)
         for worker in shown:
+            name = unambiguous(worker.name)  # a client's string: a lone surrogate cannot be encoded
             for (label, _), value in zip(WINDOWS, stats.hashrates(worker, now).values()):
-                rate.add_metric([worker.name, label], value)
-            accepted.add_metric([worker.name, "accepted", ""], worker.accepted)
+                rate.add_metric([name, label], value)
+            accepted.add_metric([name, "accepted", ""], worker.accepted)
             for reason, n in sorted(worker.refused.items()):
-                accepted.add_metric([worker.name, "rejected", reason], n)
-            best.add_metric([worker.name], worker.best_share)
-            diff.add_metric([worker.name], worker.difficulty)
+                accepted.add_metric([name, "rejected", reason], n)
+            best.add_metric([name], worker.best_share)
+            diff.add_metric([name], worker.difficulty)
         if others.workers or others.accepted or others.refused:
             for label, value in others.hashrates.items():
                 rate.add_metric([OTHER, label], value)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from miner.errors import MinerError
 from miner.node.guard import Connection
+from miner.node.output import printable
 from miner.node.stratum.config import BAD_MESSAGES, MAX_LINE, MAX_WORKERS
 from miner.node.stratum.difficulty import DifficultyInForce
 from miner.node.stratum.jobs import MAX_FUTURE, StratumJob
@@ -113,7 +114,7 @@ class Session:
         handler = _METHODS.get(method)
         try:
             if handler is None:
-                raise sp.StratumError(sp.OTHER, f"Unknown method {method[:40]}")
+                raise sp.StratumError(sp.OTHER, f"Unknown method {printable(method[:40])}")
             result, after = await handler(self, params)
         except (sp.StratumError, MinerError, ValueError, TypeError, OverflowError) as exc:
             if not isinstance(exc, sp.StratumError):  # a case the checks above missed: refused, not fatal
@@ -176,7 +177,7 @@ class Session:
                     self.difficulty = max(self.difficulty, self._clamp(value))
                 result["minimum-difficulty"] = value is not None
             else:
-                result[str(ext)[:40]] = False
+                result[printable(str(ext)[:40])] = False
 
         async def announce() -> None:  # a raised minimum applies at once to a miner already at work
             if self.announced.sent is not None and self.difficulty != self.announced.sent:

@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from miner.node.output import unambiguous
 from miner.primitives.stratum import StratumError
 
 WINDOWS = (("1m", 60.0), ("5m", 300.0), ("15m", 900.0))
@@ -173,7 +174,7 @@ class PoolStats:
 
     def worker_report(self, stats: WorkerStats, connected: bool) -> dict:
         now = self.clock()
-        return {"worker": stats.name, "connected": connected, "difficulty": stats.difficulty,
+        return {"worker": unambiguous(stats.name), "connected": connected, "difficulty": stats.difficulty,
                 "accepted": stats.accepted, "rejected": dict(stats.refused), "blocks": stats.blocks,
                 "best_share": stats.best_share, "last_share": stats.last_share,
                 "hashrate": self.hashrates(stats, now)}
