@@ -576,3 +576,60 @@ def test_extranonce2_size_and_idle_timeout_options(tmp_path):
 def test_bad_stratum_option_values_are_one_line_and_exit_2(option, value, fragment):
     from cliproc import assert_one_line_error, run
     assert_one_line_error(run("node", "--stratum-port", "0", option, value), 2, f"{option}: {fragment}")
+
+
+def test_a_jobs_accepted_shares_are_given_back_when_the_job_retires(tmp_path):
+    """Issue 33: the duplicate check's record of accepted shares (44,500 shares at a tiny
+    difficulty: 15 MiB) was kept while the tip stayed. A server in this process, a miner over a
+    real socket: after 30 accepted shares of one job, the server makes JOBS_KEPT newer jobs on
+    the same tip (as new transactions would), and the session no longer holds any of them, while
+    a share of a job still kept is still a duplicate."""
+    import asyncio
+
+    from miner.consensus.params import preset
+    from miner.node.guard import Guard
+    from miner.node.limits import GuardLimits
+    from miner.node.service import NodeService
+    from miner.node.stratum.config import JOBS_KEPT, StratumConfig
+    from miner.node.stratum.server import StratumServer
+
+    def remembered(server) -> int:
+        (session,) = server.sessions
+        return sum(len(shares) for shares in session.seen.values())
+
+    async def scenario() -> None:
+        service = NodeService(make_chain(tmp_path / "chain.sqlite", hashes_per_block=1 << 18))
+        await service.open(preset("local", 0))
+        guard = Guard(GuardLimits(stratum_miners=4))
+        server = StratumServer(service, guard, StratumConfig(difficulty=1e-8))
+        port = await server.start("127.0.0.1", 0)
+        loop = asyncio.get_running_loop()
+        miner = await loop.run_in_executor(None, Miner, port)
+        try:
+            en1, size, difficulty, job = await loop.run_in_executor(None, miner.start, "dup.rig")
+            block = service.tip.next_target
+            found, nonce = [], 0
+            while len(found) < 30:  # shares that are not blocks, found with hashlib
+                en2, nonce, _ = find(job, en1, size, share_target(difficulty), start=nonce + 1, above=block)
+                found.append((en2, nonce))
+            for en2, n in found:
+                reply = await loop.run_in_executor(None, miner.call, "mining.submit", "dup.rig", job[0], en2.hex(),
+                                                   job[7], f"{n:08x}")
+                assert reply["result"] is True, reply
+            assert remembered(server) == 30
+            for _ in range(JOBS_KEPT):
+                await server.broadcast(*await server._new_job())
+            await asyncio.sleep(0.2)  # the pushes are written by tasks of their own
+            assert job[0] not in server.jobs and remembered(server) == 0
+            newer = server.current.notify_params(False)
+            en2, n, _ = find(newer, en1, size, share_target(difficulty), above=block)
+            params = ("dup.rig", newer[0], en2.hex(), newer[7], f"{n:08x}")
+            assert (await loop.run_in_executor(None, miner.call, "mining.submit", *params))["result"] is True
+            duplicate = await loop.run_in_executor(None, miner.call, "mining.submit", *params)
+            assert duplicate["error"] == [22, "Duplicate share", None]
+        finally:
+            miner.close()
+            await server.close()
+            await guard.close()
+            await service.close()
+    asyncio.run(scenario())

@@ -48,8 +48,10 @@ class Session:
         self.vardiff = VarDiff(server.config.vardiff, now)
         self.difficulty = self._clamp(server.config.difficulty)
         self.announced = DifficultyInForce()  # what was sent, and the previous until the next job
-        self.seen: set[tuple] = set()  # shares of the current tip's jobs
-        self.seen_tip: bytes | None = None
+        # Accepted shares by job id, for the duplicate check: a job's set is given back when the
+        # server retires the job (a new tip, or JOBS_KEPT newer jobs), since no share of it can
+        # be accepted again (44,500 shares at a tiny difficulty once stayed for good).
+        self.seen: dict[str, set[tuple]] = {}
         self.bad = 0
         self.refused_in_a_row = 0  # refused shares since the last accepted one
 
@@ -64,9 +66,7 @@ class Session:
 
     async def push_work(self, job: StratumJob, clean: bool) -> None:
         """set_difficulty when it changed, then the job."""
-        if job.job.prev_hash != self.seen_tip:  # a new tip: no earlier share can come again
-            self.seen.clear()
-            self.seen_tip = job.job.prev_hash
+        self._retire_seen()
         out = b""
         if self.announced.sent != self.difficulty:
             out += sp.notification("mining.set_difficulty", [self.difficulty])
@@ -220,13 +220,15 @@ class Session:
             version = (version & ~self.version_mask) | bits
         if not job.mintime <= ntime <= int(time.time()) + MAX_FUTURE:
             raise sp.StratumError(sp.OTHER, "ntime out of range")
-        key = (params[1], extranonce2, ntime, nonce, version)
-        if key in self.seen:
+        key = (extranonce2, ntime, nonce, version)
+        self._retire_seen()
+        seen = self.seen.setdefault(job.job_id, set())
+        if key in seen:
             raise sp.StratumError(sp.DUPLICATE, "Duplicate share")
         share = job.share(self.extranonce1, extranonce2, ntime, nonce, version)
         difficulty = self.announced.in_force(self.difficulty)
         verdict = job.verdict(share, difficulty)  # raises 23 below the difficulty in force
-        self.seen.add(key)
+        seen.add(key)
         self.refused_in_a_row = 0
         self.conn.productive()  # kept longest when the miners' slots run out
         if verdict == "block":
@@ -262,6 +264,11 @@ class Session:
         where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "a miner"
         log.warning("Stratum connection from %s (%s) dropped: %s", where,
                     ", ".join(sorted(self.workers)[:3]) or "no worker", detail)
+
+    def _retire_seen(self) -> None:
+        """Give back the accepted-share sets of jobs the server no longer keeps."""
+        for job_id in [j for j in self.seen if j not in self.server.jobs]:
+            del self.seen[job_id]
 
     def _clamp(self, difficulty: float) -> float:
         return self.vardiff.clamp(difficulty, self.server.network_difficulty())
