@@ -633,3 +633,42 @@ def test_a_jobs_accepted_shares_are_given_back_when_the_job_retires(tmp_path):
             await guard.close()
             await service.close()
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("line", [b'{"id": NaN, "method": "mining.subscribe", "params": []}',
+                                  b'{"id": Infinity, "method": "mining.subscribe", "params": []}',
+                                  b'{"id": 1e400, "method": "mining.subscribe", "params": []}'])
+def test_an_id_that_is_not_json_is_never_echoed(pool, line):
+    """Issue 33: Python reads NaN, Infinity (and 1e400, as infinity) though JSON has none of them,
+    and the reply echoed the id back as NaN: a line no miner's JSON parser reads. Such a request
+    is a parse error, answered with the id null, in strict JSON."""
+    def strict(constant):
+        raise AssertionError(f"{constant} in a reply")
+    m = Miner(pool.stratum)
+    try:
+        m.send_line(line)
+        while b"\n" not in m.buf:
+            m.buf += m.sock.recv(65536)
+        raw, m.buf = m.buf.split(b"\n", 1)
+        reply = json.loads(raw, parse_constant=strict)
+        assert reply["id"] is None and reply["error"][0] == 20, reply
+        assert m.call("mining.subscribe")["result"][2] == 4  # still served
+    finally:
+        m.close()
+
+
+def test_an_idle_miner_is_dropped_logged_and_counted(tmp_path):
+    """Issue 33: a miner dropped for saying nothing for `--stratum-idle-timeout` was neither
+    logged nor counted, where every other drop is (getstratuminfo's `dropped`, the metrics)."""
+    node = NodeProcess(make_chain(tmp_path / "chain.sqlite", hashes_per_block=1 << 18), "--stratum-port", "0",
+                       "--stratum-difficulty", str(SHARE_DIFFICULTY), "--stratum-idle-timeout", "0.5")
+    m = Miner(node.ready["stratum_port"])
+    try:
+        m.start("quiet.rig")
+        while m.read() is not None:  # the notifications, then the end of the connection
+            pass
+        assert node.call("getstratuminfo")["dropped"] == {"idle": 1}
+    finally:
+        m.close()
+    stderr = _stop_and_read_stderr(node)
+    assert "(quiet.rig) dropped: nothing sent for 0.5 s" in stderr, stderr

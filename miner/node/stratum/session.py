@@ -88,6 +88,7 @@ class Session:
                     self._dropped("line too long", f"a line longer than {MAX_LINE} bytes")
                     return
                 except asyncio.TimeoutError:
+                    self._dropped("idle", f"nothing sent for {self.server.config.idle_timeout:g} s")
                     return
                 if not line:
                     return
