@@ -133,9 +133,6 @@ class Chain:
             if readonly:
                 return chain
             startup_check(chain)
-        except sqlite3.DatabaseError as exc:  # a column of another type (a body stored as TEXT), ...
-            probe.close()
-            raise ChainError(f"{p}: chain file is damaged ({exc}); run 'miner chain verify'") from None
         except BaseException:
             probe.close()
             raise
