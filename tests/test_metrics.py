@@ -312,3 +312,23 @@ def test_worker_names_no_utf8_can_hold_or_with_control_characters_break_nothing(
     assert workers == named and all(w.encode("utf-8") for w in workers)  # strict UTF-8 holds them
     assert "dropped" in stderr and "x\\udc80" in stderr and "evil\\x1b[2J" in stderr, stderr
     assert "\x1b" not in stderr and "Traceback" not in stderr
+
+
+def test_one_scraper_is_served_ten_scrapes_a_second_after_its_burst(tmp_path):
+    """Three scrapers reading the page back to back (thousands a second, each served from the
+    cache) took the loop from honest miners; one connection is now served ten scrapes a second
+    after a burst of twenty, and waits its turn for more (a lower bound only: a loaded machine is
+    slower, never faster)."""
+    import http.client
+    node = NodeProcess(make_chain(tmp_path / "chain.sqlite"), "--metrics-port", "0")
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", node.ready["metrics_port"], timeout=10)
+        t0 = time.monotonic()
+        for _ in range(35):  # the burst of 20, then 15 at ten a second
+            conn.request("GET", "/metrics")
+            assert conn.getresponse().read().startswith(b"# HELP")
+        elapsed = time.monotonic() - t0
+        conn.close()
+    finally:
+        node.stop()
+    assert elapsed >= 1.3, elapsed

@@ -40,6 +40,10 @@ from miner.primitives.compact import difficulty
 
 METRICS_CONNECTIONS = 16  # scrapers at once: the metrics page's own slots in the guard
 PAGE_MAX_AGE = 1.0  # s a rendered page is served again before it is rendered anew
+# Scrapes a second one connection is served (more wait their turn): the page changes once a
+# second, and three scrapers back to back took the loop from honest miners (share p99 1.4 ->
+# 22 ms) with nothing new to read.
+SCRAPES_PER_SECOND = 10
 
 
 class NodeCollector:
@@ -189,6 +193,7 @@ def metrics_app(registry: CollectorRegistry, guard: Guard) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
         conn = guard.connection(request.transport)
         if conn is not None:
+            await conn.throttle(guard.limits.rate / SCRAPES_PER_SECOND)
             conn.begin()
         try:
             return web.Response(body=await page.body(), headers={"Content-Type": CONTENT_TYPE_LATEST})
