@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from miner.bench.node_abuse import rss_kib
+from miner.bench.measure import rss_kib
 
 DIFF1 = 0xFFFF << 208
 SHARE_DIFFICULTY = 1e-9
