@@ -203,7 +203,9 @@ async def scraped(metrics_url: str, scrapers: int, seconds: float) -> dict:
 
 async def no_auth_upload(rpc_port: int, clients: int, seconds: float) -> dict:
     """Each client posts a 1 GB body without credentials, as fast as its socket takes it, opening
-    a new connection whenever the node ends one (what the node itself read is `node_read_mb`)."""
+    a new connection whenever the node ends one: connections held open and sending mean the node
+    reads the body; many short ones mean it answered and closed (each took up to the sockets'
+    buffers, a few MB on loopback, that the node never read)."""
     head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n"
     chunk = b"[" * 65536
     end = time.monotonic() + seconds

@@ -27,7 +27,6 @@ class Phase:
     rpc_latencies: list[float] = field(default_factory=list)
     shares: list[float] = field(default_factory=list)
     cpu_s: float = 0.0  # the node's CPU time during the attack
-    read_mb: float = 0.0  # and what it read (files and sockets)
 
 
 class Watcher:

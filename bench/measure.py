@@ -28,15 +28,6 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def read_bytes(pid: int) -> int:
-    """The bytes a process has read through read() and recv() of any kind (/proc's rchar)."""
-    try:
-        with open(f"/proc/{pid}/io") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
-    except (OSError, StopIteration, ValueError):
-        return 0
-
-
 def percentiles(samples: list[float]) -> tuple[float | None, float | None]:
     """(p50, p99) in milliseconds, None when there is no sample."""
     if not samples:

@@ -44,7 +44,7 @@ from pathlib import Path
 import aiohttp
 from miner.bench import abuse_faces
 from miner.bench.honest import HonestMiner, Phase, Watcher
-from miner.bench.measure import cpu_seconds, percentiles, read_bytes, rss_kib
+from miner.bench.measure import cpu_seconds, percentiles, rss_kib
 
 
 async def _silent(port: int, count: int, seconds: float) -> dict:
@@ -234,9 +234,9 @@ def run(descriptors: int = 1024, seconds: float = 5.0, silent: int | None = None
                 if miner is not None:
                     miner.sink = p.shares
                 phases.append(p)
-                cpu, read = cpu_seconds(node.pid), read_bytes(node.pid)
+                cpu = cpu_seconds(node.pid)
                 p.attack = asyncio.run(attack) if attack is not None else {}
-                p.cpu_s, p.read_mb = cpu_seconds(node.pid) - cpu, (read_bytes(node.pid) - read) / 1e6
+                p.cpu_s = cpu_seconds(node.pid) - cpu
             idle_rss = rss_kib(node.pid) / 1024
             phase("idle", asyncio.sleep(1.0))
             phase("silent", _silent(port, silent, seconds))
@@ -288,7 +288,6 @@ def _report(p: Phase) -> dict:
     return {"name": p.name, "calls": p.calls, "failed": p.failed, "worst_s": round(p.worst_s, 3),
             "rpc_p50_ms": rpc_p50, "rpc_p99_ms": rpc_p99, "shares": len(p.shares), "share_p50_ms": share_p50,
             "share_p99_ms": share_p99, "peak_rss_mib": round(p.peak_rss_mib, 1), "cpu_s": round(p.cpu_s, 2),
-            "read_mb": round(p.read_mb, 1),
             "attack": p.attack}
 
 
@@ -296,11 +295,11 @@ def _print(result: dict) -> None:
     print(f"{result['code']}: a limit of {result['descriptors']} descriptors (JSON-RPC: up to "
           f"{result['max_connections']} connections)")
     print(f"{'attack':<15} {'calls':>5} {'failed':>6} {'rpc p50/p99 ms':>15} {'shares':>6} "
-          f"{'share p50/p99 ms':>17} {'peak RSS':>9} {'CPU':>6} {'read':>8}  attack")
+          f"{'share p50/p99 ms':>17} {'peak RSS':>9} {'CPU':>6}  attack")
     for ph in result["phases"]:
         print(f"{ph['name']:<15} {ph['calls']:>5} {ph['failed']:>6} {ph['rpc_p50_ms']!s:>7}/{ph['rpc_p99_ms']!s:<7} "
               f"{ph['shares']:>6} {ph['share_p50_ms']!s:>8}/{ph['share_p99_ms']!s:<8} {ph['peak_rss_mib']:>7.1f}M "
-              f"{ph['cpu_s']:>5.2f}s {ph['read_mb']:>6.1f}MB  {json.dumps(ph['attack'])}")
+              f"{ph['cpu_s']:>5.2f}s  {json.dumps(ph['attack'])}")
     print(f"RSS idle {result['idle_rss_mib']} MiB, peak {result['peak_rss_mib']} MiB, after "
           f"{result['rest_rss_mib']} MiB; stderr {result['stderr_lines']} lines "
           f"({result['stderr_bytes']} bytes, traceback: {result['traceback']}); honest shares refused or lost: "
