@@ -195,6 +195,19 @@ def test_a_connection_above_its_rate_waits_for_its_turn():
     assert run(scenario()) >= 0.45
 
 
+def test_only_the_faces_served_have_a_budget():
+    """A node without Stratum or peers keeps no slots (nor descriptors) for them; one that serves a
+    face its limits left out gets that face's default budget."""
+    from miner.node.limits import METRICS, OUTBOUND_PEERS, STRATUM_MINERS
+    asked = GuardLimits(stratum_miners=40, inbound_peers=30)
+    assert set(asked.serving(False, False, False, False).budgets()) == {RPC}
+    rpc_and_outbound = asked.serving(False, False, True, False)
+    assert set(rpc_and_outbound.budgets()) == {RPC} and rpc_and_outbound.outbound_peers == OUTBOUND_PEERS
+    every = GuardLimits().serving(True, True, True, True)
+    assert set(every.budgets()) == {RPC, STRATUM, PEERS, METRICS} and every.stratum_miners == STRATUM_MINERS
+    assert asked.serving(True, True, False, False).stratum_miners == 40
+
+
 def test_a_flood_on_one_face_never_takes_a_slot_of_another():
     """Stratum miners and inbound peers fill their own faces (and a stranger's sockets flood the
     Stratum port): the JSON-RPC face still has every slot, and each face refuses or evicts only

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from miner import __version__
 from miner.cli.interrupts import ignore_stop_signals, install_process_policy
 from miner.errors import InvalidInput, MinerError, UsageError
+from miner.node.limits import MAX_PEERS, STRATUM_MINERS
 
 DEFAULT_CHAIN = "miner-chain.sqlite"
 CHAIN_HELP = f"chain file (default: $MINER_CHAIN, else {DEFAULT_CHAIN})"
@@ -185,10 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--stratum-idle-timeout", type=_positive_seconds, default=600.0,
                    help="seconds an authorized miner may send nothing before it is dropped (default 600, "
                         "0.1 to 86400; a miner must authorize within the --rpc-timeout, at most 10 s)")
-    n.add_argument("--stratum-max-miners", type=_positive_int(100_000), default=256,
-                   help="authorized Stratum connections at most (default 256), plus an eighth for newcomers "
-                        "to authorize in; when all are taken a new miner pushes out one that has had no share "
-                        "accepted, else it is told the server is full")
+    n.add_argument("--stratum-max-miners", type=_positive_int(100_000), default=STRATUM_MINERS,
+                   help="authorized Stratum connections at most (default 256); when all are taken a new miner "
+                        "pushes out one with no share accepted in the last hour, else is told the server is full")
     n.add_argument("--stratum-payout", default=None,
                    help="address the Stratum blocks' coinbase pays (default OP_TRUE, anyone can spend)")
     n.add_argument("--listen", default=None, metavar="[HOST:]PORT",
@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "PORT 0 picks a free one)")
     n.add_argument("--connect", action="append", default=[], metavar="HOST:PORT",
                    help="keep a peer connection to this node (repeatable; reconnects with back-off)")
-    n.add_argument("--max-peers", type=_positive_int(100_000), default=125,
+    n.add_argument("--max-peers", type=_positive_int(100_000), default=MAX_PEERS,
                    help="peer connections at most, as Core's -maxconnections (default 125): 11 of them are "
                         "outbound slots, the rest inbound; --connect peers never take an inbound slot")
     n.add_argument("--metrics-top-workers", type=_positive_int(100_000), default=100,

@@ -16,7 +16,6 @@ from miner.cli.options import metrics_options
 from miner.consensus.params import preset
 from miner.errors import InvalidInput, UsageError
 from miner.node.limits import OUTBOUND_PEERS, GuardLimits
-from miner.node.metrics import METRICS_CONNECTIONS
 from miner.node.p2p.manager import PeerOptions, parse_target
 from miner.node.rpc.auth import COOKIE_NAME
 from miner.node.rpc.server import is_loopback
@@ -38,15 +37,10 @@ def check_cookie_path(cookie: Path, chain: Path) -> None:
 
 
 def guard_limits(args: argparse.Namespace) -> GuardLimits:
-    """Each face the node serves gets its own budget: JSON-RPC always, Stratum, peers and the
-    metrics page when asked for."""
-    peers = args.listen is not None or bool(args.connect)
+    """Each face gets its own budget (`run.serve` drops those of faces not served)."""
     header_timeout = min(10.0, args.rpc_timeout)
     return GuardLimits(max_connections=args.max_connections, reserved=max(1, args.max_connections // 8),
-                       stratum_miners=args.stratum_max_miners if args.stratum_port is not None else None,
-                       inbound_peers=max(0, args.max_peers - OUTBOUND_PEERS) if args.listen is not None else None,
-                       outbound_peers=OUTBOUND_PEERS if peers else 0,
-                       metrics_connections=METRICS_CONNECTIONS if args.metrics_port is not None else None,
+                       stratum_miners=args.stratum_max_miners, inbound_peers=max(0, args.max_peers - OUTBOUND_PEERS),
                        header_timeout=header_timeout, idle_timeout=args.rpc_timeout,
                        body_timeout=args.rpc_timeout, write_timeout=args.rpc_timeout,
                        rate=float(args.rpc_rate), burst=2.0 * args.rpc_rate,

@@ -14,6 +14,9 @@ DESCRIPTORS_KEPT = 64  # for the chain file, its WAL and SHM, the lock, logs, th
 # Core's outbound connections (8 full-relay, 2 block-relay-only, 1 feeler): the part of
 # --max-peers never given to inbound peers, and descriptors kept for the peers we connect to.
 OUTBOUND_PEERS = 11
+STRATUM_MINERS = 256  # --stratum-max-miners
+MAX_PEERS = 125  # --max-peers, Core's -maxconnections
+METRICS_CONNECTIONS = 16  # scrapers at once: the metrics page's own slots
 
 RPC, STRATUM, PEERS, METRICS = "rpc", "stratum", "peers", "metrics"
 FACES = (RPC, STRATUM, PEERS, METRICS)
@@ -51,6 +54,17 @@ class GuardLimits:
     rate: float = 1000.0  # calls per second per connection
     burst: float = 2000.0
     settle_grace: float = 30.0  # s a newly settled connection is never evicted
+
+    def serving(self, stratum: bool, listen: bool, connect: bool, metrics: bool) -> GuardLimits:
+        """These limits for a node serving these faces: a face served keeps its budget (or gets
+        the default one), a face not served has none, and the outbound peers keep descriptors
+        when there are peers at all."""
+        def keep(value: int | None, served: bool, default: int) -> int | None:
+            return (default if value is None else value) if served else None
+        return replace(self, stratum_miners=keep(self.stratum_miners, stratum, STRATUM_MINERS),
+                       inbound_peers=keep(self.inbound_peers, listen, MAX_PEERS - OUTBOUND_PEERS),
+                       outbound_peers=OUTBOUND_PEERS if listen or connect else 0,
+                       metrics_connections=keep(self.metrics_connections, metrics, METRICS_CONNECTIONS))
 
     def budgets(self) -> dict[str, Budget]:
         """Each served face's budget."""

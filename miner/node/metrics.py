@@ -38,7 +38,6 @@ from miner.node.stratum.server import StratumServer
 from miner.node.stratum.stats import BROADCAST_BUCKETS, WINDOWS
 from miner.primitives.compact import difficulty
 
-METRICS_CONNECTIONS = 16  # scrapers at once: the metrics page's own slots in the guard
 PAGE_MAX_AGE = 1.0  # s a rendered page is served again before it is rendered anew
 # Scrapes a second one connection is served (more wait their turn): the page changes once a
 # second, and three scrapers back to back took the loop from honest miners (share p99 1.4 ->

@@ -63,7 +63,8 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
     loop.set_exception_handler(loop_exception_handler)
     lock = ChainLock(chain_path, exclusive=True).acquire()
     service = NodeService(chain_path)
-    guard = Guard(limits or GuardLimits())
+    guard = Guard((limits or GuardLimits()).serving(stratum is not None, peers is not None and peers.listen is not None,
+                                                    peers is not None and bool(peers.connect), metrics is not None))
     runner: web.AppRunner | None = None
     server: asyncio.base_events.Server | None = None
     pool: StratumServer | None = None
