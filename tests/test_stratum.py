@@ -572,7 +572,10 @@ def test_extranonce2_size_and_idle_timeout_options(tmp_path):
     ("--stratum-idle-timeout", "0", "must be between 0.1 and 86400"),
     ("--stratum-idle-timeout", "soon", "not a number of seconds"),
     ("--stratum-shares-per-minute", "0", "must be a positive number"),
-    ("--stratum-retarget-seconds", "-1", "must be between 0.1 and 86400")])
+    ("--stratum-retarget-seconds", "-1", "must be between 0.1 and 86400"),
+    ("--stratum-max-miners", "0", "must be between 1 and 100,000"),
+    ("--max-peers", "x", "not a whole number"),  # the other faces' budgets, checked the same way
+    ("--metrics-top-workers", "-1", "must be between 1 and 100,000")])
 def test_bad_stratum_option_values_are_one_line_and_exit_2(option, value, fragment):
     from cliproc import assert_one_line_error, run
     assert_one_line_error(run("node", "--stratum-port", "0", option, value), 2, f"{option}: {fragment}")
