@@ -91,8 +91,11 @@ def make_app(ctx: Context, credentials: Credentials, guard: Guard, max_body: int
             except asyncio.TimeoutError:
                 if request.transport is not None:
                     request.transport.abort()
-            if not response.keep_alive and request.protocol is not None:
-                request.protocol.force_close()  # 401, 413, 408: no body read after the answer
+            if response.status == 401 and request.protocol is not None:
+                # A stranger's body is not read after the answer. (A client with credentials
+                # refused 413 has the rest of its body drained, as aiohttp does, so a client that
+                # sends it all before reading, as most do, gets its answer and not a reset.)
+                request.protocol.force_close()
             return response
         finally:
             conn.end()
