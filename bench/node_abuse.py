@@ -1,11 +1,13 @@
 """Abuse of `miner node`: what an honest client sees while strangers attack, and what it costs.
 
-    python -m miner.bench.node_abuse [--descriptors 1024] [--seconds 5] [--json]
+    python -m miner.bench.node_abuse [--descriptors 1024] [--seconds 5] [--baseline DIR] [--rounds 1] [--json]
 
-Starts a node on a fresh easy chain (its own temporary folder, 127.0.0.1, a free port) under a
-descriptor limit set as `prlimit` sets it, with its standard error going to a file. Then runs
+Starts a node on a fresh chain of the `local` preset (its own temporary folder, 127.0.0.1, free
+ports for JSON-RPC, Stratum with the share difficulty pinned at 1e-9, peers and metrics) under
+a descriptor limit set as `prlimit` sets it, with its standard error going to a file. Then runs
 the attacks below one after another, each bounded in count and time, while an honest client
-opens a fresh connection every 100 ms and asks for the block count:
+opens a fresh connection every 100 ms and asks for the block count, and an honest miner
+connected from the start submits a real share every 100 ms (each answer timed):
 
 - silent: more sockets than the node has descriptors, opened and held without a byte;
 - slowloris: connections sending a request header one byte every half second, reopened when dropped;
@@ -13,11 +15,15 @@ opens a fresh connection every 100 ms and asks for the block count:
 - bad-auth: requests with wrong credentials, many at once;
 - big-body: one authenticated batch as large as the node takes, then as many bytes of one
   JSON array of numbers;
-- fuzz: random and mutated request bodies from an authenticated client.
+- fuzz: random and mutated request bodies from an authenticated client;
+- stratum-idle, peer-flood, worker-names, no-auth-upload: the attacks on the other faces
+  (`abuse_faces`), with a new miner and a new peer trying to get in at the end of the first two.
 
-Reported per attack: the honest calls, how many failed, the slowest answer; the node's largest
-resident size during it; and at the end the bytes it wrote to standard error, its resident size
-after a rest, and whether SIGTERM stopped it within a few seconds.
+Reported per attack: the honest calls and shares, how many failed, their p50, p99 and slowest
+answers; the node's largest resident size during it; and at the end the bytes it wrote to
+standard error, its resident size after a rest, and whether SIGTERM stopped it within a few
+seconds. `--baseline DIR` runs the same against the code checked out in DIR (another commit),
+alternating with this checkout's, `--rounds` times each, in one run.
 """
 
 from __future__ import annotations
@@ -25,86 +31,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import http.client
 import json
+import os
 import random
 import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-
-
-def rss_kib(pid: int) -> int:
-    """A process's resident size in KiB, from /proc (0 when it is gone)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-@dataclass
-class Phase:
-    name: str
-    calls: int = 0
-    failed: int = 0
-    worst_s: float = 0.0
-    peak_rss_mib: float = 0.0
-    attack: dict = field(default_factory=dict)
-
-
-class _Watcher:
-    """The honest client and the resident-size sampler, in threads of their own so an attacker's
-    event loop never delays them."""
-
-    def __init__(self, port: int, auth: str, pid: int):
-        self.port, self.auth, self.pid = port, auth, pid
-        self.phase = Phase("start")
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._honest, daemon=True),
-                         threading.Thread(target=self._sample, daemon=True)]
-        for t in self._threads:
-            t.start()
-
-    def _honest(self) -> None:
-        body = json.dumps({"method": "getblockcount", "params": [], "id": 1})
-        while not self._stop.is_set():
-            phase = self.phase
-            t0 = time.perf_counter()
-            ok = False
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                conn.request("POST", "/", body, {"Authorization": self.auth})
-                resp = conn.getresponse()
-                ok = resp.status == 200 and json.loads(resp.read())["error"] is None
-                conn.close()
-            except (OSError, ValueError, http.client.HTTPException):
-                pass
-            elapsed = time.perf_counter() - t0
-            phase.calls += 1
-            phase.failed += not ok
-            phase.worst_s = max(phase.worst_s, elapsed)
-            self._stop.wait(max(0.0, 0.1 - elapsed))
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            phase = self.phase
-            phase.peak_rss_mib = max(phase.peak_rss_mib, rss_kib(self.pid) / 1024)
-            self._stop.wait(0.02)
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(15)
+from miner.bench import abuse_faces
+from miner.bench.honest import HonestMiner, Phase, Watcher
+from miner.bench.measure import cpu_seconds, percentiles, rss_kib
 
 
 async def _silent(port: int, count: int, seconds: float) -> dict:
@@ -254,34 +194,49 @@ async def _fuzz(url: str, auth: str, count: int, seed: int) -> dict:
 
 def run(descriptors: int = 1024, seconds: float = 5.0, silent: int | None = None, slowloris: int = 300,
         bad_http: int = 500, bad_auth: int = 200, fuzz: int = 500, big_body: bool = True,
-        seed: int = 1) -> dict:
+        seed: int = 1, faces: bool = True, code: Path | None = None) -> dict:
+    """One round against this checkout's code, or the checkout at `code`; `faces` False leaves
+    out the attacks on the Stratum, peer and metrics faces."""
     from miner.chain.chain import Chain
     from miner.consensus.params import preset
     silent = descriptors + 100 if silent is None else silent
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "abuse.sqlite"
-        Chain.create(path, preset("regtest", int(time.time()) - 60)).close()
+        Chain.create(path, preset("local", int(time.time()) - 60)).close()
+        magic = abuse_faces.chain_magic(path)
         stderr_path = Path(tmp) / "stderr"
 
         def limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (descriptors, descriptors))
+        pinned = [w for k in ("", "min-", "max-") for w in (f"--stratum-{k}difficulty", "1e-9")]
+        env = {**os.environ, "PYTHONPATH": str(code)} if code is not None else None
         with open(stderr_path, "wb") as stderr:
             node = subprocess.Popen([sys.executable, "-m", "miner", "node", "--chain", str(path),
-                                     "--rpc-port", "0", "--backend", "ref", "--json"],
-                                    stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                     "--rpc-port", "0", "--backend", "ref", "--json",
+                                     *(["--stratum-port", "0", "--listen", "0", "--metrics-port", "0", *pinned]
+                                       if faces else [])],
+                                    stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=code, env=env,
                                     preexec_fn=limit)  # noqa: PLW1509 (no thread runs here yet)
-        watcher = None
+        watcher = miner = None
         phases: list[Phase] = []
         try:
             ready = json.loads(node.stdout.readline())
             port, url = ready["port"], ready["url"] + "/"
             auth = "Basic " + base64.b64encode(Path(ready["cookie"]).read_text().encode()).decode()
-            watcher = _Watcher(port, auth, node.pid)
+            watcher = Watcher(port, auth, node.pid)
+            if faces:
+                miner = HonestMiner(ready["stratum_port"])
+                stratum, peers = ready["stratum_port"], ready["p2p_port"]
+                metrics = f"http://127.0.0.1:{ready['metrics_port']}/metrics"
 
             def phase(name: str, attack) -> None:
                 watcher.phase = p = Phase(name)
+                if miner is not None:
+                    miner.sink = p.shares
                 phases.append(p)
+                cpu = cpu_seconds(node.pid)
                 p.attack = asyncio.run(attack) if attack is not None else {}
+                p.cpu_s = cpu_seconds(node.pid) - cpu
             idle_rss = rss_kib(node.pid) / 1024
             phase("idle", asyncio.sleep(1.0))
             phase("silent", _silent(port, silent, seconds))
@@ -291,52 +246,92 @@ def run(descriptors: int = 1024, seconds: float = 5.0, silent: int | None = None
             if big_body:
                 phase("big-body", _big_body(url, auth))
             phase("fuzz", _fuzz(url, auth, fuzz, seed))
+            if faces:  # the idle miners are held past the 30 s a newcomer is protected for
+                phase("stratum-idle", abuse_faces.stratum_idle(stratum, peers, magic, 300, 31.0))
+                phase("peer-flood", abuse_faces.peer_flood(stratum, peers, magic, 240, seconds))
+                held: list = []
+                for names, tag in ((1_000, "1k"), (10_000, "10k")):
+                    phase(f"names-{tag}", asyncio.to_thread(abuse_faces.authorize_names, stratum, names, held))
+                    phase(f"scraped-{tag}", abuse_faces.scraped(metrics, 3, seconds))
+                for sock in held:
+                    sock.close()
+                phase("no-auth-upload", abuse_faces.no_auth_upload(port, 4, seconds))
             phase("rest", asyncio.sleep(2.0))
             rest_rss = rss_kib(node.pid) / 1024
         finally:
+            if miner is not None:
+                miner.stop()
             if watcher is not None:
                 watcher.stop()
             t0 = time.perf_counter()
             node.terminate()
             try:
-                code = node.wait(10)
+                exit_code = node.wait(10)
             except subprocess.TimeoutExpired:
                 node.kill()
-                code = node.wait()
+                exit_code = node.wait()
             stop_s = time.perf_counter() - t0
         stderr_text = stderr_path.read_bytes()
     return {"descriptors": descriptors, "max_connections": ready.get("max_connections"),
+            "code": str(code) if code is not None else "this checkout",
             "idle_rss_mib": round(idle_rss, 1), "rest_rss_mib": round(rest_rss, 1),
             "peak_rss_mib": round(max(p.peak_rss_mib for p in phases), 1),
             "stderr_bytes": len(stderr_text), "stderr_lines": stderr_text.count(b"\n"),
-            "traceback": b"Traceback" in stderr_text, "stop_seconds": round(stop_s, 2), "exit_code": code,
-            "phases": [{"name": p.name, "calls": p.calls, "failed": p.failed, "worst_s": round(p.worst_s, 3),
-                        "peak_rss_mib": round(p.peak_rss_mib, 1), "attack": p.attack} for p in phases]}
+            "traceback": b"Traceback" in stderr_text, "stop_seconds": round(stop_s, 2), "exit_code": exit_code,
+            "honest_shares_failed": miner.failed if miner is not None else 0,
+            "phases": [_report(p) for p in phases]}
+
+
+def _report(p: Phase) -> dict:
+    rpc_p50, rpc_p99 = percentiles(p.rpc_latencies)
+    share_p50, share_p99 = percentiles(p.shares)
+    return {"name": p.name, "calls": p.calls, "failed": p.failed, "worst_s": round(p.worst_s, 3),
+            "rpc_p50_ms": rpc_p50, "rpc_p99_ms": rpc_p99, "shares": len(p.shares), "share_p50_ms": share_p50,
+            "share_p99_ms": share_p99, "peak_rss_mib": round(p.peak_rss_mib, 1), "cpu_s": round(p.cpu_s, 2),
+            "attack": p.attack}
+
+
+def _print(result: dict) -> None:
+    print(f"{result['code']}: a limit of {result['descriptors']} descriptors (JSON-RPC: up to "
+          f"{result['max_connections']} connections)")
+    print(f"{'attack':<15} {'calls':>5} {'failed':>6} {'rpc p50/p99 ms':>15} {'shares':>6} "
+          f"{'share p50/p99 ms':>17} {'peak RSS':>9} {'CPU':>6}  attack")
+    for ph in result["phases"]:
+        print(f"{ph['name']:<15} {ph['calls']:>5} {ph['failed']:>6} {ph['rpc_p50_ms']!s:>7}/{ph['rpc_p99_ms']!s:<7} "
+              f"{ph['shares']:>6} {ph['share_p50_ms']!s:>8}/{ph['share_p99_ms']!s:<8} {ph['peak_rss_mib']:>7.1f}M "
+              f"{ph['cpu_s']:>5.2f}s  {json.dumps(ph['attack'])}")
+    print(f"RSS idle {result['idle_rss_mib']} MiB, peak {result['peak_rss_mib']} MiB, after "
+          f"{result['rest_rss_mib']} MiB; stderr {result['stderr_lines']} lines "
+          f"({result['stderr_bytes']} bytes, traceback: {result['traceback']}); honest shares refused or lost: "
+          f"{result['honest_shares_failed']}; stopped by SIGTERM in {result['stop_seconds']} s "
+          f"(exit {result['exit_code']})")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m miner.bench.node_abuse", description=__doc__.splitlines()[0])
     p.add_argument("--descriptors", type=int, default=1024, help="the node's descriptor limit (default 1024)")
-    p.add_argument("--seconds", type=float, default=5.0, help="length of the silent and slowloris attacks")
+    p.add_argument("--seconds", type=float, default=5.0, help="length of each timed attack")
+    p.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                   help="also run the code checked out in DIR, alternating with this checkout's")
+    p.add_argument("--rounds", type=int, default=1, help="rounds of each (default 1)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    if args.descriptors < 64 or args.seconds <= 0:
-        print("node_abuse: --descriptors must be at least 64 and --seconds positive", file=sys.stderr)
+    wrong = "--descriptors must be at least 64, --seconds positive and --rounds at least 1" \
+        if args.descriptors < 64 or args.seconds <= 0 or args.rounds < 1 else \
+        f"--baseline {args.baseline} is not a checkout of this project" \
+        if args.baseline is not None and not (args.baseline / "miner" / "__init__.py").is_file() else None
+    if wrong:
+        print(f"node_abuse: {wrong}", file=sys.stderr)
         return 2
-    result = run(args.descriptors, args.seconds)
+    codes = [args.baseline.resolve(), None] if args.baseline is not None else [None]
+    results = []
+    for _ in range(args.rounds):
+        for code in codes:
+            results.append(run(args.descriptors, args.seconds, code=code))
+            if not args.json:
+                _print(results[-1])
     if args.json:
-        print(json.dumps(result))
-        return 0
-    print(f"node under a limit of {result['descriptors']} descriptors "
-          f"(serving up to {result['max_connections']} connections)")
-    print(f"{'attack':<10} {'honest calls':>12} {'failed':>6} {'slowest':>8} {'peak RSS':>9}  attack counts")
-    for ph in result["phases"]:
-        print(f"{ph['name']:<10} {ph['calls']:>12} {ph['failed']:>6} {ph['worst_s']:>7.2f}s "
-              f"{ph['peak_rss_mib']:>7.1f}M  {json.dumps(ph['attack'])[:80]}")
-    print(f"RSS idle {result['idle_rss_mib']} MiB, peak {result['peak_rss_mib']} MiB, after "
-          f"{result['rest_rss_mib']} MiB; stderr {result['stderr_lines']} lines "
-          f"({result['stderr_bytes']} bytes, traceback: {result['traceback']}); stopped by SIGTERM in "
-          f"{result['stop_seconds']} s (exit {result['exit_code']})")
+        print(json.dumps(results))
     return 0
 
 

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from miner.bench.node_abuse import rss_kib
+from miner.bench.measure import rss_kib
 
 DIFF1 = 0xFFFF << 208
 SHARE_DIFFICULTY = 1e-9
@@ -144,7 +144,7 @@ def run(miners: int = 1000, seconds: float = 10.0, runs: int = 1) -> dict:
         node = subprocess.Popen([sys.executable, "-m", "miner", "node", "--chain", str(path), "--rpc-port", "0",
                                  "--stratum-port", "0", "--stratum-difficulty", str(SHARE_DIFFICULTY),
                                  "--stratum-max-difficulty", str(SHARE_DIFFICULTY), "--stratum-min-difficulty",
-                                 str(SHARE_DIFFICULTY), "--max-connections", str(2 * miners + 100),
+                                 str(SHARE_DIFFICULTY), "--stratum-max-miners", str(miners + 16),
                                  "--backend", "ref", "--json"], stdout=subprocess.PIPE, text=True)
         try:
             ready = json.loads(node.stdout.readline())

@@ -34,7 +34,7 @@ def test_an_honest_client_is_answered_within_a_second_through_every_attack():
     150 slow headers, 200 malformed requests, 40 wrong passwords, bodies at the size limit,
     200 fuzzed bodies; a new honest connection every 100 ms throughout."""
     result = node_abuse.run(descriptors=256, seconds=2.0, silent=400, slowloris=150, bad_http=200,
-                            bad_auth=40, fuzz=200)
+                            bad_auth=40, fuzz=200, faces=False)
     assert result["max_connections"] == 256 - 64  # fitted under the descriptor limit
     for phase in result["phases"]:
         assert phase["calls"] > 0 or phase["name"] in ("fuzz", "big-body"), phase
@@ -155,3 +155,96 @@ def test_a_burst_of_connections_while_the_node_is_busy_waits_in_the_queue_and_ne
         node.stop()
     err = node.proc.stderr.read()
     assert "out of system resource" not in err and "Too many open files" not in err, err[-2000:]
+
+
+def test_miners_and_peers_each_have_their_own_slots(tmp_path):
+    """Issue 33, high 3: idle authorized Stratum sockets once held every slot a settled
+    connection could take, so an honest inbound peer was dropped right after its handshake (and
+    handshaken peers could lock every miner out). Each face now has its own budget: with
+    `--stratum-max-miners` all taken by idle miners, a peer still handshakes and stays and
+    JSON-RPC answers; with the inbound peers' share (`--max-peers` less Core's 11 outbound)
+    full, the next peer is the one dropped, and a miner still gets in."""
+    from p2p_peer import ScriptedPeer
+    from test_stratum import Miner
+    node = NodeProcess(tmp_path / "chain.sqlite", "--preset", "regtest-core", "--listen", "0",
+                       "--stratum-port", "0", "--max-connections", "16", "--stratum-max-miners", "14",
+                       "--max-peers", "13")
+    miners: list = []
+    peers: list = []
+    try:
+        assert (node.ready["stratum_max_miners"], node.ready["inbound_peers"]) == (14, 2)
+        for i in range(14):
+            miners.append(Miner(node.ready["stratum_port"]))
+            miners[-1].start(f"idle.rig{i}")
+        extra = Miner(node.ready["stratum_port"])
+        miners.append(extra)
+        extra.call("mining.subscribe")
+        assert extra.call("mining.authorize", "one.more", "x")["error"][1] == "Server full: too many miners"
+        for _ in range(2):
+            peers.append(ScriptedPeer(node.ready["p2p_port"]))
+            peers[-1].handshake()
+        assert not peers[0].closed_by_node(within=1.0)  # the miners took none of the peers' slots
+        assert node.call("getconnectioncount") == 2 and node.call("getblockcount") == 0
+        third = ScriptedPeer(node.ready["p2p_port"])
+        peers.append(third)
+        third.handshake()
+        assert third.closed_by_node(within=5.0)  # the peers' own share is full
+        miners.pop(0).close()
+        wait = time.monotonic() + 10
+        while node.call("getstratuminfo")["connections"] > 14:
+            assert time.monotonic() < wait
+            time.sleep(0.05)
+        miners.append(Miner(node.ready["stratum_port"]))
+        miners[-1].start("honest.rig")  # the peers took none of the miners' slots
+        assert not peers[1].closed_by_node(within=0.2)
+    finally:
+        for client in (*miners, *peers):
+            client.close()
+        node.stop()
+    assert "Traceback" not in node.proc.stderr.read()
+
+
+def _upload_until_closed(port: int, head: bytes, within: float) -> tuple[bytes, float | None, int]:
+    """Send `head`, then body bytes as fast as the node takes them, for at most `within` seconds:
+    (what the node answered, the second it ended the connection or None, bytes of body sent)."""
+    import select
+    s = socket.create_connection(("127.0.0.1", port))
+    try:
+        s.setblocking(False)
+        s.sendall(head)
+        t0, sent, got, chunk = time.monotonic(), 0, b"", b"[" * 65536
+        while time.monotonic() - t0 < within:
+            readable, writable, _ = select.select([s], [s], [], 0.05)
+            try:
+                if readable:
+                    data = s.recv(65536)
+                    if not data:
+                        return got, time.monotonic() - t0, sent
+                    got += data
+                if writable:
+                    sent += s.send(chunk)
+            except BlockingIOError:
+                pass
+            except ConnectionError:
+                return got, time.monotonic() - t0, sent
+        return got, None, sent
+    finally:
+        s.close()
+
+
+def test_a_request_without_good_credentials_is_answered_401_and_closed_unread(tmp_path):
+    """Issue 33: after the 401 the node read the body on (aiohttp drains it for 10 s, 7.9 GB at
+    ~9 s of CPU). Now no credentials get 401 at once and a wrong password after Core's 250 ms,
+    and the connection ends there: a client uploading a 1 GB body as fast as it can gets its
+    401 and is cut off within a second, having sent no more than the sockets' buffers hold."""
+    import base64
+    with NodeProcess(make_chain(tmp_path / "chain.sqlite")) as node:
+        wrong = "Basic " + base64.b64encode(b"__cookie__:wrong").decode()
+        for auth in (None, wrong):
+            head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n"
+            head += (b"Authorization: " + auth.encode() + b"\r\n" if auth else b"") + b"\r\n"
+            got, closed, sent = _upload_until_closed(node.port, head, within=3.0)
+            assert got.startswith(b"HTTP/1.1 401 "), (auth, got[:100])
+            assert closed is not None and closed < 1.0, (auth, closed, sent)
+            assert sent < 32 << 20, (auth, sent)
+        assert node.call("getblockcount") == 0

@@ -472,3 +472,47 @@ def test_params_with_a_list_name_are_refused_not_crashed():
     with pytest.raises(Exception) as info:
         ChainParams.from_json(json.dumps({**json.loads(preset("local", 1).to_json()), "name": ["x"]}))
     assert "name must be str" in str(info.value)
+
+
+REGTEST_CORE_EDITS = {"max_future": 99_999, "spacing": 2, "rule": "windowed", "halflife": 3601, "name": "local"}
+
+
+@pytest.mark.parametrize("key", list(REGTEST_CORE_EDITS))
+def test_a_regtest_core_chains_parameters_are_committed_by_its_preset(tmp_path, key):
+    """Issue 33: Core's regtest genesis commits to none of our parameters, so these edits passed
+    `chain verify`. A chain on that genesis must hold the preset's own parameters: an edit is
+    refused by verify and by the node, each in one line, the file unchanged."""
+    path = tmp_path / "chain.sqlite"
+    Chain.create(path, preset("regtest-core", 0)).close()
+    assert miner("chain", "verify", "--chain", str(path)).returncode == 0
+    set_param(path, key, REGTEST_CORE_EDITS[key])
+    before = digest(path)
+    one_line_error(miner("chain", "verify", "--chain", str(path)), 1, "differ from it")
+    line = one_line_error(miner("node", "--chain", str(path), "--rpc-port", "0", "--backend", "ref"), 1,
+                          "parameters are damaged")
+    assert key in line
+    assert digest(path) == before
+
+
+def _nested_message(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    text = conn.execute("SELECT value FROM meta WHERE key='params'").fetchone()[0]
+    conn.execute("UPDATE meta SET value=? WHERE key='params'",
+                 (text[:-1] + ', "message": ' + "[" * 100_000 + "]" * 100_000 + "}",))
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda p: edit(p, "UPDATE blocks SET body=CAST(body AS TEXT) WHERE height=12"), "chain file is damaged"),
+    (_nested_message, "nested too deeply"),
+], ids=["tip body stored as TEXT", "a parameter nested 100,000 deep"])
+def test_the_node_and_the_miner_name_a_damaged_file_in_one_line(pristine, tmp_path, damage, fragment):
+    """Issue 33: `miner node` (and `miner mine`) printed a traceback for a tip body SQLite stores
+    as TEXT and for a stored parameter nested past Python's recursion limit, where `chain verify`
+    gave one line."""
+    path = copy_of(pristine, tmp_path)
+    damage(path)
+    for args in (["node", "--rpc-port", "0", "--backend", "ref"], ["mine", "--blocks", "1", "--backend", "ref"],
+                 ["chain", "verify"]):
+        one_line_error(miner(*args, "--chain", str(path)), 1, fragment)

@@ -14,6 +14,8 @@ import urllib.request
 from nodeproc import NodeProcess, make_chain
 from prometheus_client.parser import text_string_to_metric_families
 
+from miner.node.metrics import PAGE_MAX_AGE
+
 SHARE_DIFFICULTY = 2 ** -14
 
 
@@ -51,10 +53,12 @@ def test_metrics_move_during_a_run_and_agree_with_the_rpc(tmp_path):
         while sum(e["event"] == "share" and e["accepted"] for e in events) < 6:
             assert time.monotonic() < deadline, "no shares"
             time.sleep(0.05)
+        time.sleep(PAGE_MAX_AGE)  # the node's page is rendered at most once a second
         later_miner, later_node = scrape(miner_url), scrape(node_url)
         assert miner.wait(60) == 0
         reader.join(10)
         info = node.call("getstratuminfo")
+        time.sleep(PAGE_MAX_AGE)
         final_node = scrape(node_url)
     finally:
         miner.kill()
@@ -70,7 +74,7 @@ def test_metrics_move_during_a_run_and_agree_with_the_rpc(tmp_path):
     node_shares = ("powminer_stratum_shares_total", (("reason", ""), ("result", "accepted")))
     assert later_node[node_shares] > first_node.get(node_shares, 0)
     assert later_node[("powminer_stratum_workers", ())] == 1
-    assert later_node[("powminer_node_connections", (("state", "settled"),))] >= 1
+    assert later_node[("powminer_node_connections", (("face", "stratum"), ("state", "settled")))] >= 1
     # what the miner counted as accepted is what the node accepted from it
     summary = events[-1]
     assert summary["event"] == "summary"
@@ -157,3 +161,174 @@ def test_a_scrypt_pools_hash_rate_is_the_same_in_prometheus_and_in_getstratuminf
     for window, rpc_rate in entry["hashrate"].items():
         shown = scraped[("powminer_stratum_worker_hashrate", (("window", window), ("worker", "scrypt.rig")))]
         assert rpc_rate > 0 and 0.5 < shown / rpc_rate < 2, (window, shown, rpc_rate)
+
+
+def _collector_page(stats, top: int | None = None) -> str:
+    """The node's metrics page over `stats` alone (no chain, no connections), as generate_latest
+    writes it."""
+    import types
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from miner.node.guard import Guard
+    from miner.node.metrics import NodeCollector
+    pool = types.SimpleNamespace(stats=stats, sessions=set(), job_made_at=0.0, workers_connected=set)
+    service = types.SimpleNamespace(tip=None, listeners=[])
+    registry = CollectorRegistry()
+    extra = {} if top is None else {"top_workers": top}
+    registry.register(NodeCollector(service, Guard(), pool, **extra))
+    return generate_latest(registry).decode()
+
+
+def _stats_with_workers(count: int, now: list[float]):
+    """`count` workers; worker i has had i % 7 shares of difficulty 0.01 accepted."""
+    from miner.node.stratum.stats import PoolStats
+    stats = PoolStats(clock=lambda: now[0], wall=lambda: now[0])
+    for i in range(count):
+        stats.worker(f"user{i}.rig")
+        for _ in range(i % 7):
+            stats.share_accepted(f"user{i}.rig", 0.01, 0.02, False, 0.01)
+    return stats
+
+
+def test_the_page_names_the_busiest_workers_sums_the_rest_and_drops_the_idle():
+    """Issue 33, high 4: every worker name was a handful of series on every scrape. The page names
+    the 100 busiest active workers (by work credited), sums everything else under
+    worker="*other*", and leaves out workers idle past a few minutes; getstratuminfo keeps them."""
+    from miner.node.stratum.ranking import PAGE_IDLE
+    now = [1000.0]
+    stats = _stats_with_workers(1000, now)
+    now[0] += PAGE_IDLE + 1  # all of these are idle now: only those seen again are on the page
+    for i in range(600):
+        stats.worker(f"user{i}.rig")
+    stats.worker("*other*")  # a worker may call itself that: it is summed, never a second series
+    page = text_string_to_metric_families(_collector_page(stats))
+    samples = [s for family in page for s in family.samples]
+    accepted = {s.labels["worker"]: s.value for s in samples
+                if s.name == "powminer_stratum_worker_shares_total" and s.labels["result"] == "accepted"}
+    named = set(accepted) - {"*other*"}
+    assert len(named) == 100
+    index = {int(name[4:].split(".")[0]) for name in named}
+    assert max(index) < 600  # only the active ones
+    assert {i for i in range(600) if i % 7 == 6} <= index and all(i % 7 >= 5 for i in index)  # the most work
+    assert accepted["*other*"] + sum(accepted[n] for n in named) == stats.accepted  # nothing lost
+    other_count = next(s.value for s in samples if s.name == "powminer_stratum_workers_other")
+    assert other_count == 600 + 1 - 100
+    assert len({(s.name, tuple(sorted(s.labels.items()))) for s in samples}) == len(samples)  # no duplicates
+    assert len(stats.report(0, set(), 1.0, None)["workers"]) == 1001  # RPC still has every one
+
+
+def test_a_page_over_10000_workers_is_small_and_quick():
+    """10,000 workers once made a 4.9 MB page taking 0.9 s to render on this machine; bounded, it is a
+    few tens of kB (the bound here is ten times what a loaded 2-core machine needs)."""
+    import statistics
+    now = [1000.0]
+    stats = _stats_with_workers(10_000, now)
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        page = _collector_page(stats)
+        times.append(time.perf_counter() - t0)
+    assert len(page) < 100_000, len(page)
+    assert statistics.median(times) < 0.5, times
+
+
+def test_fresh_worker_names_never_push_out_a_worker_that_did_work():
+    """Names are free: a stranger authorizing more names than the pool remembers pushes out the
+    names that never had a share accepted, not the figures of a worker that mined."""
+    from miner.node.stratum.stats import MAX_WORKERS_KEPT, PoolStats
+    now = [1000.0]
+    stats = PoolStats(clock=lambda: now[0], wall=lambda: now[0])
+    stats.share_accepted("honest.rig", 0.01, 0.02, False, 0.01)
+    for i in range(MAX_WORKERS_KEPT + 50):
+        now[0] += 0.001
+        stats.worker(f"made.up{i}")
+    assert "honest.rig" in stats.workers and stats.workers["honest.rig"].accepted == 1
+    assert len(stats.workers) == MAX_WORKERS_KEPT
+
+
+def test_the_node_page_is_bounded_and_rendered_at_most_once_a_second(tmp_path):
+    """Over a real node: 128 worker names on two connections, `--metrics-top-workers 5`: five are
+    named and 123 summed; two scrapes within the second are the same bytes (the job's age, which
+    moves with every render, included)."""
+    from test_stratum import Miner
+    node = NodeProcess(make_chain(tmp_path / "chain.sqlite", hashes_per_block=1 << 18), "--stratum-port", "0",
+                       "--metrics-port", "0", "--metrics-top-workers", "5")
+    miners = []
+    try:
+        for c in range(2):
+            miners.append(Miner(node.ready["stratum_port"]))
+            miners[-1].call("mining.subscribe")
+            for i in range(64):
+                assert miners[-1].call("mining.authorize", f"conn{c}.rig{i}", "x")["result"] is True
+        url = f"http://127.0.0.1:{node.ready['metrics_port']}/metrics"
+        for _ in range(5):  # two scrapes in one rendering second (a loaded machine may straddle one)
+            with urllib.request.urlopen(url, timeout=10) as first, urllib.request.urlopen(url, timeout=10) as second:
+                a, b = first.read(), second.read()
+            if a == b:
+                break
+        assert a == b
+        page = scrape(url)
+    finally:
+        for m in miners:
+            m.close()
+        node.stop()
+    named = {labels[0][1] for (name, labels) in page if name == "powminer_stratum_worker_best_share_difficulty"}
+    assert len(named) == 6 and "*other*" in named
+    assert page[("powminer_stratum_workers_other", ())] == 123
+    assert page[("powminer_stratum_workers", ())] == 128
+
+
+def test_worker_names_no_utf8_can_hold_or_with_control_characters_break_nothing(tmp_path):
+    """Issue 33: `mining.authorize ["x\\udc80"]` is valid JSON, but no UTF-8 holds a lone surrogate:
+    every scrape answered 500 while the name was remembered. Such names, and one carrying a
+    terminal escape, are shown escaped on the page, over RPC and in the log line of a drop."""
+    import socket
+    node = NodeProcess(make_chain(tmp_path / "chain.sqlite", hashes_per_block=1 << 18), "--stratum-port", "0",
+                       "--metrics-port", "0")
+    try:
+        with socket.create_connection(("127.0.0.1", node.ready["stratum_port"]), timeout=10) as s:
+            reader = s.makefile("rb")
+            for line in (b'{"id": 1, "method": "mining.subscribe", "params": []}',
+                         b'{"id": 2, "method": "mining.authorize", "params": ["x\\udc80", "x"]}',
+                         b'{"id": 3, "method": "mining.authorize", "params": ["evil\\u001b[2J", "x"]}'):
+                s.sendall(line + b"\n")
+            replies = {}
+            while len(replies) < 3:
+                message = json.loads(reader.readline())
+                if message.get("id") is not None:
+                    replies[message["id"]] = message
+            assert replies[2]["result"] is True and replies[3]["result"] is True
+            page = scrape(f"http://127.0.0.1:{node.ready['metrics_port']}/metrics")  # 200, and it parses
+            status, body, _ = node.post(json.dumps({"method": "getstratuminfo", "params": [], "id": 1}))
+            s.sendall(b"x" * 20_000 + b"\n")  # a line too long: dropped, with a log line naming the workers
+            assert reader.read() is not None
+    finally:
+        node.stop()
+    stderr = node.proc.stderr.read()
+    named = {dict(labels)["worker"] for (name, labels) in page if name == "powminer_stratum_worker_difficulty"}
+    assert named == {"x\\udc80", "evil\\x1b[2J"}
+    workers = {w["worker"] for w in json.loads(body)["result"]["workers"]}
+    assert workers == named and all(w.encode("utf-8") for w in workers)  # strict UTF-8 holds them
+    assert "dropped" in stderr and "x\\udc80" in stderr and "evil\\x1b[2J" in stderr, stderr
+    assert "\x1b" not in stderr and "Traceback" not in stderr
+
+
+def test_one_scraper_is_served_ten_scrapes_a_second_after_its_burst(tmp_path):
+    """Three scrapers reading the page back to back (thousands a second, each served from the
+    cache) took the loop from honest miners; one connection is now served ten scrapes a second
+    after a burst of twenty, and waits its turn for more (a lower bound only: a loaded machine is
+    slower, never faster)."""
+    import http.client
+    node = NodeProcess(make_chain(tmp_path / "chain.sqlite"), "--metrics-port", "0")
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", node.ready["metrics_port"], timeout=10)
+        t0 = time.monotonic()
+        for _ in range(35):  # the burst of 20, then 15 at ten a second
+            conn.request("GET", "/metrics")
+            assert conn.getresponse().read().startswith(b"# HELP")
+        elapsed = time.monotonic() - t0
+        conn.close()
+    finally:
+        node.stop()
+    assert elapsed >= 1.3, elapsed

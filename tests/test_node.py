@@ -608,3 +608,65 @@ def test_submitblock_fills_in_the_witness_reserved_value_as_core_does(node):
     block = Block(header, (bare,))
     assert node.call("submitblock", block.serialize().hex()) is None
     assert node.call("getblock", node.call("getbestblockhash"), 0) == block.serialize().hex()
+
+
+def test_getblock_verbosity_2_decodes_inputs_and_outputs_as_core_does(node):
+    """Issue 33: `getblock HASH 2` gave each transaction's ids, sizes and hex but not `vin` and
+    `vout`, which Core includes. A transaction with an input spending as P2PKH does (a DER
+    signature and a key), a segwit input, and one output of every kind Core names: field names
+    and order as Core's TxToUniv, addresses as python-bitcoinlib and the BIPs' vectors have them,
+    `raw(deadbeef)#89f8spxm` as BIP 380's vector."""
+    from bitcoin import SelectParams
+    from bitcoin.core import CMutableTransaction, COutPoint, CTxIn, CTxInWitness, CTxOut, CTxWitness, lx
+    from bitcoin.core.script import CScript, CScriptWitness
+    from bitcoin.wallet import CBitcoinAddress
+    SelectParams("regtest")
+    key, key2 = bytes.fromhex("02" + "79be667e" * 8), bytes.fromhex("03" + "c6047f94" * 8)
+    der = bytes.fromhex("3044" + "0220" + "11" * 32 + "0220" + "22" * 32)
+    wpkh = "751e76e8199196d454941c45d1b3a323f1433bd6"  # BIP 173's example program
+    outputs = {  # script hex: (type, address, asm)
+        "76a914" + "33" * 20 + "88ac": ("pubkeyhash", "bitcoinlib",
+                                       f"OP_DUP OP_HASH160 {'33' * 20} OP_EQUALVERIFY OP_CHECKSIG"),
+        "a914" + "44" * 20 + "87": ("scripthash", "bitcoinlib", f"OP_HASH160 {'44' * 20} OP_EQUAL"),
+        "0014" + wpkh: ("witness_v0_keyhash", "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080", f"0 {wpkh}"),
+        "0020" + "55" * 32: ("witness_v0_scripthash", "bitcoinlib", f"0 {'55' * 32}"),
+        "5120" + "66" * 32: ("witness_v1_taproot", "bcrt1p", f"1 {'66' * 32}"),
+        "51024e73": ("anchor", "bcrt1pfeesnyr2tx", "1 29518"),
+        "6a04deadbeef": ("nulldata", None, "OP_RETURN -1874767326"),
+        "21" + key.hex() + "ac": ("pubkey", None, f"{key.hex()} OP_CHECKSIG"),
+        "5121" + key.hex() + "21" + key2.hex() + "52ae": ("multisig", None,
+                                                          f"1 {key.hex()} {key2.hex()} 2 OP_CHECKMULTISIG"),
+        "deadbeef": ("nonstandard", None, "OP_UNKNOWN OP_CHECKSIGVERIFY OP_UNKNOWN OP_UNKNOWN"),
+    }
+    tx = CMutableTransaction(
+        [CTxIn(COutPoint(lx("11" * 32), 3), CScript([der + b"\x01", key]), nSequence=0xFFFFFFFE),
+         CTxIn(COutPoint(lx("12" * 32), 0), nSequence=0xFFFFFFFD)],
+        [CTxOut(50_000_000 + i, CScript(bytes.fromhex(s))) for i, s in enumerate(outputs)],
+        witness=CTxWitness([CTxInWitness(CScriptWitness([])), CTxInWitness(CScriptWitness([b"\x30" * 71, key]))]))
+    txid = node.call("sendrawtransaction", tx.serialize().hex())
+    (block_hash,) = node.call("generatetoaddress", 1, "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080")
+    coinbase, decoded = node.call("getblock", block_hash, 2)["tx"]
+    assert list(decoded) == ["txid", "hash", "version", "size", "vsize", "weight", "locktime", "vin", "vout", "hex"]
+    assert decoded["txid"] == txid and decoded["hex"] == tx.serialize().hex() and decoded["version"] == 1
+    first, second = decoded["vin"]
+    assert first == {"txid": "11" * 32, "vout": 3, "scriptSig": {
+        "asm": f"{der.hex()}[ALL] {key.hex()}", "hex": CScript([der + b"\x01", key]).hex()}, "sequence": 0xFFFFFFFE}
+    assert second == {"txid": "12" * 32, "vout": 0, "scriptSig": {"asm": "", "hex": ""},
+                      "txinwitness": ["30" * 71, key.hex()], "sequence": 0xFFFFFFFD}
+    for n, (out, (script, (kind, address, text))) in enumerate(zip(decoded["vout"], outputs.items())):
+        assert out["value"] == (50_000_000 + n) / 1e8 and out["n"] == n
+        spk = out["scriptPubKey"]
+        assert list(spk) == ["asm", "desc", "hex", *(["address"] if address else []), "type"], spk
+        assert (spk["asm"], spk["hex"], spk["type"]) == (text, script, kind)
+        if address == "bitcoinlib":
+            address = str(CBitcoinAddress.from_scriptPubKey(CScript(bytes.fromhex(script))))
+        if address:
+            assert spk["address"].startswith(address), (kind, spk)
+        assert spk["desc"].split("#")[0] == {
+            "pubkey": f"pk({key.hex()})", "multisig": f"multi(1,{key.hex()},{key2.hex()})",
+            "witness_v1_taproot": f"rawtr({'66' * 32})", "nulldata": "raw(6a04deadbeef)",
+            "nonstandard": "raw(deadbeef)"}.get(kind, f"addr({spk.get('address')})"), spk
+    assert decoded["vout"][-1]["scriptPubKey"]["desc"] == "raw(deadbeef)#89f8spxm"
+    assert list(coinbase["vin"][0]) == ["coinbase", "txinwitness", "sequence"]
+    assert coinbase["vin"][0]["txinwitness"] == ["00" * 32]  # the witness reserved value
+    assert coinbase["vout"][0]["scriptPubKey"]["address"] == "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"

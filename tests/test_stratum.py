@@ -482,18 +482,28 @@ def test_a_minimum_difficulty_from_configure_is_announced_and_applied(pool):
         m.close()
 
 
+def _productive(m: Miner, worker: str, block_target: int) -> None:
+    """`m` starts as `worker` and has one share accepted (found here with hashlib)."""
+    en1, size, difficulty, job = m.start(worker)
+    en2, nonce, _ = find(job, en1, size, share_target(difficulty), above=block_target)
+    assert m.call("mining.submit", worker, job[0], en2.hex(), job[7], f"{nonce:08x}")["result"] is True
+
+
 def test_a_miner_that_does_not_authorize_in_time_is_dropped_and_a_full_server_says_so(tmp_path):
-    """`--rpc-timeout 1`: a connection has 1 s to authorize; `--max-connections 8`: an eighth is
-    kept for clients with credentials, so the eighth miner to authorize is told the server is
-    full, and one that comes after a miner leaves gets in."""
+    """`--rpc-timeout 1`: a connection has 1 s to authorize; `--stratum-max-miners 3`: with three
+    miners whose shares were accepted, a fourth is told the server is full (none of them may be
+    pushed out for it), and one that comes after a miner leaves gets in. `--max-connections`
+    (JSON-RPC's own slots) is 8 and counts no miner."""
     chain = make_chain(tmp_path / "chain.sqlite", hashes_per_block=1 << 18)
     node = NodeProcess(chain, "--stratum-port", "0", "--stratum-difficulty", str(SHARE_DIFFICULTY),
-                       "--rpc-timeout", "1", "--max-connections", "8")
+                       "--rpc-timeout", "1", "--stratum-max-miners", "3", "--max-connections", "8")
     miners: list[Miner] = []
     try:
+        assert node.ready["stratum_max_miners"] == 3 and node.ready["max_connections"] == 8
         port = node.ready["stratum_port"]
+        block = int(node.call("getmininginfo")["next"]["target"], 16)
         miners.append(Miner(port))
-        miners[0].start("early.rig")
+        _productive(miners[0], "early.rig", block)
         slow = Miner(port)
         miners.append(slow)
         began = time.monotonic()
@@ -503,17 +513,17 @@ def test_a_miner_that_does_not_authorize_in_time_is_dropped_and_a_full_server_sa
         assert miners[0].call("mining.subscribe")["result"][2] == 4  # an authorized miner stays
         slow.close()
         miners.remove(slow)
-        for i in range(6):
+        for i in range(2):
             miners.append(Miner(port))
-            miners[-1].start(f"full.rig{i}")
-        eighth = Miner(port)
-        miners.append(eighth)
-        eighth.call("mining.subscribe")
-        assert eighth.call("mining.authorize", "late.rig", "x")["error"] == [20, "Server full: too many miners", None]
+            _productive(miners[-1], f"full.rig{i}", block)
+        fourth = Miner(port)
+        miners.append(fourth)
+        fourth.call("mining.subscribe")
+        assert fourth.call("mining.authorize", "late.rig", "x")["error"] == [20, "Server full: too many miners", None]
         for m in (miners.pop(0), miners.pop()):
             m.close()
         deadline = time.monotonic() + 30
-        while node.call("getstratuminfo")["workers_connected"] != 6:
+        while node.call("getstratuminfo")["workers_connected"] != 2:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         miners.append(Miner(port))
@@ -562,7 +572,106 @@ def test_extranonce2_size_and_idle_timeout_options(tmp_path):
     ("--stratum-idle-timeout", "0", "must be between 0.1 and 86400"),
     ("--stratum-idle-timeout", "soon", "not a number of seconds"),
     ("--stratum-shares-per-minute", "0", "must be a positive number"),
-    ("--stratum-retarget-seconds", "-1", "must be between 0.1 and 86400")])
+    ("--stratum-retarget-seconds", "-1", "must be between 0.1 and 86400"),
+    ("--stratum-max-miners", "0", "must be between 1 and 100,000"),
+    ("--max-peers", "x", "not a whole number"),  # the other faces' budgets, checked the same way
+    ("--metrics-top-workers", "-1", "must be between 1 and 100,000")])
 def test_bad_stratum_option_values_are_one_line_and_exit_2(option, value, fragment):
     from cliproc import assert_one_line_error, run
     assert_one_line_error(run("node", "--stratum-port", "0", option, value), 2, f"{option}: {fragment}")
+
+
+def test_a_jobs_accepted_shares_are_given_back_when_the_job_retires(tmp_path):
+    """Issue 33: the duplicate check's record of accepted shares (44,500 shares at a tiny
+    difficulty: 15 MiB) was kept while the tip stayed. A server in this process, a miner over a
+    real socket: after 30 accepted shares of one job, the server makes JOBS_KEPT newer jobs on
+    the same tip (as new transactions would), and the session no longer holds any of them, while
+    a share of a job still kept is still a duplicate."""
+    import asyncio
+
+    from miner.consensus.params import preset
+    from miner.node.guard import Guard
+    from miner.node.limits import GuardLimits
+    from miner.node.service import NodeService
+    from miner.node.stratum.config import JOBS_KEPT, StratumConfig
+    from miner.node.stratum.server import StratumServer
+
+    def remembered(server) -> int:
+        (session,) = server.sessions
+        return sum(len(shares) for shares in session.seen.values())
+
+    async def scenario() -> None:
+        service = NodeService(make_chain(tmp_path / "chain.sqlite", hashes_per_block=1 << 18))
+        await service.open(preset("local", 0))
+        guard = Guard(GuardLimits(stratum_miners=4))
+        server = StratumServer(service, guard, StratumConfig(difficulty=1e-8))
+        port = await server.start("127.0.0.1", 0)
+        loop = asyncio.get_running_loop()
+        miner = await loop.run_in_executor(None, Miner, port)
+        try:
+            en1, size, difficulty, job = await loop.run_in_executor(None, miner.start, "dup.rig")
+            block = service.tip.next_target
+            found, nonce = [], 0
+            while len(found) < 30:  # shares that are not blocks, found with hashlib
+                en2, nonce, _ = find(job, en1, size, share_target(difficulty), start=nonce + 1, above=block)
+                found.append((en2, nonce))
+            for en2, n in found:
+                reply = await loop.run_in_executor(None, miner.call, "mining.submit", "dup.rig", job[0], en2.hex(),
+                                                   job[7], f"{n:08x}")
+                assert reply["result"] is True, reply
+            assert remembered(server) == 30
+            for _ in range(JOBS_KEPT):
+                await server.broadcast(*await server._new_job())
+            await asyncio.sleep(0.2)  # the pushes are written by tasks of their own
+            assert job[0] not in server.jobs and remembered(server) == 0
+            newer = server.current.notify_params(False)
+            en2, n, _ = find(newer, en1, size, share_target(difficulty), above=block)
+            params = ("dup.rig", newer[0], en2.hex(), newer[7], f"{n:08x}")
+            assert (await loop.run_in_executor(None, miner.call, "mining.submit", *params))["result"] is True
+            duplicate = await loop.run_in_executor(None, miner.call, "mining.submit", *params)
+            assert duplicate["error"] == [22, "Duplicate share", None]
+        finally:
+            miner.close()
+            await server.close()
+            await guard.close()
+            await service.close()
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("line", [b'{"id": NaN, "method": "mining.subscribe", "params": []}',
+                                  b'{"id": Infinity, "method": "mining.subscribe", "params": []}',
+                                  b'{"id": 1e400, "method": "mining.subscribe", "params": []}'])
+def test_an_id_that_is_not_json_is_never_echoed(pool, line):
+    """Issue 33: Python reads NaN, Infinity (and 1e400, as infinity) though JSON has none of them,
+    and the reply echoed the id back as NaN: a line no miner's JSON parser reads. Such a request
+    is a parse error, answered with the id null, in strict JSON."""
+    def strict(constant):
+        raise AssertionError(f"{constant} in a reply")
+    m = Miner(pool.stratum)
+    try:
+        m.send_line(line)
+        while b"\n" not in m.buf:
+            m.buf += m.sock.recv(65536)
+        raw, m.buf = m.buf.split(b"\n", 1)
+        reply = json.loads(raw, parse_constant=strict)
+        assert reply["id"] is None and reply["error"][0] == 20, reply
+        assert m.call("mining.subscribe")["result"][2] == 4  # still served
+    finally:
+        m.close()
+
+
+def test_an_idle_miner_is_dropped_logged_and_counted(tmp_path):
+    """Issue 33: a miner dropped for saying nothing for `--stratum-idle-timeout` was neither
+    logged nor counted, where every other drop is (getstratuminfo's `dropped`, the metrics)."""
+    node = NodeProcess(make_chain(tmp_path / "chain.sqlite", hashes_per_block=1 << 18), "--stratum-port", "0",
+                       "--stratum-difficulty", str(SHARE_DIFFICULTY), "--stratum-idle-timeout", "0.5")
+    m = Miner(node.ready["stratum_port"])
+    try:
+        m.start("quiet.rig")
+        while m.read() is not None:  # the notifications, then the end of the connection
+            pass
+        assert node.call("getstratuminfo")["dropped"] == {"idle": 1}
+    finally:
+        m.close()
+    stderr = _stop_and_read_stderr(node)
+    assert "(quiet.rig) dropped: nothing sent for 0.5 s" in stderr, stderr

@@ -186,7 +186,7 @@ class PoolMachine(RuleBasedStateMachine):
         # Miners start above the network's difficulty (2^-26 at first): the pool must cap it.
         config = StratumConfig(difficulty=1e-6, vardiff=VarDiffLimits(minimum=1e-12, retarget_shares=3,
                                                                        retarget_seconds=3600))
-        self.pool = StratumServer(self.service, Guard(GuardLimits()), config)
+        self.pool = StratumServer(self.service, Guard(GuardLimits(stratum_miners=16)), config)
         self.port = self.loop.run(self.pool.start("127.0.0.1", 0))
         self.miners: list[Miner] = []
         self.en1: dict[str, tuple[str, int]] = {}

@@ -257,6 +257,8 @@ def read_meta(p: Path, conn: sqlite3.Connection) -> tuple[ChainParams, int, bool
         raise ChainError(f"{p}: chain format version {str(rows.get('version'))[:20]!r} is not supported")
     try:
         params = ChainParams.from_json(rows["params"])
+    except RecursionError:  # a stored value nested past any sane depth
+        raise ChainError(f"{p}: chain parameters are damaged (nested too deeply to read)") from None
     except (KeyError, ValueError, TypeError, AttributeError, InvalidInput) as exc:
         raise ChainError(f"{p}: chain parameters are damaged ({exc})") from None
     version = int(rows["version"])

@@ -9,6 +9,7 @@ releases hold blocks from before some of them existed.
 
 from __future__ import annotations
 
+import sqlite3
 import struct
 import time
 from collections.abc import Sequence
@@ -85,7 +86,16 @@ def startup_check(chain: Chain, blocks: int = CHECK_BLOCKS) -> None:
     index (every active header links to its parent's stored hash), genesis against the stored
     parameters (which genesis commits to, from format 2), the active chain being the most-work
     one, and its last `blocks` blocks in full, stored hashes included, so the tip that new blocks
-    would extend is the real one. Everything is re-validated by `verify_chain`."""
+    would extend is the real one. Everything is re-validated by `verify_chain`. A column SQLite
+    cannot hand back as stored (a body turned TEXT that is not UTF-8) is damage too, named in one
+    line like the rest."""
+    try:
+        _startup_check(chain, blocks)
+    except sqlite3.DatabaseError as exc:
+        raise ChainError(f"{chain.path}: chain file is damaged ({exc}); run 'miner chain verify'") from None
+
+
+def _startup_check(chain: Chain, blocks: int) -> None:
     if chain.damage:
         raise ChainError(f"{chain.path}: {chain.damage}; run 'miner chain verify'")
     row = chain.conn.execute("SELECT header, body FROM blocks WHERE hash = ?", (chain.tree.active[0],)).fetchone()

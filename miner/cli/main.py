@@ -26,6 +26,7 @@ from miner.cli.arg_types import (
 )
 from miner.cli.interrupts import ignore_stop_signals, install_process_policy
 from miner.errors import InvalidInput, MinerError, UsageError
+from miner.node.limits import MAX_PEERS, STRATUM_MINERS
 
 DEFAULT_CHAIN = "miner-chain.sqlite"
 CHAIN_HELP = f"chain file (default: $MINER_CHAIN, else {DEFAULT_CHAIN})"
@@ -126,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--rpc-cookie-file", default=None,
                    help="where to write the cookie (default NAME.cookie beside the chain file NAME)")
     n.add_argument("--max-connections", type=positive_int(100_000), default=256,
-                   help="open connections at most (default 256, lowered to fit the descriptor limit; Stratum "
-                        "miners may hold all but an eighth)")
+                   help="JSON-RPC connections at most (default 256; an eighth kept for clients with credentials). "
+                        "Each face has its own slots, all lowered alike to fit the descriptor limit")
     n.add_argument("--rpc-timeout", type=positive_seconds, default=30.0,
                    help="seconds a connection may wait idle between requests, and to send a request's "
                         "body or take a reply (Core's -rpcservertimeout; default 30); a new connection "
@@ -155,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--stratum-idle-timeout", type=positive_seconds, default=600.0,
                    help="seconds an authorized miner may send nothing before it is dropped (default 600, "
                         "0.1 to 86400; a miner must authorize within the --rpc-timeout, at most 10 s)")
+    n.add_argument("--stratum-max-miners", type=positive_int(100_000), default=STRATUM_MINERS,
+                   help="authorized Stratum connections at most (default 256); when all are taken a new miner "
+                        "pushes out one with no share accepted in the last hour, else is told the server is full")
     n.add_argument("--stratum-payout", default=None,
                    help="address the Stratum blocks' coinbase pays (default OP_TRUE, anyone can spend)")
     n.add_argument("--listen", default=None, metavar="[HOST:]PORT",
@@ -162,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "PORT 0 picks a free one)")
     n.add_argument("--connect", action="append", default=[], metavar="HOST:PORT",
                    help="keep a peer connection to this node (repeatable; reconnects with back-off)")
+    n.add_argument("--max-peers", type=positive_int(100_000), default=MAX_PEERS,
+                   help="peer connections at most, as Core's -maxconnections (default 125): 11 of them are "
+                        "outbound slots, the rest inbound; --connect peers never take an inbound slot")
+    n.add_argument("--metrics-top-workers", type=positive_int(100_000), default=100,
+                   help="Stratum workers shown one by one on the metrics page, the most work first "
+                        "(default 100); the rest are summed under worker=\"*other*\"")
     _metrics_options(n)
     n.add_argument("--backend", default="auto", help="backends generatetoaddress mines with (default auto)")
     n.add_argument("--threads", type=positive_int(1024), default=None, help="CPU backend threads")

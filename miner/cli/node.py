@@ -15,7 +15,7 @@ from miner.chain.lock import lock_path
 from miner.cli.options import metrics_options
 from miner.consensus.params import preset
 from miner.errors import InvalidInput, UsageError
-from miner.node.guard import GuardLimits
+from miner.node.limits import OUTBOUND_PEERS, GuardLimits
 from miner.node.p2p.manager import PeerOptions, parse_target
 from miner.node.rpc.auth import cookie_name_fits, cookie_path
 from miner.node.rpc.server import is_loopback
@@ -37,10 +37,14 @@ def check_cookie_path(cookie: Path, chain: Path) -> None:
 
 
 def guard_limits(args: argparse.Namespace) -> GuardLimits:
+    """Each face gets its own budget (`run.serve` drops those of faces not served)."""
+    header_timeout = min(10.0, args.rpc_timeout)
     return GuardLimits(max_connections=args.max_connections, reserved=max(1, args.max_connections // 8),
-                       header_timeout=min(10.0, args.rpc_timeout), idle_timeout=args.rpc_timeout,
+                       stratum_miners=args.stratum_max_miners, inbound_peers=max(0, args.max_peers - OUTBOUND_PEERS),
+                       header_timeout=header_timeout, idle_timeout=args.rpc_timeout,
                        body_timeout=args.rpc_timeout, write_timeout=args.rpc_timeout,
-                       rate=float(args.rpc_rate), burst=2.0 * args.rpc_rate)
+                       rate=float(args.rpc_rate), burst=2.0 * args.rpc_rate,
+                       settle_grace=3 * header_timeout)
 
 
 def stratum_options(args: argparse.Namespace) -> tuple[str, int, StratumConfig] | None:
@@ -113,7 +117,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         asyncio.run(serve(chain_path, params, host, args.rpc_port, args.rpc_user, args.rpc_password,
                           cookie, (args.backend, args.threads, args.cpu_kernel), args.json,
                           guard_limits(args), stratum_options(args), metrics_options(args), peers,
-                          require_preset=args.preset is not None))
+                          args.metrics_top_workers, require_preset=args.preset is not None))
     except KeyboardInterrupt:
         pass
     try:

@@ -142,7 +142,29 @@ class ChainParams:
         if not isinstance(data, dict):
             raise InvalidInput(f"parameters must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        params = cls(**{k: v for k, v in data.items() if k in known})
+        params.check_fixed_genesis()
+        return params
+
+    def check_fixed_genesis(self) -> None:
+        """Genesis commits to every parameter of ours (`genesis_txs`), except a fixed genesis:
+        Core's regtest genesis commits to none, so its spacing, retarget rule, halflife, name or
+        max_future could be edited in the file and still match it. Such a chain's parameters are
+        committed by the preset whose genesis it is: they must be that preset's, field for field.
+        (A digest stored beside them would be rewritten by whoever rewrites them; the preset is
+        out of the file's reach.) InvalidInput naming the fields that differ."""
+        if not self.fixed_genesis:
+            return
+        owner = next((name for name, values in _PRESETS.items()
+                      if values.get("genesis_coinbase") == self.genesis_coinbase), None)
+        if owner is None:
+            raise InvalidInput("a fixed genesis that no preset has")
+        expected = json.loads(preset(owner, self.genesis_time).to_json())
+        stored = json.loads(self.to_json())
+        differ = sorted(k for k in expected.keys() | stored.keys() if expected.get(k) != stored.get(k))
+        if differ:
+            raise InvalidInput(f"the {owner} genesis commits to that preset's parameters, and "
+                               f"{', '.join(differ)} differ from it")
 
 
 # Start around 2^26 expected hashes (about a second on one modern CPU core with the numba

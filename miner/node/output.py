@@ -13,6 +13,10 @@ second). So:
 - Log records become one line each, without traceback; one of a kind seen again within
   `LOG_REPEAT_WINDOW` seconds is counted instead of printed, and all kinds together get a burst
   of lines and then one a second: a flood costs a line a second at most.
+- What a client sent (a worker name, a method, a user agent) reaches a line, a metrics label or
+  a reply only through `printable` or `unambiguous`: a lone surrogate (valid JSON, `"x\\udc80"`,
+  but no UTF-8 can hold it) once made every scrape answer 500, and a control character would
+  reach the terminal reading the log.
 """
 
 from __future__ import annotations
@@ -26,6 +30,25 @@ import time
 from typing import Any
 
 QUEUE_LINES = 1000
+# C0 and C1 control characters and DEL, written as \xNN: a line stays one line, and nothing a
+# client sent moves a terminal's cursor or colours.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def printable(text: str) -> str:
+    r"""`text` as it may be written anywhere: control characters as \xNN, and code points UTF-8
+    cannot encode (lone surrogates) as \uNNNN."""
+    text = text.translate(_CONTROLS)
+    if not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def unambiguous(text: str) -> str:
+    """`printable`, with backslashes doubled first, so two different strings never print alike:
+    for a label or a name that identifies (two workers must not become one series)."""
+    return printable(text.replace("\\", "\\\\"))
+
 LOG_REPEAT_WINDOW = 10.0  # s
 LOG_BURST = 20  # lines at once; then one a second
 
@@ -48,7 +71,7 @@ class LineWriter:
             if self._dropped:
                 self._queue.put_nowait(f"({self._dropped} lines dropped: output not read)\n".encode())
                 self._dropped = 0
-            self._queue.put_nowait(text.encode("utf-8", "replace") + b"\n")
+            self._queue.put_nowait(printable(text).encode("utf-8") + b"\n")
         except queue.Full:
             self._dropped += 1
 

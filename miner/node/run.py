@@ -18,7 +18,8 @@ from miner.chain.lock import ChainLock
 from miner.consensus.params import ChainParams, check_same_preset
 from miner.errors import MinerError
 from miner.node.generate import Generator
-from miner.node.guard import Guard, GuardLimits
+from miner.node.guard import Guard
+from miner.node.limits import GuardLimits
 from miner.node.memory import return_large_blocks
 from miner.node.metrics import NodeCollector, serve_metrics
 from miner.node.output import LineWriter, install_logging, loop_exception_handler
@@ -29,6 +30,7 @@ from miner.node.rpc.methods import Context
 from miner.node.rpc.server import make_app
 from miner.node.service import NodeService
 from miner.node.stratum.config import StratumConfig
+from miner.node.stratum.ranking import TOP_WORKERS
 from miner.node.stratum.server import StratumServer
 from miner.primitives.hashes import display_hex
 
@@ -53,7 +55,7 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
                 generator_args: tuple[str, int | None, str], json_mode: bool,
                 limits: GuardLimits | None = None, stratum: tuple[str, int, StratumConfig] | None = None,
                 metrics: tuple[str, int] | None = None, peers: PeerOptions | None = None,
-                require_preset: bool = False) -> None:
+                top_workers: int = TOP_WORKERS, require_preset: bool = False) -> None:
     """Serve `chain_path`, created with `params` if it does not exist; `require_preset`: the
     preset was asked for (`--preset`), so an existing chain made with another is refused.
 
@@ -70,7 +72,8 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
     creating = not chain_path.exists()  # under the exclusive lock: nobody else creates it meanwhile
     started = False
     service = NodeService(chain_path)
-    guard = Guard(limits or GuardLimits())
+    guard = Guard((limits or GuardLimits()).serving(stratum is not None, peers is not None and peers.listen is not None,
+                                                    peers is not None and bool(peers.connect), metrics is not None))
     runner: web.AppRunner | None = None
     server: asyncio.base_events.Server | None = None
     pool: StratumServer | None = None
@@ -122,7 +125,7 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
         metrics_port = None
         if metrics is not None:
             registry = CollectorRegistry()
-            registry.register(NodeCollector(service, guard, pool))
+            registry.register(NodeCollector(service, guard, pool, top_workers))
             metrics_runner, metrics_server, metrics_port = await serve_metrics(registry, guard, *metrics)
         if user is None:
             try:
@@ -137,13 +140,17 @@ async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
         events.say({"event": "listening", "url": url, "port": bound, "chain": str(chain_path),
                     "height": service.tip.height, "cookie": str(cookie_file) if cookie_pair else None,
                     "max_connections": guard.limits.max_connections, "stratum_port": stratum_port,
+                    "stratum_max_miners": guard.limits.stratum_miners, "inbound_peers": guard.limits.inbound_peers,
                     "metrics_port": metrics_port, "p2p_port": p2p_port},
                    f"miner node: {chain_path} (tip {service.tip.height}) at {url}, "
                    + (f"cookie {cookie_file}" if cookie_pair else "user and password auth")
                    + (f", Stratum at stratum+tcp://{stratum[0]}:{stratum_port}" if stratum is not None else "")
                    + (f", metrics at http://{metrics[0]}:{metrics_port}/metrics" if metrics is not None else "")
                    + (f", peers at {peers.listen[0]}:{p2p_port}" if peers is not None and peers.listen else "")
-                   + f", up to {guard.limits.max_connections} connections")
+                   + f", up to {guard.limits.max_connections} RPC connections"
+                   + (f", {guard.limits.stratum_miners} miners" if guard.limits.stratum_miners is not None else "")
+                   + (f", {guard.limits.inbound_peers} inbound peers" if guard.limits.inbound_peers is not None
+                      else ""))
         started = True
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)

@@ -15,6 +15,7 @@ miners expect since; the conventions kept here are the ones cpuminer, cgminer an
 from __future__ import annotations
 
 import json
+import math
 import re
 from fractions import Fraction
 from typing import Any
@@ -109,10 +110,24 @@ def notification(method: str, params: list) -> bytes:
     return encode({"id": None, "method": method, "params": params})
 
 
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400: JSON, but a float holds it only as infinity, which is not
+        raise ValueError(f"{text[:20]} is too large")
+    return value
+
+
 def parse_line(line: bytes) -> tuple[Any, str, list]:
-    """(id, method, params) of one request line; raises StratumError for what is not one."""
+    """(id, method, params) of one request line; raises StratumError for what is not one.
+    Python's parser takes NaN and Infinity, which are not JSON, and reads 1e400 as infinity:
+    a request with the id NaN was answered with NaN echoed back, a line no JSON parser reads;
+    such a line is a parse error, as a strict parser (ckpool's jansson) has it."""
     try:
-        message = json.loads(line)
+        message = json.loads(line, parse_constant=_not_json, parse_float=_finite)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise StratumError(OTHER, "Parse error") from None
     if not isinstance(message, dict):

@@ -32,6 +32,7 @@ from miner.chain.locator import header_of, headers_after
 from miner.consensus.params import ChainParams
 from miner.errors import InvalidInput
 from miner.node.guard import Guard
+from miner.node.limits import PEERS
 from miner.node.p2p.bans import BanList
 from miner.node.p2p.peer import Misbehaving, Peer, PeerGone
 from miner.node.p2p.sync import BlockSync
@@ -107,7 +108,7 @@ class PeerManager:
             def factory() -> asyncio.Protocol:
                 reader = asyncio.StreamReader()
                 return asyncio.StreamReaderProtocol(reader, self._inbound)
-            self._server = await self.guard.listen(factory, *listen)
+            self._server = await self.guard.listen(factory, *listen, PEERS)
             self.port = self._server.sockets[0].getsockname()[1]
         for host, port in connect:
             self.add_target(host, port)
@@ -200,7 +201,10 @@ class PeerManager:
             await self.sync.ask_headers(peer)
             while True:
                 command, payload = await asyncio.wait_for(peer.read(), IDLE_TIMEOUT)
+                delivered = peer.last_delivery
                 await self._dispatch(peer, command, payload)
+                if conn is not None and peer.last_delivery != delivered:
+                    conn.productive()  # a block we asked for: kept longest when inbound slots run out
         except Misbehaving as exc:
             self._punish(peer, str(exc))
         except Exception:  # a defect of ours must not end a --connect target's reconnect loop

@@ -15,11 +15,11 @@ from miner.node.rpc.protocol import (
     as_int,
 )
 from miner.node.rpc.registry import Context, parse_hash, rpc
+from miner.node.rpc.txjson import tx_json
 from miner.node.template import tip_difficulty
 from miner.primitives.block import Block
 from miner.primitives.compact import bits_to_target, difficulty
 from miner.primitives.hashes import display_hex
-from miner.primitives.transaction import Transaction
 
 
 def _stored(chain: Chain, block_hash: bytes) -> tuple[Node, Block]:
@@ -65,15 +65,10 @@ def _block_json(chain: Chain, block_hash: bytes, verbosity: int) -> Any:
     out.update(strippedsize=block.base_size, size=len(raw), weight=block.weight)
     if verbosity == 1:
         out["tx"] = [display_hex(t.txid) for t in block.txs]
-    else:
-        out["tx"] = [_tx_json(t) for t in block.txs]
+    else:  # each transaction decoded, inputs and outputs included, as Core's verbosity 2
+        mainnet = chain.params.name == "mainnet"
+        out["tx"] = [tx_json(t, mainnet) for t in block.txs]
     return out
-
-
-def _tx_json(tx: Transaction) -> dict:
-    return {"txid": display_hex(tx.txid), "hash": display_hex(tx.wtxid), "version": tx.version,
-            "size": len(tx.raw), "vsize": (tx.weight + 3) // 4, "weight": tx.weight,
-            "locktime": tx.locktime, "hex": tx.raw.hex()}
 
 
 # --------------------------------------------------------------------------- blockchain

@@ -1,8 +1,9 @@
 """The node's HTTP face: JSON-RPC over aiohttp.
 
 HTTP is aiohttp's; this module adds what Bitcoin Core's HTTP server does around JSON-RPC:
-Basic authentication checked before the body is read (a wrong password gets 401 after a pause,
-one failure at a time, so guessing is slow, and the connection is closed), POST only, bodies
+Basic authentication checked before the body is read (no credentials get 401 at once, a wrong
+password after a pause, one failure at a time, so guessing is slow; either way the connection
+is closed without reading the body, which aiohttp would otherwise drain for 10 s), POST only, bodies
 capped (Core's 32 MiB), and anything the client sends answered or dropped without touching the
 others. The node's guard (`miner.node.guard`) admits the connection; this module tells it what
 the connection proved and when a request starts and ends, and applies its body, reply and rate
@@ -48,9 +49,11 @@ def make_app(ctx: Context, credentials: Credentials, guard: Guard, max_body: int
     limits = guard.limits
 
     async def respond(request: web.Request, conn: Connection) -> web.Response:
-        if not credentials.check(request.headers.get("Authorization")):
-            async with failures:  # one failure at a time: a guesser gets 4 tries a second
-                await asyncio.sleep(AUTH_FAILURE_DELAY)
+        authorization = request.headers.get("Authorization")
+        if not credentials.check(authorization):
+            if authorization is not None:  # a wrong password, as Core: one failure at a time, 4 a second
+                async with failures:
+                    await asyncio.sleep(AUTH_FAILURE_DELAY)
             return _closing(web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="jsonrpc"'}))
         conn.authenticate()
         if request.method != "POST":
@@ -88,6 +91,11 @@ def make_app(ctx: Context, credentials: Credentials, guard: Guard, max_body: int
             except asyncio.TimeoutError:
                 if request.transport is not None:
                     request.transport.abort()
+            if response.status == 401 and request.protocol is not None:
+                # A stranger's body is not read after the answer. (A client with credentials
+                # refused 413 has the rest of its body drained, as aiohttp does, so a client that
+                # sends it all before reading, as most do, gets its answer and not a reset.)
+                request.protocol.force_close()
             return response
         finally:
             conn.end()

@@ -4,7 +4,8 @@ submit shares; a share that meets the block target is a block for the chain.
 What a pool must handle (ckpool's stratifier is the model): a unique extranonce1 per connection
 so no two miners hash the same header; work pushed the moment the tip changes (`clean_jobs`)
 and when new transactions arrive (at most every few seconds); and each miner's connection
-(`session`) served on its own. Connections go through the node's guard (cap, rate).
+(`session`) served on its own. Connections go through the node's guard, inside the Stratum
+face's own budget (`--stratum-max-miners`), at its rate.
 
 Blocks are never lost at the pool: a share that meets the block target goes to the chain whatever
 the share difficulty, also for a job of the tip just replaced (kept a while as `retired`), and the
@@ -24,6 +25,7 @@ from collections import OrderedDict
 from miner.errors import MinerError
 from miner.mining.template import TemplateError
 from miner.node.guard import Guard
+from miner.node.limits import STRATUM
 from miner.node.service import NodeService
 from miner.node.stratum.config import (
     JOBS_KEPT,
@@ -73,7 +75,7 @@ class StratumServer:
             reader = asyncio.StreamReader(limit=MAX_LINE)
             return asyncio.StreamReaderProtocol(reader, self._connected)
         try:
-            self._server = await self.guard.listen(factory, host, port)
+            self._server = await self.guard.listen(factory, host, port, STRATUM)
         except OSError as exc:
             raise MinerError(f"cannot listen for Stratum on {host}:{port}: {exc.strerror}") from None
         self._refresher = loop.create_task(self._refresh())

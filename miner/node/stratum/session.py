@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from miner.errors import MinerError
 from miner.node.guard import Connection
+from miner.node.output import printable
 from miner.node.stratum.config import BAD_MESSAGES, MAX_LINE, MAX_WORKERS
 from miner.node.stratum.difficulty import ShareDifficulty
 from miner.node.stratum.jobs import MAX_FUTURE, ShareVerdict, StratumJob
@@ -56,8 +57,10 @@ class Session:
         self.last_job: StratumJob | None = None  # the newest job this miner was sent
         self.difficulty = self._in_force(server.current)
         self.announced = ShareDifficulty()  # what was sent, and what each job's shares must meet
-        self.seen: set[tuple] = set()  # shares of the current tip's jobs
-        self.seen_tip: bytes | None = None
+        # Accepted shares by job id, for the duplicate check: a job's set is given back when the
+        # server retires the job (a new tip, or JOBS_KEPT newer jobs), since no share of it can
+        # be accepted again (44,500 shares at a tiny difficulty once stayed for good).
+        self.seen: dict[str, set[tuple]] = {}
         self.bad = 0
         self.refused_in_a_row = 0  # refused shares since the last accepted one
 
@@ -73,10 +76,8 @@ class Session:
     async def push_work(self, job: StratumJob, clean: bool) -> None:
         """set_difficulty when the difficulty for this job differs from the last one sent (lowered
         to the job's network difficulty if it is below what the miner wants), then the job."""
-        new_tip = job.job.prev_hash != self.seen_tip
-        if new_tip:  # no earlier share can come again
-            self.seen.clear()
-            self.seen_tip = job.job.prev_hash
+        self._retire_seen()
+        new_tip = self.last_job is None or job.job.prev_hash != self.last_job.job.prev_hash
         self.last_job = job
         self.difficulty = self._in_force(job)
         out = b""
@@ -100,6 +101,7 @@ class Session:
                     self._dropped("line too long", f"a line longer than {MAX_LINE} bytes")
                     return
                 except asyncio.TimeoutError:
+                    self._dropped("idle", f"nothing sent for {self.server.config.idle_timeout:g} s")
                     return
                 if not line:
                     return
@@ -126,7 +128,7 @@ class Session:
         handler = _METHODS.get(method)
         try:
             if handler is None:
-                raise sp.StratumError(sp.OTHER, f"Unknown method {method[:40]}")
+                raise sp.StratumError(sp.OTHER, f"Unknown method {printable(method[:40])}")
             result, after = await handler(self, params)
         except (sp.StratumError, MinerError, ValueError, TypeError, OverflowError) as exc:
             if not isinstance(exc, sp.StratumError):  # a case the checks above missed: refused, not fatal
@@ -189,7 +191,7 @@ class Session:
                     self.wanted = max(self.wanted, self.vardiff.clamp(value, float("inf")))
                 result["minimum-difficulty"] = value is not None
             else:
-                result[str(ext)[:40]] = False
+                result[printable(str(ext)[:40])] = False
         # A raised minimum applies at once to a miner already at work (never above the network's).
         return result, self.announce_wanted
 
@@ -226,8 +228,10 @@ class Session:
             version = (version & ~self.version_mask) | bits
         if not job.mintime <= ntime <= int(time.time()) + MAX_FUTURE:
             raise sp.StratumError(sp.OTHER, "ntime out of range")
-        key = (params[1], extranonce2, ntime, nonce, version)
-        if key in self.seen:
+        key = (extranonce2, ntime, nonce, version)
+        self._retire_seen()
+        seen = self.seen.setdefault(job.job_id, set())
+        if key in seen:
             raise sp.StratumError(sp.DUPLICATE, "Duplicate share")
         share = job.share(self.extranonce1, extranonce2, ntime, nonce, version)
         difficulty = self.announced.for_job(job.job_id, self.difficulty)
@@ -238,8 +242,9 @@ class Session:
             refused = await self.server.found_block(job, share, params[0])
             if refused is not None:  # not stored: a miner is never told a lost block was taken
                 raise sp.StratumError(sp.OTHER, f"Block refused: {refused}")
-        self.seen.add(key)
+        seen.add(key)
         self.refused_in_a_row = 0
+        self.conn.productive()  # kept longest when the miners' slots run out
         credited = min(difficulty, self.server.diff1 / max(share.value, 1))
         self.server.stats.share_accepted(params[0], credited, self.server.diff1 / max(share.value, 1),
                                          verdict is ShareVerdict.BLOCK, self.difficulty)
@@ -277,6 +282,11 @@ class Session:
         where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "a miner"
         log.warning("Stratum connection from %s (%s) dropped: %s", where,
                     ", ".join(sorted(self.workers)[:3]) or "no worker", detail)
+
+    def _retire_seen(self) -> None:
+        """Give back the accepted-share sets of jobs the server no longer keeps on its tip."""
+        for job_id in [j for j in self.seen if j not in self.server.jobs]:
+            del self.seen[job_id]
 
     def _in_force(self, job: StratumJob | None) -> float:
         """What this miner wants, within vardiff's bounds and never above `job`'s network

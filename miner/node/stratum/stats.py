@@ -16,11 +16,15 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from miner.node.output import unambiguous
 from miner.primitives.stratum import StratumError
 
 WINDOWS = (("1m", 60.0), ("5m", 300.0), ("15m", 900.0))
 HASHES_PER_DIFFICULTY = 2.0 ** 32
-MAX_WORKERS_KEPT = 10_000  # worker names remembered; the longest unseen is forgotten first
+# Worker names remembered. Names are free to make up: past this many, one that never had a share
+# accepted is forgotten first (the longest unseen of them), so strangers authorizing fresh names
+# cannot push out the figures of workers that did work; only then the longest unseen of all.
+MAX_WORKERS_KEPT = 10_000
 FORGET_AFTER = 3600.0  # s without a share or a connection: a worker leaves the statistics
 BROADCAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -48,6 +52,12 @@ class DecayingRate:
     def add(self, difficulty: float, now: float) -> None:
         self._decay(now)
         self.value += difficulty / self.tau
+
+    def raw(self, now: float) -> float:
+        """The decayed sum alone, without the correction for a young window: these add up, so
+        the pool's is the sum of its workers'."""
+        self._decay(now)
+        return self.value
 
     def rate(self, now: float) -> float:
         self._decay(now)
@@ -82,8 +92,10 @@ class PoolStats:
         SHA-256d; 2^16 for scrypt, whose pools count difficulty 65,536 times easier)."""
         self.hashes_per_difficulty = hashes_per_difficulty
         self.clock = clock
+        self.rates = [DecayingRate(tau, clock()) for _, tau in WINDOWS]  # the whole pool's, by window
         self.wall = wall
         self.workers: OrderedDict[str, WorkerStats] = OrderedDict()  # least recently seen first
+        self._unproven: OrderedDict[str, None] = OrderedDict()  # names with no accepted share, likewise
         self.accepted = 0
         self.refused: dict[str, int] = {}
         self.blocks = 0  # blocks the chain stored from shares, on the active chain or not
@@ -102,22 +114,31 @@ class PoolStats:
         if stats is None:
             stats = WorkerStats(name, now, now, rates=[DecayingRate(tau, now) for _, tau in WINDOWS])
             self.workers[name] = stats
+            self._unproven[name] = None
             self._forget(now)
         else:
             self.workers.move_to_end(name)
+            if name in self._unproven:
+                self._unproven.move_to_end(name)
             stats.last_seen = now
         return stats
 
     def _forget(self, now: float) -> None:
+        while len(self.workers) > MAX_WORKERS_KEPT:
+            name = next(iter(self._unproven), None) or next(iter(self.workers))
+            del self.workers[name]
+            self._unproven.pop(name, None)
         while self.workers:
             oldest = next(iter(self.workers.values()))
-            if len(self.workers) <= MAX_WORKERS_KEPT and now - oldest.last_seen < FORGET_AFTER:
+            if now - oldest.last_seen < FORGET_AFTER:
                 return
-            self.workers.popitem(last=False)
+            del self.workers[oldest.name]
+            self._unproven.pop(oldest.name, None)
 
     def share_accepted(self, worker: str, credited: float, achieved: float, block: bool,
                        difficulty: float) -> None:
         stats = self.worker(worker)
+        self._unproven.pop(worker, None)
         now = stats.last_seen
         stats.accepted += 1
         stats.accepted_difficulty += credited
@@ -125,7 +146,7 @@ class PoolStats:
         stats.last_share = self.wall()
         stats.difficulty = difficulty
         stats.blocks += block
-        for rate in stats.rates:
+        for rate in (*stats.rates, *self.rates):
             rate.add(credited, now)
         self.accepted += 1
         self.best_share = max(self.best_share, achieved)
@@ -183,7 +204,7 @@ class PoolStats:
 
     def worker_report(self, stats: WorkerStats, connected: bool) -> dict:
         now = self.clock()
-        return {"worker": stats.name, "connected": connected, "difficulty": stats.difficulty,
+        return {"worker": unambiguous(stats.name), "connected": connected, "difficulty": stats.difficulty,
                 "accepted": stats.accepted, "rejected": dict(stats.refused), "blocks": stats.blocks,
                 "best_share": stats.best_share, "last_share": stats.last_share,
                 "hashrate": self.hashrates(stats, now)}
