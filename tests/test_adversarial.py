@@ -1,18 +1,25 @@
 """`miner node` under attack, as a real process on 127.0.0.1: floods, slow headers, malformed
 HTTP, wrong passwords, the largest bodies and fuzzed ones, under a low descriptor limit, with
-standard error a pipe nobody reads. Every attack is bounded in count and time; the node is
-stopped at the end of each test, also on failure."""
+standard error a pipe nobody reads. Then its peer-to-peer face under attack, in the test's own
+event loop (`p2p_node.live_node`, real sockets on 127.0.0.1, timeouts shortened where a test
+waits for one). Every attack is bounded in count and time; the node is stopped at the end of
+each test, also on failure."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
+import logging
+import random
 import socket
 import time
 
 import pytest
 from miner.bench import node_abuse
 from nodeproc import NodeProcess, make_chain
+from p2p_node import live_node, regtest_core, until
+from p2p_peer import AsyncPeer
 
 
 def _raw(port: int, data: bytes, timeout: float = 10.0) -> bytes:
@@ -155,3 +162,35 @@ def test_a_burst_of_connections_while_the_node_is_busy_waits_in_the_queue_and_ne
         node.stop()
     err = node.proc.stderr.read()
     assert "out of system resource" not in err and "Too many open files" not in err, err[-2000:]
+
+
+# --------------------------------------------------------------------------- the peer-to-peer face
+
+def _run(scenario, within: float = 60.0):
+    return asyncio.run(asyncio.wait_for(scenario, within))
+
+
+def test_ordinary_disconnects_a_v2_opening_and_disconnectnode_are_not_errors(tmp_path, caplog):
+    """A peer that goes away, Core's BIP 324 opening (dropped before the handshake) and
+    `disconnectnode` used to be logged as "unexpected error" with a traceback each: the
+    catch-all stood before the clause for a connection that ended."""
+    async def scenario():
+        async with live_node(regtest_core(tmp_path / "chain.sqlite")) as node:
+            v2 = await AsyncPeer.connect(node.port)
+            await v2.send_raw(random.Random(324).randbytes(64))
+            assert await v2.closed_by_node()
+            leaver = await AsyncPeer.connect(node.port)
+            await leaver.handshake()
+            await until(lambda: node.status("connected"), what="the first peer connected")
+            leaver.close()
+            await until(lambda: node.status("disconnected"), what="its goodbye")
+            kept = await AsyncPeer.connect(node.port)
+            await kept.handshake()
+            await until(lambda: len(node.status("connected")) == 2, what="the second peer connected")
+            assert node.manager.disconnect(lambda p: True) == 1  # what disconnectnode does
+            assert await kept.closed_by_node()
+            await until(lambda: len(node.status("disconnected")) == 2, what="the second goodbye")
+    with caplog.at_level(logging.INFO, logger="miner.node.p2p"):
+        _run(scenario())
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not errors, [r.getMessage() for r in errors]
