@@ -21,6 +21,8 @@ from nodeproc import NodeProcess, make_chain
 from p2p_node import live_node, regtest_core, until
 from p2p_peer import AsyncPeer
 
+from miner.primitives import p2p
+
 
 def _raw(port: int, data: bytes, timeout: float = 10.0) -> bytes:
     """What the node answers to `data` on a fresh connection, up to its closing it."""
@@ -194,3 +196,22 @@ def test_ordinary_disconnects_a_v2_opening_and_disconnectnode_are_not_errors(tmp
         _run(scenario())
     errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert not errors, [r.getMessage() for r in errors]
+
+
+def test_made_up_command_names_are_counted_under_one_key(tmp_path):
+    """Each unknown command name used to become a key of the peer's bytesrecv_per_msg (8 peers
+    x 900 names a second grew the node by 29 MiB for good); Core counts them all as `*other*`."""
+    async def scenario():
+        async with live_node(regtest_core(tmp_path / "chain.sqlite")) as node:
+            peer = await AsyncPeer.connect(node.port)
+            await peer.handshake()
+            names = [f"x{i:05d}" for i in range(500)]
+            await peer.send_raw(b"".join(p2p.frame(peer.magic, name, b"\0" * 10) for name in names))
+            await peer.send("ping", p2p.ping_payload(7))
+            await peer.expect("pong")  # every message before it was read
+            info = node.manager.peer_info()[0]
+            got = info["bytesrecv_per_msg"]
+            assert set(got) <= p2p.KNOWN_COMMANDS | {"*other*"}, sorted(got)[:10]
+            assert got["*other*"] == 500 * (24 + 10)
+            peer.close()
+    _run(scenario())
