@@ -9,6 +9,10 @@ validated and stored as a node stores it), a node serves it on 127.0.0.1 and a f
 `--connect` to it syncs; the time is from the new node's start to its last block stored (its
 own `block` event), median over `--runs`.
 
+`--before DIR` (either command) runs every round twice, alternating, once with this code and
+once with the source tree in DIR (`git archive COMMIT | tar -x -C DIR`), so a change is measured
+against the code before it on the same machine at the same time.
+
 `propagate`: `--nodes` nodes in a line (each `--connect`s to the one before); the first mines
 one block at a time (generatetoaddress) and every node's `block` event carries the wall-clock
 time it stored the block, so a block's propagation is the last node's time minus the first's.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -60,17 +65,25 @@ def build_chain(path: Path, blocks: int) -> None:
             parent = block.hash
 
 
+def code_env(code: Path | None) -> dict:
+    """Popen's arguments that run `python -m miner` from the source tree `code` (None: this one):
+    started there with it first on the path, its `miner` is imported before the installed one."""
+    if code is None:
+        return {}
+    return {"cwd": str(code), "env": {**os.environ, "PYTHONPATH": str(code)}}
+
+
 class Node:
     """`miner node` on the regtest-core chain, its JSON events read as they come."""
 
-    def __init__(self, folder: Path, *extra: str):
+    def __init__(self, folder: Path, *extra: str, code: Path | None = None):
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.started = time.time()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "miner", "node", "--chain", str(folder / "chain.sqlite"), "--preset",
              "regtest-core", "--rpc-port", "0", "--listen", "0", "--backend", "ref", "--json", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, **code_env(code))
         self.ready = json.loads(self.proc.stdout.readline())
         self.blocks: dict[str, float] = {}
         self.last_height = 0
@@ -111,39 +124,49 @@ def _wait(check, within: float) -> None:
         time.sleep(0.01)
 
 
-def bench_sync(blocks: int, runs: int) -> dict:
+def bench_sync(blocks: int, runs: int, before: Path | None = None) -> dict:
+    codes = {"after": None, "before": before} if before is not None else {"this": None}
     with tempfile.TemporaryDirectory(prefix="p2p-sync-") as tmp:
         root = Path(tmp)
         t0 = time.perf_counter()
         build_chain(root / "seed.sqlite", blocks)
         built = time.perf_counter() - t0
-        (root / "a").mkdir()
-        shutil.copy(root / "seed.sqlite", root / "a" / "chain.sqlite")
-        server = Node(root / "a")
-        times = []
-        try:
-            for run in range(runs):
-                client = Node(root / f"b{run}", "--connect", server.target)
+        times: dict[str, list[float]] = {name: [] for name in codes}
+        for run in range(runs):
+            for name, code in codes.items():  # alternating, a fresh pair of nodes each time
+                (root / f"a{run}{name}").mkdir()
+                shutil.copy(root / "seed.sqlite", root / f"a{run}{name}" / "chain.sqlite")
+                server = Node(root / f"a{run}{name}", code=code)
                 try:
-                    _wait(lambda c=client: c.last_height >= blocks, 600)
-                    times.append(max(client.blocks.values()) - client.started)
+                    client = Node(root / f"b{run}{name}", "--connect", server.target, code=code)
+                    try:
+                        _wait(lambda c=client: c.last_height >= blocks, 600)
+                        times[name].append(max(client.blocks.values()) - client.started)
+                    finally:
+                        client.stop()
                 finally:
-                    client.stop()
-        finally:
-            server.stop()
-    return {"blocks": blocks, "runs": runs, "build_s": round(built, 2), "seconds": [round(t, 2) for t in times],
-            "median_s": round(statistics.median(times), 2),
-            "blocks_per_s": round(blocks / statistics.median(times))}
+                    server.stop()
+    out: dict = {"blocks": blocks, "runs": runs, "build_s": round(built, 2)}
+    for name, got in times.items():
+        out[name] = {"seconds": [round(t, 2) for t in got], "median_s": round(statistics.median(got), 2),
+                     "blocks_per_s": round(blocks / statistics.median(got))}
+    return out
 
 
-def bench_propagate(count: int, blocks: int) -> dict:
+def bench_propagate(count: int, blocks: int, before: Path | None = None) -> dict:
+    if before is not None:
+        return {"after": _propagate(count, blocks), "before": _propagate(count, blocks, code=before)}
+    return _propagate(count, blocks)
+
+
+def _propagate(count: int, blocks: int, code: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="p2p-line-") as tmp:
         root = Path(tmp)
         line: list[Node] = []
         delays = []
         try:
             for i in range(count):
-                line.append(Node(root / f"n{i}", *(["--connect", line[-1].target] if line else [])))
+                line.append(Node(root / f"n{i}", *(["--connect", line[-1].target] if line else []), code=code))
             _wait(lambda: all(n.call("getconnectioncount") == (1 if i in (0, count - 1) else 2)
                               for i, n in enumerate(line)), 30)
             for _ in range(blocks):
@@ -170,8 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--blocks", type=int, default=30)
     for sp in (s, p):
         sp.add_argument("--json", action="store_true")
+        sp.add_argument("--before", type=Path, help="also run the source tree in this folder, alternating")
     args = parser.parse_args(argv)
-    result = bench_sync(args.blocks, args.runs) if args.what == "sync" else bench_propagate(args.nodes, args.blocks)
+    result = (bench_sync(args.blocks, args.runs, args.before) if args.what == "sync"
+              else bench_propagate(args.nodes, args.blocks, args.before))
     print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
     return 0
 

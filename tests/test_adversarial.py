@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import json
 import logging
 import random
@@ -16,12 +17,16 @@ import socket
 import time
 
 import pytest
+from blockmaker import NOW, grow, solve
 from miner.bench import node_abuse
 from nodeproc import NodeProcess, make_chain
 from p2p_node import live_node, regtest_core, until
 from p2p_peer import AsyncPeer
 
+from miner.chain.chain import Chain
+from miner.consensus.params import preset
 from miner.primitives import p2p
+from miner.primitives.header import BlockHeader
 
 
 def _raw(port: int, data: bytes, timeout: float = 10.0) -> bytes:
@@ -214,4 +219,66 @@ def test_made_up_command_names_are_counted_under_one_key(tmp_path):
             assert set(got) <= p2p.KNOWN_COMMANDS | {"*other*"}, sorted(got)[:10]
             assert got["*other*"] == 500 * (24 + 10)
             peer.close()
+    _run(scenario())
+
+
+def _honest_chain(tmp_path, blocks: int) -> list:
+    """`blocks` real regtest-core blocks in a row from genesis (made on a scratch chain)."""
+    with Chain.create(tmp_path / "scratch.sqlite", preset("regtest-core", 0)) as chain:
+        return grow(chain, chain.tip_hash, blocks, 1, b"honest")
+
+
+def _chain_with(path, blocks) -> object:
+    """A regtest-core chain file holding `blocks` (parents first)."""
+    with Chain.create(path, preset("regtest-core", 0)) as chain:
+        for block in blocks:
+            chain.add_block(block, now=NOW)
+    return path
+
+
+def _fake_branch(count: int, start: BlockHeader, tag: int = 0) -> list[BlockHeader]:
+    """`count` linked headers on `start` with regtest's bits: about two hashes each, no block
+    behind any of them."""
+    out, prev = [], start
+    for i in range(count):
+        prev = solve(BlockHeader(0x20000000, prev.hash(), hashlib.sha256(b"fake %d %d" % (tag, i)).digest(),
+                                 prev.time + 1, 0x207FFFFF, 0))
+        out.append(prev)
+    return out
+
+
+async def _send_headers(peer: AsyncPeer, headers: list[BlockHeader]) -> None:
+    for i in range(0, len(headers), p2p.MAX_HEADERS):
+        await peer.send("headers", p2p.headers_payload(headers[i:i + p2p.MAX_HEADERS]))
+
+
+@pytest.mark.parametrize("fake", [20, 2000])
+def test_a_free_fake_branch_does_not_stop_the_sync_from_an_honest_peer(tmp_path, fake):
+    """Victim A follows honest B (its --connect peer). A stranger sends A a branch of `fake`
+    headers from genesis (a tenth of a second of work on regtest), more work than anything B
+    has, and never the blocks. B then mines 9 more blocks. Before, A planned one download path
+    to the single best header, off which B's blocks lay: A stayed at 5 for good. Each peer is
+    now asked for the blocks toward its own best header."""
+    made = _honest_chain(tmp_path, 14)
+    genesis = preset("regtest-core", 0).genesis_header()
+    fakes = _fake_branch(fake, genesis)
+
+    async def scenario():
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        async with live_node(_chain_with(tmp_path / "b" / "chain.sqlite", made[:5])) as b, \
+                live_node(_chain_with(tmp_path / "a" / "chain.sqlite", made[:5]),
+                          connect=(("127.0.0.1", b.port),)) as a:
+            await until(lambda: a.manager.peer_info(), what="A connected to B")
+            attacker = await AsyncPeer.connect(a.port)
+            await attacker.handshake(start_height=fake)
+            await _send_headers(attacker, fakes)
+            await until(lambda: a.manager.sync.best_header_height() == fake, what="the fake branch held")
+            t0 = time.monotonic()
+            for block in made[5:]:  # B mines on
+                assert await b.service.submit_block(block) is None
+            await until(lambda: a.tip == made[-1].hash, within=30, what="A at B's tip")
+            followed = time.monotonic() - t0
+            assert a.height == 14 and followed < 30
+            attacker.close()
     _run(scenario())

@@ -3,39 +3,60 @@
 A peer's headers are checked on their own as they arrive (they link to each other and to a
 block we know, each meets the proof of work its bits claim, the bits the retarget rule demands,
 a time after the median time past) and kept here, with height and cumulative work, until the
-block arrives and the chain stores it. The most-work header tells the node which blocks to
-fetch and in what order, long before it has them; `getchaintips` shows these branches as
-`headers-only`, as Core does.
+block arrives and the chain stores it. Each peer's best header tells the node which blocks to
+fetch from it and in what order, long before it has them; `getchaintips` shows these branches
+as `headers-only`, as Core does.
 
 Every operation a peer can trigger per message is linear in what it sent, never in what is
 held: an entry knows whether an ancestor is invalid (inherited when it is added, spread in one
-pass when a header is found invalid, which costs the peer its connection). Memory is bounded:
-on an easy chain (regtest's bits) headers cost nothing to make, so when `MAX_HEADERS_HELD` is
-reached the branches that cannot beat our tip are dropped first, and only then are new
-headers refused (their peer dropped).
+pass when a header is found invalid, which costs the peer its connection), and a skip pointer
+(Core's CBlockIndex::pskip) finds the ancestor at any height in a logarithmic number of steps,
+so a peer's next blocks are found without walking its whole branch.
+
+Held headers always form whole paths down to stored blocks: blocks are stored parents first, and
+whatever is dropped is dropped from the leaves up (`evict`) or with everything above it
+(`prune`, `keep_only`). Memory is bounded: on an easy chain (regtest's bits) headers cost
+nothing to make, so at `MAX_HEADERS_HELD` the branches that cannot beat our tip go first, then
+the least-work leaves nobody is fetching, and only then are new headers refused. An entry keeps
+only what sync reads again (hash, parent, height, work, time, bits), not the header itself.
 """
 
 from __future__ import annotations
 
+import heapq
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from miner.chain.index import block_work
 from miner.primitives.header import BlockHeader
 
 MAX_HEADERS_HELD = 200_000
+EVICT_SHARE = 20  # a full tree frees at least 1/20 of its room at once, so its pass is rare
+
+
+def skip_height(height: int) -> int:
+    """The height an entry's skip pointer reaches: Core's skip list (chain.cpp), which makes
+    any ancestor reachable in O(log n) steps: clear the lowest set bit, twice for odd heights."""
+    if height < 2:
+        return 0
+    if not height & 1:
+        return height & (height - 1)
+    n = height - 1
+    n &= n - 1
+    return (n & (n - 1)) + 1
 
 
 @dataclass(slots=True)
 class HeaderEntry:
-    header: BlockHeader
     hash: bytes
+    parent: bytes
     height: int
     chainwork: int
+    time: int
+    bits: int
+    skip: bytes | None = None  # the held ancestor at skip_height(height); None when that was stored
     invalid: bool = False  # this header or a held ancestor is invalid
-
-    @property
-    def parent(self) -> bytes:
-        return self.header.prev_hash
 
 
 @dataclass(frozen=True)
@@ -66,37 +87,124 @@ class HeaderTree:
         return len(self.entries)
 
     def add(self, headers: list[BlockHeader], hashes: list[bytes], anchor: Anchor | None,
-            tip_work: int = 0) -> list[HeaderEntry]:
+            tip_work: int = 0, protect: Iterable[bytes] = (), any_work: bool = False) -> list[HeaderEntry]:
         """Hold a linked run of headers whose first builds on `anchor` (a stored block) or on a
         held header (`anchor` None). Headers already held are skipped; the new entries come back.
-        When full, branches with no more work than `tip_work` (our tip's) make room first."""
+        When full, branches with no more work than `tip_work` (our tip's) make room first, then
+        the least-work leaves outside `protect` (ancestors and all: what is being fetched) with
+        less work than the run brings, or of any work when `any_work` (a peer that delivers
+        blocks); HeadersFull if that is not enough."""
         up = None if anchor is not None else self.entries.get(headers[0].prev_hash)
         if anchor is None and up is None:
             raise KeyError("the run's parent is neither stored nor held")
         height, work = (anchor.height, anchor.chainwork) if up is None else (up.height, up.chainwork)
         invalid = bool(up and up.invalid) or (anchor is not None and not anchor.valid)
-        run_work = work + sum(block_work(h.bits) for h in headers)
-        last_held = headers[0].prev_hash if up is not None else None
+        parent = headers[0].prev_hash if up is None else up.hash  # the held parent's own bytes: shared
+        fresh = sum(1 for h in hashes if h not in self.entries)
+        if fresh and len(self.entries) + fresh > self.limit:
+            self._make_room(fresh, work + sum(block_work(h.bits) for h in headers), tip_work,
+                            parent if up is not None else None, protect, any_work)
         new = []
         for header, h in zip(headers, hashes, strict=True):
             height += 1
             work += block_work(header.bits)
-            if h in self.entries:
-                invalid = self.entries[h].invalid
-                last_held = h
+            held = self.entries.get(h)
+            if held is not None:
+                invalid, parent = held.invalid, held.hash
                 continue
-            if len(self.entries) >= self.limit:
-                if run_work > tip_work:  # room for a branch that can beat our tip, not for others
-                    self.prune(tip_work, last_held)
-                if len(self.entries) >= self.limit:
-                    raise HeadersFull(f"{len(self.entries)} headers are already waiting for their blocks")
-            entry = HeaderEntry(header, h, height, work, invalid)
+            lower = self.ancestor(self.entries[parent], skip_height(height)) if parent in self.entries else None
+            entry = HeaderEntry(h, parent, height, work, header.time, header.bits,
+                                lower.hash if lower is not None else None, invalid)
             self.entries[h] = entry
             new.append(entry)
-            last_held = h
+            parent = h
             if self._best_known and not invalid and (self._best is None or work > self._best.chainwork):
                 self._best = entry
         return new
+
+    def _make_room(self, fresh: int, run_work: int, tip_work: int, held_parent: bytes | None,
+                   protect: Iterable[bytes], any_work: bool) -> None:
+        keep = self.ancestors([*protect, *([held_parent] if held_parent else [])])
+        if run_work > tip_work:  # a branch that can beat our tip: the others go first
+            self.prune(tip_work, keep)
+        need = len(self.entries) + fresh - self.limit
+        if need > 0:
+            self.evict(max(need, self.limit // EVICT_SHARE), keep, None if any_work else run_work, at_least=need)
+        if len(self.entries) + fresh > self.limit:
+            raise HeadersFull(f"{len(self.entries)} headers are already waiting for their blocks")
+
+    # ------------------------------------------------------------------ walking
+
+    def ancestor(self, entry: HeaderEntry, height: int) -> HeaderEntry | None:
+        """The held ancestor of `entry` (itself included) at `height`; None when that block is
+        stored (below the held part of the branch) or `height` is above `entry`. Core's
+        GetAncestor: a skip pointer when it does not overshoot, else the parent. A skip that is
+        wanted but missing points below the held part, so the answer is None at once."""
+        if height > entry.height or height < 0:
+            return None
+        walk, at = entry, entry.height
+        while at > height:
+            jump, jump_prev = skip_height(at), skip_height(at - 1)
+            if jump == height or (jump > height and not (jump_prev < jump - 2 and jump_prev >= height)):
+                nxt = self.entries.get(walk.skip) if walk.skip is not None else None
+                if nxt is None:
+                    return None
+                walk, at = nxt, jump
+            else:
+                nxt = self.entries.get(walk.parent)
+                if nxt is None:
+                    return None
+                walk, at = nxt, at - 1
+        return walk
+
+    def first_held(self, entry: HeaderEntry, hint: int = 0) -> HeaderEntry:
+        """The lowest held ancestor of `entry`: the first block of its branch we lack. `hint`, a
+        height where it was before, narrows the search (it moves up as blocks are stored)."""
+        lo, hi = 0, entry.height  # held heights are one unbroken run up to the entry
+        if 0 < hint <= entry.height:
+            at = self.ancestor(entry, hint)
+            if at is None:
+                lo = hint + 1
+            elif at.parent not in self.entries:
+                return at
+            else:
+                hi = hint
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.ancestor(entry, mid) is None:
+                lo = mid + 1
+            else:
+                hi = mid
+        found = self.ancestor(entry, lo)
+        assert found is not None
+        return found
+
+    def run(self, entry: HeaderEntry, low: int, high: int) -> list[HeaderEntry]:
+        """The held ancestors of `entry` from height `low` to `high`, oldest first (fewer where
+        the held part starts higher)."""
+        top = self.ancestor(entry, min(high, entry.height))
+        out = []
+        while top is not None and top.height >= low:
+            out.append(top)
+            top = self.entries.get(top.parent)
+        out.reverse()
+        return out
+
+    def ancestors(self, tips: Iterable[bytes]) -> set[bytes]:
+        """Every held header on the way down from the held `tips`, the tips included."""
+        out: set[bytes] = set()
+        for h in tips:
+            while h in self.entries and h not in out:
+                out.add(h)
+                h = self.entries[h].parent
+        return out
+
+    def path_to(self, entry: HeaderEntry) -> list[HeaderEntry]:
+        """The held headers from the first whose parent is stored up to `entry`, oldest first:
+        the blocks to fetch, in the order the chain can take them."""
+        return self.run(entry, 0, entry.height)
+
+    # ------------------------------------------------------------------ changes
 
     def stored(self, block_hash: bytes) -> None:
         """The block arrived and the chain has it: it is no longer headers-only."""
@@ -118,7 +226,7 @@ class HeaderTree:
     def best(self) -> HeaderEntry | None:
         """The held header with the most work and no invalid held ancestor (the first seen
         among equals). Kept as headers arrive; recomputed, in one pass, only after the best one
-        was stored or a header was found invalid."""
+        was stored or dropped or a header was found invalid."""
         if not self._best_known:
             best = None
             for e in self.entries.values():
@@ -127,32 +235,52 @@ class HeaderTree:
             self._best, self._best_known = best, True
         return self._best
 
-    def path_to(self, entry: HeaderEntry) -> list[HeaderEntry]:
-        """The held headers from the first whose parent is stored up to `entry`, oldest first:
-        the blocks to fetch, in the order the chain can take them."""
-        out = []
-        node: HeaderEntry | None = entry
-        while node is not None:
-            out.append(node)
-            node = self.entries.get(node.parent)
-        out.reverse()
-        return out
-
-    def prune(self, tip_work: int, protect: bytes | None = None) -> int:
+    def prune(self, tip_work: int, keep: Iterable[bytes] = ()) -> int:
         """Drop the held branches that cannot beat a tip with `tip_work`: every header that is
-        not an ancestor of a valid held header with more work, nor of `protect` (the held end of
-        a run being added, whose work is not all held yet). How many were dropped."""
-        keep: set[bytes] = {protect} if protect is not None else set()
+        not an ancestor of a valid held header with more work, nor in `keep` (with its
+        ancestors). How many were dropped."""
+        kept = set(keep)
         for e in reversed(list(self.entries.values())):  # children first
-            if e.hash in keep or (not e.invalid and e.chainwork > tip_work):
-                keep.add(e.hash)
-                keep.add(e.parent)
-        gone = [h for h in self.entries if h not in keep]
-        for h in gone:
+            if e.hash in kept or (not e.invalid and e.chainwork > tip_work):
+                kept.add(e.hash)
+                kept.add(e.parent)
+        return self._drop([h for h in self.entries if h not in kept])
+
+    def keep_only(self, tips: Iterable[bytes]) -> int:
+        """Forget every held header that is not on the way down to one of `tips` (the branches
+        somebody still claims or is fetching). How many were forgotten."""
+        kept = self.ancestors(tips)
+        return self._drop([h for h in self.entries if h not in kept])
+
+    def evict(self, count: int, keep: set[bytes], below_work: int | None = None, at_least: int = 0) -> int:
+        """Drop up to `count` headers from the leaves down, the least-work leaf first, never one
+        in `keep` (closed under ancestors, so no kept header loses its parent) nor, when
+        `below_work` is given, one with that much work or more; nothing at all when fewer than
+        `at_least` could go. How many were dropped."""
+        children = Counter(e.parent for e in self.entries.values())
+
+        def candidate(e: HeaderEntry) -> bool:
+            return (not children[e.hash] and e.hash not in keep
+                    and (below_work is None or e.chainwork < below_work))
+        heap = [(e.chainwork, -e.height, e.hash) for e in self.entries.values() if candidate(e)]
+        heapq.heapify(heap)
+        gone: list[bytes] = []
+        while heap and len(gone) < count:
+            _, _, h = heapq.heappop(heap)
+            gone.append(h)
+            parent = self.entries[h].parent
+            children[parent] -= 1
+            up = self.entries.get(parent)
+            if up is not None and candidate(up):
+                heapq.heappush(heap, (up.chainwork, -up.height, up.hash))
+        return self._drop(gone) if len(gone) >= at_least else 0
+
+    def _drop(self, hashes: list[bytes]) -> int:
+        for h in hashes:
             del self.entries[h]
-        if gone:
+        if hashes:
             self._best_known = False
-        return len(gone)
+        return len(hashes)
 
     def tips(self) -> list[tuple[HeaderEntry, bytes, int]]:
         """Held headers no held header builds on, each with the stored block its held branch

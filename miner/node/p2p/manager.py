@@ -5,13 +5,11 @@ headers-first sync from them, and relay of every new tip to them.
   silent or slow handshake); outbound ones are the user's (`--connect`, `addnode`) and are
   kept up with back-off. A banned address cannot connect in; a connection the user asked for
   is made all the same, as in Core.
-- **Sync.** After the handshake each peer is asked for headers from our locator. Headers are
-  checked on their own (linked, proof of work) and held (`headers.HeaderTree`); the blocks on
-  the way to the most-work header are then fetched from the peers that have them, at most
-  `MAX_IN_FLIGHT` per peer, and a peer that keeps a block past `STALL_TIMEOUT` is dropped and
-  its blocks asked of others. Blocks that arrive before their parent wait (bounded) for it.
-- **Relay.** Every block that becomes our tip is announced once to each peer that does not
-  have it: a `headers` message to a peer that sent `sendheaders`, an `inv` to the others.
+- **Sync** (`sync`). After the handshake each peer is asked for headers from our locator;
+  sync judges what peers send and returns decisions (`decisions`: ask for blocks or headers,
+  drop, punish, store) that this manager carries out. It never touches a connection.
+- **Relay** (`relay`). Every block that becomes our tip is announced once to each peer that
+  does not have it; `serving` answers the peers' getheaders and getdata.
 - **Misbehaviour.** A malformed or oversize message, bad proof of work, an invalid block,
   headers that do not link or keep failing to connect, or a flood ends the connection and bans
   the address (`bans`); the other peers go on.
@@ -27,20 +25,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from miner.chain.chain import Chain
-from miner.chain.locator import header_of, headers_after
 from miner.consensus.params import ChainParams
 from miner.errors import InvalidInput
 from miner.node.guard import Guard
 from miner.node.p2p.bans import BanList
+from miner.node.p2p.decisions import AskBlocks, AskHeaders, Decision, Drop, Punish, StoreArrived
+from miner.node.p2p.download import STALL_TIMEOUT
 from miner.node.p2p.peer import Misbehaving, Peer, PeerGone
+from miner.node.p2p.relay import Relay
+from miner.node.p2p.serving import serve_blocks, serve_headers
 from miner.node.p2p.sync import BlockSync
-from miner.node.service import Accepted, NodeService
+from miner.node.service import NodeService
 from miner.primitives import p2p
 from miner.primitives.block import Block
-from miner.primitives.header import BlockHeader
-from miner.primitives.serialize import DecodeError, varint
-from miner.primitives.transaction import strip_witness
+from miner.primitives.serialize import DecodeError
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +81,16 @@ def parse_target(text: str, default_port: int = 18444) -> tuple[str, int]:
 
 class PeerManager:
     def __init__(self, service: NodeService, guard: Guard, params: ChainParams, bans: BanList,
-                 say: Callable[[dict, str], None] = lambda event, line: None):
+                 say: Callable[[dict, str], None] = lambda event, line: None,
+                 stall_timeout: float = STALL_TIMEOUT):
         self.service, self.guard, self.params, self.bans, self.say = service, guard, params, bans, say
         self.magic = b""
         self.nonce = random.getrandbits(64)  # a connection to ourselves shows our own nonce
         self.peers: dict[int, Peer] = {}
         self.targets: dict[str, Target] = {}
-        self.sync = BlockSync(service, params, self.peers, self._spawn, self._punish)
-        self._to_announce: bytes | None = None
-        self._announcer: asyncio.Task | None = None
+        self.sync = BlockSync(service, params, stall_timeout)
+        self.relay = Relay(service, self.peers, self.sync.best_of, self._send_soon, self._spawn)
+        self._storer: asyncio.Task | None = None
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
         self.closing = False
@@ -102,7 +101,7 @@ class PeerManager:
     async def start(self, listen: tuple[str, int] | None, connect: list[tuple[str, int]]) -> None:
         genesis = await self.service.on_chain(lambda c: c.tree.active[0])
         self.magic = self.params.magic_bytes(genesis)
-        self.service.listeners.append(self._on_accepted)
+        self.service.listeners.append(self.relay.on_accepted)
         if listen is not None:
             def factory() -> asyncio.Protocol:
                 reader = asyncio.StreamReader()
@@ -114,7 +113,7 @@ class PeerManager:
         self._spawn(self._housekeeping())
 
     async def close(self) -> None:
-        self.closing = True
+        self.closing = self.relay.closing = True
         if self._server is not None:
             self._server.close()
         for peer in list(self.peers.values()):
@@ -197,7 +196,7 @@ class PeerManager:
                       "inbound": peer.inbound, "subver": peer.version.user_agent},
                      f"peer {peer.id} {peer.addr} connected ({peer.version.user_agent})")
             await peer.send("sendheaders")
-            await self.sync.ask_headers(peer)
+            self._carry_out(await self.sync.join(peer.id))
             while True:
                 command, payload = await asyncio.wait_for(peer.read(), IDLE_TIMEOUT)
                 await self._dispatch(peer, command, payload)
@@ -210,12 +209,43 @@ class PeerManager:
         finally:
             peer.close()
             self.peers.pop(peer.id, None)
-            self.sync.release(peer)
+            moved = self.sync.leave(peer.id)
             if peer.ready:
                 self.say({"event": "peer", "status": "disconnected", "id": peer.id, "addr": peer.addr},
                          f"peer {peer.id} {peer.addr} disconnected")
             if not self.closing:
-                self.sync.schedule()
+                self._carry_out(moved)
+
+    # ------------------------------------------------------------------ sync's decisions
+
+    def _carry_out(self, decisions: list[Decision]) -> None:
+        """Do what sync decided: the one place its decisions become messages, goodbyes and bans."""
+        for d in decisions:
+            if isinstance(d, StoreArrived):
+                if not self.closing and (self._storer is None or self._storer.done()):
+                    self._storer = self._spawn(self._store())
+                continue
+            peer = self.peers.get(d.peer)
+            if peer is None or peer.closed:
+                continue
+            if isinstance(d, AskBlocks):
+                items = [p2p.Inventory(p2p.MSG_WITNESS_BLOCK, h) for h in d.hashes]
+                self._send_soon(peer, "getdata", p2p.inv_payload(items))
+            elif isinstance(d, AskHeaders):
+                self._send_soon(peer, "getheaders", p2p.GetHeaders(d.locator).serialize())
+            elif isinstance(d, Punish):
+                self._punish(peer, d.reason)
+            elif isinstance(d, Drop):
+                log.info("peer %d %s dropped: %s", peer.id, peer.addr, d.reason)
+                peer.close()
+
+    async def _store(self) -> None:
+        """Store what peers delivered, batch after batch, while blocks keep arriving."""
+        while self.sync.has_arrivals() and not self.closing:
+            self._carry_out(await self.sync.store_batch())
+
+    def _send_soon(self, peer: Peer, command: str, payload: bytes) -> None:
+        self._spawn(self._quiet_send(peer, command, payload))
 
     def _punish(self, peer: Peer, reason: str) -> None:
         banned = not peer.manual
@@ -279,26 +309,23 @@ class PeerManager:
             elif command == "sendheaders":
                 peer.send_headers = True
             elif command == "getheaders":
-                ask = p2p.GetHeaders.parse(payload)
-                headers = await self.service.on_chain(headers_after, ask.locator, ask.stop, p2p.MAX_HEADERS)
-                peer.known.update(h.hash() for h in headers[-1:])
-                await peer.send("headers", p2p.headers_payload(headers))
+                await serve_headers(self.service, peer, p2p.GetHeaders.parse(payload))
             elif command == "headers":
-                await self.sync.on_headers(peer, p2p.parse_headers(payload))
+                headers = p2p.parse_headers(payload)
+                peer.known.update(h.hash() for h in headers[-1:])  # for relay: they have it
+                self._carry_out(await self.sync.on_headers(peer.id, headers))
             elif command == "inv":
-                await self.sync.on_inv(peer, p2p.parse_inv(payload))
+                items = p2p.parse_inv(payload)
+                peer.known.update(i.hash for i in items if i.is_block)
+                self._carry_out(await self.sync.on_inv(peer.id, items))
             elif command == "getdata":
-                await self._on_getdata(peer, p2p.parse_inv(payload))
+                await serve_blocks(self.service, peer, p2p.parse_inv(payload))
             elif command == "block":
-                await self.sync.on_block(peer, Block.parse(payload))
+                block = Block.parse(payload)
+                peer.known.add(block.hash)
+                self._carry_out(await self.sync.on_block(peer.id, block))
             elif command == "notfound":
-                freed = False
-                for item in p2p.parse_inv(payload):
-                    if peer.in_flight.pop(item.hash, None) is not None:
-                        self.sync.in_flight.pop(item.hash, None)
-                        freed = True
-                if freed:
-                    self.sync.schedule()
+                self._carry_out(self.sync.on_notfound(peer.id, p2p.parse_inv(payload)))
             elif command == "sendcmpct":
                 p2p.SendCmpct.parse(payload)  # understood; we announce by headers, not compact blocks
             elif command == "feefilter":
@@ -309,37 +336,14 @@ class PeerManager:
         except DecodeError as exc:
             raise Misbehaving(f"malformed {command}: {exc}") from None
 
-    async def _on_getdata(self, peer: Peer, items: list[p2p.Inventory]) -> None:
-        missing = []
-        for item in items:
-            block = None
-            if item.is_block:
-                with contextlib.suppress(InvalidInput):
-                    block = await self.service.on_chain(Chain.block_by_hash, item.hash)
-            if block is None:
-                missing.append(item)
-                continue
-            if item.type & p2p.MSG_WITNESS_FLAG:
-                raw = block.serialize()
-            else:
-                raw = block.header.serialize() + varint(len(block.txs)) + b"".join(
-                    strip_witness(t.raw) for t in block.txs)
-            peer.known.add(item.hash)
-            await peer.send("block", raw)
-        if missing:
-            await peer.send("notfound", p2p.inv_payload(missing))
-
     async def _housekeeping(self) -> None:
         """Once a second: drop peers that stall a block, ping the quiet ones."""
         while not self.closing:
             await asyncio.sleep(1.0)
             now = time.monotonic()
+            self._carry_out(self.sync.tick(now))
             for peer in list(self.peers.values()):
-                if not peer.ready:
-                    continue
-                if self.sync.stalled(peer, now):
-                    log.info("peer %d stalled a block download; dropping it", peer.id)
-                    peer.close()
+                if not peer.ready or peer.closed:
                     continue
                 s = peer.stats
                 if not s.ping_nonce and now - s.ping_sent > PING_INTERVAL:
@@ -351,41 +355,15 @@ class PeerManager:
         with contextlib.suppress(PeerGone):
             await peer.send(command, payload)
 
-    # ------------------------------------------------------------------ relay
-
-    def _on_accepted(self, accepted: Accepted) -> None:
-        """A new tip: announced by one task that always sends the latest, so a batch of blocks
-        stored during a sync is one announcement, not hundreds."""
-        self._to_announce = accepted.hash
-        if not self.closing and (self._announcer is None or self._announcer.done()):
-            self._announcer = self._spawn(self._announce_latest())
-
-    async def _announce_latest(self) -> None:
-        while self._to_announce is not None:
-            block_hash, self._to_announce = self._to_announce, None
-            header = await self.service.on_chain(header_of, block_hash)
-            if header is not None:
-                self._announce(block_hash, header)
-
-    def _announce(self, block_hash: bytes, header: BlockHeader) -> None:
-        """Once to each peer that does not have it: its header to a peer that asked for headers
-        (BIP 130) and has the parent, an inv otherwise (the peer then asks for headers)."""
-        for peer in list(self.peers.values()):
-            if not peer.ready or block_hash in peer.known:
-                continue
-            parent_known = header.prev_hash in peer.known or header.prev_hash == peer.best_known
-            peer.known.add(block_hash)
-            if peer.send_headers and parent_known:
-                self._spawn(self._quiet_send(peer, "headers", p2p.headers_payload([header])))
-            else:
-                inv = p2p.inv_payload([p2p.Inventory(p2p.MSG_BLOCK, block_hash)])
-                self._spawn(self._quiet_send(peer, "inv", inv))
-
     # ------------------------------------------------------------------ reports
 
     def peer_info(self) -> list[dict]:
         """getpeerinfo: peers past the handshake. synced_headers and synced_blocks are -1 until
         the peer has told us of a block, as in Core."""
         tip = self.service.tip.height if self.service.tip else 0
-        return [p.info(p.best_height, min(tip, p.best_height), self.sync.in_flight_heights(p))
-                for p in sorted(self.peers.values(), key=lambda p: p.id) if p.ready]
+        rows = []
+        for p in sorted(self.peers.values(), key=lambda p: p.id):
+            if p.ready:
+                best = self.sync.best_of(p.id)[1]
+                rows.append(p.info(best, min(tip, best), self.sync.in_flight_heights(p.id)))
+        return rows

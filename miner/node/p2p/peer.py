@@ -88,15 +88,7 @@ class Peer:
         self.version: Version | None = None
         self.verack = False  # theirs received
         self.send_headers = False  # they asked for headers announcements (BIP 130)
-        self.known = RecentSet()  # blocks they have or we told them of (recent ones)
-        self.in_flight: dict[bytes, float] = {}  # block hash -> when we asked for it
-        self.last_delivery = 0.0  # when they last delivered a block we asked for
-        # The most-work header they told us of: they have it and every block below it.
-        self.best_known: bytes | None = None
-        self.best_work = 0
-        self.best_height = -1
-        self.reach: tuple[object, int] = (None, -1)  # sync's cache: how far along its plan they reach
-        self.unconnecting = 0  # headers messages that did not connect, in a row
+        self.known = RecentSet()  # blocks they have or we told them of (recent ones), for relay
         self.stats = PeerStats()
         self._rate, self._burst, self._tokens, self._refilled = rate, burst, burst, time.monotonic()
         self._write_timeout = write_timeout
@@ -113,7 +105,10 @@ class Peer:
     # ------------------------------------------------------------------ the wire
 
     async def read(self) -> tuple[str, bytes]:
-        """The next message, whole and checked; Misbehaving for a bad frame, PeerGone at the end."""
+        """The next message, whole and checked; Misbehaving for a bad frame, PeerGone at the end
+        (and once the connection is closed, whatever is left unread)."""
+        if self.closed:
+            raise PeerGone("closed")
         try:
             raw = await self.reader.readexactly(HEADER_LEN)
             if raw[:4] != self.magic and not self.ready:
