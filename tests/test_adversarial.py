@@ -25,6 +25,7 @@ from p2p_peer import AsyncPeer
 
 from miner.chain.chain import Chain
 from miner.consensus.params import preset
+from miner.node.p2p.sync import SyncLimits
 from miner.primitives import p2p
 from miner.primitives.header import BlockHeader
 
@@ -281,4 +282,41 @@ def test_a_free_fake_branch_does_not_stop_the_sync_from_an_honest_peer(tmp_path,
             followed = time.monotonic() - t0
             assert a.height == 14 and followed < 30
             attacker.close()
+    _run(scenario())
+
+
+def test_a_peer_that_cannot_deliver_what_it_announced_is_dropped_then_banned_and_its_branch_forgotten(tmp_path):
+    """The stranger of the test above, with the stall timeout at 1 s: it is asked for the blocks
+    of its own branch and is dropped when none come; its headers are forgotten once nobody
+    claims them. Back again, it answers the getdata with `notfound`: dropped at once (it
+    announced those blocks), and banned as a repeat offender. Before, it was dropped after the
+    stall but never banned, `notfound` freed its blocks to be asked again, and the fake
+    headers stayed for good."""
+    made = _honest_chain(tmp_path, 5)
+    fakes = _fake_branch(20, preset("regtest-core", 0).genesis_header())
+
+    async def scenario():
+        limits = SyncLimits(stall_timeout=1.0, forget_after=1.0)
+        async with live_node(_chain_with(tmp_path / "chain.sqlite", made), limits=limits) as a:
+            attacker = await AsyncPeer.connect(a.port)
+            await attacker.handshake()
+            await _send_headers(attacker, fakes)
+            asked = p2p.parse_inv(await attacker.expect("getdata"))
+            assert asked[0].hash == fakes[0].hash() and len(asked) == 16  # its own branch, from the bottom
+            assert await attacker.closed_by_node(within=5)
+            await until(lambda: a.manager.sync.best_header_height() == -1, within=5, what="its headers forgotten")
+            dropped = await until(lambda: a.status("dropped"), what="the drop event")
+            assert "stalled" in dropped[0]["reason"] and not a.manager.bans.bans
+            again = await AsyncPeer.connect(a.port)
+            await again.handshake()
+            await _send_headers(again, fakes)
+            asked = await again.expect("getdata")
+            await again.send("notfound", asked)
+            assert await again.closed_by_node(within=3)
+            banned = await until(lambda: a.status("banned"), what="the ban")
+            assert "notfound" in banned[0]["reason"] and "repeat offender" in banned[0]["reason"]
+            assert a.manager.bans.is_banned("127.0.0.1")
+            third = await AsyncPeer.connect(a.port)
+            assert await third.closed_by_node(within=3)  # refused at once
+            assert a.height == 5
     _run(scenario())

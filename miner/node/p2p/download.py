@@ -104,16 +104,6 @@ class BlockDownload:
                 state.delivered += 1
         return True
 
-    def forget_requests(self, peer: int, hashes: list[bytes]) -> bool:
-        """The peer will not deliver these: whether any was in flight with it (now free)."""
-        state = self.peers.get(peer)
-        freed = False
-        for h in hashes:
-            if state is not None and state.in_flight.pop(h, None) is not None:
-                self.in_flight.pop(h, None)
-                freed = True
-        return freed
-
     def stalled(self, now: float) -> list[int]:
         """Peers that owe blocks and delivered none for the stall timeout (the clock restarts at
         each delivery, as Core's does, so a peer that is slow but delivering stays)."""

@@ -30,11 +30,11 @@ from miner.errors import InvalidInput
 from miner.node.guard import Guard
 from miner.node.p2p.bans import BanList
 from miner.node.p2p.decisions import AskBlocks, AskHeaders, Decision, Drop, Punish, StoreArrived
-from miner.node.p2p.download import STALL_TIMEOUT
 from miner.node.p2p.peer import Misbehaving, Peer, PeerGone
 from miner.node.p2p.relay import Relay
 from miner.node.p2p.serving import serve_blocks, serve_headers
-from miner.node.p2p.sync import BlockSync
+from miner.node.p2p.strikes import Strikes
+from miner.node.p2p.sync import BlockSync, SyncLimits
 from miner.node.service import NodeService
 from miner.primitives import p2p
 from miner.primitives.block import Block
@@ -82,13 +82,14 @@ def parse_target(text: str, default_port: int = 18444) -> tuple[str, int]:
 class PeerManager:
     def __init__(self, service: NodeService, guard: Guard, params: ChainParams, bans: BanList,
                  say: Callable[[dict, str], None] = lambda event, line: None,
-                 stall_timeout: float = STALL_TIMEOUT):
+                 limits: SyncLimits | None = None):
         self.service, self.guard, self.params, self.bans, self.say = service, guard, params, bans, say
         self.magic = b""
         self.nonce = random.getrandbits(64)  # a connection to ourselves shows our own nonce
         self.peers: dict[int, Peer] = {}
         self.targets: dict[str, Target] = {}
-        self.sync = BlockSync(service, params, stall_timeout)
+        self.sync = BlockSync(service, params, limits or SyncLimits())
+        self.strikes = Strikes()
         self.relay = Relay(service, self.peers, self.sync.best_of, self._send_soon, self._spawn)
         self._storer: asyncio.Task | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -236,7 +237,11 @@ class PeerManager:
             elif isinstance(d, Punish):
                 self._punish(peer, d.reason)
             elif isinstance(d, Drop):
-                log.info("peer %d %s dropped: %s", peer.id, peer.addr, d.reason)
+                if d.stalled and self.strikes.add(peer.host, time.monotonic()):
+                    self._punish(peer, f"{d.reason}, again (a repeat offender)")
+                    continue
+                self.say({"event": "peer", "status": "dropped", "id": peer.id, "addr": peer.addr,
+                          "reason": d.reason}, f"peer {peer.id} {peer.addr} dropped: {d.reason}")
                 peer.close()
 
     async def _store(self) -> None:

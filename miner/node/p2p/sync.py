@@ -43,6 +43,16 @@ MAX_UNCONNECTING = 10  # Core's MAX_NUM_UNCONNECTING_HEADERS_MSGS
 OK_VERDICTS = (None, "inconclusive", "duplicate")
 
 
+@dataclass(frozen=True)
+class SyncLimits:
+    """Sync's clocks and bounds (tests shorten them)."""
+
+    stall_timeout: float = STALL_TIMEOUT  # s a peer that owes blocks may deliver none
+    # s after a peer leaves until the held branches no connected peer claims are forgotten
+    forget_after: float = STALL_TIMEOUT
+    header_limit: int = MAX_HEADERS_HELD
+
+
 def _history(chain: Chain, block_hash: bytes) -> tuple[list[int], list[int]]:
     """Times and bits by height up to a stored block, copied off the chain thread's lists."""
     times, bits = chain.tree.history(chain.tree.nodes[block_hash])
@@ -69,13 +79,13 @@ class Connected:
 
 
 class BlockSync:
-    def __init__(self, service: NodeService, params: ChainParams, stall_timeout: float = STALL_TIMEOUT,
-                 header_limit: int = MAX_HEADERS_HELD):
-        self.service, self.params = service, params
+    def __init__(self, service: NodeService, params: ChainParams, limits: SyncLimits = SyncLimits()):
+        self.service, self.params, self.limits = service, params, limits
         self.rule = params.retarget_rule()
-        self.headers = HeaderTree(header_limit)
-        self.download = BlockDownload(stall_timeout)
+        self.headers = HeaderTree(limits.header_limit)
+        self.download = BlockDownload(limits.stall_timeout)
         self.arrivals = Arrivals()
+        self._forget_at: float | None = None
 
     # ------------------------------------------------------------------ peers
 
@@ -85,12 +95,22 @@ class BlockSync:
         return [await self.ask_headers(peer)]
 
     def leave(self, peer: int) -> list[Decision]:
-        """A peer left: its blocks in flight go to others."""
+        """A peer left: its blocks in flight go to others, and the branches only it claimed are
+        forgotten a while later unless another peer claims them meanwhile."""
         self.download.leave(peer)
+        if self._forget_at is None:
+            self._forget_at = time.monotonic() + self.limits.forget_after
         return self.schedule()
 
     def tick(self, now: float) -> list[Decision]:
-        """Housekeeping: peers that stalled a download are dropped (a strike)."""
+        """Housekeeping: peers that stalled a download are dropped (a strike), and held branches
+        that no connected peer claims are forgotten once a peer has been gone a while: the
+        headers of a stranger who could not deliver their blocks do not stay for ever."""
+        if self._forget_at is not None and now >= self._forget_at:
+            self._forget_at = None
+            gone = self.headers.keep_only([*self.download.claimed(), *self.download.in_flight, *self.arrivals.held()])
+            if gone:
+                log.info("forgot %d held headers no connected peer claims", gone)
         return [Drop(pid, "stalled a block download", stalled=True) for pid in self.download.stalled(now)]
 
     # ------------------------------------------------------------------ reports
@@ -283,10 +303,14 @@ class BlockSync:
         return self.schedule()
 
     def on_notfound(self, peer: int, items: list[p2p.Inventory]) -> list[Decision]:
-        """`notfound` for blocks we asked of this peer: they are free for others."""
-        if self.download.forget_requests(peer, [i.hash for i in items]):
-            return self.schedule()
-        return []
+        """`notfound` for a block we asked of this peer, which it announced (we only ask a peer
+        for blocks below the best header it told us of): it cannot deliver what it announced.
+        That is a stall, at once: it is dropped with a strike, and the block goes to others."""
+        state = self.download.peers.get(peer)
+        missing = next((i.hash for i in items if i.is_block and state and i.hash in state.in_flight), None)
+        if missing is None:
+            return []
+        return [Drop(peer, f"notfound for block {display_hex(missing)[:16]}, which it announced", stalled=True)]
 
     # ------------------------------------------------------------------ blocks
 
