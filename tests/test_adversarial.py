@@ -320,3 +320,62 @@ def test_a_peer_that_cannot_deliver_what_it_announced_is_dropped_then_banned_and
             assert await third.closed_by_node(within=3)  # refused at once
             assert a.height == 5
     _run(scenario())
+
+
+def test_a_full_header_tree_makes_room_for_the_peer_that_delivers_blocks(tmp_path):
+    """A (holding at most 2,000 headers here) syncs 5 blocks from B, then a stranger fills the
+    tree with 2,000 free headers from genesis (more work than B's chain) and sits on getdata.
+    Before, every block B announced raised HeadersFull and B was dropped, reconnecting in a
+    loop, while A never moved. Now the stranger's least-work leaves make room for the peer that
+    delivers blocks, B is never dropped, A follows it, and the stranger's `notfound` for blocks
+    it announced drops it at once."""
+    made = _honest_chain(tmp_path, 10)
+    fakes = _fake_branch(2000, preset("regtest-core", 0).genesis_header())
+
+    async def scenario():
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        limits = SyncLimits(header_limit=2000, stall_timeout=60.0)
+        async with live_node(_chain_with(tmp_path / "b" / "chain.sqlite", made[:5])) as b, \
+                live_node(regtest_core(tmp_path / "a" / "chain.sqlite"), connect=(("127.0.0.1", b.port),),
+                          limits=limits) as a:
+            await until(lambda: a.height == 5, what="A synced from B")
+            attacker = await AsyncPeer.connect(a.port)
+            await attacker.handshake()
+            await _send_headers(attacker, fakes)
+            asked = await attacker.expect("getdata")
+            assert len(a.manager.sync.headers) == 2000  # full
+            for block in made[5:]:
+                assert await b.service.submit_block(block) is None
+                await until(lambda block=block: a.tip == block.hash, what=f"A at B's block {block.hash.hex()[:8]}")
+                assert len(a.manager.sync.headers) <= 2000
+            assert not a.status("disconnected") and len(a.manager.peer_info()) == 2  # B never dropped
+            await attacker.send("notfound", asked)
+            assert await attacker.closed_by_node(within=3)
+            dropped = await until(lambda: a.status("dropped"), what="the stranger dropped")
+            assert "notfound" in dropped[0]["reason"]
+    _run(scenario())
+
+
+def test_a_held_header_costs_under_400_bytes():
+    """Memory per held header, measured (tracemalloc over 20,000 in a row): an entry keeps what
+    sync reads again, not the parsed header, and shares its parent's hash. At the cap of
+    200,000 a node holds about 70 MiB of headers (711 bytes each before: 136 MiB)."""
+    import tracemalloc
+
+    from miner.node.p2p.headers import Anchor, HeaderTree
+    made = _fake_branch(20_000, preset("regtest-core", 0).genesis_header(), tag=9)
+    payloads = [p2p.headers_payload(made[i:i + 2000]) for i in range(0, len(made), 2000)]
+    del made
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tree = HeaderTree()
+        for i, payload in enumerate(payloads):  # as messages arrive: parsed, held, let go
+            run = p2p.parse_headers(payload)
+            tree.add(run, [h.hash() for h in run], Anchor(0, 2) if i == 0 else None)
+            del run
+        per_header = (tracemalloc.get_traced_memory()[0] - before) / 20_000
+    finally:
+        tracemalloc.stop()
+    assert len(tree) == 20_000 and per_header < 400, per_header

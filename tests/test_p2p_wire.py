@@ -350,6 +350,12 @@ def test_a_full_tree_evicts_the_least_work_leaves_but_never_what_is_protected():
     weak = _run(20, b"\xaa" * 32)
     with pytest.raises(HeadersFull):  # 20 headers: more work than the short branch, not enough room
         tree.add(weak, [h.hash() for h in weak], Anchor(0, genesis_work))
+    searches = []
+    tree.evict = lambda *a, **k: searches.append(a) or 0  # a pass over the whole tree each
+    with pytest.raises(HeadersFull):  # nothing left since: refused without searching again
+        tree.add(weak[:15], [h.hash() for h in weak[:15]], Anchor(0, genesis_work))
+    assert searches == []
+    del tree.evict
     # a run from a peer that delivers blocks makes room from the least-work leaves up, past
     # branches with more work, but never through a protected branch
     more = _run(20, b"\x99" * 32)

@@ -47,6 +47,7 @@ class PeerDownload:
     last_delivery: float = 0.0  # when it last delivered a block we asked of it
     delivered: int = 0  # blocks we asked of it that it delivered
     unconnecting: int = 0  # headers messages that did not connect, in a row
+    refused: bool = False  # headers it sent found no room in a full tree (asked again later)
 
 
 class BlockDownload:

@@ -79,6 +79,11 @@ class HeaderTree:
         self.limit = limit
         self._best: HeaderEntry | None = None
         self._best_known = True  # False: recompute on the next `best()`
+        # A full tree's failed search for room is not repeated for every message a stranger
+        # sends: it is worth trying again only after something left, or for a run with more work
+        # (peers that deliver blocks are few, and always searched for).
+        self._removals = 0
+        self._failed: tuple[int, int] | None = None  # (removals then, the most work refused)
 
     def __contains__(self, block_hash: object) -> bool:
         return block_hash in self.entries
@@ -124,6 +129,10 @@ class HeaderTree:
 
     def _make_room(self, fresh: int, run_work: int, tip_work: int, held_parent: bytes | None,
                    protect: Iterable[bytes], any_work: bool) -> None:
+        full = HeadersFull(f"{len(self.entries)} headers are already waiting for their blocks")
+        if not any_work and self._failed is not None and self._failed[0] == self._removals \
+                and run_work <= self._failed[1]:
+            raise full
         keep = self.ancestors([*protect, *([held_parent] if held_parent else [])])
         if run_work > tip_work:  # a branch that can beat our tip: the others go first
             self.prune(tip_work, keep)
@@ -131,7 +140,13 @@ class HeaderTree:
         if need > 0:
             self.evict(max(need, self.limit // EVICT_SHARE), keep, None if any_work else run_work, at_least=need)
         if len(self.entries) + fresh > self.limit:
-            raise HeadersFull(f"{len(self.entries)} headers are already waiting for their blocks")
+            if not any_work:
+                before = self._failed[1] if self._failed is not None and self._failed[0] == self._removals else 0
+                self._failed = (self._removals, max(run_work, before))
+            raise full
+
+    def has_room(self, count: int) -> bool:
+        return len(self.entries) + count <= self.limit
 
     # ------------------------------------------------------------------ walking
 
@@ -209,8 +224,10 @@ class HeaderTree:
     def stored(self, block_hash: bytes) -> None:
         """The block arrived and the chain has it: it is no longer headers-only."""
         gone = self.entries.pop(block_hash, None)
-        if gone is not None and (gone is self._best or gone.invalid):
-            self._best_known = False
+        if gone is not None:
+            self._removals += 1
+            if gone is self._best or gone.invalid:
+                self._best_known = False
 
     def mark_invalid(self, block_hash: bytes) -> None:
         """The header (its block) is invalid, and so is every held header built on it."""
@@ -280,6 +297,7 @@ class HeaderTree:
             del self.entries[h]
         if hashes:
             self._best_known = False
+            self._removals += 1
         return len(hashes)
 
     def tips(self) -> list[tuple[HeaderEntry, bytes, int]]:

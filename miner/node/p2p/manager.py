@@ -346,7 +346,7 @@ class PeerManager:
         while not self.closing:
             await asyncio.sleep(1.0)
             now = time.monotonic()
-            self._carry_out(self.sync.tick(now))
+            self._carry_out(await self.sync.tick(now))
             for peer in list(self.peers.values()):
                 if not peer.ready or peer.closed:
                     continue

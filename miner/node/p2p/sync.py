@@ -28,7 +28,7 @@ from miner.errors import InvalidBlock, MinerError
 from miner.node.p2p.arrivals import Arrival, Arrivals
 from miner.node.p2p.decisions import AskBlocks, AskHeaders, Decision, Drop, Punish, StoreArrived
 from miner.node.p2p.download import STALL_TIMEOUT, BlockDownload
-from miner.node.p2p.headers import MAX_HEADERS_HELD, Anchor, HeadersFull, HeaderTree
+from miner.node.p2p.headers import EVICT_SHARE, MAX_HEADERS_HELD, Anchor, HeadersFull, HeaderTree
 from miner.node.p2p.peer import Misbehaving
 from miner.node.service import NodeService
 from miner.primitives import p2p
@@ -102,7 +102,7 @@ class BlockSync:
             self._forget_at = time.monotonic() + self.limits.forget_after
         return self.schedule()
 
-    def tick(self, now: float) -> list[Decision]:
+    async def tick(self, now: float) -> list[Decision]:
         """Housekeeping: peers that stalled a download are dropped (a strike), and held branches
         that no connected peer claims are forgotten once a peer has been gone a while: the
         headers of a stranger who could not deliver their blocks do not stay for ever."""
@@ -111,7 +111,14 @@ class BlockSync:
             gone = self.headers.keep_only([*self.download.claimed(), *self.download.in_flight, *self.arrivals.held()])
             if gone:
                 log.info("forgot %d held headers no connected peer claims", gone)
-        return [Drop(pid, "stalled a block download", stalled=True) for pid in self.download.stalled(now)]
+        decisions: list[Decision] = [Drop(pid, "stalled a block download", stalled=True)
+                                     for pid in self.download.stalled(now)]
+        if self.headers.has_room(self.headers.limit // EVICT_SHARE):
+            for pid, state in self.download.peers.items():
+                if state.refused:  # its headers found no room before: ask again
+                    state.refused = False
+                    decisions.append(await self.ask_headers(pid))
+        return decisions
 
     # ------------------------------------------------------------------ reports
 
@@ -227,10 +234,11 @@ class BlockSync:
                 self.headers.add(headers[first:end], hashes[first:end], anchor, self._tip_work(),
                                  self._protected(), any_work=self.download.peers[peer].delivered > 0)
             except HeadersFull as exc:
-                if self.download.peers[peer].delivered:
-                    log.info("peer %d: headers not held (%s); it delivers blocks, so it stays", peer, exc)
-                    return []
-                return [Drop(peer, str(exc))]
+                # Not held, and nobody dropped for it: an honest peer's announcement must not
+                # cost it the connection. It is asked again once there is room.
+                log.info("peer %d: %d headers not held (%s)", peer, end - first, exc)
+                self.download.peers[peer].refused = True
+                return []
         last = hashes[end - 1] if end else hashes[first - 1] if first else None
         entry = self.headers.entries.get(last) if last else None
         if entry is not None:
