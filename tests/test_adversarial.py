@@ -17,16 +17,17 @@ import socket
 import time
 
 import pytest
-from blockmaker import NOW, grow, solve
+from blockmaker import GENESIS_TIME, NOW, grow, solve
 from miner.bench import node_abuse
 from nodeproc import NodeProcess, make_chain
 from p2p_node import live_node, regtest_core, until
 from p2p_peer import AsyncPeer
 
 from miner.chain.chain import Chain
-from miner.consensus.params import preset
+from miner.consensus.params import REGTEST_BITS, ChainParams, preset
 from miner.node.p2p.sync import SyncLimits
 from miner.primitives import p2p
+from miner.primitives.compact import bits_to_target, target_to_bits, work
 from miner.primitives.header import BlockHeader
 
 
@@ -379,3 +380,72 @@ def test_a_held_header_costs_under_400_bytes():
     finally:
         tracemalloc.stop()
     assert len(tree) == 20_000 and per_header < 400, per_header
+
+
+def test_blocks_nobody_asked_for_are_stored_only_when_they_beat_the_tip(tmp_path):
+    """With the tip at 30, a peer pushes 30 valid blocks of a fork from genesis, unasked. Before,
+    every one was stored (100 such blocks of 1 MB took 127 MB of disk). As Core's AcceptBlock:
+    an unrequested block is stored only when its branch has more work than the tip, so these go
+    unstored, without blame, while the next block on our own tip, pushed the same way, is
+    stored and becomes it."""
+    made = _honest_chain(tmp_path, 31)
+    with Chain.create(tmp_path / "fork.sqlite", preset("regtest-core", 0)) as chain:
+        fork = grow(chain, chain.tip_hash, 30, 1, b"fork")
+
+    async def scenario():
+        async with live_node(_chain_with(tmp_path / "chain.sqlite", made[:30])) as a:
+            pusher = await AsyncPeer.connect(a.port)
+            await pusher.handshake()
+            for block in fork:
+                await pusher.send("block", block.serialize())
+            await pusher.send("block", made[30].serialize())  # then a new tip, pushed: more work
+            await until(lambda: a.tip == made[30].hash, what="the pushed tip stored")
+            assert await a.service.on_chain(Chain.block_count) == 32  # genesis, our 31: no fork block
+            assert a.manager.sync.unrequested_dropped == 30
+            assert not a.manager.bans.bans and not a.status("banned")
+            pusher.close()
+    _run(scenario())
+
+
+def test_a_cheap_fork_from_an_early_block_on_a_local_chain_is_neither_stored_nor_fetched(tmp_path):
+    """The `local` presets' capped ASERT lets a block's difficulty halve when its parent took
+    15 s (spacing + halflife): a fork from an early block with such gaps is at the easiest
+    target (the floor, regtest's limit) within log2 steps, and each block after costs two
+    hashes. Measured here on the same rule from an easier start (2^10 hashes a block): the fork
+    reaches the floor after 10 blocks and, 60 blocks long, carries less work than two honest
+    blocks, so it can never beat a tip more than two blocks above its fork point. Pushed unasked
+    and announced by headers, none of it is stored or fetched (before, all 60 were stored)."""
+    params = ChainParams(name="local-like", spacing=3, rule="asert-capped", halflife=12,
+                         genesis_bits=target_to_bits(1 << 246), pow_limit_bits=REGTEST_BITS,
+                         genesis_time=GENESIS_TIME)
+    with Chain.create(tmp_path / "honest.sqlite", params) as chain:
+        honest = grow(chain, chain.tip_hash, 40, 3, b"honest")
+    with Chain.create(tmp_path / "fork.sqlite", params) as chain:
+        for block in honest[:2]:
+            chain.add_block(block, now=NOW)
+        fork = grow(chain, honest[1].hash, 60, 15, b"gaps")
+    floor = next(i for i, b in enumerate(fork) if b.header.bits == REGTEST_BITS)
+    fork_work = sum(work(bits_to_target(b.header.bits)) for b in fork)
+    honest_block = work(bits_to_target(honest[-1].header.bits))
+    assert floor <= 10 and fork_work < 2.2 * honest_block
+
+    async def scenario():
+        path = tmp_path / "node" / "chain.sqlite"
+        path.parent.mkdir()
+        with Chain.create(path, params) as chain:
+            for block in honest:
+                chain.add_block(block, now=NOW)
+        async with live_node(path, params=params) as a:
+            stranger = await AsyncPeer.connect(a.port, magic=params.magic_bytes(params.genesis_header().hash()))
+            await stranger.handshake()
+            for block in fork:
+                await stranger.send("block", block.serialize())
+            await stranger.send("headers", p2p.headers_payload([b.header for b in fork]))
+            await stranger.send("ping", p2p.ping_payload(3))
+            await stranger.expect("pong")
+            await until(lambda: a.manager.sync.best_header_height() == 62, what="the fork's headers held")
+            await asyncio.sleep(0.3)  # a getdata would have gone out by now
+            assert "getdata" not in stranger.received
+            assert await a.service.on_chain(Chain.block_count) == 41 and a.tip == honest[-1].hash
+            stranger.close()
+    _run(scenario())

@@ -19,13 +19,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from miner.chain.chain import Chain
 from miner.chain.locator import locator
 from miner.consensus.checks import MUTATED, check_header
 from miner.consensus.params import ChainParams
 from miner.consensus.pow import proof_of_work_error
 from miner.errors import InvalidBlock, MinerError
+from miner.node.p2p.acceptance import MAX_AHEAD, Unrequested, judge_unrequested
 from miner.node.p2p.arrivals import Arrival, Arrivals
+from miner.node.p2p.chain_queries import anchors, branch_lengths, history
 from miner.node.p2p.decisions import AskBlocks, AskHeaders, Decision, Drop, Punish, StoreArrived
 from miner.node.p2p.download import STALL_TIMEOUT, BlockDownload
 from miner.node.p2p.headers import EVICT_SHARE, MAX_HEADERS_HELD, Anchor, HeadersFull, HeaderTree
@@ -53,21 +54,6 @@ class SyncLimits:
     header_limit: int = MAX_HEADERS_HELD
 
 
-def _history(chain: Chain, block_hash: bytes) -> tuple[list[int], list[int]]:
-    """Times and bits by height up to a stored block, copied off the chain thread's lists."""
-    times, bits = chain.tree.history(chain.tree.nodes[block_hash])
-    return list(times), list(bits)
-
-
-def _anchors(chain: Chain, hashes: list[bytes]) -> dict[bytes, Anchor]:
-    out = {}
-    for h in hashes:
-        node = chain.tree.nodes.get(h)
-        if node is not None:
-            out[h] = Anchor(node.height, node.chainwork, node.valid)
-    return out
-
-
 @dataclass(frozen=True)
 class Connected:
     """A headers message connected to what we know: the stored ones among its headers (and its
@@ -86,6 +72,7 @@ class BlockSync:
         self.download = BlockDownload(limits.stall_timeout)
         self.arrivals = Arrivals()
         self._forget_at: float | None = None
+        self.unrequested_dropped = 0  # blocks nobody asked for, not stored (Core's AcceptBlock)
 
     # ------------------------------------------------------------------ peers
 
@@ -128,15 +115,7 @@ class BlockSync:
         rows = self.headers.tips()
         if not rows:
             return []
-
-        def forks(chain: Chain) -> dict[bytes, int]:
-            out = {}
-            for _, root, _ in rows:
-                node = chain.tree.nodes.get(root)
-                if node is not None and root not in out:
-                    out[root] = len(chain.tree.branch(node))
-            return out
-        stored_branch = await self.service.on_chain(forks)
+        stored_branch = await self.service.on_chain(branch_lengths, [root for _, root, _ in rows])
         return [{"height": tip.height, "hash": display_hex(tip.hash),
                  "branchlen": held + stored_branch.get(root, 0), "status": "headers-only"}
                 for tip, root, held in rows]
@@ -198,7 +177,7 @@ class BlockSync:
         headers' bits, times and versions by their ancestors' rules."""
         state = self.download.peers[peer]
         parent = headers[0].prev_hash
-        known = await self.service.on_chain(_anchors, [parent, *hashes])
+        known = await self.service.on_chain(anchors, [parent, *hashes])
         if parent not in known and parent not in self.headers:
             state.unconnecting += 1
             if state.unconnecting > MAX_UNCONNECTING:
@@ -211,7 +190,7 @@ class BlockSync:
         first = self._first_new(hashes, known)
         passed = await self._check_context(headers[first:], hashes[first:]) if first < len(headers) else 0
         # Read again after the awaits: the storer may have stored some of these meanwhile.
-        known = await self.service.on_chain(_anchors, [parent, *hashes])
+        known = await self.service.on_chain(anchors, [parent, *hashes])
         first = self._first_new(hashes, known)
         return Connected(known, first, min(len(headers), first + passed))
 
@@ -274,7 +253,7 @@ class BlockSync:
             entry = self.headers.entries[below]
             held.append(entry)
             below = entry.parent
-        times, bits = await self.service.on_chain(_history, below)
+        times, bits = await self.service.on_chain(history, below)
         for entry in reversed(held):
             times.append(entry.time)
             bits.append(entry.bits)
@@ -296,7 +275,7 @@ class BlockSync:
         blocks = [i.hash for i in items if i.is_block]
         if not blocks or peer not in self.download.peers:
             return []
-        known = await self.service.on_chain(_anchors, blocks)
+        known = await self.service.on_chain(anchors, blocks)
         unknown = False
         for h in blocks:
             entry = self.headers.entries.get(h)
@@ -333,9 +312,35 @@ class BlockSync:
         requested = self.download.arrived(h, peer, time.monotonic())
         if h in self.arrivals:
             return []
+        if not requested:
+            verdict = await self.service.on_chain(judge_unrequested, block, int(time.time()))
+            if verdict.invalid:
+                if verdict.reason not in MUTATED:
+                    self.headers.mark_invalid(h)
+                return [Punish(peer, f"invalid block {display_hex(h)[:16]}: {verdict.reason}")]
+            if not verdict.store:
+                return await self._unrequested_not_stored(peer, block, verdict)
         if not self.arrivals.queue(Arrival(block, peer, requested or h in self.headers)):
             return []  # dropped: asked for again when the download comes back to it
         return [StoreArrived()]
+
+    async def _unrequested_not_stored(self, peer: int, block: Block, verdict: Unrequested) -> list[Decision]:
+        """An unrequested block that is not stored now: dropped, unless its parent is missing and
+        its held header shows it worth waiting for (more work than our tip, not too far ahead);
+        for a parent we do not know of at all we ask for the headers between."""
+        self.unrequested_dropped += verdict.reason != "duplicate"
+        if verdict.reason != "unknown-parent":
+            log.debug("peer %d: unrequested block %s not stored (%s)", peer, display_hex(block.hash)[:16],
+                      verdict.reason)
+            return []
+        held = self.headers.entries.get(block.hash)
+        if held is not None and held.chainwork > verdict.tip_work and held.height <= verdict.tip_height + MAX_AHEAD:
+            if self.arrivals.queue(Arrival(block, peer, True)):
+                return [StoreArrived()]  # stored once its parent is (it waits for it)
+            return []
+        if block.header.prev_hash not in self.headers:
+            return [await self.ask_headers(peer)]
+        return []
 
     def has_arrivals(self) -> bool:
         return bool(self.arrivals)
