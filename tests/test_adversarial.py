@@ -25,6 +25,7 @@ from p2p_peer import AsyncPeer
 
 from miner.chain.chain import Chain
 from miner.consensus.params import REGTEST_BITS, ChainParams, preset
+from miner.node.p2p.receive import ReceiveLimits
 from miner.node.p2p.sync import SyncLimits
 from miner.primitives import p2p
 from miner.primitives.compact import bits_to_target, target_to_bits, work
@@ -448,4 +449,36 @@ def test_a_cheap_fork_from_an_early_block_on_a_local_chain_is_neither_stored_nor
             assert "getdata" not in stranger.received
             assert await a.service.on_chain(Chain.block_count) == 41 and a.tip == honest[-1].hash
             stranger.close()
+    _run(scenario())
+
+
+def test_incomplete_messages_are_bounded_across_peers_and_must_keep_a_pace(tmp_path):
+    """Eight peers each announce a 400 kB message, send 300 kB of it and stop. Before, each held
+    its part until the 20-minute silence timeout (100 such peers held 426 MiB). With all
+    incomplete messages limited to 1 MB together here, the slowest are dropped as the budget
+    fills, and the rest once they fall behind the pace (1 MB/s after 2 s here); an honest peer
+    sending a 500 kB message at full speed meanwhile is untouched."""
+    async def scenario():
+        receive = ReceiveLimits(max_bytes=1 << 20, min_rate=1 << 20, grace=2.0)
+        async with live_node(regtest_core(tmp_path / "chain.sqlite"), receive=receive) as a:
+            stalled = []
+            for _ in range(8):
+                peer = await AsyncPeer.connect(a.port)
+                await peer.handshake()
+                head = p2p.frame(peer.magic, "junk", bytes(400_000))
+                await peer.send_raw(head[:24 + 300_000])
+                stalled.append(peer)
+            honest = await AsyncPeer.connect(a.port)
+            await honest.handshake()
+            await honest.send("bigjunk", bytes(500_000))
+            await honest.send("ping", p2p.ping_payload(5))
+            await honest.expect("pong")
+            for peer in stalled:
+                assert await peer.closed_by_node(within=5)
+            budget = a.manager.receive
+            assert budget.peak <= (1 << 20) + 65536 and budget.total == 0
+            assert budget.evicted >= 3 and budget.evicted + budget.slow == 8
+            await honest.send("ping", p2p.ping_payload(6))
+            await honest.expect("pong")  # still connected
+            honest.close()
     _run(scenario())

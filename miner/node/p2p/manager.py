@@ -31,6 +31,7 @@ from miner.node.guard import Guard
 from miner.node.p2p.bans import BanList
 from miner.node.p2p.decisions import AskBlocks, AskHeaders, Decision, Drop, Punish, StoreArrived
 from miner.node.p2p.peer import Misbehaving, Peer, PeerGone
+from miner.node.p2p.receive import ReceiveBudget, ReceiveLimits
 from miner.node.p2p.relay import Relay
 from miner.node.p2p.serving import serve_blocks, serve_headers
 from miner.node.p2p.strikes import Strikes
@@ -82,7 +83,7 @@ def parse_target(text: str, default_port: int = 18444) -> tuple[str, int]:
 class PeerManager:
     def __init__(self, service: NodeService, guard: Guard, params: ChainParams, bans: BanList,
                  say: Callable[[dict, str], None] = lambda event, line: None,
-                 limits: SyncLimits | None = None):
+                 limits: SyncLimits | None = None, receive: ReceiveLimits | None = None):
         self.service, self.guard, self.params, self.bans, self.say = service, guard, params, bans, say
         self.magic = b""
         self.nonce = random.getrandbits(64)  # a connection to ourselves shows our own nonce
@@ -90,6 +91,7 @@ class PeerManager:
         self.targets: dict[str, Target] = {}
         self.sync = BlockSync(service, params, limits or SyncLimits())
         self.strikes = Strikes()
+        self.receive = ReceiveBudget(receive or ReceiveLimits())  # every peer's incomplete messages
         self.relay = Relay(service, self.peers, self.sync.best_of, self._send_soon, self._spawn)
         self._storer: asyncio.Task | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -172,7 +174,7 @@ class PeerManager:
     def _new_peer(self, reader, writer, inbound: bool, manual: bool) -> Peer:
         limits = self.guard.limits
         return Peer(reader, writer, self.magic, inbound, manual, limits.rate, limits.burst,
-                    limits.write_timeout)
+                    limits.write_timeout, self.receive)
 
     async def _inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = self.guard.connection(writer.transport)
