@@ -8,6 +8,7 @@ each test, also on failure."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import hashlib
 import json
@@ -28,6 +29,7 @@ from miner.consensus.params import REGTEST_BITS, ChainParams, preset
 from miner.node.p2p.receive import ReceiveLimits
 from miner.node.p2p.sync import SyncLimits
 from miner.primitives import p2p
+from miner.primitives.block import Block
 from miner.primitives.compact import bits_to_target, target_to_bits, work
 from miner.primitives.header import BlockHeader
 
@@ -481,4 +483,30 @@ def test_incomplete_messages_are_bounded_across_peers_and_must_keep_a_pace(tmp_p
             await honest.send("ping", p2p.ping_payload(6))
             await honest.expect("pong")  # still connected
             honest.close()
+    _run(scenario())
+
+
+def test_a_getdata_that_repeats_a_block_is_refused_not_served_a_thousand_times(tmp_path):
+    """One getdata naming the same block 1,000 times was served 1,000 times (one of 1.8 MB
+    naming a 1 MB block 50,000 times made the node send 7.7 GB in a minute). It is now
+    misbehaviour, refused before anything is served; a getdata for distinct blocks is served."""
+    made = _honest_chain(tmp_path, 3)
+
+    async def scenario():
+        async with live_node(_chain_with(tmp_path / "chain.sqlite", made)) as a:
+            fair = await AsyncPeer.connect(a.port)
+            await fair.handshake()
+            await fair.send("getdata", p2p.inv_payload([p2p.Inventory(p2p.MSG_WITNESS_BLOCK, m.hash) for m in made]))
+            for m in made:
+                assert Block.parse(await fair.expect("block")).hash == m.hash
+            fair.close()
+            greedy = await AsyncPeer.connect(a.port)
+            await greedy.handshake()
+            await greedy.send("getdata", p2p.inv_payload([p2p.Inventory(p2p.MSG_WITNESS_BLOCK, made[0].hash)] * 1000))
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                while True:
+                    await greedy.recv(within=3)
+            assert greedy.received.count("block") == 0
+            banned = await until(lambda: a.status("banned"), what="the ban")
+            assert "getdata names 999 of its 1000 items more than once" in banned[0]["reason"]
     _run(scenario())

@@ -12,7 +12,7 @@ import contextlib
 from miner.chain.chain import Chain
 from miner.chain.locator import headers_after
 from miner.errors import InvalidInput
-from miner.node.p2p.peer import Peer
+from miner.node.p2p.peer import Misbehaving, Peer
 from miner.node.service import NodeService
 from miner.primitives import p2p
 from miner.primitives.serialize import varint
@@ -26,6 +26,13 @@ async def serve_headers(service: NodeService, peer: Peer, ask: p2p.GetHeaders) -
 
 
 async def serve_blocks(service: NodeService, peer: Peer, items: list[p2p.Inventory]) -> None:
+    """Each block asked for, in order, or `notfound` for those we do not have. A getdata that
+    names a block twice is misbehaviour, refused before anything is served: no peer needs a
+    block twice in one message, and one 1.8 MB getdata naming a 1 MB block 50,000 times made
+    the node send 7.7 GB in a minute."""
+    repeated = len(items) - len({i.hash for i in items})
+    if repeated:
+        raise Misbehaving(f"getdata names {repeated} of its {len(items)} items more than once")
     missing = []
     for item in items:
         block = None
