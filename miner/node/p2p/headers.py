@@ -100,15 +100,20 @@ class HeaderTree:
         less work than the run brings, or of any work when `any_work` (a peer that delivers
         blocks); HeadersFull if that is not enough."""
         up = None if anchor is not None else self.entries.get(headers[0].prev_hash)
-        if anchor is None and up is None:
+        if up is not None:
+            start, parent = Anchor(up.height, up.chainwork, not up.invalid), up.hash  # the parent's bytes: shared
+        elif anchor is not None:
+            start, parent = anchor, headers[0].prev_hash
+        else:
             raise KeyError("the run's parent is neither stored nor held")
-        height, work = (anchor.height, anchor.chainwork) if up is None else (up.height, up.chainwork)
-        invalid = bool(up and up.invalid) or (anchor is not None and not anchor.valid)
-        parent = headers[0].prev_hash if up is None else up.hash  # the held parent's own bytes: shared
         fresh = sum(1 for h in hashes if h not in self.entries)
         if fresh and len(self.entries) + fresh > self.limit:
-            self._make_room(fresh, work + sum(block_work(h.bits) for h in headers), tip_work,
+            self._make_room(fresh, start.chainwork + sum(block_work(h.bits) for h in headers), tip_work,
                             parent if up is not None else None, protect, any_work)
+        return self._hold(headers, hashes, start, parent)
+
+    def _hold(self, headers: list[BlockHeader], hashes: list[bytes], start: Anchor, parent: bytes) -> list[HeaderEntry]:
+        height, work, invalid = start.height, start.chainwork, not start.valid
         new = []
         for header, h in zip(headers, hashes, strict=True):
             height += 1
@@ -117,7 +122,8 @@ class HeaderTree:
             if held is not None:
                 invalid, parent = held.invalid, held.hash
                 continue
-            lower = self.ancestor(self.entries[parent], skip_height(height)) if parent in self.entries else None
+            up = self.entries.get(parent)
+            lower = self.ancestor(up, skip_height(height)) if up is not None else None
             entry = HeaderEntry(h, parent, height, work, header.time, header.bits,
                                 lower.hash if lower is not None else None, invalid)
             self.entries[h] = entry

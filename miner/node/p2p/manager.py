@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -30,6 +31,8 @@ from miner.errors import InvalidInput
 from miner.node.guard import Guard
 from miner.node.p2p.bans import BanList
 from miner.node.p2p.decisions import AskBlocks, AskHeaders, Decision, Drop, Punish, StoreArrived
+from miner.node.p2p.handshake import USER_AGENT as USER_AGENT  # getnetworkinfo's subversion reads it here
+from miner.node.p2p.handshake import handshake, send_version
 from miner.node.p2p.peer import Misbehaving, Peer, PeerGone
 from miner.node.p2p.receive import ReceiveBudget, ReceiveLimits
 from miner.node.p2p.relay import Relay
@@ -43,7 +46,6 @@ from miner.primitives.serialize import DecodeError
 
 log = logging.getLogger(__name__)
 
-USER_AGENT = "/pow-miner:0.1.0/"
 CONNECT_TIMEOUT = 5.0
 HANDSHAKE_TIMEOUT = 10.0
 PING_INTERVAL = 60.0  # Core pings every 2 minutes
@@ -94,6 +96,14 @@ class PeerManager:
         self.receive = ReceiveBudget(receive or ReceiveLimits())  # every peer's incomplete messages
         self.relay = Relay(service, self.peers, self.sync.best_of, self._send_soon, self._spawn)
         self._storer: asyncio.Task | None = None
+        self._handlers = {
+            "ping": self._on_ping, "pong": self._on_pong, "sendheaders": self._on_sendheaders,
+            "getheaders": self._on_getheaders, "getdata": self._on_getdata, "headers": self._on_headers,
+            "inv": self._on_inv, "block": self._on_block, "notfound": self._on_notfound,
+            "version": self._on_version,
+            "sendcmpct": functools.partial(self._understood, parse=p2p.SendCmpct.parse),
+            "feefilter": functools.partial(self._understood, parse=p2p.parse_feefilter),
+        }
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
         self.closing = False
@@ -189,8 +199,8 @@ class PeerManager:
         self.peers[peer.id] = peer
         try:
             if not peer.inbound:
-                await self._send_version(peer)
-            await asyncio.wait_for(self._handshake(peer), HANDSHAKE_TIMEOUT)
+                await send_version(peer, self.nonce, self._height(), self.port or 0)
+            await asyncio.wait_for(handshake(peer, self.nonce, self._height(), self.port or 0), HANDSHAKE_TIMEOUT)
             if conn is not None:
                 if not conn.settle():
                     return  # every settled slot is taken: no room for another peer
@@ -251,6 +261,9 @@ class PeerManager:
         while self.sync.has_arrivals() and not self.closing:
             self._carry_out(await self.sync.store_batch())
 
+    def _height(self) -> int:
+        return self.service.tip.height if self.service.tip else 0
+
     def _send_soon(self, peer: Peer, command: str, payload: bytes) -> None:
         self._spawn(self._quiet_send(peer, command, payload))
 
@@ -269,79 +282,66 @@ class PeerManager:
             p.close()
         return len(found)
 
-    async def _send_version(self, peer: Peer) -> None:
-        height = self.service.tip.height if self.service.tip else 0
-        version = p2p.Version(p2p.PROTOCOL_VERSION, p2p.OUR_SERVICES, int(time.time()), self.nonce,
-                              USER_AGENT, height, relay=False, port=self.port or 0)
-        await peer.send("version", version.serialize())
-
-    async def _handshake(self, peer: Peer) -> None:
-        while not peer.ready:
-            command, payload = await peer.read()
-            if command == "version":
-                if peer.version is not None:
-                    raise Misbehaving("a second version message")
-                try:
-                    version = p2p.Version.parse(payload)
-                except DecodeError as exc:
-                    raise Misbehaving(f"malformed version: {exc}") from None
-                if version.nonce == self.nonce:
-                    raise PeerGone("connected to ourselves")
-                if version.version < p2p.MIN_PEER_VERSION:
-                    raise PeerGone(f"protocol version {version.version} is too old")
-                peer.version = version
-                if peer.inbound:
-                    await self._send_version(peer)
-                await peer.send("verack")
-            elif command == "verack" and peer.version is not None:
-                peer.verack = True
-            # Anything else before the handshake ends (wtxidrelay and sendaddrv2 belong there)
-            # is ignored, as Core ignores it; the handshake's deadline still runs.
-
     # ------------------------------------------------------------------ messages
 
     async def _dispatch(self, peer: Peer, command: str, payload: bytes) -> None:
+        """One message after the handshake, to its handler; verack again, addr, addrv2, tx,
+        getaddr, mempool and unknown commands are ignored."""
+        handler = self._handlers.get(command)
         try:
             if command in p2p.EMPTY and payload:
                 raise DecodeError(f"{command} with a payload")
-            if command == "ping":
-                await peer.send("pong", p2p.ping_payload(p2p.parse_ping(payload)))
-            elif command == "pong":
-                nonce = p2p.parse_ping(payload)
-                s = peer.stats
-                if s.ping_nonce and nonce == s.ping_nonce:
-                    s.ping_time = time.monotonic() - s.ping_sent
-                    s.min_ping = min(s.ping_time, s.min_ping or s.ping_time)
-                    s.ping_nonce = 0
-            elif command == "sendheaders":
-                peer.send_headers = True
-            elif command == "getheaders":
-                await serve_headers(self.service, peer, p2p.GetHeaders.parse(payload))
-            elif command == "headers":
-                headers = p2p.parse_headers(payload)
-                peer.known.update(h.hash() for h in headers[-1:])  # for relay: they have it
-                self._carry_out(await self.sync.on_headers(peer.id, headers))
-            elif command == "inv":
-                items = p2p.parse_inv(payload)
-                peer.known.update(i.hash for i in items if i.is_block)
-                self._carry_out(await self.sync.on_inv(peer.id, items))
-            elif command == "getdata":
-                await serve_blocks(self.service, peer, p2p.parse_inv(payload))
-            elif command == "block":
-                block = Block.parse(payload)
-                peer.known.add(block.hash)
-                self._carry_out(await self.sync.on_block(peer.id, block))
-            elif command == "notfound":
-                self._carry_out(self.sync.on_notfound(peer.id, p2p.parse_inv(payload)))
-            elif command == "sendcmpct":
-                p2p.SendCmpct.parse(payload)  # understood; we announce by headers, not compact blocks
-            elif command == "feefilter":
-                p2p.parse_feefilter(payload)
-            elif command == "version":
-                raise Misbehaving("a second version message")
-            # verack again, addr, addrv2, tx, getaddr, mempool and unknown commands: ignored
+            if handler is not None:
+                await handler(peer, payload)
         except DecodeError as exc:
             raise Misbehaving(f"malformed {command}: {exc}") from None
+
+    async def _on_ping(self, peer: Peer, payload: bytes) -> None:
+        await peer.send("pong", p2p.ping_payload(p2p.parse_ping(payload)))
+
+    async def _on_pong(self, peer: Peer, payload: bytes) -> None:
+        nonce = p2p.parse_ping(payload)
+        s = peer.stats
+        if s.ping_nonce and nonce == s.ping_nonce:
+            s.ping_time = time.monotonic() - s.ping_sent
+            s.min_ping = min(s.ping_time, s.min_ping or s.ping_time)
+            s.ping_nonce = 0
+
+    async def _on_sendheaders(self, peer: Peer, payload: bytes) -> None:
+        peer.send_headers = True
+
+    async def _on_getheaders(self, peer: Peer, payload: bytes) -> None:
+        await serve_headers(self.service, peer, p2p.GetHeaders.parse(payload))
+
+    async def _on_getdata(self, peer: Peer, payload: bytes) -> None:
+        await serve_blocks(self.service, peer, p2p.parse_inv(payload))
+
+    async def _on_headers(self, peer: Peer, payload: bytes) -> None:
+        headers = p2p.parse_headers(payload)
+        peer.known.update(h.hash() for h in headers[-1:])  # for relay: they have it
+        self._carry_out(await self.sync.on_headers(peer.id, headers))
+
+    async def _on_inv(self, peer: Peer, payload: bytes) -> None:
+        items = p2p.parse_inv(payload)
+        peer.known.update(i.hash for i in items if i.is_block)
+        self._carry_out(await self.sync.on_inv(peer.id, items))
+
+    async def _on_block(self, peer: Peer, payload: bytes) -> None:
+        block = Block.parse(payload)
+        peer.known.add(block.hash)
+        self._carry_out(await self.sync.on_block(peer.id, block))
+
+    async def _on_notfound(self, peer: Peer, payload: bytes) -> None:
+        self._carry_out(self.sync.on_notfound(peer.id, p2p.parse_inv(payload)))
+
+    async def _on_version(self, peer: Peer, payload: bytes) -> None:
+        raise Misbehaving("a second version message")
+
+    @staticmethod
+    async def _understood(peer: Peer, payload: bytes, parse=None) -> None:
+        """Parsed (a malformed one is misbehaviour) and otherwise ignored: we announce by
+        headers, not compact blocks, and relay no transactions to filter by fee."""
+        parse(payload)
 
     async def _housekeeping(self) -> None:
         """Once a second: drop peers that stall a block, ping the quiet ones."""
