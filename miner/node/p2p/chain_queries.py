@@ -3,14 +3,47 @@ copies of what it needs, so nothing of the chain's own index leaves that thread.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import overload
+
 from miner.chain.chain import Chain
 from miner.node.p2p.headers import Anchor
 
 
-def history(chain: Chain, block_hash: bytes) -> tuple[list[int], list[int]]:
-    """Times and bits by height up to a stored block, copied off the chain thread's lists."""
+class Recent(Sequence[int]):
+    """The last values of a by-height list (times or bits) from height `start` on, read like the
+    whole list by the rules that look only that far back; a run's new values are appended."""
+
+    def __init__(self, start: int, values: list[int]):
+        self.start, self._values = start, values
+
+    def __len__(self) -> int:
+        return self.start + len(self._values)
+
+    @overload
+    def __getitem__(self, i: int) -> int: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[int]: ...
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not self.start <= i < len(self):
+            raise IndexError(i)
+        return self._values[i - self.start]
+
+    def append(self, value: int) -> None:
+        self._values.append(value)
+
+
+def history(chain: Chain, block_hash: bytes, count: int) -> tuple[Recent, Recent]:
+    """The times and bits of a stored block and of up to `count - 1` blocks below it, copied off
+    the chain thread's lists (only those: a headers message must not cost the chain's length)."""
     times, bits = chain.tree.history(chain.tree.nodes[block_hash])
-    return list(times), list(bits)
+    start = max(0, len(times) - count)
+    return Recent(start, list(times[start:])), Recent(start, list(bits[start:]))
 
 
 def anchors(chain: Chain, hashes: list[bytes]) -> dict[bytes, Anchor]:

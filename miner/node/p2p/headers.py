@@ -114,6 +114,8 @@ class HeaderTree:
 
     def _hold(self, headers: list[BlockHeader], hashes: list[bytes], start: Anchor, parent: bytes) -> list[HeaderEntry]:
         height, work, invalid = start.height, start.chainwork, not start.valid
+        below = self.entries.get(parent)  # the held entry the run starts on, if any
+        path: list[HeaderEntry] = []  # this run's entries on the way, by height from start.height + 1
         new = []
         for header, h in zip(headers, hashes, strict=True):
             height += 1
@@ -121,13 +123,18 @@ class HeaderTree:
             held = self.entries.get(h)
             if held is not None:
                 invalid, parent = held.invalid, held.hash
+                path.append(held)
                 continue
-            up = self.entries.get(parent)
-            lower = self.ancestor(up, skip_height(height)) if up is not None else None
+            reach = skip_height(height)
+            if reach > start.height:  # within this run: no walk needed
+                lower: HeaderEntry | None = path[reach - start.height - 1]
+            else:
+                lower = self.ancestor(below, reach) if below is not None else None
             entry = HeaderEntry(h, parent, height, work, header.time, header.bits,
                                 lower.hash if lower is not None else None, invalid)
             self.entries[h] = entry
             new.append(entry)
+            path.append(entry)
             parent = h
             if self._best_known and not invalid and (self._best is None or work > self._best.chainwork):
                 self._best = entry

@@ -159,17 +159,20 @@ class Peer:
                     budget.slow += 1
                     raise PeerGone(f"{command} of {length} bytes too slow: {len(buf)} in "
                                    f"{time.monotonic() - partial.started:.1f} s")
-                if not chunk:
+                if not chunk or self.closed:
                     raise PeerGone("closed in the middle of a message")
                 buf += chunk
                 if not budget.grow(partial, len(chunk)):
                     raise PeerGone(f"{command}: {len(buf)} of {length} bytes, among the slowest when "
                                    f"incomplete messages filled the receive budget")
+            return bytes(buf)
         finally:
             if timer is not None:
                 timer.cancel()
             budget.finish(partial)
-        return bytes(buf)
+            # Given back now, not when the garbage collector breaks the cycle the exception's
+            # traceback makes with asyncio's tasks (100 dropped peers held 87 MiB for a while).
+            buf.clear()
 
     def _take_token(self, command: str) -> None:
         now = time.monotonic()

@@ -64,7 +64,9 @@ class ReceiveBudget:
     def grow(self, partial: Partial, count: int) -> bool:
         """`count` more bytes of `partial` are here; False when that put the total over the
         budget and `partial` itself was among the slowest dropped to fit (the others are
-        closed here)."""
+        closed here), or had been dropped before."""
+        if partial not in self._partials:
+            return False
         partial.got += count
         self.total += count
         self.peak = max(self.peak, self.total)

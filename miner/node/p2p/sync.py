@@ -20,15 +20,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from miner.chain.locator import locator
-from miner.consensus.checks import MUTATED, check_header
+from miner.consensus.checks import MUTATED
 from miner.consensus.params import ChainParams
-from miner.consensus.pow import proof_of_work_error
-from miner.errors import InvalidBlock, MinerError
+from miner.errors import MinerError
 from miner.node.p2p.acceptance import MAX_AHEAD, Unrequested, judge_unrequested
 from miner.node.p2p.arrivals import Arrival, Arrivals
-from miner.node.p2p.chain_queries import anchors, branch_lengths, history
+from miner.node.p2p.chain_queries import anchors, branch_lengths
 from miner.node.p2p.decisions import AskBlocks, AskHeaders, Decision, Drop, Punish, StoreArrived
 from miner.node.p2p.download import STALL_TIMEOUT, BlockDownload
+from miner.node.p2p.header_checks import HeaderJudge
 from miner.node.p2p.headers import EVICT_SHARE, MAX_HEADERS_HELD, Anchor, HeadersFull, HeaderTree
 from miner.node.p2p.peer import Misbehaving
 from miner.node.service import NodeService
@@ -67,8 +67,8 @@ class Connected:
 class BlockSync:
     def __init__(self, service: NodeService, params: ChainParams, limits: SyncLimits = SyncLimits()):
         self.service, self.params, self.limits = service, params, limits
-        self.rule = params.retarget_rule()
         self.headers = HeaderTree(limits.header_limit)
+        self.judge = HeaderJudge(service, params, self.headers)
         self.download = BlockDownload(limits.stall_timeout)
         self.arrivals = Arrivals()
         self._forget_at: float | None = None
@@ -134,12 +134,6 @@ class BlockSync:
 
     # ------------------------------------------------------------------ headers
 
-    def check_pow(self, header: BlockHeader, block_hash: bytes) -> None:
-        pow_hash = self.params.pow_algorithm.pow_hash(header, block_hash)
-        error = proof_of_work_error(pow_hash, header.bits, self.params.pow_limit)
-        if error is not None:
-            raise Misbehaving(f"high-hash: header {display_hex(block_hash)[:16]}: {error}")
-
     async def ask_headers(self, peer: int, first: bytes | None = None) -> AskHeaders:
         """getheaders from the parent of the best header we hold (then our chain's locator): a
         peer goes on from where the headers we have end rather than sending them all again, and
@@ -154,22 +148,13 @@ class BlockSync:
         if not headers or peer not in self.download.peers:
             return []
         try:
-            hashes = self._judge(headers)
+            hashes = await self.judge.on_their_own(headers)
             connected = await self._connect(peer, headers, hashes)
         except Misbehaving as exc:
             return [Punish(peer, str(exc))]
         if isinstance(connected, AskHeaders):
             return [connected]
         return await self._record(peer, headers, hashes, connected)
-
-    def _judge(self, headers: list[BlockHeader]) -> list[bytes]:
-        """The message on its own: the headers follow one another, each meets its proof of work."""
-        hashes = [h.hash() for h in headers]
-        for i, header in enumerate(headers):
-            if i and header.prev_hash != hashes[i - 1]:
-                raise Misbehaving("non-continuous headers sequence")
-            self.check_pow(header, hashes[i])
-        return hashes
 
     async def _connect(self, peer: int, headers: list[BlockHeader], hashes: list[bytes]) -> Connected | AskHeaders:
         """The message against what we know: a parent stored or held (else ask for the headers
@@ -188,7 +173,7 @@ class BlockSync:
         if bad is not None:
             raise Misbehaving(f"headers build on invalid block {display_hex(bad)[:16]}")
         first = self._first_new(hashes, known)
-        passed = await self._check_context(headers[first:], hashes[first:]) if first < len(headers) else 0
+        passed = await self.judge.in_context(headers[first:], hashes[first:]) if first < len(headers) else 0
         # Read again after the awaits: the storer may have stored some of these meanwhile.
         known = await self.service.on_chain(anchors, [parent, *hashes])
         first = self._first_new(hashes, known)
@@ -242,35 +227,6 @@ class BlockSync:
             if best is not None:
                 yield best
 
-    async def _check_context(self, headers: list[BlockHeader], hashes: list[bytes]) -> int:
-        """The run's headers against their ancestors, stored and held: the bits the retarget rule
-        demands, a time above the median time past, the version. How many passed: a header too
-        far in the future stops the run without blame (Core's BLOCK_TIME_FUTURE; it may be fine
-        later); any other failure is misbehaviour."""
-        held = []
-        below = headers[0].prev_hash
-        while below in self.headers:
-            entry = self.headers.entries[below]
-            held.append(entry)
-            below = entry.parent
-        times, bits = await self.service.on_chain(history, below)
-        for entry in reversed(held):
-            times.append(entry.time)
-            bits.append(entry.bits)
-        now = int(time.time())
-        for i, (header, block_hash) in enumerate(zip(headers, hashes, strict=True)):
-            try:
-                check_header(self.params, self.rule, len(times), header, block_hash, header.prev_hash,
-                             times, bits, now, check_pow=False)
-            except InvalidBlock as exc:
-                if exc.reason == "time-too-new":
-                    return i
-                self.headers.mark_invalid(block_hash)
-                raise Misbehaving(f"{exc.reason}: header {display_hex(block_hash)[:16]}: {exc}") from None
-            times.append(header.time)
-            bits.append(header.bits)
-        return len(headers)
-
     async def on_inv(self, peer: int, items: list[p2p.Inventory]) -> list[Decision]:
         blocks = [i.hash for i in items if i.is_block]
         if not blocks or peer not in self.download.peers:
@@ -306,7 +262,7 @@ class BlockSync:
         blocks that arrive while a batch is being stored are stored together in the next one."""
         h = block.hash
         try:
-            self.check_pow(block.header, h)
+            self.judge.check_pow(block.header, h)
         except Misbehaving as exc:
             return [Punish(peer, str(exc))]
         requested = self.download.arrived(h, peer, time.monotonic())
