@@ -60,14 +60,20 @@ class Phase:
     worst_s: float = 0.0
     peak_rss_mib: float = 0.0
     attack: dict = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)  # every honest call's time, in s
+
+    def percentile(self, q: float) -> float:
+        """The honest calls' time at quantile q (0.5: median), in s; 0 without calls."""
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
 class _Watcher:
     """The honest client and the resident-size sampler, in threads of their own so an attacker's
     event loop never delays them."""
 
-    def __init__(self, port: int, auth: str, pid: int):
-        self.port, self.auth, self.pid = port, auth, pid
+    def __init__(self, port: int, auth: str, pid: int, path: str = "/"):
+        self.port, self.auth, self.pid, self.path = port, auth, pid, path
         self.phase = Phase("start")
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._honest, daemon=True),
@@ -83,7 +89,7 @@ class _Watcher:
             ok = False
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                conn.request("POST", "/", body, {"Authorization": self.auth})
+                conn.request("POST", self.path, body, {"Authorization": self.auth})
                 resp = conn.getresponse()
                 ok = resp.status == 200 and json.loads(resp.read())["error"] is None
                 conn.close()
@@ -93,6 +99,7 @@ class _Watcher:
             phase.calls += 1
             phase.failed += not ok
             phase.worst_s = max(phase.worst_s, elapsed)
+            phase.latencies.append(elapsed)
             self._stop.wait(max(0.0, 0.1 - elapsed))
 
     def _sample(self) -> None:

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import os
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -37,11 +39,13 @@ from pathlib import Path
 
 from miner.chain.chain import Chain
 from miner.consensus.params import preset
+from miner.primitives import p2p
 from miner.primitives.block import Block
 from miner.primitives.coinbase import coinbase_template
 from miner.primitives.compact import bits_to_target
 from miner.primitives.header import BlockHeader
 from miner.primitives.merkle import merkle_root
+from miner.primitives.serialize import varint
 from miner.primitives.transaction import Transaction, txid
 
 ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
@@ -63,6 +67,67 @@ def build_chain(path: Path, blocks: int) -> None:
             block = Block(header, (Transaction.parse(coinbase),))
             chain.add_block(block, now=start + blocks + 3600)
             parent = block.hash
+
+
+# --------------------------------------------------------------------------- what a stranger sends
+# (miner.bench.p2p_abuse)
+
+BITS = 0x207FFFFF  # regtest's: about two hashes a header
+_TARGET = bits_to_target(BITS)
+
+
+def _solve(header: BlockHeader) -> BlockHeader:
+    while not header.meets_target(_TARGET):
+        header = header.with_nonce(header.nonce + 1)
+    return header
+
+
+def fake_headers(count: int, start: BlockHeader, tag: bytes) -> list[bytes]:
+    """`count` linked headers on `start`, regtest's bits, nothing behind them: messages of 2,000."""
+    out, prev, run = [], start, []
+    for i in range(count):
+        prev = _solve(BlockHeader(0x20000000, prev.hash(), hashlib.sha256(tag + b"%d" % i).digest(),
+                                  prev.time + 1, BITS, 0))
+        run.append(prev)
+        if len(run) == p2p.MAX_HEADERS:
+            out.append(p2p.headers_payload(run))
+            run = []
+    if run:
+        out.append(p2p.headers_payload(run))
+    return out
+
+
+def big_tx(size: int, tag: bytes) -> bytes:
+    """A valid non-coinbase transaction of about `size` bytes (one output's script)."""
+    script = b"\x6a" + bytes(size)  # OP_RETURN and zeros: the chain keeps no coin set
+    return (struct.pack("<i", 1) + varint(1) + hashlib.sha256(tag).digest() + struct.pack("<I", 0) + varint(0)
+            + struct.pack("<I", 0xFFFFFFFF) + varint(1) + struct.pack("<q", 0) + varint(len(script)) + script
+            + struct.pack("<I", 0))
+
+
+def big_block(parent: BlockHeader, height: int, tag: bytes, size: int = 990_000) -> Block:
+    coinbase = coinbase_template(height, b"abuse " + tag).build(0)
+    extra = big_tx(size, tag)
+    header = _solve(BlockHeader(0x20000000, parent.hash(), merkle_root([txid(coinbase), txid(extra)]),
+                                parent.time + 1, BITS, 0))
+    return Block(header, (Transaction.parse(coinbase), Transaction.parse(extra)))
+
+
+def build_victim_chain(path: Path, blocks: int = 120) -> BlockHeader:
+    """A regtest-core chain of `blocks` blocks, the last about 1 MB; its header."""
+    params = preset("regtest-core", 0)
+    with Chain.create(path, params) as chain:
+        prev = chain.tip()
+        for height in range(1, blocks + 1):
+            if height < blocks:
+                cb = coinbase_template(height, b"victim").build(0)
+                header = _solve(BlockHeader(0x20000000, prev.hash(), merkle_root([txid(cb)]), prev.time + 1, BITS, 0))
+                block = Block(header, (Transaction.parse(cb),))
+            else:
+                block = big_block(prev, height, b"victim")
+            chain.add_block(block, now=prev.time + 10_000)
+            prev = block.header
+        return prev
 
 
 def code_env(code: Path | None) -> dict:
@@ -87,11 +152,13 @@ class Node:
         self.ready = json.loads(self.proc.stdout.readline())
         self.blocks: dict[str, float] = {}
         self.last_height = 0
+        self.events: list[dict] = []
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
         for line in self.proc.stdout:
             event = json.loads(line)
+            self.events.append(event)
             if event.get("event") == "block":
                 self.blocks[event["hash"]] = event["at"]
                 self.last_height = max(self.last_height, event["height"])
