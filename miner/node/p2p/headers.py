@@ -14,8 +14,8 @@ pass when a header is found invalid, which costs the peer its connection), and a
 so a peer's next blocks are found without walking its whole branch.
 
 Held headers always form whole paths down to stored blocks: blocks are stored parents first, and
-whatever is dropped is dropped from the leaves up (`evict`) or with everything above it
-(`prune`, `keep_only`). Memory is bounded: on an easy chain (regtest's bits) headers cost
+whatever is dropped is dropped from the leaves down (`evict`) or with everything above it
+(`keep_only`). Memory is bounded: on an easy chain (regtest's bits) headers cost
 nothing to make, so at `MAX_HEADERS_HELD` the branches that cannot beat our tip go first, then
 the least-work leaves nobody is fetching, and only then are new headers refused. An entry keeps
 only what sync reads again (hash, parent, height, work, time, bits), not the header itself.
@@ -24,7 +24,6 @@ only what sync reads again (hash, parent, height, work, time, bits), not the hea
 from __future__ import annotations
 
 import heapq
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -57,6 +56,7 @@ class HeaderEntry:
     bits: int
     skip: bytes | None = None  # the held ancestor at skip_height(height); None when that was stored
     invalid: bool = False  # this header or a held ancestor is invalid
+    children: int = 0  # held headers built on this one (none: a leaf, which eviction may take)
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class HeaderTree:
         """Hold a linked run of headers whose first builds on `anchor` (a stored block) or on a
         held header (`anchor` None). Headers already held are skipped; the new entries come back.
         When full, branches with no more work than `tip_work` (our tip's) make room first, then
-        the least-work leaves outside `protect` (ancestors and all: what is being fetched) with
+        the least-work leaves outside `protect` (and what is below it: what is being fetched) with
         less work than the run brings, or of any work when `any_work` (a peer that delivers
         blocks); HeadersFull if that is not enough."""
         up = None if anchor is not None else self.entries.get(headers[0].prev_hash)
@@ -133,6 +133,8 @@ class HeaderTree:
             entry = HeaderEntry(h, parent, height, work, header.time, header.bits,
                                 lower.hash if lower is not None else None, invalid)
             self.entries[h] = entry
+            if (up := self.entries.get(parent)) is not None:
+                up.children += 1
             new.append(entry)
             path.append(entry)
             parent = h
@@ -146,12 +148,11 @@ class HeaderTree:
         if not any_work and self._failed is not None and self._failed[0] == self._removals \
                 and run_work <= self._failed[1]:
             raise full
-        keep = self.ancestors([*protect, *([held_parent] if held_parent else [])])
-        if run_work > tip_work:  # a branch that can beat our tip: the others go first
-            self.prune(tip_work, keep)
+        # Leaves only are taken, so keeping a header keeps everything below it too.
+        keep = {*protect, *([held_parent] if held_parent else [])}
         need = len(self.entries) + fresh - self.limit
-        if need > 0:
-            self.evict(max(need, self.limit // EVICT_SHARE), keep, None if any_work else run_work, at_least=need)
+        self.evict(max(need, self.limit // EVICT_SHARE), keep, None if any_work else run_work, at_least=need,
+                   losers=tip_work if run_work > tip_work else None)
         if len(self.entries) + fresh > self.limit:
             if not any_work:
                 before = self._failed[1] if self._failed is not None and self._failed[0] == self._removals else 0
@@ -238,6 +239,8 @@ class HeaderTree:
         """The block arrived and the chain has it: it is no longer headers-only."""
         gone = self.entries.pop(block_hash, None)
         if gone is not None:
+            if (up := self.entries.get(gone.parent)) is not None:
+                up.children -= 1
             self._removals += 1
             if gone is self._best or gone.invalid:
                 self._best_known = False
@@ -265,49 +268,56 @@ class HeaderTree:
             self._best, self._best_known = best, True
         return self._best
 
-    def prune(self, tip_work: int, keep: Iterable[bytes] = ()) -> int:
-        """Drop the held branches that cannot beat a tip with `tip_work`: every header that is
-        not an ancestor of a valid held header with more work, nor in `keep` (with its
-        ancestors). How many were dropped."""
-        kept = set(keep)
-        for e in reversed(list(self.entries.values())):  # children first
-            if e.hash in kept or (not e.invalid and e.chainwork > tip_work):
-                kept.add(e.hash)
-                kept.add(e.parent)
-        return self._drop([h for h in self.entries if h not in kept])
-
     def keep_only(self, tips: Iterable[bytes]) -> int:
         """Forget every held header that is not on the way down to one of `tips` (the branches
         somebody still claims or is fetching). How many were forgotten."""
         kept = self.ancestors(tips)
         return self._drop([h for h in self.entries if h not in kept])
 
-    def evict(self, count: int, keep: set[bytes], below_work: int | None = None, at_least: int = 0) -> int:
-        """Drop up to `count` headers from the leaves down, the least-work leaf first, never one
-        in `keep` (closed under ancestors, so no kept header loses its parent) nor, when
-        `below_work` is given, one with that much work or more; nothing at all when fewer than
-        `at_least` could go. How many were dropped."""
-        children = Counter(e.parent for e in self.entries.values())
+    def evict(self, count: int, keep: set[bytes], below_work: int | None = None, at_least: int = 0,
+              losers: int | None = None) -> int:
+        """Drop headers from the leaves down, the least-work leaf first, never one in `keep` (nor,
+        as leaves only are taken, anything below it) nor, when `below_work` is given, one with
+        that much work or more: up to `count` of them, and nothing when fewer than `at_least`
+        could go. With `losers` (our tip's work), every branch that cannot beat such a tip (or is
+        invalid) goes first, all of it, whatever `count` says. How many were dropped.
+
+        One pass over the entries finds the leaves (each entry counts its held children); the
+        rest is a heap of the leaves, not of everything held."""
+        def work(e: HeaderEntry) -> int:
+            return -1 if e.invalid else e.chainwork
 
         def candidate(e: HeaderEntry) -> bool:
-            return (not children[e.hash] and e.hash not in keep
-                    and (below_work is None or e.chainwork < below_work))
-        heap = [(e.chainwork, -e.height, e.hash) for e in self.entries.values() if candidate(e)]
+            return not e.children and e.hash not in keep and (
+                below_work is None or work(e) < below_work or (losers is not None and work(e) <= losers))
+        heap = [(work(e), -e.height, e.hash) for e in self.entries.values() if candidate(e)]
         heapq.heapify(heap)
-        gone: list[bytes] = []
-        while heap and len(gone) < count:
-            _, _, h = heapq.heappop(heap)
-            gone.append(h)
+        sure: list[bytes] = []  # losers: dropped whatever happens
+        more: list[bytes] = []  # the rest, up to `count`: dropped only if at least `at_least` can go
+        children: dict[bytes, int] = {}
+        while heap:
+            w, _, h = heapq.heappop(heap)
+            if losers is not None and w <= losers:
+                sure.append(h)
+            elif len(sure) + len(more) < count and (below_work is None or w < below_work):
+                more.append(h)
+            else:
+                break
             parent = self.entries[h].parent
-            children[parent] -= 1
             up = self.entries.get(parent)
-            if up is not None and candidate(up):
-                heapq.heappush(heap, (up.chainwork, -up.height, up.hash))
-        return self._drop(gone) if len(gone) >= at_least else 0
+            if up is not None:
+                children[parent] = children.get(parent, up.children) - 1
+                if not children[parent] and up.hash not in keep:
+                    heapq.heappush(heap, (work(up), -up.height, up.hash))
+        if len(sure) + len(more) < at_least:
+            more = []
+        return self._drop(sure + more)
 
     def _drop(self, hashes: list[bytes]) -> int:
         for h in hashes:
-            del self.entries[h]
+            gone = self.entries.pop(h)
+            if (up := self.entries.get(gone.parent)) is not None:
+                up.children -= 1
         if hashes:
             self._best_known = False
             self._removals += 1
