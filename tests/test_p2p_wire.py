@@ -311,3 +311,57 @@ def test_read_exactly_what_the_frame_says():
     head = p2p.parse_frame_header(f.read(24), REGTEST_MAGIC)
     assert p2p.parse_ping(f.read(head.length)) == 9 and head.checksum == hashlib.sha256(
         hashlib.sha256(payload).digest()).digest()[:4]
+
+
+def test_ancestors_by_skip_pointer_match_a_walk_and_stop_where_the_held_part_ends():
+    """The skip list answers `ancestor(entry, h)` as a plain walk down the parents would, for
+    every height, on a branch and a fork off it; below the held part (blocks stored since) the
+    answer is None, and `first_held` finds where the held part starts."""
+    genesis_work = work(bits_to_target(0x207FFFFF))
+    tree = HeaderTree()
+    main = _run(300, b"\x55" * 32)
+    tree.add(main, [h.hash() for h in main], Anchor(0, genesis_work))
+    fork = _run(40, main[199].hash())
+    tree.add(fork, [h.hash() for h in fork], None)
+    rng = random.Random(7)
+    for tip in (tree.entries[main[-1].hash()], tree.entries[fork[-1].hash()]):
+        path = {e.height: e for e in tree.path_to(tip)}
+        for height in list(range(0, tip.height + 3)) + [rng.randrange(1, tip.height) for _ in range(50)]:
+            assert tree.ancestor(tip, height) is path.get(height), height
+    for h in main[:120]:  # stored, parents first
+        tree.stored(h.hash())
+    tip = tree.entries[fork[-1].hash()]
+    assert tree.ancestor(tip, 120) is None and tree.ancestor(tip, 121).hash == main[120].hash()
+    assert tree.first_held(tip).height == 121 and tree.first_held(tip, hint=3).height == 121
+    assert [e.height for e in tree.run(tip, 100, 125)] == [121, 122, 123, 124, 125]
+
+
+def test_a_full_tree_evicts_the_least_work_leaves_but_never_what_is_protected():
+    genesis_work = work(bits_to_target(0x207FFFFF))
+    tree = HeaderTree(limit=44)
+    long = _run(30, b"\x66" * 32)
+    tree.add(long, [h.hash() for h in long], Anchor(0, genesis_work))
+    short = _run(10, b"\x77" * 32)
+    tree.add(short, [h.hash() for h in short], Anchor(0, genesis_work))
+    new = _run(12, b"\x88" * 32)
+    # a run may push out only branches with less work than itself, from their leaves down
+    tree.add(new, [h.hash() for h in new], Anchor(0, genesis_work))
+    assert all(h.hash() in tree for h in long) and [h.hash() in tree for h in short] == [True] * 2 + [False] * 8
+    weak = _run(20, b"\xaa" * 32)
+    with pytest.raises(HeadersFull):  # 20 headers: more work than the short branch, not enough room
+        tree.add(weak, [h.hash() for h in weak], Anchor(0, genesis_work))
+    searches = []
+    tree.evict = lambda *a, **k: searches.append(a) or 0  # a pass over the whole tree each
+    with pytest.raises(HeadersFull):  # nothing left since: refused without searching again
+        tree.add(weak[:15], [h.hash() for h in weak[:15]], Anchor(0, genesis_work))
+    assert searches == []
+    del tree.evict
+    # a run from a peer that delivers blocks makes room from the least-work leaves up, past
+    # branches with more work, but never through a protected branch
+    more = _run(20, b"\x99" * 32)
+    with pytest.raises(HeadersFull):
+        tree.add(more, [h.hash() for h in more], Anchor(0, genesis_work), any_work=True,
+                 protect=[long[-1].hash(), new[-1].hash()])
+    tree.add(more, [h.hash() for h in more], Anchor(0, genesis_work), any_work=True, protect=[new[-1].hash()])
+    assert all(h.hash() in tree for h in more + new) and len(tree) <= 44
+    assert long[0].hash() in tree and long[-1].hash() not in tree  # trimmed from its leaf down

@@ -228,6 +228,17 @@ def parse_feefilter(payload: bytes) -> int:
 # Messages with an empty payload; anything in it is malformed.
 EMPTY = frozenset({"verack", "sendheaders", "wtxidrelay", "sendaddrv2", "getaddr", "mempool"})
 
+# Every message type Core knows (protocol.h's list), each counted under its own name in
+# getpeerinfo; anything else a peer sends is counted under OTHER, as Core's NET_MESSAGE_TYPE_OTHER,
+# so made-up names cannot grow a peer's counters.
+KNOWN_COMMANDS = frozenset({
+    "version", "verack", "addr", "addrv2", "sendaddrv2", "inv", "getdata", "merkleblock", "getblocks",
+    "getheaders", "tx", "headers", "block", "getaddr", "mempool", "ping", "pong", "notfound", "filterload",
+    "filteradd", "filterclear", "sendheaders", "feefilter", "sendcmpct", "cmpctblock", "getblocktxn",
+    "blocktxn", "getcfilters", "cfilter", "getcfheaders", "cfheaders", "getcfcheckpt", "cfcheckpt",
+    "wtxidrelay", "sendtxrcncl"})
+OTHER = "*other*"
+
 
 @dataclass
 class Counters:
@@ -237,5 +248,6 @@ class Counters:
     total: int = 0
 
     def add(self, command: str, size: int) -> None:
-        self.bytes[command] = self.bytes.get(command, 0) + size
+        key = command if command in KNOWN_COMMANDS else OTHER
+        self.bytes[key] = self.bytes.get(key, 0) + size
         self.total += size

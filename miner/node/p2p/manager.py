@@ -5,13 +5,11 @@ headers-first sync from them, and relay of every new tip to them.
   silent or slow handshake); outbound ones are the user's (`--connect`, `addnode`) and are
   kept up with back-off. A banned address cannot connect in; a connection the user asked for
   is made all the same, as in Core.
-- **Sync.** After the handshake each peer is asked for headers from our locator. Headers are
-  checked on their own (linked, proof of work) and held (`headers.HeaderTree`); the blocks on
-  the way to the most-work header are then fetched from the peers that have them, at most
-  `MAX_IN_FLIGHT` per peer, and a peer that keeps a block past `STALL_TIMEOUT` is dropped and
-  its blocks asked of others. Blocks that arrive before their parent wait (bounded) for it.
-- **Relay.** Every block that becomes our tip is announced once to each peer that does not
-  have it: a `headers` message to a peer that sent `sendheaders`, an `inv` to the others.
+- **Sync** (`sync`). After the handshake each peer is asked for headers from our locator;
+  sync judges what peers send and returns decisions (`decisions`: ask for blocks or headers,
+  drop, punish, store) that this manager carries out. It never touches a connection.
+- **Relay** (`relay`). Every block that becomes our tip is announced once to each peer that
+  does not have it; `serving` answers the peers' getheaders and getdata.
 - **Misbehaviour.** A malformed or oversize message, bad proof of work, an invalid block,
   headers that do not link or keep failing to connect, or a flood ends the connection and bans
   the address (`bans`); the other peers go on.
@@ -21,31 +19,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from miner.chain.chain import Chain
-from miner.chain.locator import header_of, headers_after
 from miner.consensus.params import ChainParams
 from miner.errors import InvalidInput
 from miner.node.guard import Guard
 from miner.node.limits import PEERS
 from miner.node.p2p.bans import BanList
+from miner.node.p2p.decisions import AskBlocks, AskHeaders, Decision, Drop, Punish, StoreArrived
+from miner.node.p2p.handshake import USER_AGENT as USER_AGENT  # getnetworkinfo's subversion reads it here
+from miner.node.p2p.handshake import handshake, send_version
 from miner.node.p2p.peer import Misbehaving, Peer, PeerGone
-from miner.node.p2p.sync import BlockSync
-from miner.node.service import Accepted, NodeService
+from miner.node.p2p.receive import ReceiveBudget, ReceiveLimits
+from miner.node.p2p.relay import Relay
+from miner.node.p2p.serving import serve_blocks, serve_headers
+from miner.node.p2p.strikes import Strikes
+from miner.node.p2p.sync import BlockSync, SyncLimits
+from miner.node.service import NodeService
 from miner.primitives import p2p
 from miner.primitives.block import Block
-from miner.primitives.header import BlockHeader
-from miner.primitives.serialize import DecodeError, varint
-from miner.primitives.transaction import strip_witness
+from miner.primitives.serialize import DecodeError
 
 log = logging.getLogger(__name__)
 
-USER_AGENT = "/pow-miner:0.1.0/"
 CONNECT_TIMEOUT = 5.0
 HANDSHAKE_TIMEOUT = 10.0
 PING_INTERVAL = 60.0  # Core pings every 2 minutes
@@ -84,15 +85,26 @@ def parse_target(text: str, default_port: int = 18444) -> tuple[str, int]:
 
 class PeerManager:
     def __init__(self, service: NodeService, guard: Guard, params: ChainParams, bans: BanList,
-                 say: Callable[[dict, str], None] = lambda event, line: None):
+                 say: Callable[[dict, str], None] = lambda event, line: None,
+                 limits: SyncLimits | None = None, receive: ReceiveLimits | None = None):
         self.service, self.guard, self.params, self.bans, self.say = service, guard, params, bans, say
         self.magic = b""
         self.nonce = random.getrandbits(64)  # a connection to ourselves shows our own nonce
         self.peers: dict[int, Peer] = {}
         self.targets: dict[str, Target] = {}
-        self.sync = BlockSync(service, params, self.peers, self._spawn, self._punish)
-        self._to_announce: bytes | None = None
-        self._announcer: asyncio.Task | None = None
+        self.sync = BlockSync(service, params, limits or SyncLimits())
+        self.strikes = Strikes()
+        self.receive = ReceiveBudget(receive or ReceiveLimits())  # every peer's incomplete messages
+        self.relay = Relay(service, self.peers, self.sync.best_of, self._send_soon, self._spawn)
+        self._storer: asyncio.Task | None = None
+        self._handlers = {
+            "ping": self._on_ping, "pong": self._on_pong, "sendheaders": self._on_sendheaders,
+            "getheaders": self._on_getheaders, "getdata": self._on_getdata, "headers": self._on_headers,
+            "inv": self._on_inv, "block": self._on_block, "notfound": self._on_notfound,
+            "version": self._on_version,
+            "sendcmpct": functools.partial(self._understood, parse=p2p.SendCmpct.parse),
+            "feefilter": functools.partial(self._understood, parse=p2p.parse_feefilter),
+        }
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
         self.closing = False
@@ -103,7 +115,7 @@ class PeerManager:
     async def start(self, listen: tuple[str, int] | None, connect: list[tuple[str, int]]) -> None:
         genesis = await self.service.on_chain(lambda c: c.tree.active[0])
         self.magic = self.params.magic_bytes(genesis)
-        self.service.listeners.append(self._on_accepted)
+        self.service.listeners.append(self.relay.on_accepted)
         if listen is not None:
             def factory() -> asyncio.Protocol:
                 reader = asyncio.StreamReader()
@@ -115,7 +127,7 @@ class PeerManager:
         self._spawn(self._housekeeping())
 
     async def close(self) -> None:
-        self.closing = True
+        self.closing = self.relay.closing = True
         if self._server is not None:
             self._server.close()
         for peer in list(self.peers.values()):
@@ -173,7 +185,7 @@ class PeerManager:
     def _new_peer(self, reader, writer, inbound: bool, manual: bool) -> Peer:
         limits = self.guard.limits
         return Peer(reader, writer, self.magic, inbound, manual, limits.rate, limits.burst,
-                    limits.write_timeout)
+                    limits.write_timeout, self.receive)
 
     async def _inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = self.guard.connection(writer.transport)
@@ -188,8 +200,8 @@ class PeerManager:
         self.peers[peer.id] = peer
         try:
             if not peer.inbound:
-                await self._send_version(peer)
-            await asyncio.wait_for(self._handshake(peer), HANDSHAKE_TIMEOUT)
+                await send_version(peer, self.nonce, self._height(), self.port or 0)
+            await asyncio.wait_for(handshake(peer, self.nonce, self._height(), self.port or 0), HANDSHAKE_TIMEOUT)
             if conn is not None:
                 if not conn.settle():
                     return  # every settled slot is taken: no room for another peer
@@ -198,28 +210,66 @@ class PeerManager:
                       "inbound": peer.inbound, "subver": peer.version.user_agent},
                      f"peer {peer.id} {peer.addr} connected ({peer.version.user_agent})")
             await peer.send("sendheaders")
-            await self.sync.ask_headers(peer)
+            self._carry_out(await self.sync.join(peer.id))
             while True:
                 command, payload = await asyncio.wait_for(peer.read(), IDLE_TIMEOUT)
-                delivered = peer.last_delivery
+                delivered = self.sync.delivered(peer.id)
                 await self._dispatch(peer, command, payload)
-                if conn is not None and peer.last_delivery != delivered:
+                if conn is not None and self.sync.delivered(peer.id) != delivered:
                     conn.productive()  # a block we asked for: kept longest when inbound slots run out
         except Misbehaving as exc:
             self._punish(peer, str(exc))
+        except (PeerGone, asyncio.TimeoutError, ConnectionError, OSError):
+            pass  # the connection ended: the peer left, was dropped, or timed out
         except Exception:  # a defect of ours must not end a --connect target's reconnect loop
             log.exception("peer %d %s: unexpected error; dropping the connection", peer.id, peer.addr)
-        except (PeerGone, asyncio.TimeoutError, ConnectionError, OSError):
-            pass
         finally:
             peer.close()
             self.peers.pop(peer.id, None)
-            self.sync.release(peer)
+            moved = self.sync.leave(peer.id)
             if peer.ready:
                 self.say({"event": "peer", "status": "disconnected", "id": peer.id, "addr": peer.addr},
                          f"peer {peer.id} {peer.addr} disconnected")
             if not self.closing:
-                self.sync.schedule()
+                self._carry_out(moved)
+
+    # ------------------------------------------------------------------ sync's decisions
+
+    def _carry_out(self, decisions: list[Decision]) -> None:
+        """Do what sync decided: the one place its decisions become messages, goodbyes and bans."""
+        for d in decisions:
+            if isinstance(d, StoreArrived):
+                if not self.closing and (self._storer is None or self._storer.done()):
+                    self._storer = self._spawn(self._store())
+                continue
+            peer = self.peers.get(d.peer)
+            if peer is None or peer.closed:
+                continue
+            if isinstance(d, AskBlocks):
+                items = [p2p.Inventory(p2p.MSG_WITNESS_BLOCK, h) for h in d.hashes]
+                self._send_soon(peer, "getdata", p2p.inv_payload(items))
+            elif isinstance(d, AskHeaders):
+                self._send_soon(peer, "getheaders", p2p.GetHeaders(d.locator).serialize())
+            elif isinstance(d, Punish):
+                self._punish(peer, d.reason)
+            elif isinstance(d, Drop):
+                if d.stalled and self.strikes.add(peer.host, time.monotonic()):
+                    self._punish(peer, f"{d.reason}, again (a repeat offender)")
+                    continue
+                self.say({"event": "peer", "status": "dropped", "id": peer.id, "addr": peer.addr,
+                          "reason": d.reason}, f"peer {peer.id} {peer.addr} dropped: {d.reason}")
+                peer.close()
+
+    async def _store(self) -> None:
+        """Store what peers delivered, batch after batch, while blocks keep arriving."""
+        while self.sync.has_arrivals() and not self.closing:
+            self._carry_out(await self.sync.store_batch())
+
+    def _height(self) -> int:
+        return self.service.tip.height if self.service.tip else 0
+
+    def _send_soon(self, peer: Peer, command: str, payload: bytes) -> None:
+        self._spawn(self._quiet_send(peer, command, payload))
 
     def _punish(self, peer: Peer, reason: str) -> None:
         banned = not peer.manual
@@ -236,114 +286,75 @@ class PeerManager:
             p.close()
         return len(found)
 
-    async def _send_version(self, peer: Peer) -> None:
-        height = self.service.tip.height if self.service.tip else 0
-        version = p2p.Version(p2p.PROTOCOL_VERSION, p2p.OUR_SERVICES, int(time.time()), self.nonce,
-                              USER_AGENT, height, relay=False, port=self.port or 0)
-        await peer.send("version", version.serialize())
-
-    async def _handshake(self, peer: Peer) -> None:
-        while not peer.ready:
-            command, payload = await peer.read()
-            if command == "version":
-                if peer.version is not None:
-                    raise Misbehaving("a second version message")
-                try:
-                    version = p2p.Version.parse(payload)
-                except DecodeError as exc:
-                    raise Misbehaving(f"malformed version: {exc}") from None
-                if version.nonce == self.nonce:
-                    raise PeerGone("connected to ourselves")
-                if version.version < p2p.MIN_PEER_VERSION:
-                    raise PeerGone(f"protocol version {version.version} is too old")
-                peer.version = version
-                if peer.inbound:
-                    await self._send_version(peer)
-                await peer.send("verack")
-            elif command == "verack" and peer.version is not None:
-                peer.verack = True
-            # Anything else before the handshake ends (wtxidrelay and sendaddrv2 belong there)
-            # is ignored, as Core ignores it; the handshake's deadline still runs.
-
     # ------------------------------------------------------------------ messages
 
     async def _dispatch(self, peer: Peer, command: str, payload: bytes) -> None:
+        """One message after the handshake, to its handler; verack again, addr, addrv2, tx,
+        getaddr, mempool and unknown commands are ignored."""
+        handler = self._handlers.get(command)
         try:
             if command in p2p.EMPTY and payload:
                 raise DecodeError(f"{command} with a payload")
-            if command == "ping":
-                await peer.send("pong", p2p.ping_payload(p2p.parse_ping(payload)))
-            elif command == "pong":
-                nonce = p2p.parse_ping(payload)
-                s = peer.stats
-                if s.ping_nonce and nonce == s.ping_nonce:
-                    s.ping_time = time.monotonic() - s.ping_sent
-                    s.min_ping = min(s.ping_time, s.min_ping or s.ping_time)
-                    s.ping_nonce = 0
-            elif command == "sendheaders":
-                peer.send_headers = True
-            elif command == "getheaders":
-                ask = p2p.GetHeaders.parse(payload)
-                headers = await self.service.on_chain(headers_after, ask.locator, ask.stop, p2p.MAX_HEADERS)
-                peer.known.update(h.hash() for h in headers[-1:])
-                await peer.send("headers", p2p.headers_payload(headers))
-            elif command == "headers":
-                await self.sync.on_headers(peer, p2p.parse_headers(payload))
-            elif command == "inv":
-                await self.sync.on_inv(peer, p2p.parse_inv(payload))
-            elif command == "getdata":
-                await self._on_getdata(peer, p2p.parse_inv(payload))
-            elif command == "block":
-                await self.sync.on_block(peer, Block.parse(payload))
-            elif command == "notfound":
-                freed = False
-                for item in p2p.parse_inv(payload):
-                    if peer.in_flight.pop(item.hash, None) is not None:
-                        self.sync.in_flight.pop(item.hash, None)
-                        freed = True
-                if freed:
-                    self.sync.schedule()
-            elif command == "sendcmpct":
-                p2p.SendCmpct.parse(payload)  # understood; we announce by headers, not compact blocks
-            elif command == "feefilter":
-                p2p.parse_feefilter(payload)
-            elif command == "version":
-                raise Misbehaving("a second version message")
-            # verack again, addr, addrv2, tx, getaddr, mempool and unknown commands: ignored
+            if handler is not None:
+                await handler(peer, payload)
         except DecodeError as exc:
             raise Misbehaving(f"malformed {command}: {exc}") from None
 
-    async def _on_getdata(self, peer: Peer, items: list[p2p.Inventory]) -> None:
-        missing = []
-        for item in items:
-            block = None
-            if item.is_block:
-                with contextlib.suppress(InvalidInput):
-                    block = await self.service.on_chain(Chain.block_by_hash, item.hash)
-            if block is None:
-                missing.append(item)
-                continue
-            if item.type & p2p.MSG_WITNESS_FLAG:
-                raw = block.serialize()
-            else:
-                raw = block.header.serialize() + varint(len(block.txs)) + b"".join(
-                    strip_witness(t.raw) for t in block.txs)
-            peer.known.add(item.hash)
-            await peer.send("block", raw)
-        if missing:
-            await peer.send("notfound", p2p.inv_payload(missing))
+    async def _on_ping(self, peer: Peer, payload: bytes) -> None:
+        await peer.send("pong", p2p.ping_payload(p2p.parse_ping(payload)))
+
+    async def _on_pong(self, peer: Peer, payload: bytes) -> None:
+        nonce = p2p.parse_ping(payload)
+        s = peer.stats
+        if s.ping_nonce and nonce == s.ping_nonce:
+            s.ping_time = time.monotonic() - s.ping_sent
+            s.min_ping = min(s.ping_time, s.min_ping or s.ping_time)
+            s.ping_nonce = 0
+
+    async def _on_sendheaders(self, peer: Peer, payload: bytes) -> None:
+        peer.send_headers = True
+
+    async def _on_getheaders(self, peer: Peer, payload: bytes) -> None:
+        await serve_headers(self.service, peer, p2p.GetHeaders.parse(payload))
+
+    async def _on_getdata(self, peer: Peer, payload: bytes) -> None:
+        await serve_blocks(self.service, peer, p2p.parse_inv(payload))
+
+    async def _on_headers(self, peer: Peer, payload: bytes) -> None:
+        headers = p2p.parse_headers(payload)
+        peer.known.update(h.hash() for h in headers[-1:])  # for relay: they have it
+        self._carry_out(await self.sync.on_headers(peer.id, headers))
+
+    async def _on_inv(self, peer: Peer, payload: bytes) -> None:
+        items = p2p.parse_inv(payload)
+        peer.known.update(i.hash for i in items if i.is_block)
+        self._carry_out(await self.sync.on_inv(peer.id, items))
+
+    async def _on_block(self, peer: Peer, payload: bytes) -> None:
+        block = Block.parse(payload)
+        peer.known.add(block.hash)
+        self._carry_out(await self.sync.on_block(peer.id, block))
+
+    async def _on_notfound(self, peer: Peer, payload: bytes) -> None:
+        self._carry_out(self.sync.on_notfound(peer.id, p2p.parse_inv(payload)))
+
+    async def _on_version(self, peer: Peer, payload: bytes) -> None:
+        raise Misbehaving("a second version message")
+
+    @staticmethod
+    async def _understood(peer: Peer, payload: bytes, parse=None) -> None:
+        """Parsed (a malformed one is misbehaviour) and otherwise ignored: we announce by
+        headers, not compact blocks, and relay no transactions to filter by fee."""
+        parse(payload)
 
     async def _housekeeping(self) -> None:
         """Once a second: drop peers that stall a block, ping the quiet ones."""
         while not self.closing:
             await asyncio.sleep(1.0)
             now = time.monotonic()
+            self._carry_out(await self.sync.tick(now))
             for peer in list(self.peers.values()):
-                if not peer.ready:
-                    continue
-                if self.sync.stalled(peer, now):
-                    log.info("peer %d stalled a block download; dropping it", peer.id)
-                    peer.close()
+                if not peer.ready or peer.closed:
                     continue
                 s = peer.stats
                 if not s.ping_nonce and now - s.ping_sent > PING_INTERVAL:
@@ -355,41 +366,15 @@ class PeerManager:
         with contextlib.suppress(PeerGone):
             await peer.send(command, payload)
 
-    # ------------------------------------------------------------------ relay
-
-    def _on_accepted(self, accepted: Accepted) -> None:
-        """A new tip: announced by one task that always sends the latest, so a batch of blocks
-        stored during a sync is one announcement, not hundreds."""
-        self._to_announce = accepted.hash
-        if not self.closing and (self._announcer is None or self._announcer.done()):
-            self._announcer = self._spawn(self._announce_latest())
-
-    async def _announce_latest(self) -> None:
-        while self._to_announce is not None:
-            block_hash, self._to_announce = self._to_announce, None
-            header = await self.service.on_chain(header_of, block_hash)
-            if header is not None:
-                self._announce(block_hash, header)
-
-    def _announce(self, block_hash: bytes, header: BlockHeader) -> None:
-        """Once to each peer that does not have it: its header to a peer that asked for headers
-        (BIP 130) and has the parent, an inv otherwise (the peer then asks for headers)."""
-        for peer in list(self.peers.values()):
-            if not peer.ready or block_hash in peer.known:
-                continue
-            parent_known = header.prev_hash in peer.known or header.prev_hash == peer.best_known
-            peer.known.add(block_hash)
-            if peer.send_headers and parent_known:
-                self._spawn(self._quiet_send(peer, "headers", p2p.headers_payload([header])))
-            else:
-                inv = p2p.inv_payload([p2p.Inventory(p2p.MSG_BLOCK, block_hash)])
-                self._spawn(self._quiet_send(peer, "inv", inv))
-
     # ------------------------------------------------------------------ reports
 
     def peer_info(self) -> list[dict]:
         """getpeerinfo: peers past the handshake. synced_headers and synced_blocks are -1 until
         the peer has told us of a block, as in Core."""
         tip = self.service.tip.height if self.service.tip else 0
-        return [p.info(p.best_height, min(tip, p.best_height), self.sync.in_flight_heights(p))
-                for p in sorted(self.peers.values(), key=lambda p: p.id) if p.ready]
+        rows = []
+        for p in sorted(self.peers.values(), key=lambda p: p.id):
+            if p.ready:
+                best = self.sync.best_of(p.id)[1]
+                rows.append(p.info(best, min(tip, best), self.sync.in_flight_heights(p.id)))
+        return rows

@@ -1,34 +1,36 @@
-"""Headers-first sync: headers checked and held as they arrive, the blocks on the way to the
-most-work header fetched from the peers that have them, and each block stored by the chain.
+"""Headers-first sync: headers judged and held as they arrive, each peer asked for the blocks on
+the way to its own best header, and each block stored by the chain.
 
-Headers are checked on their own (they link, proof of work, bits, time, version) and held in a
-`HeaderTree`; the path from the chain's blocks to the most-work held header is the download
-plan. A peer is known to have a block when it is an ancestor of the best header the peer told
-us of (Core's rule), so a peer that announces only its new tip serves the blocks below it too.
-Peers are asked for at most `MAX_IN_FLIGHT` blocks each, the least busy first; a peer that
-delivers nothing for `STALL_TIMEOUT` while it owes blocks is dropped (by the manager's
-housekeeping) and its blocks go to others. Arrivals queue while a batch is being stored and
-go in together (`MAX_BATCH` per transaction); a block that arrives before its parent waits,
-bounded, if we asked for it or hold its header, and is dropped otherwise.
+Sync owns the download state (`download.BlockDownload`, keyed by peer id), the held headers
+(`headers.HeaderTree`) and the blocks not stored yet (`arrivals.Arrivals`). It never touches a
+connection: every entry point returns the decisions (`decisions`) the manager carries out: ask
+a peer for blocks or headers, drop it, punish it, run the storer.
+
+A headers message is judged on its own (the headers link, each meets its proof of work), then
+connected to what we know (a stored or held parent; the bits, time and version its ancestors
+demand), then recorded (held, and the peer's best header moved). Arrived blocks queue while a
+batch is being stored and go in together (`MAX_BATCH` per transaction).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass
 
-from miner.chain.chain import Chain
 from miner.chain.locator import locator
-from miner.consensus.checks import MUTATED, check_header
+from miner.consensus.checks import MUTATED
 from miner.consensus.params import ChainParams
-from miner.consensus.pow import proof_of_work_error
-from miner.errors import InvalidBlock, MinerError
-from miner.node.p2p.headers import Anchor, HeadersFull, HeaderTree
-from miner.node.p2p.peer import Misbehaving, Peer, PeerGone
+from miner.errors import MinerError
+from miner.node.p2p.acceptance import MAX_AHEAD, Unrequested, judge_unrequested
+from miner.node.p2p.arrivals import Arrival, Arrivals
+from miner.node.p2p.chain_queries import anchors, branch_lengths
+from miner.node.p2p.decisions import AskBlocks, AskHeaders, Decision, Drop, Punish, StoreArrived
+from miner.node.p2p.download import STALL_TIMEOUT, BlockDownload
+from miner.node.p2p.header_checks import HeaderJudge
+from miner.node.p2p.headers import EVICT_SHARE, MAX_HEADERS_HELD, Anchor, HeadersFull, HeaderTree
+from miner.node.p2p.peer import Misbehaving
 from miner.node.service import NodeService
 from miner.primitives import p2p
 from miner.primitives.block import Block
@@ -37,49 +39,79 @@ from miner.primitives.header import BlockHeader
 
 log = logging.getLogger(__name__)
 
-MAX_IN_FLIGHT = 16  # Core's MAX_BLOCKS_IN_TRANSIT_PER_PEER
-STALL_TIMEOUT = 10.0  # s a peer that owes blocks may deliver nothing
-MAX_WAITING = 1024  # blocks received before their parent, and blocks queued to be stored
-MAX_WAITING_BYTES = 64 << 20
 MAX_BATCH = 256  # blocks stored in one transaction during a sync
 MAX_UNCONNECTING = 10  # Core's MAX_NUM_UNCONNECTING_HEADERS_MSGS
 OK_VERDICTS = (None, "inconclusive", "duplicate")
 
 
-def _history(chain: Chain, block_hash: bytes) -> tuple[list[int], list[int]]:
-    """Times and bits by height up to a stored block, copied off the chain thread's lists."""
-    times, bits = chain.tree.history(chain.tree.nodes[block_hash])
-    return list(times), list(bits)
+@dataclass(frozen=True)
+class SyncLimits:
+    """Sync's clocks and bounds (tests shorten them)."""
+
+    stall_timeout: float = STALL_TIMEOUT  # s a peer that owes blocks may deliver none
+    # s after a peer leaves until the held branches no connected peer claims are forgotten
+    forget_after: float = STALL_TIMEOUT
+    header_limit: int = MAX_HEADERS_HELD
 
 
-def _anchors(chain: Chain, hashes: list[bytes]) -> dict[bytes, Anchor]:
-    out = {}
-    for h in hashes:
-        node = chain.tree.nodes.get(h)
-        if node is not None:
-            out[h] = Anchor(node.height, node.chainwork, node.valid)
-    return out
+@dataclass(frozen=True)
+class Connected:
+    """A headers message connected to what we know: the stored ones among its headers (and its
+    parent), where the new ones start, and where the ones that passed their checks end."""
+
+    known: dict[bytes, Anchor]
+    first: int
+    end: int
 
 
 class BlockSync:
-    def __init__(self, service: NodeService, params: ChainParams, peers: dict[int, Peer],
-                 spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task],
-                 punish: Callable[[Peer, str], None]):
-        self.service, self.params, self.peers = service, params, peers
-        self.rule = params.retarget_rule()
-        self._spawn, self._punish = spawn, punish
-        self.headers = HeaderTree()
-        self.in_flight: dict[bytes, int] = {}  # block hash -> peer id
-        self.buffered: dict[bytes, list[tuple[Block, int, bool]]] = {}  # parent hash -> blocks waiting
-        self._buffered_hashes: set[bytes] = set()
-        self._waiting_bytes = 0
-        self._plan: list[bytes] = []
-        self._plan_index: dict[bytes, int] = {}
-        self._plan_best: bytes | None = None
-        self._plan_pos = 0
-        self._arrived: list[tuple[Block, int, bool]] = []  # (block, peer id, asked for) to store
-        self._storer: asyncio.Task | None = None
-        self._pending: set[bytes] = set()  # arrived, not yet stored: never asked for again meanwhile
+    def __init__(self, service: NodeService, params: ChainParams, limits: SyncLimits = SyncLimits()):
+        self.service, self.params, self.limits = service, params, limits
+        self.headers = HeaderTree(limits.header_limit)
+        self.judge = HeaderJudge(service, params, self.headers)
+        self.download = BlockDownload(limits.stall_timeout)
+        self.arrivals = Arrivals()
+        self._forget_at: float | None = None
+        self.unrequested_dropped = 0  # blocks nobody asked for, not stored (Core's AcceptBlock)
+
+    # ------------------------------------------------------------------ peers
+
+    async def join(self, peer: int) -> list[Decision]:
+        """A peer finished its handshake: ask it for headers."""
+        self.download.join(peer)
+        return [await self.ask_headers(peer)]
+
+    def delivered(self, peer: int) -> int:
+        """Blocks `peer` delivered that we had asked of it: a productive peer, which the guard
+        keeps longest when the inbound slots run out."""
+        state = self.download.peers.get(peer)
+        return state.delivered if state is not None else 0
+
+    def leave(self, peer: int) -> list[Decision]:
+        """A peer left: its blocks in flight go to others, and the branches only it claimed are
+        forgotten a while later unless another peer claims them meanwhile."""
+        self.download.leave(peer)
+        if self._forget_at is None:
+            self._forget_at = time.monotonic() + self.limits.forget_after
+        return self.schedule()
+
+    async def tick(self, now: float) -> list[Decision]:
+        """Housekeeping: peers that stalled a download are dropped (a strike), and held branches
+        that no connected peer claims are forgotten once a peer has been gone a while: the
+        headers of a stranger who could not deliver their blocks do not stay for ever."""
+        if self._forget_at is not None and now >= self._forget_at:
+            self._forget_at = None
+            gone = self.headers.keep_only([*self.download.claimed(), *self.download.in_flight, *self.arrivals.held()])
+            if gone:
+                log.info("forgot %d held headers no connected peer claims", gone)
+        decisions: list[Decision] = [Drop(pid, "stalled a block download", stalled=True)
+                                     for pid in self.download.stalled(now)]
+        if self.headers.has_room(self.headers.limit // EVICT_SHARE):
+            for pid, state in self.download.peers.items():
+                if state.refused:  # its headers found no room before: ask again
+                    state.refused = False
+                    decisions.append(await self.ask_headers(pid))
+        return decisions
 
     # ------------------------------------------------------------------ reports
 
@@ -89,15 +121,7 @@ class BlockSync:
         rows = self.headers.tips()
         if not rows:
             return []
-
-        def forks(chain: Chain) -> dict[bytes, int]:
-            out = {}
-            for _, root, _ in rows:
-                node = chain.tree.nodes.get(root)
-                if node is not None and root not in out:
-                    out[root] = len(chain.tree.branch(node))
-            return out
-        stored_branch = await self.service.on_chain(forks)
+        stored_branch = await self.service.on_chain(branch_lengths, [root for _, root, _ in rows])
         return [{"height": tip.height, "hash": display_hex(tip.hash),
                  "branchlen": held + stored_branch.get(root, 0), "status": "headers-only"}
                 for tip, root, held in rows]
@@ -106,41 +130,17 @@ class BlockSync:
         best = self.headers.best()
         return best.height if best is not None else -1
 
-    def in_flight_heights(self, peer: Peer) -> list[int]:
-        held = self.headers.entries
-        return sorted(held[h].height for h in peer.in_flight if h in held)
+    def best_of(self, peer: int) -> tuple[bytes | None, int]:
+        """The best header `peer` told us of (None: none yet) and its height (-1: none)."""
+        state = self.download.peers.get(peer)
+        return (state.best, state.best_height) if state is not None else (None, -1)
 
-    # ------------------------------------------------------------------ peers
-
-    def release(self, peer: Peer) -> None:
-        """A peer left: its blocks in flight are free for others."""
-        for h in peer.in_flight:
-            if self.in_flight.get(h) == peer.id:
-                del self.in_flight[h]
-        peer.in_flight.clear()
-
-    def stalled(self, peer: Peer, now: float) -> bool:
-        """It owes blocks and has delivered none for STALL_TIMEOUT (the clock restarts at each
-        delivery, as Core's does, so a peer that is slow but delivering stays)."""
-        if not peer.in_flight:
-            return False
-        return now - max(min(peer.in_flight.values()), peer.last_delivery) > STALL_TIMEOUT
-
-    def _saw(self, peer: Peer, block_hash: bytes, height: int, chainwork: int) -> None:
-        """The peer has this block (and so all below it)."""
-        peer.known.add(block_hash)
-        if chainwork > peer.best_work:
-            peer.best_known, peer.best_work, peer.best_height = block_hash, chainwork, height
+    def in_flight_heights(self, peer: int) -> list[int]:
+        return self.download.in_flight_heights(peer, self.headers)
 
     # ------------------------------------------------------------------ headers
 
-    def check_pow(self, header: BlockHeader, block_hash: bytes) -> None:
-        pow_hash = self.params.pow_algorithm.pow_hash(header, block_hash)
-        error = proof_of_work_error(pow_hash, header.bits, self.params.pow_limit)
-        if error is not None:
-            raise Misbehaving(f"high-hash: header {display_hex(block_hash)[:16]}: {error}")
-
-    async def ask_headers(self, peer: Peer, first: bytes | None = None) -> None:
+    async def ask_headers(self, peer: int, first: bytes | None = None) -> AskHeaders:
         """getheaders from the parent of the best header we hold (then our chain's locator): a
         peer goes on from where the headers we have end rather than sending them all again, and
         one that has our best header sends at least that one back, so we learn it has those
@@ -148,228 +148,213 @@ class BlockSync:
         ours = await self.service.on_chain(locator)
         best = self.headers.best()
         hashes = [h for h in (first, best.parent if best else None) if h] + ours
-        await peer.send("getheaders", p2p.GetHeaders(tuple(hashes[:p2p.MAX_LOCATOR])).serialize())
+        return AskHeaders(peer, tuple(hashes[:p2p.MAX_LOCATOR]))
 
-    async def on_headers(self, peer: Peer, headers: list[BlockHeader]) -> None:
-        if not headers:
-            return
-        hashes = [h.hash() for h in headers]
-        for i, header in enumerate(headers):
-            if i and header.prev_hash != hashes[i - 1]:
-                raise Misbehaving("non-continuous headers sequence")
-            self.check_pow(header, hashes[i])
+    async def on_headers(self, peer: int, headers: list[BlockHeader]) -> list[Decision]:
+        if not headers or peer not in self.download.peers:
+            return []
+        try:
+            hashes = await self.judge.on_their_own(headers)
+            connected = await self._connect(peer, headers, hashes)
+        except Misbehaving as exc:
+            return [Punish(peer, str(exc))]
+        if isinstance(connected, AskHeaders):
+            return [connected]
+        return await self._record(peer, headers, hashes, connected)
+
+    async def _connect(self, peer: int, headers: list[BlockHeader], hashes: list[bytes]) -> Connected | AskHeaders:
+        """The message against what we know: a parent stored or held (else ask for the headers
+        between, up to MAX_UNCONNECTING times in a row), no invalid ancestor, and the new
+        headers' bits, times and versions by their ancestors' rules."""
+        state = self.download.peers[peer]
         parent = headers[0].prev_hash
-        known = await self.service.on_chain(_anchors, [parent, *hashes])
+        known = await self.service.on_chain(anchors, [parent, *hashes])
         if parent not in known and parent not in self.headers:
-            peer.unconnecting += 1
-            if peer.unconnecting > MAX_UNCONNECTING:
-                raise Misbehaving(f"{peer.unconnecting} headers messages in a row that do not connect")
-            await self.ask_headers(peer)
-            return
-        peer.unconnecting = 0
+            state.unconnecting += 1
+            if state.unconnecting > MAX_UNCONNECTING:
+                raise Misbehaving(f"{state.unconnecting} headers messages in a row that do not connect")
+            return await self.ask_headers(peer)
+        state.unconnecting = 0
         bad = next((h for h in [parent, *hashes] if h in known and not known[h].valid), None)
         if bad is not None:
             raise Misbehaving(f"headers build on invalid block {display_hex(bad)[:16]}")
-        first = 0
-        while first < len(headers) and hashes[first] in known:
-            first += 1
-        passed = await self._check_context(headers[first:], hashes[first:]) if first < len(headers) else 0
+        first = self._first_new(hashes, known)
+        passed = await self.judge.in_context(headers[first:], hashes[first:]) if first < len(headers) else 0
         # Read again after the awaits: the storer may have stored some of these meanwhile.
-        known = await self.service.on_chain(_anchors, [parent, *hashes])
+        known = await self.service.on_chain(anchors, [parent, *hashes])
+        first = self._first_new(hashes, known)
+        return Connected(known, first, min(len(headers), first + passed))
+
+    @staticmethod
+    def _first_new(hashes: list[bytes], known: dict[bytes, Anchor]) -> int:
         first = 0
-        while first < len(headers) and hashes[first] in known:
+        while first < len(hashes) and hashes[first] in known:
             first += 1
-        end = min(len(headers), first + passed)
+        return first
+
+    async def _record(self, peer: int, headers: list[BlockHeader], hashes: list[bytes],
+                      connected: Connected) -> list[Decision]:
+        """Hold the new headers, move the peer's best header, and ask for what follows."""
+        known, first, end = connected.known, connected.first, connected.end
         if first < end:
-            anchor = known.get(hashes[first - 1] if first else parent)
+            anchor = known.get(hashes[first - 1] if first else headers[0].prev_hash)
             if anchor is None and headers[first].prev_hash not in self.headers:
-                return  # its parent was stored and pruned meanwhile: the next getheaders brings it
+                return []  # its parent was stored and pruned meanwhile: the next getheaders brings it
             try:
-                self.headers.add(headers[first:end], hashes[first:end], anchor,
-                                 self.service.tip.chainwork if self.service.tip else 0)
+                self.headers.add(headers[first:end], hashes[first:end], anchor, self._tip_work(),
+                                 self._protected(), any_work=self.download.peers[peer].delivered > 0)
             except HeadersFull as exc:
-                raise PeerGone(str(exc)) from None
+                # Not held, and nobody dropped for it: an honest peer's announcement must not
+                # cost it the connection. It is asked again once there is room.
+                log.info("peer %d: %d headers not held (%s)", peer, end - first, exc)
+                self.download.peers[peer].refused = True
+                return []
         last = hashes[end - 1] if end else hashes[first - 1] if first else None
         entry = self.headers.entries.get(last) if last else None
         if entry is not None:
-            self._saw(peer, last, entry.height, entry.chainwork)
+            self.download.saw(peer, last, entry.height, entry.chainwork)
         elif last in known:
-            self._saw(peer, last, known[last].height, known[last].chainwork)
+            self.download.saw(peer, last, known[last].height, known[last].chainwork)
+        decisions: list[Decision] = []
         if len(headers) == p2p.MAX_HEADERS and end == len(headers):
-            await self.ask_headers(peer, hashes[-1])  # there may be more
-        self.schedule()
+            decisions.append(await self.ask_headers(peer, hashes[-1]))  # there may be more
+        return decisions + self.schedule()
 
-    async def _check_context(self, headers: list[BlockHeader], hashes: list[bytes]) -> int:
-        """The run's headers against their ancestors, stored and held: the bits the retarget rule
-        demands, a time above the median time past, the version. How many passed: a header too
-        far in the future stops the run without blame (Core's BLOCK_TIME_FUTURE; it may be fine
-        later); any other failure is misbehaviour."""
-        held = []
-        below = headers[0].prev_hash
-        while below in self.headers:
-            entry = self.headers.entries[below]
-            held.append(entry)
-            below = entry.parent
-        times, bits = await self.service.on_chain(_history, below)
-        for entry in reversed(held):
-            times.append(entry.header.time)
-            bits.append(entry.header.bits)
-        now = int(time.time())
-        for i, (header, block_hash) in enumerate(zip(headers, hashes, strict=True)):
-            try:
-                check_header(self.params, self.rule, len(times), header, block_hash, header.prev_hash,
-                             times, bits, now, check_pow=False)
-            except InvalidBlock as exc:
-                if exc.reason == "time-too-new":
-                    return i
-                self.headers.mark_invalid(block_hash)
-                raise Misbehaving(f"{exc.reason}: header {display_hex(block_hash)[:16]}: {exc}") from None
-            times.append(header.time)
-            bits.append(header.bits)
-        return len(headers)
+    def _tip_work(self) -> int:
+        return self.service.tip.chainwork if self.service.tip else 0
 
-    async def on_inv(self, peer: Peer, items: list[p2p.Inventory]) -> None:
+    def _protected(self) -> Iterator[bytes]:
+        """What a full header tree must not drop to make room (read only when it is full): the
+        blocks in flight or arrived, and the branches of the peers that deliver blocks."""
+        yield from self.download.in_flight
+        yield from self.arrivals.held()
+        for pid in self.download.productive():
+            best = self.download.peers[pid].best
+            if best is not None:
+                yield best
+
+    async def on_inv(self, peer: int, items: list[p2p.Inventory]) -> list[Decision]:
         blocks = [i.hash for i in items if i.is_block]
-        if not blocks:
-            return
-        known = await self.service.on_chain(_anchors, blocks)
+        if not blocks or peer not in self.download.peers:
+            return []
+        known = await self.service.on_chain(anchors, blocks)
         unknown = False
         for h in blocks:
             entry = self.headers.entries.get(h)
             if entry is not None:
-                self._saw(peer, h, entry.height, entry.chainwork)
+                self.download.saw(peer, h, entry.height, entry.chainwork)
             elif h in known:
-                self._saw(peer, h, known[h].height, known[h].chainwork)
+                self.download.saw(peer, h, known[h].height, known[h].chainwork)
             else:
                 unknown = True
         if unknown:
-            await self.ask_headers(peer)  # headers first: the block follows its header
-        else:
-            self.schedule()
+            return [await self.ask_headers(peer)]  # headers first: the block follows its header
+        return self.schedule()
+
+    def on_notfound(self, peer: int, items: list[p2p.Inventory]) -> list[Decision]:
+        """`notfound` for a block we asked of this peer, which it announced (we only ask a peer
+        for blocks below the best header it told us of): it cannot deliver what it announced.
+        That is a stall, at once: it is dropped with a strike, and the block goes to others."""
+        state = self.download.peers.get(peer)
+        missing = next((i.hash for i in items if i.is_block and state and i.hash in state.in_flight), None)
+        if missing is None:
+            return []
+        return [Drop(peer, f"notfound for block {display_hex(missing)[:16]}, which it announced", stalled=True)]
 
     # ------------------------------------------------------------------ blocks
 
-    async def on_block(self, peer: Peer, block: Block) -> None:
+    async def on_block(self, peer: int, block: Block) -> list[Decision]:
         """Queue an arrived block for storing; the peer's loop goes on reading meanwhile, so
         blocks that arrive while a batch is being stored are stored together in the next one."""
         h = block.hash
-        self.check_pow(block.header, h)
-        asked = peer.in_flight.pop(h, None) is not None
-        if asked:
-            self.in_flight.pop(h, None)
-            peer.last_delivery = time.monotonic()
-        peer.known.add(h)
-        if h in self._pending or h in self._buffered_hashes:
-            return
-        size = block.size
-        if len(self._arrived) >= MAX_WAITING or self._waiting_bytes + size > MAX_WAITING_BYTES:
-            return  # dropped: asked for again when the plan comes back to it
-        self._arrived.append((block, peer.id, asked or h in self.headers))
-        self._pending.add(h)
-        self._waiting_bytes += size
-        if self._storer is None or self._storer.done():
-            self._storer = self._spawn(self._store_arrived())
+        try:
+            self.judge.check_pow(block.header, h)
+        except Misbehaving as exc:
+            return [Punish(peer, str(exc))]
+        requested = self.download.arrived(h, peer, time.monotonic())
+        if h in self.arrivals:
+            return []
+        if not requested:
+            verdict = await self.service.on_chain(judge_unrequested, block, int(time.time()))
+            if verdict.invalid:
+                if verdict.reason not in MUTATED:
+                    self.headers.mark_invalid(h)
+                return [Punish(peer, f"invalid block {display_hex(h)[:16]}: {verdict.reason}")]
+            if not verdict.store:
+                return await self._unrequested_not_stored(peer, block, verdict)
+        if not self.arrivals.queue(Arrival(block, peer, requested or h in self.headers)):
+            return []  # dropped: asked for again when the download comes back to it
+        return [StoreArrived()]
 
-    async def _store_arrived(self) -> None:
-        """Store what arrived, in batches of up to MAX_BATCH (one transaction each: a lone
-        block at the tip is a batch of one), parents first where the held headers tell."""
-        while self._arrived:
-            batch, self._arrived = self._arrived[:MAX_BATCH], self._arrived[MAX_BATCH:]
-            held = self.headers.entries
-            batch.sort(key=lambda item: held[item[0].hash].height if item[0].hash in held else 1 << 62)
-            try:
-                verdicts = await self.service.submit_blocks([block for block, _, _ in batch])
-            except MinerError as exc:  # the file failed (disk full): nothing of the batch was stored
-                log.warning("%d blocks from peers not stored: %s", len(batch), exc)
-                verdicts = ["not-stored"] * len(batch)
-            for (block, source, solicited), verdict in zip(batch, verdicts, strict=True):
-                self._pending.discard(block.hash)
-                self._waiting_bytes -= block.size
-                self._judged(block, source, solicited, verdict)
-            self.schedule()
+    async def _unrequested_not_stored(self, peer: int, block: Block, verdict: Unrequested) -> list[Decision]:
+        """An unrequested block that is not stored now: dropped, unless its parent is missing and
+        its held header shows it worth waiting for (more work than our tip, not too far ahead);
+        for a parent we do not know of at all we ask for the headers between."""
+        self.unrequested_dropped += verdict.reason != "duplicate"
+        if verdict.reason != "unknown-parent":
+            log.debug("peer %d: unrequested block %s not stored (%s)", peer, display_hex(block.hash)[:16],
+                      verdict.reason)
+            return []
+        held = self.headers.entries.get(block.hash)
+        if held is not None and held.chainwork > verdict.tip_work and held.height <= verdict.tip_height + MAX_AHEAD:
+            if self.arrivals.queue(Arrival(block, peer, True)):
+                return [StoreArrived()]  # stored once its parent is (it waits for it)
+            return []
+        if block.header.prev_hash not in self.headers:
+            return [await self.ask_headers(peer)]
+        return []
 
-    def _judged(self, block: Block, source: int, solicited: bool, verdict: str | None) -> None:
-        sender = self.peers.get(source)
+    def has_arrivals(self) -> bool:
+        return bool(self.arrivals)
+
+    async def store_batch(self) -> list[Decision]:
+        """Store the next batch of what arrived (one transaction: a lone block at the tip is a
+        batch of one), parents first where the held headers tell; what to do next."""
+        held = self.headers.entries
+        batch = self.arrivals.take(MAX_BATCH, lambda a: held[a.block.hash].height if a.block.hash in held else 1 << 62)
+        if not batch:
+            return []
+        try:
+            verdicts = await self.service.submit_blocks([a.block for a in batch])
+        except MinerError as exc:  # the file failed (disk full): nothing of the batch was stored
+            log.warning("%d blocks from peers not stored: %s", len(batch), exc)
+            verdicts = ["not-stored"] * len(batch)
+        decisions: list[Decision] = []
+        ask = set()
+        for arrival, verdict in zip(batch, verdicts, strict=True):
+            self.arrivals.stored(arrival)
+            decisions += self._judged(arrival, verdict, ask)
+        for pid in ask:
+            decisions.append(await self.ask_headers(pid))
+        return decisions + self.schedule()
+
+    def _judged(self, arrival: Arrival, verdict: str | None, ask_headers: set[int]) -> list[Decision]:
+        block, sender = arrival.block, arrival.sender
         if verdict in OK_VERDICTS:
             self.headers.stored(block.hash)
-            for child, child_source, child_solicited in self.buffered.pop(block.hash, []):
-                self._buffered_hashes.discard(child.hash)
-                self._arrived.append((child, child_source, child_solicited))
-                self._pending.add(child.hash)
+            self.arrivals.parent_stored(block.hash)
         elif verdict == "prev-blk-not-found":
-            if solicited and len(self._buffered_hashes) < MAX_WAITING and \
-                    self._waiting_bytes + block.size <= MAX_WAITING_BYTES:
-                self.buffered.setdefault(block.header.prev_hash, []).append((block, source, solicited))
-                self._buffered_hashes.add(block.hash)
-                self._waiting_bytes += block.size
-            elif sender is not None and block.header.prev_hash not in self.headers:
-                self._spawn(self._quiet(self.ask_headers(sender)))
+            if not (arrival.solicited and self.arrivals.wait_for_parent(arrival)) \
+                    and sender in self.download.peers and block.header.prev_hash not in self.headers:
+                ask_headers.add(sender)
         elif verdict in ("time-too-new", "not-stored"):
-            pass  # no fault of the peer's; asked for again when the plan comes back to it
+            pass  # no fault of the peer's; asked for again when the download comes back to it
         else:
             if verdict not in MUTATED:  # a mutated copy says nothing against the header itself
                 self.headers.mark_invalid(block.hash)
-            if sender is not None:
-                self._punish(sender, f"invalid block {display_hex(block.hash)[:16]}: {verdict}")
-
-    @staticmethod
-    async def _quiet(coro) -> None:
-        with contextlib.suppress(PeerGone):
-            await coro
+            return [Punish(sender, f"invalid block {display_hex(block.hash)[:16]}: {verdict}")]
+        return []
 
     # ------------------------------------------------------------------ block download
 
-    def _reach(self, peer: Peer) -> int:
-        """The index in the plan of the last block this peer has (-1: none), from the best
-        header it told us of; cached until that or the plan changes."""
-        key = (peer.best_known, self._plan_best)
-        if peer.reach[0] == key:
-            return peer.reach[1]
-        reach, h = -1, peer.best_known
-        while h is not None:
-            if (i := self._plan_index.get(h)) is not None:
-                reach = i
-                break
-            entry = self.headers.entries.get(h)
-            h = entry.parent if entry is not None else None
-        peer.reach = (key, reach)
-        return reach
-
-    def schedule(self) -> None:
-        """Ask peers for the next blocks on the way to the most-work header."""
-        best = self.headers.best()
-        tip = self.service.tip
-        if best is None or tip is None or best.chainwork <= tip.chainwork:
-            return
-        if self._plan_best != best.hash:
-            self._plan = [e.hash for e in self.headers.path_to(best)]
-            self._plan_index = {h: i for i, h in enumerate(self._plan)}
-            self._plan_best, self._plan_pos = best.hash, 0
-        while self._plan_pos < len(self._plan) and self._plan[self._plan_pos] not in self.headers:
-            self._plan_pos += 1  # stored already
-        window = MAX_IN_FLIGHT * (len(self.peers) + 1) + len(self._buffered_hashes) + len(self._pending)
-        for peer in sorted((p for p in self.peers.values() if p.ready and not p.closed),
-                           key=lambda p: len(p.in_flight)):
-            free = MAX_IN_FLIGHT - len(peer.in_flight)
-            reach = self._reach(peer)
-            if free <= 0 or reach < self._plan_pos:
-                continue
-            want = []
-            for h in self._plan[self._plan_pos:min(reach + 1, self._plan_pos + window)]:
-                if h not in self.in_flight and h not in self._buffered_hashes and h not in self._pending \
-                        and h in self.headers:
-                    want.append(h)
-                    if len(want) >= free:
-                        break
-            if not want:
-                continue
-            now = time.monotonic()
-            for h in want:
-                peer.in_flight[h] = now
-                self.in_flight[h] = peer.id
-            self._spawn(self._request(peer, want))
-
-    async def _request(self, peer: Peer, hashes: list[bytes]) -> None:
-        items = [p2p.Inventory(p2p.MSG_WITNESS_BLOCK, h) for h in hashes]
-        with contextlib.suppress(PeerGone):
-            await peer.send("getdata", p2p.inv_payload(items))
+    def schedule(self) -> list[Decision]:
+        """Ask each peer, the least busy first, for the next blocks toward its own best header."""
+        tip_work = self._tip_work()
+        now = time.monotonic()
+        out: list[Decision] = []
+        for pid in sorted(self.download.peers, key=lambda p: len(self.download.peers[p].in_flight)):
+            want = self.download.next_blocks(pid, self.headers, tip_work, self.arrivals)
+            if want:
+                self.download.asked(pid, want, now)
+                out.append(AskBlocks(pid, tuple(want)))
+        return out

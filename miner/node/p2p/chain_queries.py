@@ -1,0 +1,66 @@
+"""What sync asks the chain about stored blocks, run on the chain thread (`NodeService.on_chain`):
+copies of what it needs, so nothing of the chain's own index leaves that thread."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import overload
+
+from miner.chain.chain import Chain
+from miner.node.p2p.headers import Anchor
+
+
+class Recent(Sequence[int]):
+    """The last values of a by-height list (times or bits) from height `start` on, read like the
+    whole list by the rules that look only that far back; a run's new values are appended."""
+
+    def __init__(self, start: int, values: list[int]):
+        self.start, self._values = start, values
+
+    def __len__(self) -> int:
+        return self.start + len(self._values)
+
+    @overload
+    def __getitem__(self, i: int) -> int: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[int]: ...
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not self.start <= i < len(self):
+            raise IndexError(i)
+        return self._values[i - self.start]
+
+    def append(self, value: int) -> None:
+        self._values.append(value)
+
+
+def history(chain: Chain, block_hash: bytes, count: int) -> tuple[Recent, Recent]:
+    """The times and bits of a stored block and of up to `count - 1` blocks below it, copied off
+    the chain thread's lists (only those: a headers message must not cost the chain's length)."""
+    times, bits = chain.tree.history(chain.tree.nodes[block_hash])
+    start = max(0, len(times) - count)
+    return Recent(start, list(times[start:])), Recent(start, list(bits[start:]))
+
+
+def anchors(chain: Chain, hashes: list[bytes]) -> dict[bytes, Anchor]:
+    """The stored blocks among `hashes`: height, chainwork and whether each is valid."""
+    out = {}
+    for h in hashes:
+        node = chain.tree.nodes.get(h)
+        if node is not None:
+            out[h] = Anchor(node.height, node.chainwork, node.valid)
+    return out
+
+
+def branch_lengths(chain: Chain, roots: list[bytes]) -> dict[bytes, int]:
+    """For each stored block of `roots`, the length of its branch off the active chain."""
+    out = {}
+    for root in roots:
+        node = chain.tree.nodes.get(root)
+        if node is not None and root not in out:
+            out[root] = len(chain.tree.branch(node))
+    return out
