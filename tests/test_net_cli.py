@@ -116,5 +116,8 @@ def test_a_killed_node_starts_again_on_its_ports_and_peers(tmp_path):
         while rpc(victim, "getconnectioncount") < 2:  # its own --connect, and its neighbour's retry
             assert time.monotonic() < deadline
             time.sleep(0.2)
+        with pytest.raises(localnet.RpcRefused) as refused:  # an error answer keeps its code
+            rpc(victim, "getblockheader", "00" * 32)
+        assert refused.value.code == -5 and "Block not found" in str(refused.value)
     finally:
         _kill_all(folder)

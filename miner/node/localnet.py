@@ -127,15 +127,27 @@ def listening(folder: Path, proc: subprocess.Popen, offset: int = 0) -> dict:
     raise MinerError(f"node in {folder} did not start within {START_TIMEOUT:.0f} s")
 
 
+class RpcRefused(MinerError):
+    """A node's JSON-RPC error answer, with Core's code (-5 block not found, -29 not connected...)."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
 def rpc(member: Member, method: str, *params, timeout: float = 5.0):
+    """One call to a member's node with its cookie; a refusal raises RpcRefused. JSON-RPC 2.0,
+    so that an error comes back as a 200 reply with its code (1.0 errors come with Core's HTTP
+    statuses, which urllib raises before the body is read)."""
     cookie = cookie_path(Path(member.folder) / CHAIN_NAME)
     auth = base64.b64encode(cookie.read_bytes()).decode()
-    req = urllib.request.Request(member.rpc_url, json.dumps({"method": method, "params": list(params)}).encode(),
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
+    req = urllib.request.Request(member.rpc_url, json.dumps(body).encode(),
                                  headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         reply = json.loads(resp.read())
     if reply.get("error"):
-        raise MinerError(f"{member.name}: {method}: {reply['error'].get('message')}")
+        raise RpcRefused(f"{member.name}: {method}: {reply['error'].get('message')}", reply["error"].get("code", 0))
     return reply["result"]
 
 
