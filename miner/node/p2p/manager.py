@@ -203,10 +203,10 @@ class PeerManager:
                 await self._dispatch(peer, command, payload)
         except Misbehaving as exc:
             self._punish(peer, str(exc))
+        except (PeerGone, asyncio.TimeoutError, ConnectionError, OSError):
+            pass  # the connection ended: an ordinary goodbye (before the catch-all, or it is logged as a defect)
         except Exception:  # a defect of ours must not end a --connect target's reconnect loop
             log.exception("peer %d %s: unexpected error; dropping the connection", peer.id, peer.addr)
-        except (PeerGone, asyncio.TimeoutError, ConnectionError, OSError):
-            pass
         finally:
             peer.close()
             self.peers.pop(peer.id, None)
