@@ -41,6 +41,9 @@ class Faults:
     gap: tuple[float, float] = (3.0, 6.0)
     injected: list[dict] = field(default_factory=list)
     converged: list[float] = field(default_factory=list)
+    late: list[dict] = field(default_factory=list)  # convergences past the limit (ties excused)
+    ties: int = 0  # heals after which the nodes went through a tie before agreeing
+    last_tie: bool = False
     _round: list[str] = field(default_factory=list)
 
     def next_gap(self) -> float:
@@ -61,6 +64,9 @@ class Faults:
             record["error"] = str(exc)
         if kind != "kill-miner":
             record["converge_s"] = self.converge(kind)
+            if self.last_tie:
+                record["tie"] = True
+                self.ties += 1
         self.injected.append(record)
         self.say(f"[{record['at']:7.1f}s] fault {kind}: " + ", ".join(
             f"{k} {v}" for k, v in record.items() if k not in ("kind", "at")), {"event": "fault", **record})
@@ -126,27 +132,40 @@ class Faults:
 
     def converge(self, after: str, limit: float = CONVERGE_LIMIT) -> float | None:
         """Seconds until every node reports the same best block, recorded; a violation past
-        `limit` (still timed up to CONVERGE_WAIT, so the record says how late)."""
+        `limit`, unless the nodes were then at a tie: tips of equal chainwork, where each node
+        keeps the one it saw first (as Core does) until the next block breaks it. A tie gets
+        until CONVERGE_WAIT; the record says how late it was either way."""
         started = time.monotonic()
-        while time.monotonic() - started < CONVERGE_WAIT:
-            tips = set(self.tips().values())
-            if len(tips) == 1 and None not in tips:
-                took = time.monotonic() - started
+        tie = None  # whether the disagreement at the limit was a tie
+        self.last_tie = False  # whether the nodes went through a tie on the way
+        while (took := time.monotonic() - started) < CONVERGE_WAIT:
+            tips = self.tips(work=True)
+            values = set(tips.values())
+            if None not in values and len({h for h, _ in values}) == 1:
                 self.converged.append(took)
                 if took > limit:
-                    self.watch.violate("converge", f"nodes agreed {took:.1f} s after {after} (limit {limit:.0f} s)")
+                    self.late.append({"after": after, "s": round(took, 2), "tie": bool(tie)})
+                    if not tie:
+                        self.watch.violate("converge", f"nodes agreed {took:.1f} s after {after} (limit {limit:.0f} s)")
                 return round(took, 2)
+            at_tie = None not in values and len({w for _, w in values}) == 1
+            self.last_tie = self.last_tie or at_tie
+            if took > limit and tie is None:
+                tie = at_tie
             time.sleep(0.1)
         self.watch.violate("converge", f"nodes did not agree within {CONVERGE_WAIT:.0f} s after {after}: {self.tips()}")
         return None
 
-    def tips(self) -> dict[str, str | None]:
-        out: dict[str, str | None] = {}
+    def tips(self, work: bool = False) -> dict:
+        """Each node's best block (with its chainwork, if `work`); None for a node not answering."""
+        out: dict = {}
         for member in self.cluster.net.members:
             try:
-                out[member.name] = self.cluster.rpc(member, "getbestblockhash") if alive(member.pid) else None
+                info = self.cluster.rpc(member, "getblockchaininfo") if alive(member.pid) else None
             except (*RPC_DOWN, RpcRefused):
-                out[member.name] = None
+                info = None
+            out[member.name] = None if info is None else (
+                (info["bestblockhash"], info["chainwork"]) if work else info["bestblockhash"])
         return out
 
     def counts(self) -> dict:
@@ -156,4 +175,4 @@ class Faults:
                 "partitions_diverged": sum(1 for r in self.injected if r.get("diverged")),
                 "converge_max_s": round(max(times), 2) if times else None,
                 "converge_median_s": round(statistics.median(times), 2) if times else None,
-                "converge_count": len(times)}
+                "converge_count": len(times), "late": self.late, "ties": self.ties}

@@ -69,6 +69,11 @@ def verify_chains(cluster: Cluster, watch: Watch) -> dict:
     return results
 
 
+def _late(faults: dict) -> str:
+    """Convergences past the limit, each marked when it was a tie (excused, see soak_faults)."""
+    return ", ".join(f"{x['s']} s" + (" (a tie)" if x["tie"] else "") for x in faults["late"]) or "none"
+
+
 def table(result: dict) -> str:
     """The run's figures as a markdown table."""
     b, f, w = result["blocks"], result["faults"], result["watch"]
@@ -91,7 +96,8 @@ def table(result: dict) -> str:
         ("faults injected", f"{f['total']}", kinds),
         ("convergence after heals", f"{f['converge_count']}",
          f"max {f['converge_max_s']} s, median {f['converge_median_s']} s (limit 10 s; the last after "
-         f"the miners stopped; {f['partitions_diverged']} partitions had diverged)"),
+         f"the miners stopped; {f['partitions_diverged']} partitions had diverged; {f['ties']} went through a tie "
+         f"of equal work; past 10 s: {_late(f)})"),
         ("longest pool-miner idle", f"{idle:.1f} s",
          f"{idle_who or '-'} (limit 5 s; {w['idle_samples']} samples of a miner due to hash)"),
         ("node RSS max (MiB)", f"{max(w['rss_kib'].values(), default=0) / 1024:.0f}",

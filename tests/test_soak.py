@@ -122,3 +122,39 @@ def test_ctrl_c_stops_the_soak_and_everything_it_started(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+class _ScriptedTips:
+    """A stand-in cluster whose nodes answer getblockchaininfo from a script of (hash, work)
+    pairs, one step per poll round: what `Faults.converge` is judged on, without processes."""
+
+    def __init__(self, script: list[list[tuple[str, str]]]):
+        from miner.node.localnet import Member, Network
+        self.script, self.calls = script, 0
+        self.net = Network("", "local", "ring", [Member(f"node{i}", "", os.getpid()) for i in range(2)])
+
+    def rpc(self, member, method, *params, timeout=5.0):
+        step = self.script[min(self.calls // 2, len(self.script) - 1)]
+        self.calls += 1
+        block, work = step[int(member.name[-1])]
+        return {"bestblockhash": block, "chainwork": work}
+
+
+@pytest.mark.parametrize("tie, blamed", [(True, False), (False, True)])
+def test_a_late_agreement_is_excused_only_when_the_nodes_were_at_a_tie(monkeypatch, tie, blamed):
+    """Two tips of equal chainwork stay apart until the next block (each node keeps the one it
+    saw first, as Core); tips apart with unequal work past the limit are a convergence failure."""
+    import random
+
+    from miner.bench import soak_faults
+    from miner.bench.soak_faults import Faults
+    from miner.bench.soak_watch import Watch
+
+    monkeypatch.setattr(soak_faults.time, "sleep", lambda s: None)
+    apart = [("a", "05"), ("b", "05" if tie else "04")]
+    cluster = _ScriptedTips([apart] * 40 + [[("c", "06"), ("c", "06")]])
+    watch = Watch(cluster, lambda text, event: None)
+    faults = Faults(cluster, watch, random.Random(1), lambda text, event: None)
+    took = faults.converge("a test", limit=0.0)
+    assert took is not None and faults.late and faults.late[0]["tie"] is tie
+    assert bool(watch.violations) is blamed and faults.last_tie is tie
