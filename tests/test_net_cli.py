@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from miner.node.localnet import Network, _alive, rpc
+from miner.node import localnet
+from miner.node.localnet import Network, alive, rpc
 
 ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 
@@ -33,7 +34,7 @@ def _kill_all(folder: Path) -> None:
         return
     for m in members:
         for pid in (m.miner_pid, m.pid):
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -75,7 +76,7 @@ def test_five_nodes_two_mining_agree_on_one_tip(tmp_path):
         assert "all nodes agree on the tip" in table.stdout and table.stdout.count("node") >= 5
         down = net("down", "--dir", str(folder))
         assert down.returncode == 0 and "stopped" in down.stdout
-        assert not any(_alive(m.pid) or _alive(m.miner_pid) for m in members)
+        assert not any(alive(m.pid) or alive(m.miner_pid) for m in members)
         assert not (folder / "net.json").exists() and (folder / "node4" / "chain.sqlite").exists()
     finally:
         _kill_all(folder)
@@ -89,3 +90,34 @@ def test_net_usage_errors_are_one_line_and_exit_2(tmp_path):
     assert out.returncode == 2 and "at most as many miners as nodes" in out.stderr
     out = net("down", "--dir", str(tmp_path / "none"))
     assert out.returncode == 2
+
+
+def test_a_killed_node_starts_again_on_its_ports_and_peers(tmp_path):
+    """`localnet.start_node` brings a SIGKILLed node back as it was (the soak's restarts): the
+    same RPC, peer and Stratum ports, the same chain, and its ring peers connected again."""
+    folder = tmp_path / "net"
+    try:
+        net_ = localnet.up(folder, 3, 0, preset_name="regtest-core", backend="ref",
+                           node_args={1: ["--stratum-port", "0"]})
+        victim = net_.members[1]
+        mined = rpc(victim, "generatetoaddress", 2, ADDRESS)
+        before, pid = dict(victim.ports), victim.pid
+        assert before["stratum_port"] and before["p2p_port"] and net_.members[0].connect
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while alive(pid):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        localnet.start_node(net_, victim)
+        assert victim.pid != pid and victim.ports == before
+        assert Network.load(folder).members[1].ports == before
+        assert rpc(victim, "getbestblockhash") == mined[-1]  # the same chain file
+        deadline = time.monotonic() + 20
+        while rpc(victim, "getconnectioncount") < 2:  # its own --connect, and its neighbour's retry
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        with pytest.raises(localnet.RpcRefused) as refused:  # an error answer keeps its code
+            rpc(victim, "getblockheader", "00" * 32)
+        assert refused.value.code == -5 and "Block not found" in str(refused.value)
+    finally:
+        _kill_all(folder)

@@ -368,3 +368,19 @@ def test_a_mutated_copy_of_a_block_costs_its_sender_not_the_sync(tmp_path):
 def make_block_on_genesis(path: Path):
     with Chain.create(path, preset("regtest-core", 0)) as chain:
         return make_block(chain, chain.tip_hash, 1, b"other")
+
+
+def test_a_peer_that_hangs_up_is_an_ordinary_goodbye_not_an_error(tmp_path):
+    """A peer closing its connection (a node stopped, killed, or cut off with disconnectnode)
+    ends the connection quietly: no `miner node: error:` line. The soak found every ordinary
+    disconnect logged as "unexpected error ... PeerGone", because the catch-all for our own
+    defects stood before the clause for a connection that ended."""
+    a = node(tmp_path, "a")
+    with nodes(a):
+        with ScriptedPeer(a.ready["p2p_port"]) as peer:
+            peer.handshake()
+            wait_for(lambda: any(e.get("status") == "connected" for e in a.events), what="peer connected")
+        wait_for(lambda: any(e.get("status") == "disconnected" for e in a.events), what="peer disconnected")
+        assert a.call("getconnectioncount") == 0
+    err = a.proc.stderr.read()
+    assert "error:" not in err and "unexpected" not in err, err
