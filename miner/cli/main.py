@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at a pool: with no new job and no accepted share for this many expected share "
                         "times (at least a minute), the pool is stalled: subscribe again, at the next "
                         "--url if any (default 10; 0: never)")
+    m.add_argument("--suggest-difficulty", type=positive_float, default=None, metavar="D",
+                   help="at a pool: ask for share difficulty D (mining.suggest_difficulty, as cgminer's "
+                        "--suggest-diff) before authorizing; pools that honour it (this project's node, "
+                        "public-pool, ckpool within its minimum) set it, others ignore it")
     m.add_argument("--retries", type=retries, default=-1,
                    help="with --url: failed tries in a row (at a pool: rounds over every --url) before "
                         "giving up while a node or pool cannot be reached (default -1: never give up)")

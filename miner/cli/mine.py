@@ -45,10 +45,10 @@ def cmd_mine(args: argparse.Namespace) -> int:
             return _mine_pool(args)
         if len(args.url) > 1:
             raise UsageError("--url: one node (http://) at a time; failover is for Stratum pools")
+        _refuse_pool_options(args)
         args.blocks = args.blocks or 5
         return _mine_node(args)
-    if args.shares:
-        raise UsageError("--shares is for mining at a pool (--url stratum+tcp://...)")
+    _refuse_pool_options(args)
     args.blocks = args.blocks or 5
     params = preset(args.preset or "local", int(time.time()))  # an unknown preset fails before any compile
     path = Path(args.chain)
@@ -168,6 +168,12 @@ def _mine_and_report(args: argparse.Namespace, backends, reporter, desc: dict, c
     return 130 if interrupted else 0
 
 
+def _refuse_pool_options(args: argparse.Namespace) -> None:
+    for option, given in (("--shares", args.shares), ("--suggest-difficulty", args.suggest_difficulty)):
+        if given:
+            raise UsageError(f"{option} is for mining at a pool (--url stratum+tcp://...)")
+
+
 def _payout_script(args: argparse.Namespace) -> bytes:
     from miner.primitives.address import parse_script_hex, script_for_address
     if args.payout_script and args.payout_address:
@@ -245,7 +251,7 @@ def _mine_pool(args: argparse.Namespace) -> int:
 
     pow = args.pow or "sha256d"
     source = StratumSource(urls, on_event=on_event, retry_primary=args.pool_retry, pow=pow, retries=args.retries,
-                           stall_factor=args.pool_stall)
+                           stall_factor=args.pool_stall, suggest_difficulty=args.suggest_difficulty)
     first = source.open()  # no pool reachable and no retry left: said before the compile
     try:
         backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel, pow=pow,

@@ -4,8 +4,9 @@ the pool's notifications turned into jobs.
 The handshake is sent at once, the way cgminer and cpuminer-opt do it, and its replies are
 handled on the reading thread in the order they come: `mining.configure` (BIP 310 version
 rolling, which a pool may refuse or not know), `mining.subscribe` (extranonce1 and the size of
-extranonce2), `mining.authorize`, then `mining.extranonce.subscribe` so the pool may change the
-extranonce later. Handling each reply where it is read matters: pools send `set_difficulty` and
+extranonce2), `mining.suggest_difficulty` when the user gave one (cgminer's --suggest-diff,
+ESP-Miner's suggested difficulty), `mining.authorize`, then `mining.extranonce.subscribe` so the
+pool may change the extranonce later. Handling each reply where it is read matters: pools send `set_difficulty` and
 `notify` right behind the subscribe reply, before anything else could look at it.
 
 Conventions (the ones `miner.primitives.stratum` names): previous hash in Stratum's word order,
@@ -49,13 +50,15 @@ class PoolLink:
     says so; everything the pool says is handled on that thread."""
 
     def __init__(self, url: PoolUrl, serial: int, agent: str, on_job: Callable[[Job], None],
-                 on_event: Callable[[dict], None], roll_version: bool = True, pow: str = "sha256d"):
+                 on_event: Callable[[dict], None], roll_version: bool = True, pow: str = "sha256d",
+                 suggest_difficulty: float | None = None):
         self.url = url
         self.serial = serial  # in every job id, so a share is never sent over another connection
         self.agent = agent
         self.on_job = on_job
         self.on_event = on_event
         self.roll_version = roll_version
+        self.suggest_difficulty = suggest_difficulty  # asked of the pool before authorizing, if given
         self.pow = pow  # the pool's proof of work: its jobs' hash and how it counts share difficulty
         self.sock = socket.create_connection((url.host, url.port), timeout=CONNECT_TIMEOUT)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -117,6 +120,11 @@ class PoolLink:
                 "version-rolling.mask": f"{VERSION_MASK:08x}", "version-rolling.min-bit-count": 2}],
                 self._configured)
         self.send("mining.subscribe", [self.agent], self._subscribed)
+        if self.suggest_difficulty is not None:
+            # Before authorizing: public-pool, for one, sends its own default (16,384 to any miner
+            # it does not know) at authorization unless a suggestion came first. A pool that does
+            # not know the method answers an error, which changes nothing.
+            self.send("mining.suggest_difficulty", [self.suggest_difficulty])
         self.send("mining.authorize", [self.url.user, self.url.password], self._authorized)
 
     def close(self) -> None:

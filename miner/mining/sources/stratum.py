@@ -61,7 +61,8 @@ class StratumSource:
     def __init__(self, urls: list[PoolUrl], on_event: Callable[[dict], None] | None = None,
                  retry_primary: float = RETRY_PRIMARY, roll_version: bool = True, agent: str = AGENT,
                  pow: str = "sha256d", retries: int = FOREVER, stall_factor: float = STALL_FACTOR,
-                 stall_floor: float = STALL_FLOOR, healthy: float = HEALTHY):
+                 stall_floor: float = STALL_FLOOR, healthy: float = HEALTHY,
+                 suggest_difficulty: float | None = None):
         """`retries`: failed rounds over every pool in a row before giving up (-1: never);
         `stall_factor` 0 turns the watchdog off, which needs the hash rate (`measure_rate`)."""
         if not urls:
@@ -71,6 +72,7 @@ class StratumSource:
         self.stall_factor = stall_factor
         self.stall_floor = stall_floor
         self.healthy = healthy
+        self.suggest_difficulty = suggest_difficulty
         self._rate: Callable[[], float] = lambda: 0.0
         self.failure: MinerError | None = None  # the retries are spent: the run ends with this
         self.retry_primary = retry_primary
@@ -227,7 +229,7 @@ class StratumSource:
         try:
             self._serial += 1
             link = PoolLink(url, self._serial, self.agent, self._announce, self._link_event, self.roll_version,
-                            self.pow)
+                            self.pow, self.suggest_difficulty)
         except OSError as exc:
             return _Outcome(False, f"cannot connect ({exc.strerror or exc})")
         self._link = link
