@@ -33,7 +33,7 @@ def test_metrics_move_during_a_run_and_agree_with_the_rpc(tmp_path):
                        "--stratum-difficulty", str(SHARE_DIFFICULTY))
     miner = subprocess.Popen([sys.executable, "-m", "miner", "mine", "--url",
                               f"stratum+tcp://metrics.rig:x@127.0.0.1:{node.ready['stratum_port']}",
-                              "--backend", "ref", "--json", "--metrics-port", "0", "--shares", "12"],
+                              "--backend", "ref", "--json", "--metrics-port", "0", "--shares", "20"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     events: list[dict] = []
     reader = threading.Thread(target=lambda: events.extend(json.loads(line) for line in miner.stdout), daemon=True)
@@ -53,7 +53,9 @@ def test_metrics_move_during_a_run_and_agree_with_the_rpc(tmp_path):
         while sum(e["event"] == "share" and e["accepted"] for e in events) < 6:
             assert time.monotonic() < deadline, "no shares"
             time.sleep(0.05)
-        time.sleep(PAGE_MAX_AGE)  # the node's page is rendered at most once a second
+        # The node's page is rendered at most once a second; the miner is still at work (20 shares
+        # to go 6 at about 3 a second: it was 12, and the second's wait let it finish first once).
+        time.sleep(PAGE_MAX_AGE)
         later_miner, later_node = scrape(miner_url), scrape(node_url)
         assert miner.wait(60) == 0
         reader.join(10)
