@@ -70,16 +70,15 @@ def block_work(bits: int) -> int:
     return w
 
 
-class BranchView(Sequence[int]):
-    """A block's ancestors' times (or bits) by height, without copying the active chain: heights
-    up to the fork come from the active list, the rest from the branch. The retarget rules and
-    median time past read it like a list."""
+class HeightView(Sequence[int]):
+    """Values by height (times or bits) read like a list, held in parts: the retarget rules and
+    median time past index and slice it, and a subclass says where height i's value is. Heights
+    below `first` are not held (a view of the last values only)."""
 
-    def __init__(self, base: Sequence[int], fork: int, branch: Sequence[int]):
-        self._base, self._fork, self._branch = base, fork, branch  # base[0..fork] shared
+    first = 0
 
-    def __len__(self) -> int:
-        return self._fork + 1 + len(self._branch)
+    def _at(self, i: int) -> int:
+        raise NotImplementedError
 
     @overload
     def __getitem__(self, i: int) -> int: ...
@@ -91,8 +90,22 @@ class BranchView(Sequence[int]):
             return [self[j] for j in range(*i.indices(len(self)))]
         if i < 0:
             i += len(self)
-        if not 0 <= i < len(self):
+        if not self.first <= i < len(self):
             raise IndexError(i)
+        return self._at(i)
+
+
+class BranchView(HeightView):
+    """A block's ancestors' values by height, without copying the active chain: heights up to the
+    fork come from the active list, the rest from the branch."""
+
+    def __init__(self, base: Sequence[int], fork: int, branch: Sequence[int]):
+        self._base, self._fork, self._branch = base, fork, branch  # base[0..fork] shared
+
+    def __len__(self) -> int:
+        return self._fork + 1 + len(self._branch)
+
+    def _at(self, i: int) -> int:
         return self._base[i] if i <= self._fork else self._branch[i - self._fork - 1]
 
 

@@ -3,36 +3,23 @@ copies of what it needs, so nothing of the chain's own index leaves that thread.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import overload
-
 from miner.chain.chain import Chain
+from miner.chain.index import HeightView
 from miner.node.p2p.headers import Anchor
 
 
-class Recent(Sequence[int]):
+class Recent(HeightView):
     """The last values of a by-height list (times or bits) from height `start` on, read like the
     whole list by the rules that look only that far back; a run's new values are appended."""
 
     def __init__(self, start: int, values: list[int]):
-        self.start, self._values = start, values
+        self.first, self._values = start, values
 
     def __len__(self) -> int:
-        return self.start + len(self._values)
+        return self.first + len(self._values)
 
-    @overload
-    def __getitem__(self, i: int) -> int: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[int]: ...
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not self.start <= i < len(self):
-            raise IndexError(i)
-        return self._values[i - self.start]
+    def _at(self, i: int) -> int:
+        return self._values[i - self.first]
 
     def append(self, value: int) -> None:
         self._values.append(value)
