@@ -5,7 +5,9 @@ order in the README's design section, and no import cycle anywhere.
 
 A module may import its own package and any lower layer, never a higher one nor a sibling of the
 same rank; `kernels` (the compute kernels, installed as miner.kernels) may import only
-`primitives` and `errors`. Imports under `if TYPE_CHECKING:` are annotations only and do not count.
+`primitives` and `errors`. Imports under `if TYPE_CHECKING:` count like any other: an annotation
+that names a module is a dependency on it, and a cycle through one is still a cycle (a module
+that needs only part of another's interface says so with a Protocol of its own).
 """
 
 from __future__ import annotations
@@ -47,12 +49,6 @@ def modules() -> dict[str, Path]:
     return out
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-
-
 def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
     """The project modules `name` imports (the module itself for `from pkg import module`)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
@@ -60,10 +56,6 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
 
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and _is_type_checking(child):
-                for stmt in child.orelse:
-                    visit(stmt)
-                continue
             if isinstance(child, ast.Import):
                 found.update(a.name for a in child.names if a.name.split(".")[0] == "miner")
             elif isinstance(child, ast.ImportFrom):
@@ -185,12 +177,21 @@ def test_a_planted_cycle_is_caught():
                for v in violations(g))
 
 
-def test_relative_and_lazy_imports_are_read():
-    """The reader sees imports inside functions and relative ones, and skips TYPE_CHECKING."""
+def test_relative_lazy_and_type_only_imports_are_read(tmp_path):
+    """The reader sees imports inside functions, relative ones, and those under TYPE_CHECKING
+    (a type-only import is a dependency too: chain.verify once reached chain.chain that way, and
+    the Stratum session its server, each a cycle the test did not see)."""
     known = set(modules())
     verify = imports_of("miner.chain.verify", SOURCES["miner"] / "chain" / "verify.py", known)
-    assert "miner.chain.chain" not in verify  # only under TYPE_CHECKING
+    assert "miner.chain.chain" not in verify  # verify states what it reads as a Protocol of its own
     assert "miner.consensus.checks" in verify
+    planted = tmp_path / "verify.py"
+    planted.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                       "    from miner.chain.chain import Chain\n")
+    assert imports_of("miner.chain.verify", planted, known) == {"miner.chain.chain"}
+    g = graph()
+    g["miner.chain.verify"] = g["miner.chain.verify"] | {"miner.chain.chain"}
+    assert any(v.startswith("cycle:") and "miner.chain.verify" in v for v in violations(g))
     generated = imports_of("miner.kernels.cpu_sha256d", SOURCES["miner.kernels"] / "cpu_sha256d.py", known)
     assert "miner.kernels.cpu_width" in generated  # `from .cpu_width import full_width`
     select = imports_of("miner.kernels.cpu_select", SOURCES["miner.kernels"] / "cpu_select.py", known)

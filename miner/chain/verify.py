@@ -13,19 +13,52 @@ import sqlite3
 import struct
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from pathlib import Path
+from typing import NamedTuple, Protocol
 
 from miner.chain.index import GENESIS_PARENT, BlockTree
-from miner.chain.store import parse_body, serialize_body, short
+from miner.chain.store import Layout, parse_body, serialize_body, short
 from miner.consensus.checks import check_block, check_commitments, check_header
+from miner.consensus.params import ChainParams
+from miner.consensus.retarget import RetargetRule
 from miner.errors import ChainError, InvalidBlock
 from miner.primitives.block import Block
 from miner.primitives.hashes import sha256d
 from miner.primitives.header import HEADER_SIZE
 from miner.primitives.transaction import txid
 
-if TYPE_CHECKING:
-    from miner.chain.chain import Chain
+
+class Chain(Protocol):
+    """What the judging here reads of an open chain (`miner.chain.chain.Chain` is one): its rules,
+    its file and index, and two things it can be asked to do first. Verify never imports the
+    chain that calls it."""
+
+    params: ChainParams
+    rule: RetargetRule
+    genesis_committed: bool  # format 2 on: genesis commits to the parameters
+    path: Path
+    damage: str | None  # what loading the index found wrong, if anything
+    conn: sqlite3.Connection
+    tree: BlockTree
+
+    @property
+    def rows(self) -> Layout: ...
+
+    @property
+    def times(self) -> Sequence[int]: ...
+
+    @property
+    def bits(self) -> Sequence[int]: ...
+
+    @property
+    def tip_hash(self) -> bytes: ...
+
+    @property
+    def height(self) -> int: ...
+
+    def refuse_if_damaged(self) -> None: ...
+
+    def catch_up(self) -> None: ...
 
 # Blocks a writer re-validates in full when it opens a chain (like Bitcoin Core's -checkblocks);
 # every active header's link to its parent is checked too.

@@ -180,6 +180,10 @@ class StratumServer:
         await asyncio.gather(*tasks, return_exceptions=True)
         self.stats.broadcast(time.monotonic() - started)
 
+    def tip_hash(self) -> bytes:
+        """The chain's tip: a share of a job on another block is stale."""
+        return self.service.tip.hash
+
     def job(self, job_id: str) -> StratumJob | None:
         """A job a share may name: one of the current tip's, or of an earlier tip (its shares are
         stale, but a block among them is still handed to the chain)."""

@@ -18,27 +18,46 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from miner.errors import MinerError
 from miner.node.guard import Connection
 from miner.node.output import printable
-from miner.node.stratum.config import BAD_MESSAGES, MAX_LINE, MAX_WORKERS
+from miner.node.stratum.config import BAD_MESSAGES, MAX_LINE, MAX_WORKERS, StratumConfig
 from miner.node.stratum.difficulty import ShareDifficulty
-from miner.node.stratum.jobs import MAX_FUTURE, ShareVerdict, StratumJob
+from miner.node.stratum.jobs import MAX_FUTURE, Share, ShareVerdict, StratumJob
+from miner.node.stratum.stats import PoolStats
 from miner.node.stratum.vardiff import VarDiff
 from miner.primitives import stratum as sp
 
-if TYPE_CHECKING:
-    from miner.node.stratum.server import StratumServer
-
 log = logging.getLogger("miner.node.stratum")
+
+
+class Pool(Protocol):
+    """What a session asks of the pool it belongs to: the server is one, and the session never
+    imports it (the server owns the sessions; a session only reads the pool's jobs and figures
+    and hands it blocks)."""
+
+    config: StratumConfig
+    stats: PoolStats
+    diff1: int  # the target of share difficulty 1 under the chain's proof of work
+    current: StratumJob | None  # the newest job
+    jobs: Mapping[str, StratumJob]  # the jobs of the current tip
+
+    def job(self, job_id: str) -> StratumJob | None: ...
+
+    def tip_hash(self) -> bytes: ...
+
+    def network_difficulty(self) -> float: ...
+
+    async def found_block(self, job: StratumJob, share: Share, worker: str) -> str | None: ...
 
 
 class Session:
     """One miner's connection."""
 
-    def __init__(self, server: StratumServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+    def __init__(self, server: Pool, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  conn: Connection, extranonce1: bytes):
         self.server = server
         self.reader = reader
@@ -216,7 +235,7 @@ class Session:
         job = self.server.job(params[1]) if isinstance(params[1], str) else None
         if job is None:
             raise sp.StratumError(sp.JOB_NOT_FOUND, "Job not found (stale)")
-        stale = job.job.prev_hash != self.server.service.tip.hash
+        stale = job.job.prev_hash != self.server.tip_hash()
         extranonce2 = sp.parse_hex(params[2], self.server.config.extranonce2_size, "extranonce2")
         ntime = sp.parse_word(params[3], "ntime")
         nonce = sp.parse_word(params[4], "nonce")
