@@ -94,7 +94,7 @@ def test_a_planted_bug_makes_the_soak_fail_naming_it(tmp_path, plant, violation)
     plants.mkdir()
     (plants / "sitecustomize.py").write_text(PLANTS)
     path = os.pathsep.join([str(plants), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    out = soak(tmp_path / "soak", "--minutes", "0.4", env={"PYTHONPATH": path, "SOAK_PLANT": plant})
+    out = soak(tmp_path / "soak", "--minutes", "0.25", env={"PYTHONPATH": path, "SOAK_PLANT": plant})
     print(out.stdout, out.stderr)
     assert out.returncode == 1, out.stdout + out.stderr
     assert f"soak: violation: {violation}: " in out.stderr
