@@ -424,7 +424,7 @@ class PoolMachine(RuleBasedStateMachine):
 # No shrinking: blocks carry the wall clock, so a replayed sequence meets other hashes and may
 # fail a step sooner, which Hypothesis's shrinker takes for a flaky strategy. The sequence that
 # failed is printed whole instead.
-PoolMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=30, deadline=None,
+PoolMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None,
                                          phases=(Phase.explicit, Phase.reuse, Phase.generate),
                                          suppress_health_check=list(HealthCheck))
 test_the_pool_never_refuses_a_block_nor_an_honest_share = PoolMachine.TestCase
