@@ -1,4 +1,4 @@
-"""The repository's hygiene: ruff's rules (pyproject.toml, [tool.ruff]) hold over the product and
+"""The repository's hygiene: ruff's rules (pyproject.toml, [tool.ruff]) hold over the product, the docs hook and
 the tests, and no archive or wheel is tracked (one 10 MB wheel once made up nine tenths of a clone)."""
 
 import shutil
@@ -18,7 +18,7 @@ def _ruff(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 
 def test_ruff_is_clean_over_product_and_tests():
-    out = _ruff("check", "--no-cache", "miner", "kernels", "bench", "tests")
+    out = _ruff("check", "--no-cache", "miner", "kernels", "bench", "tests", "docs")
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
 
 
