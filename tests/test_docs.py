@@ -4,7 +4,7 @@
 left out of the navigation fails the suite instead of a reader. The reference pages are written
 by a build hook from the argparse parser and the RPC registry (docs/hooks/reference.py); these
 tests walk the parser and the registry themselves and look for every option and every method in
-the built HTML, so a renderer that drops one is caught.
+the built HTML, so a renderer that drops one is caught. The README stays a two-minute page.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from miner.cli.main import build_parser
 from miner.node.rpc.methods import METHODS
 
 ROOT = Path(__file__).resolve().parent.parent
+README_MAX_LINES = 300
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +160,12 @@ def test_a_reference_missing_an_option_or_a_method_is_named(site):
 def test_the_reference_pages_are_generated_not_committed():
     assert not (ROOT / "docs" / "reference").exists()
 
+
+# --------------------------------------------------------------------------- the README
+
+def test_the_readme_is_a_short_page_whose_links_lead_somewhere():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= README_MAX_LINES
+    links = re.findall(r"\]\((?!https?:)([^)#]+)", readme)
+    assert any(link.startswith("docs/") for link in links)
+    assert [link for link in links if not (ROOT / link).exists()] == []
