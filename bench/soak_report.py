@@ -1,5 +1,5 @@
 """The soak's end: every acknowledged block looked up on every node, every chain file verified,
-and the figures as one table (markdown, so a run's table goes into the README as printed) or one
+and the figures as one table (markdown, so a run's table goes into docs/benchmarks/soak.md as printed) or one
 JSON object.
 
 An acknowledged block must be stored on the node that acknowledged it. On the other nodes it must

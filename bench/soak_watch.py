@@ -1,7 +1,7 @@
 """What the soak watches while it runs: the blocks acknowledged to miners and whether their nodes
 hold them, pool miners that stop hashing, node memory, and errors in any process's output.
 
-Definitions (the README's soak section says the same):
+Definitions (docs/benchmarks/soak.md says the same):
 
 - **Acknowledged**: a pool client's `block` event with verdict `accepted` (the pool answers only
   once the chain stored it), a `mine --url http` `block` event `accepted` (submitblock answered

@@ -1,5 +1,5 @@
 """The chain-verification benchmark runs end to end, alone and against a baseline, so the figures
-in the README can be taken again (its numbers are not checked here: speed lives in bench/)."""
+in docs/benchmarks/chain.md can be taken again (its numbers are not checked here: speed lives in bench/)."""
 
 from __future__ import annotations
 

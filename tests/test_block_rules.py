@@ -3,7 +3,7 @@ refuse and the one just inside it, with Core's reason (consensus/tx_check.cpp Ch
 validation.cpp CheckBlock and ContextualCheckBlock).
 
 `tests/test_failing_side.py` sends the same blocks to a live node; here the rule itself is called,
-so a mutation tool (README, "Tests") can see which tests reach it."""
+so a mutation tool (docs/tests.md) can see which tests reach it."""
 
 from __future__ import annotations
 

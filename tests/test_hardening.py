@@ -119,7 +119,7 @@ def test_mine_refuses_a_tampered_chain_and_changes_nothing(pristine, tmp_path, w
 
 def test_startup_check_cost_is_small(tmp_path):
     """What a writer re-validates on open: links of every header, genesis against the
-    parameters, the last CHECK_BLOCKS blocks in full (the README gives the measured cost)."""
+    parameters, the last CHECK_BLOCKS blocks in full (docs/guide/chain.md gives the measured cost)."""
     path = tmp_path / "c.sqlite"
     chain = mine_easy_chain(path, 40)
     chain.close()

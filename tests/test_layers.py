@@ -1,5 +1,5 @@
 """The package's layers, read from the source: every module's imports (ast), checked against the
-order in the README's design section, and no import cycle anywhere.
+order in docs/design.md, and no import cycle anywhere.
 
     errors, stopping < primitives < kernels < consensus < chain < backends < mining < node, ui < bench < cli
 

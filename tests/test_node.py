@@ -522,7 +522,7 @@ def _apply(data: bytes, edits) -> bytearray:
 
 
 def test_the_load_benchmark_runs_and_every_request_succeeds():
-    """bench/rpc_load.py, small and short: the figures in the README come from this code."""
+    """bench/rpc_load.py, small and short: the figures in docs/benchmarks/load.md come from this code."""
     from miner.bench.rpc_load import run
     result = run(clients=5, seconds=0.3, runs=1, blocks_per_client=20)
     for method in ("getblocktemplate", "submitblock"):

@@ -1,7 +1,7 @@
 """Transactions waiting for a block: checked for structure, bounded in count and bytes.
 
 This chain commits to transactions by merkle root but keeps no coin set: inputs, scripts and
-amounts are not validated (the README says so), so the pool holds any well-formed transaction,
+amounts are not validated (docs/guide/node.md says so), so the pool holds any well-formed transaction,
 first come first served, and a full pool refuses new ones rather than evicting (without fees
 there is nothing to rank by). `sequence` counts changes, for getblocktemplate's longpollid.
 """

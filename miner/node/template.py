@@ -3,7 +3,7 @@
 Field names, types and encodings are Bitcoin Core's: hashes in display order, `bits` and
 `target` as hex, `coinbasevalue` in satoshis, `default_witness_commitment` as the hex of the
 whole output script. The chain keeps no coin set, so transaction fees are unknown: each
-transaction's `fee` is 0 and `coinbasevalue` is the subsidy alone (the README says so).
+transaction's `fee` is 0 and `coinbasevalue` is the subsidy alone (docs/guide/node.md says so).
 """
 
 from __future__ import annotations

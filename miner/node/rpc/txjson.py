@@ -3,7 +3,7 @@ weight, every input (`coinbase`, or `txid`, `vout` and `scriptSig` with `asm` an
 `txinwitness` when it has one, and `sequence`), every output (`value` in coins, `n`, and
 `scriptPubKey` with `asm`, `desc`, `hex`, `address` where one exists and `type`), and the hex.
 
-Core adds `fee` where it has the coins spent; this chain keeps no coin set (README, "What this
+Core adds `fee` where it has the coins spent; this chain keeps no coin set (docs/guide/node.md, "What this
 chain does not check"), so no fee is shown. Output descriptors are inferred as Core infers them
 without a wallet: `addr(...)` for anything with an address, `pk(...)` and `multi(...)` for bare
 keys, `rawtr(...)` for a taproot key, `raw(...)` for the rest, each with its BIP 380 checksum.
