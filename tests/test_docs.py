@@ -158,7 +158,9 @@ def test_a_reference_missing_an_option_or_a_method_is_named(site):
 
 
 def test_the_reference_pages_are_generated_not_committed():
-    assert not (ROOT / "docs" / "reference").exists()
+    """A committed copy would go stale the day an option is added (the hook refuses to build over one)."""
+    committed = [p for p in ("docs/reference/cli.md", "docs/reference/rpc.md") if (ROOT / p).exists()]
+    assert committed == []
 
 
 # --------------------------------------------------------------------------- the README
