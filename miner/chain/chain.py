@@ -84,6 +84,9 @@ class Chain:
         # Called after each committed switch of the active tip (a miner drops stale work).
         self.listeners: list[Callable[[TipChange], None]] = []
         self.damage: str | None = None
+        # A read-only chain whose journal files did not exist when it was opened removes them
+        # again on closing, where no other connection uses them (`store.release_journal`).
+        self.release_journal = False
         if tree is None:
             self._load_index()  # sets self.tree
         else:
@@ -119,6 +122,7 @@ class Chain:
                 raise ChainError(f"{p}: cannot write to the chain file (it is read-only to this user or "
                                  f"on this medium); mine or serve a copy you may write, or read it with "
                                  f"'miner chain'")
+        journal_absent = not any(f.exists() for f in store.journal_files(p))
         try:
             # Read-only probe first: a file that is not ours must not be turned into a WAL database.
             probe = store.connect_readonly(p)
@@ -131,10 +135,13 @@ class Chain:
             chain = cls(p, probe, params, version, readonly=True, genesis_committed=committed,
                         tree=None if index or not readonly else BlockTree())
             if readonly:
+                chain.release_journal = journal_absent
                 return chain
             startup_check(chain)
         except BaseException:
             probe.close()
+            if journal_absent:
+                store.release_journal(p)  # a refused file is left as it was found
             raise
         probe.close()
         try:
@@ -160,6 +167,8 @@ class Chain:
 
     def close(self) -> None:
         self.conn.close()
+        if self.release_journal:
+            store.release_journal(self.path)
 
     def __enter__(self) -> Self:
         return self

@@ -340,5 +340,36 @@ def read_index(conn: sqlite3.Connection, rows: Layout) -> tuple[BlockTree, str |
     return tree, damage
 
 
+def journal_files(p: Path) -> tuple[Path, Path]:
+    """Where SQLite keeps this file's WAL journal and its index: beside the real file (`connect`)."""
+    real = p.resolve()
+    return real.with_name(real.name + "-wal"), real.with_name(real.name + "-shm")
+
+
+def release_journal(p: Path) -> None:
+    """Remove the `-wal` and `-shm` a read-only connection had to make, if nobody uses them.
+
+    A connection that may not write cannot remove them: SQLite leaves that to the last writing
+    connection to close, which removes them only when it holds the database's exclusive lock, that
+    is when no other connection (another process's node, or one in this process) has the file
+    open. So a writing connection that writes nothing is opened and closed: SQLite's own check,
+    not one of ours, decides. Called only where the files were absent before the read began; where
+    the file or its folder may not be written they stay, as SQLite leaves them.
+    """
+    if not any(f.exists() for f in journal_files(p)):
+        return
+    real = p.resolve()
+    if not (os.access(real, os.W_OK) and os.access(real.parent, os.W_OK)) or read_only_fs(real):
+        return
+    try:
+        conn = sqlite3.connect(str(real), timeout=5, isolation_level=None)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # joins the WAL
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        pass  # busy or unreadable: the files stay, as SQLite itself would leave them
+
+
 def _uri_path(p: Path) -> str:
     return quote(str(p.resolve()))
