@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from miner.backends.work import KernelWork, check_range
 from miner.errors import InvalidInput
 
+# The most CPU threads one backend is given: past any machine's cores, a guard against typos
+# (every command's --threads says the same bound).
+MAX_THREADS = 1024
+
 DEFAULT_MAX_HITS = 64
 # With a cancel event, a search runs in pieces of about this many seconds of work and checks the
 # event between them: a new job then reaches a busy backend within a piece, not a whole unit.

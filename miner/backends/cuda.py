@@ -26,7 +26,9 @@ try:
     import cupy  # type: ignore[import-not-found]
 except ImportError as exc:  # the CUDA extra is optional
     cupy = None
-    _IMPORT_ERROR = f"CuPy is not installed ({exc.name}); pip install -e '.[cuda12]' or '.[cuda13]'"
+    # One clause, no parentheses: it is quoted inside other lines ("no GPU here: ...").
+    _IMPORT_ERROR = ("CuPy is not installed" + ("" if exc.name == "cupy" else f", {exc.name} is missing")
+                     + "; pip install -e '.[cuda12]' or '.[cuda13]'")
 else:
     _IMPORT_ERROR = ""
 
