@@ -77,9 +77,12 @@ def _render_text(renderable, width: int) -> str:
     return console.file.getvalue()
 
 
-@pytest.mark.parametrize("width", [80, 160])
+@pytest.mark.parametrize("width", [80, 120, 160])
 def test_view_fits_the_terminal_and_keeps_numbers_whole(tmp_path, width):
-    """At 80 columns a long device name gives way; rates, counts and shares are never cut."""
+    """Every line fits the terminal with no phrase broken: at 80 and 120 columns a device too long
+    for its column is shown whole on a line of its own (it was cut to "an unu…"), the status
+    breaks between phrases (it broke inside "next block expected in"); rates, counts and shares
+    are never cut."""
     chain = Chain.create(tmp_path / "c.sqlite", preset("regtest", GENESIS_TIME))
     backends = [ReferenceBackend(name="ref"), ReferenceBackend(name="ref-2")]
     backends[1].device = "an unusually long device name that cannot fit in a narrow terminal"
@@ -103,8 +106,16 @@ def test_view_fits_the_terminal_and_keeps_numbers_whole(tmp_path, width):
     assert snap.block_done and "(last took " in text and "(this one " not in text
     later = view.snapshot()
     assert (later.block_seconds, later.elapsed) == (snap.block_seconds, snap.elapsed)
-    if width == 80:
-        assert "…" in rows["ref-2"]
+    long_name = backends[1].device
+    if width < 160:
+        assert long_name not in rows["ref-2"] and f"ref-2: {long_name}" in lines, text
+    else:
+        assert long_name in rows["ref-2"], text
+    assert "…" not in text
+    for phrase in ("next block expected in", "blocks 2/2", f"difficulty {snap.difficulty:.6g}", "(last took "):
+        assert any(phrase in line for line in lines), (phrase, text)
+    status = lines[:lines.index(next(line for line in lines if line.split()[:1] == ["backend"]))]
+    assert len(status) == 2, text  # the chain's line and the speed's line
     chain.close()
     render(snap)  # the default width renders too
 
@@ -366,3 +377,44 @@ def test_a_block_line_fits_100_columns_with_every_number_and_the_whole_reason(ba
     else:
         assert "refused:" in first
         assert " ".join(text.split("refused:", 1)[1].split()) == " ".join(verdict.split())
+
+
+@pytest.mark.parametrize("width", [80, 120])
+@pytest.mark.parametrize("shares", [False, True])
+def test_the_widest_panel_and_start_lines_fit_80_and_120_columns(width, shares):
+    """The widest realistic figures (a 7-digit tip, difficulty in e-notation, a TH/s rate, a wait
+    of years, a million blocks asked for, a pool line) and a real CPU device description: every
+    line of the start and of the panel fits, each phrase whole on one line."""
+    from miner.ui.live import DeviceLine, MiningSnapshot
+    from miner.ui.reporting import LiveReporter
+
+    cpu = "numba SHA-256d, SIMD 16 lanes (AVX-512), 1,024 thread(s)"
+    devices = (DeviceLine("cuda:10", "NVIDIA H100 80GB HBM3, 132 SMs, launch 256x256 (tuned)", 1.234e12,
+                          123_456_789_012_345, 99_999, 9_999, 0, 0.999),
+               DeviceLine("cpu", cpu, 9.87e8, 1_234_567_890_123, 999, 0, 0, 0.001))
+    snap = MiningSnapshot(devices, 1.235e12, 1_234_567, 0x17034219, 1.23456e14, 86_400 * 999.0, 86_400 * 99.0,
+                          999_999, 1_000_000, 86_400 * 999.0,
+                          pool="pool stratum+tcp://pool.example.org:3333  difficulty 65536  shares 99999 "
+                               "accepted, 999 rejected (last: high-hash)" if shares else "",
+                          shares=shares)
+    lines = _render_text(render(snap, width), width).splitlines()
+    assert all(len(line) <= width for line in lines), "\n".join(lines)
+    text = "\n".join(lines)
+    what = "share" if shares else "block"
+    for phrase in (f"next {what} expected in 999 days", "blocks 999999/1000000", "up 999 days", "tip 1234567",
+                   "1234.00 GH/s", "123,456,789,012,345", f"cpu: {cpu}" if width < 160 else cpu):
+        assert any(phrase in line for line in lines), (phrase, text)
+    assert "…" not in text
+
+    backends = [ReferenceBackend(name=d.name) for d in devices]
+    for b, d in zip(backends, devices):
+        b.device = d.device
+    console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
+    reporter = LiveReporter(console)
+    reporter.start({"path": "miner-chain.sqlite", "rule": "asert-capped", "spacing": 3,
+                    "metrics": "http://127.0.0.1:9100/metrics"}, backends, 5, 0, Coordinator(backends))
+    reporter.stop()
+    start = console.file.getvalue().splitlines()
+    assert all(len(line) <= width for line in start), "\n".join(start)
+    assert start[0] == "mining 5 block(s) on miner-chain.sqlite (asert-capped rule, 3 s spacing) with:", start
+    assert any(cpu in line for line in start) and "metrics at http://127.0.0.1:9100/metrics" in start

@@ -17,6 +17,8 @@ from typing import IO, Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
+from rich.text import Text
 
 from miner.backends.base import Backend
 from miner.mining.coordinator import Coordinator, CoordinatorEvent
@@ -236,13 +238,17 @@ class LiveReporter(Reporter):
         self._pool_where = self._pool_difficulty = self._pool_shares = ""
 
     def start(self, chain_desc, backends, blocks, shares, coordinator) -> None:
-        names = ", ".join(f"{b.name} ({b.device})" for b in backends)
+        # Lines that fit 80 columns, not one line the terminal wraps: where and what, then each
+        # backend with its device, then the metrics address.
         detail = chain_desc.get("detail") or f"{chain_desc['rule']} rule, {chain_desc['spacing']} s spacing"
-        if chain_desc.get("metrics"):
-            detail += f"; metrics at {chain_desc['metrics']}"
         what = goal_words(blocks, shares)
-        self.console.print(f"mining {what} on [bold]{chain_desc['path']}[/] ({detail}) with {names}",
+        self.console.print(f"mining {what} on [bold]{escape(str(chain_desc['path']))}[/] ({detail}) with:",
                            highlight=False)
+        for b in backends:
+            self.console.print(Text.assemble(f"  {b.name:<7} ", (b.device, ""), no_wrap=True, overflow="ellipsis"),
+                               highlight=False)
+        if chain_desc.get("metrics"):
+            self.console.print(f"metrics at {chain_desc['metrics']}", highlight=False)
         self.view = MiningView(coordinator, backends, blocks)
         self._show_pool()
         self.live = Live(get_renderable=self.view, console=self.console, refresh_per_second=4,
