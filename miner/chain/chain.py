@@ -27,12 +27,7 @@ from miner.chain import files, store
 from miner.chain.index import BlockTree, ChainTip, Node, TipChange
 from miner.chain.store import short
 from miner.chain.verify import startup_check, verify_chain
-from miner.consensus.checks import (
-    check_block,
-    median_time_past,
-    never_stored,
-    worth_keeping,
-)
+from miner.consensus.checks import check_block, median_time_past, never_stored, worth_keeping
 from miner.consensus.params import ChainParams
 from miner.errors import ChainError, InvalidBlock, InvalidInput
 from miner.primitives.block import Block
@@ -85,8 +80,8 @@ class Chain:
         self.listeners: list[Callable[[TipChange], None]] = []
         self.damage: str | None = None
         # A read-only chain whose journal files did not exist when it was opened removes them
-        # again on closing, where no other connection uses them (`store.release_journal`).
-        self.release_journal = False
+        # again on closing, where no other connection uses them (`store.close_reader`).
+        self.journal_absent = False
         if tree is None:
             self._load_index()  # sets self.tree
         else:
@@ -122,7 +117,7 @@ class Chain:
                 raise ChainError(f"{p}: cannot write to the chain file (it is read-only to this user or "
                                  f"on this medium); mine or serve a copy you may write, or read it with "
                                  f"'miner chain'")
-        journal_absent = not any(f.exists() for f in store.journal_files(p))
+        journal_absent = store.journal_absent(p)
         try:
             # Read-only probe first: a file that is not ours must not be turned into a WAL database.
             probe = store.connect_readonly(p)
@@ -135,13 +130,11 @@ class Chain:
             chain = cls(p, probe, params, version, readonly=True, genesis_committed=committed,
                         tree=None if index or not readonly else BlockTree())
             if readonly:
-                chain.release_journal = journal_absent
+                chain.journal_absent = journal_absent
                 return chain
             startup_check(chain)
         except BaseException:
-            probe.close()
-            if journal_absent:
-                store.release_journal(p)  # a refused file is left as it was found
+            store.close_reader(probe, p, journal_absent)  # a refused file is left as it was found
             raise
         probe.close()
         try:
@@ -166,9 +159,7 @@ class Chain:
         return cls.create(p, params)
 
     def close(self) -> None:
-        self.conn.close()
-        if self.release_journal:
-            store.release_journal(self.path)
+        store.close_reader(self.conn, self.path, self.journal_absent)
 
     def __enter__(self) -> Self:
         return self

@@ -346,6 +346,17 @@ def journal_files(p: Path) -> tuple[Path, Path]:
     return real.with_name(real.name + "-wal"), real.with_name(real.name + "-shm")
 
 
+def journal_absent(p: Path) -> bool:
+    return not any(f.exists() for f in journal_files(p))
+
+
+def close_reader(conn: sqlite3.Connection, p: Path, journal_was_absent: bool) -> None:
+    """Close a connection; where the journal files were absent when it opened, release them."""
+    conn.close()
+    if journal_was_absent:
+        release_journal(p)
+
+
 def release_journal(p: Path) -> None:
     """Remove the `-wal` and `-shm` a read-only connection had to make, if nobody uses them.
 
@@ -356,7 +367,7 @@ def release_journal(p: Path) -> None:
     not one of ours, decides. Called only where the files were absent before the read began; where
     the file or its folder may not be written they stay, as SQLite leaves them.
     """
-    if not any(f.exists() for f in journal_files(p)):
+    if journal_absent(p):
         return
     real = p.resolve()
     if not (os.access(real, os.W_OK) and os.access(real.parent, os.W_OK)) or read_only_fs(real):
