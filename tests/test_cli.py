@@ -478,3 +478,17 @@ def test_compare_without_cupy_says_so_once_and_shows_hashlibs_ratio(tmp_path):
     ref = next(line for line in proc.stdout.splitlines() if line.startswith("ref "))
     x_cpu = float(re.search(r"([\d.,]+)x cpu", ref).group(1))
     assert 0 < x_cpu < 1, ref
+
+
+def test_a_fresh_default_chain_gives_hashlib_its_first_blocks_in_seconds(tmp_path):
+    """The default `local` preset starts at 2^17 hashes a block: hashlib alone (what mines while
+    the CPU kernel compiles on a first run) finds three blocks in seconds, where at the old 2^26
+    start one took minutes; the blocks carry the rising bits the chain's rule demands and verify."""
+    path = tmp_path / "fresh.sqlite"
+    proc = run("mine", "--backend", "ref", "--blocks", "3", "--chain", str(path), "--json", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    jobs = [e for e in events if e["event"] == "job"]
+    assert jobs[0]["bits"] == "1f008000" and events[-1]["seconds"] < 30, events[-1]
+    assert int(jobs[-1]["bits"], 16) <= 0x1F008000  # the rule never eases while blocks come fast
+    assert "chain OK: 4 blocks" in run("chain", "verify", "--chain", str(path)).stdout

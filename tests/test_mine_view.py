@@ -206,8 +206,9 @@ def test_json_is_one_object_per_event(tmp_path):
 def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path):
     """SIGINT mid-block: exit 130, an 'interrupted' summary, and a chain that still verifies."""
     path = tmp_path / "i.sqlite"
-    # The local preset wants ~2^26 hashes a block: the hashlib backend is surely mid-block.
-    proc = subprocess.Popen(_mine_cmd(path, "--blocks", "5"), stdout=subprocess.PIPE,
+    # The windowed preset starts at ~2^26 hashes a block: the hashlib backend is surely mid-block
+    # (the default `local` starts at 2^17, a block in half a second, and would be done).
+    proc = subprocess.Popen(_mine_cmd(path, "--blocks", "5", "--preset", "local-windowed"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         first = proc.stdout.readline()

@@ -200,7 +200,7 @@ def _plot_simulation(args: argparse.Namespace) -> int:
     spacing = 0
     for name in ("local", "local-windowed"):
         params = preset(name, 1_700_000_000)
-        start_rate = 2**26 / params.spacing  # on schedule at the start
+        start_rate = 2**26 / params.spacing  # a CPU kernel: local-windowed's start, local ramps up to it
         sim = simulate(params, args.blocks, start_rate, jump_at=jump, jump_factor=10.0)
         series[f"{params.rule} ({name})"] = (sim.times, sim.bits)
         spacing = params.spacing
