@@ -350,7 +350,8 @@ def _widest_block(backend: str, verdict: str):
     # a 7-digit height, a difficulty in e-notation, 27 hours for the block at over a TH/s
     return BlockFound(height=1_234_567, hash_hex="0000000000000000000a3f" + "e" * 36 + "c0ffee",
                       nonce=4_294_967_295, extranonce=2**32 - 1, bits=0x17034219, difficulty=1.23456e14,
-                      seconds=99_999.99, hashes=int(1.234e17), backend=backend, verdict=verdict)
+                      seconds=99_999.99, hashes=int(1.234e17), backend=backend, verdict=verdict,
+                      backend_rate=1.234e12)
 
 
 @pytest.mark.parametrize("backend", ["ref", "cpu", "cuda:0", "cuda:10"])
@@ -370,9 +371,9 @@ def test_a_block_line_fits_100_columns_with_every_number_and_the_whole_reason(ba
     assert all(len(line) <= 100 for line in lines), [len(line) for line in lines]
     first = lines[0]
     for whole in ("block 1234567", "000000000000…c0ffee", "diff 1.235e+14", "99999.99 s",
-                  format_rate(ev.rate), backend):
+                  format_rate(ev.backend_rate), backend):
         assert whole in first, (whole, first)
-    assert format_rate(ev.rate) == "1234.00 GH/s"
+    assert format_rate(ev.backend_rate) == "1234.00 GH/s"
     if verdict in ("", "accepted"):
         assert text == first and first.endswith(f"{backend}  {verdict}".rstrip())
     else:
@@ -419,3 +420,47 @@ def test_the_widest_panel_and_start_lines_fit_80_and_120_columns(width, shares):
     assert all(len(line) <= width for line in start), "\n".join(start)
     assert start[0] == "mining 5 block(s) on miner-chain.sqlite (asert-capped rule, 3 s spacing) with:", start
     assert any(cpu in line for line in start) and "metrics at http://127.0.0.1:9100/metrics" in start
+
+
+class _SlowerDevice(ReferenceBackend):
+    """hashlib held back to about a fifth of its speed: a slower device beside a faster one."""
+
+    def _search(self, work, nonce_start, count):
+        t0 = time.perf_counter()
+        found = super()._search(work, nonce_start, count)
+        time.sleep(4 * (time.perf_counter() - t0))
+        return found
+
+
+def test_a_block_is_credited_with_its_finders_own_rate(tmp_path):
+    """A block line showed the whole block's rate beside the backend that found it ("cpu 264 kH/s",
+    really hashlib's): the event now carries the finder's own rate over the block (`backend_rate`)
+    apart from the block's mean (`rate`), and the line shows the finder's."""
+    from nodeproc import chain_params
+
+    from miner.ui.reporting import JsonReporter, block_line
+    from miner.ui.units import format_rate
+
+    chain = Chain.create(tmp_path / "c.sqlite", chain_params(1 << 15))
+    backends = [ReferenceBackend(name="fast"), _SlowerDevice(name="slow")]
+    found = []
+    with Coordinator(backends, unit_seconds=0.01) as coordinator:
+        mine(coordinator, LocalChainSource(chain), 30, found.append)
+    chain.close()
+    own = {name: s.hashes / s.seconds for name, s in coordinator.stats.items()}
+    assert own["slow"] < 0.5 * own["fast"], own
+    by = {name: [ev for ev in found if ev.backend == name] for name in own}
+    assert by["slow"] and by["fast"], {n: len(v) for n, v in by.items()}  # 30 blocks: each finds some
+    for ev in found:
+        assert format_rate(ev.backend_rate) in block_line(ev)
+    # Each block carries its finder's rate, not the other's: the two differ by 4x or more (GIL
+    # sharing makes either one's rate vary by 2x from unit to unit, so not tighter than that).
+    for ev in by["fast"]:
+        assert ev.backend_rate > 2 * own["slow"], (ev.backend_rate, own)
+    for ev in by["slow"]:  # the block's mean counts the faster device: the slower one's own is far below
+        assert ev.backend_rate < own["fast"] / 2 and ev.backend_rate < 0.6 * ev.rate, (ev.backend_rate, ev.rate, own)
+        assert format_rate(ev.rate) not in block_line(ev)
+    out = io.StringIO()
+    JsonReporter(out).block(by["slow"][0])
+    event = json.loads(out.getvalue())
+    assert event["backend_rate"] == by["slow"][0].backend_rate and event["rate"] == by["slow"][0].rate

@@ -42,14 +42,15 @@ LINE_WIDTH = 100  # block lines fit this, so a log viewer or a terminal never wr
 
 def block_line(ev: BlockFound) -> str:
     """One block in at most LINE_WIDTH columns: height, the hash's head and tail, difficulty,
-    seconds, rate, the backend that found it and a node's or pool's verdict. The nonce is left to
+    seconds, the rate of the backend that found it (its own, not the block's mean: `--json` has both)
+    and that backend, and a node's or pool's verdict. The nonce is left to
     --json and `miner chain show` (the hash already names the block), so the widest realistic line
     (a 7-digit height, a 5-digit number of seconds, GH/s, cuda:10, accepted) still fits. A
     refusal whose reason does not fit ends the line with "refused:" and gives the whole reason on
     the lines below, indented and wrapped at word boundaries: nothing is cut, and a person or a
     script looking for "refused" on the block's line still finds it."""
     line = (f"block {ev.height:>6}  {short_hash(ev.hash_hex)}  diff {ev.difficulty:<9.4g}  "
-            f"{ev.seconds:7.2f} s  {format_rate(ev.rate):>11}  {ev.backend}")
+            f"{ev.seconds:7.2f} s  {format_rate(ev.backend_rate):>11}  {ev.backend}")
     if not ev.verdict:
         return line
     whole = f"{line}  {_verdict(ev.verdict)}"
