@@ -97,6 +97,12 @@ class Backend(abc.ABC):
     def warm_up(self) -> None:  # noqa: B027 (an optional hook: most backends have nothing to warm)
         """Compile or load whatever the first real search would otherwise wait for."""
 
+    def warm_up_words(self) -> str:
+        """What `warm_up` is about to do, in the user's words, for the line a run prints when a
+        backend is not ready after a moment: asked before the warm-up starts, since the warm-up
+        changes the answer (a compile fills the cache it would then load from)."""
+        return "preparing its kernel"
+
     @property
     def warmed_up(self) -> bool:
         """Whether `warm_up` has run to the end (backends that compile record how long it took)."""

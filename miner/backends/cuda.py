@@ -132,6 +132,12 @@ class CudaBackend(Backend):
 
     # ------------------------------------------------------------------ compile and tune
 
+    def warm_up_words(self) -> str:
+        words = "compiling its kernel with NVRTC (or loading CuPy's cached build of it)"
+        if self.shape_source == "default":
+            words += ", then timing launch shapes (first use on this device and driver)"
+        return words
+
     def warm_up(self) -> None:
         self._compile()
         if self.shape_source == "default":
