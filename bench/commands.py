@@ -80,6 +80,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     shapes = parse_launch_shapes(args.launch)
     from miner.bench.engine import (
         bench_backend,
+        busy_notes,
         machine_description,
         measure_job_switch,
         static_prediction,
@@ -147,6 +148,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     console = Console()
     for renderable in bench_report(results, machine, args.runs, args.duration):
         console.print(renderable, highlight=False)
+    for note in busy_notes([(f"{r.backend} {r.setting}".strip(), r.others_busy) for r in results]):
+        console.print(note, highlight=False)
     if switch:
         console.print(f"job switch ({', '.join(switch.backends)}, units of {switch.unit_seconds:g} s): "
                       f"new job on every backend after {switch.median * 1e3:.1f} ms median, "
@@ -196,6 +199,7 @@ def bench_report(results, machine: str, runs: int, duration: float) -> list:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from miner.bench.compare import compare, mismatches, plot
+    from miner.bench.engine import busy_notes
 
     from miner.backends.registry import cuda_device_count, make_backends
     from miner.backends.work import KernelWork
@@ -247,6 +251,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                   f"hits {r.total}")
             print(f"         {r.device}")
         print("all backends found the same hits" if not bad else f"MISMATCH: {', '.join(bad)}")
+        for note in busy_notes([(r.backend, r.others_busy) for r in rows]):
+            print(note)
     if args.plot:
         plot(rows, args.plot, pow=pow)
     return 1 if bad else 0

@@ -31,6 +31,7 @@ class CompareRow:
     hits: list[int]  # on the easy target
     total: int
     check_seconds: float  # the agreement search's wall time (not a speed)
+    others_busy: float | None = None  # share of the CPU other programs took during the timed runs
 
 
 def compare(backends: list[Backend], work: KernelWork, start: int, count: int,
@@ -42,7 +43,8 @@ def compare(backends: list[Backend], work: KernelWork, start: int, count: int,
         r = b.search(work, start, count)
         check = time.perf_counter() - t0
         speed = bench_backend(b, seconds, runs, pow=work.pow)
-        rows.append(CompareRow(b.name, b.device, speed.median, speed.runs, r.nonces, r.total, check))
+        rows.append(CompareRow(b.name, b.device, speed.median, speed.runs, r.nonces, r.total, check,
+                               speed.others_busy))
     return rows
 
 

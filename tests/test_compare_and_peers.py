@@ -134,3 +134,42 @@ def test_bench_reports_each_cpu_kernel_by_name():
     assert "SIMD" in rows[0]["device"] and all(r["median"] > 0 for r in rows)  # speeds belong to bench/
     if len(rows) > 1:
         assert "SHA extensions" in rows[1]["device"]
+
+
+# ----------------------------------------------------------------- timings others disturbed
+
+def test_busy_notes_name_only_the_disturbed_timings():
+    from miner.bench.engine import busy_notes
+    assert busy_notes([("ref", 0.1), ("cpu", None)]) == []
+    assert busy_notes([("ref", 0.1), ("cpu kernel=simd threads=2", 0.5)]) == [
+        "other programs were busy during these timings (their rates are understated):",
+        "  cpu kernel=simd threads=2: 50% of the CPU"]
+
+
+def _spinning(n: int):
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def test_bench_and_compare_say_when_other_programs_took_the_cpu():
+    """Two programs spinning on this 2-core machine's cores while `bench` and `compare` time
+    hashlib: both say the timing was shared (before, 2 threads timed no faster than 1 without a
+    word), and bench's JSON gives the share."""
+    spinners = _spinning(max(2, os.cpu_count() or 1))
+    try:
+        bench = subprocess.run([sys.executable, "-m", "miner", "bench", "--backend", "ref", "--runs", "2",
+                                "--duration", "0.3", "--switches", "0"], capture_output=True, text=True, timeout=120)
+        data = json.loads(subprocess.run([sys.executable, "-m", "miner", "bench", "--backend", "ref", "--runs", "2",
+                                          "--duration", "0.3", "--switches", "0", "--json"], capture_output=True,
+                                         text=True, timeout=120).stdout)
+        cmp = subprocess.run([sys.executable, "-m", "miner", "compare", "--backend", "ref", "--count", "4096",
+                              "--seconds", "0.3", "--runs", "1"], capture_output=True, text=True, timeout=120)
+    finally:
+        for s in spinners:
+            s.kill()
+            s.wait()
+    assert bench.returncode == 0, bench.stderr
+    assert "other programs were busy during these timings" in bench.stdout, bench.stdout
+    assert any(line.startswith("  ref: ") and line.endswith("% of the CPU") for line in bench.stdout.splitlines())
+    assert data["results"][0]["others_busy"] >= 0.25, data["results"][0]
+    assert cmp.returncode == 0, cmp.stderr
+    assert "other programs were busy during these timings" in cmp.stdout, cmp.stdout
