@@ -173,3 +173,55 @@ def test_bench_and_compare_say_when_other_programs_took_the_cpu():
     assert data["results"][0]["others_busy"] >= 0.25, data["results"][0]
     assert cmp.returncode == 0, cmp.stderr
     assert "other programs were busy during these timings" in cmp.stdout, cmp.stdout
+
+
+# ----------------------------------------------------------------- a peer that printed too little
+
+def _peer_script(path, reports_by_run: list[int], log):
+    """A stand-in peer (a real process) that prints `reports_by_run[i]` rate reports on its i-th
+    run (the last count for later runs), then keeps running until the benchmark's time is up."""
+    counter = path.with_suffix(".runs")
+    path.write_text(f"""#!/bin/sh
+n=$(cat {counter} 2>/dev/null || echo 0); echo $((n + 1)) > {counter}
+set -- {' '.join(map(str, reports_by_run))}
+i=0; for c in "$@"; do count=$c; [ $i -eq $n ] && break; i=$((i + 1)); done
+k=0; while [ $k -lt $count ]; do echo "Total: $((k + 1)).00 MH/s"; k=$((k + 1)); done
+echo run >> {log}
+exec sleep 30
+""")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return path
+
+
+def test_a_peer_run_with_too_few_reports_is_run_once_more_then_reported_missing(tmp_path, capfd):
+    """cpuminer-opt printed one rate report in 12 s on a loaded machine and the whole comparison
+    ended in a traceback: such a run is now run once more, and if that also falls short, None
+    (reported as missing by the caller)."""
+    from miner.bench.peers import run_peer_retrying
+
+    flaky = _peer_script(tmp_path / "flaky", [1, 3], tmp_path / "flaky.log")
+    assert run_peer_retrying(str(flaky), 1, 1.0) == [2e6, 3e6]  # the second run's reports after its first
+    assert (tmp_path / "flaky.log").read_text().count("run") == 2
+    assert "printed 1 rate report(s) in 1 s" in capfd.readouterr().err
+    silent = _peer_script(tmp_path / "silent", [1], tmp_path / "silent.log")
+    assert run_peer_retrying(str(silent), 1, 1.0) is None
+    assert (tmp_path / "silent.log").read_text().count("run") == 2  # once more, and no more
+    err = capfd.readouterr().err
+    assert "running it once more" in err and "reported as missing" in err
+
+
+@pytest.mark.slow
+def test_a_peer_that_never_reports_enough_is_missing_from_the_table_not_a_traceback(tmp_path):
+    silent = _peer_script(tmp_path / "cpuminer", [1], tmp_path / "silent.log")
+    good = _peer_script(tmp_path / "minerd", [3], tmp_path / "good.log")
+    base = [sys.executable, "-m", "miner.bench.peers", "--cpuminer", str(silent), "--pooler", str(good),
+            "--threads", "1", "--rounds", "1", "--seconds", "5", "--cpu-kernel", "simd"]
+    proc = subprocess.run([*base, "--json"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    (row,) = json.loads(proc.stdout)["rows"]
+    assert row["peers"] == {"cpuminer-opt": None, "cpuminer": 2.5e6} and row["missing"] == {"cpuminer-opt": 1,
+                                                                                          "cpuminer": 0}
+    assert row["peer"] == 2.5e6 and row["ours"] > 0
+    text = subprocess.run(base, capture_output=True, text=True, timeout=900)
+    assert text.returncode == 0 and "missing" in text.stdout
+    assert "cpuminer-opt at 1 thread(s): 1 of 1 run(s) missing" in text.stdout, text.stdout
