@@ -59,13 +59,13 @@ def test_a_failure_of_the_file_mid_batch_stores_none_and_the_index_follows_the_f
         blocks = _line(chain, 5, b"f")
         chain.add_block(blocks[0], now=NOW)
         # the file refuses the batch's third row, as a full disk would refuse a page
-        chain.conn.execute("CREATE TRIGGER full BEFORE INSERT ON blocks WHEN NEW.height = 4 "
+        chain.store.conn.execute("CREATE TRIGGER full BEFORE INSERT ON blocks WHEN NEW.height = 4 "
                            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
         with pytest.raises((ChainError, sqlite3.Error)):
             chain.add_blocks(blocks[1:], now=NOW)
         assert chain.height == 1 and chain.tip_hash == blocks[0].hash  # memory went back with the file
         assert all(chain.node(b.hash) is None for b in blocks[1:])
-        chain.conn.execute("DROP TRIGGER full")
+        chain.store.conn.execute("DROP TRIGGER full")
         assert [o.height for o in chain.add_blocks(blocks[1:], now=NOW)] == [2, 3, 4, 5]
         assert chain.verify(now=NOW) == 5
     finally:

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from miner.chain import files, store
+from miner.chain import files
+from miner.chain.diagnose import index_from_rows
 from miner.chain.index import BlockTree, ChainTip, Node, TipChange
-from miner.chain.store import short
+from miner.chain.store import FORMAT_VERSION, ChainStore, parse_body, short
 from miner.chain.verify import startup_check, verify_chain
 from miner.consensus.checks import (
     check_block,
@@ -71,13 +72,11 @@ class StaleBlock(InvalidBlock):
 class Chain:
     """A chain stored in one SQLite file. Not thread-safe: one `Chain` per thread."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, params: ChainParams,
-                 format_version: int = store.FORMAT_VERSION, readonly: bool = False,
+    def __init__(self, path: Path, store: ChainStore, params: ChainParams, readonly: bool = False,
                  genesis_committed: bool = True, tree: BlockTree | None = None):
         self.path = path
-        self.conn = conn
+        self.store = store  # the file's connection and every statement run on it
         self.params = params
-        self.format_version = format_version
         self.readonly = readonly
         self.genesis_committed = genesis_committed
         self.rule = params.retarget_rule()
@@ -90,9 +89,8 @@ class Chain:
             self.tree = tree  # loaded and checked by the read-only probe that opened the file
 
     @property
-    def rows(self) -> store.Layout:
-        """The queries of this file's storage layout."""
-        return store.layout(self.format_version)
+    def format_version(self) -> int:
+        return self.store.format_version
 
     # ------------------------------------------------------------------ opening
 
@@ -101,7 +99,7 @@ class Chain:
         """A new chain file, created whole or not at all; of two processes creating the same
         file at once one creates it and the other opens the winner's file."""
         p = Path(path)
-        store.create_file(p, params)
+        ChainStore.create(p, params)
         return cls.open(p)
 
     @classmethod
@@ -121,14 +119,14 @@ class Chain:
                                  f"'miner chain'")
         try:
             # Read-only probe first: a file that is not ours must not be turned into a WAL database.
-            probe = store.connect_readonly(p)
+            probe = ChainStore.open_readonly(p)
         except sqlite3.OperationalError as exc:
             raise ChainError(f"{p}: cannot open ({exc})") from None
         except sqlite3.DatabaseError as exc:
             raise ChainError(f"{p}: not a miner chain file ({exc})") from None
         try:
-            params, version, committed = store.read_meta(p, probe)
-            chain = cls(p, probe, params, version, readonly=True, genesis_committed=committed,
+            params, version, committed = probe.read_meta()
+            chain = cls(p, probe, params, readonly=True, genesis_committed=committed,
                         tree=None if index or not readonly else BlockTree())
             if readonly:
                 return chain
@@ -138,14 +136,14 @@ class Chain:
             raise
         probe.close()
         try:
-            conn = store.connect(p)
-            if version < 3:
-                store.upgrade(conn, committed)
-                writable = cls(p, conn, params, 3, genesis_committed=committed)
+            writer = ChainStore.open_writer(p, version)
+            if version < FORMAT_VERSION:
+                writer.upgrade(committed)
+                writable = cls(p, writer, params, genesis_committed=committed)
             else:
                 # The probe's index, so a 100,000-block chain is read once, not twice; blocks
                 # another writer adds meanwhile are picked up before the first block is stored.
-                writable = cls(p, conn, params, version, genesis_committed=committed, tree=chain.tree)
+                writable = cls(p, writer, params, genesis_committed=committed, tree=chain.tree)
         except sqlite3.Error as exc:
             raise ChainError(f"{p}: chain file cannot be opened for writing ({exc})") from None
         writable.check_writable()
@@ -159,7 +157,7 @@ class Chain:
         return cls.create(p, params)
 
     def close(self) -> None:
-        self.conn.close()
+        self.store.close()
 
     def __enter__(self) -> Self:
         return self
@@ -169,7 +167,8 @@ class Chain:
 
     def _load_index(self) -> None:
         try:
-            tree, self.damage = store.read_index(self.conn, self.rows)
+            store = self.store
+            tree, self.damage = index_from_rows(store.stray_height(), store.active_hashes(), store.index_rows())
         except sqlite3.DatabaseError as exc:
             raise ChainError(f"{self.path}: chain file is damaged ({exc})") from None
         if not tree.active:
@@ -180,10 +179,9 @@ class Chain:
     def check_writable(self) -> None:
         """Fail now, before any mining, if the file cannot take a block."""
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.execute("ROLLBACK")
+            self.store.check_writable()
         except sqlite3.OperationalError as exc:
-            self.conn.close()
+            self.store.close()
             raise ChainError(f"{self.path}: cannot write to the chain file ({exc})") from None
 
     def refuse_if_damaged(self) -> None:
@@ -219,8 +217,8 @@ class Chain:
             raise InvalidInput(f"no block at height {height} (tip is {self.height})")
         return self.tree.active[height]
 
-    def _stored(self, block_hash: bytes, what: str) -> tuple:
-        row = self.conn.execute("SELECT header, body FROM blocks WHERE hash=?", (block_hash,)).fetchone()
+    def _stored(self, block_hash: bytes, what: str) -> tuple[bytes, bytes]:
+        row = self.store.block_row(block_hash)
         if row is None:
             raise ChainError(f"{what} is in the index but not stored; run 'miner chain verify'")
         return row
@@ -237,7 +235,7 @@ class Chain:
             raise InvalidInput(f"no block with hash {display_hex(block_hash)}")
         header, body = self._stored(block_hash, f"block {node.height} ({short(block_hash)})")
         try:
-            return Block.from_raw(BlockHeader.deserialize(header), store.parse_body(body))
+            return Block.from_raw(BlockHeader.deserialize(header), parse_body(body))
         except (ValueError, TypeError, struct.error, InvalidInput) as exc:
             raise ChainError(f"block {node.height} cannot be decoded ({exc}); "
                              f"run 'miner chain verify'") from None
@@ -299,7 +297,7 @@ class Chain:
         clock = int(_time.time()) if now is None else now
         outcomes: list[AddResult | InvalidBlock] = []
         try:
-            with store.transaction(self.conn):
+            with self.store.transaction():
                 self.catch_up()
                 for block in blocks:
                     try:
@@ -324,7 +322,7 @@ class Chain:
 
     def catch_up(self) -> None:
         """Inside the write lock: reload the index if another process stored blocks."""
-        last = self.conn.execute("SELECT max(seq) FROM blocks").fetchone()[0]
+        last = self.store.last_seq()
         if last != self.tree.next_seq - 1:
             self._load_index()
             self.refuse_if_damaged()
@@ -363,16 +361,11 @@ class Chain:
                              f"largest the file can hold, so no block can follow; run 'miner chain verify'")
         tree.add(node)
         try:
-            self.conn.execute("INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?)",
-                               (node.seq, block_hash, height, status, header.serialize(),
-                                store.serialize_body(block.raw_txs)))
+            self.store.insert_block(node.seq, block_hash, height, status, header.serialize(), block.raw_txs)
             switch = tree.better_than_tip(node)
             if switch:
                 side = tree.branch(node)
-                fork = height - len(side)
-                self.conn.execute("DELETE FROM active WHERE height > ?", (fork,))
-                self.conn.executemany("INSERT INTO active VALUES (?, ?)",
-                                       [(n.height, n.hash) for n in side])
+                self.store.move_active(height - len(side), [(n.height, n.hash) for n in side])
         except BaseException:
             tree.discard(node)
             raise
@@ -396,5 +389,5 @@ class Chain:
 
     def block_count(self) -> int:
         """Blocks stored, on every branch, valid or marked invalid."""
-        return self.conn.execute("SELECT count(*) FROM blocks WHERE height >= 0").fetchone()[0]
+        return self.store.block_count()
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from miner.chain.index import GENESIS_PARENT, BlockTree
-from miner.chain.store import Layout, parse_body, serialize_body, short
+from miner.chain.store import ChainStore, parse_body, serialize_body, short
 from miner.consensus.checks import check_block, check_commitments, check_header
 from miner.consensus.params import ChainParams
 from miner.consensus.retarget import RetargetRule
@@ -38,11 +38,8 @@ class Chain(Protocol):
     genesis_committed: bool  # format 2 on: genesis commits to the parameters
     path: Path
     damage: str | None  # what loading the index found wrong, if anything
-    conn: sqlite3.Connection
+    store: ChainStore  # the file's rows, read through its statements
     tree: BlockTree
-
-    @property
-    def rows(self) -> Layout: ...
 
     @property
     def times(self) -> Sequence[int]: ...
@@ -131,8 +128,7 @@ def startup_check(chain: Chain, blocks: int = CHECK_BLOCKS) -> None:
 def _startup_check(chain: Chain, blocks: int) -> None:
     if chain.damage:
         raise ChainError(f"{chain.path}: {chain.damage}; run 'miner chain verify'")
-    row = chain.conn.execute("SELECT header, body FROM blocks WHERE hash = ?", (chain.tree.active[0],)).fetchone()
-    if row is None or tuple(row) != expected_genesis(chain):
+    if chain.store.block_row(chain.tree.active[0]) != expected_genesis(chain):
         raise ChainError(f"{chain.path}: block 0: genesis does not match the chain parameters "
                          f"(the parameters or genesis were edited); the chain is refused")
     best = chain.tree.best_tip()
@@ -157,16 +153,15 @@ def verify_chain(chain: Chain, now: int | None = None, from_height: int = 0) -> 
     active chain must then be the most-work valid one.
     """
     clock = int(time.time()) if now is None else now
-    conn, rows = chain.conn, chain.rows
-    stray = conn.execute("SELECT min(height) FROM blocks WHERE height < 0").fetchone()[0]
+    stray = chain.store.stray_height()
     if stray is not None:
         raise InvalidBlock(f"block {stray}: a stray row below genesis", stray)
     if from_height > 0:
         return _verify_active(chain, from_height, clock)
     seen = BlockTree()
-    stored_active = dict(conn.execute(rows.active))  # height -> hash
+    stored_active = dict(chain.store.active_hashes())  # height -> hash
     genesis, genesis_body = expected_genesis(chain)
-    for seq, stored_hash, height, status, raw_header, raw_body in conn.execute(rows.all_rows):
+    for seq, stored_hash, height, status, raw_header, raw_body in chain.store.all_blocks():
         if not seen.active:
             if height != 0 or raw_header != genesis or raw_body != genesis_body:
                 raise InvalidBlock("block 0: genesis does not match the chain parameters", 0)
@@ -242,7 +237,7 @@ def _verify_active(chain: Chain, from_height: int, clock: int) -> int:
     bits: list[int] = chain.bits[:from_height]
     parent_hash = chain.tree.active[from_height - 1]
     expected_height = from_height
-    for height, stored_hash, raw_header, raw_body in chain.conn.execute(chain.rows.active_rows, (from_height,)):
+    for height, stored_hash, raw_header, raw_body in chain.store.active_blocks(from_height):
         if height != expected_height:
             raise InvalidBlock(f"block {expected_height}: missing from the chain file", expected_height)
         expected_height += 1
