@@ -160,15 +160,10 @@ def verify_chain(chain: Chain, now: int | None = None, from_height: int = 0) -> 
         return _verify_active(chain, from_height, clock)
     seen = BlockTree()
     stored_active = dict(chain.store.active_hashes())  # height -> hash
-    genesis, genesis_body = expected_genesis(chain)
+    genesis = expected_genesis(chain)
     for seq, stored_hash, height, status, raw_header, raw_body in chain.store.all_blocks():
         if not seen.active:
-            if height != 0 or raw_header != genesis or raw_body != genesis_body:
-                raise InvalidBlock("block 0: genesis does not match the chain parameters", 0)
-            if stored_hash != sha256d(raw_header):
-                raise InvalidBlock("block 0: stored hash does not match its header", 0)
-            t, b = struct.unpack_from("<II", raw_header, 68)
-            seen.add(seen.make_node(stored_hash, GENESIS_PARENT, t, b, seq=seq))
+            _start_at_genesis(seen, genesis, seq, stored_hash, height, raw_header, raw_body)
             continue
         header, txs = _decode(height, stored_hash, raw_header, raw_body)
         # Most blocks extend the verified active chain: judged against its lists directly,
@@ -180,21 +175,7 @@ def verify_chain(chain: Chain, now: int | None = None, from_height: int = 0) -> 
                                    f"is block {len(seen.active) - 1})", height)
             times, bits = seen.times, seen.bits
         else:
-            parent = seen.nodes.get(header.prev_hash)
-            if parent is None:
-                if stored_active.get(height - 1, header.prev_hash) == header.prev_hash:
-                    raise InvalidBlock(f"block {height - 1}: missing from the chain file "
-                                       f"({_where(height, stored_hash)} names it as its parent)", height - 1)
-                raise InvalidBlock(f"{_where(height, stored_hash)}: previous hash does not link to a stored "
-                                   f"block", height)
-            if parent.height != height - 1:
-                raise InvalidBlock(f"{_where(height, stored_hash)}: stored at the wrong height (its parent "
-                                   f"is block {parent.height})", height)
-            bad = seen.invalid_ancestor(parent)
-            if bad is not None:
-                raise InvalidBlock(f"{_where(height, stored_hash)}: descends from invalid block {bad.height} "
-                                   f"({short(bad.hash)})", height)
-            times, bits = seen.history(parent)
+            times, bits = _side_history(seen, stored_active, header.prev_hash, height, stored_hash)
         if status:
             block_hash = sha256d(raw_header)  # stored as invalid: its reason is not re-derived
         else:
@@ -212,6 +193,38 @@ def verify_chain(chain: Chain, now: int | None = None, from_height: int = 0) -> 
     if not seen.active:
         raise InvalidBlock("block 0: chain has no genesis block", 0)
     return _check_active_is_best(seen, stored_active)
+
+
+def _start_at_genesis(seen: BlockTree, genesis: tuple[bytes, bytes], seq: int, stored_hash: object,
+                      height: object, raw_header: bytes, raw_body: bytes) -> None:
+    """The first row must be genesis as the stored parameters make it; it starts `seen`."""
+    if height != 0 or (raw_header, raw_body) != genesis:
+        raise InvalidBlock("block 0: genesis does not match the chain parameters", 0)
+    if stored_hash != sha256d(raw_header):
+        raise InvalidBlock("block 0: stored hash does not match its header", 0)
+    t, b = struct.unpack_from("<II", raw_header, 68)
+    seen.add(seen.make_node(stored_hash, GENESIS_PARENT, t, b, seq=seq))
+
+
+def _side_history(seen: BlockTree, stored_active: dict[int, bytes], parent_hash: bytes, height: int,
+                  stored_hash: object) -> tuple[Sequence[int], Sequence[int]]:
+    """The times and bits a block off the verified tip is judged against; its parent must be
+    verified already, one below it, and valid all the way down."""
+    parent = seen.nodes.get(parent_hash)
+    if parent is None:
+        if stored_active.get(height - 1, parent_hash) == parent_hash:
+            raise InvalidBlock(f"block {height - 1}: missing from the chain file "
+                               f"({_where(height, stored_hash)} names it as its parent)", height - 1)
+        raise InvalidBlock(f"{_where(height, stored_hash)}: previous hash does not link to a stored "
+                           f"block", height)
+    if parent.height != height - 1:
+        raise InvalidBlock(f"{_where(height, stored_hash)}: stored at the wrong height (its parent "
+                           f"is block {parent.height})", height)
+    bad = seen.invalid_ancestor(parent)
+    if bad is not None:
+        raise InvalidBlock(f"{_where(height, stored_hash)}: descends from invalid block {bad.height} "
+                           f"({short(bad.hash)})", height)
+    return seen.history(parent)
 
 
 def _check_active_is_best(seen: BlockTree, stored: dict[int, bytes]) -> int:
