@@ -79,3 +79,25 @@ def test_planted_sql_outside_the_store_is_caught(planted):
     src["miner.node.rpc.blockchain"] += "\n" + planted
     found = sql_outside_store(src)
     assert found and all(f.startswith("miner.node.rpc.blockchain:") for f in found), found
+
+
+def test_no_module_outside_the_chain_touches_the_block_tree():
+    assert tree_reach(sources()) == []
+
+
+@pytest.mark.parametrize("planted", [
+    "def f(chain):\n    return chain.tree.active[0]\n",
+    "from miner.chain.index import BlockTree\n",
+])
+def test_planted_reach_into_the_tree_is_caught(planted):
+    src = sources()
+    src["miner.node.p2p.chain_queries"] += "\n" + planted
+    found = tree_reach(src)
+    assert len(found) == 1 and found[0].startswith("miner.node.p2p.chain_queries:"), found
+
+
+def test_the_stratum_session_asks_its_pool_not_the_service():
+    src = sources()
+    assert session_reach(src) == []
+    src["miner.node.stratum.session"] += "\ndef f(self):\n    return self.server.service.tip.hash\n"
+    assert len(session_reach(src)) == 1
