@@ -37,6 +37,15 @@ class Unrequested:
     def invalid(self) -> bool:
         return self.refused is not None
 
+    @property
+    def known(self) -> bool:
+        """Stored already (valid or marked invalid): nothing to drop."""
+        return self.reason == "duplicate"
+
+    @property
+    def parent_missing(self) -> bool:
+        return self.reason == "unknown-parent"
+
 
 def judge_unrequested(chain: Chain, block: Block, now: int) -> Unrequested:
     tip_work, tip_height = chain.chainwork, chain.height

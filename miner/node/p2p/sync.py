@@ -288,8 +288,8 @@ class BlockSync:
         """An unrequested block that is not stored now: dropped, unless its parent is missing and
         its held header shows it worth waiting for (more work than our tip, not too far ahead);
         for a parent we do not know of at all we ask for the headers between."""
-        self.unrequested_dropped += verdict.reason != "duplicate"
-        if verdict.reason != "unknown-parent":
+        self.unrequested_dropped += not verdict.known
+        if not verdict.parent_missing:
             log.debug("peer %d: unrequested block %s not stored (%s)", peer, display_hex(block.hash)[:16],
                       verdict.reason)
             return []
