@@ -11,8 +11,9 @@ import json
 import sys
 import time
 
+from miner.backends.base import MAX_THREADS
 from miner.errors import InvalidInput, UsageError
-from miner.ui.units import format_rate, rate_unit
+from miner.ui.units import format_rate, format_ratio, rate_unit
 
 
 def _thread_counts(text: str | None) -> list[int]:
@@ -23,8 +24,9 @@ def _thread_counts(text: str | None) -> list[int]:
         counts = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise UsageError(f"--threads must be comma-separated whole numbers, got {text!r}") from None
-    if not counts or min(counts) < 1 or max(counts) > 1024:
-        raise UsageError(f"--threads values must be between 1 and 1024, got {text!r}")
+    if not counts or min(counts) < 1 or max(counts) > MAX_THREADS:
+        bad = next((c for c in counts if not 1 <= c <= MAX_THREADS), text)
+        raise UsageError(f"argument --threads: must be between 1 and {MAX_THREADS:,}, got {bad}")
     return counts
 
 
@@ -78,6 +80,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     shapes = parse_launch_shapes(args.launch)
     from miner.bench.engine import (
         bench_backend,
+        busy_notes,
         machine_description,
         measure_job_switch,
         static_prediction,
@@ -145,6 +148,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     console = Console()
     for renderable in bench_report(results, machine, args.runs, args.duration):
         console.print(renderable, highlight=False)
+    for note in busy_notes([(f"{r.backend} {r.setting}".strip(), r.others_busy) for r in results]):
+        console.print(note, highlight=False)
     if switch:
         console.print(f"job switch ({', '.join(switch.backends)}, units of {switch.unit_seconds:g} s): "
                       f"new job on every backend after {switch.median * 1e3:.1f} ms median, "
@@ -194,6 +199,7 @@ def bench_report(results, machine: str, runs: int, duration: float) -> list:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from miner.bench.compare import compare, mismatches, plot
+    from miner.bench.engine import busy_notes
 
     from miner.backends.registry import cuda_device_count, make_backends
     from miner.backends.work import KernelWork
@@ -207,7 +213,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         count, why = cuda_device_count()
         spec = "ref,cpu" + (",cuda" if count else "")
         if not count and not args.json:
-            print(f"no GPU here ({why}); comparing the CPU backends", file=sys.stderr)
+            print(f"comparing the CPU backends only; no GPU here: {why}", file=sys.stderr)
     pow = args.pow
     if args.count is None:
         args.count = 1 << 21 if pow == "sha256d" else 1 << 11  # scrypt is ~5,000x slower a hash
@@ -240,10 +246,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"hits: {args.count:,} nonces of an easy-target job on every backend;\nspeed: median "
               f"of {args.runs} x {args.seconds:g} s on a hard target (kernel fast path only)")
         for r in rows:  # 80 columns: the figures on one line, the device on the next
-            x_cpu = f"{r.rate / cpu_rate:8.1f}x cpu" if cpu_rate else ""
-            print(f"{r.backend:<8} {format_rate(r.rate):>12} {r.rate / ref_rate:9.1f}x ref {x_cpu}  hits {r.total}")
+            x_cpu = f"{format_ratio(r.rate / cpu_rate):>9} cpu" if cpu_rate else ""
+            print(f"{r.backend:<8} {format_rate(r.rate):>12} {format_ratio(r.rate / ref_rate):>10} ref {x_cpu}  "
+                  f"hits {r.total}")
             print(f"         {r.device}")
         print("all backends found the same hits" if not bad else f"MISMATCH: {', '.join(bad)}")
+        for note in busy_notes([(r.backend, r.others_busy) for r in rows]):
+            print(note)
     if args.plot:
         plot(rows, args.plot, pow=pow)
     return 1 if bad else 0

@@ -31,6 +31,7 @@ class CompareRow:
     hits: list[int]  # on the easy target
     total: int
     check_seconds: float  # the agreement search's wall time (not a speed)
+    others_busy: float | None = None  # share of the CPU other programs took during the timed runs
 
 
 def compare(backends: list[Backend], work: KernelWork, start: int, count: int,
@@ -42,7 +43,8 @@ def compare(backends: list[Backend], work: KernelWork, start: int, count: int,
         r = b.search(work, start, count)
         check = time.perf_counter() - t0
         speed = bench_backend(b, seconds, runs, pow=work.pow)
-        rows.append(CompareRow(b.name, b.device, speed.median, speed.runs, r.nonces, r.total, check))
+        rows.append(CompareRow(b.name, b.device, speed.median, speed.runs, r.nonces, r.total, check,
+                               speed.others_busy))
     return rows
 
 
@@ -65,7 +67,7 @@ def plot(rows: list[CompareRow], out: str, pow: str = "sha256d") -> list[str]:
     from matplotlib.ticker import LogLocator, NullFormatter
 
     from miner.ui.plot import _pyplot, save_figure
-    from miner.ui.units import format_rate, rate_unit
+    from miner.ui.units import format_rate, format_ratio, rate_unit
     plt = _pyplot()
     texts = []
     unit, scale = rate_unit(min(r.rate for r in rows))
@@ -76,7 +78,7 @@ def plot(rows: list[CompareRow], out: str, pow: str = "sha256d") -> list[str]:
     bars = ax.barh(labels, rates, color="tab:blue")
     base = rows[0].rate
     for bar, r in zip(bars, rows):
-        texts.append(f"{format_rate(r.rate)}  ({r.rate / base:,.1f}x {rows[0].backend})")
+        texts.append(f"{format_rate(r.rate)}  ({format_ratio(r.rate / base)} {rows[0].backend})")
         ax.annotate(" " + texts[-1], (bar.get_width(), bar.get_y() + bar.get_height() / 2),
                     va="center", fontsize=9)
     ax.set_xscale("log")

@@ -13,6 +13,8 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 
+from miner.kernels.cpu_select import OTHERS_BUSY, OtherWork
+
 from miner.backends.base import Backend
 from miner.backends.work import NONCE_SPACE, KernelWork
 from miner.mining.coordinator import Coordinator
@@ -29,6 +31,9 @@ class BenchResult:
     compile_seconds: float | None = None  # compile or load from cache, before the first call
     first_call_seconds: float | None = None  # one 1-nonce search after warm-up: launch overhead
     predicted: float | None = None  # hashes/s from the static SASS count (CUDA), if available
+    # Share of all cores other programs took during the timed runs (None where unknown): from a
+    # quarter up the rate is low for reasons not the backend's, and the report says so.
+    others_busy: float | None = None
 
     @property
     def median(self) -> float:
@@ -86,6 +91,7 @@ def bench_backend(backend: Backend, duration: float, runs: int, setting: str = "
         count *= 4
     count = int(min(max(count * duration / dt, 1), NONCE_SPACE - 1))
     start = 0
+    meter = OtherWork()  # the kernel chooser's measure: /proc/stat's busy time less our own
     for _ in range(runs):
         if start + count > NONCE_SPACE:
             start = 0
@@ -93,7 +99,19 @@ def bench_backend(backend: Backend, duration: float, runs: int, setting: str = "
         backend.search(work, start, count)
         result.runs.append(count / (time.perf_counter() - t))
         start += count
+    result.others_busy = meter.share()
     return result
+
+
+def busy_notes(timed: list[tuple[str, float | None]]) -> list[str]:
+    """Lines naming each (what was timed, others' share) where other programs took a quarter of
+    the CPU or more during the timing (`cpu_select.OTHERS_BUSY`, the share at which the kernel
+    chooser calls its own timing provisional), under one heading; none when no timing was
+    disturbed. On a loaded machine two threads can time no faster than one, and the table alone
+    does not say why."""
+    busy = [f"  {what}: {share:.0%} of the CPU" for what, share in timed
+            if share is not None and share >= OTHERS_BUSY]
+    return ["other programs were busy during these timings (their rates are understated):", *busy] if busy else []
 
 
 @dataclass

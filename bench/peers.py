@@ -35,8 +35,14 @@ def parse_peer_rates(text: str) -> list[float]:
     return [float(v) * _SCALE[u] for v, u in _RATE.findall(text)]
 
 
+class TooFewReports(Exception):
+    """A peer printed fewer than two rate reports in its run (cpuminer-opt runs at nice 19, and
+    on a loaded machine it printed one in 12 s): nothing to take a median of."""
+
+
 def run_peer(path: str, threads: int, seconds: float, algo: str = "sha256d") -> list[float]:
-    """A peer's benchmark for about `seconds`; its reports after the first."""
+    """A peer's benchmark for about `seconds`; its reports after the first (TooFewReports when
+    it printed fewer than two)."""
     cmd = [path, "--benchmark", "-a", algo, "-t", str(threads)]
     if "minerd" not in os.path.basename(path):
         cmd.append("--no-color")  # cpuminer-opt's; pooler's cpuminer has no such option
@@ -47,9 +53,22 @@ def run_peer(path: str, threads: int, seconds: float, algo: str = "sha256d") -> 
         out = (exc.stdout or b"").decode(errors="replace") + (exc.stderr or b"").decode(errors="replace")
     rates = parse_peer_rates(out)
     if len(rates) < 2:
-        raise RuntimeError(f"{path} printed {len(rates)} rate report(s) in {seconds:g} s; "
-                           f"give it longer (--seconds) or check that it runs: {out[-300:]!r}")
+        raise TooFewReports(f"{path} printed {len(rates)} rate report(s) in {seconds:g} s; "
+                            f"give it longer (--seconds) or check that it runs: {out[-300:]!r}")
     return rates[1:]
+
+
+def run_peer_retrying(path: str, threads: int, seconds: float, algo: str = "sha256d") -> list[float] | None:
+    """`run_peer`, run once more when it printed too few rate reports; None when the second run
+    did too, and the round is reported as missing for this peer instead of the whole comparison
+    ending in a traceback."""
+    for attempt in (1, 2):
+        try:
+            return run_peer(path, threads, seconds, algo)
+        except TooFewReports as exc:
+            then = "running it once more" if attempt == 1 else "this run is reported as missing"
+            print(f"warning: {exc}; {then}", file=sys.stderr, flush=True)
+    return None
 
 
 def run_ours(threads: int, kernel: str, seconds: float, algo: str = "sha256d") -> list[float]:
@@ -71,24 +90,33 @@ def compare(peers: dict[str, str], thread_counts: list[int], kernels: list[str],
             seconds: float, algo: str = "sha256d") -> list[dict]:
     """Each round runs every peer, then each of our kernels, one after the other. A row per
     (threads, our kernel) with every peer's median and ours; `ratio` is ours over the faster
-    peer's."""
+    peer's. A peer run that printed too few reports twice (`run_peer_retrying`) is counted in
+    `missing` for that peer; a peer with no run left has median None, and with no peer left at
+    all, `peer` and `ratio` are None."""
     rows = []
     for threads in thread_counts:
         peer: dict[str, list[float]] = {name: [] for name in peers}
+        missing: dict[str, int] = {name: 0 for name in peers}
         ours: dict[str, list[float]] = {k: [] for k in kernels}
         for r in range(rounds):
             for name, path in peers.items():
                 print(f"threads={threads} round {r + 1}/{rounds}: {name} ...", file=sys.stderr, flush=True)
-                peer[name].append(statistics.median(run_peer(path, threads, seconds, algo)))
+                rates = run_peer_retrying(path, threads, seconds, algo)
+                if rates is None:
+                    missing[name] += 1
+                else:
+                    peer[name].append(statistics.median(rates))
             for k in kernels:
                 print(f"threads={threads} round {r + 1}/{rounds}: ours ({k}) ...", file=sys.stderr, flush=True)
                 ours[k].append(statistics.median(run_ours(threads, k, seconds, algo)))
-        medians = {name: statistics.median(v) for name, v in peer.items()}
-        best = max(medians.values())
+        medians = {name: statistics.median(v) if v else None for name, v in peer.items()}
+        present = [m for m in medians.values() if m is not None]
+        best = max(present) if present else None
         for k in kernels:
             o = statistics.median(ours[k])
             rows.append({"threads": threads, "kernel": k, "peers": medians, "peer": best, "ours": o,
-                         "ratio": o / best, "peer_rounds": peer, "our_rounds": ours[k]})
+                         "ratio": o / best if best else None, "peer_rounds": peer, "missing": missing,
+                         "our_rounds": ours[k]})
     return rows
 
 
@@ -144,8 +172,15 @@ def main(argv: list[str] | None = None) -> int:
           + f" {'ours':>14} {'vs faster':>9}")
     for r in rows:
         print(f"{'':>{len(args.algo) + 1}} {r['threads']:>7} {r['kernel']:<6} "
-              + " ".join(f"{r['peers'][n] / scale:>9.2f} {unit}" for n in names)
-              + f" {r['ours'] / scale:>9.2f} {unit} {r['ratio']:>8.2f}x")
+              + " ".join(f"{r['peers'][n] / scale:>9.2f} {unit}" if r["peers"][n] is not None else f"{'missing':>14}"
+                         for n in names)
+              + f" {r['ours'] / scale:>9.2f} {unit} "
+              + (f"{r['ratio']:>8.2f}x" if r["ratio"] is not None else f"{'-':>9}"))
+    for r in rows[::len(kernels) or 1]:
+        for name, n in r["missing"].items():
+            if n:
+                print(f"{name} at {r['threads']} thread(s): {n} of {args.rounds} run(s) missing (too few rate "
+                      f"reports twice)")
     return 0
 
 

@@ -2,14 +2,15 @@
 
     python -m miner.bench.stratum_load [--miners 1000] [--seconds 10] [--json]
 
-Starts a node on a fresh chain of the `local` preset (2^26 hashes a block, so no share is a
-block) with Stratum on 127.0.0.1 and the share difficulty pinned at 1e-9 (about half of all
-hashes are shares, and vardiff cannot move it), connects `--miners` miners (subscribe,
-authorize), and measures the node's resident size before and after (in the first round). Each miner then has
-real shares for its own extranonce1, found beforehand with hashlib, and submits them one after
-another (a new one when the last is answered) for `--seconds`. Every share is rebuilt and hashed
-by the server. Reported: shares answered per second, how many were accepted, refused or never
-answered, p50/p99 submit latency, and the node's memory per connection.
+Starts a node on a fresh chain of the `local` preset's rules started at 2^26 hashes a block (so no
+share is a block; the preset itself starts at 2^17 and ramps) with Stratum on 127.0.0.1 and the
+share difficulty pinned at 1e-9 (about half of all hashes are shares, and vardiff cannot move it),
+connects `--miners` miners (subscribe, authorize), and measures the node's resident size before and
+after (in the first round). Each miner then has real shares for its own extranonce1, found
+beforehand with hashlib, and submits them one after another (a new one when the last is answered)
+for `--seconds`. Every share is rebuilt and hashed by the server. Reported: shares answered per
+second, how many were accepted, refused or never answered, p50/p99 submit latency, and the node's
+memory per connection.
 
 The miners' count of accepted shares is checked against the server's own (`getstratuminfo`,
 read before and after each round): a share the server counted but never answered as accepted,
@@ -136,11 +137,13 @@ async def _run(port: int, pid: int, miners: int, seconds: float) -> dict:
 
 
 def run(miners: int = 1000, seconds: float = 10.0, runs: int = 1) -> dict:
+    from dataclasses import replace
+
     from miner.chain.chain import Chain
-    from miner.consensus.params import preset
+    from miner.consensus.params import WINDOWED_START_BITS, preset
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "stratum.sqlite"
-        Chain.create(path, preset("local", int(time.time()) - 60)).close()
+        Chain.create(path, replace(preset("local", int(time.time()) - 60), genesis_bits=WINDOWED_START_BITS)).close()
         node = subprocess.Popen([sys.executable, "-m", "miner", "node", "--chain", str(path), "--rpc-port", "0",
                                  "--stratum-port", "0", "--stratum-difficulty", str(SHARE_DIFFICULTY),
                                  "--stratum-max-difficulty", str(SHARE_DIFFICULTY), "--stratum-min-difficulty",

@@ -201,6 +201,14 @@ def stored_choice() -> str | None:
     return entry["kernel"]
 
 
+def has_provisional_choice() -> bool:
+    """Whether a choice is stored for this CPU but is to be timed again (it was timed on a busy
+    machine), so `choose("auto")` will time the kernels rather than read it."""
+    entry = read_entries(_choice_file()).get(choice_key())
+    return (isinstance(entry, dict) and entry.get("kernel") in available() and bool(entry.get("provisional"))
+            and stored_choice() is None)
+
+
 def is_compiled(kernel: str) -> bool:
     """Whether numba's cache holds `kernel`'s search for this CPU, so it loads in about a second
     instead of compiling for a minute. Asks numba's cache index the way a call would (its

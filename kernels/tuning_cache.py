@@ -13,8 +13,17 @@ from pathlib import Path
 
 
 def cache_dir() -> Path:
-    """`MINER_CACHE`, or ~/.cache/pow-miner."""
-    return Path(os.environ.get("MINER_CACHE", Path.home() / ".cache" / "pow-miner"))
+    """`MINER_CACHE`, else `$XDG_CACHE_HOME/pow-miner`, else ~/.cache/pow-miner.
+
+    The XDG base-directory rules: a user who moves their caches (a small home, a tmpfs, a
+    sandbox) moves ours with them; a relative XDG_CACHE_HOME is invalid there and ignored.
+    """
+    explicit = os.environ.get("MINER_CACHE")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "pow-miner"
 
 
 def read_entries(path: Path) -> dict:

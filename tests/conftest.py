@@ -94,7 +94,7 @@ class FirstRun:
                 time.sleep(0.05)
             self.first_hash = time.monotonic() - launched
             self.during_compile = hashes(url)
-            cpu_block.wait(900)  # the compile, then a block at 2^26 hashes: minutes at worst
+            cpu_block.wait(900)  # the compile, then a block at the ramped difficulty: minutes at worst
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
             self.returncode = proc.wait(120)

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -408,3 +409,86 @@ def test_the_bench_tables_fit_80_columns_with_every_number_whole():
     for device in ("numba SHA-256d, SIMD 16 lanes (AVX-512), 2 thread(s)",
                    "numba SHA-256d, SHA extensions, 2 thread(s)"):
         assert f"cpu: {device}" in flat, flat
+
+
+def _help(*command: str, columns: int = 80) -> str:
+    return subprocess.run([sys.executable, "-m", "miner", *command, "--help"], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "COLUMNS": str(columns)}, check=True).stdout
+
+
+@pytest.mark.parametrize("command", [("mine",), ("node",), ("net", "up"), ("header",)])
+def test_help_lists_every_preset_and_never_breaks_a_name(command):
+    """Help named "local, local-windowed, regtest, mainnet, ..." and broke the default file as
+    "miner-" / "chain.sqlite": every preset in the code is listed, each name whole on one line."""
+    from miner.consensus.params import PRESETS
+    for columns in (60, 80, 120):
+        words = {w.strip(",;.()") for w in _help(*command, columns=columns).split()}
+        assert set(PRESETS) <= words, (columns, set(PRESETS) - words)
+        if command != ("header",) and command != ("net", "up"):
+            assert "miner-chain.sqlite" in words, columns
+
+
+@pytest.mark.parametrize("command", [("mine",), ("node",), ("net", "up", "2"), ("bench",)])
+def test_threads_out_of_range_is_said_alike_by_every_command(command):
+    """bench said "between 1 and 1024", the others "between 1 and 1,024"."""
+    from miner.backends.base import MAX_THREADS
+    for given in ("0", str(MAX_THREADS + 1)):
+        assert_one_line_error(run(*command, "--threads", given), 2,
+                              f"argument --threads: must be between 1 and {MAX_THREADS:,}, got {given}")
+
+
+def test_a_url_of_neither_kind_names_both_kinds():
+    proc = run("mine", "--url", "htp://127.0.0.1:1", "--blocks", "1")
+    assert_one_line_error(proc, 2, "http://")
+    assert "stratum+tcp://" in proc.stderr
+
+
+def test_verify_gives_a_rate_only_for_a_time_long_enough_to_measure(tmp_path):
+    """A 6-block chain verified in a few milliseconds printed "in 0.00 s (18,297 blocks/s)"."""
+    from miner.cli.chain import took_words
+    assert took_words(31, 0.0017) == "in under 0.01 s"
+    assert took_words(31, 0.04) == "in 0.04 s"
+    assert took_words(1000, 0.5) == "in 0.50 s (2,000 blocks/s)"
+    path = tmp_path / "c.sqlite"
+    mine_easy_chain(path, 5).close()
+    line = run("chain", "verify", "--chain", str(path)).stdout.strip()
+    assert re.fullmatch(r"chain OK: 6 blocks verified in (under 0\.01 s|0\.0\d s); active chain to height 5",
+                        line), line
+
+
+def test_ratios_keep_their_significant_digits():
+    from miner.ui.units import format_ratio
+    assert [format_ratio(x) for x in (0.0234, 0.0156, 0.52, 1.0, 4.34, 68.3, 1234.5)] == [
+        "0.023x", "0.016x", "0.52x", "1.0x", "4.3x", "68x", "1,234x"]
+
+
+def test_compare_without_cupy_says_so_once_and_shows_hashlibs_ratio(tmp_path):
+    """With CuPy missing, stderr read "no GPU here (CuPy is not installed (cupy); ...)", and the
+    hashlib row said "0.0x cpu" for about 0.02x."""
+    fake = tmp_path / "site"
+    fake.mkdir()
+    (fake / "cupy.py").write_text("raise ModuleNotFoundError(\"No module named 'cupy'\", name='cupy')\n")
+    proc = subprocess.run([sys.executable, "-m", "miner", "compare", "--count", "4096", "--seconds", "0.2",
+                           "--runs", "1"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              [str(fake), os.environ.get("PYTHONPATH", "")])})
+    assert proc.returncode == 0, proc.stderr
+    assert "no GPU here: CuPy is not installed; pip install" in proc.stderr, proc.stderr
+    assert "(cupy)" not in proc.stderr
+    ref = next(line for line in proc.stdout.splitlines() if line.startswith("ref "))
+    x_cpu = float(re.search(r"([\d.,]+)x cpu", ref).group(1))
+    assert 0 < x_cpu < 1, ref
+
+
+def test_a_fresh_default_chain_gives_hashlib_its_first_blocks_in_seconds(tmp_path):
+    """The default `local` preset starts at 2^17 hashes a block: hashlib alone (what mines while
+    the CPU kernel compiles on a first run) finds three blocks in seconds, where at the old 2^26
+    start one took minutes; the blocks carry the rising bits the chain's rule demands and verify."""
+    path = tmp_path / "fresh.sqlite"
+    proc = run("mine", "--backend", "ref", "--blocks", "3", "--chain", str(path), "--json", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    jobs = [e for e in events if e["event"] == "job"]
+    assert jobs[0]["bits"] == "1f008000" and events[-1]["seconds"] < 30, events[-1]
+    assert int(jobs[-1]["bits"], 16) <= 0x1F008000  # the rule never eases while blocks come fast
+    assert "chain OK: 4 blocks" in run("chain", "verify", "--chain", str(path)).stdout

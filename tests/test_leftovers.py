@@ -176,3 +176,84 @@ def test_no_lock_is_left_beside_a_chain_or_a_file_given_by_mistake(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "c.sqlite"]
+
+
+_READ_COMMANDS = (("info",), ("info", "--json"), ("verify",), ("tips",), ("show", "1"), ("plot", "OUT"))
+
+
+def _folder(path: Path) -> dict[str, bytes]:
+    """Every file in the folder with its content: what 'left exactly as it was' compares."""
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+
+
+def _read_chain(chain: Path, command: tuple[str, ...], out: Path) -> subprocess.CompletedProcess:
+    args = [str(out / "plot.png") if a == "OUT" else a for a in command]
+    return subprocess.run([sys.executable, "-m", "miner", "chain", *args, "--chain", str(chain)],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_read_only_chain_commands_leave_the_folder_as_it_was(tmp_path):
+    """No NAME-wal / NAME-shm left beside the chain by info, verify, tips, show or plot (before:
+    both were left by every one of them), and the chain file is not changed by a byte."""
+    folder, out = tmp_path / "chains", tmp_path / "out"
+    folder.mkdir()
+    out.mkdir()
+    chain = make_chain(folder / "chain.sqlite")
+    with NodeProcess(chain) as node:
+        assert len(node.call("generatetoaddress", 3, ADDRESS)) == 3
+    before = _folder(folder)
+    assert list(before) == ["chain.sqlite"]
+    for command in _READ_COMMANDS:
+        proc = _read_chain(chain, command, out)
+        assert proc.returncode == 0, (command, proc.stderr)
+        assert _folder(folder) == before, command
+    # through a symbolic link, whose journal would sit beside the real file
+    link = tmp_path / "link.sqlite"
+    link.symlink_to(chain)
+    assert _read_chain(link, ("info",), out).returncode == 0
+    assert _folder(folder) == before and sorted(p.name for p in tmp_path.iterdir()) == ["chains", "link.sqlite",
+                                                                                        "out"]
+
+
+def test_read_only_chain_commands_work_beside_a_live_node_and_leave_its_files(tmp_path):
+    """While a node writes the chain, every read works and sees its blocks; the node's own journal
+    is left to it (removing it under a live writer would lose blocks), and it keeps storing."""
+    out = tmp_path / "out"
+    out.mkdir()
+    chain = make_chain(tmp_path / "chain.sqlite")
+    with NodeProcess(chain) as node:
+        assert len(node.call("generatetoaddress", 2, ADDRESS)) == 2
+        names = sorted(p.name for p in tmp_path.iterdir())
+        assert "chain.sqlite-wal" in names and "chain.sqlite-shm" in names
+        for command in _READ_COMMANDS:
+            proc = _read_chain(chain, command, out)
+            assert proc.returncode == 0, (command, proc.stderr)
+            assert sorted(p.name for p in tmp_path.iterdir()) == names, command
+        info = json.loads(_read_chain(chain, ("info", "--json"), out).stdout)
+        assert info["height"] == 2
+        assert len(node.call("generatetoaddress", 2, ADDRESS)) == 2
+        assert node.call("getblockcount") == 4
+    assert node.proc.returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chain.sqlite", "out"]
+    with Chain.open(chain, readonly=True) as c:
+        assert c.height == 4 and c.verify() == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chain.sqlite", "out"]
+
+
+def test_a_reader_closing_never_removes_the_journal_of_a_writer_in_the_same_process(tmp_path):
+    """The reader opened a quiet file (no journal), then a writer in this very process began; the
+    reader's tidy-up must see the writer (SQLite's own last-connection check, which knows this
+    process's connections) and leave its journal, or the writer's next blocks would be lost."""
+    from blockmaker import NOW, grow, params
+    path = tmp_path / "tree.sqlite"
+    Chain.create(path, params("flat")).close()
+    reader = Chain.open(path, readonly=True)
+    writer = Chain.open(path)
+    grow(writer, writer.tip_hash, 2, 10, b"a")
+    reader.close()
+    assert (tmp_path / "tree.sqlite-wal").exists()
+    grow(writer, writer.tip_hash, 2, 10, b"b")
+    writer.close()
+    with Chain.open(path, readonly=True) as chain:
+        assert chain.height == 4 and chain.verify(now=NOW) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tree.sqlite"]

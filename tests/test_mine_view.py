@@ -77,9 +77,12 @@ def _render_text(renderable, width: int) -> str:
     return console.file.getvalue()
 
 
-@pytest.mark.parametrize("width", [80, 160])
+@pytest.mark.parametrize("width", [80, 120, 160])
 def test_view_fits_the_terminal_and_keeps_numbers_whole(tmp_path, width):
-    """At 80 columns a long device name gives way; rates, counts and shares are never cut."""
+    """Every line fits the terminal with no phrase broken: at 80 and 120 columns a device too long
+    for its column is shown whole on a line of its own (it was cut to "an unu…"), the status
+    breaks between phrases (it broke inside "next block expected in"); rates, counts and shares
+    are never cut."""
     chain = Chain.create(tmp_path / "c.sqlite", preset("regtest", GENESIS_TIME))
     backends = [ReferenceBackend(name="ref"), ReferenceBackend(name="ref-2")]
     backends[1].device = "an unusually long device name that cannot fit in a narrow terminal"
@@ -103,8 +106,16 @@ def test_view_fits_the_terminal_and_keeps_numbers_whole(tmp_path, width):
     assert snap.block_done and "(last took " in text and "(this one " not in text
     later = view.snapshot()
     assert (later.block_seconds, later.elapsed) == (snap.block_seconds, snap.elapsed)
-    if width == 80:
-        assert "…" in rows["ref-2"]
+    long_name = backends[1].device
+    if width < 160:
+        assert long_name not in rows["ref-2"] and f"ref-2: {long_name}" in lines, text
+    else:
+        assert long_name in rows["ref-2"], text
+    assert "…" not in text
+    for phrase in ("next block expected in", "blocks 2/2", f"difficulty {snap.difficulty:.6g}", "(last took "):
+        assert any(phrase in line for line in lines), (phrase, text)
+    status = lines[:lines.index(next(line for line in lines if line.split()[:1] == ["backend"]))]
+    assert len(status) == 2, text  # the chain's line and the speed's line
     chain.close()
     render(snap)  # the default width renders too
 
@@ -195,8 +206,9 @@ def test_json_is_one_object_per_event(tmp_path):
 def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path):
     """SIGINT mid-block: exit 130, an 'interrupted' summary, and a chain that still verifies."""
     path = tmp_path / "i.sqlite"
-    # The local preset wants ~2^26 hashes a block: the hashlib backend is surely mid-block.
-    proc = subprocess.Popen(_mine_cmd(path, "--blocks", "5"), stdout=subprocess.PIPE,
+    # The windowed preset starts at ~2^26 hashes a block: the hashlib backend is surely mid-block
+    # (the default `local` starts at 2^17, a block in half a second, and would be done).
+    proc = subprocess.Popen(_mine_cmd(path, "--blocks", "5", "--preset", "local-windowed"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         first = proc.stdout.readline()
@@ -338,7 +350,8 @@ def _widest_block(backend: str, verdict: str):
     # a 7-digit height, a difficulty in e-notation, 27 hours for the block at over a TH/s
     return BlockFound(height=1_234_567, hash_hex="0000000000000000000a3f" + "e" * 36 + "c0ffee",
                       nonce=4_294_967_295, extranonce=2**32 - 1, bits=0x17034219, difficulty=1.23456e14,
-                      seconds=99_999.99, hashes=int(1.234e17), backend=backend, verdict=verdict)
+                      seconds=99_999.99, hashes=int(1.234e17), backend=backend, verdict=verdict,
+                      backend_rate=1.234e12)
 
 
 @pytest.mark.parametrize("backend", ["ref", "cpu", "cuda:0", "cuda:10"])
@@ -358,11 +371,96 @@ def test_a_block_line_fits_100_columns_with_every_number_and_the_whole_reason(ba
     assert all(len(line) <= 100 for line in lines), [len(line) for line in lines]
     first = lines[0]
     for whole in ("block 1234567", "000000000000…c0ffee", "diff 1.235e+14", "99999.99 s",
-                  format_rate(ev.rate), backend):
+                  format_rate(ev.backend_rate), backend):
         assert whole in first, (whole, first)
-    assert format_rate(ev.rate) == "1234.00 GH/s"
+    assert format_rate(ev.backend_rate) == "1234.00 GH/s"
     if verdict in ("", "accepted"):
         assert text == first and first.endswith(f"{backend}  {verdict}".rstrip())
     else:
         assert "refused:" in first
         assert " ".join(text.split("refused:", 1)[1].split()) == " ".join(verdict.split())
+
+
+@pytest.mark.parametrize("width", [80, 120])
+@pytest.mark.parametrize("shares", [False, True])
+def test_the_widest_panel_and_start_lines_fit_80_and_120_columns(width, shares):
+    """The widest realistic figures (a 7-digit tip, difficulty in e-notation, a TH/s rate, a wait
+    of years, a million blocks asked for, a pool line) and a real CPU device description: every
+    line of the start and of the panel fits, each phrase whole on one line."""
+    from miner.ui.live import DeviceLine, MiningSnapshot
+    from miner.ui.reporting import LiveReporter
+
+    cpu = "numba SHA-256d, SIMD 16 lanes (AVX-512), 1,024 thread(s)"
+    devices = (DeviceLine("cuda:10", "NVIDIA H100 80GB HBM3, 132 SMs, launch 256x256 (tuned)", 1.234e12,
+                          123_456_789_012_345, 99_999, 9_999, 0, 0.999),
+               DeviceLine("cpu", cpu, 9.87e8, 1_234_567_890_123, 999, 0, 0, 0.001))
+    snap = MiningSnapshot(devices, 1.235e12, 1_234_567, 0x17034219, 1.23456e14, 86_400 * 999.0, 86_400 * 99.0,
+                          999_999, 1_000_000, 86_400 * 999.0,
+                          pool="pool stratum+tcp://pool.example.org:3333  difficulty 65536  shares 99999 "
+                               "accepted, 999 rejected (last: high-hash)" if shares else "",
+                          shares=shares)
+    lines = _render_text(render(snap, width), width).splitlines()
+    assert all(len(line) <= width for line in lines), "\n".join(lines)
+    text = "\n".join(lines)
+    what = "share" if shares else "block"
+    for phrase in (f"next {what} expected in 999 days", "blocks 999999/1000000", "up 999 days", "tip 1234567",
+                   "1234.00 GH/s", "123,456,789,012,345", f"cpu: {cpu}" if width < 160 else cpu):
+        assert any(phrase in line for line in lines), (phrase, text)
+    assert "…" not in text
+
+    backends = [ReferenceBackend(name=d.name) for d in devices]
+    for b, d in zip(backends, devices):
+        b.device = d.device
+    console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
+    reporter = LiveReporter(console)
+    reporter.start({"path": "miner-chain.sqlite", "rule": "asert-capped", "spacing": 3,
+                    "metrics": "http://127.0.0.1:9100/metrics"}, backends, 5, 0, Coordinator(backends))
+    reporter.stop()
+    start = console.file.getvalue().splitlines()
+    assert all(len(line) <= width for line in start), "\n".join(start)
+    assert start[0] == "mining 5 block(s) on miner-chain.sqlite (asert-capped rule, 3 s spacing) with:", start
+    assert any(cpu in line for line in start) and "metrics at http://127.0.0.1:9100/metrics" in start
+
+
+class _SlowerDevice(ReferenceBackend):
+    """hashlib held back to about a fifth of its speed: a slower device beside a faster one."""
+
+    def _search(self, work, nonce_start, count):
+        t0 = time.perf_counter()
+        found = super()._search(work, nonce_start, count)
+        time.sleep(4 * (time.perf_counter() - t0))
+        return found
+
+
+def test_a_block_is_credited_with_its_finders_own_rate(tmp_path):
+    """A block line showed the whole block's rate beside the backend that found it ("cpu 264 kH/s",
+    really hashlib's): the event now carries the finder's own rate over the block (`backend_rate`)
+    apart from the block's mean (`rate`), and the line shows the finder's."""
+    from nodeproc import chain_params
+
+    from miner.ui.reporting import JsonReporter, block_line
+    from miner.ui.units import format_rate
+
+    chain = Chain.create(tmp_path / "c.sqlite", chain_params(1 << 15))
+    backends = [ReferenceBackend(name="fast"), _SlowerDevice(name="slow")]
+    found = []
+    with Coordinator(backends, unit_seconds=0.01) as coordinator:
+        mine(coordinator, LocalChainSource(chain), 30, found.append)
+    chain.close()
+    own = {name: s.hashes / s.seconds for name, s in coordinator.stats.items()}
+    assert own["slow"] < 0.5 * own["fast"], own
+    by = {name: [ev for ev in found if ev.backend == name] for name in own}
+    assert by["slow"] and by["fast"], {n: len(v) for n, v in by.items()}  # 30 blocks: each finds some
+    for ev in found:
+        assert format_rate(ev.backend_rate) in block_line(ev)
+    # Each block carries its finder's rate, not the other's: the two differ by 4x or more (GIL
+    # sharing makes either one's rate vary by 2x from unit to unit, so not tighter than that).
+    for ev in by["fast"]:
+        assert ev.backend_rate > 2 * own["slow"], (ev.backend_rate, own)
+    for ev in by["slow"]:  # the block's mean counts the faster device: the slower one's own is far below
+        assert ev.backend_rate < own["fast"] / 2 and ev.backend_rate < 0.6 * ev.rate, (ev.backend_rate, ev.rate, own)
+        assert format_rate(ev.rate) not in block_line(ev)
+    out = io.StringIO()
+    JsonReporter(out).block(by["slow"][0])
+    event = json.loads(out.getvalue())
+    assert event["backend_rate"] == by["slow"][0].backend_rate and event["rate"] == by["slow"][0].rate

@@ -670,3 +670,15 @@ def test_getblock_verbosity_2_decodes_inputs_and_outputs_as_core_does(node):
     assert list(coinbase["vin"][0]) == ["coinbase", "txinwitness", "sequence"]
     assert coinbase["vin"][0]["txinwitness"] == ["00" * 32]  # the witness reserved value
     assert coinbase["vout"][0]["scriptPubKey"]["address"] == "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+
+
+def test_mining_a_node_names_its_url_once_on_the_start_line(tmp_path):
+    """The start line said "mining 1 block on http://... (node at http://..., tip 0)"."""
+    with NodeProcess(make_chain(tmp_path / "chain.sqlite")) as node:
+        proc = subprocess.run([sys.executable, "-m", "miner", "mine", "--url", node.url, "--rpc-cookie-file",
+                               str(node.cookie), "--backend", "ref", "--blocks", "1"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    start = proc.stdout.splitlines()[0]
+    assert start.startswith("mining 1 block(s) on http://127.0.0.1:") and "tip 0" in start, start
+    assert start.count("127.0.0.1") == 1, start

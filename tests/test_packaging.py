@@ -90,3 +90,33 @@ def test_tests_keep_their_caches_to_themselves():
     home = Path.home() / ".cache" / "pow-miner"
     assert cache_dir() != home and "miner-test-cache-" in str(cache_dir())
     assert os.environ["NUMBA_CACHE_DIR"].endswith(os.path.join(".pytest_cache", "numba"))
+
+
+def test_cache_folder_follows_xdg_cache_home(tmp_path):
+    """MINER_CACHE first, then $XDG_CACHE_HOME/pow-miner, then ~/.cache/pow-miner, in a real process.
+
+    The CUDA tuning file is named at import, so a child process shows what a user's run would see.
+    """
+    import os
+    import subprocess
+    import sys
+
+    probe = ("from miner.kernels.tuning_cache import cache_dir; from miner.kernels import cpu_select;"
+             "from miner.backends import cuda; print(cache_dir()); print(cpu_select._choice_file());"
+             "print(cuda.TUNING_FILE)")
+
+    def folders(**env):
+        base = {k: v for k, v in os.environ.items() if k not in ("MINER_CACHE", "XDG_CACHE_HOME")}
+        base["HOME"] = str(tmp_path / "home")
+        out = subprocess.run([sys.executable, "-c", probe], env={**base, **env}, capture_output=True,
+                             text=True, check=True).stdout.split()
+        return [Path(line) for line in out]
+
+    xdg = tmp_path / "xdg"
+    assert folders(XDG_CACHE_HOME=str(xdg)) == [xdg / "pow-miner", xdg / "pow-miner" / "cpu-kernel.json",
+                                                 xdg / "pow-miner" / "cuda-launch.json"]
+    home_cache = tmp_path / "home" / ".cache" / "pow-miner"
+    assert folders()[0] == home_cache
+    assert folders(XDG_CACHE_HOME="relative/cache")[0] == home_cache  # relative: invalid, ignored
+    assert folders(XDG_CACHE_HOME="")[0] == home_cache
+    assert folders(XDG_CACHE_HOME=str(xdg), MINER_CACHE=str(tmp_path / "m"))[0] == tmp_path / "m"

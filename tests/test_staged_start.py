@@ -10,11 +10,20 @@ shows the stand-in idle throughout.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
+import pytest
+from miner.kernels import cpu_select
+from miner.kernels.tuning_cache import write_entries
 from test_coordinator import make_job
 
+from miner.backends.cpu import CpuBackend
 from miner.backends.ref import ReferenceBackend
 from miner.mining import startup
 from miner.mining.coordinator import Coordinator
@@ -110,3 +119,54 @@ def test_a_timing_due_before_the_grace_keeps_the_stand_in_from_starting(monkeypa
     assert "ref" not in coord.stats or coord.stats["ref"].hashes == 0
     kinds = [(e["status"], e["backend"]) for e in events if e["event"] == "backend"]
     assert ("joined", "timed") in kinds and ("retired", "ref") not in kinds, kinds
+
+
+# ----------------------------------------------------------------- what the waiting line says
+
+def test_a_first_run_says_it_compiles_and_only_then(tmp_path):
+    """With nothing in numba's cache the notice says the kernel is compiled, a first use on this
+    CPU (it said "compiling the kernel (first run only; ...)" on every slow start, later runs
+    included). The run is stopped at the notice: its compile in a child process goes with it."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba"), "MINER_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "miner", "mine", "--backend", "cpu", "--cpu-kernel", "simd",
+                             "--json", "--chain", str(tmp_path / "c.sqlite")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        notice = None
+        for line in proc.stdout:
+            event = json.loads(line)
+            if event.get("status") == "compiling":
+                notice = event
+                break
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert notice is not None
+    assert notice["message"].startswith("cpu: compiling its kernel (first use on this CPU; later runs load it "
+                                        "from the cache); ref mines meanwhile"), notice
+    assert notice["doing"].startswith("compiling")
+
+
+def test_a_provisional_choice_is_said_to_be_timed_again(tmp_path, monkeypatch):
+    """A kernel choice stored as provisional (timed on a busy machine) is timed again on the next
+    run: the notice says so instead of "compiling"."""
+    kernels = cpu_select.available()
+    if len(kernels) < 2:
+        pytest.skip("this CPU runs one kernel: nothing to choose or time")
+    monkeypatch.setenv("MINER_CACHE", str(tmp_path))
+    write_entries(tmp_path / cpu_select.CHOICE_FILE_NAME,
+                  {cpu_select.choice_key(): {"kernel": kernels[0], "provisional": True, "attempts": 1}})
+    backend = CpuBackend(threads=1, kernel="auto")
+    try:
+        assert backend.warm_up_words().startswith("timing its two kernels again")
+        write_entries(tmp_path / cpu_select.CHOICE_FILE_NAME,
+                      {cpu_select.choice_key(): {"kernel": kernels[0], "provisional": False}})
+        assert not backend.warm_up_words().startswith("timing")  # a settled choice: load or compile it
+        assert CpuBackend(threads=1, kernel=kernels[0]).warm_up_words() in (
+            "loading its kernel from the cache (slower than the usual second: a busy machine)",
+            "compiling its kernel (first use on this CPU; later runs load it from the cache)")
+    finally:
+        backend.close()

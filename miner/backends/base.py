@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from miner.backends.work import KernelWork, check_range
 from miner.errors import InvalidInput
 
+# The most CPU threads one backend is given: past any machine's cores, a guard against typos
+# (every command's --threads says the same bound).
+MAX_THREADS = 1024
+
 DEFAULT_MAX_HITS = 64
 # With a cancel event, a search runs in pieces of about this many seconds of work and checks the
 # event between them: a new job then reaches a busy backend within a piece, not a whole unit.
@@ -92,6 +96,12 @@ class Backend(abc.ABC):
 
     def warm_up(self) -> None:  # noqa: B027 (an optional hook: most backends have nothing to warm)
         """Compile or load whatever the first real search would otherwise wait for."""
+
+    def warm_up_words(self) -> str:
+        """What `warm_up` is about to do, in the user's words, for the line a run prints when a
+        backend is not ready after a moment: asked before the warm-up starts, since the warm-up
+        changes the answer (a compile fills the cache it would then load from)."""
+        return "preparing its kernel"
 
     @property
     def warmed_up(self) -> bool:

@@ -63,6 +63,20 @@ class CpuBackend(Backend):
                                  else cpu_select.stored_choice())
         return kernel is not None and cpu_select.is_compiled(kernel)
 
+    def warm_up_words(self) -> str:
+        if self.kernel is None and self.kernel_preference == "auto" and len(cpu_select.available()) > 1:
+            if cpu_select.has_provisional_choice():
+                return ("timing its two kernels again (the choice kept for this CPU was timed while other "
+                        "programs were busy)")
+            if cpu_select.stored_choice() is None:
+                compiled = all(cpu_select.is_compiled(k) for k in cpu_select.available())
+                return ("timing its two kernels to keep the faster for this CPU" if compiled else
+                        "compiling its kernels (first run on this CPU; later runs load them from the cache), "
+                        "then timing them to keep the faster")
+        if self.loads_from_cache():
+            return "loading its kernel from the cache (slower than the usual second: a busy machine)"
+        return "compiling its kernel (first use on this CPU; later runs load it from the cache)"
+
     def warm_up(self) -> None:
         """Compile (or load from numba's cache) before timing anything; records how long it took."""
         if self.compile_seconds is None:

@@ -60,6 +60,11 @@ class CpuScryptBackend(Backend):
         except Exception:  # noqa: BLE001  (numba's private cache API moved: take the compile path)
             return False
 
+    def warm_up_words(self) -> str:
+        if self.loads_from_cache():
+            return "loading its scrypt kernel from the cache (slower than the usual second: a busy machine)"
+        return "compiling its scrypt kernel (first use on this CPU; later runs load it from the cache)"
+
     def warm_up(self) -> None:
         """Compile (or load from numba's cache) before timing anything; records how long it took."""
         if self.compile_seconds is None:

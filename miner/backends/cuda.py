@@ -26,7 +26,9 @@ try:
     import cupy  # type: ignore[import-not-found]
 except ImportError as exc:  # the CUDA extra is optional
     cupy = None
-    _IMPORT_ERROR = f"CuPy is not installed ({exc.name}); pip install -e '.[cuda12]' or '.[cuda13]'"
+    # One clause, no parentheses: it is quoted inside other lines ("no GPU here: ...").
+    _IMPORT_ERROR = ("CuPy is not installed" + ("" if exc.name == "cupy" else f", {exc.name} is missing")
+                     + "; pip install -e '.[cuda12]' or '.[cuda13]'")
 else:
     _IMPORT_ERROR = ""
 
@@ -129,6 +131,12 @@ class CudaBackend(Backend):
         return self.sms * 2048 * 64
 
     # ------------------------------------------------------------------ compile and tune
+
+    def warm_up_words(self) -> str:
+        words = "compiling its kernel with NVRTC (or loading CuPy's cached build of it)"
+        if self.shape_source == "default":
+            words += ", then timing launch shapes (first use on this device and driver)"
+        return words
 
     def warm_up(self) -> None:
         self._compile()

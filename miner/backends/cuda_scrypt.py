@@ -66,6 +66,9 @@ class CudaScryptBackend(Backend):
     def initial_batch(self) -> int:
         return self.threads
 
+    def warm_up_words(self) -> str:
+        return "compiling its scrypt kernel with NVRTC (or loading CuPy's cached build of it)"
+
     def warm_up(self) -> None:
         if self._kernel is not None:
             return

@@ -47,6 +47,7 @@ class BackgroundStart:
         self._stop = threading.Event()
         self._children: list[subprocess.Popen] = []
         self._lock = threading.Lock()
+        self.plans: dict[str, str] = {}  # backend name -> what its warm-up does, in words
 
     def start(self) -> BackgroundStart:
         for backend in self.backends:
@@ -58,6 +59,7 @@ class BackgroundStart:
     def _run(self, backend: Backend) -> None:
         t0 = time.perf_counter()
         try:
+            self.plans[backend.name] = backend.warm_up_words()  # before the warm-up changes the answer
             if backend.kind == "cpu" and not backend.loads_from_cache():
                 failure = self._prewarm_cpu(backend)
                 if self._stop.is_set():

@@ -115,7 +115,7 @@ class Chain(ChainQueries):
                 return chain
             startup_check(chain)
         except BaseException:
-            probe.close()
+            probe.close()  # a refused file is left as it was found, journal files included
             raise
         probe.close()
         try:

@@ -17,6 +17,11 @@ def with_journal(path: Path) -> tuple[Path, ...]:
     return (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal")))
 
 
+def journal_absent(path: Path) -> bool:
+    """Whether the `-wal` and `-shm` are absent beside the real file (where SQLite keeps them)."""
+    return not any(f.exists() for f in with_journal(path.resolve())[1:3])
+
+
 def remove_new_chain(path: Path) -> None:
     """Remove a chain file its caller created in this run and stored nothing on (a node whose
     start failed), with SQLite's files beside it, so that a failed start leaves no chain behind

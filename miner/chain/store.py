@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from miner.chain.files import (
     check_chain_path,
+    journal_absent,
     os_reason,
     read_only_fs,
     remove_leftovers,
@@ -193,10 +194,13 @@ class ChainStore:
     decides what to store and which branch is active, and asks this class to read and write the
     rows. `conn` is public for tests that plant damage; product code goes through the methods."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, format_version: int = FORMAT_VERSION):
+    def __init__(self, path: Path, conn: sqlite3.Connection, format_version: int = FORMAT_VERSION,
+                 release_journal: bool = False):
         self.path = path
         self.conn = conn
         self.format_version = format_version
+        # A reader that found no journal files removes the ones it had to make (`release_journal`).
+        self._release_journal = release_journal
 
     @property
     def _rows(self) -> Layout:
@@ -206,8 +210,10 @@ class ChainStore:
 
     @classmethod
     def open_readonly(cls, path: Path) -> ChainStore:
-        """A store that never writes; its format is known once `read_meta` has run."""
-        return cls(path, _connect_readonly(path))
+        """A store that never writes; its format is known once `read_meta` has run. Closing it
+        leaves the folder as it was found: no `-wal`/`-shm` behind where none were before."""
+        absent = journal_absent(path)
+        return cls(path, _connect_readonly(path), release_journal=absent)
 
     @classmethod
     def open_writer(cls, path: Path, format_version: int) -> ChainStore:
@@ -215,6 +221,8 @@ class ChainStore:
 
     def close(self) -> None:
         self.conn.close()
+        if self._release_journal:
+            release_journal(self.path)
 
     def transaction(self) -> transaction:
         """One SQLite transaction (BEGIN IMMEDIATE: the write lock), rolled back on any exception."""
@@ -364,6 +372,27 @@ def _write_new(tmp: Path, params: ChainParams) -> None:
             conn.execute("INSERT INTO active VALUES (0, ?)", (genesis.hash(),))
     finally:
         conn.close()  # the last connection checkpoints the WAL into the file
+
+
+def release_journal(p: Path) -> None:
+    """Remove the `-wal` and `-shm` a read-only connection had to make, if nobody uses them:
+    SQLite's last writing connection to close removes them only under the database's exclusive
+    lock, when no other connection (a node's, or one in this process) has the file open. So one
+    that writes nothing is opened and closed, and SQLite's own check decides. Where the file or
+    its folder may not be written they stay, as SQLite leaves them."""
+    if journal_absent(p):
+        return
+    real = p.resolve()
+    if not (os.access(real, os.W_OK) and os.access(real.parent, os.W_OK)) or read_only_fs(real):
+        return
+    try:
+        conn = sqlite3.connect(str(real), timeout=5, isolation_level=None)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # joins the WAL
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        pass  # busy or unreadable: the files stay, as SQLite itself would leave them
 
 
 def _uri_path(p: Path) -> str:

@@ -12,9 +12,11 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 from collections.abc import Sequence
 
 from miner import __version__
+from miner.backends.base import MAX_THREADS
 from miner.cli.arg_types import (
     chain_name,
     non_negative_int,
@@ -25,16 +27,35 @@ from miner.cli.arg_types import (
     stall_factor,
 )
 from miner.cli.interrupts import ignore_stop_signals, install_process_policy
+from miner.consensus.params import PRESETS
 from miner.errors import InvalidInput, MinerError, UsageError
 from miner.node.limits import MAX_PEERS, STRATUM_MINERS
 
 DEFAULT_CHAIN = "miner-chain.sqlite"
 CHAIN_HELP = f"chain file (default: $MINER_CHAIN, else {DEFAULT_CHAIN})"
 MAX_BLOCKS = 1_000_000
+# Every preset by name, from the code that defines them, so help never omits one.
+PRESET_NAMES = ", ".join(PRESETS)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's help, wrapped at spaces only: a file name such as miner-chain.sqlite or a
+    preset such as local-windowed is never broken at its hyphen across two lines."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False) or [""]
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return textwrap.fill(" ".join(text.split()), width, initial_indent=indent,
+                             subsequent_indent=indent, break_on_hyphens=False)
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse with a one-line error and exit code 2."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)
@@ -70,15 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="blocks to mine (default 5; at a pool: until stopped)")
     m.add_argument("--backend", default="auto",
                    help="auto, ref, cpu, cuda, cuda:N, or a comma-separated list (default auto)")
-    m.add_argument("--threads", type=positive_int(1024), default=None,
+    m.add_argument("--threads", type=positive_int(MAX_THREADS), default=None,
                    help="CPU backend threads (default: all cores)")
     _cpu_kernel_option(m)
     _lookup_gap_option(m)
     m.add_argument("--chain", type=chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN,
                    help=f"chain file (default: $MINER_CHAIN, else {DEFAULT_CHAIN}; created if missing)")
     m.add_argument("--preset", default=None,
-                   help="preset for a new chain: local (default), local-windowed, regtest, mainnet, ...; "
-                        "an existing chain made with another is refused")
+                   help=f"preset for a new chain: {PRESET_NAMES} (default local); an existing chain "
+                        "made with another is refused")
     m.add_argument("--wait-for-kernels", action="store_true",
                    help="start mining once every backend's kernel is compiled, all together "
                         "(default: at once, each compiled backend joining when ready)")
@@ -122,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "submitblock, ...) until stopped")
     n.add_argument("--chain", type=chain_name, default=os.environ.get("MINER_CHAIN") or DEFAULT_CHAIN,
                    help=f"chain file to own (default: $MINER_CHAIN, else {DEFAULT_CHAIN}; created if missing)")
-    n.add_argument("--preset", default=None, help="preset for a new chain (as for mine; default local)")
+    n.add_argument("--preset", default=None, help=f"preset for a new chain: {PRESET_NAMES} (default local)")
     n.add_argument("--rpc-bind", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; any other needs --rpc-user)")
     n.add_argument("--rpc-port", type=int, default=18443, help="port (default 18443; 0 picks a free one)")
@@ -178,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 100); the rest are summed under worker=\"*other*\"")
     _metrics_options(n)
     n.add_argument("--backend", default="auto", help="backends generatetoaddress mines with (default auto)")
-    n.add_argument("--threads", type=positive_int(1024), default=None, help="CPU backend threads")
+    n.add_argument("--threads", type=positive_int(MAX_THREADS), default=None, help="CPU backend threads")
     _cpu_kernel_option(n)
     n.add_argument("--json", action="store_true", help="one JSON object per event")
 
@@ -188,8 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("nodes", type=positive_int(64), help="how many nodes")
     up.add_argument("--miners", type=int, default=1, help="how many of them a miner mines (default 1)")
     up.add_argument("--topology", choices=("ring", "mesh"), default="ring", help="default ring")
-    up.add_argument("--preset", default="local", help="chain preset (default local: blocks every few seconds)")
-    up.add_argument("--threads", type=positive_int(1024), default=1, help="CPU threads per miner (default 1)")
+    up.add_argument("--preset", default="local",
+                    help=f"chain preset: {PRESET_NAMES} (default local: blocks every few seconds)")
+    up.add_argument("--threads", type=positive_int(MAX_THREADS), default=1, help="CPU threads per miner (default 1)")
     up.add_argument("--backend", default="auto", help="backends the miners use (default auto)")
     st = nsub.add_parser("status", help="each node's height, tip and peers, and whether all agree")
     st.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
@@ -274,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "standard input")
     limit = h.add_mutually_exclusive_group()
     limit.add_argument("--preset", default=None,
-                       help="judge proof of work against this chain preset's limit "
+                       help=f"judge proof of work against this chain preset's limit: {PRESET_NAMES} "
                             "(default: Bitcoin mainnet's)")
     limit.add_argument("--pow-limit", default=None,
                        help="judge proof of work against this limit: compact bits or a 64-digit target")

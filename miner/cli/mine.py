@@ -206,7 +206,7 @@ def _mine_node(args: argparse.Namespace) -> int:
     backends = make_backends(args.backend, threads=args.threads, cpu_kernel=args.cpu_kernel, pow=pow,
                              lookup_gap=args.lookup_gap)
     desc = {"path": client.display_url, "height": first.height - 1, "preset": "node", "rule": "node",
-            "spacing": 0, "detail": f"node at {client.display_url}, tip {first.height - 1}"}
+            "spacing": 0, "detail": f"a node's chain, tip {first.height - 1}"}  # the URL is said once, as the place
     return _mine_and_report(args, backends, reporter, desc, lambda: None, lambda coordinator, on_block, on_share:
                             mine(coordinator, source, args.blocks, on_block, on_job=reporter.job))
 

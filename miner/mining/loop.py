@@ -23,12 +23,17 @@ class BlockFound:
     bits: int
     difficulty: float
     seconds: float
-    hashes: int
+    hashes: int  # by every backend, over the block's `seconds`
     backend: str
     verdict: str = ""  # mining a node: its submitblock answer ("accepted", or Core's reason)
+    # The finding backend's own recent rate when it found the block. The block line shows this,
+    # so a block hashlib found is not credited with the compiled kernel's speed, nor the reverse
+    # (the block's mean `rate` mixes every backend, and the time before one joined).
+    backend_rate: float = 0.0
 
     @property
     def rate(self) -> float:
+        """The block's mean rate: every backend's hashes over the block's wall time."""
         return self.hashes / self.seconds if self.seconds > 0 else 0.0
 
 
@@ -90,6 +95,14 @@ def mine(coordinator: Coordinator, source: WorkSource, blocks: int,
     def hashes_so_far() -> int:
         return sum(s.hashes for s in coordinator.stats.values())
 
+    def backend_rate(name: str) -> float:
+        """`name`'s own recent rate (the coordinator's average over its last whole units), or
+        its hashes over its search time before it has finished a whole unit."""
+        stats = coordinator.stats.get(name)
+        if stats is None:
+            return 0.0
+        return stats.rate or (stats.hashes / stats.seconds if stats.seconds > 0 else 0.0)
+
     def new_job(job: Job | None) -> None:
         before, current[0] = current[0], job
         if job is None:
@@ -116,6 +129,7 @@ def mine(coordinator: Coordinator, source: WorkSource, blocks: int,
             if solution is None:
                 continue
             hashes, seconds = hashes_so_far(), time.perf_counter() - since
+            own_rate = backend_rate(solution.backend)
             result = source.submit(solution)
             if result is not None and result.kind == "share":
                 shares_accepted += result.accepted
@@ -123,7 +137,7 @@ def mine(coordinator: Coordinator, source: WorkSource, blocks: int,
                     on_share(_share(solution, result.height, result.accepted, result.verdict))
                 continue  # a share does not end the job
             if result is not None:
-                event = _found(solution, result.height, seconds, hashes - hashes_before, result.verdict)
+                event = _found(solution, result.height, seconds, hashes - hashes_before, result.verdict, own_rate)
                 on_block(event)
                 if result.accepted:
                     accepted.append(event)
@@ -156,8 +170,9 @@ def _share(solution: Solution, height: int, accepted: bool, verdict: str) -> Sha
                       solution.backend)
 
 
-def _found(solution: Solution, height: int, seconds: float, hashes: int, verdict: str) -> BlockFound:
+def _found(solution: Solution, height: int, seconds: float, hashes: int, verdict: str,
+           backend_rate: float) -> BlockFound:
     header = solution.header
     return BlockFound(height, header.hash_hex(), solution.nonce, solution.extranonce, header.bits,
                       difficulty(bits_to_target(header.bits)), seconds, hashes, solution.backend,
-                      verdict)
+                      verdict, backend_rate)

@@ -44,7 +44,8 @@ class RpcClient:
         except ValueError as exc:  # an unclosed IPv6 bracket, say
             raise InvalidInput(f"--url is not a URL ({exc}): {url[:100]!r}") from None
         if parts.scheme != "http":
-            raise InvalidInput(f"--url must be an http:// address, got {url!r}")
+            raise InvalidInput(f"--url must be a node's http:// address or a pool's stratum+tcp:// "
+                               f"address, got {url!r}")
         if not parts.hostname:
             raise InvalidInput(f"--url has no host: {url!r}")
         try:

@@ -93,9 +93,12 @@ class StagedStart:
             if backend.name in self._joined:
                 return
         helper = self.stand_in.name if self.stand_in else ", ".join(b.name for b in self.ready)
-        self.notify({"event": "backend", "backend": backend.name, "status": "compiling",
-                     "message": f"{backend.name}: compiling the kernel (first run only; later runs load it "
-                                f"from the cache); " + (f"{helper} mines meanwhile" if helper else "waiting")})
+        # What the warm-up really does (a compile, a timing of the cached kernels, a slow load),
+        # as the backend said before it began; the event's status keeps its old name.
+        plans = self._background.plans if self._background is not None else {}
+        doing = plans.get(backend.name, "preparing its kernel")
+        self.notify({"event": "backend", "backend": backend.name, "status": "compiling", "doing": doing,
+                     "message": f"{backend.name}: {doing}; " + (f"{helper} mines meanwhile" if helper else "waiting")})
 
     def _ready(self, backend: Backend, seconds: float) -> None:
         coordinator = self._coordinator

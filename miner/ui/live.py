@@ -97,37 +97,75 @@ def format_duration(seconds: float | None) -> str:
     return f"{seconds / 86400:.3g} days"
 
 
-def render(snap: MiningSnapshot, width: int = 120) -> RenderableType:
-    """The live panel for a terminal `width` wide: one status line, then one line per backend."""
-    # Numbers never wrap; on a narrow terminal the device name gives way (ellipsis) instead.
-    device_width = max(8, min(40, width - 76))
+# The columns beside the device (backend, rate, hashes, hits, stale, share, bar) and the spaces
+# between them: what a terminal must have besides the device's own width for it to sit in a column.
+FIGURES_WIDTH = 76
+
+
+def fit_phrases(phrases: list[Text], width: int) -> list[Text]:
+    """Phrases joined by two spaces, as many to a line as fit in `width`: a line breaks between
+    phrases, never inside one ("next block expected in" / "1.2 s" read as two facts)."""
+    lines: list[Text] = []
+    for phrase in phrases:
+        if lines and lines[-1].cell_len + 2 + phrase.cell_len <= width:
+            lines[-1].append("  ")
+            lines[-1].append_text(phrase)
+        else:
+            lines.append(phrase.copy())
+    return lines
+
+
+def _phrase(*parts: str | tuple[str, str]) -> Text:
+    return Text.assemble(*parts)
+
+
+def status_lines(snap: MiningSnapshot, width: int) -> list[Text]:
+    """Where the chain stands (tip, bits, difficulty, blocks, time up), then how fast it goes
+    (total rate, expected time to the next block): two lines where `width` allows, more where not."""
     blocks = f"{snap.blocks_found}" + (f"/{snap.blocks_wanted}" if snap.blocks_wanted else "")
+    up = _phrase(("up ", "dim"), format_duration(snap.elapsed))
+    found = _phrase(("blocks ", "dim"), (blocks, "bold green"))
     if snap.tip_height is None:
-        status = Text(f"waiting for work  blocks {blocks}")
-    else:
-        what = "share" if snap.shares else "block"
-        status = Text.assemble(
-            ("tip ", "dim"), (f"{snap.tip_height}", "bold"),
-            ("  bits ", "dim"), f"{snap.bits:08x}",
-            (f"  {what} difficulty " if snap.shares else "  difficulty ", "dim"), f"{snap.difficulty:.6g}",
-            ("  total ", "dim"), (format_rate(snap.total_rate), "bold cyan"),
-            (f"  next {what} expected in ", "dim"), format_duration(snap.expected_seconds),
-            (" (this job " if snap.shares else " (last took " if snap.block_done else " (this one ", "dim"),
-            format_duration(snap.block_seconds),
-            (")", "dim"),
-            ("  blocks ", "dim"), (blocks, "bold green"),
-            ("  up ", "dim"), format_duration(snap.elapsed))
+        return fit_phrases([Text("waiting for work"), found, up], width)
+    what = "share" if snap.shares else "block"
+    chain = [_phrase(("tip ", "dim"), (f"{snap.tip_height}", "bold")),
+             _phrase(("bits ", "dim"), f"{snap.bits:08x}"),
+             _phrase((f"{what} difficulty " if snap.shares else "difficulty ", "dim"), f"{snap.difficulty:.6g}"),
+             found, up]
+    speed = [_phrase(("total ", "dim"), (format_rate(snap.total_rate), "bold cyan")),
+             _phrase((f"next {what} expected in ", "dim"), format_duration(snap.expected_seconds),
+                     (" (this job " if snap.shares else " (last took " if snap.block_done else " (this one ", "dim"),
+                     format_duration(snap.block_seconds), (")", "dim"))]
+    return fit_phrases(chain, width) + fit_phrases(speed, width)
+
+
+def render(snap: MiningSnapshot, width: int = 120) -> RenderableType:
+    """The live panel for a terminal `width` wide: the status lines, then one line per backend.
+
+    Every line fits `width` (80 columns included) without the terminal wrapping it: the status
+    breaks between phrases, numbers are never cut, and a device description too long for its
+    column goes on a line of its own below the table instead of being cut to "numba S…"."""
+    longest_device = max((len(d.device) for d in snap.devices), default=0)
+    device_column = longest_device <= width - FIGURES_WIDTH
     table = Table(box=None, pad_edge=False, show_edge=False, header_style="dim")
     table.add_column("backend", no_wrap=True)
-    table.add_column("device", no_wrap=True, overflow="ellipsis", max_width=device_width)
+    if device_column:
+        table.add_column("device", no_wrap=True)
     for name in ("rate", "hashes", "hits", "stale", "share"):
         table.add_column(name, justify="right", no_wrap=True)
     table.add_column("", width=12, no_wrap=True)
     for d in snap.devices:
         hits = f"{d.hits}" + (f" ({d.rejected} bad)" if d.rejected else "")
-        table.add_row(d.name, d.device, format_rate(d.rate), f"{d.hashes:,}", hits, f"{d.stale}",
-                      f"{100 * d.share:.1f}%", ProgressBar(total=1.0, completed=d.share, width=12))
-    return Group(status, Text(snap.pool), table) if snap.pool else Group(status, table)
+        table.add_row(d.name, *([d.device] if device_column else []), format_rate(d.rate), f"{d.hashes:,}", hits,
+                      f"{d.stale}", f"{100 * d.share:.1f}%", ProgressBar(total=1.0, completed=d.share, width=12))
+    parts: list[RenderableType] = list(status_lines(snap, width))
+    if snap.pool:  # where, its difficulty, our shares: phrases the reporter joined with two spaces
+        parts += fit_phrases([Text(phrase) for phrase in snap.pool.split("  ") if phrase], width)
+    parts.append(table)
+    if not device_column:
+        parts += [Text.assemble((f"{d.name}: ", "dim"), d.device, no_wrap=True, overflow="ellipsis")
+                  for d in snap.devices]
+    return Group(*parts)
 
 
 class MiningView:

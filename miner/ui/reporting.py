@@ -17,6 +17,8 @@ from typing import IO, Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
+from rich.text import Text
 
 from miner.backends.base import Backend
 from miner.mining.coordinator import Coordinator, CoordinatorEvent
@@ -40,14 +42,15 @@ LINE_WIDTH = 100  # block lines fit this, so a log viewer or a terminal never wr
 
 def block_line(ev: BlockFound) -> str:
     """One block in at most LINE_WIDTH columns: height, the hash's head and tail, difficulty,
-    seconds, rate, the backend that found it and a node's or pool's verdict. The nonce is left to
+    seconds, the rate of the backend that found it (its own, not the block's mean: `--json` has both)
+    and that backend, and a node's or pool's verdict. The nonce is left to
     --json and `miner chain show` (the hash already names the block), so the widest realistic line
     (a 7-digit height, a 5-digit number of seconds, GH/s, cuda:10, accepted) still fits. A
     refusal whose reason does not fit ends the line with "refused:" and gives the whole reason on
     the lines below, indented and wrapped at word boundaries: nothing is cut, and a person or a
     script looking for "refused" on the block's line still finds it."""
     line = (f"block {ev.height:>6}  {short_hash(ev.hash_hex)}  diff {ev.difficulty:<9.4g}  "
-            f"{ev.seconds:7.2f} s  {format_rate(ev.rate):>11}  {ev.backend}")
+            f"{ev.seconds:7.2f} s  {format_rate(ev.backend_rate):>11}  {ev.backend}")
     if not ev.verdict:
         return line
     whole = f"{line}  {_verdict(ev.verdict)}"
@@ -236,13 +239,17 @@ class LiveReporter(Reporter):
         self._pool_where = self._pool_difficulty = self._pool_shares = ""
 
     def start(self, chain_desc, backends, blocks, shares, coordinator) -> None:
-        names = ", ".join(f"{b.name} ({b.device})" for b in backends)
+        # Lines that fit 80 columns, not one line the terminal wraps: where and what, then each
+        # backend with its device, then the metrics address.
         detail = chain_desc.get("detail") or f"{chain_desc['rule']} rule, {chain_desc['spacing']} s spacing"
-        if chain_desc.get("metrics"):
-            detail += f"; metrics at {chain_desc['metrics']}"
         what = goal_words(blocks, shares)
-        self.console.print(f"mining {what} on [bold]{chain_desc['path']}[/] ({detail}) with {names}",
+        self.console.print(f"mining {what} on [bold]{escape(str(chain_desc['path']))}[/] ({detail}) with:",
                            highlight=False)
+        for b in backends:
+            self.console.print(Text.assemble(f"  {b.name:<7} ", (b.device, ""), no_wrap=True, overflow="ellipsis"),
+                               highlight=False)
+        if chain_desc.get("metrics"):
+            self.console.print(f"metrics at {chain_desc['metrics']}", highlight=False)
         self.view = MiningView(coordinator, backends, blocks)
         self._show_pool()
         self.live = Live(get_renderable=self.view, console=self.console, refresh_per_second=4,
