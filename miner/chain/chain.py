@@ -7,9 +7,11 @@ marked with the reason. The active chain is the valid tip with the most cumulati
 first seen among equals (`index`). A block whose parent is unknown is refused with a clear
 reason, not held: the caller (a node asking a peer) fetches the parent and delivers both in order.
 
-Blocks are judged by `miner.consensus.checks`, against their own ancestors, and stored by
-`store` one SQLite transaction each, a reorganisation included. A writer (`miner mine`, the
-node) checks what it builds on before it starts (`verify.startup_check`).
+Blocks are judged by `miner.consensus.checks`, against their own ancestors, and stored through
+`store.ChainStore` (which runs every statement) one SQLite transaction each, a reorganisation
+included; each block's fate comes back as an `outcome.BlockOutcome`. What callers may ask is
+`queries.ChainQueries`. A writer (`miner mine`, the node) checks what it builds on before it
+starts (`verify.startup_check`).
 """
 
 from __future__ import annotations
