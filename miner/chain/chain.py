@@ -18,7 +18,6 @@ import os
 import sqlite3
 import struct
 import time as _time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -81,8 +80,6 @@ class Chain:
         self.readonly = readonly
         self.genesis_committed = genesis_committed
         self.rule = params.retarget_rule()
-        # Called after each committed switch of the active tip (a miner drops stale work).
-        self.listeners: list[Callable[[TipChange], None]] = []
         self.damage: str | None = None
         if tree is None:
             self._load_index()  # sets self.tree
@@ -315,11 +312,6 @@ class Chain:
                         else f"{len(blocks)} blocks from {short(blocks[0].hash)} on")
                 raise ChainError(f"{self.path}: {what} could not be stored ({exc}); the chain is unchanged") from None
             raise
-        # Only once committed: listeners hear of each switch, in order.
-        for outcome in outcomes:
-            if isinstance(outcome, AddResult) and outcome.change is not None:
-                for listener in list(self.listeners):
-                    listener(outcome.change)
         return outcomes
 
     def catch_up(self) -> None:
