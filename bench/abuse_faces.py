@@ -30,7 +30,7 @@ def chain_magic(path) -> bytes:
     """The peer-to-peer magic of the chain file at `path`, as the node derives it from genesis."""
     from miner.chain.chain import Chain
     with Chain.open(path, readonly=True) as chain:
-        return chain.params.magic_bytes(chain.tree.active[0])
+        return chain.params.magic_bytes(chain.hash_at(0))
 
 
 async def _miner_authorizes(port: int, worker: str) -> str:

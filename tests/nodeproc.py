@@ -133,5 +133,5 @@ class NodeProcess:
 def stored_blocks(path: Path) -> list[tuple[str, str]]:
     """(hash, status) of every stored block: what 'the chain file is unchanged' compares."""
     with Chain.open(path, readonly=True) as chain:
-        rows = chain.conn.execute("SELECT hash, status FROM blocks ORDER BY seq").fetchall()
+        rows = chain.store.conn.execute("SELECT hash, status FROM blocks ORDER BY seq").fetchall()
     return [(h.hex(), s) for h, s in rows]

@@ -25,6 +25,7 @@ from p2p_node import live_node, regtest_core, until
 from p2p_peer import AsyncPeer
 
 from miner.chain.chain import Chain
+from miner.chain.outcome import BlockResult
 from miner.consensus.params import REGTEST_BITS, ChainParams, preset
 from miner.node.p2p.receive import ReceiveLimits
 from miner.node.p2p.sync import SyncLimits
@@ -374,7 +375,7 @@ def test_a_free_fake_branch_does_not_stop_the_sync_from_an_honest_peer(tmp_path,
             await until(lambda: a.manager.sync.best_header_height() == fake, what="the fake branch held")
             t0 = time.monotonic()
             for block in made[5:]:  # B mines on
-                assert await b.service.submit_block(block) is None
+                assert (await b.service.submit_block(block)).result is BlockResult.CONNECTED
             await until(lambda: a.tip == made[-1].hash, within=30, what="A at B's tip")
             followed = time.monotonic() - t0
             assert a.height == 14 and followed < 30
@@ -443,7 +444,7 @@ def test_a_full_header_tree_makes_room_for_the_peer_that_delivers_blocks(tmp_pat
             asked = await attacker.expect("getdata")
             assert len(a.manager.sync.headers) == 2000  # full
             for block in made[5:]:
-                assert await b.service.submit_block(block) is None
+                assert (await b.service.submit_block(block)).result is BlockResult.CONNECTED
                 await until(lambda block=block: a.tip == block.hash, what=f"A at B's block {block.hash.hex()[:8]}")
                 assert len(a.manager.sync.headers) <= 2000
             assert not a.status("disconnected") and len(a.manager.peer_info()) == 2  # B never dropped

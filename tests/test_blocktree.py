@@ -115,7 +115,7 @@ def test_a_child_before_its_parent_is_refused_then_accepted(forked, tmp_path):
 
 
 def test_a_reorg_is_reported_by_the_add_that_caused_it(forked, tmp_path):
-    """Each add says how it moved the tip (`AddResult.change`), which the node's service reads
+    """Each add says how it moved the tip (`BlockOutcome.change`), which the node's service reads
     to update its mempool and tell its faces."""
     base, _, a, b, _ = forked
     path = _copy_of(base, tmp_path / "listen.sqlite")

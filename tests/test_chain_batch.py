@@ -9,8 +9,9 @@ import sqlite3
 import pytest
 from blockmaker import NOW, make_block, params
 
-from miner.chain.chain import Chain, UnknownParent
-from miner.errors import ChainError, InvalidBlock
+from miner.chain.chain import Chain
+from miner.chain.outcome import BlockResult
+from miner.errors import ChainError
 
 
 def _line(chain: Chain, n: int, tag: bytes) -> list:
@@ -41,9 +42,9 @@ def test_a_batch_is_judged_in_order_and_a_refused_block_costs_only_itself(tmp_pa
         bad = make_block(chain, chain.tip_hash, 10, b"bad", bad_merkle=True)
         orphan = good[3]
         outcomes = chain.add_blocks([good[0], bad, good[1], orphan, good[2]], now=NOW)
-        assert [o.height for o in outcomes if not isinstance(o, InvalidBlock)] == [1, 2, 3]
-        assert isinstance(outcomes[1], InvalidBlock) and outcomes[1].reason == "bad-txnmrklroot"
-        assert isinstance(outcomes[3], UnknownParent)  # its parent came later in the batch
+        assert [o.height for o in outcomes if o.stored] == [1, 2, 3]
+        assert outcomes[1].result is BlockResult.MUTATED and outcomes[1].reason == "bad-txnmrklroot"
+        assert outcomes[3].result is BlockResult.MISSING_PREV  # its parent came later in the batch
         assert chain.height == 3 and chain.tip_hash == good[2].hash
         reopened = Chain.open(chain.path, readonly=True)
         assert reopened.height == 3 and reopened.tip_hash == good[2].hash
@@ -59,13 +60,13 @@ def test_a_failure_of_the_file_mid_batch_stores_none_and_the_index_follows_the_f
         blocks = _line(chain, 5, b"f")
         chain.add_block(blocks[0], now=NOW)
         # the file refuses the batch's third row, as a full disk would refuse a page
-        chain.conn.execute("CREATE TRIGGER full BEFORE INSERT ON blocks WHEN NEW.height = 4 "
+        chain.store.conn.execute("CREATE TRIGGER full BEFORE INSERT ON blocks WHEN NEW.height = 4 "
                            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
         with pytest.raises((ChainError, sqlite3.Error)):
             chain.add_blocks(blocks[1:], now=NOW)
         assert chain.height == 1 and chain.tip_hash == blocks[0].hash  # memory went back with the file
         assert all(chain.node(b.hash) is None for b in blocks[1:])
-        chain.conn.execute("DROP TRIGGER full")
+        chain.store.conn.execute("DROP TRIGGER full")
         assert [o.height for o in chain.add_blocks(blocks[1:], now=NOW)] == [2, 3, 4, 5]
         assert chain.verify(now=NOW) == 5
     finally:

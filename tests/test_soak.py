@@ -29,13 +29,14 @@ import os
 
 plant = os.environ.get("SOAK_PLANT")
 if plant:
+    from miner.chain.outcome import BlockOutcome, BlockResult
     from miner.node.stratum import server
 
     async def dropped(self, job, share, worker):  # a block answered as taken, never stored
-        return None
+        return BlockOutcome(BlockResult.CONNECTED, job.block(share).hash)
 
     async def refused(self, job, share, worker):  # every block-meeting share refused
-        return "planted refusal"
+        return BlockOutcome(BlockResult.CONSENSUS, job.block(share).hash, reason="planted refusal")
 
     async def stalled(self):  # no new work once the first job is out
         await asyncio.Event().wait()

@@ -99,7 +99,7 @@ def test_a_block_failing_a_context_free_rule_is_never_stored_whatever_its_work(t
             chain.add_block(Block.from_raw(header, txs), now=NOW)
         assert info.value.reason == "bad-cb-missing"
         assert chain.node(header.hash()) is None
-        assert chain.conn.execute("SELECT count(*) FROM blocks").fetchone()[0] == 3
+        assert chain.store.conn.execute("SELECT count(*) FROM blocks").fetchone()[0] == 3
         # A contextual failure with real work is still kept, marked (BIP 34's height).
         bad = make_block(chain, tip.hash, 11, b"bad", coinbase_height=99)
         with pytest.raises(InvalidBlock) as info:
@@ -177,7 +177,7 @@ def test_two_miners_on_one_file_never_find_the_same_block(tmp_path):
     assert found[0].isdisjoint(found[1])
     with Chain.open(path, readonly=True) as chain:
         chain.verify()
-        stored = {bytes(h)[::-1].hex() for (h,) in chain.conn.execute("SELECT hash FROM blocks")}
+        stored = {bytes(h)[::-1].hex() for (h,) in chain.store.conn.execute("SELECT hash FROM blocks")}
     assert found[0] | found[1] <= stored
 
 

@@ -16,44 +16,28 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import struct
 import time as _time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from miner.chain import files, store
-from miner.chain.index import BlockTree, ChainTip, Node, TipChange
-from miner.chain.store import short
+from miner.chain import files
+from miner.chain.diagnose import index_from_rows
+from miner.chain.index import BlockTree, Node
+from miner.chain.outcome import BlockOutcome, BlockResult, result_of
+from miner.chain.queries import ChainQueries
+from miner.chain.store import FORMAT_VERSION, ChainStore, short
 from miner.chain.verify import startup_check, verify_chain
 from miner.consensus.checks import (
     check_block,
-    median_time_past,
     never_stored,
     worth_keeping,
 )
 from miner.consensus.params import ChainParams
-from miner.errors import ChainError, InvalidBlock, InvalidInput
+from miner.errors import ChainError, InvalidBlock
 from miner.primitives.block import Block
-from miner.primitives.hashes import display_hex
-from miner.primitives.header import BlockHeader
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # annotations only: never imported at run time
-
-
-@dataclass(frozen=True)
-class AddResult:
-    """What storing a block did: `change` is set when the active tip moved; `duplicate` when the
-    block was already stored (valid) and nothing was done."""
-
-    hash: bytes
-    height: int
-    active: bool
-    change: TipChange | None
-    invalid: str = ""  # why the block, stored and marked, is invalid
-    reason: str = ""  # and Core's reject reason for it
-    duplicate: bool = False
 
 
 MAX_SEQ = (1 << 63) - 1  # blocks.seq is a SQLite INTEGER
@@ -67,16 +51,14 @@ class StaleBlock(InvalidBlock):
     """The block was stored, but on a side branch: another block at its height came first."""
 
 
-class Chain:
+class Chain(ChainQueries):
     """A chain stored in one SQLite file. Not thread-safe: one `Chain` per thread."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, params: ChainParams,
-                 format_version: int = store.FORMAT_VERSION, readonly: bool = False,
+    def __init__(self, path: Path, store: ChainStore, params: ChainParams, readonly: bool = False,
                  genesis_committed: bool = True, tree: BlockTree | None = None):
         self.path = path
-        self.conn = conn
+        self.store = store  # the file's connection and every statement run on it
         self.params = params
-        self.format_version = format_version
         self.readonly = readonly
         self.genesis_committed = genesis_committed
         self.rule = params.retarget_rule()
@@ -87,9 +69,8 @@ class Chain:
             self.tree = tree  # loaded and checked by the read-only probe that opened the file
 
     @property
-    def rows(self) -> store.Layout:
-        """The queries of this file's storage layout."""
-        return store.layout(self.format_version)
+    def format_version(self) -> int:
+        return self.store.format_version
 
     # ------------------------------------------------------------------ opening
 
@@ -98,7 +79,7 @@ class Chain:
         """A new chain file, created whole or not at all; of two processes creating the same
         file at once one creates it and the other opens the winner's file."""
         p = Path(path)
-        store.create_file(p, params)
+        ChainStore.create(p, params)
         return cls.open(p)
 
     @classmethod
@@ -118,14 +99,14 @@ class Chain:
                                  f"'miner chain'")
         try:
             # Read-only probe first: a file that is not ours must not be turned into a WAL database.
-            probe = store.connect_readonly(p)
+            probe = ChainStore.open_readonly(p)
         except sqlite3.OperationalError as exc:
             raise ChainError(f"{p}: cannot open ({exc})") from None
         except sqlite3.DatabaseError as exc:
             raise ChainError(f"{p}: not a miner chain file ({exc})") from None
         try:
-            params, version, committed = store.read_meta(p, probe)
-            chain = cls(p, probe, params, version, readonly=True, genesis_committed=committed,
+            params, version, committed = probe.read_meta()
+            chain = cls(p, probe, params, readonly=True, genesis_committed=committed,
                         tree=None if index or not readonly else BlockTree())
             if readonly:
                 return chain
@@ -135,14 +116,14 @@ class Chain:
             raise
         probe.close()
         try:
-            conn = store.connect(p)
-            if version < 3:
-                store.upgrade(conn, committed)
-                writable = cls(p, conn, params, 3, genesis_committed=committed)
+            writer = ChainStore.open_writer(p, version)
+            if version < FORMAT_VERSION:
+                writer.upgrade(committed)
+                writable = cls(p, writer, params, genesis_committed=committed)
             else:
                 # The probe's index, so a 100,000-block chain is read once, not twice; blocks
                 # another writer adds meanwhile are picked up before the first block is stored.
-                writable = cls(p, conn, params, version, genesis_committed=committed, tree=chain.tree)
+                writable = cls(p, writer, params, genesis_committed=committed, tree=chain.tree)
         except sqlite3.Error as exc:
             raise ChainError(f"{p}: chain file cannot be opened for writing ({exc})") from None
         writable.check_writable()
@@ -156,7 +137,7 @@ class Chain:
         return cls.create(p, params)
 
     def close(self) -> None:
-        self.conn.close()
+        self.store.close()
 
     def __enter__(self) -> Self:
         return self
@@ -166,7 +147,8 @@ class Chain:
 
     def _load_index(self) -> None:
         try:
-            tree, self.damage = store.read_index(self.conn, self.rows)
+            store = self.store
+            tree, self.damage = index_from_rows(store.stray_height(), store.active_hashes(), store.index_rows())
         except sqlite3.DatabaseError as exc:
             raise ChainError(f"{self.path}: chain file is damaged ({exc})") from None
         if not tree.active:
@@ -177,88 +159,14 @@ class Chain:
     def check_writable(self) -> None:
         """Fail now, before any mining, if the file cannot take a block."""
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.execute("ROLLBACK")
+            self.store.check_writable()
         except sqlite3.OperationalError as exc:
-            self.conn.close()
+            self.store.close()
             raise ChainError(f"{self.path}: cannot write to the chain file ({exc})") from None
 
     def refuse_if_damaged(self) -> None:
         if self.damage:
             raise ChainError(f"{self.path}: {self.damage}; run 'miner chain verify'")
-
-    # ------------------------------------------------------------------ reading
-
-    @property
-    def times(self) -> list[int]:
-        """Times of the active chain by height."""
-        return self.tree.times
-
-    @property
-    def bits(self) -> list[int]:
-        """Bits of the active chain by height."""
-        return self.tree.bits
-
-    @property
-    def tip_hash(self) -> bytes:
-        return self.tree.active[-1]
-
-    @property
-    def height(self) -> int:
-        return len(self.tree.active) - 1
-
-    @property
-    def chainwork(self) -> int:
-        return self.tree.tip.chainwork
-
-    def hash_at(self, height: int) -> bytes:
-        if not 0 <= height <= self.height:
-            raise InvalidInput(f"no block at height {height} (tip is {self.height})")
-        return self.tree.active[height]
-
-    def _stored(self, block_hash: bytes, what: str) -> tuple:
-        row = self.conn.execute("SELECT header, body FROM blocks WHERE hash=?", (block_hash,)).fetchone()
-        if row is None:
-            raise ChainError(f"{what} is in the index but not stored; run 'miner chain verify'")
-        return row
-
-    def header(self, height: int) -> BlockHeader:
-        return BlockHeader.deserialize(self._stored(self.hash_at(height), f"block {height}")[0])
-
-    def block(self, height: int) -> Block:
-        return self.block_by_hash(self.hash_at(height))
-
-    def block_by_hash(self, block_hash: bytes) -> Block:
-        node = self.tree.nodes.get(block_hash)
-        if node is None:
-            raise InvalidInput(f"no block with hash {display_hex(block_hash)}")
-        header, body = self._stored(block_hash, f"block {node.height} ({short(block_hash)})")
-        try:
-            return Block.from_raw(BlockHeader.deserialize(header), store.parse_body(body))
-        except (ValueError, TypeError, struct.error, InvalidInput) as exc:
-            raise ChainError(f"block {node.height} cannot be decoded ({exc}); "
-                             f"run 'miner chain verify'") from None
-
-    def node(self, block_hash: bytes) -> Node | None:
-        return self.tree.nodes.get(block_hash)
-
-    def is_active(self, block_hash: bytes) -> bool:
-        node = self.tree.nodes.get(block_hash)
-        return node is not None and self.tree.is_active(node)
-
-    def tips(self) -> list[ChainTip]:
-        return self.tree.tips()
-
-    def tip(self) -> BlockHeader:
-        return self.header(self.height)
-
-    def next_bits(self) -> int:
-        """Bits the next block on the active tip must carry."""
-        return self.rule.next_bits(self.height + 1, self.times, self.bits)
-
-    def min_next_time(self) -> int:
-        """Earliest valid time for the next block (one past the median time past)."""
-        return median_time_past(self.times, self.height + 1) + 1
 
     # ------------------------------------------------------------------ writing
 
@@ -271,38 +179,35 @@ class Chain:
                              f"first; the chain stays on it", result.height)
         return result.height
 
-    def add_block(self, block: Block, now: int | None = None) -> AddResult:
+    def add_block(self, block: Block, now: int | None = None) -> BlockOutcome:
         """Validate a block by every rule against its own ancestors and store it on whichever
         branch it extends, switching the active chain to it when it has the most work. Blocks
         stored by other processes are picked up first. A block already stored valid comes back
-        as `duplicate`. Raises `UnknownParent`, or `InvalidBlock` with the reason (the block is
+        as `DUPLICATE`. Raises `UnknownParent`, or `InvalidBlock` with the reason (the block is
         kept, marked invalid, when its proof of work was real and it cannot be a mutated copy of
         a valid block)."""
         outcome = self.add_blocks([block], now)[0]
-        if isinstance(outcome, InvalidBlock):
-            raise outcome
-        if outcome.invalid:
-            raise InvalidBlock(outcome.invalid, outcome.height, outcome.reason)
+        if outcome.result is BlockResult.MISSING_PREV:
+            raise UnknownParent(outcome.message, reason=outcome.reason)
+        if not outcome.stored:
+            raise outcome.error()
         return outcome
 
-    def add_blocks(self, blocks: list[Block], now: int | None = None) -> list[AddResult | InvalidBlock]:
+    def add_blocks(self, blocks: list[Block], now: int | None = None) -> list[BlockOutcome]:
         """`add_block` for several blocks in one SQLite transaction (a sync's batch: one commit,
-        one fsync, for what arrived together), each judged after those before it. A block
-        refused unstored comes back as its `InvalidBlock` and the others go on; a failure of
-        the file itself (disk full) stores none of them."""
+        one fsync, for what arrived together), each judged after those before it; each block's
+        outcome, a refused one's included (the others go on). A failure of the file itself
+        (disk full) stores none of them and raises `ChainError`."""
         self.refuse_if_damaged()
         if self.readonly:
             raise ChainError(f"{self.path}: opened read-only")
         clock = int(_time.time()) if now is None else now
-        outcomes: list[AddResult | InvalidBlock] = []
+        outcomes: list[BlockOutcome] = []
         try:
-            with store.transaction(self.conn):
+            with self.store.transaction():
                 self.catch_up()
                 for block in blocks:
-                    try:
-                        outcomes.append(self._add_locked(block, block.hash, clock))
-                    except InvalidBlock as exc:  # refused before anything of it was written
-                        outcomes.append(exc)
+                    outcomes.append(self._add_locked(block, block.hash, clock))
         except BaseException as exc:
             # Rolled back, nothing stored: the index is read back from the file, since memory
             # ran ahead of it for the batch's earlier blocks.
@@ -314,31 +219,59 @@ class Chain:
             raise
         return outcomes
 
+    def judge(self, block: Block, now: int | None = None) -> BlockOutcome:
+        """What `add_block` would make of a block, by every rule against its own ancestors,
+        without storing it: `VALID`, or why not (a node asks this before it stores a block
+        nobody asked for)."""
+        placed = self._place(block.header.prev_hash, block.hash)
+        if isinstance(placed, BlockOutcome):
+            return placed
+        times, bits = self.tree.history(placed)
+        try:
+            check_block(self.params, self.rule, placed.height + 1, block, placed.hash, times, bits,
+                        int(_time.time()) if now is None else now)
+        except InvalidBlock as exc:
+            return BlockOutcome.refused(exc, block.hash)
+        return BlockOutcome(BlockResult.VALID, block.hash, placed.height + 1)
+
     def catch_up(self) -> None:
         """Inside the write lock: reload the index if another process stored blocks."""
-        last = self.conn.execute("SELECT max(seq) FROM blocks").fetchone()[0]
+        last = self.store.last_seq()
         if last != self.tree.next_seq - 1:
             self._load_index()
             self.refuse_if_damaged()
 
-    def _add_locked(self, block: Block, block_hash: bytes, now: int) -> AddResult:
+    def _place(self, parent_hash: bytes, block_hash: bytes) -> Node | BlockOutcome:
+        """A new block's parent, or the outcome that ends it before its own rules are read:
+        stored already, its parent unknown, or an invalid ancestor."""
         tree = self.tree
-        header = block.header
         known = tree.nodes.get(block_hash)
         if known is not None:
             if not known.valid:
-                raise InvalidBlock(f"block {known.height} ({short(block_hash)}) is already stored as "
-                                   f"invalid: {known.status}", known.height, "duplicate-invalid")
-            return AddResult(block_hash, known.height, tree.is_active(known), None, duplicate=True)
-        parent = tree.nodes.get(header.prev_hash)
+                return BlockOutcome(BlockResult.CACHED_INVALID, block_hash, known.height, "duplicate-invalid",
+                                    f"block {known.height} ({short(block_hash)}) is already stored as "
+                                    f"invalid: {known.status}")
+            return BlockOutcome(BlockResult.DUPLICATE, block_hash, known.height, active=tree.is_active(known))
+        parent = tree.nodes.get(parent_hash)
         if parent is None:
-            raise UnknownParent(f"block {short(block_hash)}: its parent {short(header.prev_hash)} is "
-                                f"not known; deliver the parent first", reason="prev-blk-not-found")
-        height = parent.height + 1
+            return BlockOutcome(BlockResult.MISSING_PREV, block_hash, None, "prev-blk-not-found",
+                                f"block {short(block_hash)}: its parent {short(parent_hash)} is "
+                                f"not known; deliver the parent first")
         bad = tree.invalid_ancestor(parent)
         if bad is not None:
-            raise InvalidBlock(f"block {height} ({short(block_hash)}) descends from invalid block "
-                               f"{bad.height} ({short(bad.hash)}): {bad.status}", height, "bad-prevblk")
+            height = parent.height + 1
+            return BlockOutcome(BlockResult.INVALID_PREV, block_hash, height, "bad-prevblk",
+                                f"block {height} ({short(block_hash)}) descends from invalid block "
+                                f"{bad.height} ({short(bad.hash)}): {bad.status}")
+        return parent
+
+    def _add_locked(self, block: Block, block_hash: bytes, now: int) -> BlockOutcome:
+        tree = self.tree
+        header = block.header
+        parent = self._place(header.prev_hash, block_hash)
+        if isinstance(parent, BlockOutcome):
+            return parent
+        height = parent.height + 1
         times, bits = tree.history(parent)
         status = reason = ""
         try:
@@ -347,7 +280,7 @@ class Chain:
             refused_unstored = never_stored(exc.reason) or not worth_keeping(
                 self.params, self.rule, height, header, block_hash, times, bits, now)
             if refused_unstored:
-                raise
+                return BlockOutcome.refused(exc, block_hash)
             status, reason = str(exc), exc.reason
         node = tree.make_node(block_hash, parent.hash, header.time, header.bits, status)
         if node.seq > MAX_SEQ:  # only an edited file gets here: SQLite's INTEGER ends at 2^63 - 1
@@ -355,22 +288,19 @@ class Chain:
                              f"largest the file can hold, so no block can follow; run 'miner chain verify'")
         tree.add(node)
         try:
-            self.conn.execute("INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?)",
-                               (node.seq, block_hash, height, status, header.serialize(),
-                                store.serialize_body(block.raw_txs)))
+            self.store.insert_block(node.seq, block_hash, height, status, header.serialize(), block.raw_txs)
             switch = tree.better_than_tip(node)
             if switch:
                 side = tree.branch(node)
-                fork = height - len(side)
-                self.conn.execute("DELETE FROM active WHERE height > ?", (fork,))
-                self.conn.executemany("INSERT INTO active VALUES (?, ?)",
-                                       [(n.height, n.hash) for n in side])
+                self.store.move_active(height - len(side), [(n.height, n.hash) for n in side])
         except BaseException:
             tree.discard(node)
             raise
-        if status:
-            return AddResult(block_hash, height, False, None, status, reason)
-        return AddResult(block_hash, height, switch, tree.reorg_to(node) if switch else None)
+        if status:  # stored, marked invalid: its descendants are refused at once
+            return BlockOutcome(result_of(reason), block_hash, height, reason, status)
+        if not switch:
+            return BlockOutcome(BlockResult.SIDE, block_hash, height)
+        return BlockOutcome(BlockResult.CONNECTED, block_hash, height, change=tree.reorg_to(node), active=True)
 
     def refresh(self) -> None:
         """Pick up blocks stored by other processes."""
@@ -385,8 +315,3 @@ class Chain:
             return verify_chain(self, now, from_height)
         except sqlite3.DatabaseError as exc:
             raise ChainError(f"{self.path}: chain file is damaged ({exc})") from None
-
-    def block_count(self) -> int:
-        """Blocks stored, on every branch, valid or marked invalid."""
-        return self.conn.execute("SELECT count(*) FROM blocks WHERE height >= 0").fetchone()[0]
-

@@ -45,10 +45,7 @@ def active_headers(chain: Chain, first: int, count: int) -> list[BlockHeader]:
     last = min(chain.height, first + count - 1)
     if last < first:
         return []
-    rows = chain.conn.execute(
-        "SELECT b.header FROM active a JOIN blocks b ON b.hash = a.hash "
-        "WHERE a.height BETWEEN ? AND ? ORDER BY a.height", (first, last)).fetchall()
-    return [BlockHeader.deserialize(r[0]) for r in rows]
+    return [BlockHeader.deserialize(raw) for raw in chain.store.active_headers(first, last)]
 
 
 def headers_after(chain: Chain, hashes: tuple[bytes, ...], stop: bytes, limit: int) -> list[BlockHeader]:
@@ -66,5 +63,5 @@ def headers_after(chain: Chain, hashes: tuple[bytes, ...], stop: bytes, limit: i
 
 
 def header_of(chain: Chain, block_hash: bytes) -> BlockHeader | None:
-    row = chain.conn.execute("SELECT header FROM blocks WHERE hash=?", (block_hash,)).fetchone()
-    return BlockHeader.deserialize(row[0]) if row else None
+    raw = chain.store.header_row(block_hash)
+    return BlockHeader.deserialize(raw) if raw is not None else None

@@ -8,7 +8,7 @@ its RPC address into the file so a refused miner can say where to point `--url`.
 drops the lock when a process dies, SIGKILL included, so a stale lock never blocks anyone.
 
 One file has one lock whatever it is called: the lock sits beside the real file, symbolic links
-resolved (SQLite's journal does too, see `store.connect`), and a writer refuses a chain file with
+resolved (SQLite's journal does too, see `store._connect`), and a writer refuses a chain file with
 a second name (a hard link), through which a second writer would keep a journal of its own. The
 lock file is opened without following a link and must be a plain file with one name, so a user
 who can write to the chain's folder cannot make the process truncate some other file.

@@ -1,4 +1,5 @@
-"""The chain file: a SQLite database, its formats, atomic creation and the index read from it.
+"""The chain file: a SQLite database, its formats, atomic creation, and `ChainStore`, which owns
+the connection and runs every statement the chain makes (no SQL lives anywhere else).
 
 Each change (a block stored, and the active chain switched with it) is one SQLite transaction in
 WAL mode with `synchronous=FULL`: a process killed at any instant leaves the old state or the
@@ -12,9 +13,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -26,11 +26,9 @@ from miner.chain.files import (
     remove_leftovers,
     with_journal,
 )
-from miner.chain.index import BlockTree
 from miner.consensus.params import ChainParams
 from miner.errors import ChainError, InvalidInput
-from miner.primitives.hashes import display_hex, sha256d
-from miner.primitives.header import HEADER_SIZE
+from miner.primitives.hashes import display_hex
 from miner.primitives.serialize import read_varint, varint
 
 FORMAT_NAME = "pow-miner-chain"
@@ -134,7 +132,7 @@ def parse_body(data: bytes) -> list[bytes]:
 
 # --------------------------------------------------------------------------- connections
 
-def connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path) -> sqlite3.Connection:
     """A writing connection. SQLite keeps its journal (`-wal`, `-shm`) beside the name it is
     given, so it is given the real file's name: every symlink to a chain shares one journal."""
     conn = sqlite3.connect(str(path.resolve()), timeout=30, isolation_level=None)
@@ -143,7 +141,7 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def connect_readonly(path: Path) -> sqlite3.Connection:
+def _connect_readonly(path: Path) -> sqlite3.Connection:
     """A connection that never writes. A WAL file needs its -shm beside it; on a read-only
     medium that cannot be made, and there nobody can write either, so read it as immutable."""
     uri = f"file:{_uri_path(path)}?mode=ro"
@@ -188,156 +186,184 @@ def _execute_script(conn: sqlite3.Connection, script: str) -> None:
             conn.execute(stmt)
 
 
-# --------------------------------------------------------------------------- creation and formats
+# --------------------------------------------------------------------------- the store
 
-def create_file(p: Path, params: ChainParams) -> bool:
-    """Build a new chain file aside and link it into place complete: a process killed at any
-    moment leaves either no chain file or a valid one. False if another process linked its file
-    first (then the caller opens theirs)."""
-    check_chain_path(p, must_exist=False)
-    if p.exists() and p.stat().st_size > 0:
-        raise InvalidInput(f"{p}: already exists; open it instead of creating it")
-    remove_leftovers(p.parent, f".{p.name}.creating-")
-    tmp = p.with_name(f".{p.name}.creating-{os.getpid()}-{time.monotonic_ns()}")
-    try:
-        conn = connect(tmp)
+class ChainStore:
+    """One chain file's connection and every statement run on it: the chain (`chain.Chain`)
+    decides what to store and which branch is active, and asks this class to read and write the
+    rows. `conn` is public for tests that plant damage; product code goes through the methods."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, format_version: int = FORMAT_VERSION):
+        self.path = path
+        self.conn = conn
+        self.format_version = format_version
+
+    @property
+    def _rows(self) -> Layout:
+        return layout(self.format_version)
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> ChainStore:
+        """A store that never writes; its format is known once `read_meta` has run."""
+        return cls(path, _connect_readonly(path))
+
+    @classmethod
+    def open_writer(cls, path: Path, format_version: int) -> ChainStore:
+        return cls(path, _connect(path), format_version)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def transaction(self) -> transaction:
+        """One SQLite transaction (BEGIN IMMEDIATE: the write lock), rolled back on any exception."""
+        return transaction(self.conn)
+
+    def check_writable(self) -> None:
+        """Raises sqlite3.OperationalError now if the file cannot take the write lock."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute("ROLLBACK")
+
+    @staticmethod
+    def create(p: Path, params: ChainParams) -> bool:
+        """Build a new chain file aside and link it into place complete: a process killed at any
+        moment leaves either no chain file or a valid one. False if another process linked its
+        file first (then the caller opens theirs)."""
+        check_chain_path(p, must_exist=False)
+        if p.exists() and p.stat().st_size > 0:
+            raise InvalidInput(f"{p}: already exists; open it instead of creating it")
+        remove_leftovers(p.parent, f".{p.name}.creating-")
+        tmp = p.with_name(f".{p.name}.creating-{os.getpid()}-{time.monotonic_ns()}")
         try:
-            genesis = params.genesis_header(committed=True)
-            with transaction(conn):
-                _execute_script(conn, _SCHEMA)
-                conn.executemany("INSERT INTO meta VALUES (?, ?)", [
-                    ("format", FORMAT_NAME), ("version", str(FORMAT_VERSION)),
-                    ("genesis", "committed"), ("params", params.to_json())])
-                conn.execute("INSERT INTO blocks VALUES (0, ?, 0, '', ?, ?)",
-                             (genesis.hash(), genesis.serialize(),
-                              serialize_body(params.genesis_txs(committed=True))))
-                conn.execute("INSERT INTO active VALUES (0, ?)", (genesis.hash(),))
-        finally:
-            conn.close()  # the last connection checkpoints the WAL into the file
-        try:
-            os.link(tmp, p)  # atomic, and never replaces a file another process linked first
-        except FileExistsError:
-            if p.stat().st_size > 0:
-                return False  # a concurrent `miner mine` created it: use theirs
-            os.replace(tmp, p)  # an empty file (touched by hand) is no chain: replace it
-    except sqlite3.Error as exc:
-        raise ChainError(f"{p}: cannot create the chain file ({exc})") from None
-    except OSError as exc:
-        raise ChainError(f"{p}: cannot create the chain file ({os_reason(exc)})") from None
-    finally:
-        for leftover in with_journal(tmp):
+            _write_new(tmp, params)
             try:
-                leftover.unlink()
-            except OSError:
-                pass
-    return True
+                os.link(tmp, p)  # atomic, and never replaces a file another process linked first
+            except FileExistsError:
+                if p.stat().st_size > 0:
+                    return False  # a concurrent `miner mine` created it: use theirs
+                os.replace(tmp, p)  # an empty file (touched by hand) is no chain: replace it
+        except sqlite3.Error as exc:
+            raise ChainError(f"{p}: cannot create the chain file ({exc})") from None
+        except OSError as exc:
+            raise ChainError(f"{p}: cannot create the chain file ({os_reason(exc)})") from None
+        finally:
+            for leftover in with_journal(tmp):
+                try:
+                    leftover.unlink()
+                except OSError:
+                    pass
+        return True
+
+    def upgrade(self, committed: bool) -> None:
+        """Formats 1 and 2 to the block tree, in one transaction: a kill leaves the old file."""
+        with transaction(self.conn):
+            version = self.conn.execute("SELECT value FROM meta WHERE key='version'").fetchone()[0]
+            if version != str(FORMAT_VERSION):  # else another writer upgraded it meanwhile
+                _execute_script(self.conn, _UPGRADE_FROM_LIST)
+                self.conn.execute("UPDATE meta SET value=? WHERE key='version'", (str(FORMAT_VERSION),))
+                self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('genesis', ?)",
+                                  ("committed" if committed else "plain",))
+        self.format_version = FORMAT_VERSION
+
+    def read_meta(self) -> tuple[ChainParams, int, bool]:
+        """The stored parameters, the format version and whether genesis commits to the
+        parameters; the store reads the file's layout from then on."""
+        p = self.path
+        try:
+            rows = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+        except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
+            raise ChainError(f"{p}: not a miner chain file ({exc})") from None
+        if rows.get("format") != FORMAT_NAME:
+            raise ChainError(f"{p}: not a miner chain file (no '{FORMAT_NAME}' marker)")
+        if rows.get("version") not in SUPPORTED_VERSIONS:
+            raise ChainError(f"{p}: chain format version {str(rows.get('version'))[:20]!r} is not supported")
+        try:
+            params = ChainParams.from_json(rows["params"])
+        except RecursionError:  # a stored value nested past any sane depth
+            raise ChainError(f"{p}: chain parameters are damaged (nested too deeply to read)") from None
+        except (KeyError, ValueError, TypeError, AttributeError, InvalidInput) as exc:
+            raise ChainError(f"{p}: chain parameters are damaged ({exc})") from None
+        version = int(rows["version"])
+        self.format_version = version
+        # Genesis commits to the parameters from format 2 on; an upgraded format 1 file says so.
+        committed = version == 2 or (version >= 3 and rows.get("genesis") != "plain")
+        return params, version, committed
+
+    # ------------------------------------------------------------------ reading
+
+    def stray_height(self) -> int | None:
+        """The lowest height below genesis a row is stored at (only damage puts one there)."""
+        return self.conn.execute("SELECT min(height) FROM blocks WHERE height < 0").fetchone()[0]
+
+    def active_hashes(self) -> Iterable[tuple[object, object]]:
+        """(height, hash) of the active chain by height, as stored (a damaged file's columns may
+        hold anything)."""
+        return self.conn.execute(self._rows.active)
+
+    def index_rows(self) -> Iterable[tuple]:
+        """(seq, hash, height, status, header) of every block, parents first."""
+        return self.conn.execute(self._rows.index)
+
+    def all_blocks(self) -> Iterable[tuple]:
+        """(seq, hash, height, status, header, body) of every block, parents first."""
+        return self.conn.execute(self._rows.all_rows)
+
+    def active_blocks(self, from_height: int) -> Iterable[tuple]:
+        """(height, hash, header, body) of the active chain from `from_height` on, by height."""
+        return self.conn.execute(self._rows.active_rows, (from_height,))
+
+    def block_row(self, block_hash: bytes) -> tuple[bytes, bytes] | None:
+        """A stored block's header and body bytes (None: not stored)."""
+        row = self.conn.execute("SELECT header, body FROM blocks WHERE hash=?", (block_hash,)).fetchone()
+        return None if row is None else tuple(row)
+
+    def header_row(self, block_hash: bytes) -> bytes | None:
+        row = self.conn.execute("SELECT header FROM blocks WHERE hash=?", (block_hash,)).fetchone()
+        return None if row is None else row[0]
+
+    def active_headers(self, first: int, last: int) -> list[bytes]:
+        """The active chain's headers from height `first` to `last`, in one query."""
+        rows = self.conn.execute("SELECT b.header FROM active a JOIN blocks b ON b.hash = a.hash "
+                                 "WHERE a.height BETWEEN ? AND ? ORDER BY a.height", (first, last))
+        return [r[0] for r in rows]
+
+    def last_seq(self) -> int | None:
+        """The newest block's arrival number: another writer stored blocks when it moved."""
+        return self.conn.execute("SELECT max(seq) FROM blocks").fetchone()[0]
+
+    def block_count(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM blocks WHERE height >= 0").fetchone()[0]
+
+    # ------------------------------------------------------------------ writing (inside `transaction`)
+
+    def insert_block(self, seq: int, block_hash: bytes, height: int, status: str, header: bytes,
+                     txs: Sequence[bytes]) -> None:
+        self.conn.execute("INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?)",
+                          (seq, block_hash, height, status, header, serialize_body(txs)))
+
+    def move_active(self, fork: int, branch: Iterable[tuple[int, bytes]]) -> None:
+        """The active chain keeps heights up to `fork` and goes on with `branch` (height, hash)."""
+        self.conn.execute("DELETE FROM active WHERE height > ?", (fork,))
+        self.conn.executemany("INSERT INTO active VALUES (?, ?)", branch)
 
 
-def upgrade(conn: sqlite3.Connection, committed: bool) -> None:
-    """Formats 1 and 2 to the block tree, in one transaction: a kill leaves the old file."""
-    with transaction(conn):
-        version = conn.execute("SELECT value FROM meta WHERE key='version'").fetchone()[0]
-        if version == str(FORMAT_VERSION):
-            return  # another writer upgraded it between our check and our lock
-        _execute_script(conn, _UPGRADE_FROM_LIST)
-        conn.execute("UPDATE meta SET value=? WHERE key='version'", (str(FORMAT_VERSION),))
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('genesis', ?)",
-                     ("committed" if committed else "plain",))
-
-
-def read_meta(p: Path, conn: sqlite3.Connection) -> tuple[ChainParams, int, bool]:
-    """The stored parameters, the format version and whether genesis commits to the parameters."""
+def _write_new(tmp: Path, params: ChainParams) -> None:
+    """A complete new chain file at `tmp`: schema, parameters and genesis, one transaction."""
+    conn = _connect(tmp)
     try:
-        rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-    except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
-        raise ChainError(f"{p}: not a miner chain file ({exc})") from None
-    if rows.get("format") != FORMAT_NAME:
-        raise ChainError(f"{p}: not a miner chain file (no '{FORMAT_NAME}' marker)")
-    if rows.get("version") not in SUPPORTED_VERSIONS:
-        raise ChainError(f"{p}: chain format version {str(rows.get('version'))[:20]!r} is not supported")
-    try:
-        params = ChainParams.from_json(rows["params"])
-    except RecursionError:  # a stored value nested past any sane depth
-        raise ChainError(f"{p}: chain parameters are damaged (nested too deeply to read)") from None
-    except (KeyError, ValueError, TypeError, AttributeError, InvalidInput) as exc:
-        raise ChainError(f"{p}: chain parameters are damaged ({exc})") from None
-    version = int(rows["version"])
-    # Genesis commits to the parameters from format 2 on; an upgraded format 1 file says so.
-    committed = version == 2 or (version >= 3 and rows.get("genesis") != "plain")
-    return params, version, committed
-
-
-# --------------------------------------------------------------------------- the index
-
-def read_index(conn: sqlite3.Connection, rows: Layout) -> tuple[BlockTree, str | None]:
-    """Every block's index entry, and the active chain's hashes, times and bits by height, with
-    the first damage found (None when there is none).
-
-    A gap in the active chain, a header of the wrong size, an active block that does not link to
-    its parent's stored hash, a block stored at a height its place in the tree contradicts, a
-    side block whose parent is not stored or whose stored hash is not its header's is damage
-    (the active blocks' hashes are checked by their children's links): the chain
-    still opens read-only (so `verify` and `info` can name the block) but refuses new blocks.
-    The whole index is two table scans: about 0.1 s for 100,000 blocks.
-    """
-    tree = BlockTree()
-    damage: str | None = None
-    unpack = struct.Struct("<II").unpack_from
-    stray = conn.execute("SELECT min(height) FROM blocks WHERE height < 0").fetchone()[0]
-    if stray is not None:
-        damage = f"stray block row at height {stray}"
-    hashes: list[bytes] = []
-    for height, block_hash in conn.execute(rows.active):
-        if height != len(hashes):
-            damage = damage or f"block {len(hashes)} is missing"
-            break
-        if not isinstance(block_hash, bytes) or len(block_hash) != 32:
-            damage = damage or f"block {height}'s hash in the active chain is {short(block_hash)}"
-            break
-        hashes.append(block_hash)
-    height_of = {h: i for i, h in enumerate(hashes)}
-    n = len(hashes)
-    times, bits, seqs = [0] * n, [0] * n, [-1] * n
-    unlinked = n  # the first active block that does not link to its parent
-    side_rows = []
-    for seq, block_hash, stored_height, status, header in conn.execute(rows.index):
-        i = height_of.get(block_hash)
-        if not isinstance(header, bytes) or len(header) != HEADER_SIZE:
-            damage = damage or f"block {i if i is not None else '?'} has a damaged header"
-            continue
-        if i is None or status:
-            side_rows.append((seq, block_hash, stored_height, status, header))
-            continue
-        if stored_height != i:
-            damage = damage or f"block {i} is stored with height {stored_height!r:.20}"
-        if i and header[4:36] != hashes[i - 1]:
-            unlinked = min(unlinked, i)
-        times[i], bits[i] = unpack(header, 68)
-        seqs[i] = seq
-    # Active rows must all be stored, valid and linked; the chain stops at the first that is not.
-    good = min(next((i for i, s in enumerate(seqs) if s < 0), n), unlinked)
-    if good < n and not damage:
-        marked = {h for _, h, _, status, _ in side_rows if status}
-        damage = (f"block {good} does not link to the stored hash of block {good - 1}"
-                  if good == unlinked else f"block {good} is active but marked invalid"
-                  if hashes[good] in marked else f"block {good} is missing")
-    tree.load_active(hashes[:good], times[:good], bits[:good], seqs[:good])
-    for seq, block_hash, stored_height, status, header in side_rows:
-        if block_hash in tree.nodes:
-            continue  # an active block also listed as invalid: damage named above
-        up = tree.nodes.get(header[4:36])
-        if up is None:
-            damage = damage or f"side block {short(block_hash)} does not link to a stored parent"
-            continue
-        if sha256d(header) != block_hash:
-            damage = damage or f"side block {short(block_hash)}: stored hash does not match its header"
-            continue
-        if stored_height != up.height + 1:
-            damage = damage or (f"side block {short(block_hash)} is stored with height "
-                                f"{stored_height!r:.20}, its place in the tree is {up.height + 1}")
-        t, b = unpack(header, 68)
-        tree.add(tree.make_node(block_hash, up.hash, t, b, status or "", seq=seq))
-    return tree, damage
+        genesis = params.genesis_header(committed=True)
+        with transaction(conn):
+            _execute_script(conn, _SCHEMA)
+            conn.executemany("INSERT INTO meta VALUES (?, ?)", [
+                ("format", FORMAT_NAME), ("version", str(FORMAT_VERSION)),
+                ("genesis", "committed"), ("params", params.to_json())])
+            conn.execute("INSERT INTO blocks VALUES (0, ?, 0, '', ?, ?)",
+                         (genesis.hash(), genesis.serialize(),
+                          serialize_body(params.genesis_txs(committed=True))))
+            conn.execute("INSERT INTO active VALUES (0, ?)", (genesis.hash(),))
+    finally:
+        conn.close()  # the last connection checkpoints the WAL into the file
 
 
 def _uri_path(p: Path) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from miner.chain.index import GENESIS_PARENT, BlockTree
-from miner.chain.store import Layout, parse_body, serialize_body, short
+from miner.chain.store import ChainStore, parse_body, serialize_body, short
 from miner.consensus.checks import check_block, check_commitments, check_header
 from miner.consensus.params import ChainParams
 from miner.consensus.retarget import RetargetRule
@@ -38,11 +38,8 @@ class Chain(Protocol):
     genesis_committed: bool  # format 2 on: genesis commits to the parameters
     path: Path
     damage: str | None  # what loading the index found wrong, if anything
-    conn: sqlite3.Connection
+    store: ChainStore  # the file's rows, read through its statements
     tree: BlockTree
-
-    @property
-    def rows(self) -> Layout: ...
 
     @property
     def times(self) -> Sequence[int]: ...
@@ -131,8 +128,7 @@ def startup_check(chain: Chain, blocks: int = CHECK_BLOCKS) -> None:
 def _startup_check(chain: Chain, blocks: int) -> None:
     if chain.damage:
         raise ChainError(f"{chain.path}: {chain.damage}; run 'miner chain verify'")
-    row = chain.conn.execute("SELECT header, body FROM blocks WHERE hash = ?", (chain.tree.active[0],)).fetchone()
-    if row is None or tuple(row) != expected_genesis(chain):
+    if chain.store.block_row(chain.tree.active[0]) != expected_genesis(chain):
         raise ChainError(f"{chain.path}: block 0: genesis does not match the chain parameters "
                          f"(the parameters or genesis were edited); the chain is refused")
     best = chain.tree.best_tip()
@@ -157,23 +153,17 @@ def verify_chain(chain: Chain, now: int | None = None, from_height: int = 0) -> 
     active chain must then be the most-work valid one.
     """
     clock = int(time.time()) if now is None else now
-    conn, rows = chain.conn, chain.rows
-    stray = conn.execute("SELECT min(height) FROM blocks WHERE height < 0").fetchone()[0]
+    stray = chain.store.stray_height()
     if stray is not None:
         raise InvalidBlock(f"block {stray}: a stray row below genesis", stray)
     if from_height > 0:
         return _verify_active(chain, from_height, clock)
     seen = BlockTree()
-    stored_active = dict(conn.execute(rows.active))  # height -> hash
-    genesis, genesis_body = expected_genesis(chain)
-    for seq, stored_hash, height, status, raw_header, raw_body in conn.execute(rows.all_rows):
+    stored_active = dict(chain.store.active_hashes())  # height -> hash
+    genesis = expected_genesis(chain)
+    for seq, stored_hash, height, status, raw_header, raw_body in chain.store.all_blocks():
         if not seen.active:
-            if height != 0 or raw_header != genesis or raw_body != genesis_body:
-                raise InvalidBlock("block 0: genesis does not match the chain parameters", 0)
-            if stored_hash != sha256d(raw_header):
-                raise InvalidBlock("block 0: stored hash does not match its header", 0)
-            t, b = struct.unpack_from("<II", raw_header, 68)
-            seen.add(seen.make_node(stored_hash, GENESIS_PARENT, t, b, seq=seq))
+            _start_at_genesis(seen, genesis, seq, stored_hash, height, raw_header, raw_body)
             continue
         header, txs = _decode(height, stored_hash, raw_header, raw_body)
         # Most blocks extend the verified active chain: judged against its lists directly,
@@ -185,21 +175,7 @@ def verify_chain(chain: Chain, now: int | None = None, from_height: int = 0) -> 
                                    f"is block {len(seen.active) - 1})", height)
             times, bits = seen.times, seen.bits
         else:
-            parent = seen.nodes.get(header.prev_hash)
-            if parent is None:
-                if stored_active.get(height - 1, header.prev_hash) == header.prev_hash:
-                    raise InvalidBlock(f"block {height - 1}: missing from the chain file "
-                                       f"({_where(height, stored_hash)} names it as its parent)", height - 1)
-                raise InvalidBlock(f"{_where(height, stored_hash)}: previous hash does not link to a stored "
-                                   f"block", height)
-            if parent.height != height - 1:
-                raise InvalidBlock(f"{_where(height, stored_hash)}: stored at the wrong height (its parent "
-                                   f"is block {parent.height})", height)
-            bad = seen.invalid_ancestor(parent)
-            if bad is not None:
-                raise InvalidBlock(f"{_where(height, stored_hash)}: descends from invalid block {bad.height} "
-                                   f"({short(bad.hash)})", height)
-            times, bits = seen.history(parent)
+            times, bits = _side_history(seen, stored_active, header.prev_hash, height, stored_hash)
         if status:
             block_hash = sha256d(raw_header)  # stored as invalid: its reason is not re-derived
         else:
@@ -217,6 +193,38 @@ def verify_chain(chain: Chain, now: int | None = None, from_height: int = 0) -> 
     if not seen.active:
         raise InvalidBlock("block 0: chain has no genesis block", 0)
     return _check_active_is_best(seen, stored_active)
+
+
+def _start_at_genesis(seen: BlockTree, genesis: tuple[bytes, bytes], seq: int, stored_hash: object,
+                      height: object, raw_header: bytes, raw_body: bytes) -> None:
+    """The first row must be genesis as the stored parameters make it; it starts `seen`."""
+    if height != 0 or (raw_header, raw_body) != genesis:
+        raise InvalidBlock("block 0: genesis does not match the chain parameters", 0)
+    if stored_hash != sha256d(raw_header):
+        raise InvalidBlock("block 0: stored hash does not match its header", 0)
+    t, b = struct.unpack_from("<II", raw_header, 68)
+    seen.add(seen.make_node(stored_hash, GENESIS_PARENT, t, b, seq=seq))
+
+
+def _side_history(seen: BlockTree, stored_active: dict[int, bytes], parent_hash: bytes, height: int,
+                  stored_hash: object) -> tuple[Sequence[int], Sequence[int]]:
+    """The times and bits a block off the verified tip is judged against; its parent must be
+    verified already, one below it, and valid all the way down."""
+    parent = seen.nodes.get(parent_hash)
+    if parent is None:
+        if stored_active.get(height - 1, parent_hash) == parent_hash:
+            raise InvalidBlock(f"block {height - 1}: missing from the chain file "
+                               f"({_where(height, stored_hash)} names it as its parent)", height - 1)
+        raise InvalidBlock(f"{_where(height, stored_hash)}: previous hash does not link to a stored "
+                           f"block", height)
+    if parent.height != height - 1:
+        raise InvalidBlock(f"{_where(height, stored_hash)}: stored at the wrong height (its parent "
+                           f"is block {parent.height})", height)
+    bad = seen.invalid_ancestor(parent)
+    if bad is not None:
+        raise InvalidBlock(f"{_where(height, stored_hash)}: descends from invalid block {bad.height} "
+                           f"({short(bad.hash)})", height)
+    return seen.history(parent)
 
 
 def _check_active_is_best(seen: BlockTree, stored: dict[int, bytes]) -> int:
@@ -242,7 +250,7 @@ def _verify_active(chain: Chain, from_height: int, clock: int) -> int:
     bits: list[int] = chain.bits[:from_height]
     parent_hash = chain.tree.active[from_height - 1]
     expected_height = from_height
-    for height, stored_hash, raw_header, raw_body in chain.conn.execute(chain.rows.active_rows, (from_height,)):
+    for height, stored_hash, raw_header, raw_body in chain.store.active_blocks(from_height):
         if height != expected_height:
             raise InvalidBlock(f"block {expected_height}: missing from the chain file", expected_height)
         expected_height += 1

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from miner.backends.base import Backend
 from miner.backends.registry import make_backends
+from miner.chain.outcome import BlockResult
 from miner.mining.coordinator import MAX_UNIT, Coordinator
 from miner.mining.template import job_from_template
 from miner.mining.work import Job, Solution, own_extranonce_start
@@ -81,6 +82,7 @@ class Generator:
                 left -= tried
                 if solution is None:
                     break
-                if await self.service.submit_block(solution.block()) is None:
+                outcome = await self.service.submit_block(solution.block())
+                if outcome.result is BlockResult.CONNECTED:
                     hashes.append(solution.header.hash_hex())
         return hashes

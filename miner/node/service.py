@@ -16,17 +16,17 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from miner.chain.chain import Chain, UnknownParent
+from miner.chain.chain import Chain
 from miner.chain.index import TipChange
+from miner.chain.outcome import BlockOutcome, BlockResult
 from miner.chain.verify import check_proposal
 from miner.consensus.checks import MAX_BLOCK_WEIGHT, halving_interval, median_time_past
 from miner.consensus.params import ChainParams
-from miner.errors import InvalidBlock
 from miner.node.mempool import Mempool, MempoolRejected
 from miner.node.template import (
     COINBASE_RESERVED_WEIGHT,
@@ -53,7 +53,7 @@ class Accepted:
 
 def read_tip(chain: Chain) -> TipInfo:
     """The tip as templates need it (chain thread)."""
-    tip = chain.tree.tip
+    tip = chain.node(chain.tip_hash)
     next_bits = chain.next_bits()
     return TipInfo(height=chain.height, hash=chain.tip_hash, time=tip.time, bits=tip.bits,
                    chainwork=tip.chainwork, median_time=median_time_past(chain.times, chain.height + 1),
@@ -135,24 +135,23 @@ class NodeService:
 
     # ------------------------------------------------------------------ blocks
 
-    async def submit_block(self, block: Block) -> str | None:
-        """Store a block; None if it became the tip, else Core's BIP 22 answer."""
+    async def submit_block(self, block: Block) -> BlockOutcome:
+        """Store a block; what the chain made of it."""
         return (await self.submit_blocks([block]))[0]
 
-    async def submit_blocks(self, blocks: list[Block]) -> list[str | None]:
+    async def submit_blocks(self, blocks: list[Block]) -> list[BlockOutcome]:
         """Store blocks in one transaction (a sync's batch), each judged after those before it;
-        each one's verdict as `submit_block` gives it."""
-        stored = await self.on_chain(_store_blocks, blocks)
-        moved = any(change is not None for _, change, _, _ in stored)
+        each one's outcome. A failure of the file stores none and raises `ChainError`."""
+        applied = await self.on_chain(_store_blocks, blocks)
+        moved = any(a.outcome.change is not None for a in applied)
         if moved:  # the new tip first: listeners and long polls read it
             self.tip = await self.on_chain(read_tip)
-        verdicts = []
-        for verdict, change, mined, returned in stored:
-            verdicts.append(verdict)
+        for a in applied:
+            change = a.outcome.change
             if change is None:
                 continue
-            self.mempool.remove(mined)
-            for tx in returned:  # transactions of blocks a reorg took off go back to the pool
+            self.mempool.remove(a.mined)
+            for tx in a.returned:  # transactions of blocks a reorg took off go back to the pool
                 try:
                     self.mempool.add(tx, change.height)
                 except MempoolRejected:
@@ -162,7 +161,7 @@ class NodeService:
                 listener(accepted)
         if moved:
             await self._notify()
-        return verdicts
+        return [a.outcome for a in applied]
 
     async def propose_block(self, block: Block) -> str | None:
         """A block proposal's verdict (BIP 23): None if it would be valid but for its proof
@@ -176,27 +175,28 @@ class NodeService:
         return added
 
 
-def _store_blocks(chain: Chain, blocks: list[Block]) -> list[tuple]:
-    """(verdict, tip change, txids now mined, transactions to return to the pool) for each
-    block; runs on the chain thread. A block is the one parsed from the request or the peer:
-    nothing of it is read back from the file after the commit."""
-    out: list[tuple] = []
+@dataclass(frozen=True)
+class _Applied:
+    """A block's outcome, and for a block that moved the tip what the mempool loses and gets
+    back."""
+
+    outcome: BlockOutcome
+    mined: list[bytes] = field(default_factory=list)  # txids now in the active chain
+    returned: list[Transaction] = field(default_factory=list)  # of blocks a reorg took off
+
+
+def _store_blocks(chain: Chain, blocks: list[Block]) -> list[_Applied]:
+    """Each block's outcome and mempool change; runs on the chain thread. A block is the one
+    parsed from the request or the peer: nothing of it is read back from the file after the
+    commit."""
+    out: list[_Applied] = []
     for block, outcome in zip(blocks, chain.add_blocks(blocks), strict=True):
-        if isinstance(outcome, UnknownParent):
-            out.append(("prev-blk-not-found", None, [], []))
-        elif isinstance(outcome, InvalidBlock):
-            log.info("block refused: %s", outcome)
-            out.append((outcome.reason, None, [], []))
-        elif outcome.invalid:
-            log.info("block refused: %s", outcome.invalid)
-            out.append((outcome.reason, None, [], []))
-        elif outcome.duplicate:
-            out.append(("duplicate", None, [], []))
-        elif outcome.change is None:
-            out.append(("inconclusive", None, [], []))  # stored on a side branch, as Core answers it
-        else:
-            mined, returned = _mempool_delta(chain, block, outcome.change)
-            out.append((None, outcome.change, mined, returned))
+        if outcome.change is not None:
+            out.append(_Applied(outcome, *_mempool_delta(chain, block, outcome.change)))
+            continue
+        if not outcome.stored and outcome.result is not BlockResult.MISSING_PREV:
+            log.info("block refused: %s", outcome.message)
+        out.append(_Applied(outcome))
     return out
 
 

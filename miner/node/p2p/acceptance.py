@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from miner.chain.chain import Chain
 from miner.chain.index import block_work
-from miner.consensus.checks import check_block
-from miner.errors import InvalidBlock
+from miner.chain.outcome import BlockOutcome, BlockResult
+from miner.node.p2p.blame import punishment
 from miner.primitives.block import Block
 
 MAX_AHEAD = 288  # Core's MIN_BLOCKS_TO_KEEP: how far above the tip an unrequested block may be
@@ -29,31 +29,39 @@ MAX_AHEAD = 288  # Core's MIN_BLOCKS_TO_KEEP: how far above the tip an unrequest
 class Unrequested:
     store: bool
     reason: str  # why not stored ("duplicate", "less-work", "too-far-ahead", "unknown-parent"), or invalid
-    invalid: bool = False
     tip_work: int = 0
     tip_height: int = 0
+    refused: BlockOutcome | None = None  # the chain's verdict when the block breaks a rule
+
+    @property
+    def invalid(self) -> bool:
+        return self.refused is not None
+
+    @property
+    def known(self) -> bool:
+        """Stored already (valid or marked invalid): nothing to drop."""
+        return self.reason == "duplicate"
+
+    @property
+    def parent_missing(self) -> bool:
+        return self.reason == "unknown-parent"
 
 
 def judge_unrequested(chain: Chain, block: Block, now: int) -> Unrequested:
-    tree = chain.tree
-    tip = tree.tip
-    if block.hash in tree.nodes:
-        return Unrequested(False, "duplicate", tip_work=tip.chainwork, tip_height=tip.height)
-    parent = tree.nodes.get(block.header.prev_hash)
-    if parent is None:
-        return Unrequested(False, "unknown-parent", tip_work=tip.chainwork, tip_height=tip.height)
-    height = parent.height + 1
-    if tree.invalid_ancestor(parent) is not None:
-        return Unrequested(False, "bad-prevblk", invalid=True, tip_work=tip.chainwork, tip_height=tip.height)
-    times, bits = tree.history(parent)
-    try:
-        check_block(chain.params, chain.rule, height, block, parent.hash, times, bits, now)
-    except InvalidBlock as exc:
-        if exc.reason == "time-too-new":  # may be fine later: no blame, as for a header
-            return Unrequested(False, exc.reason, tip_work=tip.chainwork, tip_height=tip.height)
-        return Unrequested(False, exc.reason, invalid=True, tip_work=tip.chainwork, tip_height=tip.height)
-    if parent.chainwork + block_work(block.header.bits) <= tip.chainwork:
-        return Unrequested(False, "less-work", tip_work=tip.chainwork, tip_height=tip.height)
-    if height > tip.height + MAX_AHEAD:
-        return Unrequested(False, "too-far-ahead", tip_work=tip.chainwork, tip_height=tip.height)
-    return Unrequested(True, "", tip_work=tip.chainwork, tip_height=tip.height)
+    tip_work, tip_height = chain.chainwork, chain.height
+    outcome = chain.judge(block, now)
+    if outcome.result in (BlockResult.DUPLICATE, BlockResult.CACHED_INVALID):
+        return Unrequested(False, "duplicate", tip_work, tip_height)
+    if outcome.result is BlockResult.MISSING_PREV:
+        return Unrequested(False, "unknown-parent", tip_work, tip_height)
+    if outcome.result is not BlockResult.VALID:
+        # too far ahead may be fine later: no blame, as for a header
+        return Unrequested(False, outcome.reason, tip_work, tip_height,
+                           refused=outcome if punishment(outcome) is not None else None)
+    parent = chain.node(block.header.prev_hash)
+    assert parent is not None  # judged VALID: its parent is stored
+    if parent.chainwork + block_work(block.header.bits) <= tip_work:
+        return Unrequested(False, "less-work", tip_work, tip_height)
+    if parent.height + 1 > tip_height + MAX_AHEAD:
+        return Unrequested(False, "too-far-ahead", tip_work, tip_height)
+    return Unrequested(True, "", tip_work, tip_height)

@@ -28,7 +28,7 @@ class Recent(HeightView):
 def history(chain: Chain, block_hash: bytes, count: int) -> tuple[Recent, Recent]:
     """The times and bits of a stored block and of up to `count - 1` blocks below it, copied off
     the chain thread's lists (only those: a headers message must not cost the chain's length)."""
-    times, bits = chain.tree.history(chain.tree.nodes[block_hash])
+    times, bits = chain.history(block_hash)
     start = max(0, len(times) - count)
     return Recent(start, list(times[start:])), Recent(start, list(bits[start:]))
 
@@ -37,7 +37,7 @@ def anchors(chain: Chain, hashes: list[bytes]) -> dict[bytes, Anchor]:
     """The stored blocks among `hashes`: height, chainwork and whether each is valid."""
     out = {}
     for h in hashes:
-        node = chain.tree.nodes.get(h)
+        node = chain.node(h)
         if node is not None:
             out[h] = Anchor(node.height, node.chainwork, node.valid)
     return out
@@ -47,7 +47,7 @@ def branch_lengths(chain: Chain, roots: list[bytes]) -> dict[bytes, int]:
     """For each stored block of `roots`, the length of its branch off the active chain."""
     out = {}
     for root in roots:
-        node = chain.tree.nodes.get(root)
-        if node is not None and root not in out:
-            out[root] = len(chain.tree.branch(node))
+        length = chain.branch_length(root)
+        if length is not None and root not in out:
+            out[root] = length
     return out

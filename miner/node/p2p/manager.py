@@ -113,7 +113,7 @@ class PeerManager:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, listen: tuple[str, int] | None, connect: list[tuple[str, int]]) -> None:
-        genesis = await self.service.on_chain(lambda c: c.tree.active[0])
+        genesis = await self.service.on_chain(lambda c: c.hash_at(0))
         self.magic = self.params.magic_bytes(genesis)
         self.service.listeners.append(self.relay.on_accepted)
         if listen is not None:

@@ -20,11 +20,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from miner.chain.locator import locator
-from miner.consensus.checks import MUTATED
+from miner.chain.outcome import BlockOutcome, BlockResult
 from miner.consensus.params import ChainParams
 from miner.errors import MinerError
 from miner.node.p2p.acceptance import MAX_AHEAD, Unrequested, judge_unrequested
 from miner.node.p2p.arrivals import Arrival, Arrivals
+from miner.node.p2p.blame import header_is_invalid, punishment
 from miner.node.p2p.chain_queries import anchors, branch_lengths
 from miner.node.p2p.decisions import AskBlocks, AskHeaders, Decision, Drop, Punish, StoreArrived
 from miner.node.p2p.download import STALL_TIMEOUT, BlockDownload
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 256  # blocks stored in one transaction during a sync
 MAX_UNCONNECTING = 10  # Core's MAX_NUM_UNCONNECTING_HEADERS_MSGS
-OK_VERDICTS = (None, "inconclusive", "duplicate")
 
 
 @dataclass(frozen=True)
@@ -276,10 +276,8 @@ class BlockSync:
             return []
         if not requested:
             verdict = await self.service.on_chain(judge_unrequested, block, int(time.time()))
-            if verdict.invalid:
-                if verdict.reason not in MUTATED:
-                    self.headers.mark_invalid(h)
-                return [Punish(peer, f"invalid block {display_hex(h)[:16]}: {verdict.reason}")]
+            if verdict.refused is not None:
+                return self._punished(peer, verdict.refused)
             if not verdict.store:
                 return await self._unrequested_not_stored(peer, block, verdict)
         if not self.arrivals.queue(Arrival(block, peer, requested or h in self.headers)):
@@ -290,8 +288,8 @@ class BlockSync:
         """An unrequested block that is not stored now: dropped, unless its parent is missing and
         its held header shows it worth waiting for (more work than our tip, not too far ahead);
         for a parent we do not know of at all we ask for the headers between."""
-        self.unrequested_dropped += verdict.reason != "duplicate"
-        if verdict.reason != "unknown-parent":
+        self.unrequested_dropped += not verdict.known
+        if not verdict.parent_missing:
             log.debug("peer %d: unrequested block %s not stored (%s)", peer, display_hex(block.hash)[:16],
                       verdict.reason)
             return []
@@ -315,35 +313,42 @@ class BlockSync:
         if not batch:
             return []
         try:
-            verdicts = await self.service.submit_blocks([a.block for a in batch])
+            outcomes = await self.service.submit_blocks([a.block for a in batch])
         except MinerError as exc:  # the file failed (disk full): nothing of the batch was stored
             log.warning("%d blocks from peers not stored: %s", len(batch), exc)
-            verdicts = ["not-stored"] * len(batch)
+            outcomes = [BlockOutcome(BlockResult.NOT_STORED, a.block.hash, message=str(exc)) for a in batch]
         decisions: list[Decision] = []
         ask = set()
-        for arrival, verdict in zip(batch, verdicts, strict=True):
+        for arrival, outcome in zip(batch, outcomes, strict=True):
             self.arrivals.stored(arrival)
-            decisions += self._judged(arrival, verdict, ask)
+            decisions += self._judged(arrival, outcome, ask)
         for pid in ask:
             decisions.append(await self.ask_headers(pid))
         return decisions + self.schedule()
 
-    def _judged(self, arrival: Arrival, verdict: str | None, ask_headers: set[int]) -> list[Decision]:
+    def _judged(self, arrival: Arrival, outcome: BlockOutcome, ask_headers: set[int]) -> list[Decision]:
         block, sender = arrival.block, arrival.sender
-        if verdict in OK_VERDICTS:
+        if outcome.stored:
             self.headers.stored(block.hash)
             self.arrivals.parent_stored(block.hash)
-        elif verdict == "prev-blk-not-found":
+        elif outcome.result is BlockResult.MISSING_PREV:
             if not (arrival.solicited and self.arrivals.wait_for_parent(arrival)) \
                     and sender in self.download.peers and block.header.prev_hash not in self.headers:
                 ask_headers.add(sender)
-        elif verdict in ("time-too-new", "not-stored"):
-            pass  # no fault of the peer's; asked for again when the download comes back to it
-        else:
-            if verdict not in MUTATED:  # a mutated copy says nothing against the header itself
-                self.headers.mark_invalid(block.hash)
-            return [Punish(sender, f"invalid block {display_hex(block.hash)[:16]}: {verdict}")]
+        elif punishment(outcome) is not None:
+            return self._punished(sender, outcome)
+        # else no fault of the peer's (too far ahead, our file failed): asked for again when the
+        # download comes back to it
         return []
+
+    def _punished(self, peer: int, outcome: BlockOutcome) -> list[Decision]:
+        """Punish the sender of a bad block (`blame`), and hold its header invalid unless the
+        body may be a mutated copy of a good block."""
+        if header_is_invalid(outcome):
+            self.headers.mark_invalid(outcome.hash)
+        why = punishment(outcome)
+        assert why is not None, outcome  # called for punished outcomes only
+        return [Punish(peer, why)]
 
     # ------------------------------------------------------------------ block download
 

@@ -31,8 +31,8 @@ def _stored(chain: Chain, block_hash: bytes) -> tuple[Node, Block]:
 
 def _header_json(chain: Chain, node: Node, block: Block) -> dict:
     header = block.header
-    active = chain.tree.is_active(node)
-    times, _ = chain.tree.history(node)
+    active = chain.is_active(node.hash)
+    times, _ = chain.history(node.hash)
     out = {
         "hash": display_hex(node.hash),
         "confirmations": chain.height - node.height + 1 if active else -1,
@@ -52,7 +52,7 @@ def _header_json(chain: Chain, node: Node, block: Block) -> dict:
     if node.height > 0:
         out["previousblockhash"] = display_hex(header.prev_hash)
     if active and node.height < chain.height:
-        out["nextblockhash"] = display_hex(chain.tree.active[node.height + 1])
+        out["nextblockhash"] = display_hex(chain.hash_at(node.height + 1))
     return out
 
 
@@ -89,7 +89,7 @@ async def getblockhash(ctx: Context, height: Any) -> str:
     def read(chain: Chain) -> bytes:
         if not 0 <= height <= chain.height:
             raise RpcError(RPC_INVALID_PARAMETER, "Block height out of range")
-        return chain.tree.active[height]
+        return chain.hash_at(height)
     return display_hex(await ctx.service.on_chain(read))
 
 

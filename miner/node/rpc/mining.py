@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from miner.chain.chain import Chain
+from miner.chain.outcome import BlockOutcome, BlockResult
 from miner.errors import InvalidInput, MinerError
 from miner.node.rpc.protocol import (
     RPC_DESERIALIZATION_ERROR,
@@ -44,7 +45,7 @@ def _network_hashps(chain: Chain, lookup: int, height: int) -> float:
     spread = max(times) - min(times)
     if spread == 0:
         return 0
-    work = chain.tree.works[height] - chain.tree.works[height - lookup]
+    work = chain.chainwork_at(height) - chain.chainwork_at(height - lookup)
     return work / spread
 
 
@@ -125,7 +126,20 @@ def fill_witness_nonce(block: Block) -> Block:
 
 @rpc("submitblock", Param("hexdata", "string", True), Param("dummy", "any"))
 async def submitblock(ctx: Context, hexdata: str, dummy: Any) -> str | None:
-    return await ctx.service.submit_block(fill_witness_nonce(_decode_block(hexdata)))
+    return bip22_answer(await ctx.service.submit_block(fill_witness_nonce(_decode_block(hexdata))))
+
+
+def bip22_answer(outcome: BlockOutcome) -> str | None:
+    """submitblock's answer (BIP 22, as Core gives it): null for a block that became the tip,
+    "inconclusive" for one stored on a side branch, "duplicate" for one stored before, else the
+    reject reason."""
+    if outcome.result is BlockResult.CONNECTED:
+        return None
+    if outcome.result is BlockResult.SIDE:
+        return "inconclusive"
+    if outcome.result is BlockResult.DUPLICATE:
+        return "duplicate"
+    return outcome.reason
 
 
 @rpc("generatetoaddress", Param("nblocks", "number", True), Param("address", "string", True),

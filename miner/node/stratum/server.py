@@ -22,6 +22,7 @@ import secrets
 import time
 from collections import OrderedDict
 
+from miner.chain.outcome import BlockOutcome, BlockResult
 from miner.errors import MinerError
 from miner.mining.template import TemplateError
 from miner.node.guard import Guard
@@ -189,22 +190,23 @@ class StratumServer:
         stale, but a block among them is still handed to the chain)."""
         return self.jobs.get(job_id) or self.retired.get(job_id)
 
-    async def found_block(self, job: StratumJob, share: Share, worker: str) -> str | None:
-        """Hand a share that meets the block target to the chain: None once it is stored (as the
-        tip or on a side branch), else the chain's reason. A block already stored is a duplicate."""
+    async def found_block(self, job: StratumJob, share: Share, worker: str) -> BlockOutcome:
+        """Hand a share that meets the block target to the chain; what the chain made of it (the
+        session answers the miner from it, `session.block_answer`). A block stored, as the tip or
+        on a side branch, is counted as the pool's."""
         block = job.block(share)
-        verdict = await self.service.submit_block(block)
-        if verdict == "duplicate":
-            raise sp.StratumError(sp.DUPLICATE, "Duplicate share (the block is already stored)")
-        if verdict not in (None, "inconclusive"):  # "inconclusive": stored on a side branch, as Core says
+        outcome = await self.service.submit_block(block)
+        if outcome.result is BlockResult.DUPLICATE:
+            return outcome
+        if outcome.result not in (BlockResult.CONNECTED, BlockResult.SIDE):
             log.warning("a share from %s met the block target but the chain refused the block: %s",
-                        worker, verdict)
-            return verdict
+                        worker, outcome.reason)
+            return outcome
         self.stats.block_found(block.hash, job.job.height, worker)
         log.info("pool block %s at height %d from %s%s", block.hash[::-1].hex(), job.job.height, worker,
-                 "" if verdict is None else " (stored on a side branch)")
+                 "" if outcome.result is BlockResult.CONNECTED else " (stored on a side branch)")
         await self.recount_blocks()
-        return None
+        return outcome
 
     async def recount_blocks(self) -> None:
         """Which of the pool's blocks are on the active chain now: a reorg may orphan some (or

@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from miner.chain.outcome import BlockOutcome, BlockResult
 from miner.errors import MinerError
 from miner.node.guard import Connection
 from miner.node.output import printable
@@ -51,7 +52,18 @@ class Pool(Protocol):
 
     def network_difficulty(self) -> float: ...
 
-    async def found_block(self, job: StratumJob, share: Share, worker: str) -> str | None: ...
+    async def found_block(self, job: StratumJob, share: Share, worker: str) -> BlockOutcome: ...
+
+
+def block_answer(outcome: BlockOutcome) -> sp.StratumError | None:
+    """The Stratum answer to a share that met the block target, from what the chain made of the
+    block: accepted (None) once stored, as the tip or on a side branch; a duplicate share when
+    the block was stored before; else refused with the chain's reason."""
+    if outcome.result in (BlockResult.CONNECTED, BlockResult.SIDE):
+        return None
+    if outcome.result is BlockResult.DUPLICATE:
+        return sp.StratumError(sp.DUPLICATE, "Duplicate share (the block is already stored)")
+    return sp.StratumError(sp.OTHER, f"Block refused: {outcome.reason}")
 
 
 class Session:
@@ -258,9 +270,9 @@ class Session:
             raise sp.StratumError(sp.JOB_NOT_FOUND, "Job not found (stale)")
         verdict = job.verdict(share, difficulty)  # a block first; else 23 below the difficulty in force
         if verdict is ShareVerdict.BLOCK:
-            refused = await self.server.found_block(job, share, params[0])
+            refused = block_answer(await self.server.found_block(job, share, params[0]))
             if refused is not None:  # not stored: a miner is never told a lost block was taken
-                raise sp.StratumError(sp.OTHER, f"Block refused: {refused}")
+                raise refused
         seen.add(key)
         self.refused_in_a_row = 0
         self.conn.productive()  # kept longest when the miners' slots run out
