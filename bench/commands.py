@@ -78,72 +78,102 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not 0 < args.unit_seconds <= 10:
         raise UsageError(f"--unit-seconds must be above 0 and at most 10 seconds, got {args.unit_seconds:g}")
     shapes = parse_launch_shapes(args.launch)
-    from miner.bench.engine import (
-        bench_backend,
-        busy_notes,
-        machine_description,
-        measure_job_switch,
-        static_prediction,
-    )
-
-    from miner.backends.registry import make_backends
-    items = [x.strip().lower() for x in args.backend.split(",") if x.strip()]
-    plan = []  # (backend, setting, prepare): one timed row each
-    switch_set = {}  # one backend per name for the job-switch test: the last (largest) setting
     pow = getattr(args, "pow", "sha256d")
-    for item in items:
-        if pow != "sha256d":  # one kernel per backend; the CPU's at each thread count
-            for n in (_thread_counts(args.threads) if item == "cpu" else [None]):
-                for backend in make_backends(item, threads=n, pow=pow, lookup_gap=args.lookup_gap):
-                    plan.append((backend, f"{pow}" + (f" threads={n}" if n else ""), None))
-            continue
-        if item == "cpu":
-            for kernel in _cpu_kernels(args.cpu_kernel):
-                for n in _thread_counts(args.threads):
-                    backend = make_backends("cpu", threads=n, cpu_kernel=kernel)[0]
-                    plan.append((backend, f"kernel={kernel} threads={n}", None))
-                    switch_set[backend.name] = backend
-            continue
-        for backend in make_backends(item):
-            switch_set[backend.name] = backend
-            if backend.kind != "cuda":
-                plan.append((backend, "", None))
-                continue
-            if shapes is None:  # the autotuned shape (tuned on first use, then cached)
-                plan.append((backend, "tuned", None))
-            for block, npt in shapes or []:
-                plan.append((backend, f"block={block} npt={npt}",
-                             lambda b=backend, s=(block, npt): b.set_launch(*s)))
-    results = []
+    plan, switch_set = _bench_plan(args, shapes, pow)
     try:
-        for backend, setting, prepare in plan:
-            if not args.json:
-                print(f"measuring {backend.name} {setting} ...", file=sys.stderr, flush=True)
-            if prepare:
-                prepare()
-            result = bench_backend(backend, args.duration, args.runs, setting, pow=pow)
-            if backend.kind == "cpu" and getattr(backend, "kernel_preference", None) == "auto":
-                result.setting = f"kernel={backend.kernel} (auto) threads={backend.threads}"
-            if setting == "tuned":
-                result.setting = f"block={backend.block} npt={backend.nonces_per_thread} (tuned)"
-            result.predicted = static_prediction(backend)
-            results.append(result)
+        results = [_timed_row(args, backend, setting, prepare, pow) for backend, setting, prepare in plan]
         switch = None
         if args.switches and pow == "sha256d":
-            if not args.json:
-                print(f"measuring job switches across {', '.join(switch_set)} ...", file=sys.stderr,
-                      flush=True)
+            from miner.bench.engine import measure_job_switch
+            _progress(args, f"measuring job switches across {', '.join(switch_set)} ...")
             switch = measure_job_switch(list(switch_set.values()), args.switches, args.unit_seconds)
     finally:
         for backend in {id(b): b for b, _, _ in plan}.values():
             backend.close()
+    _print_bench(args, results, switch)
+    return 0
+
+
+def _progress(args: argparse.Namespace, line: str) -> None:
+    if not args.json:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _bench_plan(args: argparse.Namespace, shapes: list[tuple[int, int]] | None, pow: str) -> tuple[list, dict]:
+    """The rows to time, as (backend, setting, prepare), and one backend per name for the
+    job-switch test (the last, largest, setting of each)."""
+    plan: list = []
+    switch_set: dict = {}
+    for item in (x.strip().lower() for x in args.backend.split(",") if x.strip()):
+        if pow != "sha256d":
+            plan += _other_pow_rows(args, item, pow)
+        elif item == "cpu":
+            plan += _cpu_rows(args, switch_set)
+        else:
+            plan += _device_rows(item, shapes, switch_set)
+    return plan, switch_set
+
+
+def _other_pow_rows(args: argparse.Namespace, item: str, pow: str) -> list:
+    """One kernel per backend; the CPU's at each thread count."""
+    from miner.backends.registry import make_backends
+    return [(backend, f"{pow}" + (f" threads={n}" if n else ""), None)
+            for n in (_thread_counts(args.threads) if item == "cpu" else [None])
+            for backend in make_backends(item, threads=n, pow=pow, lookup_gap=args.lookup_gap)]
+
+
+def _cpu_rows(args: argparse.Namespace, switch_set: dict) -> list:
+    """Each CPU kernel asked for at each thread count."""
+    from miner.backends.registry import make_backends
+    rows = []
+    for kernel in _cpu_kernels(args.cpu_kernel):
+        for n in _thread_counts(args.threads):
+            backend = make_backends("cpu", threads=n, cpu_kernel=kernel)[0]
+            rows.append((backend, f"kernel={kernel} threads={n}", None))
+            switch_set[backend.name] = backend
+    return rows
+
+
+def _device_rows(item: str, shapes: list[tuple[int, int]] | None, switch_set: dict) -> list:
+    """A GPU at each launch shape asked for (or its tuned one); anything else once."""
+    from miner.backends.registry import make_backends
+    rows: list = []
+    for backend in make_backends(item):
+        switch_set[backend.name] = backend
+        if backend.kind != "cuda":
+            rows.append((backend, "", None))
+        elif shapes is None:  # the autotuned shape (tuned on first use, then cached)
+            rows.append((backend, "tuned", None))
+        else:
+            rows += [(backend, f"block={block} npt={npt}", lambda b=backend, s=(block, npt): b.set_launch(*s))
+                     for block, npt in shapes]
+    return rows
+
+
+def _timed_row(args: argparse.Namespace, backend, setting: str, prepare, pow: str):
+    """One row of the plan timed, its setting named as it ran (auto's kernel, the tuned shape)."""
+    from miner.bench.engine import bench_backend, static_prediction
+    _progress(args, f"measuring {backend.name} {setting} ...")
+    if prepare:
+        prepare()
+    result = bench_backend(backend, args.duration, args.runs, setting, pow=pow)
+    if backend.kind == "cpu" and getattr(backend, "kernel_preference", None) == "auto":
+        result.setting = f"kernel={backend.kernel} (auto) threads={backend.threads}"
+    if setting == "tuned":
+        result.setting = f"block={backend.block} npt={backend.nonces_per_thread} (tuned)"
+    result.predicted = static_prediction(backend)
+    return result
+
+
+def _print_bench(args: argparse.Namespace, results: list, switch) -> None:
+    from miner.bench.engine import busy_notes, machine_description
     machine = machine_description()
     if args.json:
         print(json.dumps({"machine": machine, "date": time.strftime("%Y-%m-%d"), "runs": args.runs,
                           "duration": args.duration,
                           "results": [r.as_dict() for r in results],
                           "job_switch": switch.as_dict() if switch else None}, indent=2))
-        return 0
+        return
     from rich.console import Console
     console = Console()
     for renderable in bench_report(results, machine, args.runs, args.duration):
@@ -155,7 +185,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
                       f"new job on every backend after {switch.median * 1e3:.1f} ms median, "
                       f"{max(switch.samples) * 1e3:.1f} ms max over {len(switch.samples)} switches",
                       highlight=False)
-    return 0
 
 
 def bench_report(results, machine: str, runs: int, duration: float) -> list:
@@ -199,29 +228,17 @@ def bench_report(results, machine: str, runs: int, duration: float) -> list:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from miner.bench.compare import compare, mismatches, plot
-    from miner.bench.engine import busy_notes
 
-    from miner.backends.registry import cuda_device_count, make_backends
     from miner.backends.work import KernelWork
     if args.plot:
         from miner.ui.plot import check_output_path
         check_output_path(args.plot)  # before the measurement, not after it
     if not 0 < args.seconds <= 60:
         raise UsageError(f"--seconds must be above 0 and at most 60 seconds, got {args.seconds:g}")
-    spec = args.backend
-    if spec is None:
-        count, why = cuda_device_count()
-        spec = "ref,cpu" + (",cuda" if count else "")
-        if not count and not args.json:
-            print(f"comparing the CPU backends only; no GPU here: {why}", file=sys.stderr)
     pow = args.pow
     if args.count is None:
         args.count = 1 << 21 if pow == "sha256d" else 1 << 11  # scrypt is ~5,000x slower a hash
-    if pow != "sha256d" and args.backend is None:
-        spec = "ref,cpu"
-    backends = make_backends(spec, cpu_kernel=args.cpu_kernel, pow=pow, lookup_gap=args.lookup_gap)
-    if backends[0].kind != "ref":
-        backends = make_backends("ref", pow=pow) + backends
+    backends = _compared_backends(args, pow)
     # A target with a few dozen hits in the range: enough to prove the backends agree.
     target = ((1 << 256) // max(args.count, 1)) * 32
     work = KernelWork(bytes(range(76)), min(target, (1 << 256) - 1), pow=pow)
@@ -233,26 +250,51 @@ def cmd_compare(args: argparse.Namespace) -> int:
         for b in backends:
             b.close()
     bad = mismatches(rows)
-    ref_rate = rows[0].rate
-    cpu_rate = next((r.rate for r in rows if r.backend.startswith("cpu")), None)
-    if args.json:
-        print(json.dumps({"count": args.count, "agree": not bad, "mismatches": bad,
-                          "speed": {"target": "hard (no hits)", "seconds_per_run": args.seconds,
-                                    "runs": args.runs},
-                          "rows": [{**r.__dict__, "hits": len(r.hits), "x_ref": r.rate / ref_rate,
-                                    "x_cpu": r.rate / cpu_rate if cpu_rate else None} for r in rows]},
-                         indent=2))
-    else:
-        print(f"hits: {args.count:,} nonces of an easy-target job on every backend;\nspeed: median "
-              f"of {args.runs} x {args.seconds:g} s on a hard target (kernel fast path only)")
-        for r in rows:  # 80 columns: the figures on one line, the device on the next
-            x_cpu = f"{format_ratio(r.rate / cpu_rate):>9} cpu" if cpu_rate else ""
-            print(f"{r.backend:<8} {format_rate(r.rate):>12} {format_ratio(r.rate / ref_rate):>10} ref {x_cpu}  "
-                  f"hits {r.total}")
-            print(f"         {r.device}")
-        print("all backends found the same hits" if not bad else f"MISMATCH: {', '.join(bad)}")
-        for note in busy_notes([(r.backend, r.others_busy) for r in rows]):
-            print(note)
+    (_print_compare_json if args.json else _print_compare)(args, rows, bad)
     if args.plot:
         plot(rows, args.plot, pow=pow)
     return 1 if bad else 0
+
+
+def _compared_backends(args: argparse.Namespace, pow: str) -> list:
+    """The backends asked for (by default every kind this machine has), hashlib first."""
+    from miner.backends.registry import cuda_device_count, make_backends
+    spec = args.backend
+    if spec is None:
+        count, why = cuda_device_count()
+        spec = "ref,cpu" + (",cuda" if count and pow == "sha256d" else "")
+        if not count and not args.json:
+            print(f"comparing the CPU backends only; no GPU here: {why}", file=sys.stderr)
+    backends = make_backends(spec, cpu_kernel=args.cpu_kernel, pow=pow, lookup_gap=args.lookup_gap)
+    if backends[0].kind != "ref":
+        backends = make_backends("ref", pow=pow) + backends
+    return backends
+
+
+def _cpu_rate(rows: list) -> float | None:
+    return next((r.rate for r in rows if r.backend.startswith("cpu")), None)
+
+
+def _print_compare_json(args: argparse.Namespace, rows: list, bad: list) -> None:
+    ref_rate, cpu_rate = rows[0].rate, _cpu_rate(rows)
+    print(json.dumps({"count": args.count, "agree": not bad, "mismatches": bad,
+                      "speed": {"target": "hard (no hits)", "seconds_per_run": args.seconds,
+                                "runs": args.runs},
+                      "rows": [{**r.__dict__, "hits": len(r.hits), "x_ref": r.rate / ref_rate,
+                                "x_cpu": r.rate / cpu_rate if cpu_rate else None} for r in rows]},
+                     indent=2))
+
+
+def _print_compare(args: argparse.Namespace, rows: list, bad: list) -> None:
+    ref_rate, cpu_rate = rows[0].rate, _cpu_rate(rows)
+    print(f"hits: {args.count:,} nonces of an easy-target job on every backend;\nspeed: median "
+          f"of {args.runs} x {args.seconds:g} s on a hard target (kernel fast path only)")
+    for r in rows:  # 80 columns: the figures on one line, the device on the next
+        x_cpu = f"{format_ratio(r.rate / cpu_rate):>9} cpu" if cpu_rate else ""
+        print(f"{r.backend:<8} {format_rate(r.rate):>12} {format_ratio(r.rate / ref_rate):>10} ref {x_cpu}  "
+              f"hits {r.total}")
+        print(f"         {r.device}")
+    print("all backends found the same hits" if not bad else f"MISMATCH: {', '.join(bad)}")
+    from miner.bench.engine import busy_notes
+    for note in busy_notes([(r.backend, r.others_busy) for r in rows]):
+        print(note)

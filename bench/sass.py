@@ -163,23 +163,22 @@ def _target(instr: Instr) -> int | None:
     return int(m.group(1), 16) if m else None
 
 
+def _branches(instrs: list[Instr]) -> list[tuple[Instr, int]]:
+    """Each branch with the address it jumps to."""
+    return [(ins, tgt) for ins in instrs if ins.op.startswith("BRA") and (tgt := _target(ins)) is not None]
+
+
 def hot_loop(instrs: list[Instr]) -> tuple[list[Instr], list[Instr]]:
     """(loop body without the hit path, hit path) of the largest backward-branch loop."""
-    best = None
-    for ins in instrs:
-        if ins.op.startswith("BRA"):
-            tgt = _target(ins)
-            if tgt is not None and tgt < ins.addr and (best is None or ins.addr - tgt > best[1] - best[0]):
-                best = (tgt, ins.addr)
-    if best is None:
+    loops = [(tgt, ins.addr) for ins, tgt in _branches(instrs) if tgt < ins.addr]
+    if not loops:
         raise ValueError("no loop found in the kernel")
-    body = [i for i in instrs if best[0] <= i.addr <= best[1]]
+    start, end = max(loops, key=lambda loop: loop[1] - loop[0])  # the first of the largest
+    body = [i for i in instrs if start <= i.addr <= end]
     skipped: set[int] = set()
-    for ins in body:
-        if ins.op.startswith("BRA") and ins.pred:
-            tgt = _target(ins)
-            if tgt is not None and ins.addr < tgt <= best[1]:
-                skipped.update(i.addr for i in body if ins.addr < i.addr < tgt)
+    for ins, tgt in _branches(body):  # a predicated forward branch skips the hit path
+        if ins.pred and ins.addr < tgt <= end:
+            skipped.update(i.addr for i in body if ins.addr < i.addr < tgt)
     hot = [i for i in body if i.addr not in skipped]
     hit = [i for i in body if i.addr in skipped]
     return hot, hit

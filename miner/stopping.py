@@ -11,18 +11,21 @@ and Python still runs the handler in the main thread at once. So the handler ask
 while the main thread writes a line, `interrupt_after_line` records the stop, and the line's
 writer raises KeyboardInterrupt as soon as the line is out.
 
-The lowest layer, beside `errors`: `cli/` installs the handler, `ui/` writes the lines.
+The lowest layer, beside `errors`: `cli/` installs the handler, `ui/` writes the lines, and a
+mining run ignores the stop signals while it shuts down (`ignore_stop_signals`).
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
                      if hasattr(signal, name))
+
+Handler = Callable | int | None
 
 
 class _MainThreadLine:
@@ -66,3 +69,17 @@ def whole_line() -> Iterator[None]:
         if _line.depth == 0 and _line.stop_pending:
             _line.stop_pending = False
             raise KeyboardInterrupt
+
+
+def ignore_stop_signals() -> dict[int, Handler]:
+    """Ignore the stop signals (while a command shuts down) and return the handlers to restore.
+    Only the main thread can set handlers: elsewhere the caller's policy stays as it is."""
+    if not _in_main_thread():
+        return {}
+    return {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+
+
+def restore_handlers(previous: dict[int, Handler]) -> None:
+    for sig, handler in previous.items():
+        if handler is not None:  # None: set outside Python, and cannot be put back from here
+            signal.signal(sig, handler)

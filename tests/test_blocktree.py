@@ -114,14 +114,13 @@ def test_a_child_before_its_parent_is_refused_then_accepted(forked, tmp_path):
         assert chain.tip_hash == a[-1].hash
 
 
-def test_a_reorg_is_reported_to_listeners(forked, tmp_path):
+def test_a_reorg_is_reported_by_the_add_that_caused_it(forked, tmp_path):
+    """Each add says how it moved the tip (`BlockOutcome.change`), which the node's service reads
+    to update its mempool and tell its faces."""
     base, _, a, b, _ = forked
     path = _copy_of(base, tmp_path / "listen.sqlite")
     with Chain.open(path) as chain:
-        changes = []
-        chain.listeners.append(changes.append)
-        for block in b + a:
-            chain.add_block(block, now=NOW)
+        changes = [r.change for r in (chain.add_block(block, now=NOW) for block in b + a) if r.change is not None]
     assert [c.connected for c in changes[:2]] == [(b[0].hash,), (b[1].hash,)]
     # a[0], a[1]: equal or less work than B, no change; a[2] takes over.
     reorg = changes[-1]

@@ -10,6 +10,7 @@ were opened through planted links, and `--rpc-cookie-file` could name the chain 
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -228,6 +229,26 @@ def test_two_nodes_in_one_folder_each_have_their_own_cookie_and_a_failed_start_l
         assert node_b.stop() == 0
         assert not node_b.cookie.exists() and node_a.cookie.read_text() == cookie_a
         assert node_a.call("getblockcount") == 1
+
+
+def test_a_start_that_fails_at_its_last_face_closes_those_opened_before_and_leaves_nothing(tmp_path):
+    """The node opens its faces one after another (RPC, Stratum, peers, metrics), each release
+    taken on one exit stack: when the last cannot listen, the faces opened before it are closed
+    and the new chain, its lock and the cookie are gone, so the same chain starts at once after."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    new = tmp_path / "c.sqlite"
+    try:
+        failed = miner("node", "--chain", str(new), "--rpc-port", "0", "--stratum-port", "0", "--listen", "0",
+                       "--metrics-port", str(port), "--backend", "ref", timeout=60)
+    finally:
+        taken.close()
+    assert failed.returncode == 1 and f"cannot listen for metrics on 127.0.0.1:{port}" in error_line(failed)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    with NodeProcess(make_chain(new)) as node:
+        assert node.call("getblockcount") == 0
 
 
 def test_a_chain_name_too_long_for_its_cookie_beside_it_is_said_before_anything_starts(tmp_path):

@@ -36,7 +36,6 @@ class CpuBackend(Backend):
         self.threads = threads
         self.kernel_preference = kernel
         self.kernel: str | None = None  # resolved at warm-up: `auto` may measure first
-        self.kernel_reason = ""
         self._search_fn = None
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="cpu-kernel") if threads > 1 else None
         self.compile_seconds: float | None = None
@@ -51,8 +50,7 @@ class CpuBackend(Backend):
     def resolve_kernel(self) -> str:
         """Settle which kernel runs (for `auto` this may measure both, once per CPU)."""
         if self.kernel is None:
-            self.kernel, self.kernel_reason = cpu_select.choose(self.kernel_preference,
-                                                                   before_measure=self.before_measure)
+            self.kernel, _why = cpu_select.choose(self.kernel_preference, before_measure=self.before_measure)
             self._search_fn = cpu_select.search_function(self.kernel)
             self.device = f"numba SHA-256d, {cpu_select.describe(self.kernel)}, {self.threads} thread(s)"
         return self.kernel

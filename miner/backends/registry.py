@@ -96,28 +96,36 @@ def _make_for(spec: str, pow: str, threads: int | None, lookup_gap: int = 1) -> 
         if item == "auto" and cuda_device_count()[0] > 0:
             item = "cuda"
         if item == "cuda" or item.startswith("cuda:"):
-            count, why = cuda_device_count()
-            if count == 0:
-                raise InvalidInput(f"backend 'cuda' is not available here: {why}")
-            from miner.backends.cuda_scrypt import CudaScryptBackend
-            index = item[5:] if item.startswith("cuda:") else None
-            if index is not None and not (index.isdigit() and int(index) < count):
-                raise InvalidInput(f"no CUDA device {index!r}: this machine has {count}")
-            out += [CudaScryptBackend(i, lookup_gap=lookup_gap)
-                    for i in ([int(index)] if index is not None else range(count))]
+            out += _scrypt_cuda(item, lookup_gap)
         elif item == "ref" or (item == "auto" and not cpu_available()[0]):
             out.append(ReferenceBackend())
         elif item in ("auto", "cpu"):
-            ok, why = cpu_available()
-            if not ok:
-                raise InvalidInput(f"backend 'cpu' is not available here: {why}")
-            from miner.backends.cpu_scrypt import CpuScryptBackend
-            out.append(CpuScryptBackend(threads=threads))
+            out.append(_scrypt_cpu(threads))
         else:
             raise InvalidInput(f"unknown backend {item!r} (use auto, ref, cpu, cuda or cuda:N)")
     if not out:
         raise InvalidInput("no backend named (use auto, ref, cpu, cuda or cuda:N)")
     return _unique(out)
+
+
+def _scrypt_cuda(item: str, lookup_gap: int) -> list[Backend]:
+    """`cuda`: the scrypt kernel on every GPU; `cuda:N`: on GPU N."""
+    count, why = cuda_device_count()
+    if count == 0:
+        raise InvalidInput(f"backend 'cuda' is not available here: {why}")
+    from miner.backends.cuda_scrypt import CudaScryptBackend
+    index = item[5:] if item.startswith("cuda:") else None
+    if index is not None and not (index.isdigit() and int(index) < count):
+        raise InvalidInput(f"no CUDA device {index!r}: this machine has {count}")
+    return [CudaScryptBackend(i, lookup_gap=lookup_gap) for i in ([int(index)] if index is not None else range(count))]
+
+
+def _scrypt_cpu(threads: int | None) -> Backend:
+    ok, why = cpu_available()
+    if not ok:
+        raise InvalidInput(f"backend 'cpu' is not available here: {why}")
+    from miner.backends.cpu_scrypt import CpuScryptBackend
+    return CpuScryptBackend(threads=threads)
 
 
 def _unique(out: list[Backend]) -> list[Backend]:

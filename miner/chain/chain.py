@@ -19,13 +19,12 @@ from __future__ import annotations
 import os
 import sqlite3
 import time as _time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from miner.chain import files
 from miner.chain.diagnose import index_from_rows
-from miner.chain.index import BlockTree, Node, TipChange
+from miner.chain.index import BlockTree, Node
 from miner.chain.outcome import BlockOutcome, BlockResult, result_of
 from miner.chain.queries import ChainQueries
 from miner.chain.store import FORMAT_VERSION, ChainStore, short
@@ -65,8 +64,6 @@ class Chain(ChainQueries):
         self.readonly = readonly
         self.genesis_committed = genesis_committed
         self.rule = params.retarget_rule()
-        # Called after each committed switch of the active tip (a miner drops stale work).
-        self.listeners: list[Callable[[TipChange], None]] = []
         self.damage: str | None = None
         if tree is None:
             self._load_index()  # sets self.tree
@@ -222,11 +219,6 @@ class Chain(ChainQueries):
                         else f"{len(blocks)} blocks from {short(blocks[0].hash)} on")
                 raise ChainError(f"{self.path}: {what} could not be stored ({exc}); the chain is unchanged") from None
             raise
-        # Only once committed: listeners hear of each switch, in order.
-        for outcome in outcomes:
-            if outcome.change is not None:
-                for listener in list(self.listeners):
-                    listener(outcome.change)
         return outcomes
 
     def judge(self, block: Block, now: int | None = None) -> BlockOutcome:

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable
 
 from miner.stopping import STOP_SIGNALS, interrupt_after_line
-
-Handler = Callable | int | None
 
 
 class InterruptOnce:
@@ -50,16 +47,3 @@ def install_process_policy() -> InterruptOnce:
         for sig in STOP_SIGNALS:
             signal.signal(sig, handler)
     return handler
-
-
-def ignore_stop_signals() -> dict[int, Handler]:
-    """Ignore the stop signals (while a command shuts down) and return the handlers to restore."""
-    if not _in_main_thread():
-        return {}
-    return {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
-
-
-def restore_handlers(previous: dict[int, Handler]) -> None:
-    for sig, handler in previous.items():
-        if handler is not None:  # None: set outside Python, and cannot be put back from here
-            signal.signal(sig, handler)

@@ -26,10 +26,11 @@ from miner.cli.arg_types import (
     retries,
     stall_factor,
 )
-from miner.cli.interrupts import ignore_stop_signals, install_process_policy
+from miner.cli.interrupts import install_process_policy
 from miner.consensus.params import PRESETS
 from miner.errors import InvalidInput, MinerError, UsageError
 from miner.node.limits import MAX_PEERS, STRATUM_MINERS
+from miner.stopping import ignore_stop_signals
 
 DEFAULT_CHAIN = "miner-chain.sqlite"
 CHAIN_HELP = f"chain file (default: $MINER_CHAIN, else {DEFAULT_CHAIN})"

@@ -15,6 +15,7 @@ from miner.chain.lock import lock_path
 from miner.cli.options import metrics_options
 from miner.consensus.params import preset
 from miner.errors import InvalidInput, UsageError
+from miner.node.config import GeneratorOptions, MetricsOptions, NodeConfig, RpcOptions, StratumOptions
 from miner.node.limits import OUTBOUND_PEERS, GuardLimits
 from miner.node.p2p.manager import PeerOptions, parse_target
 from miner.node.rpc.auth import cookie_name_fits, cookie_path
@@ -47,7 +48,7 @@ def guard_limits(args: argparse.Namespace) -> GuardLimits:
                        settle_grace=3 * header_timeout)
 
 
-def stratum_options(args: argparse.Namespace) -> tuple[str, int, StratumConfig] | None:
+def stratum_options(args: argparse.Namespace) -> StratumOptions | None:
     if args.stratum_port is None:
         return None
     if not 0 <= args.stratum_port <= 65535:
@@ -63,10 +64,10 @@ def stratum_options(args: argparse.Namespace) -> tuple[str, int, StratumConfig] 
     limits = VarDiffLimits(minimum=args.stratum_min_difficulty, maximum=args.stratum_max_difficulty,
                            shares_per_minute=args.stratum_shares_per_minute,
                            retarget_seconds=args.stratum_retarget_seconds)
-    return args.stratum_bind, args.stratum_port, StratumConfig(payout_script=payout, vardiff=limits,
-                                                               difficulty=args.stratum_difficulty,
-                                                               extranonce2_size=args.stratum_extranonce2_size,
-                                                               idle_timeout=args.stratum_idle_timeout)
+    return StratumOptions(args.stratum_bind, args.stratum_port,
+                          StratumConfig(payout_script=payout, vardiff=limits, difficulty=args.stratum_difficulty,
+                                        extranonce2_size=args.stratum_extranonce2_size,
+                                        idle_timeout=args.stratum_idle_timeout))
 
 
 def peer_options(args: argparse.Namespace) -> PeerOptions | None:
@@ -113,11 +114,14 @@ def cmd_node(args: argparse.Namespace) -> int:
                              f"give a shorter --rpc-cookie-file (or a shorter --chain name)")
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a closed stdout must not end the node
+    limits, stratum, metrics = guard_limits(args), stratum_options(args), metrics_options(args)
+    config = NodeConfig(chain_path, params, RpcOptions(host, args.rpc_port, args.rpc_user, args.rpc_password, cookie),
+                        GeneratorOptions(args.backend, args.threads, args.cpu_kernel), json_mode=args.json,
+                        limits=limits, stratum=stratum,
+                        metrics=MetricsOptions(*metrics, args.metrics_top_workers) if metrics else None,
+                        peers=peers, require_preset=args.preset is not None)
     try:
-        asyncio.run(serve(chain_path, params, host, args.rpc_port, args.rpc_user, args.rpc_password,
-                          cookie, (args.backend, args.threads, args.cpu_kernel), args.json,
-                          guard_limits(args), stratum_options(args), metrics_options(args), peers,
-                          args.metrics_top_workers, require_preset=args.preset is not None))
+        asyncio.run(serve(config))
     except KeyboardInterrupt:
         pass
     try:

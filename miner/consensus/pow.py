@@ -1,9 +1,9 @@
 """Proof of work: Bitcoin Core's `CheckProofOfWork`, and the algorithm a chain hashes with.
 
 A block's id is always sha256d of its header; its proof-of-work hash is the chain's algorithm
-applied to the same 80 bytes. For SHA-256d chains (all of them today) the two are one hash, so
-the check reuses the id instead of hashing twice; a chain of another algorithm (scrypt, as
-Litecoin keeps sha256d ids) plugs in here and nowhere else.
+applied to the same 80 bytes. For SHA-256d chains the two are one hash, so the check reuses the
+id instead of hashing twice; a scrypt chain (Litecoin's: sha256d ids, scrypt proof of work)
+hashes the header again. Another algorithm plugs in here and nowhere else.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -22,9 +22,11 @@ from miner.mining.loop import ShareTally
 
 
 class PoolStatus:
-    """The pool connection as its events tell it: where, whether connected, at what difficulty."""
+    """The pool connection as its events tell it: where, whether connected, at what difficulty.
+    Each event is passed on to `forward` (the reporter) once it is counted."""
 
-    def __init__(self) -> None:
+    def __init__(self, forward: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self._forward = forward
         self.url = ""
         self.connected = False
         self.difficulty = 0.0
@@ -41,6 +43,8 @@ class PoolStatus:
                 self.connected = False
             elif status == "difficulty":
                 self.difficulty = event["difficulty"]
+        if self._forward is not None:
+            self._forward(event)
 
 
 class MinerCollector:

@@ -8,29 +8,27 @@ import json
 import signal
 import sys
 import time
-from pathlib import Path
+from contextlib import AsyncExitStack
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from miner.chain.files import remove_new_chain
 from miner.chain.lock import ChainLock
-from miner.consensus.params import ChainParams, check_same_preset
+from miner.consensus.params import check_same_preset
 from miner.errors import MinerError
+from miner.node.config import NodeConfig, RpcOptions
 from miner.node.generate import Generator
 from miner.node.guard import Guard
-from miner.node.limits import GuardLimits
 from miner.node.memory import return_large_blocks
 from miner.node.metrics import NodeCollector, serve_metrics
 from miner.node.output import LineWriter, install_logging, loop_exception_handler
 from miner.node.p2p.bans import BanList
-from miner.node.p2p.manager import PeerManager, PeerOptions
+from miner.node.p2p.manager import PeerManager
 from miner.node.rpc.auth import Credentials, new_cookie, remove_cookie, write_cookie
 from miner.node.rpc.methods import Context
 from miner.node.rpc.server import make_app
 from miner.node.service import NodeService
-from miner.node.stratum.config import StratumConfig
-from miner.node.stratum.ranking import TOP_WORKERS
 from miner.node.stratum.server import StratumServer
 from miner.primitives.hashes import display_hex
 
@@ -50,133 +48,177 @@ class _Events:
         self.writer.line(json.dumps(event) if self.json_mode else text)
 
 
-async def serve(chain_path: Path, params: ChainParams, host: str, port: int,
-                user: str | None, password: str | None, cookie_file: Path | None,
-                generator_args: tuple[str, int | None, str], json_mode: bool,
-                limits: GuardLimits | None = None, stratum: tuple[str, int, StratumConfig] | None = None,
-                metrics: tuple[str, int] | None = None, peers: PeerOptions | None = None,
-                top_workers: int = TOP_WORKERS, require_preset: bool = False) -> None:
-    """Serve `chain_path`, created with `params` if it does not exist; `require_preset`: the
-    preset was asked for (`--preset`), so an existing chain made with another is refused.
+async def serve(config: NodeConfig) -> None:
+    """Serve `config.chain_path` until told to stop, then release everything in the reverse
+    order it was taken (one exit stack: the faces first, then the guard, the chain, the cookie,
+    the lock).
 
     A start that fails (a port in use, a cookie that cannot be written) leaves nothing behind:
     the cookie is written only once every face listens, and a chain this run created is removed
     again while nothing has been stored on it."""
     return_large_blocks()
-    events = _Events(json_mode)
-    logs = LineWriter(sys.stderr.fileno())
-    install_logging(logs)
-    loop = asyncio.get_running_loop()
-    loop.set_exception_handler(loop_exception_handler)
-    lock = ChainLock(chain_path, exclusive=True).acquire()
-    creating = not chain_path.exists()  # under the exclusive lock: nobody else creates it meanwhile
-    started = False
-    service = NodeService(chain_path)
-    guard = Guard((limits or GuardLimits()).serving(stratum is not None, peers is not None and peers.listen is not None,
-                                                    peers is not None and bool(peers.connect), metrics is not None))
-    runner: web.AppRunner | None = None
-    server: asyncio.base_events.Server | None = None
-    pool: StratumServer | None = None
-    network: PeerManager | None = None
-    metrics_runner: web.AppRunner | None = None
-    metrics_server: asyncio.base_events.Server | None = None
-    cookie_pair: str | None = None
-    try:
-        await service.open(params)
-        if require_preset:
-            check_same_preset(service.chain.params, params.name, chain_path)
-        stopping = asyncio.Event()
-        ctx = Context(service, Generator(service, *generator_args).generate, stopping.set)
-        pairs = []
-        if user is not None:
-            pairs.append(f"{user}:{password}")
-        else:
-            assert cookie_file is not None
-            pairs.append(new_cookie())
+    events = _Events(config.json_mode)
+    async with AsyncExitStack() as stack:
+        node = _Node(config, events)
+        await node.start(stack)
+        await node.stopping.wait()
+    events.say({"event": "stopped", "at": time.time()}, "miner node: stopped")
+    events.writer.close()
+
+
+class _Cookie:
+    """The RPC's credentials: the user and password given, else a fresh cookie pair, written to
+    the cookie file once every face listens and removed at the stop while it is still ours."""
+
+    def __init__(self, rpc: RpcOptions):
+        self.path = rpc.cookie_file
+        self.given = rpc.user is not None
+        self.pair = f"{rpc.user}:{rpc.password}" if self.given else new_cookie()
+        assert self.given or self.path is not None
+        self.written: str | None = None
+
+    def write(self) -> None:
+        if self.given or self.path is None:
+            return
+        try:
+            self.written = write_cookie(self.path, self.pair)
+        except OSError as exc:
+            raise MinerError(f"cannot write the cookie file {self.path}: {exc.strerror}") from None
+
+    def remove(self) -> None:
+        if self.written is not None and self.path is not None:
+            remove_cookie(self.path, self.written)
+
+
+class _Node:
+    """One run of the node: what it opened, each face's bound port, and the event that stops it."""
+
+    def __init__(self, config: NodeConfig, events: _Events):
+        self.config, self.events = config, events
+        self.stopping = asyncio.Event()
+        self.started = False
+        self.ports: dict[str, int | None] = {"rpc": None, "stratum": None, "p2p": None, "metrics": None}
+
+    async def start(self, stack: AsyncExitStack) -> None:
+        """Take the chain and open every face, each release pushed on `stack` as it is taken."""
+        config = self.config
+        logs = LineWriter(sys.stderr.fileno())
+        install_logging(logs)
+        stack.callback(logs.close)
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(loop_exception_handler)
+        lock = ChainLock(config.chain_path, exclusive=True).acquire()
+        stack.callback(lock.release)
+        creating = not config.chain_path.exists()  # under the exclusive lock: nobody else creates it meanwhile
+        self.service = service = NodeService(config.chain_path)
+        stack.callback(self._forget_failed_start, creating)
+        cookie = _Cookie(config.rpc)
+        stack.callback(cookie.remove)
+        stack.push_async_callback(service.close)
+        self.guard = Guard(config.guard_limits())
+        stack.push_async_callback(self.guard.close)
+        faces = await stack.enter_async_context(AsyncExitStack())
+        stack.callback(setattr, service, "closing", True)  # first of all: the faces see it as they close
+        await service.open(config.params)
+        if config.require_preset:
+            check_same_preset(service.chain.params, config.params.name, config.chain_path)
+        generator = config.generator
+        ctx = Context(service, Generator(service, generator.backend, generator.threads, generator.cpu_kernel).generate,
+                      self.stopping.set)
+        await self._serve_rpc(faces, ctx, cookie.pair)
+        ctx.stratum = await self._serve_stratum(faces)
+        ctx.p2p = await self._serve_peers(faces)
+        await self._serve_metrics(faces, ctx.stratum)
+        cookie.write()
+        url = f"http://{config.rpc.host}:{self.ports['rpc']}"
+        cookie_file = config.rpc.cookie_file if cookie.written else None
+        lock.publish(url, cookie_file.resolve() if cookie_file else None)
+        service.listeners.append(lambda a: self.events.say(
+            {"event": "block", "height": a.height, "hash": display_hex(a.hash), "at": a.at},
+            f"block {a.height:>6}  {display_hex(a.hash)}  accepted"))
+        self.events.say(*_listening(config, self.guard, self.ports, url, service.tip.height, cookie_file))
+        self.started = True
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stopping.set)
+
+    async def _serve_rpc(self, faces: AsyncExitStack, ctx: Context, pair: str) -> None:
         # A client that goes away cancels its call (an abandoned long poll is released), and a
         # shutdown waits for unfinished requests (a stalled upload) a few seconds, not a minute.
         # The guard times connections out; aiohttp's keep-alive timer is left far behind it.
-        runner = web.AppRunner(make_app(ctx, Credentials(pairs), guard), access_log=None,
+        host, port = self.config.rpc.host, self.config.rpc.port
+        runner = web.AppRunner(make_app(ctx, Credentials([pair]), self.guard), access_log=None,
                                handle_signals=False, handler_cancellation=True,
                                shutdown_timeout=SHUTDOWN_TIMEOUT, keepalive_timeout=3600)
+        faces.push_async_callback(self._close_rpc, runner)
         await runner.setup()
         try:
-            server = await guard.listen(runner.server, host, port)
+            server = await self.guard.listen(runner.server, host, port)
         except OSError as exc:
             raise MinerError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-        bound = server.sockets[0].getsockname()[1]  # the real port when --rpc-port 0
-        stratum_port = None
-        if stratum is not None:
-            pool = StratumServer(service, guard, stratum[2])
-            stratum_port = await pool.start(stratum[0], stratum[1])
-            ctx.stratum = pool
-        p2p_port = None
-        if peers is not None:
-            assert service.chain is not None
-            bans = BanList(chain_path.with_name(chain_path.name + ".banlist.json"))
-            network = PeerManager(service, guard, service.chain.params, bans, events.say)
-            try:
-                await network.start(peers.listen, list(peers.connect))
-            except OSError as exc:
-                raise MinerError(f"cannot listen for peers on {peers.listen[0]}:{peers.listen[1]}: "
-                                 f"{exc.strerror}") from None
-            p2p_port = network.port
-            ctx.p2p = network
-        metrics_port = None
-        if metrics is not None:
-            registry = CollectorRegistry()
-            registry.register(NodeCollector(service, guard, pool, top_workers))
-            metrics_runner, metrics_server, metrics_port = await serve_metrics(registry, guard, *metrics)
-        if user is None:
-            try:
-                cookie_pair = write_cookie(cookie_file, pairs[0])
-            except OSError as exc:
-                raise MinerError(f"cannot write the cookie file {cookie_file}: {exc.strerror}") from None
-        url = f"http://{host}:{bound}"
-        lock.publish(url, cookie_file.resolve() if cookie_pair and cookie_file else None)
-        service.listeners.append(lambda a: events.say(
-            {"event": "block", "height": a.height, "hash": display_hex(a.hash), "at": a.at},
-            f"block {a.height:>6}  {display_hex(a.hash)}  accepted"))
-        events.say({"event": "listening", "url": url, "port": bound, "chain": str(chain_path),
-                    "height": service.tip.height, "cookie": str(cookie_file) if cookie_pair else None,
-                    "max_connections": guard.limits.max_connections, "stratum_port": stratum_port,
-                    "stratum_max_miners": guard.limits.stratum_miners, "inbound_peers": guard.limits.inbound_peers,
-                    "metrics_port": metrics_port, "p2p_port": p2p_port},
-                   f"miner node: {chain_path} (tip {service.tip.height}) at {url}, "
-                   + (f"cookie {cookie_file}" if cookie_pair else "user and password auth")
-                   + (f", Stratum at stratum+tcp://{stratum[0]}:{stratum_port}" if stratum is not None else "")
-                   + (f", metrics at http://{metrics[0]}:{metrics_port}/metrics" if metrics is not None else "")
-                   + (f", peers at {peers.listen[0]}:{p2p_port}" if peers is not None and peers.listen else "")
-                   + f", up to {guard.limits.max_connections} RPC connections"
-                   + (f", {guard.limits.stratum_miners} miners" if guard.limits.stratum_miners is not None else "")
-                   + (f", {guard.limits.inbound_peers} inbound peers" if guard.limits.inbound_peers is not None
-                      else ""))
-        started = True
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stopping.set)
-        await stopping.wait()
-    finally:
-        service.closing = True
-        if network is not None:
-            await network.close()
-        if pool is not None:
-            await pool.close()  # miners are told to reconnect
-        if metrics_server is not None:
-            metrics_server.close()
-        if metrics_runner is not None:
-            await metrics_runner.cleanup()
-        if server is not None:
-            server.close()  # no new connections; the open ones are ended by the runner
-        if runner is not None:
-            await service.close_waiters()
-            await runner.cleanup()
-        await guard.close()
-        await service.close()
-        if cookie_pair is not None and cookie_file is not None:
-            remove_cookie(cookie_file, cookie_pair)
-        if creating and not started and service.tip is not None and service.tip.height == 0:
-            remove_new_chain(chain_path)  # a failed start; a block stored meanwhile (a peer's) keeps it
-        lock.release()
-        logs.close()
-    events.say({"event": "stopped", "at": time.time()}, "miner node: stopped")
-    events.writer.close()
+        faces.callback(server.close)  # no new connections; the open ones are ended by the runner
+        self.ports["rpc"] = server.sockets[0].getsockname()[1]  # the real port when --rpc-port 0
+
+    async def _close_rpc(self, runner: web.AppRunner) -> None:
+        await self.service.close_waiters()
+        await runner.cleanup()
+
+    async def _serve_stratum(self, faces: AsyncExitStack) -> StratumServer | None:
+        options = self.config.stratum
+        if options is None:
+            return None
+        pool = StratumServer(self.service, self.guard, options.config)
+        faces.push_async_callback(pool.close)  # miners are told to reconnect
+        self.ports["stratum"] = await pool.start(options.host, options.port)
+        return pool
+
+    async def _serve_peers(self, faces: AsyncExitStack) -> PeerManager | None:
+        peers, service = self.config.peers, self.service
+        if peers is None:
+            return None
+        assert service.chain is not None
+        path = self.config.chain_path
+        bans = BanList(path.with_name(path.name + ".banlist.json"))
+        network = PeerManager(service, self.guard, service.chain.params, bans, self.events.say)
+        faces.push_async_callback(network.close)
+        try:
+            await network.start(peers.listen, list(peers.connect))
+        except OSError as exc:
+            raise MinerError(f"cannot listen for peers on {peers.listen[0]}:{peers.listen[1]}: "
+                             f"{exc.strerror}") from None
+        self.ports["p2p"] = network.port
+        return network
+
+    async def _serve_metrics(self, faces: AsyncExitStack, pool: StratumServer | None) -> None:
+        options = self.config.metrics
+        if options is None:
+            return
+        registry = CollectorRegistry()
+        registry.register(NodeCollector(self.service, self.guard, pool, options.top_workers))
+        runner, server, self.ports["metrics"] = await serve_metrics(registry, self.guard, options.host, options.port)
+        faces.push_async_callback(runner.cleanup)
+        faces.callback(server.close)
+
+    def _forget_failed_start(self, creating: bool) -> None:
+        tip = self.service.tip
+        if creating and not self.started and tip is not None and tip.height == 0:
+            remove_new_chain(self.config.chain_path)  # a failed start; a block stored meanwhile (a peer's) keeps it
+
+
+def _listening(config: NodeConfig, guard: Guard, ports: dict[str, int | None], url: str, height: int,
+               cookie_file) -> tuple[dict, str]:
+    """The `listening` event: every face's address and budget, as JSON and as one line of text."""
+    limits, stratum, metrics, peers = guard.limits, config.stratum, config.metrics, config.peers
+    event = {"event": "listening", "url": url, "port": ports["rpc"], "chain": str(config.chain_path),
+             "height": height, "cookie": str(cookie_file) if cookie_file else None,
+             "max_connections": limits.max_connections, "stratum_port": ports["stratum"],
+             "stratum_max_miners": limits.stratum_miners, "inbound_peers": limits.inbound_peers,
+             "metrics_port": ports["metrics"], "p2p_port": ports["p2p"]}
+    text = (f"miner node: {config.chain_path} (tip {height}) at {url}, "
+            + (f"cookie {cookie_file}" if cookie_file else "user and password auth")
+            + (f", Stratum at stratum+tcp://{stratum.host}:{ports['stratum']}" if stratum is not None else "")
+            + (f", metrics at http://{metrics.host}:{ports['metrics']}/metrics" if metrics is not None else "")
+            + (f", peers at {peers.listen[0]}:{ports['p2p']}" if peers is not None and peers.listen else "")
+            + f", up to {limits.max_connections} RPC connections"
+            + (f", {limits.stratum_miners} miners" if limits.stratum_miners is not None else "")
+            + (f", {limits.inbound_peers} inbound peers" if limits.inbound_peers is not None else ""))
+    return event, text

@@ -135,18 +135,28 @@ def output_type(script: bytes) -> tuple[str, list[bytes]]:
         return "scripthash", [script[2:22]]
     program = witness_program(script)
     if program is not None:
-        version, data = program
-        if version == 0 and len(data) == 20:
-            return "witness_v0_keyhash", [data]
-        if version == 0 and len(data) == 32:
-            return "witness_v0_scripthash", [data]
-        if version == 1 and len(data) == 32:
-            return "witness_v1_taproot", [data]
-        return ("nonstandard", []) if version == 0 else ("witness_unknown", [bytes([version]), data])
+        return _witness_type(*program)
     try:
         ops = list(operations(script))
     except ScriptError:
         return "nonstandard", []
+    return _legacy_type(script, ops)
+
+
+_WITNESS_TYPES = {(0, 20): "witness_v0_keyhash", (0, 32): "witness_v0_scripthash", (1, 32): "witness_v1_taproot"}
+
+
+def _witness_type(version: int, data: bytes) -> tuple[str, list[bytes]]:
+    """A segwit output by version and program length; an unknown version is Core's
+    `witness_unknown`, an unknown length of version 0 is nonstandard."""
+    name = _WITNESS_TYPES.get((version, len(data)))
+    if name is not None:
+        return name, [data]
+    return ("nonstandard", []) if version == 0 else ("witness_unknown", [bytes([version]), data])
+
+
+def _legacy_type(script: bytes, ops: list) -> tuple[str, list[bytes]]:
+    """The templates read from the script's operations: null data, pay-to-pubkey(-hash), bare multisig."""
     if script[:1] == bytes([OP_RETURN]) and all(op <= OP_16 for op, _ in ops[1:]):
         return "nulldata", []
     if len(ops) == 2 and _is_pubkey(ops[0][1]) and ops[1] == (OP_CHECKSIG, None):
@@ -154,9 +164,15 @@ def output_type(script: bytes) -> tuple[str, list[bytes]]:
     if len(script) == 25 and script[:3] == bytes([OP_DUP, OP_HASH160, 20]) and \
             script[23:] == bytes([OP_EQUALVERIFY, OP_CHECKSIG]):
         return "pubkeyhash", [script[3:23]]
+    multisig = _bare_multisig(ops)
+    return ("multisig", multisig) if multisig is not None else ("nonstandard", [])
+
+
+def _bare_multisig(ops: list) -> list[bytes] | None:
+    """m, the n public keys and n (m and n one byte each) of `m <keys> n OP_CHECKMULTISIG`."""
     if len(ops) >= 4 and ops[-1] == (OP_CHECKMULTISIG, None) and OP_1 <= ops[0][0] <= OP_16 and \
             OP_1 <= ops[-2][0] <= OP_16:
         m, n, keys = ops[0][0] - OP_1 + 1, ops[-2][0] - OP_1 + 1, [data for _, data in ops[1:-2]]
         if len(keys) == n and m <= n and all(_is_pubkey(k) for k in keys):
-            return "multisig", [bytes([m]), *keys, bytes([n])]  # type: ignore[list-item]
-    return "nonstandard", []
+            return [bytes([m]), *keys, bytes([n])]
+    return None

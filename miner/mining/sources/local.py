@@ -48,9 +48,6 @@ class LocalChainSource:
             pow=self.chain.params.pow,
         )
 
-    def is_current(self, job: Job) -> bool:
-        return job.prev_hash == self.chain.tip_hash
-
     def start(self, on_job: Callable[[Job], None]) -> None:
         self._on_job = on_job
         on_job(self.job())
