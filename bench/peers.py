@@ -120,7 +120,7 @@ def compare(peers: dict[str, str], thread_counts: list[int], kernels: list[str],
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m miner.bench.peers", description=__doc__.split("\n\n")[0])
     ap.add_argument("--cpuminer", required=True, help="path of a cpuminer-opt binary you built")
     ap.add_argument("--pooler", default=None, help="path of pooler's cpuminer (minerd) you built, also compared")
@@ -133,41 +133,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--without-avx512", action="store_true",
                     help="our side compiled for this CPU without AVX-512 (via NUMBA_CPU_FEATURES)")
     ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
-    if args.without_avx512 and "NUMBA_CPU_FEATURES" not in os.environ:
-        from miner.kernels.cpu_select import target_cpu, without_avx512
-        env = dict(os.environ, NUMBA_CPU_FEATURES=without_avx512(target_cpu()[1]))
-        return subprocess.call([sys.executable, "-m", "miner.bench.peers", *(argv or sys.argv[1:])], env=env)
-    peers = {"cpuminer-opt": args.cpuminer, **({"cpuminer": args.pooler} if args.pooler else {})}
+    return ap
+
+
+def _usage_error(args: argparse.Namespace, peers: dict[str, str]) -> str | None:
+    """What is wrong with the arguments, in one line, or None."""
     for name, path in peers.items():
         if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            print(f"error: {name} {path!r} is not an executable file", file=sys.stderr)
-            return 2
+            return f"{name} {path!r} is not an executable file"
     if not (1 <= args.rounds <= 50 and 5 <= args.seconds <= 600):
-        print("error: --rounds must be 1-50 and --seconds 5-600", file=sys.stderr)
-        return 2
-    from miner.bench.commands import _cpu_kernels, _thread_counts
-    from miner.bench.engine import machine_description
+        return "--rounds must be 1-50 and --seconds 5-600"
+    return None
 
-    from miner.errors import InvalidInput
-    try:
-        threads = _thread_counts(args.threads)
-        kernels = _cpu_kernels(args.cpu_kernel) if args.algo == "sha256d" else ["scrypt"]
-    except InvalidInput as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    rows = compare(peers, threads, kernels, args.rounds, args.seconds, args.algo)
-    machine = machine_description()
-    masked = "NUMBA_CPU_FEATURES" in os.environ
-    if args.json:
-        print(json.dumps({"machine": machine, "date": time.strftime("%Y-%m-%d"), "algo": args.algo,
-                          "numba_features_masked": masked, "rounds": args.rounds,
-                          "seconds": args.seconds, "rows": rows}, indent=2))
-        return 0
+
+def _print_table(args: argparse.Namespace, names: list[str], kernels: list[str], rows: list[dict],
+                 machine: str, masked: bool) -> None:
     print(f"{machine}, {time.strftime('%Y-%m-%d')}; medians of {args.rounds} alternating rounds of "
           f"{args.seconds:g} s" + ("; ours compiled without AVX-512" if masked else ""))
     unit, scale = ("kH/s", 1e3) if args.algo == "scrypt" else ("MH/s", 1e6)
-    names = list(peers)
     print(f"{args.algo}: {'threads':>7} {'kernel':<6} " + " ".join(f"{n:>14}" for n in names)
           + f" {'ours':>14} {'vs faster':>9}")
     for r in rows:
@@ -181,6 +164,38 @@ def main(argv: list[str] | None = None) -> int:
             if n:
                 print(f"{name} at {r['threads']} thread(s): {n} of {args.rounds} run(s) missing (too few rate "
                       f"reports twice)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.without_avx512 and "NUMBA_CPU_FEATURES" not in os.environ:
+        from miner.kernels.cpu_select import target_cpu, without_avx512
+        env = dict(os.environ, NUMBA_CPU_FEATURES=without_avx512(target_cpu()[1]))
+        return subprocess.call([sys.executable, "-m", "miner.bench.peers", *(argv or sys.argv[1:])], env=env)
+    peers = {"cpuminer-opt": args.cpuminer, **({"cpuminer": args.pooler} if args.pooler else {})}
+    from miner.bench.commands import _cpu_kernels, _thread_counts
+    from miner.bench.engine import machine_description
+
+    from miner.errors import InvalidInput
+    problem, threads, kernels = _usage_error(args, peers), [], []
+    if problem is None:
+        try:
+            threads = _thread_counts(args.threads)
+            kernels = _cpu_kernels(args.cpu_kernel) if args.algo == "sha256d" else ["scrypt"]
+        except InvalidInput as exc:
+            problem = str(exc)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    rows = compare(peers, threads, kernels, args.rounds, args.seconds, args.algo)
+    machine = machine_description()
+    masked = "NUMBA_CPU_FEATURES" in os.environ
+    if args.json:
+        print(json.dumps({"machine": machine, "date": time.strftime("%Y-%m-%d"), "algo": args.algo,
+                          "numba_features_masked": masked, "rounds": args.rounds,
+                          "seconds": args.seconds, "rows": rows}, indent=2))
+    else:
+        _print_table(args, list(peers), kernels, rows, machine, masked)
     return 0
 
 
