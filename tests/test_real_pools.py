@@ -28,7 +28,7 @@ from nodeproc import ROOT
 from scripted_pool import ScriptedPool
 
 from miner.node.stratum.difficulty import ShareDifficulty
-from miner.node.stratum.jobs import StratumJob
+from miner.node.stratum.jobs_and_shares import StratumJob
 from miner.primitives import stratum as sp
 
 FIXTURES = ROOT / "tests" / "fixtures"
