@@ -3,8 +3,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(__file__))
-
 # Isolation, set before anything imports numba (it reads its cache folder once, at import) and
 # inherited by every process a test starts:
 # - MINER_CACHE: the CPU kernel choice and the CUDA launch tuning live in a folder of this run's

@@ -18,11 +18,11 @@ import socket
 import time
 
 import pytest
-from blockmaker import GENESIS_TIME, NOW, grow, solve
 from miner.bench import node_abuse
-from nodeproc import NodeProcess, make_chain
-from p2p_node import live_node, regtest_core, until
-from p2p_peer import AsyncPeer
+from support.blockmaker import GENESIS_TIME, NOW, grow, solve
+from support.nodeproc import NodeProcess, make_chain
+from support.p2p_node import live_node, regtest_core, until
+from support.p2p_peer import AsyncPeer
 
 from miner.chain.chain import Chain
 from miner.consensus.params import REGTEST_BITS, ChainParams, preset
@@ -183,7 +183,7 @@ def test_miners_and_peers_each_have_their_own_slots(tmp_path):
     `--stratum-max-miners` all taken by idle miners, a peer still handshakes and stays and
     JSON-RPC answers; with the inbound peers' share (`--max-peers` less Core's 11 outbound)
     full, the next peer is the one dropped, and a miner still gets in."""
-    from p2p_peer import ScriptedPeer
+    from support.p2p_peer import ScriptedPeer
     from test_stratum import Miner
     node = NodeProcess(tmp_path / "chain.sqlite", "--preset", "regtest-core", "--listen", "0",
                        "--stratum-port", "0", "--max-connections", "16", "--stratum-max-miners", "14",

@@ -153,7 +153,7 @@ def test_subsidy_halves_on_schedule():
 
 def _first_block(mined: bool, dt: int = 10):
     """Block 1 on an easy ASERT chain (its rule reads the times), mined or surely not."""
-    from blockmaker import params, solve
+    from support.blockmaker import params, solve
 
     from miner.primitives.coinbase import coinbase_template
     from miner.primitives.compact import bits_to_target

@@ -9,9 +9,9 @@ import sys
 import time
 
 import pytest
-from cliproc import assert_one_line_error, run
 from conftest import mine_easy_chain
-from vectors import GENESIS_HASH, GENESIS_HEX, REAL_HEADERS
+from support.cliproc import assert_one_line_error, run
+from support.vectors import GENESIS_HASH, GENESIS_HEX, REAL_HEADERS
 
 from miner.chain.chain import Chain
 from miner.primitives.header import BlockHeader

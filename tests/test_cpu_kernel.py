@@ -15,7 +15,7 @@ import pytest
 from miner.kernels import cpu as kernel
 from miner.kernels import cpu_select
 from miner.kernels.gen_cpu_kernel import OUT, generate
-from vectors import REAL_HEADERS
+from support.vectors import REAL_HEADERS
 
 from miner.backends.cpu import CpuBackend
 from miner.backends.ref import reference_hits

@@ -19,7 +19,7 @@ import subprocess
 import time
 
 import pytest
-from nodeproc import ROOT, NodeProcess, make_chain
+from support.nodeproc import ROOT, NodeProcess, make_chain
 
 from miner.chain.chain import Chain
 from miner.consensus.checks import check_body

@@ -1,6 +1,6 @@
 """`miner/backends/cuda.py` in every test run, through the CuPy simulator over the host build.
 
-The simulator (tests/cupy_sim.py) is tested first against the host build it wraps; then the real
+The simulator (tests/support/cupy_sim.py) is tested first against the host build it wraps; then the real
 backend runs on it: random works, shapes and ranges against the reference, the hit cap, cancel
 and stop-on-hit, autotune and its cache, two devices, and `miner mine`/`compare`/`bench` as
 subprocesses. Planted faults show the checks can fail.
@@ -16,17 +16,16 @@ import sys
 import types
 from pathlib import Path
 
-import cupy_sim
 import numpy as np
 import pytest
-from cupy_sim import CUDADriverError, SimulatedFault, Simulator
 from miner.kernels.cuda_job import KERNEL_NAME, job_words, source_text
+from support import TESTS, cupy_sim, program
+from support.cupy_sim import CUDADriverError, SimulatedFault, Simulator
 
 from miner.backends import cuda
 from miner.backends.ref import reference_hits
 from miner.backends.work import KernelWork
 
-HERE = Path(__file__).resolve().parent
 EASY = (1 << 256) - 1  # every nonce a hit
 
 
@@ -300,7 +299,7 @@ def test_planted_faults_are_caught(sim, monkeypatch, old, new, fails_with):
 
 def sim_miner(*args, devices=1, timeout=300, **env_extra):
     env = dict(os.environ, SIM_DEVICES=str(devices), SIM_SMS="2", **env_extra)
-    return subprocess.run([sys.executable, str(HERE / "sim_miner.py"), *args], capture_output=True, text=True,
+    return subprocess.run(program("sim_miner", *args), cwd=TESTS, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
 

@@ -16,7 +16,7 @@ from miner.kernels.cuda_job import (
     SOURCE,
     job_words,
 )
-from vectors import REAL_HEADERS
+from support.vectors import REAL_HEADERS
 
 from miner.backends.ref import reference_hits
 from miner.backends.registry import cuda_device_count

@@ -6,7 +6,7 @@ import random
 import struct
 
 import pytest
-from cupy_sim import SimulatedFault, Simulator
+from support.cupy_sim import SimulatedFault, Simulator
 from test_scrypt import LITECOIN
 
 from miner.backends import cuda, cuda_scrypt

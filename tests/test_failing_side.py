@@ -18,8 +18,8 @@ import urllib.request
 from dataclasses import replace
 
 import pytest
-from blockmaker import spend
-from nodeproc import NodeProcess, make_chain
+from support.blockmaker import spend
+from support.nodeproc import NodeProcess, make_chain
 
 from miner.backends.base import Backend
 from miner.backends.work import KernelWork
@@ -229,7 +229,7 @@ def test_a_cookie_is_removed_only_while_it_is_still_ours(tmp_path):
 
 
 def test_a_file_whose_active_chain_is_not_the_most_work_chain_is_refused(tmp_path):
-    from blockmaker import make_block, params
+    from support.blockmaker import make_block, params
 
     from miner.chain.chain import Chain
     from miner.errors import ChainError, InvalidBlock

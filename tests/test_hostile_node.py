@@ -12,7 +12,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from nodeproc import ROOT
+from support.nodeproc import ROOT
 
 GOOD = {"version": 0x20000000, "previousblockhash": "00" * 32, "transactions": [], "coinbasevalue": 50 * 10**8,
         "longpollid": "lp", "target": "00" * 31 + "01", "curtime": 1_800_000_000, "bits": "1d00ffff", "height": 20}

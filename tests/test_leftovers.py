@@ -16,7 +16,7 @@ from base64 import b64encode
 from pathlib import Path
 
 import pytest
-from nodeproc import ROOT, NodeProcess, make_chain
+from support.nodeproc import ROOT, NodeProcess, make_chain
 
 from miner.chain.chain import Chain
 from miner.errors import InvalidInput

@@ -11,8 +11,8 @@ import threading
 import time
 import urllib.request
 
-from nodeproc import NodeProcess, make_chain
 from prometheus_client.parser import text_string_to_metric_families
+from support.nodeproc import NodeProcess, make_chain
 
 from miner.node.metrics import PAGE_MAX_AGE
 

@@ -7,8 +7,8 @@ import asyncio
 import json
 import sqlite3
 
-from cliproc import assert_one_line_error, run
 from conftest import mine_easy_chain
+from support.cliproc import assert_one_line_error, run
 
 from miner.node.rpc.protocol import handle_body
 

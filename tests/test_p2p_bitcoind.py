@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from bitcoind import Bitcoind, bitcoind_path
-from p2p_proxy import RecordingProxy
+from support.bitcoind import Bitcoind, bitcoind_path
+from support.p2p_proxy import RecordingProxy
 from test_p2p_nodes import ADDRESS, node, nodes, target, tip, wait_for
 
 pytestmark = pytest.mark.skipif(

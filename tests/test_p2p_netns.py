@@ -14,8 +14,8 @@ import subprocess
 import time
 
 import pytest
-from blockmaker import grow
-from nodeproc import NodeProcess
+from support.blockmaker import grow
+from support.nodeproc import NodeProcess
 
 from miner.chain.chain import Chain
 from miner.consensus.params import preset

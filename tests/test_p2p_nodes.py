@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
-from blockmaker import grow, make_block
-from nodeproc import NodeProcess, stored_blocks
-from p2p_peer import ScriptedPeer
+from support.blockmaker import grow, make_block
+from support.nodeproc import NodeProcess, stored_blocks
+from support.p2p_peer import ScriptedPeer
 
 from miner.chain.chain import Chain
 from miner.consensus.params import preset

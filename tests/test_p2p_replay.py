@@ -9,7 +9,7 @@ import json
 import time
 from pathlib import Path
 
-from p2p_peer import ScriptedPeer
+from support.p2p_peer import ScriptedPeer
 from test_p2p_nodes import node, nodes, tip
 
 from miner.chain.chain import Chain

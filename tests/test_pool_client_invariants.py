@@ -23,7 +23,7 @@ from fractions import Fraction
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-from scripted_pool import ScriptedPool
+from support.scripted_pool import ScriptedPool
 from test_stratum import dsha
 from test_stratum_client import job_params
 

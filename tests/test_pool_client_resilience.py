@@ -17,9 +17,9 @@ import sys
 import time
 
 import pytest
-from cliproc import assert_one_line_error, run
-from nodeproc import ROOT, NodeProcess, make_chain
-from scripted_pool import ScriptedPool
+from support.cliproc import assert_one_line_error, run
+from support.nodeproc import ROOT, NodeProcess, make_chain
+from support.scripted_pool import ScriptedPool
 from test_stratum import build_header, dsha
 from test_stratum_client import EASY, job_params
 

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from cliproc import run
-from nodeproc import NodeProcess, make_chain
+from support.cliproc import run
+from support.nodeproc import NodeProcess, make_chain
 
 SHARE_DIFFICULTY = 2 ** -16  # a share in about 2^16 hashes; a block here takes 2^22
 # Vardiff's aim for the test: one share a second a miner, decided every 3 s. ckpool's 18 a minute

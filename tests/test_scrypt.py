@@ -221,7 +221,7 @@ def test_a_scrypt_node_is_mined_over_getblocktemplate_with_pow_scrypt(tmp_path):
     block accepted, judged by scrypt on the node; --pow where it means nothing is a usage error."""
     import json
 
-    from nodeproc import NodeProcess
+    from support.nodeproc import NodeProcess
     chain_path = tmp_path / "scrypt.sqlite"
     with NodeProcess(chain_path, "--preset", "local-scrypt") as node:
         mined = subprocess.run([sys.executable, "-m", "miner", "mine", "--url", node.url, "--rpc-cookie-file",
@@ -244,7 +244,7 @@ def test_a_scrypt_node_is_mined_over_stratum_by_our_client(tmp_path):
     shares judged by scrypt at scrypt pools' difficulty (1 = 0xFFFF * 2^224), every one accepted."""
     import json
 
-    from nodeproc import NodeProcess
+    from support.nodeproc import NodeProcess
 
     from miner.primitives.stratum import SCRYPT_DIFF1_TARGET, difficulty_to_target
     assert difficulty_to_target(1, "scrypt") == SCRYPT_DIFF1_TARGET == 0xFFFF << 224

@@ -10,7 +10,7 @@ import socket
 import time
 
 import pytest
-from nodeproc import NodeProcess, make_chain
+from support.nodeproc import NodeProcess, make_chain
 
 from miner.node.stratum.vardiff import VarDiff, VarDiffLimits
 
@@ -577,7 +577,7 @@ def test_extranonce2_size_and_idle_timeout_options(tmp_path):
     ("--max-peers", "x", "not a whole number"),  # the other faces' budgets, checked the same way
     ("--metrics-top-workers", "-1", "must be between 1 and 100,000")])
 def test_bad_stratum_option_values_are_one_line_and_exit_2(option, value, fragment):
-    from cliproc import assert_one_line_error, run
+    from support.cliproc import assert_one_line_error, run
     assert_one_line_error(run("node", "--stratum-port", "0", option, value), 2, f"{option}: {fragment}")
 
 

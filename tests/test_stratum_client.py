@@ -12,8 +12,8 @@ import time
 from dataclasses import replace
 
 import pytest
-from cliproc import assert_one_line_error, run
-from scripted_pool import ScriptedPool
+from support.cliproc import assert_one_line_error, run
+from support.scripted_pool import ScriptedPool
 from test_stratum import build_header, dsha
 
 from miner.mining.sources.pool_url import PoolUrl

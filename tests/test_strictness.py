@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from blockmaker import NOW, grow, make_block, params, solve, spend
 from conftest import GENESIS_TIME, mine_easy_chain
+from support.blockmaker import NOW, grow, make_block, params, solve, spend
 
 from miner.chain.chain import Chain
 from miner.errors import ChainError, InvalidBlock
