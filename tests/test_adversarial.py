@@ -184,7 +184,7 @@ def test_miners_and_peers_each_have_their_own_slots(tmp_path):
     JSON-RPC answers; with the inbound peers' share (`--max-peers` less Core's 11 outbound)
     full, the next peer is the one dropped, and a miner still gets in."""
     from support.p2p_peer import ScriptedPeer
-    from test_stratum import Miner
+    from support.stratum_miner import Miner
     node = NodeProcess(tmp_path / "chain.sqlite", "--preset", "regtest-core", "--listen", "0",
                        "--stratum-port", "0", "--max-connections", "16", "--stratum-max-miners", "14",
                        "--max-peers", "13")

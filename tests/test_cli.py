@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from conftest import mine_easy_chain
+from miner.bench.chain_verify import build_easy_chain
 from support.cliproc import assert_one_line_error, run
 from support.vectors import GENESIS_HASH, GENESIS_HEX, REAL_HEADERS
 
@@ -79,7 +79,7 @@ def test_chain_commands_on_foreign_and_damaged_files(tmp_path):
 
 def test_chain_info_verify_show(tmp_path):
     path = tmp_path / "c.sqlite"
-    mine_easy_chain(path, 5).close()
+    build_easy_chain(path, 5).close()
     info = json.loads(run("chain", "info", "--chain", str(path), "--json").stdout)
     assert info["height"] == 5 and info["preset"] == "regtest"
     proc = run("chain", "verify", "--chain", str(path))
@@ -93,7 +93,7 @@ def test_chain_info_verify_show(tmp_path):
 def test_verify_reports_bad_block_exit_1(tmp_path):
     import sqlite3
     path = tmp_path / "c.sqlite"
-    mine_easy_chain(path, 5).close()
+    build_easy_chain(path, 5).close()
     conn = sqlite3.connect(path)
     conn.execute("UPDATE blocks SET body = X'0100' WHERE height = 3")
     conn.commit()
@@ -145,7 +145,7 @@ def test_plot_simulation_and_chain_plot(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     path = tmp_path / "c.sqlite"
-    mine_easy_chain(path, 5).close()
+    build_easy_chain(path, 5).close()
     out2 = tmp_path / "chain.png"
     assert run("chain", "plot", str(out2), "--chain", str(path)).returncode == 0
     assert out2.stat().st_size > 1000
@@ -158,7 +158,7 @@ def test_chain_plot_blocks_draws_the_stored_chains_last_n_blocks(tmp_path):
     import html
     import re
     path = tmp_path / "c.sqlite"
-    mine_easy_chain(path, 8).close()
+    build_easy_chain(path, 8).close()
 
     def svg_text(*args: str) -> str:
         out = tmp_path / "c.svg"

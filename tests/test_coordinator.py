@@ -6,18 +6,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from support.jobs import make_job
 
 from miner.backends.cpu import CpuBackend
 from miner.backends.ref import ReferenceBackend, reference_hits
 from miner.mining.coordinator import Coordinator, NonceAllocator
-from miner.mining.work import Job
-from miner.primitives.coinbase import coinbase_template
-
-
-def make_job(target, extranonce_size=1, job_id="j", prev=b"\x01" * 32):
-    return Job(job_id=job_id, height=1, version=0x20000000, prev_hash=prev,
-               coinbase=coinbase_template(1, b"test", extranonce_size=extranonce_size), branch=(),
-               time=1_700_000_000, bits=0x207FFFFF, target=target)
 
 
 @pytest.mark.slow

@@ -138,7 +138,7 @@ def test_a_recorded_stratum_session_rebuilds_to_the_miners_shares_and_the_stored
     given and its own submit, by the protocol's conventions (written here, not the server's):
     each meets the difficulty in force, and those that met the block target are the blocks the
     node stored."""
-    from test_stratum import build_header, dsha
+    from support.stratum_miner import build_header, dsha
     session = SESSIONS[name]
     received = _messages(session, "node")
     subscribe = next(m for m in received if m.get("id") == 1)["result"]
@@ -166,7 +166,7 @@ def test_a_miner_programs_own_lines_get_the_answers_it_reads(tmp_path, name):
     """Replayed against a live server, byte for byte: every request the program sent before its
     first share gets a reply of the recorded shape, set_difficulty and notify follow, and its
     first submit (a share of the recorded chain, worthless here) gets a refusal it can read."""
-    from test_stratum import Miner
+    from support.stratum_miner import Miner
     session = SESSIONS[name]
     sent = _messages(session, "miner")
     recorded = {m.get("id"): m for m in _messages(session, "node") if m.get("id") is not None}
@@ -245,7 +245,7 @@ def test_a_recorded_scrypt_stratum_session_rebuilds_to_scrypt_shares_and_the_sto
     pools do, a share at the difficulty before a change counts until the next job."""
     import hashlib
 
-    from test_stratum import build_header, dsha
+    from support.stratum_miner import build_header, dsha
     session = SCRYPT_SESSION
     received = _messages(session, "node")
     subscribe = next(m for m in received if m.get("id") == 1)["result"]

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 from support.cupy_sim import SimulatedFault, Simulator
-from test_scrypt import LITECOIN
+from support.vectors import LITECOIN
 
 from miner.backends import cuda, cuda_scrypt
 from miner.backends.ref import reference_hits

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import GENESIS_TIME, mine_easy_chain
+from miner.bench.chain_verify import GENESIS_TIME, build_easy_chain
 
 from miner.chain.chain import Chain
 from miner.consensus.params import ChainParams, preset
@@ -48,7 +48,7 @@ def digest(path: Path) -> str:
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
     path = tmp_path_factory.mktemp("pristine") / "chain.sqlite"
-    mine_easy_chain(path, 12).close()
+    build_easy_chain(path, 12).close()
     return path
 
 
@@ -121,7 +121,7 @@ def test_startup_check_cost_is_small(tmp_path):
     """What a writer re-validates on open: links of every header, genesis against the
     parameters, the last CHECK_BLOCKS blocks in full (docs/guide/chain.md gives the measured cost)."""
     path = tmp_path / "c.sqlite"
-    chain = mine_easy_chain(path, 40)
+    chain = build_easy_chain(path, 40)
     chain.close()
     t0 = time.perf_counter()
     with Chain.open(path) as chain:

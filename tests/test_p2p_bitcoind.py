@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from support.bitcoind import Bitcoind, bitcoind_path
+from support.p2p_nodes import ADDRESS, node, nodes, target, tip, wait_for
 from support.p2p_proxy import RecordingProxy
-from test_p2p_nodes import ADDRESS, node, nodes, target, tip, wait_for
 
 pytestmark = pytest.mark.skipif(
     bitcoind_path() is None,

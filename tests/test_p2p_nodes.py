@@ -19,48 +19,13 @@ from pathlib import Path
 import pytest
 from support.blockmaker import grow, make_block
 from support.nodeproc import NodeProcess, stored_blocks
+from support.p2p_nodes import ADDRESS, node, nodes, target, tip, wait_for
 from support.p2p_peer import ScriptedPeer
 
 from miner.chain.chain import Chain
 from miner.consensus.params import preset
 from miner.primitives import p2p
 from miner.primitives.header import BlockHeader
-
-ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
-
-
-def node(tmp: Path, name: str, *extra: str) -> NodeProcess:
-    folder = tmp / name
-    folder.mkdir(exist_ok=True)
-    return NodeProcess(folder / "chain.sqlite", "--preset", "regtest-core", "--listen", "0", *extra)
-
-
-def target(n: NodeProcess) -> str:
-    return f"127.0.0.1:{n.ready['p2p_port']}"
-
-
-def wait_for(check, within: float = 30.0, what: str = "condition"):
-    end = time.monotonic() + within
-    while time.monotonic() < end:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not reached within {within} s")
-
-
-def tip(n: NodeProcess) -> tuple[int, str]:
-    info = n.call("getblockchaininfo")
-    return info["blocks"], info["bestblockhash"]
-
-
-@contextlib.contextmanager
-def nodes(*started):
-    try:
-        yield started
-    finally:
-        for n in started:
-            n.stop()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 
 import pytest
-from test_p2p_nodes import ADDRESS, node, nodes, tip, wait_for
+from support.p2p_nodes import ADDRESS, node, nodes, tip, wait_for
 
 WHY_NOT = ("no tshark here (install Wireshark's tshark to read the capture)" if shutil.which("tshark") is None
            else "needs root to capture on the loopback interface" if os.geteuid() != 0 else None)

@@ -18,10 +18,10 @@ import time
 
 import pytest
 from support.cliproc import assert_one_line_error, run
+from support.jobs import EASY, job_params
 from support.nodeproc import ROOT, NodeProcess, make_chain
 from support.scripted_pool import ScriptedPool
-from test_stratum import build_header, dsha
-from test_stratum_client import EASY, job_params
+from support.stratum_miner import build_header, dsha
 
 from miner.mining.sources.pool_url import PoolUrl
 from miner.mining.sources.stratum import StratumSource

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 
-from test_coordinator import make_job
+from support.jobs import make_job
 
 from miner.backends.ref import ReferenceBackend
 from miner.mining import startup
