@@ -1,6 +1,6 @@
 """A first run on an empty kernel cache hashes at once and lets the compiled kernel join.
 
-The run itself is the `first_run` fixture (conftest.py), shared with the CPU kernel tests, which
+The run itself is the `first_run` fixture (support/compile_lane.py), shared with the CPU kernel tests, which
 use the numba cache it compiled instead of compiling the same kernel again.
 
 `miner mine` used to compile every kernel before its first hash (81 s on a quiet 2-core machine).
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.slow  # the `first_run` fixture (conftest.py) compiles a kernel: about a minute
+pytestmark = pytest.mark.slow  # the `first_run` fixture (support/compile_lane.py) compiles a kernel: about a minute
 
 
 FIRST_HASH_BOUND = 15.0  # s from launch: the product aims at 5; a busy CI machine gets room
