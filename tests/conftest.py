@@ -19,8 +19,9 @@ import pytest  # noqa: E402
 # One builder for tests and benchmarks: real blocks, mined with hashlib, appended through Chain.
 from miner.bench.chain_verify import build_easy_chain  # noqa: E402
 
-# Read after the environment above is set: the compile lane reads NUMBA_CACHE_DIR at import.
-pytest_plugins = ["support.compile_lane"]
+# Read after the environment above is set (the compile lane reads NUMBA_CACHE_DIR at import): the
+# compile lane, and the floors every test is marked with by what it does.
+pytest_plugins = ["support.compile_lane", "support.floors"]
 
 
 @pytest.fixture

@@ -47,7 +47,6 @@ def _raw(port: int, data: bytes, timeout: float = 10.0) -> bytes:
         return out
 
 
-@pytest.mark.slow
 def test_an_honest_client_is_answered_within_a_second_through_every_attack():
     """The abuse benchmark at a test's size: 400 silent sockets against 256 descriptors,
     150 slow headers, 200 malformed requests, 40 wrong passwords, bodies at the size limit,
@@ -114,7 +113,6 @@ def test_malformed_http_and_bad_bodies_get_400_and_one_line(tmp_path):
     assert "Traceback" not in stderr and len(stderr.splitlines()) <= 4
 
 
-@pytest.mark.slow
 def test_the_cap_rate_and_body_time_are_the_nodes_options(tmp_path):
     with NodeProcess(make_chain(tmp_path / "chain.sqlite"), "--max-connections", "500", "--rpc-rate", "50",
                      "--rpc-timeout", "1", descriptors=200) as node:

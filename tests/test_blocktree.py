@@ -286,7 +286,6 @@ def test_random_trees_in_random_order_select_the_most_work_tip(tmp_path_factory,
 
 # ---------------------------------------------------------------- crash safety
 
-@pytest.mark.slow
 def test_sigkill_while_reorganising_leaves_one_of_the_two_valid_states(tmp_path):
     """A worker keeps extending whichever of two branches is not active, so every block it adds
     is a reorganisation; killed at random moments, the file must always open, verify, and have

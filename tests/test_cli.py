@@ -151,7 +151,6 @@ def test_plot_simulation_and_chain_plot(tmp_path):
     assert out2.stat().st_size > 1000
 
 
-@pytest.mark.slow  # over 2.5 s on 2 cores
 def test_chain_plot_blocks_draws_the_stored_chains_last_n_blocks(tmp_path):
     """--blocks on the stored chain is its last N blocks (it was silently ignored): the title
     says which, the axis starts there; a chain shorter than N is drawn whole."""
@@ -217,7 +216,6 @@ def test_sigkill_mid_run_leaves_a_valid_chain(tmp_path):
             assert chain.header(event["height"]).hash_hex() == event["hash_hex"]
 
 
-@pytest.mark.slow
 def test_compare_backends_agree_and_plot(tmp_path):
     out = tmp_path / "cmp.png"
     proc = run("compare", "--count", "65536", "--json", "--plot", str(out))
@@ -228,7 +226,6 @@ def test_compare_backends_agree_and_plot(tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.slow
 def test_bench_json_reports_median_of_runs_and_job_switch_latency():
     proc = run("bench", "--backend", "ref", "--runs", "3", "--duration", "0.2", "--switches", "3",
                "--unit-seconds", "0.05", "--json")

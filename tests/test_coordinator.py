@@ -13,7 +13,6 @@ from miner.backends.ref import ReferenceBackend, reference_hits
 from miner.mining.coordinator import Coordinator, NonceAllocator
 
 
-@pytest.mark.slow
 def test_every_nonce_hashed_exactly_once_across_extranonce_roll(host_builds):
     # Large enough that the job outlasts several GIL switch intervals (5 ms) and a slow start of the
     # CPU threads: with 2^16 and 2^18 the pure-Python reference used up the whole job (0.2 s and

@@ -172,7 +172,6 @@ def icelake_build():
     return compile_lane.LANE.result("icelake")
 
 
-@pytest.mark.slow
 def test_hot_loop_is_vectorized(hotloop_build):
     """Recompile the hot loop without the cache and read its assembly: it must stay SIMD, 16
     lanes wherever the CPU numba compiles for has AVX-512F."""
@@ -185,7 +184,6 @@ def test_hot_loop_is_vectorized(hotloop_build):
         assert adds > 500, "hot loop is not vectorized"
 
 
-@pytest.mark.slow
 def test_sixteen_lanes_even_where_the_tuning_prefers_256_bits(icelake_build):
     """Intel's AVX-512 cores carry LLVM's `prefer-256-bit` tuning, under which the loop
     vectorizer picks 8 lanes; the kernel must still get 16. Compiled (never run) for
@@ -280,7 +278,6 @@ def masked_builds():
     return compile_lane.LANE.result("masked")
 
 
-@pytest.mark.slow
 def test_a_build_for_other_features_never_loads_and_both_kernels_are_exact_without_avx512(
         tmp_path, first_run, masked_builds):
     """numba's cache is keyed by the features compiled for. The first run's cache holds this
@@ -312,7 +309,6 @@ def test_without_sha_auto_takes_the_simd_kernel_and_never_compiles_the_sha_one(t
     assert not list((tmp_path / "numba").rglob("*.nbi"))  # nothing was compiled
 
 
-@pytest.mark.slow
 def test_auto_measures_once_then_reads_the_choice(tmp_path, monkeypatch, host_builds):
     """`auto` times the kernels on first use and keeps the answer per CPU; a damaged or foreign
     entry is measured again, never trusted."""

@@ -102,7 +102,6 @@ def _verdicts(name: str, output: str) -> tuple[int, set[str]]:
     return accepted, {f"{rejected} rejected"} if rejected else set()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", [_miner_param("cpuminer"), _miner_param("cpuminer-opt")])
 def test_miner_programs_mine_a_live_node_over_getblocktemplate(tmp_path, name):
     with NodeProcess(make_chain(tmp_path / "chain.sqlite", hashes_per_block=1 << 16)) as node:
@@ -201,7 +200,6 @@ def _shape(value):
     return type(value).__name__
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", [_miner_param("cpuminer"), _miner_param("cpuminer-opt")])
 def test_miner_programs_mine_a_live_node_over_stratum(tmp_path, name):
     with NodeProcess(make_chain(tmp_path / "chain.sqlite", hashes_per_block=1 << 22), "--stratum-port", "0",
@@ -215,7 +213,6 @@ def test_miner_programs_mine_a_live_node_over_stratum(tmp_path, name):
             assert chain.verify() == chain.height
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", [_miner_param("cpuminer"), _miner_param("cpuminer-opt")])
 def test_miner_programs_mine_a_scrypt_node_over_stratum(tmp_path, name):
     """`-a scrypt` against a local-scrypt node's Stratum server: the miner divides the pool's

@@ -208,7 +208,6 @@ def test_one_nonce_per_thread_over_a_huge_range_never_divides_by_zero(sim):
     assert all(launch.grid[0] * 256 < 2**32 for launch in sim.launches)
 
 
-@pytest.mark.slow
 def test_autotune_on_a_fresh_backend_tunes_once(sim, monkeypatch):
     """Defect 4: autotune() called warm_up(), which autotuned again."""
     calls = []
@@ -244,7 +243,6 @@ def test_a_damaged_tuning_cache_is_ignored_and_rewritten(sim, content, monkeypat
     assert cuda.CudaBackend(0).shape_source == "cache"
 
 
-@pytest.mark.slow
 def test_first_use_autotunes_and_the_next_backend_starts_from_the_cache(sim, monkeypatch):
     monkeypatch.setattr(cuda.CudaBackend, "autotune",
                         lambda self, seconds_per_shape=0.2, real=cuda.CudaBackend.autotune: real(self, 0.01))
@@ -304,7 +302,6 @@ def sim_miner(*args, devices=1, timeout=300, **env_extra):
 
 
 @pytest.mark.parametrize("backend,devices", [("cuda", 2), ("cuda,cpu", 1)])
-@pytest.mark.slow
 def test_mine_on_simulated_gpus(tmp_path, backend, devices):
     chain = tmp_path / "chain.sqlite"
     # --wait-for-kernels: every backend mines from the start (regtest's blocks would otherwise go to
@@ -324,7 +321,6 @@ def test_mine_on_simulated_gpus(tmp_path, backend, devices):
     assert json.loads(verify.stdout) == {**json.loads(verify.stdout), "ok": True, "height": 4}
 
 
-@pytest.mark.slow
 def test_compare_and_bench_on_a_simulated_gpu(tmp_path):
     proc = sim_miner("compare", "--backend", "ref,cuda", "--count", "20000", "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -12,11 +12,6 @@ order of things and that the stand-in worked during the compile, not a speed.
 
 from __future__ import annotations
 
-import pytest
-
-pytestmark = pytest.mark.slow  # the `first_run` fixture (support/compile_lane.py) compiles a kernel: about a minute
-
-
 FIRST_HASH_BOUND = 15.0  # s from launch: the product aims at 5; a busy CI machine gets room
 
 

@@ -212,7 +212,6 @@ class _Zygote:
         self.proc.wait()
 
 
-@pytest.mark.slow
 def test_sigkill_at_random_moments_never_leaves_a_broken_file(tmp_path):
     """200 runs of `miner mine` killed at random moments: half within twice the time from the
     fork to the file's first appearance (measured here, so they land in the creation on any
@@ -394,7 +393,6 @@ def test_read_only_filesystem_reads_and_refuses_writes_up_front(pristine, tmp_pa
         assert digest(path) == before
 
 
-@pytest.mark.slow
 def test_disk_full_while_mining_ends_with_a_summary_and_loses_nothing(tmp_path):
     with tmpfs(tmp_path / "small", "768k") as mnt:
         path = mnt / "chain.sqlite"

@@ -41,7 +41,7 @@ def _can_make_namespaces() -> str | None:
 
 
 WHY_NOT = _can_make_namespaces()
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")]
+pytestmark = [pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")]
 
 
 class Link:

@@ -84,7 +84,6 @@ def test_a_partition_heals_to_the_most_work_branch_and_keeps_the_loser(tmp_path)
         wait_for(lambda: tip(b) == (9, new[0]), what="b at a's new block")
 
 
-@pytest.mark.slow
 def test_a_new_node_syncs_a_long_chain_and_a_sigkill_mid_sync_loses_nothing(tmp_path, long_chain):
     shutil.copy(long_chain, (tmp_path / "a").mkdir() or tmp_path / "a" / "chain.sqlite")
     a = node(tmp_path, "a")
@@ -193,7 +192,6 @@ EXPECTED_REASONS = ["network magic", "over the 4000000-byte limit", "bad checksu
                     "bad-txnmrklroot", "message flood"]
 
 
-@pytest.mark.slow
 def test_misbehaving_peers_are_dropped_and_banned_and_the_honest_peer_goes_on(tmp_path):
     cases = misbehaviours(tmp_path / "scratch.sqlite")
     b = node(tmp_path, "b")

@@ -13,7 +13,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from support.cliproc import run
 from support.nodeproc import NodeProcess, make_chain
 
@@ -87,7 +86,6 @@ def start_node(chain: Path, stratum_port: int) -> NodeProcess:
                        "--stratum-retarget-seconds", str(RETARGET_SECONDS))
 
 
-@pytest.mark.slow
 def test_three_miners_share_one_node_survive_a_kill_a_restart_and_fail_over_and_back(tmp_path):
     for name in ("a", "b"):
         (tmp_path / name).mkdir()

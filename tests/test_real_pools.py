@@ -52,8 +52,7 @@ def _live_param(name: str):
     missing = [v for v in needs if not os.environ.get(v)]
     reason = (f"set {' and '.join(missing)} to run our client at a live {name} (see ../shared/PEERS.md)"
               if missing else "needs root, unshare and ip for a network namespace of the test's own")
-    return pytest.param(name, marks=[pytest.mark.slow,
-                                     pytest.mark.skipif(bool(missing) or not _can_unshare(), reason=reason)])
+    return pytest.param(name, marks=[pytest.mark.skipif(bool(missing) or not _can_unshare(), reason=reason)])
 
 
 @pytest.mark.parametrize("name", [_live_param("ckpool"), _live_param("public-pool")])

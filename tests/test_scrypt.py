@@ -98,7 +98,6 @@ def test_backends_for_scrypt():
         Sha("sha", "x").search(KernelWork(bytes(76), 1 << 250, pow="scrypt"), 0, 10)
 
 
-@pytest.mark.slow
 def test_a_local_scrypt_chain_is_mined_verified_and_refuses_a_sha256d_only_block(tmp_path):
     path = tmp_path / "scrypt.sqlite"
     mined = subprocess.run([sys.executable, "-m", "miner", "mine", "--chain", str(path), "--preset", "local-scrypt",
@@ -177,7 +176,6 @@ def test_the_numba_backend_finds_litecoins_nonce_at_its_hard_target_on_two_threa
         backend.close()
 
 
-@pytest.mark.slow
 def test_compare_and_bench_take_scrypt():
     """`miner compare --pow scrypt`: hashlib and the numba kernel find the same hits on one job;
     `miner bench --pow scrypt` times each."""
@@ -198,7 +196,6 @@ def test_compare_and_bench_take_scrypt():
     assert row["setting"] == "scrypt threads=1" and row["median"] > 0
 
 
-@pytest.mark.slow
 def test_a_scrypt_node_is_mined_over_getblocktemplate_with_pow_scrypt(tmp_path):
     """`miner node` on a local-scrypt chain, `miner mine --url http://... --pow scrypt`: every
     block accepted, judged by scrypt on the node; --pow where it means nothing is a usage error."""
@@ -221,7 +218,6 @@ def test_a_scrypt_node_is_mined_over_getblocktemplate_with_pow_scrypt(tmp_path):
     assert usage.returncode == 2 and "--pow is for --url" in usage.stderr
 
 
-@pytest.mark.slow
 def test_a_scrypt_node_is_mined_over_stratum_by_our_client(tmp_path):
     """A local-scrypt node's Stratum server and `miner mine --url stratum+tcp://... --pow scrypt`:
     shares judged by scrypt at scrypt pools' difficulty (1 = 0xFFFF * 2^224), every one accepted."""
@@ -266,7 +262,6 @@ print(len(re.findall(r"vprold\\s+[^\\n]*zmm", asm)), len(re.findall(r"vpaddd\\s+
 """
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("cpu, expect", [("icelake-server", "zmm"), ("haswell", "ymm")])
 def test_salsa_runs_as_vectors_on_any_x86_cpu(cpu, expect, tmp_path):
     """block_mix compiled (never run) for an AVX-512 server CPU whose tuning prefers 256-bit

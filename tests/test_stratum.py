@@ -194,7 +194,6 @@ def test_vardiff_moves_toward_18_shares_a_minute():
     assert [d for d in late if d is not None] == [0.002]  # never above the network's difficulty
 
 
-@pytest.mark.slow
 def test_the_load_benchmark_runs_200_miners_and_every_share_is_answered():
     from miner.bench import stratum_load
     result = stratum_load.run(miners=200, seconds=2.0, runs=1)
@@ -358,7 +357,6 @@ def _between(job, en1, size, easier: float, harder: float, start: int = 0) -> tu
     return en2, nonce
 
 
-@pytest.mark.slow  # over 2.5 s on 2 cores
 def test_after_a_raise_a_share_at_the_previous_difficulty_counts_until_the_next_job(pool):
     m = Miner(pool.stratum)
     try:
@@ -453,7 +451,6 @@ def test_a_miner_that_does_not_authorize_in_time_is_dropped_and_a_full_server_sa
         node.stop()
 
 
-@pytest.mark.slow  # over 2.5 s on 2 cores
 def test_extranonce2_size_and_idle_timeout_options(tmp_path):
     """`--stratum-extranonce2-size 8` is what subscribe gives and submit checks; with
     `--stratum-idle-timeout 2` a miner silent that long is dropped while one that speaks every
