@@ -13,6 +13,7 @@ that needs only part of another's interface says so with a Protocol of its own).
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -75,10 +76,17 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
     return {m for m in found if m != name}
 
 
-def graph() -> dict[str, set[str]]:
+@functools.cache
+def _read_graph() -> dict[str, frozenset[str]]:
     mods = modules()
     known = set(mods)
-    return {name: imports_of(name, path, known) for name, path in mods.items()}
+    return {name: frozenset(imports_of(name, path, known)) for name, path in mods.items()}
+
+
+def graph() -> dict[str, set[str]]:
+    """Every module's imports, read once a run (the sources do not change under the tests); a copy
+    each call, so a test may plant an import in it."""
+    return {name: set(targets) for name, targets in _read_graph().items()}
 
 
 def layer(module: str) -> str:
