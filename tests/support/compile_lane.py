@@ -111,11 +111,13 @@ def _lane_jobs_of(item) -> set[str]:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session, config, items):
-    """The tests that wait for the lane go last (in the order they were in, random or not), so
-    the other core has the rest of the suite's length to compile what they wait for."""
+    """Three groups, each in the order it was in (random or not): the tests that neither start
+    processes nor build kernels (floors.py marks them) first, which need nothing from the lane; then
+    those that do, which wait for this host's builds; the tests that wait for a lane job of their
+    own last. The other core has the whole length of the suite before them to compile."""
     waiting = [item for item in items if _lane_jobs_of(item)]
-    if waiting:
-        items[:] = [item for item in items if not _lane_jobs_of(item)] + waiting
+    building = [item for item in items if item not in waiting and _needs_host_builds(item)]
+    items[:] = [item for item in items if item not in waiting and item not in building] + building + waiting
 
 
 def pytest_collection_finish(session):
@@ -131,14 +133,20 @@ def pytest_collection_finish(session):
             LANE.submit(name)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _host_builds_before_any_test():
-    """When a selected test needs this host's CPU builds, every test waits for them first (and so
-    for the first run, queued before them). Many tests start `miner` with the CPU backend in a
-    process of its own; run before the builds were in the shared cache, each compiled the same
-    kernels again beside the lane (a full run took 11 min 42 s, and one `miner compare` ran out
-    its 120 s)."""
-    if LANE.queued("host_builds"):
+def _needs_host_builds(item) -> bool:
+    """A test that starts processes (`miner` with the CPU backend among them) or builds kernels."""
+    return any(item.get_closest_marker(floor) for floor in ("process", "compile"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """When a selected test needs this host's CPU builds, every test that starts processes or
+    builds kernels waits for them first (and so for the first run, queued before them), before its
+    fixtures. Many tests start `miner` with the CPU backend in a process of its own; run before the
+    builds were in the shared cache, each compiled the same kernels again beside the lane (a full
+    run took 11 min 42 s, and one `miner compare` ran out its 120 s). The tests that do neither
+    run meanwhile: they once waited too, with one core idle."""
+    if LANE.queued("host_builds") and _needs_host_builds(item):
         LANE.result("host_builds")
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dis
 import inspect
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -239,8 +240,8 @@ _SOCKET_EVENTS = {"socket.bind", "socket.connect"}
 
 
 def _audit(event: str, args) -> None:
-    if not _WATCH.active:
-        return
+    if not _WATCH.active or threading.current_thread().name.startswith("compile-lane"):
+        return  # the compile lane's jobs run beside every test: they are no test's doing
     if event in _PROCESS_EVENTS:
         _WATCH.note("process", f"{event} {str(args[0])[:80] if args else ''}")
     elif event in _SOCKET_EVENTS:
