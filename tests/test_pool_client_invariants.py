@@ -23,9 +23,9 @@ from fractions import Fraction
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-from scripted_pool import ScriptedPool
-from test_stratum import dsha
-from test_stratum_client import job_params
+from support.jobs import job_params
+from support.scripted_pool import ScriptedPool
+from support.stratum_miner import dsha
 
 from miner.mining.sources.pool_url import PoolUrl
 from miner.mining.sources.stratum import StratumSource
