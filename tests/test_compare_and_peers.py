@@ -17,6 +17,7 @@ def _row(name, rate):
 def test_chart_labels_each_bar_with_rate_and_speedup(tmp_path):
     out = tmp_path / "c.png"
     texts = plot([_row("ref", 1.2e6), _row("cpu", 60e6), _row("cuda:0", 8e9)], str(out))
+    # ratios with their significant digits (format_ratio), as the compare table prints them
     assert texts == ["1.20 MH/s  (1.0x ref)", "60.00 MH/s  (50x ref)", "8.00 GH/s  (6,667x ref)"]
     assert out.read_bytes()[:4] == b"\x89PNG"
 
