@@ -1,6 +1,6 @@
 // Host build of the CUDA kernel: includes sha256d.cu itself and launches it as a serial loop.
 // Built by the tests with g++ into a shared library and called through ctypes: directly
-// (host_launch) and by the CuPy simulator in tests/cupy_sim.py (host_symbol, host_run_blocks).
+// (host_launch) and by the CuPy simulator in tests/support/cupy_sim.py (host_symbol, host_run_blocks).
 #include <setjmp.h>
 #include <signal.h>
 #include <string.h>

@@ -1,7 +1,7 @@
 // Host build of the CUDA scrypt kernel: includes scrypt.cu itself and launches it as a serial
 // loop over blocks and threads. Built by the tests with g++ (-DLOOKUP_GAP=g as NVRTC gets it)
 // into a shared library and called through ctypes: directly (host_launch) and by the CuPy
-// simulator in tests/cupy_sim.py (host_symbol, host_run_blocks), as cuda_host_launch.cpp is.
+// simulator in tests/support/cupy_sim.py (host_symbol, host_run_blocks), as cuda_host_launch.cpp is.
 #include <string.h>
 
 #include "scrypt.cu"

@@ -1,9 +1,6 @@
 import os
-import sys
 import tempfile
 from pathlib import Path
-
-sys.path.insert(0, os.path.dirname(__file__))
 
 # Isolation, set before anything imports numba (it reads its cache folder once, at import) and
 # inherited by every process a test starts:
@@ -20,248 +17,20 @@ os.environ["NUMBA_CACHE_DIR"] = str(Path(__file__).resolve().parent.parent / ".p
 import pytest  # noqa: E402
 
 # One builder for tests and benchmarks: real blocks, mined with hashlib, appended through Chain.
-from miner.bench.chain_verify import GENESIS_TIME  # noqa: E402,F401
-from miner.bench.chain_verify import build_easy_chain as mine_easy_chain  # noqa: E402
+from miner.bench.chain_verify import build_easy_chain  # noqa: E402
+
+# Read after the environment above is set (the compile lane reads NUMBA_CACHE_DIR at import): the
+# compile lane, and the floors every test is marked with by what it does.
+pytest_plugins = ["support.compile_lane", "support.floors"]
 
 
 @pytest.fixture
 def easy_chain(tmp_path):
-    chain = mine_easy_chain(tmp_path / "chain.sqlite", 12)
+    chain = build_easy_chain(tmp_path / "chain.sqlite", 12)
     yield chain
     chain.close()
 
 
-class FirstRun:
-    """`miner mine` started on an empty kernel cache, as observed: events with the time each
-    was read (seconds from the launch), the first moment its hashes were counted, the hashes
-    by backend at that moment, and the numba cache it compiled into.
-
-    The run mines until the compiled backend has joined and found a block, then is stopped
-    with SIGTERM (exit 130, an interrupted summary): how many blocks the stand-in finds while
-    the compile runs is chance, so a fixed --blocks count would race the compile."""
-
-    def __init__(self, root):
-        import json
-        import signal
-        import subprocess
-        import threading
-        import time
-        import urllib.request
-
-        from prometheus_client.parser import text_string_to_metric_families
-
-        def hashes(url):
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                text = resp.read().decode()
-            return {s.labels["backend"]: s.value for f in text_string_to_metric_families(text)
-                    for s in f.samples if s.name == "powminer_mine_hashes_total"}
-
-        self.numba_cache = root / "numba"
-        env = {**os.environ, "NUMBA_CACHE_DIR": str(self.numba_cache), "MINER_CACHE": str(root / "cache")}
-        launched = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "miner", "mine", "--chain", str(root / "c.sqlite"),
-                                 "--preset", "local", "--blocks", "1000", "--backend", "cpu",
-                                 "--cpu-kernel", "simd", "--json", "--metrics-port", "0"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        LANE_PROCS.append(proc)
-        self.events = []
-        self.malformed: list[str] = []
-        cpu_block = threading.Event()
-
-        def read():
-            joined = False
-            for line in proc.stdout:
-                try:
-                    event = json.loads(line)
-                except ValueError:  # held against the run by ended_as_asked, not a dead reader
-                    self.malformed.append(line)
-                    continue
-                self.events.append((time.monotonic() - launched, event))
-                joined = joined or (event["event"] == "backend" and event.get("status") == "joined")
-                if joined and event["event"] == "block" and event.get("backend") == "cpu":
-                    cpu_block.set()
-            cpu_block.set()  # the run ended by itself: nothing more to wait for
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        try:
-            deadline = launched + 60
-            while not any(e["event"] == "start" for _, e in self.events):
-                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
-                time.sleep(0.05)
-            url = next(e for _, e in self.events if e["event"] == "start")["chain"]["metrics"]
-            while hashes(url).get("ref", 0) <= 0:
-                assert time.monotonic() < deadline, "the stand-in never hashed"
-                time.sleep(0.05)
-            self.first_hash = time.monotonic() - launched
-            self.during_compile = hashes(url)
-            cpu_block.wait(900)  # the compile, then a block at the ramped difficulty: minutes at worst
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            self.returncode = proc.wait(120)
-            self.stderr = proc.stderr.read()
-            reader.join(10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-    @property
-    def ended_as_asked(self) -> bool:
-        """Stopped by the fixture's SIGTERM after the compiled backend's block: exit 130 and
-        an interrupted summary last."""
-        last = self.events[-1][1] if self.events else {}
-        return (self.returncode == 130 and not self.malformed and last.get("event") == "summary"
-                and last.get("interrupted") is True)
-
-
-# ---------------------------------------------------------------------------------------------
-# The compile lane. A handful of tests need minute-long numba compiles that no cache can spare a
-# clean clone: the first run from an empty kernel cache, this host's SHA build, the hot loop's
-# assembly, the build for `icelake-server`, and the builds with AVX-512 masked off. Run in the
-# test that needs them, each held the whole suite up on one core while the other sat idle. They
-# are begun as soon as collection shows a selected test needs them, one after another in a
-# background thread (each in a child process, one core), so they overlap the rest of the suite
-# on the other core. The first run's build and the SHA build are copied into the shared numba
-# cache, so the in-process CPU tests and every `miner` the tests start load them instead of
-# compiling the same kernels again. A test that needs a job waits for its result.
-
-_SHARED_NUMBA = Path(os.environ["NUMBA_CACHE_DIR"])
-LANE_PROCS: list = []  # every process a lane job starts: killed if the session ends first
-_LANE_ROOT = Path(tempfile.mkdtemp(prefix="miner-test-lane-"))
-
-
-def _seed_shared_cache(built: Path) -> None:
-    """Copy numba's cache files compiled elsewhere into the shared cache (keyed by source path
-    and CPU, so they are valid there), never replacing one already in it."""
-    import shutil
-    for src in built.rglob("*"):
-        if src.is_file():
-            dst = _SHARED_NUMBA / src.relative_to(built)
-            if not dst.exists():
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, dst)
-
-
-def _child(code: str, env: dict | None = None, timeout: float = 1500,
-           args: tuple[str, ...] = ()) -> tuple[int, str, str]:
-    """Run `python -c code *args`; (exit status, stdout, stderr). Killed if it outlives `timeout`
-    (or the session ends first)."""
-    import subprocess
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], env={**os.environ, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    LANE_PROCS.append(proc)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, out, err
-
-
-def _first_run_job() -> "FirstRun":
-    root = _LANE_ROOT / "first-run"
-    root.mkdir(parents=True, exist_ok=True)
-    run = FirstRun(root)
-    _seed_shared_cache(run.numba_cache)
-    return run
-
-
-def _host_builds_job() -> tuple[int, str, str]:
-    """This host's SIMD and SHA builds in the shared cache: loaded where they are (the first
-    run's copy, queued before this job, or an earlier session's), compiled where not."""
-    return _child("from miner.kernels import cpu_select\ncpu_select.compile_kernels()")
-
-
-class Lane:
-    """Jobs run one after another in a background thread; `result(name)` waits for one (and
-    queues it first if collection did not)."""
-
-    def __init__(self, jobs: dict):
-        from concurrent.futures import ThreadPoolExecutor
-        self.jobs = jobs
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="compile-lane")
-        self._futures: dict = {}
-
-    def submit(self, name: str) -> None:
-        if name not in self._futures:
-            self._futures[name] = self._pool.submit(self.jobs[name])
-
-    def result(self, name: str):
-        self.submit(name)
-        return self._futures[name].result()
-
-    def queued(self, name: str) -> bool:
-        return name in self._futures
-
-    def shutdown(self) -> None:
-        """Nothing left running: jobs not begun are dropped, a running one's process killed."""
-        for future in self._futures.values():
-            future.cancel()
-        for proc in LANE_PROCS:
-            if proc.poll() is None:
-                proc.kill()
-        self._pool.shutdown(wait=True)
-
-
-# name -> the job; fixtures below and in test modules ask for these by name.
-LANE_JOBS: dict = {"first_run": _first_run_job, "host_builds": _host_builds_job}
-LANE = Lane(LANE_JOBS)
-# fixture -> lane jobs it waits for (a module adds its own in `LANE_FIXTURES` at import)
-LANE_FIXTURES: dict[str, list[str]] = {"first_run": ["first_run"], "host_builds": ["host_builds"]}
-
-
-def _lane_jobs_of(item) -> set[str]:
-    return {job for fixture in getattr(item, "fixturenames", ()) for job in LANE_FIXTURES.get(fixture, ())}
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(session, config, items):
-    """The tests that wait for the lane go last (in the order they were in, random or not), so
-    the other core has the rest of the suite's length to compile what they wait for."""
-    waiting = [item for item in items if _lane_jobs_of(item)]
-    if waiting:
-        items[:] = [item for item in items if not _lane_jobs_of(item)] + waiting
-
-
-def pytest_collection_finish(session):
-    """Queue every lane job a selected test will wait for, in the lane's order."""
-    wanted = set()
-    for item in session.items:
-        wanted |= _lane_jobs_of(item)
-    for name in LANE_JOBS:
-        if name in wanted:
-            LANE.submit(name)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _host_builds_before_any_test():
-    """When a selected test needs this host's CPU builds, every test waits for them first (and so
-    for the first run, queued before them). Many tests start `miner` with the CPU backend in a
-    process of its own; run before the builds were in the shared cache, each compiled the same
-    kernels again beside the lane (a full run took 11 min 42 s, and one `miner compare` ran out
-    its 120 s)."""
-    if LANE.queued("host_builds"):
-        LANE.result("host_builds")
-
-
-@pytest.fixture(scope="session")
-def first_run():
-    """One first run per session: the first-run test reads its events, and the CPU kernel
-    tests reuse the kernel it compiled (this host's SIMD build) instead of compiling it again."""
-    return LANE.result("first_run")
-
-
-@pytest.fixture(scope="session")
-def host_builds():
-    """This host's SIMD and SHA builds in the shared numba cache, made ready once per session in
-    the lane (a test that builds a CpuBackend then loads them in about a second)."""
-    rc, _, err = LANE.result("host_builds")
-    assert rc == 0, err[-2000:]
-
-
 def pytest_sessionfinish(session, exitstatus):
     import shutil
-    LANE.shutdown()
     shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
-    shutil.rmtree(_LANE_ROOT, ignore_errors=True)

@@ -18,11 +18,11 @@ import socket
 import time
 
 import pytest
-from blockmaker import GENESIS_TIME, NOW, grow, solve
 from miner.bench import node_abuse
-from nodeproc import NodeProcess, make_chain
-from p2p_node import live_node, regtest_core, until
-from p2p_peer import AsyncPeer
+from support.blockmaker import GENESIS_TIME, NOW, grow, solve
+from support.nodeproc import NodeProcess, make_chain
+from support.p2p_node import live_node, regtest_core, until
+from support.p2p_peer import AsyncPeer
 
 from miner.chain.chain import Chain
 from miner.chain.outcome import BlockResult
@@ -48,7 +48,6 @@ def _raw(port: int, data: bytes, timeout: float = 10.0) -> bytes:
         return out
 
 
-@pytest.mark.slow
 def test_an_honest_client_is_answered_within_a_second_through_every_attack():
     """The abuse benchmark at a test's size: 400 silent sockets against 256 descriptors,
     150 slow headers, 200 malformed requests, 40 wrong passwords, bodies at the size limit,
@@ -115,7 +114,6 @@ def test_malformed_http_and_bad_bodies_get_400_and_one_line(tmp_path):
     assert "Traceback" not in stderr and len(stderr.splitlines()) <= 4
 
 
-@pytest.mark.slow
 def test_the_cap_rate_and_body_time_are_the_nodes_options(tmp_path):
     with NodeProcess(make_chain(tmp_path / "chain.sqlite"), "--max-connections", "500", "--rpc-rate", "50",
                      "--rpc-timeout", "1", descriptors=200) as node:
@@ -184,8 +182,8 @@ def test_miners_and_peers_each_have_their_own_slots(tmp_path):
     `--stratum-max-miners` all taken by idle miners, a peer still handshakes and stays and
     JSON-RPC answers; with the inbound peers' share (`--max-peers` less Core's 11 outbound)
     full, the next peer is the one dropped, and a miner still gets in."""
-    from p2p_peer import ScriptedPeer
-    from test_stratum import Miner
+    from support.p2p_peer import ScriptedPeer
+    from support.stratum_miner import Miner
     node = NodeProcess(tmp_path / "chain.sqlite", "--preset", "regtest-core", "--listen", "0",
                        "--stratum-port", "0", "--max-connections", "16", "--stratum-max-miners", "14",
                        "--max-peers", "13")

@@ -44,7 +44,7 @@ from bitcoin.core.script import (
 )
 from bitcoin.core.serialize import Hash160
 from bitcoin.wallet import CKey, P2WPKHBitcoinAddress
-from bitcoind import Bitcoind, bitcoind_path
+from support.bitcoind import Bitcoind, bitcoind_path
 
 from miner.mining.sources.gbt import TEMPLATE_REQUEST
 from miner.mining.template import block_hex, job_from_template

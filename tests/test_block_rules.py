@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from test_failing_side import CASES, _coinbase, _committed, _witness_tx
+from support.block_bodies import CASES, coinbase, committed, witness_tx
 
 from miner.consensus.checks import (
     MAX_BLOCK_WEIGHT,
@@ -117,22 +117,22 @@ def test_each_body_rule_refuses_here_as_the_node_does(reason):
 
 
 def test_what_the_body_rules_accept():
-    witness = _witness_tx((b"\x01",))
-    assert _refusal([_coinbase(HEIGHT)]) is None
-    assert _refusal([_coinbase(HEIGHT), _tx([SPEND], [1])]) is None
-    assert _refusal([_committed(HEIGHT, [witness]), witness]) is None  # committed, 32-byte reserved value
-    assert _refusal([_committed(HEIGHT, [])]) is None  # a commitment with no other witness
+    witness = witness_tx((b"\x01",))
+    assert _refusal([coinbase(HEIGHT)]) is None
+    assert _refusal([coinbase(HEIGHT), _tx([SPEND], [1])]) is None
+    assert _refusal([committed(HEIGHT, [witness]), witness]) is None  # committed, 32-byte reserved value
+    assert _refusal([committed(HEIGHT, [])]) is None  # a commitment with no other witness
 
 
 def test_the_block_level_refusals():
     assert _refusal([]) == "bad-blk-length"
-    assert _refusal([_coinbase(HEIGHT), _tx([SPEND], [MAX_MONEY + 1])]) == "bad-txns-vout-toolarge"  # each tx
-    assert _refusal([_coinbase(HEIGHT), _coinbase(HEIGHT, tag=b"2"), _tx([SPEND], [1])]) == "bad-cb-multiple"
-    assert _refusal([_coinbase(HEIGHT - 1)]) == "bad-cb-height"
-    assert _refusal([_coinbase(HEIGHT)], height=HEIGHT + 1) == "bad-cb-height"
-    witness = _witness_tx((b"\x01",))
-    assert _refusal([_committed(HEIGHT, [witness], reserved=bytes(33)), witness]) == "bad-witness-nonce-size"
-    assert _refusal([_coinbase(HEIGHT, witness=(bytes(32), bytes(32))), witness]) == "unexpected-witness"
+    assert _refusal([coinbase(HEIGHT), _tx([SPEND], [MAX_MONEY + 1])]) == "bad-txns-vout-toolarge"  # each tx
+    assert _refusal([coinbase(HEIGHT), coinbase(HEIGHT, tag=b"2"), _tx([SPEND], [1])]) == "bad-cb-multiple"
+    assert _refusal([coinbase(HEIGHT - 1)]) == "bad-cb-height"
+    assert _refusal([coinbase(HEIGHT)], height=HEIGHT + 1) == "bad-cb-height"
+    witness = witness_tx((b"\x01",))
+    assert _refusal([committed(HEIGHT, [witness], reserved=bytes(33)), witness]) == "bad-witness-nonce-size"
+    assert _refusal([coinbase(HEIGHT, witness=(bytes(32), bytes(32))), witness]) == "unexpected-witness"
 
 
 def test_subsidy_halves_on_schedule():
@@ -153,7 +153,7 @@ def test_subsidy_halves_on_schedule():
 
 def _first_block(mined: bool, dt: int = 10):
     """Block 1 on an easy ASERT chain (its rule reads the times), mined or surely not."""
-    from blockmaker import params, solve
+    from support.blockmaker import params, solve
 
     from miner.primitives.coinbase import coinbase_template
     from miner.primitives.compact import bits_to_target
@@ -196,7 +196,7 @@ def test_an_invalid_block_is_kept_only_if_it_was_not_cheap_and_not_too_far_ahead
 
 def _filled_block(base_size: int) -> list[Transaction]:
     """A coinbase and one spend making a block of exactly `base_size` bytes with no witness."""
-    cb = _coinbase(HEIGHT)
+    cb = coinbase(HEIGHT)
     empty = Block(HEADER, (cb, _sized(1000)))
     return [cb, _sized(1000 + base_size - empty.base_size)]
 
@@ -210,19 +210,19 @@ def test_the_size_and_weight_limits_at_their_edge():
     assert _refusal(at_limit) is None
     assert _refusal(_filled_block(LIMIT + 1)) == "bad-blk-length"
     # two transactions each within the limit, together over it
-    assert _refusal([_coinbase(HEIGHT), _sized(600_000), _sized(600_000)]) == "bad-blk-length"
+    assert _refusal([coinbase(HEIGHT), _sized(600_000), _sized(600_000)]) == "bad-blk-length"
 
 
 def test_the_commitment_and_its_reserved_value():
     from miner.primitives.transaction import TxOut
     from miner.primitives.witness import commitment_script, witness_commitment, witness_root
-    witness = _witness_tx((b"\x01",))
+    witness = witness_tx((b"\x01",))
     reserved = b"\x07" * 32  # any 32 bytes: the commitment is made with them
-    draft = [_coinbase(HEIGHT), witness]
+    draft = [coinbase(HEIGHT), witness]
     value = witness_commitment(witness_root(draft), reserved)
-    committed = _coinbase(HEIGHT, (TxOut(0, commitment_script(value)),), witness=(reserved,))
+    committed = coinbase(HEIGHT, (TxOut(0, commitment_script(value)),), witness=(reserved,))
     assert _refusal([committed, witness]) is None
-    no_witness = _coinbase(HEIGHT, (TxOut(0, commitment_script(value)),))  # a commitment, no reserved value
+    no_witness = coinbase(HEIGHT, (TxOut(0, commitment_script(value)),))  # a commitment, no reserved value
     assert _refusal([no_witness, witness]) == "bad-witness-nonce-size"
 
 

@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from blockmaker import NOW, expected_tip, grow, make_block, params, solve, spend
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import TESTS, program
+from support.blockmaker import NOW, expected_tip, grow, make_block, params, solve, spend
 
 from miner.chain.chain import Chain, StaleBlock, UnknownParent
 from miner.errors import InvalidBlock
@@ -23,8 +24,6 @@ from miner.primitives.coinbase import coinbase_template
 from miner.primitives.header import BlockHeader
 from miner.primitives.merkle import merkle_root
 from miner.primitives.transaction import txid
-
-HERE = Path(__file__).parent
 
 
 def _interleavings(a: list, b: list):
@@ -286,7 +285,6 @@ def test_random_trees_in_random_order_select_the_most_work_tip(tmp_path_factory,
 
 # ---------------------------------------------------------------- crash safety
 
-@pytest.mark.slow
 def test_sigkill_while_reorganising_leaves_one_of_the_two_valid_states(tmp_path):
     """A worker keeps extending whichever of two branches is not active, so every block it adds
     is a reorganisation; killed at random moments, the file must always open, verify, and have
@@ -300,7 +298,7 @@ def test_sigkill_while_reorganising_leaves_one_of_the_two_valid_states(tmp_path)
     kills = 0
     heights = []
     for trial in range(22):
-        proc = subprocess.Popen([sys.executable, str(HERE / "reorg_worker.py"), str(path), str(trial)],
+        proc = subprocess.Popen(program("reorg_worker", str(path), str(trial)), cwd=TESTS,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             assert proc.stdout.readline().strip() == "ready", proc.stderr.read()

@@ -5,9 +5,9 @@ import shutil
 import sqlite3
 
 import pytest
-from conftest import GENESIS_TIME, mine_easy_chain
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from miner.bench.chain_verify import GENESIS_TIME, build_easy_chain
 
 from miner.chain.chain import Chain
 from miner.consensus.checks import median_time_past
@@ -134,7 +134,7 @@ def test_truncated_file_is_refused(easy_chain, tmp_path):
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
     path = tmp_path_factory.mktemp("pristine") / "chain.sqlite"
-    chain = mine_easy_chain(path, 8)
+    chain = build_easy_chain(path, 8)
     chain.close()
     return path
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from blockmaker import NOW, make_block, params
+from support.blockmaker import NOW, make_block, params
 
 from miner.chain.chain import Chain
 from miner.chain.outcome import BlockResult

@@ -10,9 +10,9 @@ import sys
 import time
 
 import pytest
-from cliproc import assert_one_line_error, run
-from conftest import mine_easy_chain
-from vectors import GENESIS_HASH, GENESIS_HEX, REAL_HEADERS
+from miner.bench.chain_verify import build_easy_chain
+from support.cliproc import assert_one_line_error, run
+from support.vectors import GENESIS_HASH, GENESIS_HEX, REAL_HEADERS
 
 from miner.chain.chain import Chain
 from miner.primitives.header import BlockHeader
@@ -80,7 +80,7 @@ def test_chain_commands_on_foreign_and_damaged_files(tmp_path):
 
 def test_chain_info_verify_show(tmp_path):
     path = tmp_path / "c.sqlite"
-    mine_easy_chain(path, 5).close()
+    build_easy_chain(path, 5).close()
     info = json.loads(run("chain", "info", "--chain", str(path), "--json").stdout)
     assert info["height"] == 5 and info["preset"] == "regtest"
     proc = run("chain", "verify", "--chain", str(path))
@@ -94,7 +94,7 @@ def test_chain_info_verify_show(tmp_path):
 def test_verify_reports_bad_block_exit_1(tmp_path):
     import sqlite3
     path = tmp_path / "c.sqlite"
-    mine_easy_chain(path, 5).close()
+    build_easy_chain(path, 5).close()
     conn = sqlite3.connect(path)
     conn.execute("UPDATE blocks SET body = X'0100' WHERE height = 3")
     conn.commit()
@@ -146,20 +146,19 @@ def test_plot_simulation_and_chain_plot(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     path = tmp_path / "c.sqlite"
-    mine_easy_chain(path, 5).close()
+    build_easy_chain(path, 5).close()
     out2 = tmp_path / "chain.png"
     assert run("chain", "plot", str(out2), "--chain", str(path)).returncode == 0
     assert out2.stat().st_size > 1000
 
 
-@pytest.mark.slow  # over 2.5 s on 2 cores
 def test_chain_plot_blocks_draws_the_stored_chains_last_n_blocks(tmp_path):
     """--blocks on the stored chain is its last N blocks (it was silently ignored): the title
     says which, the axis starts there; a chain shorter than N is drawn whole."""
     import html
     import re
     path = tmp_path / "c.sqlite"
-    mine_easy_chain(path, 8).close()
+    build_easy_chain(path, 8).close()
 
     def svg_text(*args: str) -> str:
         out = tmp_path / "c.svg"
@@ -218,7 +217,6 @@ def test_sigkill_mid_run_leaves_a_valid_chain(tmp_path):
             assert chain.header(event["height"]).hash_hex() == event["hash_hex"]
 
 
-@pytest.mark.slow
 def test_compare_backends_agree_and_plot(tmp_path):
     out = tmp_path / "cmp.png"
     proc = run("compare", "--count", "65536", "--json", "--plot", str(out))
@@ -229,7 +227,6 @@ def test_compare_backends_agree_and_plot(tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.slow
 def test_bench_json_reports_median_of_runs_and_job_switch_latency():
     proc = run("bench", "--backend", "ref", "--runs", "3", "--duration", "0.2", "--switches", "3",
                "--unit-seconds", "0.05", "--json")
@@ -450,7 +447,7 @@ def test_verify_gives_a_rate_only_for_a_time_long_enough_to_measure(tmp_path):
     assert took_words(31, 0.04) == "in 0.04 s"
     assert took_words(1000, 0.5) == "in 0.50 s (2,000 blocks/s)"
     path = tmp_path / "c.sqlite"
-    mine_easy_chain(path, 5).close()
+    build_easy_chain(path, 5).close()
     line = run("chain", "verify", "--chain", str(path)).stdout.strip()
     assert re.fullmatch(r"chain OK: 6 blocks verified in (under 0\.01 s|0\.0\d s); active chain to height 5",
                         line), line

@@ -6,7 +6,6 @@ import stat
 import subprocess
 import sys
 
-import pytest
 from miner.bench.compare import CompareRow, plot
 from miner.bench.peers import parse_peer_rates
 
@@ -18,6 +17,7 @@ def _row(name, rate):
 def test_chart_labels_each_bar_with_rate_and_speedup(tmp_path):
     out = tmp_path / "c.png"
     texts = plot([_row("ref", 1.2e6), _row("cpu", 60e6), _row("cuda:0", 8e9)], str(out))
+    # ratios with their significant digits (format_ratio), as the compare table prints them
     assert texts == ["1.20 MH/s  (1.0x ref)", "60.00 MH/s  (50x ref)", "8.00 GH/s  (6,667x ref)"]
     assert out.read_bytes()[:4] == b"\x89PNG"
 
@@ -48,7 +48,6 @@ def test_the_chart_names_the_proof_of_work_and_its_axis_unit_fits_the_bars(tmp_p
     assert "MH/s on a hard target" in text and "8.00 GH/s" in text, text
 
 
-@pytest.mark.slow
 def test_compare_times_a_hard_target_not_the_hit_check():
     """The speed is the median of timed runs on a hard target, separate from the hit check."""
     env = dict(os.environ)
@@ -80,7 +79,6 @@ def test_peer_rates_are_parsed_in_hashes_per_second():
     assert parse_peer_rates(PEER_LOG) == [23.41e6, 25.63e6, 980.5e3, 1.25e9]
 
 
-@pytest.mark.slow
 def test_peer_benchmark_against_a_stand_in_binary(tmp_path):
     """The whole `python -m miner.bench.peers` run, with a script standing in for cpuminer-opt
     (the project never ships or downloads the peer): alternation, medians and the ratio."""
@@ -101,7 +99,6 @@ def test_peer_benchmark_against_a_stand_in_binary(tmp_path):
     assert bad.returncode == 2 and "not an executable file" in bad.stderr
 
 
-@pytest.mark.slow
 def test_scrypt_side_by_side_with_both_peers_against_stand_in_binaries(tmp_path):
     """--algo scrypt with cpuminer-opt and pooler's cpuminer (whose reports say khash/s and
     who takes no --no-color); ours is the numba scrypt kernel, measured between them."""
@@ -122,7 +119,6 @@ def test_scrypt_side_by_side_with_both_peers_against_stand_in_binaries(tmp_path)
     assert (tmp_path / "minerd.args").read_text().split() == ["--benchmark", "-a", "scrypt", "-t", "1"]
 
 
-@pytest.mark.slow
 def test_bench_reports_each_cpu_kernel_by_name():
     from miner.kernels import cpu_select
     proc = subprocess.run([sys.executable, "-m", "miner", "bench", "--backend", "cpu", "--threads", "1",
@@ -210,7 +206,6 @@ def test_a_peer_run_with_too_few_reports_is_run_once_more_then_reported_missing(
     assert "running it once more" in err and "reported as missing" in err
 
 
-@pytest.mark.slow
 def test_a_peer_that_never_reports_enough_is_missing_from_the_table_not_a_traceback(tmp_path):
     silent = _peer_script(tmp_path / "cpuminer", [1], tmp_path / "silent.log")
     good = _peer_script(tmp_path / "minerd", [3], tmp_path / "good.log")

@@ -6,21 +6,13 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from support.jobs import make_job
 
 from miner.backends.cpu import CpuBackend
 from miner.backends.ref import ReferenceBackend, reference_hits
 from miner.mining.coordinator import Coordinator, NonceAllocator
-from miner.mining.work import Job
-from miner.primitives.coinbase import coinbase_template
 
 
-def make_job(target, extranonce_size=1, job_id="j", prev=b"\x01" * 32):
-    return Job(job_id=job_id, height=1, version=0x20000000, prev_hash=prev,
-               coinbase=coinbase_template(1, b"test", extranonce_size=extranonce_size), branch=(),
-               time=1_700_000_000, bits=0x207FFFFF, target=target)
-
-
-@pytest.mark.slow
 def test_every_nonce_hashed_exactly_once_across_extranonce_roll(host_builds):
     # Large enough that the job outlasts several GIL switch intervals (5 ms) and a slow start of the
     # CPU threads: with 2^16 and 2^18 the pure-Python reference used up the whole job (0.2 s and

@@ -9,13 +9,13 @@ import sys
 import textwrap
 import time
 
-import conftest
 import numpy as np
 import pytest
 from miner.kernels import cpu as kernel
 from miner.kernels import cpu_select
 from miner.kernels.gen_cpu_kernel import OUT, generate
-from vectors import REAL_HEADERS
+from support import compile_lane
+from support.vectors import REAL_HEADERS
 
 from miner.backends.cpu import CpuBackend
 from miner.backends.ref import reference_hits
@@ -146,32 +146,32 @@ _COMPILE_ONLY = textwrap.dedent("""
 def _hot_loop_counts(env: dict) -> tuple[int, int, int, int]:
     """The hot loop compiled afresh (no cache) in a child process for `env`'s CPU, never run:
     its zmm and ymm rotates, zmm three-input logic ops and 32-bit vector adds."""
-    rc, out, err = conftest._child(_COMPILE_ONLY, env)
+    rc, out, err = compile_lane.child(_COMPILE_ONLY, env)
     assert rc == 0, err[-2000:]
     zmm, ymm, ternlog, adds = map(int, out.split())
     return zmm, ymm, ternlog, adds
 
 
-# Both minute-long compiles run in the suite's compile lane (conftest.py), beside other tests.
-conftest.LANE_JOBS["hotloop"] = lambda: _hot_loop_counts({"NUMBA_CACHE_DIR": str(conftest._LANE_ROOT / "hotloop")})
-conftest.LANE_JOBS["icelake"] = lambda: _hot_loop_counts({
+# Both minute-long compiles run in the suite's compile lane (compile_lane.py), beside other tests.
+compile_lane.LANE_JOBS["hotloop"] = lambda: _hot_loop_counts({
+    "NUMBA_CACHE_DIR": str(compile_lane.LANE_ROOT / "hotloop")})
+compile_lane.LANE_JOBS["icelake"] = lambda: _hot_loop_counts({
     "NUMBA_CPU_NAME": "icelake-server", "NUMBA_CPU_FEATURES": "",
-    "NUMBA_CACHE_DIR": str(conftest._LANE_ROOT / "icelake")})
-conftest.LANE_FIXTURES["hotloop_build"] = ["hotloop"]
-conftest.LANE_FIXTURES["icelake_build"] = ["icelake"]
+    "NUMBA_CACHE_DIR": str(compile_lane.LANE_ROOT / "icelake")})
+compile_lane.LANE_FIXTURES["hotloop_build"] = ["hotloop"]
+compile_lane.LANE_FIXTURES["icelake_build"] = ["icelake"]
 
 
 @pytest.fixture
 def hotloop_build():
-    return conftest.LANE.result("hotloop")
+    return compile_lane.LANE.result("hotloop")
 
 
 @pytest.fixture
 def icelake_build():
-    return conftest.LANE.result("icelake")
+    return compile_lane.LANE.result("icelake")
 
 
-@pytest.mark.slow
 def test_hot_loop_is_vectorized(hotloop_build):
     """Recompile the hot loop without the cache and read its assembly: it must stay SIMD, 16
     lanes wherever the CPU numba compiles for has AVX-512F."""
@@ -184,7 +184,6 @@ def test_hot_loop_is_vectorized(hotloop_build):
         assert adds > 500, "hot loop is not vectorized"
 
 
-@pytest.mark.slow
 def test_sixteen_lanes_even_where_the_tuning_prefers_256_bits(icelake_build):
     """Intel's AVX-512 cores carry LLVM's `prefer-256-bit` tuning, under which the loop
     vectorizer picks 8 lanes; the kernel must still get 16. Compiled (never run) for
@@ -250,7 +249,7 @@ def _masked_run(kernels, features, tmp_path, *extra, numba_cache=None) -> dict:
     cache (or the one given)."""
     env = {"NUMBA_CPU_FEATURES": features, "MINER_CACHE": str(tmp_path / "choice"),
            "NUMBA_CACHE_DIR": str(numba_cache or tmp_path / "numba")}
-    rc, out, err = conftest._child(_MASKED_RUN, env, timeout=1200, args=(kernels, *extra))
+    rc, out, err = compile_lane.child(_MASKED_RUN, env, timeout=1200, args=(kernels, *extra))
     assert rc == 0, err[-3000:]
     return json.loads(out.splitlines()[-1])
 
@@ -259,34 +258,33 @@ def _masked_builds() -> tuple[dict, dict | None]:
     """The lane's job: with AVX-512 masked off, the SIMD kernel compiled into the first run's
     cache (which holds this host's 16-lane build: it must not be loaded) and the SHA kernel in
     a cache of its own, one after the other; each child checks its kernel against hashlib."""
-    run = conftest.LANE.result("first_run")  # queued before this job: already done
+    run = compile_lane.LANE.result("first_run")  # queued before this job: already done
     masked = cpu_select.without_avx512(cpu_select.target_cpu()[1])
-    root = conftest._LANE_ROOT / "masked"
+    root = compile_lane.LANE_ROOT / "masked"
     simd = _masked_run("simd", masked, root / "simd", numba_cache=run.numba_cache)
     sha = _masked_run("sha", masked, root / "sha") if cpu_select.unavailable_reason("sha") is None else None
     return simd, sha
 
 
-conftest.LANE_JOBS["masked"] = _masked_builds
-conftest.LANE_FIXTURES["masked_builds"] = ["first_run", "masked"]
+compile_lane.LANE_JOBS["masked"] = _masked_builds
+compile_lane.LANE_FIXTURES["masked_builds"] = ["first_run", "masked"]
 
 
 @pytest.fixture
 def masked_builds():
     if not cpu_select.target_cpu()[1]:
         pytest.skip("numba reports no CPU features here")
-    conftest.LANE.result("first_run")  # the masked job reads its cache: queued first
-    return conftest.LANE.result("masked")
+    compile_lane.LANE.result("first_run")  # the masked job reads its cache: queued first
+    return compile_lane.LANE.result("masked")
 
 
-@pytest.mark.slow
 def test_a_build_for_other_features_never_loads_and_both_kernels_are_exact_without_avx512(
         tmp_path, first_run, masked_builds):
     """numba's cache is keyed by the features compiled for. The first run's cache holds this
     host's SIMD build (compiled there from nothing): with the host's features it loads; with
     AVX-512 masked off it must not (16-lane code would fault on such a CPU), and the SIMD (8 or
     4 lanes) and SHA kernels compiled there are bit-exact: the desktop case. The masked builds
-    are compiled in the suite's compile lane (conftest.py)."""
+    are compiled in the suite's compile lane (compile_lane.py)."""
     host = cpu_select.target_cpu()[1]
     cache = first_run.numba_cache
     assert first_run.ended_as_asked, (first_run.returncode, first_run.malformed, first_run.stderr)
@@ -311,7 +309,6 @@ def test_without_sha_auto_takes_the_simd_kernel_and_never_compiles_the_sha_one(t
     assert not list((tmp_path / "numba").rglob("*.nbi"))  # nothing was compiled
 
 
-@pytest.mark.slow
 def test_auto_measures_once_then_reads_the_choice(tmp_path, monkeypatch, host_builds):
     """`auto` times the kernels on first use and keeps the answer per CPU; a damaged or foreign
     entry is measured again, never trusted."""

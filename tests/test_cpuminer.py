@@ -19,7 +19,7 @@ import subprocess
 import time
 
 import pytest
-from nodeproc import ROOT, NodeProcess, make_chain
+from support.nodeproc import ROOT, NodeProcess, make_chain
 
 from miner.chain.chain import Chain
 from miner.consensus.checks import check_body
@@ -102,7 +102,6 @@ def _verdicts(name: str, output: str) -> tuple[int, set[str]]:
     return accepted, {f"{rejected} rejected"} if rejected else set()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", [_miner_param("cpuminer"), _miner_param("cpuminer-opt")])
 def test_miner_programs_mine_a_live_node_over_getblocktemplate(tmp_path, name):
     with NodeProcess(make_chain(tmp_path / "chain.sqlite", hashes_per_block=1 << 16)) as node:
@@ -138,7 +137,7 @@ def test_a_recorded_stratum_session_rebuilds_to_the_miners_shares_and_the_stored
     given and its own submit, by the protocol's conventions (written here, not the server's):
     each meets the difficulty in force, and those that met the block target are the blocks the
     node stored."""
-    from test_stratum import build_header, dsha
+    from support.stratum_miner import build_header, dsha
     session = SESSIONS[name]
     received = _messages(session, "node")
     subscribe = next(m for m in received if m.get("id") == 1)["result"]
@@ -166,7 +165,7 @@ def test_a_miner_programs_own_lines_get_the_answers_it_reads(tmp_path, name):
     """Replayed against a live server, byte for byte: every request the program sent before its
     first share gets a reply of the recorded shape, set_difficulty and notify follow, and its
     first submit (a share of the recorded chain, worthless here) gets a refusal it can read."""
-    from test_stratum import Miner
+    from support.stratum_miner import Miner
     session = SESSIONS[name]
     sent = _messages(session, "miner")
     recorded = {m.get("id"): m for m in _messages(session, "node") if m.get("id") is not None}
@@ -201,7 +200,6 @@ def _shape(value):
     return type(value).__name__
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", [_miner_param("cpuminer"), _miner_param("cpuminer-opt")])
 def test_miner_programs_mine_a_live_node_over_stratum(tmp_path, name):
     with NodeProcess(make_chain(tmp_path / "chain.sqlite", hashes_per_block=1 << 22), "--stratum-port", "0",
@@ -215,7 +213,6 @@ def test_miner_programs_mine_a_live_node_over_stratum(tmp_path, name):
             assert chain.verify() == chain.height
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", [_miner_param("cpuminer"), _miner_param("cpuminer-opt")])
 def test_miner_programs_mine_a_scrypt_node_over_stratum(tmp_path, name):
     """`-a scrypt` against a local-scrypt node's Stratum server: the miner divides the pool's
@@ -245,7 +242,7 @@ def test_a_recorded_scrypt_stratum_session_rebuilds_to_scrypt_shares_and_the_sto
     pools do, a share at the difficulty before a change counts until the next job."""
     import hashlib
 
-    from test_stratum import build_header, dsha
+    from support.stratum_miner import build_header, dsha
     session = SCRYPT_SESSION
     received = _messages(session, "node")
     subscribe = next(m for m in received if m.get("id") == 1)["result"]

@@ -1,6 +1,6 @@
 """`miner/backends/cuda.py` in every test run, through the CuPy simulator over the host build.
 
-The simulator (tests/cupy_sim.py) is tested first against the host build it wraps; then the real
+The simulator (tests/support/cupy_sim.py) is tested first against the host build it wraps; then the real
 backend runs on it: random works, shapes and ranges against the reference, the hit cap, cancel
 and stop-on-hit, autotune and its cache, two devices, and `miner mine`/`compare`/`bench` as
 subprocesses. Planted faults show the checks can fail.
@@ -16,17 +16,16 @@ import sys
 import types
 from pathlib import Path
 
-import cupy_sim
 import numpy as np
 import pytest
-from cupy_sim import CUDADriverError, SimulatedFault, Simulator
 from miner.kernels.cuda_job import KERNEL_NAME, job_words, source_text
+from support import TESTS, cupy_sim, program
+from support.cupy_sim import CUDADriverError, SimulatedFault, Simulator
 
 from miner.backends import cuda
 from miner.backends.ref import reference_hits
 from miner.backends.work import KernelWork
 
-HERE = Path(__file__).resolve().parent
 EASY = (1 << 256) - 1  # every nonce a hit
 
 
@@ -209,7 +208,6 @@ def test_one_nonce_per_thread_over_a_huge_range_never_divides_by_zero(sim):
     assert all(launch.grid[0] * 256 < 2**32 for launch in sim.launches)
 
 
-@pytest.mark.slow
 def test_autotune_on_a_fresh_backend_tunes_once(sim, monkeypatch):
     """Defect 4: autotune() called warm_up(), which autotuned again."""
     calls = []
@@ -245,7 +243,6 @@ def test_a_damaged_tuning_cache_is_ignored_and_rewritten(sim, content, monkeypat
     assert cuda.CudaBackend(0).shape_source == "cache"
 
 
-@pytest.mark.slow
 def test_first_use_autotunes_and_the_next_backend_starts_from_the_cache(sim, monkeypatch):
     monkeypatch.setattr(cuda.CudaBackend, "autotune",
                         lambda self, seconds_per_shape=0.2, real=cuda.CudaBackend.autotune: real(self, 0.01))
@@ -300,12 +297,11 @@ def test_planted_faults_are_caught(sim, monkeypatch, old, new, fails_with):
 
 def sim_miner(*args, devices=1, timeout=300, **env_extra):
     env = dict(os.environ, SIM_DEVICES=str(devices), SIM_SMS="2", **env_extra)
-    return subprocess.run([sys.executable, str(HERE / "sim_miner.py"), *args], capture_output=True, text=True,
+    return subprocess.run(program("sim_miner", *args), cwd=TESTS, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
 
 @pytest.mark.parametrize("backend,devices", [("cuda", 2), ("cuda,cpu", 1)])
-@pytest.mark.slow
 def test_mine_on_simulated_gpus(tmp_path, backend, devices):
     chain = tmp_path / "chain.sqlite"
     # --wait-for-kernels: every backend mines from the start (regtest's blocks would otherwise go to
@@ -325,7 +321,6 @@ def test_mine_on_simulated_gpus(tmp_path, backend, devices):
     assert json.loads(verify.stdout) == {**json.loads(verify.stdout), "ok": True, "height": 4}
 
 
-@pytest.mark.slow
 def test_compare_and_bench_on_a_simulated_gpu(tmp_path):
     proc = sim_miner("compare", "--backend", "ref,cuda", "--count", "20000", "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -16,7 +16,8 @@ from miner.kernels.cuda_job import (
     SOURCE,
     job_words,
 )
-from vectors import REAL_HEADERS
+from support.nvrtc import CUPY_ADDED_OPTIONS, NVRTC_DISTRIBUTIONS, installed, load_nvrtc
+from support.vectors import REAL_HEADERS
 
 from miner.backends.ref import reference_hits
 from miner.backends.registry import cuda_device_count
@@ -144,39 +145,10 @@ def test_compiles_for_gpu_target_without_spills(arch, tmp_path):
     assert usage["registers"] <= 64
 
 
-# The test extra installs these on Linux x86-64 (pyproject.toml): once they are there, an NVRTC
-# that does not load is a broken install, and the compile tests fail instead of skipping.
-NVRTC_DISTRIBUTIONS = ("cupy-cuda13x", "nvidia-cuda-nvrtc")
-
-
-def _installed(distribution: str) -> bool:
-    from importlib import metadata
-    try:
-        metadata.distribution(distribution)
-    except metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-def _nvrtc():
-    """CuPy's NVRTC binding (it needs no GPU). Skips where the test extra did not install it
-    (another platform, a bare `pytest`); fails where it did and NVRTC still cannot load."""
-    try:
-        from cupy_backends.cuda.libs import nvrtc
-        nvrtc.getVersion()
-    except Exception as exc:  # not installed, or no NVRTC library found
-        why = f"NVRTC through CuPy unavailable ({type(exc).__name__}: {exc})"
-        installed = [d for d in NVRTC_DISTRIBUTIONS if _installed(d)]
-        if installed:
-            pytest.fail(f"{why}, although the test extra installed {', '.join(installed)}: a broken install")
-        pytest.skip(f"{why}; pip install -e '.[test]'")
-    return nvrtc
-
-
 def test_an_nvrtc_that_does_not_load_fails_the_compile_tests_where_the_extra_is_installed(monkeypatch):
     """A broad except used to turn any NVRTC or CuPy failure into a skip: a broken install of the
     test extra silently dropped the compile tests."""
-    if not all(_installed(d) for d in NVRTC_DISTRIBUTIONS):
+    if not all(installed(d) for d in NVRTC_DISTRIBUTIONS):
         pytest.skip("the test extra's CuPy and NVRTC are not installed here")
     from cupy_backends.cuda.libs import nvrtc
 
@@ -184,20 +156,14 @@ def test_an_nvrtc_that_does_not_load_fails_the_compile_tests_where_the_extra_is_
         raise OSError("libnvrtc.so.13: cannot open shared object file")
     monkeypatch.setattr(nvrtc, "getVersion", broken)
     with pytest.raises(pytest.fail.Exception, match="broken install"):
-        _nvrtc()
-
-
-# What CuPy's RawModule appends to the caller's options before NVRTC sees them (cupy/cuda/
-# compiler.py: '-ftz=true' in _compile_with_cache_cuda; '-arch=sm_XX' and
-# '--device-as-default-execution-space' in _compile_using_nvrtc when jitify is off).
-CUPY_ADDED_OPTIONS = ("-ftz=true", "--device-as-default-execution-space")
+        load_nvrtc()
 
 
 @pytest.mark.parametrize("arch", ["sm_75", "sm_80", "sm_90"])
 def test_nvrtc_compiles_the_kernel_with_the_backend_options(arch):
     """The product compiles sha256d.cu with NVRTC at run time: a source NVRTC rejects must fail
     here, on a machine with no GPU, not on the user's."""
-    nvrtc = _nvrtc()
+    nvrtc = load_nvrtc()
     options = list(NVRTC_OPTIONS) + list(CUPY_ADDED_OPTIONS) + [f"-arch={arch}"]
     prog = nvrtc.createProgram(SOURCE.read_text(), "sha256d.cu", [], [])
     try:
@@ -214,7 +180,7 @@ def test_nvrtc_compiles_the_kernel_with_the_backend_options(arch):
 
 def test_nvrtc_rejects_a_broken_kernel():
     """The NVRTC test can fail: a source with an undeclared name does not compile."""
-    nvrtc = _nvrtc()
+    nvrtc = load_nvrtc()
     prog = nvrtc.createProgram(SOURCE.read_text().replace("w[17] = job[JOB_W17];", "w[17] = job[JOB_W99];"),
                                "sha256d.cu", [], [])
     try:

@@ -19,8 +19,8 @@ from miner.kernels.cuda_scrypt_job import (
     nvrtc_options,
     pad_words,
 )
-from test_cuda_kernel import CUPY_ADDED_OPTIONS, _nvrtc
-from test_scrypt import LITECOIN
+from support.nvrtc import CUPY_ADDED_OPTIONS, load_nvrtc
+from support.vectors import LITECOIN
 
 from miner.backends.ref import reference_hits
 from miner.backends.work import KernelWork
@@ -113,7 +113,7 @@ def test_nvcc_compiles_for_gpu_targets(arch, tmp_path):
 
 @pytest.mark.parametrize("gap", [1, 2])
 def test_nvrtc_compiles_the_kernel_for_hopper(gap):
-    nvrtc = _nvrtc()
+    nvrtc = load_nvrtc()
     options = list(nvrtc_options(gap)) + list(CUPY_ADDED_OPTIONS) + ["-arch=sm_90"]
     prog = nvrtc.createProgram(SOURCE.read_text(), "scrypt.cu", [], [])
     try:

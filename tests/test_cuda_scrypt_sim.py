@@ -6,8 +6,8 @@ import random
 import struct
 
 import pytest
-from cupy_sim import SimulatedFault, Simulator
-from test_scrypt import LITECOIN
+from support.cupy_sim import SimulatedFault, Simulator
+from support.vectors import LITECOIN
 
 from miner.backends import cuda, cuda_scrypt
 from miner.backends.ref import reference_hits

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from nodeproc import ROOT, NodeProcess, make_chain, stored_blocks
+from support.nodeproc import ROOT, NodeProcess, make_chain, stored_blocks
 
 from miner.chain.chain import Chain
 from miner.chain.lock import ChainLock

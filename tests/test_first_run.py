@@ -1,6 +1,6 @@
 """A first run on an empty kernel cache hashes at once and lets the compiled kernel join.
 
-The run itself is the `first_run` fixture (conftest.py), shared with the CPU kernel tests, which
+The run itself is the `first_run` fixture (support/compile_lane.py), shared with the CPU kernel tests, which
 use the numba cache it compiled instead of compiling the same kernel again.
 
 `miner mine` used to compile every kernel before its first hash (81 s on a quiet 2-core machine).
@@ -11,11 +11,6 @@ order of things and that the stand-in worked during the compile, not a speed.
 """
 
 from __future__ import annotations
-
-import pytest
-
-pytestmark = pytest.mark.slow  # the `first_run` fixture (conftest.py) compiles a kernel: about a minute
-
 
 FIRST_HASH_BOUND = 15.0  # s from launch: the product aims at 5; a busy CI machine gets room
 # s from the first hash to the first block: a fresh `local` chain starts at 2^17 hashes a block,

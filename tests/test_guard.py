@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
-
 from miner.node.guard import Guard
 from miner.node.limits import PEERS, RPC, STRATUM, GuardLimits
 
@@ -150,7 +148,6 @@ def test_authenticated_connections_are_never_pushed_out_and_fill_the_reserved_sl
     run(scenario())
 
 
-@pytest.mark.slow
 def test_timeouts_follow_the_connections_state():
     async def scenario():
         guard = Guard(GuardLimits(max_connections=16, reserved=4, header_timeout=0.5, idle_timeout=1.5),

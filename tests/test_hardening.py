@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import GENESIS_TIME, mine_easy_chain
+from miner.bench.chain_verify import GENESIS_TIME, build_easy_chain
 
 from miner.chain.chain import Chain
 from miner.consensus.params import ChainParams, preset
@@ -48,7 +48,7 @@ def digest(path: Path) -> str:
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
     path = tmp_path_factory.mktemp("pristine") / "chain.sqlite"
-    mine_easy_chain(path, 12).close()
+    build_easy_chain(path, 12).close()
     return path
 
 
@@ -121,7 +121,7 @@ def test_startup_check_cost_is_small(tmp_path):
     """What a writer re-validates on open: links of every header, genesis against the
     parameters, the last CHECK_BLOCKS blocks in full (docs/guide/chain.md gives the measured cost)."""
     path = tmp_path / "c.sqlite"
-    chain = mine_easy_chain(path, 40)
+    chain = build_easy_chain(path, 40)
     chain.close()
     t0 = time.perf_counter()
     with Chain.open(path) as chain:
@@ -212,7 +212,6 @@ class _Zygote:
         self.proc.wait()
 
 
-@pytest.mark.slow
 def test_sigkill_at_random_moments_never_leaves_a_broken_file(tmp_path):
     """200 runs of `miner mine` killed at random moments: half within twice the time from the
     fork to the file's first appearance (measured here, so they land in the creation on any
@@ -394,7 +393,6 @@ def test_read_only_filesystem_reads_and_refuses_writes_up_front(pristine, tmp_pa
         assert digest(path) == before
 
 
-@pytest.mark.slow
 def test_disk_full_while_mining_ends_with_a_summary_and_loses_nothing(tmp_path):
     with tmpfs(tmp_path / "small", "768k") as mnt:
         path = mnt / "chain.sqlite"

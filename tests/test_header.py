@@ -6,7 +6,7 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from vectors import GENESIS_HASH, GENESIS_HEX, REAL_HEADERS
+from support.vectors import GENESIS_HASH, GENESIS_HEX, REAL_HEADERS
 
 from miner.consensus.pow import (
     check_proof_of_work,

@@ -12,7 +12,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from nodeproc import ROOT
+from support.nodeproc import ROOT
 
 GOOD = {"version": 0x20000000, "previousblockhash": "00" * 32, "transactions": [], "coinbasevalue": 50 * 10**8,
         "longpollid": "lp", "target": "00" * 31 + "01", "curtime": 1_800_000_000, "bits": "1d00ffff", "height": 20}
@@ -76,7 +76,6 @@ def test_a_hostile_template_gets_one_line(reply, fragment):
     assert len(lines) == 1 and lines[0].startswith("miner: error:") and fragment in lines[0], proc.stderr[-2000:]
 
 
-@pytest.mark.slow
 def test_long_polls_answered_at_once_are_not_polled_in_a_loop():
     """A node that answers every long poll at once with the same template (before: about 130
     requests a second). The target is out of reach, so the miner only polls; it is stopped

@@ -14,14 +14,12 @@ that needs only part of another's interface says so with a Protocol of its own).
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
+from support.source_tree import SOURCES, modules
 
-ROOT = Path(__file__).resolve().parent.parent
-# Where each top-level folder installs (pyproject's package-dir): kernels/ and bench/ are
-# miner.kernels and miner.bench.
-SOURCES = {"miner": ROOT / "miner", "miner.kernels": ROOT / "kernels", "miner.bench": ROOT / "bench"}
 GENERATED = {"miner.kernels.cpu_sha256d"}  # written by kernels/gen_cpu_kernel.py
 RANK = {
     "miner": 0, "miner.errors": 0, "miner.stopping": 0,
@@ -38,17 +36,6 @@ RANK = {
 }
 ONLY = {"miner.kernels": {"miner", "miner.errors", "miner.primitives", "miner.kernels"}}
 MAX_LINES = 400
-
-
-def modules() -> dict[str, Path]:
-    out = {}
-    for prefix, folder in SOURCES.items():
-        for path in sorted(folder.rglob("*.py")):
-            parts = list(path.relative_to(folder).with_suffix("").parts)
-            if parts[-1] == "__init__":
-                parts.pop()
-            out[".".join([prefix, *parts])] = path
-    return out
 
 
 def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
@@ -77,10 +64,17 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
     return {m for m in found if m != name}
 
 
-def graph() -> dict[str, set[str]]:
+@functools.cache
+def _read_graph() -> dict[str, frozenset[str]]:
     mods = modules()
     known = set(mods)
-    return {name: imports_of(name, path, known) for name, path in mods.items()}
+    return {name: frozenset(imports_of(name, path, known)) for name, path in mods.items()}
+
+
+def graph() -> dict[str, set[str]]:
+    """Every module's imports, read once a run (the sources do not change under the tests); a copy
+    each call, so a test may plant an import in it."""
+    return {name: set(targets) for name, targets in _read_graph().items()}
 
 
 def layer(module: str) -> str:

@@ -16,7 +16,7 @@ from base64 import b64encode
 from pathlib import Path
 
 import pytest
-from nodeproc import ROOT, NodeProcess, make_chain
+from support.nodeproc import ROOT, NodeProcess, make_chain
 
 from miner.chain.chain import Chain
 from miner.errors import InvalidInput
@@ -118,7 +118,6 @@ def test_long_polls_whose_clients_left_are_released(tmp_path):
         assert node.call("getblockcount") == 0
 
 
-@pytest.mark.slow
 def test_shutdown_does_not_wait_long_for_a_stalled_upload(tmp_path):
     node = NodeProcess(make_chain(tmp_path / "chain.sqlite"))
     s = socket.create_connection(("127.0.0.1", node.port))

@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from vectors import BLOCK_100000_MERKLE, BLOCK_100000_TXIDS, RETARGETS
+from support.vectors import BLOCK_100000_MERKLE, BLOCK_100000_TXIDS, RETARGETS
 
 from miner.chain.store import parse_body, serialize_body
 from miner.consensus.params import WINDOWED_START_BITS, preset

@@ -11,8 +11,8 @@ import threading
 import time
 import urllib.request
 
-from nodeproc import NodeProcess, make_chain
 from prometheus_client.parser import text_string_to_metric_families
+from support.nodeproc import NodeProcess, make_chain
 
 from miner.node.metrics import PAGE_MAX_AGE
 
@@ -137,7 +137,7 @@ def test_a_scrypt_pools_hash_rate_is_the_same_in_prometheus_and_in_getstratuminf
     metrics page as over RPC, not one 65,536 times higher."""
     import hashlib
 
-    from test_stratum import Miner, build_header
+    from support.stratum_miner import Miner, build_header
     node = NodeProcess(tmp_path / "chain.sqlite", "--preset", "local-scrypt", "--stratum-port", "0",
                        "--metrics-port", "0", "--stratum-difficulty", "0.0001")
     m = None
@@ -253,7 +253,7 @@ def test_the_node_page_is_bounded_and_rendered_at_most_once_a_second(tmp_path):
     """Over a real node: 128 worker names on two connections, `--metrics-top-workers 5`: five are
     named and 123 summed; two scrapes within the second are the same bytes (the job's age, which
     moves with every render, included)."""
-    from test_stratum import Miner
+    from support.stratum_miner import Miner
     node = NodeProcess(make_chain(tmp_path / "chain.sqlite", hashes_per_block=1 << 18), "--stratum-port", "0",
                        "--metrics-port", "0", "--metrics-top-workers", "5")
     miners = []

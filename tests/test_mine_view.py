@@ -16,7 +16,7 @@ import threading
 import time
 
 import pytest
-from conftest import GENESIS_TIME
+from miner.bench.chain_verify import GENESIS_TIME
 from rich.console import Console
 
 from miner.backends.ref import ReferenceBackend

@@ -38,7 +38,6 @@ def _kill_all(folder: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-@pytest.mark.slow
 def test_five_nodes_two_mining_agree_on_one_tip(tmp_path):
     folder = tmp_path / "net"
     try:

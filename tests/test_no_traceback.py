@@ -7,15 +7,15 @@ import asyncio
 import json
 import sqlite3
 
-from cliproc import assert_one_line_error, run
-from conftest import mine_easy_chain
+from miner.bench.chain_verify import build_easy_chain
+from support.cliproc import assert_one_line_error, run
 
 from miner.node.rpc.protocol import handle_body
 
 
 def test_a_5000_digit_height(tmp_path):
     path = tmp_path / "c.sqlite"
-    mine_easy_chain(path, 2).close()
+    build_easy_chain(path, 2).close()
     assert_one_line_error(run("chain", "show", "9" * 5000, "--chain", str(path)), 2, "no block at height")
 
 
@@ -44,7 +44,7 @@ def test_a_block_number_at_sqlites_limit(tmp_path):
     """An edited `seq` of 2^63 - 1: the next block cannot be numbered. One line, and the file
     keeps what it had."""
     path = tmp_path / "c.sqlite"
-    mine_easy_chain(path, 3).close()
+    build_easy_chain(path, 3).close()
     conn = sqlite3.connect(path)
     conn.execute("UPDATE blocks SET seq = 9223372036854775807 WHERE seq = 3")
     conn.commit()
@@ -60,7 +60,7 @@ def test_a_hash_column_holding_another_sqlite_type(tmp_path):
     """An edited file whose active chain names a block by TEXT (or a short BLOB): `chain verify`
     ended in a traceback; every command now names the damage in one line."""
     pristine = tmp_path / "pristine.sqlite"
-    mine_easy_chain(pristine, 3).close()
+    build_easy_chain(pristine, 3).close()
     for i, (edit, fragment) in enumerate((
             ("UPDATE active SET hash = hex(hash) WHERE height = 2", "<TEXT, not a hash>"),
             ("UPDATE active SET hash = x'00' WHERE height = 1", "<BLOB, not a hash>"),

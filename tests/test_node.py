@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from nodeproc import ROOT, NodeProcess, make_chain, stored_blocks
+from support.nodeproc import ROOT, NodeProcess, make_chain, stored_blocks
 
 from miner.mining.template import block_hex, job_from_template
 from miner.mining.work import Solution

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from bitcoind import Bitcoind, bitcoind_path
-from p2p_proxy import RecordingProxy
-from test_p2p_nodes import ADDRESS, node, nodes, target, tip, wait_for
+from support.bitcoind import Bitcoind, bitcoind_path
+from support.p2p_nodes import ADDRESS, node, nodes, target, tip, wait_for
+from support.p2p_proxy import RecordingProxy
 
 pytestmark = pytest.mark.skipif(
     bitcoind_path() is None,

@@ -14,8 +14,8 @@ import subprocess
 import time
 
 import pytest
-from blockmaker import grow
-from nodeproc import NodeProcess
+from support.blockmaker import grow
+from support.nodeproc import NodeProcess
 
 from miner.chain.chain import Chain
 from miner.consensus.params import preset
@@ -41,7 +41,7 @@ def _can_make_namespaces() -> str | None:
 
 
 WHY_NOT = _can_make_namespaces()
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")]
+pytestmark = [pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")]
 
 
 class Link:

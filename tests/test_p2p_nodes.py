@@ -17,50 +17,15 @@ import time
 from pathlib import Path
 
 import pytest
-from blockmaker import grow, make_block
-from nodeproc import NodeProcess, stored_blocks
-from p2p_peer import ScriptedPeer
+from support.blockmaker import grow, make_block
+from support.nodeproc import NodeProcess, stored_blocks
+from support.p2p_nodes import ADDRESS, node, nodes, target, tip, wait_for
+from support.p2p_peer import ScriptedPeer
 
 from miner.chain.chain import Chain
 from miner.consensus.params import preset
 from miner.primitives import p2p
 from miner.primitives.header import BlockHeader
-
-ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
-
-
-def node(tmp: Path, name: str, *extra: str) -> NodeProcess:
-    folder = tmp / name
-    folder.mkdir(exist_ok=True)
-    return NodeProcess(folder / "chain.sqlite", "--preset", "regtest-core", "--listen", "0", *extra)
-
-
-def target(n: NodeProcess) -> str:
-    return f"127.0.0.1:{n.ready['p2p_port']}"
-
-
-def wait_for(check, within: float = 30.0, what: str = "condition"):
-    end = time.monotonic() + within
-    while time.monotonic() < end:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not reached within {within} s")
-
-
-def tip(n: NodeProcess) -> tuple[int, str]:
-    info = n.call("getblockchaininfo")
-    return info["blocks"], info["bestblockhash"]
-
-
-@contextlib.contextmanager
-def nodes(*started):
-    try:
-        yield started
-    finally:
-        for n in started:
-            n.stop()
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +84,6 @@ def test_a_partition_heals_to_the_most_work_branch_and_keeps_the_loser(tmp_path)
         wait_for(lambda: tip(b) == (9, new[0]), what="b at a's new block")
 
 
-@pytest.mark.slow
 def test_a_new_node_syncs_a_long_chain_and_a_sigkill_mid_sync_loses_nothing(tmp_path, long_chain):
     shutil.copy(long_chain, (tmp_path / "a").mkdir() or tmp_path / "a" / "chain.sqlite")
     a = node(tmp_path, "a")
@@ -228,7 +192,6 @@ EXPECTED_REASONS = ["network magic", "over the 4000000-byte limit", "bad checksu
                     "bad-txnmrklroot", "message flood"]
 
 
-@pytest.mark.slow
 def test_misbehaving_peers_are_dropped_and_banned_and_the_honest_peer_goes_on(tmp_path):
     cases = misbehaviours(tmp_path / "scratch.sqlite")
     b = node(tmp_path, "b")

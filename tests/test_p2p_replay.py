@@ -9,8 +9,8 @@ import json
 import time
 from pathlib import Path
 
-from p2p_peer import ScriptedPeer
-from test_p2p_nodes import node, nodes, tip
+from support.p2p_nodes import node, nodes, tip
+from support.p2p_peer import ScriptedPeer
 
 from miner.chain.chain import Chain
 from miner.consensus.params import preset

@@ -12,11 +12,11 @@ import time
 from collections import Counter
 
 import pytest
-from test_p2p_nodes import ADDRESS, node, nodes, tip, wait_for
+from support.p2p_nodes import ADDRESS, node, nodes, tip, wait_for
 
 WHY_NOT = ("no tshark here (install Wireshark's tshark to read the capture)" if shutil.which("tshark") is None
            else "needs root to capture on the loopback interface" if os.geteuid() != 0 else None)
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")]
+pytestmark = [pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")]
 
 GENESIS_INTERNAL = bytes.fromhex("0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206")[::-1].hex()
 

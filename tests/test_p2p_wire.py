@@ -260,7 +260,7 @@ def test_a_full_tree_drops_the_branches_that_cannot_beat_our_tip_first():
 
 
 def test_an_empty_locator_asks_for_the_stop_header_alone(tmp_path):
-    from blockmaker import grow
+    from support.blockmaker import grow
 
     from miner.chain.chain import Chain
     from miner.chain.locator import headers_after

@@ -41,6 +41,15 @@ def test_wheel_installs_only_the_miner_package(wheel):
         assert needed in names, needed
 
 
+def test_the_wheel_holds_no_tests(wheel):
+    """Tests stay in the repository: a test module or conftest inside the package would be
+    installed with it and collected by a user's pytest (bench/test_throughput.py once was)."""
+    names = [n.rsplit("/", 1)[-1] for n in zipfile.ZipFile(wheel).namelist()]
+    found = [n for n in names if n == "conftest.py" or (n.endswith(".py") and (n.startswith("test_")
+                                                                               or n.endswith("_test.py")))]
+    assert not found, found
+
+
 def test_the_wheel_holds_every_module_of_the_checkout(wheel):
     """setuptools' package list is written out by hand (kernels/ and bench/ are renamed into
     miner): a new subpackage missing from it would be missing from every non-editable install."""

@@ -23,9 +23,9 @@ from fractions import Fraction
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-from scripted_pool import ScriptedPool
-from test_stratum import dsha
-from test_stratum_client import job_params
+from support.jobs import job_params
+from support.scripted_pool import ScriptedPool
+from support.stratum_miner import dsha
 
 from miner.mining.sources.pool_url import PoolUrl
 from miner.mining.sources.stratum import StratumSource
@@ -241,3 +241,22 @@ ClientMachine.TestCase.settings = settings(max_examples=20, stateful_step_count=
                                            phases=(Phase.explicit, Phase.reuse, Phase.generate),
                                            suppress_health_check=list(HealthCheck))
 test_the_client_keeps_its_work_and_sends_what_the_pool_counts = ClientMachine.TestCase
+
+
+def test_a_block_only_hit_on_the_job_before_sets_the_job_at_work_back_to_the_share_target():
+    """Found by the machine above (2026-12-08): a block-only hit handed in from a unit still on the
+    job before a notify that did not void it was sent, and the tip counted as probed, but the job
+    at work (the newer one, same tip) kept the block target: the kernels went on returning
+    block-only hits the client could only drop. Replayed here as the machine ran it."""
+    state = ClientMachine()
+    try:
+        state.connect()
+        state.hit(band="share", old=False)  # the job at work becomes the one a unit holds
+        state.share_across_a_notify(clean=False)  # a newer job of the same tip, the older still live
+        state.the_job_at_work_is_the_pools_latest_with_the_right_target()
+        assert state.current.target == NBITS[state.nbits]  # block-only hits may still be sent
+        state.hit(band="block-only", old=True)  # from the unit on the older job
+        assert state.probed == {state.tip}
+        state.the_job_at_work_is_the_pools_latest_with_the_right_target()
+    finally:
+        state.teardown()

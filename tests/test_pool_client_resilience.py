@@ -16,12 +16,11 @@ import subprocess
 import sys
 import time
 
-import pytest
-from cliproc import assert_one_line_error, run
-from nodeproc import ROOT, NodeProcess, make_chain
-from scripted_pool import ScriptedPool
-from test_stratum import build_header, dsha
-from test_stratum_client import EASY, job_params
+from support.cliproc import assert_one_line_error, run
+from support.jobs import EASY, job_params
+from support.nodeproc import ROOT, NodeProcess, make_chain
+from support.scripted_pool import ScriptedPool
+from support.stratum_miner import build_header, dsha
 
 from miner.mining.sources.pool_url import PoolUrl
 from miner.mining.sources.stratum import StratumSource
@@ -163,7 +162,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
 def test_a_node_killed_and_restarted_twice_does_not_end_its_miner(tmp_path):
     """Before: the miner survived the first restart (the long poll retried) and exited at the
     second with 'cannot reach the node', raised by a call other than the long poll."""

@@ -13,9 +13,8 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-from cliproc import run
-from nodeproc import NodeProcess, make_chain
+from support.cliproc import run
+from support.nodeproc import NodeProcess, make_chain
 
 SHARE_DIFFICULTY = 2 ** -16  # a share in about 2^16 hashes; a block here takes 2^22
 # Vardiff's aim for the test: one share a second a miner, decided every 3 s. ckpool's 18 a minute
@@ -87,7 +86,6 @@ def start_node(chain: Path, stratum_port: int) -> NodeProcess:
                        "--stratum-retarget-seconds", str(RETARGET_SECONDS))
 
 
-@pytest.mark.slow
 def test_three_miners_share_one_node_survive_a_kill_a_restart_and_fail_over_and_back(tmp_path):
     for name in ("a", "b"):
         (tmp_path / name).mkdir()

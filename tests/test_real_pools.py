@@ -2,7 +2,7 @@
 
 Live (skipped without the binaries: BITCOIND with CKPOOL, or with PUBLIC_POOL and node): the whole
 scenario runs in a network namespace of the test's own (`unshare -n`, loopback only), through
-tests/pool_interop.py: shares accepted, every block our client was told was taken on Core's
+tests/support/pool_interop.py: shares accepted, every block our client was told was taken on Core's
 active chain, the pool's own refusal words shown verbatim. Before, our client got 0 shares
 accepted at either: it sent the first block-target hit (half of all nonces on regtest) as a
 block, the pool judged the share first and refused it, and the client waited for new work.
@@ -24,8 +24,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from nodeproc import ROOT
-from scripted_pool import ScriptedPool
+from support import TESTS, program
+from support.nodeproc import ROOT
+from support.scripted_pool import ScriptedPool
 
 from miner.node.stratum.difficulty import ShareDifficulty
 from miner.node.stratum.jobs_and_shares import StratumJob
@@ -51,8 +52,7 @@ def _live_param(name: str):
     missing = [v for v in needs if not os.environ.get(v)]
     reason = (f"set {' and '.join(missing)} to run our client at a live {name} (see ../shared/PEERS.md)"
               if missing else "needs root, unshare and ip for a network namespace of the test's own")
-    return pytest.param(name, marks=[pytest.mark.slow,
-                                     pytest.mark.skipif(bool(missing) or not _can_unshare(), reason=reason)])
+    return pytest.param(name, marks=[pytest.mark.skipif(bool(missing) or not _can_unshare(), reason=reason)])
 
 
 @pytest.mark.parametrize("name", [_live_param("ckpool"), _live_param("public-pool")])
@@ -60,11 +60,11 @@ def test_our_client_gets_shares_and_blocks_accepted_at_a_live_pool(name):
     _, seconds, suggest = LIVE[name]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "report.json"
-        cmd = ["unshare", "-n", sys.executable, str(ROOT / "tests" / "pool_interop.py"), name, str(out),
+        cmd = ["unshare", "-n", *program("pool_interop", name, str(out)),
                "--seconds", str(seconds), "--shares", "1"]
         if suggest:
             cmd += ["--suggest-difficulty", suggest]
-        subprocess.run(cmd, cwd=ROOT, env={**os.environ, "INTEROP_NETNS": "1"}, timeout=seconds + 180, check=True)
+        subprocess.run(cmd, cwd=TESTS, env={**os.environ, "INTEROP_NETNS": "1"}, timeout=seconds + 180, check=True)
         report = json.loads(out.read_text())
     assert report["returncode"] == 0 and "Traceback" not in report["stderr"], report["stderr"]
     summary = report["events"][-1]

@@ -16,7 +16,7 @@ import ast
 import re
 
 import pytest
-from test_layers import modules
+from support.source_tree import modules
 
 STORE = "miner.chain.store"
 SQL = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|PRAGMA|BEGIN|COMMIT|ROLLBACK|REPLACE)\b")

@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from support.vectors import LITECOIN
 
 from miner.backends.ref import ReferenceBackend
 from miner.backends.registry import make_backends
@@ -38,24 +39,6 @@ RFC7914 = [
      "c727afb94a83ee6d8360cbdfa2cc0640"),
 ]
 
-# Litecoin mainnet headers with their published block ids: genesis (Litecoin's chainparams:
-# time 1317972665, nonce 2084524493, bits 0x1e0ffff0, merkle root 97ddfbba...), block 1 and block
-# 400,000 (2013, version 2, bits 0x1b4fbbc7: difficulty 822, a target that needs the full
-# comparison), as a Litecoin library's block tests record them (bitcore-lib-ltc test/block).
-LITECOIN = {
-    "genesis": (struct.pack("<I", 1) + bytes(32)
-                + bytes.fromhex("97ddfbbae6be97fd6cdf3e7ca13232a3afff2353e29badfab7f73011edd4ced9")[::-1]
-                + struct.pack("<III", 1317972665, 0x1E0FFFF0, 2084524493),
-                "12a765e31ffd4059bada1e25190f6e98c99d9714d334efa41a195a7e7e04bfe2"),
-    "block 1": (bytes.fromhex(
-        "01000000e2bf047e7e5a191aa4ef34d314979dc9986e0f19251edaba5940fd1fe365a712f6509b1757baa71bc746e17c"
-        "b4d0ed22e8935f71e2d0724336789021a40639fabfed8f4ef0ff0f1e7f270400"),
-        "80ca095ed10b02e53d769eb6eaf92cd04e9e0759e5be4a8477b42911ba49c78f"),
-    "block 400,000": (bytes.fromhex(
-        "020000009112eb62792ea01f5ae9b4179b5c94713709e98acc0918255f8499dc85a57236150a28f1e83ad2da82bf9aad"
-        "3f0a6a06c6e6e4e8ac84a93ea5365a21363de0381744fd51c7bb4f1b007b177a"),
-        "1950dad9ef32cf5635202ccd9edd78b58a4cb3a945aa0a88e1960f9f9b7616d8"),
-}
 # Litecoin's genesis proof-of-work hash as published beside its parameters (a genesis
 # generator's Litecoin sample, "Ctrl Hash").
 LITECOIN_GENESIS_POW = "0000050c34a64b415b6b15b37f2216634b5b1669cb9a2e38d76f7213b0671e00"
@@ -115,7 +98,6 @@ def test_backends_for_scrypt():
         Sha("sha", "x").search(KernelWork(bytes(76), 1 << 250, pow="scrypt"), 0, 10)
 
 
-@pytest.mark.slow
 def test_a_local_scrypt_chain_is_mined_verified_and_refuses_a_sha256d_only_block(tmp_path):
     path = tmp_path / "scrypt.sqlite"
     mined = subprocess.run([sys.executable, "-m", "miner", "mine", "--chain", str(path), "--preset", "local-scrypt",
@@ -194,7 +176,6 @@ def test_the_numba_backend_finds_litecoins_nonce_at_its_hard_target_on_two_threa
         backend.close()
 
 
-@pytest.mark.slow
 def test_compare_and_bench_take_scrypt():
     """`miner compare --pow scrypt`: hashlib and the numba kernel find the same hits on one job;
     `miner bench --pow scrypt` times each."""
@@ -215,13 +196,12 @@ def test_compare_and_bench_take_scrypt():
     assert row["setting"] == "scrypt threads=1" and row["median"] > 0
 
 
-@pytest.mark.slow
 def test_a_scrypt_node_is_mined_over_getblocktemplate_with_pow_scrypt(tmp_path):
     """`miner node` on a local-scrypt chain, `miner mine --url http://... --pow scrypt`: every
     block accepted, judged by scrypt on the node; --pow where it means nothing is a usage error."""
     import json
 
-    from nodeproc import NodeProcess
+    from support.nodeproc import NodeProcess
     chain_path = tmp_path / "scrypt.sqlite"
     with NodeProcess(chain_path, "--preset", "local-scrypt") as node:
         mined = subprocess.run([sys.executable, "-m", "miner", "mine", "--url", node.url, "--rpc-cookie-file",
@@ -238,13 +218,12 @@ def test_a_scrypt_node_is_mined_over_getblocktemplate_with_pow_scrypt(tmp_path):
     assert usage.returncode == 2 and "--pow is for --url" in usage.stderr
 
 
-@pytest.mark.slow
 def test_a_scrypt_node_is_mined_over_stratum_by_our_client(tmp_path):
     """A local-scrypt node's Stratum server and `miner mine --url stratum+tcp://... --pow scrypt`:
     shares judged by scrypt at scrypt pools' difficulty (1 = 0xFFFF * 2^224), every one accepted."""
     import json
 
-    from nodeproc import NodeProcess
+    from support.nodeproc import NodeProcess
 
     from miner.primitives.stratum import SCRYPT_DIFF1_TARGET, difficulty_to_target
     assert difficulty_to_target(1, "scrypt") == SCRYPT_DIFF1_TARGET == 0xFFFF << 224
@@ -283,7 +262,6 @@ print(len(re.findall(r"vprold\\s+[^\\n]*zmm", asm)), len(re.findall(r"vpaddd\\s+
 """
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("cpu, expect", [("icelake-server", "zmm"), ("haswell", "ymm")])
 def test_salsa_runs_as_vectors_on_any_x86_cpu(cpu, expect, tmp_path):
     """block_mix compiled (never run) for an AVX-512 server CPU whose tuning prefers 256-bit

@@ -70,7 +70,6 @@ def left_in(folder: Path) -> list[str]:
     return found
 
 
-@pytest.mark.slow
 def test_a_minute_with_faults_keeps_every_invariant(tmp_path):
     out = soak(tmp_path / "soak", "--minutes", "1", "--faults", "--seed", "7")
     print(out.stdout, out.stderr)
@@ -84,7 +83,6 @@ def test_a_minute_with_faults_keeps_every_invariant(tmp_path):
     assert left_in(tmp_path / "soak") == []
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("plant, violation", [
     ("drop", "lost-block"),  # the pool answers a block as taken without storing it
     ("refuse", "refused-block"),  # the pool refuses every block-meeting share
@@ -102,7 +100,6 @@ def test_a_planted_bug_makes_the_soak_fail_naming_it(tmp_path, plant, violation)
     assert left_in(tmp_path / "soak") == []
 
 
-@pytest.mark.slow
 def test_ctrl_c_stops_the_soak_and_everything_it_started(tmp_path):
     folder = tmp_path / "soak"
     proc = subprocess.Popen([sys.executable, "-m", "miner.bench.soak", "--minutes", "5", "--dir", str(folder)],

@@ -21,7 +21,7 @@ import time
 import pytest
 from miner.kernels import cpu_select
 from miner.kernels.tuning_cache import write_entries
-from test_coordinator import make_job
+from support.jobs import make_job
 
 from miner.backends.cpu import CpuBackend
 from miner.backends.ref import ReferenceBackend

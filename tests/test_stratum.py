@@ -4,97 +4,16 @@ coinbase, merkle root and header rebuilt, shares hashed with hashlib."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import socket
 import time
 
 import pytest
-from nodeproc import NodeProcess, make_chain
+from support.nodeproc import NodeProcess, make_chain
+from support.stratum_miner import Miner, build_header, dsha
 
 from miner.node.stratum.vardiff import VarDiff, VarDiffLimits
 
 DIFF1 = 0xFFFF << 208
-
-
-def dsha(b: bytes) -> bytes:
-    return hashlib.sha256(hashlib.sha256(b).digest()).digest()
-
-
-class Miner:
-    """A Stratum client on a raw socket: one JSON object a line."""
-
-    def __init__(self, port: int):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.buf = b""
-        self.notes: list[dict] = []
-        self.next_id = 1
-
-    def send_line(self, raw: bytes) -> None:
-        self.sock.sendall(raw + b"\n")
-
-    def read(self) -> dict | None:
-        while b"\n" not in self.buf:
-            try:
-                chunk = self.sock.recv(65536)
-            except ConnectionResetError:
-                return None  # dropped by the server
-            if not chunk:
-                return None
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def call(self, method: str, *params) -> dict:
-        rid = self.next_id
-        self.next_id += 1
-        self.send_line(json.dumps({"id": rid, "method": method, "params": list(params)}).encode())
-        return self.reply(rid)
-
-    def reply(self, rid) -> dict:
-        while True:
-            msg = self.read()
-            assert msg is not None, "connection closed"
-            if msg.get("method"):
-                self.notes.append(msg)
-            elif msg.get("id") == rid:
-                return msg
-
-    def wait_for(self, method: str, timeout: float = 10) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for i, n in enumerate(self.notes):
-                if n["method"] == method:
-                    return self.notes.pop(i)
-            msg = self.read()
-            assert msg is not None, "connection closed"
-            if msg.get("method"):
-                self.notes.append(msg)
-        raise AssertionError(f"no {method} within {timeout} s")
-
-    def start(self, worker: str = "alice.rig1") -> tuple[str, int, float, list]:
-        sub = self.call("mining.subscribe", "test-miner/1.0")["result"]
-        assert self.call("mining.authorize", worker, "x")["result"] is True
-        difficulty = self.wait_for("mining.set_difficulty")["params"][0]
-        job = self.wait_for("mining.notify")["params"]
-        return sub[1], sub[2], difficulty, job
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def build_header(job: list, extranonce1: str, extranonce2: bytes, ntime: int, nonce: int,
-                 version: int | None = None) -> bytes:
-    """The 80-byte header a Stratum miner hashes, from mining.notify's fields."""
-    _, prevhash, coinb1, coinb2, branch, version_hex, nbits, _, _ = job
-    coinbase = bytes.fromhex(coinb1) + bytes.fromhex(extranonce1) + extranonce2 + bytes.fromhex(coinb2)
-    root = dsha(coinbase)
-    for h in branch:
-        root = dsha(root + bytes.fromhex(h))
-    prev = b"".join(bytes.fromhex(prevhash)[i:i + 4][::-1] for i in range(0, 32, 4))
-    v = int(version_hex, 16) if version is None else version
-    return (v.to_bytes(4, "little") + prev + root + ntime.to_bytes(4, "little")
-            + int(nbits, 16).to_bytes(4, "little") + nonce.to_bytes(4, "little"))
 
 
 def find(job, extranonce1, size, target: int, want_below: bool = True, start: int = 0, version=None,
@@ -275,7 +194,6 @@ def test_vardiff_moves_toward_18_shares_a_minute():
     assert [d for d in late if d is not None] == [0.002]  # never above the network's difficulty
 
 
-@pytest.mark.slow
 def test_the_load_benchmark_runs_200_miners_and_every_share_is_answered():
     from miner.bench import stratum_load
     result = stratum_load.run(miners=200, seconds=2.0, runs=1)
@@ -439,7 +357,6 @@ def _between(job, en1, size, easier: float, harder: float, start: int = 0) -> tu
     return en2, nonce
 
 
-@pytest.mark.slow  # over 2.5 s on 2 cores
 def test_after_a_raise_a_share_at_the_previous_difficulty_counts_until_the_next_job(pool):
     m = Miner(pool.stratum)
     try:
@@ -534,7 +451,6 @@ def test_a_miner_that_does_not_authorize_in_time_is_dropped_and_a_full_server_sa
         node.stop()
 
 
-@pytest.mark.slow  # over 2.5 s on 2 cores
 def test_extranonce2_size_and_idle_timeout_options(tmp_path):
     """`--stratum-extranonce2-size 8` is what subscribe gives and submit checks; with
     `--stratum-idle-timeout 2` a miner silent that long is dropped while one that speaks every
@@ -577,7 +493,7 @@ def test_extranonce2_size_and_idle_timeout_options(tmp_path):
     ("--max-peers", "x", "not a whole number"),  # the other faces' budgets, checked the same way
     ("--metrics-top-workers", "-1", "must be between 1 and 100,000")])
 def test_bad_stratum_option_values_are_one_line_and_exit_2(option, value, fragment):
-    from cliproc import assert_one_line_error, run
+    from support.cliproc import assert_one_line_error, run
     assert_one_line_error(run("node", "--stratum-port", "0", option, value), 2, f"{option}: {fragment}")
 
 

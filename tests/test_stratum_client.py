@@ -12,9 +12,10 @@ import time
 from dataclasses import replace
 
 import pytest
-from cliproc import assert_one_line_error, run
-from scripted_pool import ScriptedPool
-from test_stratum import build_header, dsha
+from support.cliproc import assert_one_line_error, run
+from support.jobs import EASY, job_params
+from support.scripted_pool import ScriptedPool
+from support.stratum_miner import build_header, dsha
 
 from miner.mining.sources.pool_url import PoolUrl
 from miner.mining.sources.stratum import StratumSource
@@ -140,19 +141,10 @@ def test_a_published_miningcore_block_is_reproduced_to_the_byte():
 
 # --------------------------------------------------------------------------- a scripted pool
 
-EASY = 2 ** -20  # a share in about 4,000 hashes: several a second on the reference backend
-
-
 def mine(*urls: str, extra: tuple[str, ...] = ()) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "miner", "mine", *sum((["--url", u] for u in urls), []),
                              "--backend", "ref", "--json", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def job_params(job_id: str, clean: bool = True, ntime: int | None = None) -> list:
-    return [job_id, "00" * 32, "01000000010000000000000000000000000000000000000000000000000000000000000000ffffffff0d03",
-            "ffffffff0100f2052a01000000015100000000", [dsha(b"tx").hex()], "20000000", "1d00ffff",
-            f"{ntime or int(time.time()):08x}", clean]
 
 
 def check_share(params: list, job: list, extranonce1: str, mask: int = 0x1FFFE000) -> None:

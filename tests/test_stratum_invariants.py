@@ -33,10 +33,10 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-from blockmaker import make_block
 from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from support.blockmaker import make_block
 
 from miner.consensus.params import REGTEST_BITS, ChainParams
 from miner.node.guard import Guard, GuardLimits

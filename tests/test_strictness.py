@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from blockmaker import NOW, grow, make_block, params, solve, spend
-from conftest import GENESIS_TIME, mine_easy_chain
+from miner.bench.chain_verify import GENESIS_TIME, build_easy_chain
+from support.blockmaker import NOW, grow, make_block, params, solve, spend
 
 from miner.chain.chain import Chain
 from miner.errors import ChainError, InvalidBlock
@@ -47,7 +47,7 @@ def test_a_non_canonical_compact_size_is_refused_anywhere_on_the_wire():
 
 
 def test_block_versions_below_4_are_refused_from_height_1_and_never_stored(tmp_path):
-    chain = mine_easy_chain(tmp_path / "c.sqlite", 3)
+    chain = build_easy_chain(tmp_path / "c.sqlite", 3)
     try:
         now = GENESIS_TIME + 50
         parent = chain.tree.tip
@@ -159,7 +159,7 @@ def test_two_miners_on_one_file_never_find_the_same_block(tmp_path):
     """Regtest's target: half of all nonces are hits, so two processes hashing the same headers
     would report the same blocks (before: 11 of 15 blocks reported by both)."""
     path = tmp_path / "shared.sqlite"
-    mine_easy_chain(path, 1).close()
+    build_easy_chain(path, 1).close()
     cmd = [sys.executable, "-m", "miner", "mine", "--backend", "ref", "--blocks", "15", "--chain", str(path),
            "--json"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -193,7 +193,7 @@ def test_a_chain_file_its_user_cannot_write_is_refused_before_mining_or_serving(
     try:
         folder.chmod(0o777)
         path = folder / "chain.sqlite"
-        mine_easy_chain(path, 2).close()
+        build_easy_chain(path, 2).close()
         path.chmod(0o444)
         before = path.read_bytes()
         os.seteuid(65534)
@@ -216,7 +216,7 @@ def test_a_clock_behind_the_chain_is_named_as_such_by_mine_and_verify(tmp_path):
     is not invalid, this computer's clock is behind it, and every command says so and by how
     much (before: 'the chain is refused' and 'chain INVALID')."""
     path = tmp_path / "ahead.sqlite"
-    mine_easy_chain(path, 5, genesis_time=int(time.time()) + 3 * 3600).close()
+    build_easy_chain(path, 5, genesis_time=int(time.time()) + 3 * 3600).close()
     for args in (["mine", "--backend", "ref", "--blocks", "1"], ["chain", "verify"]):
         proc = subprocess.run([sys.executable, "-m", "miner", *args, "--chain", str(path)], capture_output=True,
                               text=True, timeout=60, check=False)

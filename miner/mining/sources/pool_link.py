@@ -278,12 +278,12 @@ class PoolLink:
             return block
         return share
 
-    def _retarget_current(self, only: Job | None = None) -> None:
-        """The job at work with its target as it should be now (`only`: if it is still that job)."""
+    def _retarget_current(self) -> None:
+        """The job at work with its target as it should be now (`_target`: per tip, so a job of
+        another tip than the one a block-only hit was sent for keeps its own)."""
         with self._job_lock:
             current = self.current
-            if current is None or (only is not None and (current.job_id, current.prev_hash)
-                                   != (only.job_id, only.prev_hash)):
+            if current is None:
                 return
             target = self._target(current.bits, current.prev_hash)
             if target != current.target:
@@ -293,12 +293,13 @@ class PoolLink:
     def take_block_only(self, job: Job) -> bool:
         """Whether a hit of `job` that meets the block target but not the share target may be
         sent: once per tip, and never to a pool known to refuse them. Sending one sets the job
-        back to the share target."""
+        at work back to the share target if it is of that tip, whichever of its jobs the hit was
+        found on (a unit still in flight holds the job before a notify that did not void it)."""
         with self._job_lock:
             if self.blocks_first is False or self._block_only_tip == job.prev_hash:
                 return False
             self._block_only_tip = job.prev_hash
-        self._retarget_current(only=job)
+        self._retarget_current()
         return True
 
     def share_accepted(self) -> None:

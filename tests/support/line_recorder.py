@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from p2p_proxy import RecordingProxy
+from .p2p_proxy import RecordingProxy
 
 
 class LineRecorder(RecordingProxy):

@@ -1,4 +1,5 @@
-"""pytest-benchmark suite: `pytest bench/ --benchmark-only` (save with --benchmark-autosave).
+"""pytest-benchmark suite, not part of the test run: `pytest tests/bench_throughput.py --benchmark-only`
+(save with --benchmark-autosave).
 
 Kernel throughput per backend on a fixed nonce range, and the host-side rates that bound a
 miner: header validation and whole-chain verification.
@@ -10,7 +11,7 @@ import sys
 
 import pytest
 from miner.bench.chain_verify import GENESIS_TIME, build_easy_chain
-from vectors import REAL_HEADERS
+from support.vectors import REAL_HEADERS
 
 from miner.backends.ref import ReferenceBackend
 from miner.backends.registry import cuda_device_count

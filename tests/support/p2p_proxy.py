@@ -1,7 +1,7 @@
 """Recording TCP relays on 127.0.0.1, so a real exchange can be checked and kept as a fixture:
 connections in, each forwarded to a server, bytes passed through unchanged, and every whole
 message in either direction noted (who sent it, what it was). `RecordingProxy` cuts Bitcoin's
-peer-to-peer messages (command, payload); `tests/line_recorder.py` cuts Stratum's lines."""
+peer-to-peer messages (command, payload); `line_recorder.py` cuts Stratum's lines."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ on regtest: ckpool or public-pool. Run by tests/test_real_pools.py inside `unsha
 namespace of the test's own, where only loopback exists: public-pool listens on every interface),
 or by hand to record a session for tests/fixtures:
 
-    unshare -n python tests/pool_interop.py ckpool|public-pool OUT.json [--seconds 600] [--shares 1]
+    cd tests && unshare -n python -m support.pool_interop ckpool|public-pool OUT.json [--seconds 600] [--shares 1]
 
 Starts bitcoind (regtest, 101 blocks to a bech32 address), the pool, a line recorder in front of
 it, then our miner until it has the shares asked for (or the time is up); writes what every part
@@ -24,11 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from bitcoind import Bitcoind  # noqa: E402
-from line_recorder import LineRecorder  # noqa: E402
+from . import ROOT
+from .bitcoind import Bitcoind
+from .line_recorder import LineRecorder
 
 ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 
@@ -106,7 +104,7 @@ def run(pool: str, seconds: float, shares: int, suggest: str | None) -> dict:
                        "--json", "--retries", "3", "--pool-stall", "0"]
                 if suggest:
                     cmd += ["--suggest-difficulty", suggest]
-                miner = subprocess.Popen(cmd, cwd=HERE.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                miner = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                          text=True, start_new_session=True)
                 try:
                     out, err = miner.communicate(timeout=seconds)

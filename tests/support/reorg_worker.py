@@ -3,9 +3,9 @@ so every few blocks the chain reorganises. Prints 'ready' once the chain is open
 
 import sys
 
-from blockmaker import NOW, make_block
-
 from miner.chain.chain import Chain
+
+from .blockmaker import NOW, make_block
 
 
 def main(path: str, salt: str) -> None:

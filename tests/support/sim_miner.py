@@ -1,14 +1,11 @@
 """Runs the `miner` command with the CuPy simulator in place of CuPy (tests only).
 
-    python tests/sim_miner.py mine --backend cuda ...    (SIM_DEVICES, SIM_SMS set the fake GPUs)
+    cd tests && python -m support.sim_miner mine --backend cuda ...    (SIM_DEVICES, SIM_SMS set the fake GPUs)
 """
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import cupy_sim
+from . import cupy_sim
 
 cupy_sim.install(cupy_sim.Simulator(devices=int(os.environ.get("SIM_DEVICES", "1")),
                                     sms=int(os.environ.get("SIM_SMS", "2"))))

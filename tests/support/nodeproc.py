@@ -18,7 +18,7 @@ from miner.chain.chain import Chain
 from miner.consensus.params import REGTEST_BITS, ChainParams
 from miner.primitives.compact import bits_to_target, target_to_bits
 
-ROOT = Path(__file__).resolve().parent.parent
+from . import ROOT, TESTS
 
 
 def chain_params(hashes_per_block: int, genesis_time: int | None = None) -> ChainParams:
@@ -102,7 +102,7 @@ class NodeProcess:
     def call(self, method: str, *params, timeout: float = 30):
         """A JSON-RPC 1.0 call: the result, or the error object (as a dict with 'error')."""
         if self.prefix:
-            out = subprocess.run([*self.prefix, sys.executable, str(ROOT / "tests" / "netns_rpc.py"), self.url,
+            out = subprocess.run([*self.prefix, sys.executable, str(TESTS / "support" / "netns_rpc.py"), self.url,
                                   str(self.cookie), method, json.dumps(list(params))],
                                  capture_output=True, text=True, timeout=timeout + 10, check=True)
             reply = json.loads(out.stdout)

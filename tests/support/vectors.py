@@ -1,4 +1,7 @@
-"""Real Bitcoin mainnet data used across the tests (public block data; hashes as explorers show them)."""
+"""Real Bitcoin mainnet data used across the tests (public block data; hashes as explorers show them),
+and Litecoin's for scrypt."""
+
+import struct
 
 GENESIS_HEX = (
     "0100000000000000000000000000000000000000000000000000000000000000000000003ba3edfd7a7b12b27ac72c3e"
@@ -37,3 +40,23 @@ RETARGETS = [
     (1279008237, 68543, 1279297671, 0x1C05A3F4, 0x1C0168FD),  # clamped: 4x harder at most
     (1263163443, 46367, 1269211443, 0x1C387F6F, 0x1D00E1FD),  # clamped: 4x easier at most
 ]
+
+
+# Litecoin mainnet headers with their published block ids: genesis (Litecoin's chainparams:
+# time 1317972665, nonce 2084524493, bits 0x1e0ffff0, merkle root 97ddfbba...), block 1 and block
+# 400,000 (2013, version 2, bits 0x1b4fbbc7: difficulty 822, a target that needs the full
+# comparison), as a Litecoin library's block tests record them (bitcore-lib-ltc test/block).
+LITECOIN = {
+    "genesis": (struct.pack("<I", 1) + bytes(32)
+                + bytes.fromhex("97ddfbbae6be97fd6cdf3e7ca13232a3afff2353e29badfab7f73011edd4ced9")[::-1]
+                + struct.pack("<III", 1317972665, 0x1E0FFFF0, 2084524493),
+                "12a765e31ffd4059bada1e25190f6e98c99d9714d334efa41a195a7e7e04bfe2"),
+    "block 1": (bytes.fromhex(
+        "01000000e2bf047e7e5a191aa4ef34d314979dc9986e0f19251edaba5940fd1fe365a712f6509b1757baa71bc746e17c"
+        "b4d0ed22e8935f71e2d0724336789021a40639fabfed8f4ef0ff0f1e7f270400"),
+        "80ca095ed10b02e53d769eb6eaf92cd04e9e0759e5be4a8477b42911ba49c78f"),
+    "block 400,000": (bytes.fromhex(
+        "020000009112eb62792ea01f5ae9b4179b5c94713709e98acc0918255f8499dc85a57236150a28f1e83ad2da82bf9aad"
+        "3f0a6a06c6e6e4e8ac84a93ea5365a21363de0381744fd51c7bb4f1b007b177a"),
+        "1950dad9ef32cf5635202ccd9edd78b58a4cb3a945aa0a88e1960f9f9b7616d8"),
+}
