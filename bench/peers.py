@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         env = dict(os.environ, NUMBA_CPU_FEATURES=without_avx512(target_cpu()[1]))
         return subprocess.call([sys.executable, "-m", "miner.bench.peers", *(argv or sys.argv[1:])], env=env)
     peers = {"cpuminer-opt": args.cpuminer, **({"cpuminer": args.pooler} if args.pooler else {})}
-    from miner.bench.commands import _cpu_kernels, _thread_counts
+    from miner.bench.cli_commands import _cpu_kernels, _thread_counts
     from miner.bench.engine import machine_description
 
     from miner.errors import InvalidInput

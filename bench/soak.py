@@ -34,7 +34,7 @@ from miner.bench.soak_faults import Faults
 from miner.bench.soak_report import final_blocks, table, verify_chains
 from miner.bench.soak_watch import RPC_DOWN, Watch
 
-from miner.node.localnet import RpcRefused, alive
+from miner.localnet import RpcRefused, alive
 
 SAMPLE_EVERY = 1.0  # s
 GENERATE_EVERY = 3.0  # s between generatetoaddress calls

@@ -1,4 +1,4 @@
-"""The soak's processes: a `miner net` ring of nodes (`miner.node.localnet`), Stratum on the first,
+"""The soak's processes: a `miner net` ring of nodes (`miner.localnet`), Stratum on the first,
 our pool clients and any real miners at it, one `miner mine --url http://` at another node, and
 the calls to `generatetoaddress`; started, killed, started again, and stopped.
 
@@ -20,10 +20,10 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from miner import localnet
 from miner.chain.chain import Chain
 from miner.consensus.params import preset
-from miner.node import localnet
-from miner.node.localnet import Member, alive
+from miner.localnet import Member, alive
 from miner.node.rpc.auth import cookie_path
 from miner.primitives.compact import target_to_bits
 

@@ -24,7 +24,7 @@ from miner.bench.soak_cluster import Cluster
 from miner.bench.soak_watch import RPC_DOWN, Watch
 
 from miner.errors import MinerError
-from miner.node.localnet import Member, RpcRefused, alive
+from miner.localnet import Member, RpcRefused, alive
 
 KINDS = ("kill-node", "kill-pool", "partition", "kill-miner")
 CONVERGE_LIMIT = 10.0  # s

@@ -18,7 +18,7 @@ from pathlib import Path
 from miner.bench.soak_cluster import Cluster, chain_verify
 from miner.bench.soak_watch import RPC_DOWN, Watch
 
-from miner.node.localnet import RpcRefused
+from miner.localnet import RpcRefused
 
 
 def final_blocks(cluster: Cluster, watch: Watch) -> dict:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from miner.bench.soak_cluster import Cluster, Miner
 
-from miner.node.localnet import Member, RpcRefused, alive
+from miner.localnet import Member, RpcRefused, alive
 
 IDLE_LIMIT = 5.0  # s
 # a node away (refused, reset, timed out, its cookie not yet written) or a reply cut off

@@ -276,7 +276,7 @@ def test_a_length_out_of_range_is_said_as_the_help_says_it(command, option, limi
 
 
 def test_launch_shapes_parse():
-    from miner.bench.commands import parse_launch_shapes
+    from miner.bench.cli_commands import parse_launch_shapes
     assert parse_launch_shapes("tuned") is None
     assert parse_launch_shapes("256x16, 512x64") == [(256, 16), (512, 64)]
     grid = parse_launch_shapes("all")
@@ -366,7 +366,7 @@ def test_the_bench_tables_fit_80_columns_with_every_number_whole():
     kernel) each keep their device line."""
     import io
 
-    from miner.bench.commands import bench_report
+    from miner.bench.cli_commands import bench_report
     from miner.bench.engine import BenchResult
     from rich.console import Console
 

@@ -282,7 +282,7 @@ def test_every_recorded_share_is_judged_by_the_servers_own_check(name):
     the shares it judges blocks are exactly the blocks the node stored (by block id: for scrypt
     the proof-of-work hash is not the id)."""
     from miner.node.stratum.difficulty import ShareDifficulty
-    from miner.node.stratum.jobs import ShareVerdict, StratumJob
+    from miner.node.stratum.jobs_and_shares import ShareVerdict, StratumJob
     session = ALL_SESSIONS[name]
     pow = "scrypt" if name.endswith("scrypt") else "sha256d"
     received = _messages(session, "node")

@@ -1,7 +1,8 @@
 """The package's layers, read from the source: every module's imports (ast), checked against the
 order in docs/design.md, and no import cycle anywhere.
 
-    errors, stopping < primitives < kernels < consensus < chain < backends < mining < node, ui < bench < cli
+    errors, stopping < primitives < kernels < consensus < chain < backends < mining < node, ui < localnet
+    < bench < cli
 
 A module may import its own package and any lower layer, never a higher one nor a sibling of the
 same rank; `kernels` (the compute kernels, installed as miner.kernels) may import only
@@ -29,8 +30,9 @@ RANK = {
     "miner.backends": 5,
     "miner.mining": 6,
     "miner.node": 7, "miner.ui": 7,
-    "miner.bench": 8,
-    "miner.cli": 9, "miner.__main__": 10,
+    "miner.localnet": 8,
+    "miner.bench": 9,
+    "miner.cli": 10, "miner.__main__": 11,
 }
 ONLY = {"miner.kernels": {"miner", "miner.errors", "miner.primitives", "miner.kernels"}}
 MAX_LINES = 400
@@ -143,7 +145,8 @@ def test_every_module_has_a_layer():
     assert all(layer(m) in RANK for m in modules())
     assert {layer(m) for m in modules()} >= {"miner.primitives", "miner.consensus", "miner.chain",
                                               "miner.mining", "miner.backends", "miner.node",
-                                              "miner.cli", "miner.ui", "miner.kernels", "miner.bench"}
+                                              "miner.cli", "miner.ui", "miner.kernels", "miner.bench",
+                                              "miner.localnet"}
 
 
 def test_imports_point_down_through_the_layers_without_a_cycle():
@@ -156,6 +159,8 @@ def test_imports_point_down_through_the_layers_without_a_cycle():
     ("miner.kernels.cuda_job", "miner.backends.work", "imports only"),
     ("miner.kernels.cpu_select", "miner.consensus.pow", "imports only"),
     ("miner.node.service", "miner.ui.reporting", "rank 7) imports miner.ui (rank 7)"),
+    ("miner.node.run", "miner.localnet", "rank 7) imports miner.localnet (rank 8)"),
+    ("miner.localnet", "miner.bench.soak", "rank 8) imports miner.bench (rank 9)"),
 ])
 def test_a_planted_upward_import_is_caught(source, target, why):
     g = graph()

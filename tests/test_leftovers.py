@@ -243,7 +243,7 @@ def test_a_reader_closing_never_removes_the_journal_of_a_writer_in_the_same_proc
     """The reader opened a quiet file (no journal), then a writer in this very process began; the
     reader's tidy-up must see the writer (SQLite's own last-connection check, which knows this
     process's connections) and leave its journal, or the writer's next blocks would be lost."""
-    from blockmaker import NOW, grow, params
+    from support.blockmaker import NOW, grow, params
     path = tmp_path / "tree.sqlite"
     Chain.create(path, params("flat")).close()
     reader = Chain.open(path, readonly=True)

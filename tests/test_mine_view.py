@@ -436,7 +436,7 @@ def test_a_block_is_credited_with_its_finders_own_rate(tmp_path):
     """A block line showed the whole block's rate beside the backend that found it ("cpu 264 kH/s",
     really hashlib's): the event now carries the finder's own rate over the block (`backend_rate`)
     apart from the block's mean (`rate`), and the line shows the finder's."""
-    from nodeproc import chain_params
+    from support.nodeproc import chain_params
 
     from miner.ui.reporting import JsonReporter, block_line
     from miner.ui.units import format_rate

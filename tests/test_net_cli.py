@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from miner.node import localnet
-from miner.node.localnet import Network, alive, rpc
+from miner import localnet
+from miner.localnet import Network, alive, rpc
 
 ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 

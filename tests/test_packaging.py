@@ -37,7 +37,7 @@ def test_wheel_installs_only_the_miner_package(wheel):
     assert top == {"miner"}
     for needed in ("miner/kernels/sha256d.cu", "miner/kernels/cuda_host_shim.h",
                    "miner/kernels/cuda_host_launch.cpp", "miner/kernels/cpu_sha256d.py",
-                   "miner/bench/engine.py", "miner/bench/commands.py", "miner/backends/cuda.py"):
+                   "miner/bench/engine.py", "miner/bench/cli_commands.py", "miner/backends/cuda.py"):
         assert needed in names, needed
 
 
@@ -69,7 +69,7 @@ def test_installed_wheel_imports_from_outside_the_checkout(wheel, tmp_path):
                     str(wheel)], check=True, capture_output=True, timeout=300)
     code = ("import importlib.util, sys\n"
             f"sys.path = [{str(target)!r}] + [p for p in sys.path if p not in ('', {str(ROOT)!r})]\n"
-            "import miner.kernels.cuda_job as job, miner.bench.commands, miner.cli\n"
+            "import miner.kernels.cuda_job as job, miner.bench.cli_commands, miner.cli\n"
             f"assert job.SOURCE.is_file() and job.SOURCE.is_relative_to({str(target)!r}), job.SOURCE\n"
             "assert job.HOST_LAUNCH.is_file() and job.SHIM.is_file()\n"
             f"for name in ('kernels', 'bench'):\n"

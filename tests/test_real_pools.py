@@ -29,7 +29,7 @@ from support.nodeproc import ROOT
 from support.scripted_pool import ScriptedPool
 
 from miner.node.stratum.difficulty import ShareDifficulty
-from miner.node.stratum.jobs import StratumJob
+from miner.node.stratum.jobs_and_shares import StratumJob
 from miner.primitives import stratum as sp
 
 FIXTURES = ROOT / "tests" / "fixtures"

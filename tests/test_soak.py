@@ -127,7 +127,7 @@ class _ScriptedTips:
     pairs, one step per poll round: what `Faults.converge` is judged on, without processes."""
 
     def __init__(self, script: list[list[tuple[str, str]]]):
-        from miner.node.localnet import Member, Network
+        from miner.localnet import Member, Network
         self.script, self.calls = script, 0
         self.net = Network("", "local", "ring", [Member(f"node{i}", "", os.getpid()) for i in range(2)])
 

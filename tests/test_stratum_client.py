@@ -19,7 +19,7 @@ from support.stratum_miner import build_header, dsha
 
 from miner.mining.sources.pool_url import PoolUrl
 from miner.mining.sources.stratum import StratumSource
-from miner.node.stratum.jobs import StratumJob
+from miner.node.stratum.jobs_and_shares import StratumJob
 from miner.primitives.compact import DIFF1_TARGET
 
 # --------------------------------------------------------------------------- published examples

@@ -315,8 +315,8 @@ COMMANDS = {
     "chain": "miner.cli.chain:cmd_chain",
     "header": "miner.cli.header:cmd_header",
     "net": "miner.cli.net:cmd_net",
-    "bench": "miner.bench.commands:cmd_bench",
-    "compare": "miner.bench.commands:cmd_compare",
+    "bench": "miner.bench.cli_commands:cmd_bench",
+    "compare": "miner.bench.cli_commands:cmd_compare",
 }
 
 

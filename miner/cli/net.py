@@ -1,4 +1,4 @@
-"""`miner net up|status|down`: a local network of nodes (`miner.node.localnet`)."""
+"""`miner net up|status|down`: a local network of nodes (`miner.localnet`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 
-from miner.node import localnet
+from miner import localnet
 from miner.ui.net_view import net_table
 
 

@@ -31,7 +31,7 @@ from prometheus_client.core import (
 from miner.errors import MinerError
 from miner.node.guard import Guard
 from miner.node.limits import METRICS
-from miner.node.output import unambiguous
+from miner.node.log_writer import unambiguous
 from miner.node.service import Accepted, NodeService
 from miner.node.stratum.ranking import OTHER, TOP_WORKERS, page_workers
 from miner.node.stratum.server import StratumServer

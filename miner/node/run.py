@@ -20,9 +20,9 @@ from miner.errors import MinerError
 from miner.node.config import NodeConfig, RpcOptions
 from miner.node.generate import Generator
 from miner.node.guard import Guard
-from miner.node.memory import return_large_blocks
+from miner.node.log_writer import LineWriter, install_logging, loop_exception_handler
+from miner.node.malloc_tuning import return_large_blocks
 from miner.node.metrics import NodeCollector, serve_metrics
-from miner.node.output import LineWriter, install_logging, loop_exception_handler
 from miner.node.p2p.bans import BanList
 from miner.node.p2p.manager import PeerManager
 from miner.node.rpc.auth import Credentials, new_cookie, remove_cookie, write_cookie

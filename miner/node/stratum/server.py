@@ -34,7 +34,7 @@ from miner.node.stratum.config import (
     MIN_REFRESH,
     StratumConfig,
 )
-from miner.node.stratum.jobs import Share, StratumJob
+from miner.node.stratum.jobs_and_shares import Share, StratumJob
 from miner.node.stratum.session import Session
 from miner.node.stratum.stats import HASHES_PER_DIFFICULTY, PoolStats
 from miner.primitives import stratum as sp

@@ -24,10 +24,10 @@ from typing import Any, Protocol
 from miner.chain.outcome import BlockOutcome, BlockResult
 from miner.errors import MinerError
 from miner.node.guard import Connection
-from miner.node.output import printable
+from miner.node.log_writer import printable
 from miner.node.stratum.config import BAD_MESSAGES, MAX_LINE, MAX_WORKERS, StratumConfig
 from miner.node.stratum.difficulty import ShareDifficulty
-from miner.node.stratum.jobs import MAX_FUTURE, Share, ShareVerdict, StratumJob
+from miner.node.stratum.jobs_and_shares import MAX_FUTURE, Share, ShareVerdict, StratumJob
 from miner.node.stratum.stats import PoolStats
 from miner.node.stratum.vardiff import VarDiff
 from miner.primitives import stratum as sp

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from miner.node.output import unambiguous
+from miner.node.log_writer import unambiguous
 from miner.primitives.stratum import StratumError
 
 WINDOWS = (("1m", 60.0), ("5m", 300.0), ("15m", 900.0))

@@ -12,6 +12,9 @@ Each member records the ports its node listened on and the peers it keeps, so `s
 bring a stopped or killed node back as it was (same ports, same chain, same peers): what a test
 of crashes and restarts needs (`python -m miner.bench.soak`), and what its peers' reconnect
 loops expect.
+
+A layer of its own, above node/ (it reads the node's cookie path) and below bench/ (the soak
+drives it): it runs nodes as separate processes and never imports their internals.
 """
 
 from __future__ import annotations

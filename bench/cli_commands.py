@@ -2,6 +2,8 @@
 
 They live beside the engine they drive (`engine.py`, `compare.py`, `sass.py`) rather than in
 `miner/cli/main.py`, which only parses arguments and dispatches; installed, this folder is `miner.bench`.
+In `miner/cli/` they would still import the engine, and `bench/peers.py`, which reuses their
+thread and kernel choices, would import upward into the CLI.
 """
 
 from __future__ import annotations
