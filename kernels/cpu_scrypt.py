@@ -3,19 +3,45 @@
 scrypt is PBKDF2-HMAC-SHA256 (one iteration) to 128 bytes, ROMix (1,024 steps writing a 128 KiB
 scratchpad, 1,024 reading it back at data-dependent places, each step a BlockMix of two
 salsa20/8 cores), and PBKDF2-HMAC-SHA256 again to 32 bytes (RFC 7914). Almost all the work is
-salsa20/8, so that is where the lanes are: `LANES` nonces run in lockstep, every state word
-held as a row of `LANES` values (`x[word, lane]`), and each salsa20/8 is one loop over the lanes
-whose body is straight-line code, which LLVM turns into vector instructions as wide as the CPU
-has (16 lanes of 32 bits in a zmm register with AVX-512, 8 in a ymm with AVX2). The scratchpad
-of a lane group is `V[step, word, lane]`, 128 KiB per lane; the lane count trades vector width
-against cache (`miner.bench` measures which fits).
+salsa20/8, so that is where the lanes are: `width` nonces run in lockstep, every state word held
+as a row of `width` values (`x[word * width + lane]`), and each salsa20/8 is one loop over the
+lanes whose body is straight-line code, which LLVM turns into vector instructions (16 lanes of
+32 bits in a zmm register with AVX-512, 8 in a ymm with AVX2).
+
+How many lanes, how the pad is laid out and whether two lane groups are interleaved is not one
+answer for every CPU, so the kernel is built in several variants (`VARIANTS`) and
+`cpu_scrypt_select` measures which is fastest on the CPU at hand, once, and keeps the answer.
+The choice turns on the pad against the core's L2 and on how the pad's random reads use cache
+lines:
+
+* Each nonce's pad is 128 KiB, so 16 lanes take 2 MiB a thread and 8 lanes 1 MiB. Zen 4 has
+  1 MiB of L2 a core and a large, fast L3 behind it; an Intel Ice Lake server core has 1.25 MiB
+  of L2 and a mesh L3 with about twice Zen's latency. 8 lanes fit Ice Lake's L2; 16 do not fit
+  either.
+* `word` pad layout, `V[step, word, lane]`: a write is one contiguous row of the state (vector
+  stores), but a read of one lane's 128-byte block touches 32 cache lines (one per word, 4
+  useful bytes in each 64), so the 1,024 reads of a hash pull 2 MiB through the caches for each
+  lane instead of 128 KiB.
+* `quad` pad layout, `V[lane // 4, step, word, lane % 4]`: four lanes' words side by side, so a
+  write is 16-byte pieces of the state's rows (still vector stores) and a read of one lane's
+  block touches 8 cache lines instead of 32. Each lane's block contiguous (`V[lane, step, word]`,
+  2 lines a read) was tried and dropped: the write is then a transpose, which LLVM made 32
+  `vpscatterdd` a step, and it ran at half the speed of the `word` layout on Zen 4.
+* `groups` = 2: two independent 8-lane groups in one loop body (8-lane ymm vectors, two
+  dependency chains at once). On Ice Lake 512-bit operations issue on two ports and 256-bit
+  ones on three, and rotates of zmm registers only on one, so two ymm chains can match or beat
+  one zmm chain; on Zen 4 a zmm operation is two 256-bit halves, so width buys little there
+  beyond fewer instructions.
 
 The SHA-256 of the two PBKDF2 passes (about a twentieth of the work) runs per lane, scalar.
-Every shortcut here is plain RFC 7914; the tests compare every step with `hashlib.scrypt`.
+Every shortcut here is plain RFC 7914; the tests compare every variant with `hashlib.scrypt`.
 Installed as `miner.kernels.cpu_scrypt`.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 from numba import njit
@@ -28,14 +54,48 @@ from .cpu_width import full_width
 
 u32 = np.uint32
 N = 1024  # scrypt's cost (Litecoin's)
-# Nonces in lockstep: 16 fills a zmm register of 32-bit words (AVX-512), two ymm with AVX2. A
-# compile-time constant, so every row of the state is a fixed distance from the others and LLVM
-# can prove the lanes independent (with the lane count read from an array shape it could not,
-# and kept the loop scalar: 5.9 kH/s, no faster than one lane). Measured on an AMD EPYC with a
-# 1 MiB L2 a core (2026-12-01, alternating builds): 16 lanes, whose pads take 2 MiB, 25.0 and
-# 25.7 kH/s a core; 8 lanes, whose 1 MiB fits the L2, 22.2 and 22.4; 4 lanes 15.0. The
-# scratchpad's random reads are served from L3 well enough that vector width wins.
-LANES = 16
+PAD_BYTES_PER_LANE = N * 128
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One build of the kernel: `lanes` per vector group, `groups` such groups interleaved in
+    one loop (so `width` = lanes x groups nonces in flight a thread), and the pad layout."""
+    name: str
+    lanes: int
+    groups: int
+    pad: str  # "word": V[step, word, lane]; "quad": V[lane // 4, step, word, lane % 4]
+    why: str
+
+    @property
+    def width(self) -> int:
+        return self.lanes * self.groups
+
+    @property
+    def pad_bytes(self) -> int:
+        return self.width * PAD_BYTES_PER_LANE
+
+    @property
+    def vector_bits(self) -> int:
+        """The vector width the salsa20/8 loop is meant to get where the CPU has it."""
+        return 32 * self.lanes
+
+    def describe(self) -> str:
+        shape = f"{self.lanes} lanes" if self.groups == 1 else f"{self.groups} x {self.lanes} lanes interleaved"
+        return f"{shape}, {self.pad}-major pad of {self.pad_bytes >> 20 or self.pad_bytes / 2**20:g} MiB"
+
+
+# Measured on an AMD EPYC (Zen 4, 1 MiB L2 a core), 2026-12-01, alternating builds: the `word`
+# layout at 16 lanes 25.0 and 25.7 kH/s a core, at 8 lanes 22.2 and 22.4, at 4 lanes 15.0.
+VARIANTS = {v.name: v for v in (
+    Variant("16w", 16, 1, "word", "16 zmm lanes, pad rows as the state's rows (the first build)"),
+    Variant("16q", 16, 1, "quad", "16 zmm lanes, 8 cache lines a pad read instead of 32"),
+    Variant("8w", 8, 1, "word", "8 ymm lanes, 1 MiB of pads: fits a 1.25 MiB L2 (Ice Lake server)"),
+    Variant("8q", 8, 1, "quad", "8 ymm lanes in 1 MiB, 8 cache lines a pad read"),
+    Variant("2x8w", 8, 2, "word", "two 8-lane ymm groups in one loop: two chains on three vector ports"),
+)}
+DEFAULT = "16w"  # what runs until a measurement says otherwise (the build first measured fastest on Zen 4)
+
 
 @njit(nogil=True, cache=True, boundscheck=False, inline="always")
 def _rotl(x, n):
@@ -43,9 +103,9 @@ def _rotl(x, n):
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
-def pbkdf2_first(header, x, lane, istate, ostate, block, w, tmp, t):
+def pbkdf2_first(header, x, lane, width, istate, ostate, block, w, tmp, t):
     """B = PBKDF2-HMAC-SHA256(header, header, 1, 128 bytes), as 32 little-endian words into
-    lane `lane` of `x`; leaves the HMAC states for the last pass in istate/ostate."""
+    lane `lane` of `x` (rows of `width`); leaves the HMAC states for the last pass in istate/ostate."""
     hmac_states(header, istate, ostate, block, w)
     salted = istate.copy()
     sha256_compress(salted, header[:16], w)  # the salt's first 64 bytes, shared by the 4 blocks
@@ -61,17 +121,17 @@ def pbkdf2_first(header, x, lane, istate, ostate, block, w, tmp, t):
         sha256_compress(tmp, block, w)
         hmac_outer(ostate, tmp, t, block, w)
         for k in range(8):
-            x[(8 * i + k) * LANES + lane] = bswap32(t[k])
+            x[(8 * i + k) * width + lane] = bswap32(t[k])
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
-def pbkdf2_last(x, lane, istate, ostate, block, w, tmp, out):
+def pbkdf2_last(x, lane, width, istate, ostate, block, w, tmp, out):
     """PBKDF2-HMAC-SHA256(header, B', 1, 32 bytes) into `out` (8 big-endian words: the hash's
     bytes, compared as a little-endian number, as sha256d's are)."""
     tmp[:] = istate
     for half in range(2):
         for k in range(16):
-            block[k] = bswap32(x[(16 * half + k) * LANES + lane])
+            block[k] = bswap32(x[(16 * half + k) * width + lane])
         sha256_compress(tmp, block, w)
     block[0] = u32(1)
     block[1] = u32(0x80000000)
@@ -82,69 +142,67 @@ def pbkdf2_last(x, lane, istate, ostate, block, w, tmp, out):
     hmac_outer(ostate, tmp, out, block, w)
 
 
-@njit(nogil=True, cache=True, boundscheck=False)
-def block_mix(x):
-    """scrypt's BlockMix with r = 1 on every lane of `x` (32 rows of LANES words), in place:
-    x0 ^= x1, x0 = salsa20/8(x0); x1 ^= x0, x1 = salsa20/8(x1). One loop over the lanes whose
-    body is straight-line code, so it runs as vectors."""
-    full_width()
-    for lane in range(LANES):
-        b0 = x[0 * LANES + lane] ^ x[16 * LANES + lane]
-        b1 = x[1 * LANES + lane] ^ x[17 * LANES + lane]
-        b2 = x[2 * LANES + lane] ^ x[18 * LANES + lane]
-        b3 = x[3 * LANES + lane] ^ x[19 * LANES + lane]
-        b4 = x[4 * LANES + lane] ^ x[20 * LANES + lane]
-        b5 = x[5 * LANES + lane] ^ x[21 * LANES + lane]
-        b6 = x[6 * LANES + lane] ^ x[22 * LANES + lane]
-        b7 = x[7 * LANES + lane] ^ x[23 * LANES + lane]
-        b8 = x[8 * LANES + lane] ^ x[24 * LANES + lane]
-        b9 = x[9 * LANES + lane] ^ x[25 * LANES + lane]
-        b10 = x[10 * LANES + lane] ^ x[26 * LANES + lane]
-        b11 = x[11 * LANES + lane] ^ x[27 * LANES + lane]
-        b12 = x[12 * LANES + lane] ^ x[28 * LANES + lane]
-        b13 = x[13 * LANES + lane] ^ x[29 * LANES + lane]
-        b14 = x[14 * LANES + lane] ^ x[30 * LANES + lane]
-        b15 = x[15 * LANES + lane] ^ x[31 * LANES + lane]
-        (b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15) = _salsa8(
-            b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15)
-        x[0 * LANES + lane] = b0
-        x[1 * LANES + lane] = b1
-        x[2 * LANES + lane] = b2
-        x[3 * LANES + lane] = b3
-        x[4 * LANES + lane] = b4
-        x[5 * LANES + lane] = b5
-        x[6 * LANES + lane] = b6
-        x[7 * LANES + lane] = b7
-        x[8 * LANES + lane] = b8
-        x[9 * LANES + lane] = b9
-        x[10 * LANES + lane] = b10
-        x[11 * LANES + lane] = b11
-        x[12 * LANES + lane] = b12
-        x[13 * LANES + lane] = b13
-        x[14 * LANES + lane] = b14
-        x[15 * LANES + lane] = b15
-        (c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15) = _salsa8(
-            b0 ^ x[16 * LANES + lane], b1 ^ x[17 * LANES + lane], b2 ^ x[18 * LANES + lane], b3 ^ x[19 * LANES + lane],
-            b4 ^ x[20 * LANES + lane], b5 ^ x[21 * LANES + lane], b6 ^ x[22 * LANES + lane], b7 ^ x[23 * LANES + lane],
-            b8 ^ x[24 * LANES + lane], b9 ^ x[25 * LANES + lane], b10 ^ x[26 * LANES + lane],
-            b11 ^ x[27 * LANES + lane], b12 ^ x[28 * LANES + lane], b13 ^ x[29 * LANES + lane],
-            b14 ^ x[30 * LANES + lane], b15 ^ x[31 * LANES + lane])
-        x[16 * LANES + lane] = c0
-        x[17 * LANES + lane] = c1
-        x[18 * LANES + lane] = c2
-        x[19 * LANES + lane] = c3
-        x[20 * LANES + lane] = c4
-        x[21 * LANES + lane] = c5
-        x[22 * LANES + lane] = c6
-        x[23 * LANES + lane] = c7
-        x[24 * LANES + lane] = c8
-        x[25 * LANES + lane] = c9
-        x[26 * LANES + lane] = c10
-        x[27 * LANES + lane] = c11
-        x[28 * LANES + lane] = c12
-        x[29 * LANES + lane] = c13
-        x[30 * LANES + lane] = c14
-        x[31 * LANES + lane] = c15
+@njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def _mix(x, lane, W):
+    """BlockMix (r = 1) of lane `lane` of `x` (32 rows of `W` words), in place: x0 ^= x1,
+    x0 = salsa20/8(x0); x1 ^= x0, x1 = salsa20/8(x1). Inlined into a loop over the lanes with
+    `W` a constant there, so the loop's body is straight-line code at fixed strides."""
+    b0 = x[0 * W + lane] ^ x[16 * W + lane]
+    b1 = x[1 * W + lane] ^ x[17 * W + lane]
+    b2 = x[2 * W + lane] ^ x[18 * W + lane]
+    b3 = x[3 * W + lane] ^ x[19 * W + lane]
+    b4 = x[4 * W + lane] ^ x[20 * W + lane]
+    b5 = x[5 * W + lane] ^ x[21 * W + lane]
+    b6 = x[6 * W + lane] ^ x[22 * W + lane]
+    b7 = x[7 * W + lane] ^ x[23 * W + lane]
+    b8 = x[8 * W + lane] ^ x[24 * W + lane]
+    b9 = x[9 * W + lane] ^ x[25 * W + lane]
+    b10 = x[10 * W + lane] ^ x[26 * W + lane]
+    b11 = x[11 * W + lane] ^ x[27 * W + lane]
+    b12 = x[12 * W + lane] ^ x[28 * W + lane]
+    b13 = x[13 * W + lane] ^ x[29 * W + lane]
+    b14 = x[14 * W + lane] ^ x[30 * W + lane]
+    b15 = x[15 * W + lane] ^ x[31 * W + lane]
+    (b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15) = _salsa8(
+        b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15)
+    x[0 * W + lane] = b0
+    x[1 * W + lane] = b1
+    x[2 * W + lane] = b2
+    x[3 * W + lane] = b3
+    x[4 * W + lane] = b4
+    x[5 * W + lane] = b5
+    x[6 * W + lane] = b6
+    x[7 * W + lane] = b7
+    x[8 * W + lane] = b8
+    x[9 * W + lane] = b9
+    x[10 * W + lane] = b10
+    x[11 * W + lane] = b11
+    x[12 * W + lane] = b12
+    x[13 * W + lane] = b13
+    x[14 * W + lane] = b14
+    x[15 * W + lane] = b15
+    (c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15) = _salsa8(
+        b0 ^ x[16 * W + lane], b1 ^ x[17 * W + lane], b2 ^ x[18 * W + lane], b3 ^ x[19 * W + lane],
+        b4 ^ x[20 * W + lane], b5 ^ x[21 * W + lane], b6 ^ x[22 * W + lane], b7 ^ x[23 * W + lane],
+        b8 ^ x[24 * W + lane], b9 ^ x[25 * W + lane], b10 ^ x[26 * W + lane],
+        b11 ^ x[27 * W + lane], b12 ^ x[28 * W + lane], b13 ^ x[29 * W + lane],
+        b14 ^ x[30 * W + lane], b15 ^ x[31 * W + lane])
+    x[16 * W + lane] = c0
+    x[17 * W + lane] = c1
+    x[18 * W + lane] = c2
+    x[19 * W + lane] = c3
+    x[20 * W + lane] = c4
+    x[21 * W + lane] = c5
+    x[22 * W + lane] = c6
+    x[23 * W + lane] = c7
+    x[24 * W + lane] = c8
+    x[25 * W + lane] = c9
+    x[26 * W + lane] = c10
+    x[27 * W + lane] = c11
+    x[28 * W + lane] = c12
+    x[29 * W + lane] = c13
+    x[30 * W + lane] = c14
+    x[31 * W + lane] = c15
 
 
 @njit(nogil=True, cache=True, boundscheck=False, inline="always")
@@ -291,70 +349,115 @@ def _salsa8(i0, i1, i2, i3, i4, i5, i6, i7, i8, i9, i10, i11, i12, i13, i14, i15
             u32(x12 + i12), u32(x13 + i13), u32(x14 + i14), u32(x15 + i15))
 
 
-@njit(nogil=True, cache=True, boundscheck=False)
-def romix(x, v):
-    """scrypt's ROMix with N = 1024 on every lane of `x`; scratchpad `v` (N rows of 32 x
-    LANES words, a lane's words LANES apart)."""
-    size = 32 * LANES
-    for i in range(N):
-        v[i * size:(i + 1) * size] = x
-        block_mix(x)
-    for _ in range(N):
-        for lane in range(LANES):
-            j = x[16 * LANES + lane] & u32(N - 1)  # Integerify: the last block's first word, mod N
-            row = j * size + lane
-            for k in range(32):
-                x[k * LANES + lane] ^= v[row + k * LANES]
-        block_mix(x)
+
+@dataclass(frozen=True)
+class Kernel:
+    """One variant's compiled functions (compiled on first call, cached on disk by numba)."""
+    variant: Variant
+    block_mix: object
+    romix: object
+    scrypt_lanes: object
+    search: object
+
+    @property
+    def width(self) -> int:
+        return self.variant.width
+
+    def scratch(self) -> tuple[np.ndarray, np.ndarray]:
+        """One thread's scratch: the state and the 128 KiB-per-lane pad."""
+        return np.zeros(32 * self.width, dtype=np.uint32), np.zeros(N * 32 * self.width, dtype=np.uint32)
 
 
-@njit(nogil=True, cache=True, boundscheck=False)
-def scrypt_lanes(prefix, nonce0, n, x, v, hashes):
-    """scrypt of the headers `prefix` (19 big-endian words) + nonce for nonce0 .. nonce0+n-1
-    (n <= LANES), each hash into `hashes[lane]` (8 big-endian words)."""
-    lanes = LANES
-    header = np.empty(20, dtype=np.uint32)
-    header[:19] = prefix
-    istates = np.empty((lanes, 8), dtype=np.uint32)
-    ostates = np.empty((lanes, 8), dtype=np.uint32)
-    block = np.empty(16, dtype=np.uint32)
-    w = np.empty(64, dtype=np.uint32)
-    tmp = np.empty(8, dtype=np.uint32)
-    t = np.empty(8, dtype=np.uint32)
-    for lane in range(lanes):
-        header[19] = bswap32(u32(nonce0 + min(lane, n - 1)))  # idle lanes repeat the last nonce
-        pbkdf2_first(header, x, lane, istates[lane], ostates[lane], block, w, tmp, t)
-    romix(x, v)
-    for lane in range(n):
-        pbkdf2_last(x, lane, istates[lane], ostates[lane], block, w, tmp, hashes[lane])
+@cache
+def kernel(name: str = DEFAULT) -> Kernel:
+    """The kernel of variant `name`. Its shape is held in constants of the closures, so LLVM sees
+    every stride as a number (a lane count read from an array shape kept the loop scalar:
+    5.9 kH/s, no faster than one lane), and numba's cache key holds them, so each variant is
+    cached apart."""
+    variant = VARIANTS[name]
+    L, G, W = variant.lanes, variant.groups, variant.width
+    quad = variant.pad == "quad"
 
+    @njit(nogil=True, cache=True, boundscheck=False)
+    def block_mix(x):
+        """BlockMix on every lane of `x`, one loop over `L` lanes whose body mixes one lane of
+        each of the `G` groups: vectors of `L` lanes, `G` independent chains."""
+        full_width()
+        for lane in range(L):
+            _mix(x, lane, W)
+            if G == 2:
+                _mix(x, lane + L, W)
 
-@njit(nogil=True, cache=True, boundscheck=False)
-def search(prefix, target, nonce_start, count, out, x, v):
-    """Search [nonce_start, nonce_start+count) lane group by lane group; store up to len(out)
-    hits, return the total. `x` and `v` are the caller's scratch (`scratch()`), so a thread
-    allocates them once."""
-    lanes = LANES
-    hashes = np.empty((lanes, 8), dtype=np.uint32)
-    total = 0
-    pos = 0
-    while pos < count:
-        n = min(lanes, count - pos)
-        scrypt_lanes(prefix, nonce_start + pos, n, x, v, hashes)
+    @njit(nogil=True, cache=True, boundscheck=False)
+    def romix(x, v):
+        """scrypt's ROMix with N = 1024 on every lane of `x`, pad `v` in this variant's layout."""
+        size = 32 * W
+        if quad:
+            for i in range(N):
+                for g in range(W // 4):
+                    base = (g * N + i) * 128
+                    for k in range(32):
+                        for q in range(4):
+                            v[base + k * 4 + q] = x[k * W + g * 4 + q]
+                block_mix(x)
+            for _ in range(N):
+                for lane in range(W):
+                    base = ((lane >> 2) * N + (x[16 * W + lane] & u32(N - 1))) * 128 + (lane & 3)  # Integerify
+                    for k in range(32):
+                        x[k * W + lane] ^= v[base + k * 4]
+                block_mix(x)
+        else:
+            for i in range(N):
+                v[i * size:(i + 1) * size] = x
+                block_mix(x)
+            for _ in range(N):
+                for lane in range(W):
+                    row = (x[16 * W + lane] & u32(N - 1)) * size + lane  # Integerify
+                    for k in range(32):
+                        x[k * W + lane] ^= v[row + k * W]
+                block_mix(x)
+
+    @njit(nogil=True, cache=True, boundscheck=False)
+    def scrypt_lanes(prefix, nonce0, n, x, v, hashes):
+        """scrypt of the headers `prefix` (19 big-endian words) + nonce for nonce0 .. nonce0+n-1
+        (n <= W), each hash into `hashes[lane]` (8 big-endian words)."""
+        header = np.empty(20, dtype=np.uint32)
+        header[:19] = prefix
+        istates = np.empty((W, 8), dtype=np.uint32)
+        ostates = np.empty((W, 8), dtype=np.uint32)
+        block = np.empty(16, dtype=np.uint32)
+        w = np.empty(64, dtype=np.uint32)
+        tmp = np.empty(8, dtype=np.uint32)
+        t = np.empty(8, dtype=np.uint32)
+        for lane in range(W):
+            header[19] = bswap32(u32(nonce0 + min(lane, n - 1)))  # idle lanes repeat the last nonce
+            pbkdf2_first(header, x, lane, W, istates[lane], ostates[lane], block, w, tmp, t)
+        romix(x, v)
         for lane in range(n):
-            if meets_target(hashes[lane], target):
-                if total < out.shape[0]:
-                    out[total] = nonce_start + pos + lane
-                total += 1
-        pos += n
-    return total
+            pbkdf2_last(x, lane, W, istates[lane], ostates[lane], block, w, tmp, hashes[lane])
+
+    @njit(nogil=True, cache=True, boundscheck=False)
+    def search(prefix, target, nonce_start, count, out, x, v):
+        """Search [nonce_start, nonce_start+count) lane group by lane group; store up to len(out)
+        hits, return the total. `x` and `v` are the caller's scratch (`Kernel.scratch()`), so a
+        thread allocates them once."""
+        hashes = np.empty((W, 8), dtype=np.uint32)
+        total = 0
+        pos = 0
+        while pos < count:
+            n = min(W, count - pos)
+            scrypt_lanes(prefix, nonce_start + pos, n, x, v, hashes)
+            for lane in range(n):
+                if meets_target(hashes[lane], target):
+                    if total < out.shape[0]:
+                        out[total] = nonce_start + pos + lane
+                    total += 1
+            pos += n
+        return total
+
+    return Kernel(variant, block_mix, romix, scrypt_lanes, search)
 
 
 def prefix_words(header_prefix: bytes) -> np.ndarray:
     """The 76-byte header prefix as 19 big-endian words."""
     return np.frombuffer(header_prefix, dtype=">u4").astype(np.uint32)
-
-
-def scratch() -> tuple[np.ndarray, np.ndarray]:
-    """One thread's scratch for LANES nonces in flight: the state and the 128 KiB-per-lane pad."""
-    return np.zeros(32 * LANES, dtype=np.uint32), np.zeros(N * 32 * LANES, dtype=np.uint32)
