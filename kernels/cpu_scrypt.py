@@ -49,8 +49,9 @@ from numba import njit
 from .cpu import (
     meets_target,  # the SHA-256d kernel's full 256-bit test: the same comparison
 )
+from .cpu_salsa import mix_lane
 from .cpu_sha256_scalar import bswap32, hmac_outer, hmac_states, sha256_compress
-from .cpu_width import full_width
+from .cpu_width import full_width, kept_apart
 
 u32 = np.uint32
 N = 1024  # scrypt's cost (Litecoin's)
@@ -97,11 +98,6 @@ VARIANTS = {v.name: v for v in (
 DEFAULT = "16w"  # what runs until a measurement says otherwise (the build first measured fastest on Zen 4)
 
 
-@njit(nogil=True, cache=True, boundscheck=False, inline="always")
-def _rotl(x, n):
-    return u32(u32(x << u32(n)) | u32(x >> u32(32 - n)))
-
-
 @njit(nogil=True, cache=True, boundscheck=False)
 def pbkdf2_first(header, x, lane, width, istate, ostate, block, w, tmp, t):
     """B = PBKDF2-HMAC-SHA256(header, header, 1, 128 bytes), as 32 little-endian words into
@@ -142,219 +138,13 @@ def pbkdf2_last(x, lane, width, istate, ostate, block, w, tmp, out):
     hmac_outer(ostate, tmp, out, block, w)
 
 
-@njit(nogil=True, cache=True, boundscheck=False, inline="always")
-def _mix(x, lane, W):
-    """BlockMix (r = 1) of lane `lane` of `x` (32 rows of `W` words), in place: x0 ^= x1,
-    x0 = salsa20/8(x0); x1 ^= x0, x1 = salsa20/8(x1). Inlined into a loop over the lanes with
-    `W` a constant there, so the loop's body is straight-line code at fixed strides."""
-    b0 = x[0 * W + lane] ^ x[16 * W + lane]
-    b1 = x[1 * W + lane] ^ x[17 * W + lane]
-    b2 = x[2 * W + lane] ^ x[18 * W + lane]
-    b3 = x[3 * W + lane] ^ x[19 * W + lane]
-    b4 = x[4 * W + lane] ^ x[20 * W + lane]
-    b5 = x[5 * W + lane] ^ x[21 * W + lane]
-    b6 = x[6 * W + lane] ^ x[22 * W + lane]
-    b7 = x[7 * W + lane] ^ x[23 * W + lane]
-    b8 = x[8 * W + lane] ^ x[24 * W + lane]
-    b9 = x[9 * W + lane] ^ x[25 * W + lane]
-    b10 = x[10 * W + lane] ^ x[26 * W + lane]
-    b11 = x[11 * W + lane] ^ x[27 * W + lane]
-    b12 = x[12 * W + lane] ^ x[28 * W + lane]
-    b13 = x[13 * W + lane] ^ x[29 * W + lane]
-    b14 = x[14 * W + lane] ^ x[30 * W + lane]
-    b15 = x[15 * W + lane] ^ x[31 * W + lane]
-    (b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15) = _salsa8(
-        b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15)
-    x[0 * W + lane] = b0
-    x[1 * W + lane] = b1
-    x[2 * W + lane] = b2
-    x[3 * W + lane] = b3
-    x[4 * W + lane] = b4
-    x[5 * W + lane] = b5
-    x[6 * W + lane] = b6
-    x[7 * W + lane] = b7
-    x[8 * W + lane] = b8
-    x[9 * W + lane] = b9
-    x[10 * W + lane] = b10
-    x[11 * W + lane] = b11
-    x[12 * W + lane] = b12
-    x[13 * W + lane] = b13
-    x[14 * W + lane] = b14
-    x[15 * W + lane] = b15
-    (c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15) = _salsa8(
-        b0 ^ x[16 * W + lane], b1 ^ x[17 * W + lane], b2 ^ x[18 * W + lane], b3 ^ x[19 * W + lane],
-        b4 ^ x[20 * W + lane], b5 ^ x[21 * W + lane], b6 ^ x[22 * W + lane], b7 ^ x[23 * W + lane],
-        b8 ^ x[24 * W + lane], b9 ^ x[25 * W + lane], b10 ^ x[26 * W + lane],
-        b11 ^ x[27 * W + lane], b12 ^ x[28 * W + lane], b13 ^ x[29 * W + lane],
-        b14 ^ x[30 * W + lane], b15 ^ x[31 * W + lane])
-    x[16 * W + lane] = c0
-    x[17 * W + lane] = c1
-    x[18 * W + lane] = c2
-    x[19 * W + lane] = c3
-    x[20 * W + lane] = c4
-    x[21 * W + lane] = c5
-    x[22 * W + lane] = c6
-    x[23 * W + lane] = c7
-    x[24 * W + lane] = c8
-    x[25 * W + lane] = c9
-    x[26 * W + lane] = c10
-    x[27 * W + lane] = c11
-    x[28 * W + lane] = c12
-    x[29 * W + lane] = c13
-    x[30 * W + lane] = c14
-    x[31 * W + lane] = c15
-
-
-@njit(nogil=True, cache=True, boundscheck=False, inline="always")
-def _salsa8(i0, i1, i2, i3, i4, i5, i6, i7, i8, i9, i10, i11, i12, i13, i14, i15):
-    """salsa20/8 (RFC 7914 section 3): four double rounds, then the input added back."""
-    x0, x1, x2, x3, x4, x5, x6, x7 = i0, i1, i2, i3, i4, i5, i6, i7
-    x8, x9, x10, x11, x12, x13, x14, x15 = i8, i9, i10, i11, i12, i13, i14, i15
-    # Four double rounds written out: LLVM kept a loop of four, and an inner loop keeps the
-    # lane loop around it from being vectorized.
-    # double round 1: columns, then rows
-    x4 ^= _rotl(u32(x0 + x12), 7)
-    x8 ^= _rotl(u32(x4 + x0), 9)
-    x12 ^= _rotl(u32(x8 + x4), 13)
-    x0 ^= _rotl(u32(x12 + x8), 18)
-    x9 ^= _rotl(u32(x5 + x1), 7)
-    x13 ^= _rotl(u32(x9 + x5), 9)
-    x1 ^= _rotl(u32(x13 + x9), 13)
-    x5 ^= _rotl(u32(x1 + x13), 18)
-    x14 ^= _rotl(u32(x10 + x6), 7)
-    x2 ^= _rotl(u32(x14 + x10), 9)
-    x6 ^= _rotl(u32(x2 + x14), 13)
-    x10 ^= _rotl(u32(x6 + x2), 18)
-    x3 ^= _rotl(u32(x15 + x11), 7)
-    x7 ^= _rotl(u32(x3 + x15), 9)
-    x11 ^= _rotl(u32(x7 + x3), 13)
-    x15 ^= _rotl(u32(x11 + x7), 18)
-    x1 ^= _rotl(u32(x0 + x3), 7)
-    x2 ^= _rotl(u32(x1 + x0), 9)
-    x3 ^= _rotl(u32(x2 + x1), 13)
-    x0 ^= _rotl(u32(x3 + x2), 18)
-    x6 ^= _rotl(u32(x5 + x4), 7)
-    x7 ^= _rotl(u32(x6 + x5), 9)
-    x4 ^= _rotl(u32(x7 + x6), 13)
-    x5 ^= _rotl(u32(x4 + x7), 18)
-    x11 ^= _rotl(u32(x10 + x9), 7)
-    x8 ^= _rotl(u32(x11 + x10), 9)
-    x9 ^= _rotl(u32(x8 + x11), 13)
-    x10 ^= _rotl(u32(x9 + x8), 18)
-    x12 ^= _rotl(u32(x15 + x14), 7)
-    x13 ^= _rotl(u32(x12 + x15), 9)
-    x14 ^= _rotl(u32(x13 + x12), 13)
-    x15 ^= _rotl(u32(x14 + x13), 18)
-    # double round 2: columns, then rows
-    x4 ^= _rotl(u32(x0 + x12), 7)
-    x8 ^= _rotl(u32(x4 + x0), 9)
-    x12 ^= _rotl(u32(x8 + x4), 13)
-    x0 ^= _rotl(u32(x12 + x8), 18)
-    x9 ^= _rotl(u32(x5 + x1), 7)
-    x13 ^= _rotl(u32(x9 + x5), 9)
-    x1 ^= _rotl(u32(x13 + x9), 13)
-    x5 ^= _rotl(u32(x1 + x13), 18)
-    x14 ^= _rotl(u32(x10 + x6), 7)
-    x2 ^= _rotl(u32(x14 + x10), 9)
-    x6 ^= _rotl(u32(x2 + x14), 13)
-    x10 ^= _rotl(u32(x6 + x2), 18)
-    x3 ^= _rotl(u32(x15 + x11), 7)
-    x7 ^= _rotl(u32(x3 + x15), 9)
-    x11 ^= _rotl(u32(x7 + x3), 13)
-    x15 ^= _rotl(u32(x11 + x7), 18)
-    x1 ^= _rotl(u32(x0 + x3), 7)
-    x2 ^= _rotl(u32(x1 + x0), 9)
-    x3 ^= _rotl(u32(x2 + x1), 13)
-    x0 ^= _rotl(u32(x3 + x2), 18)
-    x6 ^= _rotl(u32(x5 + x4), 7)
-    x7 ^= _rotl(u32(x6 + x5), 9)
-    x4 ^= _rotl(u32(x7 + x6), 13)
-    x5 ^= _rotl(u32(x4 + x7), 18)
-    x11 ^= _rotl(u32(x10 + x9), 7)
-    x8 ^= _rotl(u32(x11 + x10), 9)
-    x9 ^= _rotl(u32(x8 + x11), 13)
-    x10 ^= _rotl(u32(x9 + x8), 18)
-    x12 ^= _rotl(u32(x15 + x14), 7)
-    x13 ^= _rotl(u32(x12 + x15), 9)
-    x14 ^= _rotl(u32(x13 + x12), 13)
-    x15 ^= _rotl(u32(x14 + x13), 18)
-    # double round 3: columns, then rows
-    x4 ^= _rotl(u32(x0 + x12), 7)
-    x8 ^= _rotl(u32(x4 + x0), 9)
-    x12 ^= _rotl(u32(x8 + x4), 13)
-    x0 ^= _rotl(u32(x12 + x8), 18)
-    x9 ^= _rotl(u32(x5 + x1), 7)
-    x13 ^= _rotl(u32(x9 + x5), 9)
-    x1 ^= _rotl(u32(x13 + x9), 13)
-    x5 ^= _rotl(u32(x1 + x13), 18)
-    x14 ^= _rotl(u32(x10 + x6), 7)
-    x2 ^= _rotl(u32(x14 + x10), 9)
-    x6 ^= _rotl(u32(x2 + x14), 13)
-    x10 ^= _rotl(u32(x6 + x2), 18)
-    x3 ^= _rotl(u32(x15 + x11), 7)
-    x7 ^= _rotl(u32(x3 + x15), 9)
-    x11 ^= _rotl(u32(x7 + x3), 13)
-    x15 ^= _rotl(u32(x11 + x7), 18)
-    x1 ^= _rotl(u32(x0 + x3), 7)
-    x2 ^= _rotl(u32(x1 + x0), 9)
-    x3 ^= _rotl(u32(x2 + x1), 13)
-    x0 ^= _rotl(u32(x3 + x2), 18)
-    x6 ^= _rotl(u32(x5 + x4), 7)
-    x7 ^= _rotl(u32(x6 + x5), 9)
-    x4 ^= _rotl(u32(x7 + x6), 13)
-    x5 ^= _rotl(u32(x4 + x7), 18)
-    x11 ^= _rotl(u32(x10 + x9), 7)
-    x8 ^= _rotl(u32(x11 + x10), 9)
-    x9 ^= _rotl(u32(x8 + x11), 13)
-    x10 ^= _rotl(u32(x9 + x8), 18)
-    x12 ^= _rotl(u32(x15 + x14), 7)
-    x13 ^= _rotl(u32(x12 + x15), 9)
-    x14 ^= _rotl(u32(x13 + x12), 13)
-    x15 ^= _rotl(u32(x14 + x13), 18)
-    # double round 4: columns, then rows
-    x4 ^= _rotl(u32(x0 + x12), 7)
-    x8 ^= _rotl(u32(x4 + x0), 9)
-    x12 ^= _rotl(u32(x8 + x4), 13)
-    x0 ^= _rotl(u32(x12 + x8), 18)
-    x9 ^= _rotl(u32(x5 + x1), 7)
-    x13 ^= _rotl(u32(x9 + x5), 9)
-    x1 ^= _rotl(u32(x13 + x9), 13)
-    x5 ^= _rotl(u32(x1 + x13), 18)
-    x14 ^= _rotl(u32(x10 + x6), 7)
-    x2 ^= _rotl(u32(x14 + x10), 9)
-    x6 ^= _rotl(u32(x2 + x14), 13)
-    x10 ^= _rotl(u32(x6 + x2), 18)
-    x3 ^= _rotl(u32(x15 + x11), 7)
-    x7 ^= _rotl(u32(x3 + x15), 9)
-    x11 ^= _rotl(u32(x7 + x3), 13)
-    x15 ^= _rotl(u32(x11 + x7), 18)
-    x1 ^= _rotl(u32(x0 + x3), 7)
-    x2 ^= _rotl(u32(x1 + x0), 9)
-    x3 ^= _rotl(u32(x2 + x1), 13)
-    x0 ^= _rotl(u32(x3 + x2), 18)
-    x6 ^= _rotl(u32(x5 + x4), 7)
-    x7 ^= _rotl(u32(x6 + x5), 9)
-    x4 ^= _rotl(u32(x7 + x6), 13)
-    x5 ^= _rotl(u32(x4 + x7), 18)
-    x11 ^= _rotl(u32(x10 + x9), 7)
-    x8 ^= _rotl(u32(x11 + x10), 9)
-    x9 ^= _rotl(u32(x8 + x11), 13)
-    x10 ^= _rotl(u32(x9 + x8), 18)
-    x12 ^= _rotl(u32(x15 + x14), 7)
-    x13 ^= _rotl(u32(x12 + x15), 9)
-    x14 ^= _rotl(u32(x13 + x12), 13)
-    x15 ^= _rotl(u32(x14 + x13), 18)
-    return (u32(x0 + i0), u32(x1 + i1), u32(x2 + i2), u32(x3 + i3), u32(x4 + i4), u32(x5 + i5),
-            u32(x6 + i6), u32(x7 + i7), u32(x8 + i8), u32(x9 + i9), u32(x10 + i10), u32(x11 + i11),
-            u32(x12 + i12), u32(x13 + i13), u32(x14 + i14), u32(x15 + i15))
-
-
-
 @dataclass(frozen=True)
 class Kernel:
     """One variant's compiled functions (compiled on first call, cached on disk by numba)."""
     variant: Variant
     block_mix: object
+    pad_store: object
+    pad_xor: object
     romix: object
     scrypt_lanes: object
     search: object
@@ -373,54 +163,75 @@ def kernel(name: str = DEFAULT) -> Kernel:
     """The kernel of variant `name`. Its shape is held in constants of the closures, so LLVM sees
     every stride as a number (a lane count read from an array shape kept the loop scalar:
     5.9 kH/s, no faster than one lane), and numba's cache key holds them, so each variant is
-    cached apart."""
+    cached apart. numba's staleness check looks only at this file, so a digest of every file the
+    kernel is built from is a closure constant too: a change to the salsa20/8 or SHA-256 code
+    then misses the cache instead of loading code linked with the old one."""
     variant = VARIANTS[name]
     L, G, W = variant.lanes, variant.groups, variant.width
+    sources = source_digest()
     quad = variant.pad == "quad"
 
     @njit(nogil=True, cache=True, boundscheck=False)
     def block_mix(x):
         """BlockMix on every lane of `x`, one loop over `L` lanes whose body mixes one lane of
         each of the `G` groups: vectors of `L` lanes, `G` independent chains."""
+        built_from = sources  # noqa: F841 - in the cache key, see `kernel`
         full_width()
         for lane in range(L):
-            _mix(x, lane, W)
+            mix_lane(x, lane, W)
             if G == 2:
-                _mix(x, lane + L, W)
+                mix_lane(x, lane + L, W)
+
+    @njit(nogil=True, cache=True, boundscheck=False)
+    def pad_store(x, v, i):
+        """Store the state as pad row `i` of every lane (the first half of ROMix, one step)."""
+        built_from = sources  # noqa: F841 - in the cache key, see `kernel`
+        kept_apart()
+        i = i & (N - 1)  # a no-op that tells LLVM the row is not negative: no wraparound test per word
+        if quad:
+            for g in range(W // 4):
+                base = (g * N + i) * 128
+                for k in range(32):
+                    for q in range(4):
+                        v[base + k * 4 + q] = x[k * W + g * 4 + q]
+        else:
+            base = i * 32 * W
+            for k in range(32 * W):
+                v[base + k] = x[k]
+
+    @njit(nogil=True, cache=True, boundscheck=False)
+    def pad_xor(x, v):
+        """XOR into each lane the pad row its state names (Integerify: the last block's first
+        word, mod N): the second half of ROMix, one step, the pad's random reads."""
+        built_from = sources  # noqa: F841 - in the cache key, see `kernel`
+        kept_apart()
+        for lane in range(W):
+            j = x[16 * W + lane] & u32(N - 1)
+            if quad:
+                base = ((lane >> 2) * N + j) * 128 + (lane & 3)
+                for k in range(32):
+                    x[k * W + lane] ^= v[base + k * 4]
+            else:
+                base = j * 32 * W + lane
+                for k in range(32):
+                    x[k * W + lane] ^= v[base + k * W]
 
     @njit(nogil=True, cache=True, boundscheck=False)
     def romix(x, v):
         """scrypt's ROMix with N = 1024 on every lane of `x`, pad `v` in this variant's layout."""
-        size = 32 * W
-        if quad:
-            for i in range(N):
-                for g in range(W // 4):
-                    base = (g * N + i) * 128
-                    for k in range(32):
-                        for q in range(4):
-                            v[base + k * 4 + q] = x[k * W + g * 4 + q]
-                block_mix(x)
-            for _ in range(N):
-                for lane in range(W):
-                    base = ((lane >> 2) * N + (x[16 * W + lane] & u32(N - 1))) * 128 + (lane & 3)  # Integerify
-                    for k in range(32):
-                        x[k * W + lane] ^= v[base + k * 4]
-                block_mix(x)
-        else:
-            for i in range(N):
-                v[i * size:(i + 1) * size] = x
-                block_mix(x)
-            for _ in range(N):
-                for lane in range(W):
-                    row = (x[16 * W + lane] & u32(N - 1)) * size + lane  # Integerify
-                    for k in range(32):
-                        x[k * W + lane] ^= v[row + k * W]
-                block_mix(x)
+        built_from = sources  # noqa: F841 - in the cache key, see `kernel`
+        for i in range(N):
+            pad_store(x, v, i)
+            block_mix(x)
+        for _ in range(N):
+            pad_xor(x, v)
+            block_mix(x)
 
     @njit(nogil=True, cache=True, boundscheck=False)
     def scrypt_lanes(prefix, nonce0, n, x, v, hashes):
         """scrypt of the headers `prefix` (19 big-endian words) + nonce for nonce0 .. nonce0+n-1
         (n <= W), each hash into `hashes[lane]` (8 big-endian words)."""
+        built_from = sources  # noqa: F841 - in the cache key, see `kernel`
         header = np.empty(20, dtype=np.uint32)
         header[:19] = prefix
         istates = np.empty((W, 8), dtype=np.uint32)
@@ -441,6 +252,7 @@ def kernel(name: str = DEFAULT) -> Kernel:
         """Search [nonce_start, nonce_start+count) lane group by lane group; store up to len(out)
         hits, return the total. `x` and `v` are the caller's scratch (`Kernel.scratch()`), so a
         thread allocates them once."""
+        built_from = sources  # noqa: F841 - in the cache key, see `kernel`
         hashes = np.empty((W, 8), dtype=np.uint32)
         total = 0
         pos = 0
@@ -455,7 +267,21 @@ def kernel(name: str = DEFAULT) -> Kernel:
             pos += n
         return total
 
-    return Kernel(variant, block_mix, romix, scrypt_lanes, search)
+    return Kernel(variant, block_mix, pad_store, pad_xor, romix, scrypt_lanes, search)
+
+
+SOURCES = ("cpu_scrypt.py", "cpu_salsa.py", "cpu_sha256_scalar.py", "cpu_width.py", "cpu.py")
+
+
+def source_digest() -> str:
+    """A digest of every file a compiled scrypt kernel is built from."""
+    import hashlib
+    from pathlib import Path
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for name in SOURCES:
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()
 
 
 def prefix_words(header_prefix: bytes) -> np.ndarray:

@@ -23,7 +23,6 @@ from miner.kernels.tuning_cache import cache_dir, read_entries, write_entries
 
 CHOICE_FILE_NAME = "cpu-scrypt-variant.json"
 CHOICES = ("auto",) + tuple(cpu_scrypt.VARIANTS)
-_SOURCES = ("cpu_scrypt.py", "cpu_sha256_scalar.py", "cpu_width.py", "cpu.py")
 
 
 def _choice_file() -> Path:
@@ -33,10 +32,7 @@ def _choice_file() -> Path:
 def choice_key() -> str:
     """CPU name, a digest of its features and of the kernel's source: what a measurement holds for."""
     name, features = cpu_select.target_cpu()
-    digest = hashlib.sha256(features.encode())
-    here = Path(cpu_scrypt.__file__).resolve().parent
-    for source in _SOURCES:
-        digest.update((here / source).read_bytes())
+    digest = hashlib.sha256(features.encode() + cpu_scrypt.source_digest().encode())
     return f"{name}:{digest.hexdigest()[:20]}"
 
 
