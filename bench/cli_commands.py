@@ -73,8 +73,17 @@ def parse_launch_shapes(text: str) -> list[tuple[int, int]] | None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.static:
-        from miner.bench.sass import main as sass_main
-        return sass_main(["--json"] if args.json else [])
+        items = {x.strip().lower().split(":")[0] for x in args.backend.split(",") if x.strip()}
+        rc = 0
+        if "cpu" in items:
+            from miner.bench.cpu_model import static_report
+            rc = static_report(min(args.duration, 0.5), args.json)
+        if "cuda" in items:
+            from miner.bench.sass import main as sass_main
+            rc = rc or sass_main(["--json"] if args.json else [])
+        if not items & {"cpu", "cuda"}:
+            raise UsageError("--static models the cpu and cuda backends: name one of them in --backend")
+        return rc
     if not 0 < args.duration <= 600:
         raise UsageError(f"--duration must be above 0 and at most 600 seconds, got {args.duration:g}")
     if not 0 < args.unit_seconds <= 10:

@@ -43,3 +43,16 @@ def full_width(typingctx):
         return context.get_dummy_value()
 
     return types.void(), codegen
+
+
+@intrinsic
+def kept_apart(typingctx):
+    """Mark the calling jitted function `noinline` and nothing else: a per-step piece of a kernel
+    stays a function of its own, so `miner.bench.cpu_model` can read and count its assembly
+    (one call a step costs nothing beside the hundreds of instructions in it)."""
+
+    def codegen(context, builder, signature, args):
+        builder.function.attributes.add("noinline")
+        return context.get_dummy_value()
+
+    return types.void(), codegen

@@ -99,7 +99,7 @@ def test_peer_benchmark_against_a_stand_in_binary(tmp_path):
     assert bad.returncode == 2 and "not an executable file" in bad.stderr
 
 
-def test_scrypt_side_by_side_with_both_peers_against_stand_in_binaries(tmp_path):
+def test_scrypt_side_by_side_with_both_peers_against_stand_in_binaries(tmp_path, scrypt_variants):
     """--algo scrypt with cpuminer-opt and pooler's cpuminer (whose reports say khash/s and
     who takes no --no-color); ours is the numba scrypt kernel, measured between them."""
     for name, unit, rates in (("cpuminer", "kH/s", "10.00 20.00 40.00"), ("minerd", "khash/s", "1 60 80")):

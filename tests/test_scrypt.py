@@ -6,7 +6,6 @@ scrypt does not, refused."""
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from support import compile_lane
 from support.vectors import LITECOIN
 
 from miner.backends.ref import ReferenceBackend
@@ -98,7 +98,7 @@ def test_backends_for_scrypt():
         Sha("sha", "x").search(KernelWork(bytes(76), 1 << 250, pow="scrypt"), 0, 10)
 
 
-def test_a_local_scrypt_chain_is_mined_verified_and_refuses_a_sha256d_only_block(tmp_path):
+def test_a_local_scrypt_chain_is_mined_verified_and_refuses_a_sha256d_only_block(tmp_path, scrypt_variants):
     path = tmp_path / "scrypt.sqlite"
     mined = subprocess.run([sys.executable, "-m", "miner", "mine", "--chain", str(path), "--preset", "local-scrypt",
                             "--blocks", "2", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -141,29 +141,59 @@ def test_miner_header_judges_by_the_pow_asked_for():
 
 # --------------------------------------------------------------------------- the numba kernel
 
-def test_the_numba_kernel_matches_hashlib_on_random_headers_and_partial_lane_groups():
+@pytest.mark.parametrize("name", list(__import__("miner.kernels.cpu_scrypt", fromlist=["VARIANTS"]).VARIANTS))
+def test_every_variant_matches_hashlib_on_random_headers_and_partial_lane_groups(name, scrypt_variants):
     import random
 
     import numpy as np
-    from miner.kernels import cpu_scrypt as kernel
+    from miner.kernels import cpu_scrypt
+    k = cpu_scrypt.kernel(name)
     rng = random.Random(7914)
-    x, v = kernel.scratch()
-    hashes = np.empty((kernel.LANES, 8), dtype=np.uint32)
-    for n in (kernel.LANES, 1, 5):
+    x, v = k.scratch()
+    hashes = np.empty((k.width, 8), dtype=np.uint32)
+    for n in (k.width, 1, 5):
         prefix = rng.randbytes(76)
         nonce0 = rng.randrange(1 << 32 - 5)
-        kernel.scrypt_lanes(kernel.prefix_words(prefix), nonce0, n, x, v, hashes)
+        k.scrypt_lanes(cpu_scrypt.prefix_words(prefix), nonce0, n, x, v, hashes)
         for lane in range(n):
             header = prefix + struct.pack("<I", nonce0 + lane)
-            assert hashes[lane].astype(">u4").tobytes() == scrypt_pow(header), (n, lane)
+            assert hashes[lane].astype(">u4").tobytes() == scrypt_pow(header), (name, n, lane)
 
 
-def test_the_numba_backend_finds_litecoins_nonce_at_its_hard_target_on_two_threads():
+def test_the_variant_choice_is_measured_once_and_kept(tmp_path, monkeypatch, scrypt_variants):
+    """`auto` times every variant for real (on this CPU, whatever it is), keeps the fastest under
+    this CPU's key, and reads it back the next time without timing again; a bad name is one
+    clear usage error."""
+    import json
+
+    from miner.kernels import cpu_scrypt, cpu_scrypt_select
+
+    from miner.backends.cpu_scrypt import CpuScryptBackend
+    monkeypatch.setenv("MINER_CACHE", str(tmp_path))
+    name, why = cpu_scrypt_select.choose("auto", remeasure=True)
+    assert name in cpu_scrypt.VARIANTS and why.startswith("measured now")
+    entry = json.loads((tmp_path / cpu_scrypt_select.CHOICE_FILE_NAME).read_text())[cpu_scrypt_select.choice_key()]
+    assert entry["variant"] == name and set(entry["rates"]) == set(cpu_scrypt.VARIANTS)
+    assert entry["rates"][name] == max(entry["rates"].values())
+    if not entry["provisional"]:
+        assert cpu_scrypt_select.choose("auto") == (name, "measured earlier on this CPU")
+        assert cpu_scrypt_select.stored_choice() == name
+    backend = CpuScryptBackend(threads=1, variant="8w")
+    try:
+        backend.warm_up()
+        assert backend.kernel.width == 8 and "8w: 8 lanes" in backend.device
+    finally:
+        backend.close()
+    with pytest.raises(InvalidInput, match="unknown CPU scrypt variant 'wide'"):
+        CpuScryptBackend(threads=1, variant="wide")
+
+
+def test_the_numba_backend_finds_litecoins_nonce_at_its_hard_target_on_two_threads(scrypt_variants):
     from miner.backends.cpu_scrypt import CpuScryptBackend
     raw, _ = LITECOIN["block 400,000"]
     nonce = struct.unpack_from("<I", raw, 76)[0]
     target = bits_to_target(struct.unpack_from("<I", raw, 72)[0])
-    backend = CpuScryptBackend(threads=2)
+    backend = CpuScryptBackend(threads=2, variant="16w")
     try:
         result = backend.search(KernelWork(raw[:76], target, pow="scrypt"), nonce - 37, 70)
         assert result.nonces == [nonce] and result.total == 1 and result.rejected == 0
@@ -176,7 +206,7 @@ def test_the_numba_backend_finds_litecoins_nonce_at_its_hard_target_on_two_threa
         backend.close()
 
 
-def test_compare_and_bench_take_scrypt():
+def test_compare_and_bench_take_scrypt(scrypt_variants):
     """`miner compare --pow scrypt`: hashlib and the numba kernel find the same hits on one job;
     `miner bench --pow scrypt` times each."""
     import json
@@ -196,7 +226,7 @@ def test_compare_and_bench_take_scrypt():
     assert row["setting"] == "scrypt threads=1" and row["median"] > 0
 
 
-def test_a_scrypt_node_is_mined_over_getblocktemplate_with_pow_scrypt(tmp_path):
+def test_a_scrypt_node_is_mined_over_getblocktemplate_with_pow_scrypt(tmp_path, scrypt_variants):
     """`miner node` on a local-scrypt chain, `miner mine --url http://... --pow scrypt`: every
     block accepted, judged by scrypt on the node; --pow where it means nothing is a usage error."""
     import json
@@ -218,7 +248,7 @@ def test_a_scrypt_node_is_mined_over_getblocktemplate_with_pow_scrypt(tmp_path):
     assert usage.returncode == 2 and "--pow is for --url" in usage.stderr
 
 
-def test_a_scrypt_node_is_mined_over_stratum_by_our_client(tmp_path):
+def test_a_scrypt_node_is_mined_over_stratum_by_our_client(tmp_path, scrypt_variants):
     """A local-scrypt node's Stratum server and `miner mine --url stratum+tcp://... --pow scrypt`:
     shares judged by scrypt at scrypt pools' difficulty (1 = 0xFFFF * 2^224), every one accepted."""
     import json
@@ -251,29 +281,48 @@ def test_a_scrypt_node_is_mined_over_stratum_by_our_client(tmp_path):
 
 
 _BLOCK_MIX_ASM = """
-import re
+import json, re
 from numba import njit, types
 from miner.kernels import cpu_scrypt
-fn = njit(nogil=True, boundscheck=False)(cpu_scrypt.block_mix.py_func)
-fn.compile((types.Array(types.uint32, 1, "C"),))
-asm = next(iter(fn.inspect_asm().values()))
-print(len(re.findall(r"vprold\\s+[^\\n]*zmm", asm)), len(re.findall(r"vpaddd\\s+[^\\n]*ymm", asm)),
-      len(re.findall(r"\\b(vpaddd|paddd)\\b", asm)))
+out = {}
+for name in ("16w", "8w", "2x8w"):  # the three loop shapes: the pad layout does not touch block_mix
+    fn = njit(nogil=True, boundscheck=False)(cpu_scrypt.kernel(name).block_mix.py_func)
+    fn.compile((types.Array(types.uint32, 1, "C"),))
+    asm = next(iter(fn.inspect_asm().values()))
+    out[name] = {reg: len(re.findall(r"\\bvpaddd\\s+[^\\n]*%" + reg, asm)) for reg in ("zmm", "ymm", "xmm")}
+print(json.dumps(out))
 """
+# (CPU numba compiles for, has AVX-512): Intel's AVX-512 server core (whose tuning prefers 256-bit
+# vectors), Intel's AVX2 desktop core, AMD's AVX-512 core.
+WIDTH_TARGETS = {"icelake-server": True, "haswell": False, "znver4": True}
+for _cpu in WIDTH_TARGETS:
+    compile_lane.LANE_JOBS[f"scrypt_width_{_cpu}"] = lambda cpu=_cpu: compile_lane.child(_BLOCK_MIX_ASM, {
+        "NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": "", "NUMBA_CACHE_DIR": str(compile_lane.LANE_ROOT / f"w-{cpu}")})
+compile_lane.LANE_FIXTURES["scrypt_widths"] = [f"scrypt_width_{cpu}" for cpu in WIDTH_TARGETS]
 
 
-@pytest.mark.parametrize("cpu, expect", [("icelake-server", "zmm"), ("haswell", "ymm")])
-def test_salsa_runs_as_vectors_on_any_x86_cpu(cpu, expect, tmp_path):
-    """block_mix compiled (never run) for an AVX-512 server CPU whose tuning prefers 256-bit
-    vectors and for an AVX2-only one, so it holds whatever CPU runs the tests: two salsa20/8
-    per BlockMix, 4 double rounds of 32 rotates each, all as packed instructions (16 lanes in
-    zmm registers; 8 in ymm without AVX-512). Rounds written as a loop left it scalar."""
-    env = dict(os.environ, NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES="", NUMBA_CACHE_DIR=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-c", _BLOCK_MIX_ASM], env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    zmm_rotates, ymm_adds, packed_adds = map(int, proc.stdout.split())
-    if expect == "zmm":
-        assert zmm_rotates >= 256, (zmm_rotates, ymm_adds, packed_adds)
-    else:
-        assert ymm_adds >= 256 and zmm_rotates == 0, (zmm_rotates, ymm_adds, packed_adds)
+@pytest.fixture(scope="session")
+def scrypt_widths():
+    import json
+    out = {}
+    for cpu in WIDTH_TARGETS:
+        rc, stdout, err = compile_lane.LANE.result(f"scrypt_width_{cpu}")
+        assert rc == 0, err[-2000:]
+        out[cpu] = json.loads(stdout.splitlines()[-1])
+    return out
+
+
+@pytest.mark.parametrize("cpu", list(WIDTH_TARGETS))
+def test_each_variant_has_the_vector_width_it_was_meant_to(cpu, scrypt_widths):
+    """block_mix of each loop shape compiled (never run) for an Intel AVX-512 core, an Intel
+    AVX2 core and an AMD AVX-512 core, so it holds whatever CPU runs the tests: a salsa20/8 pair
+    is 2 x (4 double rounds x 32 + 16) = 288 adds a lane group, all as packed instructions. 16
+    lanes are 288 zmm adds where AVX-512 exists (one register a row) and ymm adds otherwise (the
+    loop runs twice); 8 lanes are 288 ymm adds everywhere, and two interleaved 8-lane groups
+    576, never zmm. Rounds written as a loop left it scalar; a lane count LLVM could not see
+    as a constant too."""
+    avx512 = WIDTH_TARGETS[cpu]
+    counts = scrypt_widths[cpu]
+    assert counts["16w"] == ({"zmm": 288, "ymm": 0, "xmm": 0} if avx512 else {"zmm": 0, "ymm": 288, "xmm": 0}), counts
+    assert counts["8w"] == {"zmm": 0, "ymm": 288, "xmm": 0}, counts
+    assert counts["2x8w"] == {"zmm": 0, "ymm": 576, "xmm": 0}, counts

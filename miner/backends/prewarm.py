@@ -1,6 +1,6 @@
 """`python -m miner.backends.prewarm --kernel auto --threads N [--pow scrypt]`: compile the CPU
-backend's kernel (SHA-256d, or scrypt) into numba's on-disk cache, then exit. For `auto` with no
-settled choice it compiles every kernel this CPU runs and times none: the miner times them
+backend's kernel (SHA-256d, or scrypt's variant) into numba's on-disk cache, then exit. For `auto` with no
+settled choice it compiles every kernel (or scrypt variant) this CPU runs and times none: the miner times them
 itself once they load, with its stand-in stopped (a child timing them would share the cores with
 the stand-in, and every first run's choice would be taken on a busy machine). Run by
 `miner.backends.warmup` in a child process while the miner already hashes; a failure is one
@@ -21,6 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from miner.kernels import cpu_select
         if args.pow == "scrypt":
+            from miner.kernels import cpu_scrypt_select
+            if cpu_scrypt_select.stored_choice() is None:  # every variant, timed by the miner itself
+                cpu_scrypt_select.compile_variants()
+                return 0
             from miner.backends.cpu_scrypt import CpuScryptBackend
             backend = CpuScryptBackend(threads=1)
         elif args.kernel == "auto" and cpu_select.stored_choice() is None:

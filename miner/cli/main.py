@@ -272,7 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the proof of work to measure (default sha256d)")
     _lookup_gap_option(b)
     b.add_argument("--static", action="store_true",
-                   help="print the static SASS report of the CUDA kernel instead (needs nvcc)")
+                   help="print the static model of each kernel's limit instead: for cpu, "
+                        "instructions per nonce/hash by port class, the port-bound rate of one core "
+                        "and the measured one; for cuda, the SASS report (needs nvcc)")
     b.add_argument("--json", action="store_true", help="one JSON document instead of the table")
 
     cp = sub.add_parser("compare", help="every backend on the same job and range, hits cross-checked")

@@ -67,6 +67,13 @@ def _host_builds_job() -> tuple[int, str, str]:
     return child("from miner.kernels import cpu_select\ncpu_select.compile_kernels()")
 
 
+def _scrypt_variants_job() -> tuple[int, str, str]:
+    """Every CPU scrypt variant's build for this host in the shared cache: `auto` times them all
+    on a first use, so a test that mines scrypt with the CPU backend would otherwise compile five
+    builds inside its own time limit."""
+    return child("from miner.kernels import cpu_scrypt_select\ncpu_scrypt_select.compile_variants()")
+
+
 class Lane:
     """Jobs run one after another in a background thread; `result(name)` waits for one (and
     queues it first if collection did not)."""
@@ -99,10 +106,12 @@ class Lane:
 
 
 # name -> the job; fixtures below and in test modules ask for these by name.
-LANE_JOBS: dict = {"first_run": _first_run_job, "host_builds": _host_builds_job}
+LANE_JOBS: dict = {"first_run": _first_run_job, "host_builds": _host_builds_job,
+                   "scrypt_variants": _scrypt_variants_job}
 LANE = Lane(LANE_JOBS)
 # fixture -> lane jobs it waits for (a module adds its own in `LANE_FIXTURES` at import)
-LANE_FIXTURES: dict[str, list[str]] = {"first_run": ["first_run"], "host_builds": ["host_builds"]}
+LANE_FIXTURES: dict[str, list[str]] = {"first_run": ["first_run"], "host_builds": ["host_builds"],
+                                        "scrypt_variants": ["scrypt_variants"]}
 
 
 def _lane_jobs_of(item) -> set[str]:
@@ -162,6 +171,13 @@ def host_builds():
     """This host's SIMD and SHA builds in the shared numba cache, made ready once per session in
     the lane (a test that builds a CpuBackend then loads them in about a second)."""
     rc, _, err = LANE.result("host_builds")
+    assert rc == 0, err[-2000:]
+
+
+@pytest.fixture(scope="session")
+def scrypt_variants():
+    """Every CPU scrypt variant compiled into the shared numba cache, once per session, in the lane."""
+    rc, _, err = LANE.result("scrypt_variants")
     assert rc == 0, err[-2000:]
 
 
