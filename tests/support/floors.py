@@ -251,6 +251,17 @@ def _audit(event: str, args) -> None:
 sys.addaudithook(_audit)  # cannot be removed: it does nothing while no test is being watched
 
 
+def pytest_sessionstart(session):
+    """A library's one-time set-up is the machine's, not a test's: matplotlib lists the fonts by
+    running `fc-list` the first time it is imported where its cache is empty (a fresh CI machine),
+    which would be charged to whichever plotting test came first. Done here, before any test is
+    watched."""
+    try:
+        import matplotlib.font_manager  # noqa: F401
+    except ImportError:
+        pass
+
+
 def _numba_listener():
     try:
         from numba.core import event
