@@ -60,44 +60,56 @@ def classify(ins: Instr) -> list[str]:
     if _NOT_WORK.match(op) or op.startswith("."):
         return []
     wide = "_512" if ins.bits == 512 else ""
-    if op.startswith("lea"):  # an address computed, no memory touched
-        return ["scalar_alu"]
+    whole = _whole_instruction_class(op)
+    if whole is not None:
+        return [whole]
     mem = ins.memory_operands
     writes = bool(mem) and mem[-1] == ins.operand_count - 1 and not op.startswith(("cmp", "test", "bt"))
     reads = bool(mem) and not (writes and len(mem) == 1 and _is_move(op))
-    if op.startswith("sha256rnds2"):
-        kind = "sha_rnds"
-    elif op.startswith("sha256msg"):
-        kind = "sha_msg"
-    elif "gather" in op:
-        return ["gather"]
-    elif "scatter" in op:
-        return ["scatter"]
-    elif op.startswith("call"):
-        return ["call"]
-    elif _BRANCH.match(op):
-        return ["branch"]
-    elif _SHIFT.match(op):
-        kind = "vec_shift" + wide
-    elif _SHUFFLE.match(op):
-        kind = "shuffle" + wide
-    elif _is_move(op):
-        if mem:
-            return ["store" + wide] if writes else ["load"]
-        kind = ("vec_alu" + wide) if ins.bits else "scalar_alu"
-    elif op.startswith(("vp", "p", "kx", "kmov", "kand", "kor", "kshift", "vmov", "vxorp", "vandp", "vorp")) \
-            and (ins.bits or op.startswith("k")):
-        kind = "vec_alu" + wide
-    elif op.startswith(("shl", "shr", "sar", "rol", "ror", "rorx", "shlx", "shrx", "sarx")):
-        kind = "scalar_shift"
-    else:
-        kind = "scalar_alu"
-    out = [kind]
+    if _is_move(op) and mem:
+        return ["store" + wide] if writes else ["load"]
+    out = [_operation_class(ins, wide)]
     if reads:
         out.append("load")
     if writes:
         out.append("store" + wide)
     return out
+
+
+def _whole_instruction_class(op: str) -> str | None:
+    """Instructions counted as one class whatever their operands: an address computed (lea: no
+    memory touched), gathers and scatters (their memory is their work), calls and branches."""
+    if op.startswith("lea"):
+        return "scalar_alu"
+    for part, kind in (("gather", "gather"), ("scatter", "scatter")):
+        if part in op:
+            return kind
+    if op.startswith("call"):
+        return "call"
+    if _BRANCH.match(op):
+        return "branch"
+    return None
+
+
+def _operation_class(ins: Instr, wide: str) -> str:
+    """The class of the operation itself, for an instruction whose memory operands are counted apart."""
+    op = ins.op
+    if op.startswith("sha256rnds2"):
+        return "sha_rnds"
+    if op.startswith("sha256msg"):
+        return "sha_msg"
+    if _SHIFT.match(op):
+        return "vec_shift" + wide
+    if _SHUFFLE.match(op):
+        return "shuffle" + wide
+    if _is_move(op):
+        return ("vec_alu" + wide) if ins.bits else "scalar_alu"
+    if op.startswith(("vp", "p", "kx", "kmov", "kand", "kor", "kshift", "vmov", "vxorp", "vandp", "vorp")) \
+            and (ins.bits or op.startswith("k")):
+        return "vec_alu" + wide
+    if op.startswith(("shl", "shr", "sar", "rol", "ror", "rorx", "shlx", "shrx", "sarx")):
+        return "scalar_shift"
+    return "scalar_alu"
 
 
 def _is_move(op: str) -> bool:
